@@ -320,7 +320,7 @@ func Verify(envelope []byte, media [][]byte, want crypto.PublicKey) (*Verified, 
 			return nil, fmt.Errorf("provenance: %w: media %d (%s)", ErrMedia, i, m.Role)
 		}
 	}
-	return &Verified{Payload: p, Device: id, Key: pub, SPKI: spki, Hash: sha256.Sum256(envelope)}, nil
+	return &Verified{Payload: p, Device: id, Key: pub, SPKI: spki, Hash: HashEnvelope(envelope)}, nil
 }
 
 func checkPayload(p *Payload) error {
@@ -393,3 +393,7 @@ func UnmarshalBundle(data []byte) (*Bundle, error) {
 	}
 	return &b, nil
 }
+
+// HashEnvelope returns the SHA-256 of an envelope's bytes: the value the next
+// record's Prev carries.
+func HashEnvelope(envelope []byte) [32]byte { return sha256.Sum256(envelope) }
