@@ -120,7 +120,12 @@ var (
 
 func init() {
 	var err error
-	encMode, err = cbor.CoreDetEncOptions().EncMode()
+	// Core deterministic encoding, with nil slices written as empty ones: an
+	// empty prev or media list then has exactly one encoding (h'' and [],
+	// never null), so strict decoding leaves no choice to the encoder.
+	eo := cbor.CoreDetEncOptions()
+	eo.NilContainers = cbor.NilContainerAsEmpty
+	encMode, err = eo.EncMode()
 	if err != nil {
 		panic(err)
 	}
@@ -194,8 +199,9 @@ func Algorithm(pub crypto.PublicKey) (cose.Algorithm, error) {
 }
 
 // Sign encodes p and signs it with signer as a tagged COSE_Sign1. p.Device must
-// be the signer's DeviceID and p.Version is set to Version. rnd may be nil
-// (crypto/rand is used).
+// be the signer's DeviceID, p must pass the checks Verify makes on a payload
+// (kind, event ID, prev, clock, media hashes), and p.Version is set to
+// Version. rnd may be nil (crypto/rand is used).
 func Sign(rnd io.Reader, signer crypto.Signer, p *Payload) ([]byte, error) {
 	if rnd == nil {
 		rnd = rand.Reader
@@ -214,6 +220,11 @@ func Sign(rnd io.Reader, signer crypto.Signer, p *Payload) ([]byte, error) {
 		return nil, fmt.Errorf("provenance: sign: payload device %q is not the signer's %q", p.Device, id)
 	}
 	p.Version = Version
+	// A record Verify would reject must not be signed: it would use up a
+	// sequence number and then be quarantined by every receiver.
+	if err := checkPayload(p); err != nil {
+		return nil, fmt.Errorf("provenance: sign: %w", err)
+	}
 	payload, err := MarshalPayload(p)
 	if err != nil {
 		return nil, err
@@ -247,8 +258,10 @@ type Verified struct {
 	Hash    [32]byte         // SHA-256 of the envelope bytes (what the next record's Prev holds)
 }
 
-// Verify checks an envelope and its media: the COSE_Sign1 signature under the
-// key carried in the protected header, that the payload's device ID and the key
+// Verify checks an envelope and its media: that it is a tagged COSE_Sign1 whose
+// protected header holds only alg, content type, kid and the signer's key and
+// whose unprotected header is empty, the signature under the key carried in
+// the protected header, that the payload's device ID and the key
 // ID are that key's fingerprint, that want (if not nil) is that key, that the
 // payload is well-formed deterministic CBOR of this version, and that media
 // match the payload's media list one to one, by size and SHA-256.
@@ -258,6 +271,20 @@ func Verify(envelope []byte, media [][]byte, want crypto.PublicKey) (*Verified, 
 	var msg cose.Sign1Message
 	if err := msg.UnmarshalCBOR(envelope); err != nil {
 		return nil, fmt.Errorf("provenance: %w: %w", ErrMalformed, err)
+	}
+	// The unprotected header is not signed: anything in it could be changed
+	// in transit without breaking the signature, and would change the
+	// envelope's hash. It must be empty.
+	if len(msg.Headers.Unprotected) != 0 {
+		return nil, fmt.Errorf("provenance: %w: unprotected header is not empty", ErrMalformed)
+	}
+	for label := range msg.Headers.Protected {
+		if !knownHeader(label) {
+			return nil, fmt.Errorf("provenance: %w: unknown protected header %v", ErrMalformed, label)
+		}
+	}
+	if msg.Payload == nil {
+		return nil, fmt.Errorf("provenance: %w: no payload (detached payloads are not used)", ErrMalformed)
 	}
 	spki, ok := msg.Headers.Protected[HeaderLabelSPKI].([]byte)
 	if !ok {
@@ -321,6 +348,20 @@ func Verify(envelope []byte, media [][]byte, want crypto.PublicKey) (*Verified, 
 		}
 	}
 	return &Verified{Payload: p, Device: id, Key: pub, SPKI: spki, Hash: HashEnvelope(envelope)}, nil
+}
+
+// knownHeader reports whether label is one of the protected header labels a
+// record carries: alg, content type, kid and the signer's SPKI.
+func knownHeader(label any) bool {
+	l, ok := label.(int64) // go-cose decodes integer labels as int64
+	if !ok {
+		return false
+	}
+	switch l {
+	case cose.HeaderLabelAlgorithm, cose.HeaderLabelContentType, cose.HeaderLabelKeyID, HeaderLabelSPKI:
+		return true
+	}
+	return false
 }
 
 func checkPayload(p *Payload) error {

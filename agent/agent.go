@@ -1,0 +1,405 @@
+// Package agent wires keyframe's subsystems into the daemon: configuration,
+// the frame source, the motion detector and event lifecycle, thumbnails,
+// signing, the spool and the uploader.
+//
+// It is the one package that imports capture, motion, provenance, board and
+// uploader; nothing else may import agent except cmd/keyframe. Logic that
+// belongs to a subsystem stays there: agent only decides what goes where.
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/keyframe-cam/keyframe/board"
+	"github.com/keyframe-cam/keyframe/capture"
+	"github.com/keyframe-cam/keyframe/motion"
+	"github.com/keyframe-cam/keyframe/provenance"
+	"github.com/keyframe-cam/keyframe/uploader"
+)
+
+// Clock is the time source the agent and its subsystems use.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// RealClock is the system clock.
+func RealClock() Clock { return realClock{} }
+
+// Deps are the parts of the machine the agent uses; tests replace them.
+type Deps struct {
+	Clock  Clock
+	Rand   io.Reader      // key generation, event IDs, signatures
+	Board  *board.FS      // machine root
+	Synced func() bool    // whether the wall clock is synchronised
+	Logger *slog.Logger   // agent and subsystem logs
+	Source capture.Source // if not nil, used instead of opening one from the config
+}
+
+// Identity loads (or creates) the device key named by the configuration.
+func Identity(c *Config, rnd io.Reader) (board.Key, string, bool, error) {
+	path := KeyPath(c)
+	k, created, err := board.LoadOrCreateFileKey(path, rnd)
+	if err != nil {
+		return nil, "", false, err
+	}
+	id, err := provenance.DeviceID(k.Public())
+	if err != nil {
+		return nil, "", false, fmt.Errorf("agent: %w", err)
+	}
+	return k, id, created, nil
+}
+
+// KeyPath is the device key file the configuration names.
+func KeyPath(c *Config) string {
+	if c.KeyFile != "" {
+		return c.KeyFile
+	}
+	return filepath.Join(c.DataDir, "device.key")
+}
+
+func spoolDir(c *Config) string {
+	if c.SpoolDir != "" {
+		return c.SpoolDir
+	}
+	return filepath.Join(c.DataDir, "spool")
+}
+
+// Agent is the running daemon.
+type Agent struct {
+	cfg    Config
+	deps   Deps
+	log    *slog.Logger
+	key    board.Key
+	device string
+	boot   string
+	upAt   time.Duration // uptime when the agent started
+	start  time.Time     // clock reading when the agent started
+	spool  *uploader.Spool
+	up     *uploader.Uploader
+	chain  board.Chain
+	thumb  bytes.Buffer
+}
+
+// New prepares an agent: identity, chain state and spool. Nothing runs until Run.
+func New(cfg Config, deps Deps) (*Agent, error) {
+	if deps.Clock == nil {
+		deps.Clock = RealClock()
+	}
+	if deps.Rand == nil {
+		deps.Rand = rand.Reader
+	}
+	if deps.Synced == nil {
+		deps.Synced = board.ClockSynced
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if deps.Board == nil {
+		fs, err := board.NewFS("/")
+		if err != nil {
+			return nil, err
+		}
+		deps.Board = fs
+	}
+	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger, start: deps.Clock.Now()}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: data dir: %w", err)
+	}
+	key, id, created, err := Identity(&cfg, deps.Rand)
+	if err != nil {
+		return nil, err
+	}
+	a.key, a.device = key, id
+	if created {
+		a.log.Info("created device key", "device", id, "file", KeyPath(&cfg))
+	}
+	boot, err := deps.Board.BootID()
+	if err != nil {
+		// A boot ID is only absent off Linux; make one up per process so records
+		// still say which run signed them.
+		r, rerr := randomID(deps.Rand)
+		if rerr != nil {
+			return nil, rerr
+		}
+		boot = "process-" + r
+		a.log.Warn("no kernel boot ID; using a per-process one", "boot", boot, "err", err)
+	}
+	a.boot = boot
+	if up, err := deps.Board.Uptime(); err == nil {
+		a.upAt = up
+	}
+	a.chain, err = board.LoadChain(filepath.Join(cfg.DataDir, "chain"))
+	if err != nil {
+		return nil, err
+	}
+	a.spool, err = uploader.OpenSpool(uploader.SpoolConfig{
+		Dir:      spoolDir(&cfg),
+		MaxBytes: cfg.SpoolMaxBytes,
+		Policy:   uploader.Policy(cfg.SpoolPolicy),
+		Logger:   a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	tr, err := uploader.NewHTTP(cfg.UploadURL, &http.Client{Timeout: cfg.UploadTimeout})
+	if err != nil {
+		return nil, err
+	}
+	seed := make([]byte, 16)
+	if _, err := io.ReadFull(deps.Rand, seed); err != nil {
+		return nil, fmt.Errorf("agent: seed: %w", err)
+	}
+	rnd := mrand.New(mrand.NewPCG(leUint64(seed[:8]), leUint64(seed[8:])))
+	a.up = uploader.New(uploader.Config{
+		BackoffBase:   cfg.BackoffBase,
+		BackoffCap:    cfg.BackoffCap,
+		FirstRetryMax: cfg.FirstRetryMax,
+		RetryAfterCap: cfg.RetryAfterCap,
+		StableAfter:   cfg.StableAfter,
+		Rate:          cfg.UploadRate,
+	}, a.spool, tr, deps.Clock, rnd, a.log)
+	return a, nil
+}
+
+func leUint64(b []byte) uint64 {
+	var v uint64
+	for i := 7; i >= 0; i-- {
+		v = v<<8 | uint64(b[i])
+	}
+	return v
+}
+
+// DeviceID is the device's ID, derived from its public key.
+func (a *Agent) DeviceID() string { return a.device }
+
+// Run captures, detects, signs, spools and uploads until ctx is cancelled or
+// the source ends (an image-sequence directory without loop). Pending records
+// stay in the spool for the next start.
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := a.up.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			a.log.Error("uploader stopped", "err", err)
+		}
+	}()
+	err := a.capture(ctx)
+	if errors.Is(err, capture.ErrEndOfStream) {
+		a.log.Info("source ended; waiting for the spool to drain")
+		a.drain(ctx)
+		err = nil
+	}
+	cancel()
+	wg.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// drain waits until the spool is empty or ctx ends.
+func (a *Agent) drain(ctx context.Context) {
+	for len(a.spool.Pending()) > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.deps.Clock.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (a *Agent) openSource() (capture.Source, string, error) {
+	c := &a.cfg
+	kind := c.Source
+	if kind == "auto" {
+		kind = "synthetic"
+		if _, err := os.Stat(c.Device); err == nil {
+			kind = "v4l2"
+		}
+	}
+	var (
+		src capture.Source
+		err error
+	)
+	switch kind {
+	case "v4l2":
+		src, err = capture.OpenV4L2(capture.V4L2Config{Device: c.Device, Width: c.Width, Height: c.Height, FPS: c.FPS, Buffers: c.Buffers}, a.deps.Clock)
+	case "synthetic":
+		src, err = capture.NewSynthetic(capture.SyntheticConfig{Width: c.Width, Height: c.Height, FPS: c.FPS, Seed: c.Seed}, a.deps.Clock)
+	case "dir":
+		src, err = capture.OpenDir(capture.DirConfig{Dir: c.Dir, FPS: c.FPS, Loop: c.LoopDir}, a.deps.Clock)
+	default:
+		err = fmt.Errorf("agent: unknown source %q", kind)
+	}
+	return src, kind, err
+}
+
+// capture is the frame loop: one frame in, at most a detector step, a lifecycle
+// step and (rarely) a record out. The frame buffers are reused.
+func (a *Agent) capture(ctx context.Context) error {
+	src := a.deps.Source
+	kind := "injected"
+	if src == nil {
+		var err error
+		src, kind, err = a.openSource()
+		if err != nil {
+			return err
+		}
+	}
+	defer src.Close()
+	det, err := motion.NewDetector(a.cfg.Motion)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	life := motion.NewLifecycle(a.cfg.Motion)
+	a.log.Info("capturing", "source", kind, "device", a.device, "upload", a.cfg.UploadURL)
+
+	var frame, best capture.Frame
+	var event string
+	var last time.Time
+	for {
+		err := src.Next(ctx, &frame)
+		if err != nil {
+			if event != "" {
+				a.finish(life.Flush(last), event, &best)
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		last = frame.Time
+		res := det.Step(frame.Luma, frame.Width, frame.Height)
+		d := life.Observe(frame.Time, res)
+		if d.End && event != "" {
+			a.finish(d, event, &best)
+			event = ""
+		}
+		if d.Start {
+			if event, err = newEventID(frame.Time, a.deps.Rand); err != nil {
+				return err
+			}
+			a.emit(event, provenance.KindStart, &frame, d.Summary)
+		}
+		if d.Best {
+			frame.CopyTo(&best)
+		}
+	}
+}
+
+func (a *Agent) finish(d motion.Decision, event string, best *capture.Frame) {
+	if !d.End {
+		return
+	}
+	a.emit(event, provenance.KindEnd, best, d.Summary)
+}
+
+// emit makes one signed record of the event from frame and spools it. Errors
+// are logged: a record that cannot be made is lost, and says so.
+func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary) {
+	if err := a.record(event, kind, f, s); err != nil {
+		a.log.Error("event record lost", "event", event, "kind", kind, "err", err)
+		return
+	}
+	a.log.Info("event "+kind, "event", event, "seq", a.chain.Next-1, "area_ppm", s.PeakAreaPPM, "frames", s.MotionFrames, "duration", s.End.Sub(s.Start).Round(time.Millisecond))
+}
+
+func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary) error {
+	a.thumb.Reset()
+	if err := capture.EncodeThumbnail(&a.thumb, f, a.cfg.ThumbMaxSide, a.cfg.ThumbQuality); err != nil {
+		return err
+	}
+	thumb := bytes.Clone(a.thumb.Bytes())
+	clock := provenance.ClockUnsynced
+	if a.deps.Synced() {
+		clock = provenance.ClockSynced
+	}
+	now := a.deps.Clock.Now()
+	bootMs := a.upAt + now.Sub(a.start) - now.Sub(f.Time)
+	if bootMs < 0 {
+		bootMs = 0
+	}
+	dur := time.Duration(0)
+	if kind == provenance.KindEnd {
+		dur = s.End.Sub(s.Start)
+	}
+	p := &provenance.Payload{
+		Device: a.device,
+		Event:  event,
+		Kind:   kind,
+		Seq:    a.chain.Next,
+		Boot:   a.boot,
+		Prev:   a.chain.Prev,
+		Time:   provenance.Time{UnixMs: f.Time.UnixMilli(), BootMs: uint64(bootMs / time.Millisecond), Clock: clock},
+		Motion: provenance.Motion{
+			DurationMs:  uint64(dur / time.Millisecond),
+			Frames:      uint32(s.MotionFrames),
+			PeakAreaPPM: s.PeakAreaPPM,
+			Box:         [4]int32{int32(s.Box.Min.X), int32(s.Box.Min.Y), int32(s.Box.Max.X), int32(s.Box.Max.Y)},
+			Width:       uint32(f.Width),
+			Height:      uint32(f.Height),
+		},
+		Media:    []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", thumb)},
+		KeyStore: a.key.Backend(),
+	}
+	env, err := provenance.Sign(a.deps.Rand, a.key, p)
+	if err != nil {
+		return err
+	}
+	bundle, err := (&provenance.Bundle{Envelope: env, Media: [][]byte{thumb}}).Marshal()
+	if err != nil {
+		return err
+	}
+	// The chain advances durably before the record is spooled: after a crash a
+	// sequence number may be skipped, never reused.
+	h := provenance.HashEnvelope(env)
+	next := board.Chain{Next: p.Seq + 1, Prev: h[:]}
+	if err := board.SaveChain(filepath.Join(a.cfg.DataDir, "chain"), next); err != nil {
+		return err
+	}
+	a.chain = next
+	return a.spool.Put(uploader.Record{Seq: p.Seq, Event: event, Kind: kind, Data: bundle})
+}
+
+var idEnc = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// newEventID makes a sortable, unique event ID: the frame time in milliseconds
+// and 8 random bytes.
+func newEventID(t time.Time, rnd io.Reader) (string, error) {
+	r, err := randomID(rnd)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%013d-%s", max(t.UnixMilli(), 0), r), nil
+}
+
+func randomID(rnd io.Reader) (string, error) {
+	b := make([]byte, 8)
+	if _, err := io.ReadFull(rnd, b); err != nil {
+		return "", fmt.Errorf("agent: random source: %w", err)
+	}
+	return strings.ToLower(idEnc.EncodeToString(b)), nil
+}

@@ -1,0 +1,373 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keyframe-cam/keyframe/motion"
+)
+
+// Config is the agent's whole configuration. Every field has a default, bounds
+// and a one-line description in the field table (see Fields), which is also
+// what `keyframe config` prints and what docs/config.md is generated from.
+type Config struct {
+	DataDir string // where the key, chain state and spool live
+	KeyFile string // device key file; empty = DataDir/device.key
+
+	Source      string // auto, v4l2, synthetic, dir
+	Device      string // V4L2 device
+	Dir         string // image-sequence directory (Source "dir")
+	Width       int
+	Height      int
+	FPS         float64
+	Buffers     int
+	Seed        int64
+	LoopDir     bool
+	SourceRetry time.Duration
+
+	Motion motion.Config
+
+	ThumbMaxSide int
+	ThumbQuality int
+
+	SpoolDir      string // empty = DataDir/spool
+	SpoolMaxBytes int64
+	SpoolPolicy   string
+
+	UploadURL     string
+	BackoffBase   time.Duration
+	BackoffCap    time.Duration
+	FirstRetryMax time.Duration
+	RetryAfterCap time.Duration
+	StableAfter   time.Duration
+	UploadRate    float64
+	UploadTimeout time.Duration
+
+	LogLevel string
+}
+
+// Field describes one configuration key.
+type Field struct {
+	Name string // key in the file, e.g. capture.width; env KEYFRAME_CAPTURE_WIDTH
+	Desc string
+	get  func(*Config) string
+	set  func(*Config, string) error
+}
+
+// EnvName is the environment variable that overrides the field.
+func (f Field) EnvName() string {
+	return "KEYFRAME_" + strings.ToUpper(strings.ReplaceAll(f.Name, ".", "_"))
+}
+
+// Value returns the field's value in c, formatted as in a config file.
+func (f Field) Value(c *Config) string { return f.get(c) }
+
+func strField(name, desc string, p func(*Config) *string, allowed ...string) Field {
+	return Field{name, desc,
+		func(c *Config) string { return *p(c) },
+		func(c *Config, v string) error {
+			if len(allowed) > 0 && !contains(allowed, v) {
+				return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+			}
+			*p(c) = v
+			return nil
+		}}
+}
+
+func contains(list []string, v string) bool {
+	for _, s := range list {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+func intField[T int | int64](name, desc string, lo, hi T, p func(*Config) *T) Field {
+	return Field{name, desc + fmt.Sprintf(" [%d..%d]", lo, hi),
+		func(c *Config) string { return strconv.FormatInt(int64(*p(c)), 10) },
+		func(c *Config, v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return fmt.Errorf("%q is not an integer", v)
+			}
+			if T(n) < lo || T(n) > hi || int64(T(n)) != n {
+				return fmt.Errorf("%d is out of range [%d, %d]", n, lo, hi)
+			}
+			*p(c) = T(n)
+			return nil
+		}}
+}
+
+func floatField(name, desc string, lo, hi float64, p func(*Config) *float64) Field {
+	return Field{name, desc + fmt.Sprintf(" [%g..%g]", lo, hi),
+		func(c *Config) string { return strconv.FormatFloat(*p(c), 'g', -1, 64) },
+		func(c *Config, v string) error {
+			x, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return fmt.Errorf("%q is not a number", v)
+			}
+			if !(x >= lo && x <= hi) {
+				return fmt.Errorf("%g is out of range [%g, %g]", x, lo, hi)
+			}
+			*p(c) = x
+			return nil
+		}}
+}
+
+func durField(name, desc string, lo, hi time.Duration, p func(*Config) *time.Duration) Field {
+	return Field{name, desc + fmt.Sprintf(" [%v..%v]", lo, hi),
+		func(c *Config) string { return p(c).String() },
+		func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a duration (e.g. 1.5s, 2m)", v)
+			}
+			if d < lo || d > hi {
+				return fmt.Errorf("%v is out of range [%v, %v]", d, lo, hi)
+			}
+			*p(c) = d
+			return nil
+		}}
+}
+
+func boolField(name, desc string, p func(*Config) *bool) Field {
+	return Field{name, desc,
+		func(c *Config) string { return strconv.FormatBool(*p(c)) },
+		func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not true or false", v)
+			}
+			*p(c) = b
+			return nil
+		}}
+}
+
+// Fields lists every configuration key in file order.
+func Fields() []Field {
+	return []Field{
+		strField("device.data_dir", "directory for the device key, chain state and spool", func(c *Config) *string { return &c.DataDir }),
+		strField("device.key_file", "device key file (ECDSA P-256, PKCS#8 PEM, mode 0600); empty = <data_dir>/device.key", func(c *Config) *string { return &c.KeyFile }),
+
+		strField("capture.source", "frame source: auto (V4L2 device if it exists, else synthetic), v4l2, synthetic, dir", func(c *Config) *string { return &c.Source }, "auto", "v4l2", "synthetic", "dir"),
+		strField("capture.device", "V4L2 capture device", func(c *Config) *string { return &c.Device }),
+		strField("capture.dir", "image-sequence directory (JPEG/PNG/BMP in name order) for source dir", func(c *Config) *string { return &c.Dir }),
+		intField("capture.width", "requested frame width in pixels", 16, 4096, func(c *Config) *int { return &c.Width }),
+		intField("capture.height", "requested frame height in pixels", 16, 4096, func(c *Config) *int { return &c.Height }),
+		floatField("capture.fps", "frame rate; 0 = as fast as possible (dir and synthetic sources only)", 0, 120, func(c *Config) *float64 { return &c.FPS }),
+		intField("capture.buffers", "V4L2 driver buffers", 2, 4, func(c *Config) *int { return &c.Buffers }),
+		intField("capture.seed", "seed of the synthetic scene", int64(-1<<62), int64(1<<62), func(c *Config) *int64 { return &c.Seed }),
+		boolField("capture.loop", "replay the image-sequence directory from the start when it ends", func(c *Config) *bool { return &c.LoopDir }),
+		durField("capture.retry", "wait before reopening a source that failed", 100*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.SourceRetry }),
+
+		intField("motion.analysis_width", "width the luma plane is downscaled to before analysis", 32, 1280, func(c *Config) *int { return &c.Motion.AnalysisWidth }),
+		intField("motion.noise_floor", "lowest per-pixel difference, in luma levels, that counts as change", 1, 128, func(c *Config) *int { return &c.Motion.NoiseFloor }),
+		floatField("motion.noise_k", "per-pixel threshold as a multiple of the measured noise level", 0.5, 20, func(c *Config) *float64 { return &c.Motion.NoiseK }),
+		floatField("motion.min_area", "smallest moving blob, as a fraction of the frame", 0.0001, 0.5, func(c *Config) *float64 { return &c.Motion.MinArea }),
+		floatField("motion.light_switch", "fraction of changed pixels above which a change is global (light switch, IR switch): recalibrate, no event", 0.05, 1, func(c *Config) *float64 { return &c.Motion.LightSwitch }),
+		floatField("motion.background_rate", "background learning rate per frame for still pixels", 0.001, 0.5, func(c *Config) *float64 { return &c.Motion.BackgroundRate }),
+		intField("motion.min_motion_frames", "consecutive motion frames before an event starts", 1, 100, func(c *Config) *int { return &c.Motion.MinMotionFrames }),
+		intField("motion.absorb_frames", "frames a pixel may stay changed before it becomes background (a parked car)", 1, 65535, func(c *Config) *int { return &c.Motion.AbsorbFrames }),
+		durField("motion.event_gap", "quiet time after the last motion that ends an event", 0, time.Hour, func(c *Config) *time.Duration { return &c.Motion.EventGap }),
+		durField("motion.post_roll", "time after the last motion frame included in the event", 0, time.Hour, func(c *Config) *time.Duration { return &c.Motion.PostRoll }),
+		durField("motion.max_length", "longest event; a longer one is ended and a new one may start", time.Second, 24*time.Hour, func(c *Config) *time.Duration { return &c.Motion.MaxLength }),
+
+		intField("thumbnail.max_side", "longest side of a thumbnail in pixels (never upscaled)", 32, 4096, func(c *Config) *int { return &c.ThumbMaxSide }),
+		intField("thumbnail.quality", "JPEG quality of thumbnails", 1, 100, func(c *Config) *int { return &c.ThumbQuality }),
+
+		strField("spool.dir", "spool directory; empty = <data_dir>/spool", func(c *Config) *string { return &c.SpoolDir }),
+		intField("spool.max_bytes", "most bytes of unsent records kept on disk", int64(64<<10), int64(1<<40), func(c *Config) *int64 { return &c.SpoolMaxBytes }),
+		strField("spool.policy", "when the spool is full: refuse-new (new events are refused and counted) or drop-oldest (oldest unsent moved to quarantine, counted)", func(c *Config) *string { return &c.SpoolPolicy }, "refuse-new", "drop-oldest"),
+
+		strField("upload.url", "receiver base URL; https://, or http:// to a loopback address only", func(c *Config) *string { return &c.UploadURL }),
+		durField("upload.backoff_base", "first retry delay ceiling (full jitter: uniform(0, min(cap, base*2^n)))", 10*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.BackoffBase }),
+		durField("upload.backoff_cap", "largest retry delay ceiling", 100*time.Millisecond, 24*time.Hour, func(c *Config) *time.Duration { return &c.BackoffCap }),
+		durField("upload.first_retry_max", "after an outage begins, the first retry waits uniform(0, this)", 0, time.Hour, func(c *Config) *time.Duration { return &c.FirstRetryMax }),
+		durField("upload.retry_after_cap", "longest Retry-After from the receiver that is honoured", time.Second, 24*time.Hour, func(c *Config) *time.Duration { return &c.RetryAfterCap }),
+		durField("upload.stable_after", "successes needed for this long before the failure count resets", 0, 24*time.Hour, func(c *Config) *time.Duration { return &c.StableAfter }),
+		floatField("upload.rate", "most records per second sent while draining a backlog", 0.01, 1000, func(c *Config) *float64 { return &c.UploadRate }),
+		durField("upload.timeout", "timeout of one upload request", time.Second, time.Hour, func(c *Config) *time.Duration { return &c.UploadTimeout }),
+
+		strField("log.level", "log level: debug, info, warn, error", func(c *Config) *string { return &c.LogLevel }, "debug", "info", "warn", "error"),
+	}
+}
+
+// DefaultConfig returns the configuration used when a key is not set.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:       "/var/lib/keyframe",
+		Source:        "auto",
+		Device:        "/dev/video0",
+		Width:         640,
+		Height:        480,
+		FPS:           10,
+		Buffers:       3,
+		Seed:          1,
+		SourceRetry:   2 * time.Second,
+		Motion:        motion.DefaultConfig(),
+		ThumbMaxSide:  320,
+		ThumbQuality:  75,
+		SpoolMaxBytes: 64 << 20,
+		SpoolPolicy:   "refuse-new",
+		UploadURL:     "http://127.0.0.1:8417",
+		BackoffBase:   time.Second,
+		BackoffCap:    5 * time.Minute,
+		FirstRetryMax: 30 * time.Second,
+		RetryAfterCap: 10 * time.Minute,
+		StableAfter:   time.Minute,
+		UploadRate:    5,
+		UploadTimeout: 30 * time.Second,
+		LogLevel:      "info",
+	}
+}
+
+// ParseConfig reads a configuration file over the defaults. The format is one
+// "key = value" per line; '#' starts a comment; blank lines are ignored. name
+// is used in error messages.
+func ParseConfig(r io.Reader, name string, c *Config) error {
+	fields := fieldMap()
+	sc := bufio.NewScanner(r)
+	seen := map[string]int{}
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		key, val, ok := strings.Cut(text, "=")
+		if !ok {
+			return fmt.Errorf("agent: config %s:%d: want \"key = value\", have %q", name, line, text)
+		}
+		key, val = strings.TrimSpace(key), strings.TrimSpace(val)
+		f, ok := fields[key]
+		if !ok {
+			return fmt.Errorf("agent: config %s:%d: unknown key %q", name, line, key)
+		}
+		if prev, dup := seen[key]; dup {
+			return fmt.Errorf("agent: config %s:%d: %s already set on line %d", name, line, key, prev)
+		}
+		seen[key] = line
+		if err := f.set(c, unquote(val)); err != nil {
+			return fmt.Errorf("agent: config %s:%d: %s: %w", name, line, key, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("agent: config %s: %w", name, err)
+	}
+	return nil
+}
+
+func unquote(v string) string {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		if s, err := strconv.Unquote(v); err == nil {
+			return s
+		}
+	}
+	return v
+}
+
+func fieldMap() map[string]Field {
+	m := map[string]Field{}
+	for _, f := range Fields() {
+		m[f.Name] = f
+	}
+	return m
+}
+
+// ApplyEnv applies KEYFRAME_* overrides from environ (os.Environ() format).
+func ApplyEnv(environ []string, c *Config) error {
+	byEnv := map[string]Field{}
+	for _, f := range Fields() {
+		byEnv[f.EnvName()] = f
+	}
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, "KEYFRAME_") {
+			continue
+		}
+		f, ok := byEnv[k]
+		if !ok {
+			return fmt.Errorf("agent: environment %s: no such setting", k)
+		}
+		if err := f.set(c, v); err != nil {
+			return fmt.Errorf("agent: environment %s (%s): %w", k, f.Name, err)
+		}
+	}
+	return nil
+}
+
+// Validate checks values that depend on each other.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return fmt.Errorf("agent: config device.data_dir: must not be empty")
+	}
+	if c.Source == "dir" && c.Dir == "" {
+		return fmt.Errorf("agent: config capture.dir: must be set when capture.source = dir")
+	}
+	if c.Source == "v4l2" && c.FPS == 0 {
+		return fmt.Errorf("agent: config capture.fps: 0 (as fast as possible) is only for dir and synthetic sources")
+	}
+	if c.BackoffBase > c.BackoffCap {
+		return fmt.Errorf("agent: config upload.backoff_base: %v is above upload.backoff_cap %v", c.BackoffBase, c.BackoffCap)
+	}
+	if c.UploadURL == "" {
+		return fmt.Errorf("agent: config upload.url: must not be empty")
+	}
+	if err := c.Motion.Validate(); err != nil {
+		return fmt.Errorf("agent: config: %w", err)
+	}
+	return nil
+}
+
+// LoadConfig returns the defaults, overlaid with the file at path (if path is
+// not empty) and then with KEYFRAME_* variables from environ, validated.
+func LoadConfig(path string, environ []string) (Config, error) {
+	c := DefaultConfig()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("agent: config: %w", err)
+		}
+		if err := ParseConfig(bytes.NewReader(b), path, &c); err != nil {
+			return c, err
+		}
+	}
+	if err := ApplyEnv(environ, &c); err != nil {
+		return c, err
+	}
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// WriteConfig writes c as a complete configuration file, each key preceded by
+// its description.
+func WriteConfig(w io.Writer, c *Config) error {
+	bw := bufio.NewWriter(w)
+	fmt.Fprintln(bw, "# keyframe configuration. Every key, with its value; unset keys take the default.")
+	fmt.Fprintln(bw, "# Each key can be overridden by an environment variable: capture.width -> KEYFRAME_CAPTURE_WIDTH.")
+	section := ""
+	for _, f := range Fields() {
+		s, _, _ := strings.Cut(f.Name, ".")
+		if s != section {
+			fmt.Fprintf(bw, "\n")
+			section = s
+		}
+		fmt.Fprintf(bw, "# %s\n%s = %s\n", f.Desc, f.Name, quoteIfNeeded(f.get(c)))
+	}
+	return bw.Flush()
+}
+
+func quoteIfNeeded(v string) string {
+	if v == "" || strings.ContainsAny(v, "#\"") || strings.TrimSpace(v) != v {
+		return strconv.Quote(v)
+	}
+	return v
+}

@@ -1,0 +1,123 @@
+package agent
+
+import (
+	"bytes"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultConfigValid(t *testing.T) {
+	c := DefaultConfig()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWriteParseRoundTrip(t *testing.T) {
+	c := DefaultConfig()
+	c.Width = 1280
+	c.Motion.EventGap = 7 * time.Second
+	c.Dir = "/tmp/with space"
+	c.KeyFile = ""
+	var buf bytes.Buffer
+	if err := WriteConfig(&buf, &c); err != nil {
+		t.Fatal(err)
+	}
+	got := DefaultConfig()
+	got.Width = 1
+	if err := ParseConfig(&buf, "written", &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, c) {
+		t.Fatalf("round trip differs:\n got %+v\nwant %+v", got, c)
+	}
+}
+
+func TestEveryFieldWritten(t *testing.T) {
+	c := DefaultConfig()
+	var buf bytes.Buffer
+	if err := WriteConfig(&buf, &c); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range Fields() {
+		if !strings.Contains(buf.String(), "\n"+f.Name+" = ") {
+			t.Errorf("%s missing from the written configuration", f.Name)
+		}
+		if f.Desc == "" {
+			t.Errorf("%s has no description", f.Name)
+		}
+	}
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"capture.width = -5", "capture.width"},
+		{"capture.width = wide", "capture.width"},
+		{"capture.fps = 500", "capture.fps"},
+		{"capture.source = webcam", "capture.source"},
+		{"motion.event_gap = soon", "motion.event_gap"},
+		{"motion.min_area = 2", "motion.min_area"},
+		{"spool.policy = yolo", "spool.policy"},
+		{"no.such.key = 1", "no.such.key"},
+		{"capture.width", "want \"key = value\""},
+		{"capture.width = 100\ncapture.width = 200", "already set on line 1"},
+	}
+	for _, tc := range cases {
+		c := DefaultConfig()
+		err := ParseConfig(strings.NewReader(tc.in), "test.conf", &c)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "test.conf:") {
+			t.Errorf("%q: error %v, want one naming %q and the line", tc.in, err, tc.want)
+		}
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	c := DefaultConfig()
+	if err := ApplyEnv([]string{"PATH=/bin", "KEYFRAME_CAPTURE_WIDTH=800", "KEYFRAME_UPLOAD_URL=https://cloud.example/"}, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Width != 800 || c.UploadURL != "https://cloud.example/" {
+		t.Fatalf("env not applied: %d %s", c.Width, c.UploadURL)
+	}
+	err := ApplyEnv([]string{"KEYFRAME_CAPTURE_HEIGHT=x"}, &c)
+	if err == nil || !strings.Contains(err.Error(), "capture.height") {
+		t.Fatalf("bad env value: %v", err)
+	}
+	err = ApplyEnv([]string{"KEYFRAME_CAPTUR_WIDTH=1"}, &c)
+	if err == nil || !strings.Contains(err.Error(), "KEYFRAME_CAPTUR_WIDTH") {
+		t.Fatalf("misspelt env: %v", err)
+	}
+}
+
+func TestValidateCrossField(t *testing.T) {
+	c := DefaultConfig()
+	c.Source = "dir"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "capture.dir") {
+		t.Fatalf("dir source without dir: %v", err)
+	}
+	c = DefaultConfig()
+	c.BackoffBase = time.Hour
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "upload.backoff_base") {
+		t.Fatalf("base above cap: %v", err)
+	}
+}
+
+// TestConfigDocInSync keeps docs/config.md true: it must contain the default
+// configuration exactly as `keyframe config` prints it.
+func TestConfigDocInSync(t *testing.T) {
+	doc, err := os.ReadFile("../docs/config.md")
+	if err != nil {
+		t.Fatalf("docs/config.md: %v", err)
+	}
+	c := DefaultConfig()
+	var buf bytes.Buffer
+	if err := WriteConfig(&buf, &c); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(doc, buf.Bytes()) {
+		t.Fatal("docs/config.md does not contain the current defaults: regenerate its block with `keyframe config`")
+	}
+}

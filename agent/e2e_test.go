@@ -1,0 +1,132 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyframe-cam/keyframe/board"
+	"github.com/keyframe-cam/keyframe/receiver"
+)
+
+// lineWatcher collects the receiver's "verified" lines.
+type lineWatcher struct {
+	mu    sync.Mutex
+	lines []string
+	ch    chan struct{}
+}
+
+func (w *lineWatcher) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	sc := bufio.NewScanner(strings.NewReader(string(p)))
+	for sc.Scan() {
+		w.lines = append(w.lines, sc.Text())
+	}
+	select {
+	case w.ch <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
+func (w *lineWatcher) count(substr string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, l := range w.lines {
+		if strings.Contains(l, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestEndToEndSynthetic runs the real agent on the synthetic scene against the
+// real receiver over HTTP on loopback, and waits for verified start and end
+// records of the same device.
+func TestEndToEndSynthetic(t *testing.T) {
+	dir := t.TempDir()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	cfg := DefaultConfig()
+	cfg.DataDir = filepath.Join(dir, "device")
+	cfg.Source = "synthetic"
+	cfg.FPS = 0 // as fast as possible; frame times stay on the nominal timeline
+	cfg.Width, cfg.Height = 320, 240
+	cfg.FirstRetryMax = 10 * time.Millisecond
+	cfg.BackoffBase = 10 * time.Millisecond
+	cfg.BackoffCap = 100 * time.Millisecond
+	cfg.UploadRate = 1000
+
+	key, device, _, err := Identity(&cfg, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := board.PublicKeyPEM(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdir := filepath.Join(dir, "receiver")
+	if _, err := receiver.Enroll(rdir, pem); err != nil {
+		t.Fatal(err)
+	}
+	if err := receiver.Pair(rdir, device, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	lines := &lineWatcher{ch: make(chan struct{}, 1)}
+	srv, err := receiver.Open(receiver.Options{Dir: rdir, Logger: quiet, Events: lines})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	cfg.UploadURL = hs.URL
+
+	a, err := New(cfg, Deps{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.DeviceID() != device {
+		t.Fatalf("agent device %s, identity %s", a.DeviceID(), device)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+
+	for lines.count("kind=start") < 1 || lines.count("kind=end") < 1 {
+		select {
+		case <-lines.ch:
+		case err := <-done:
+			t.Fatalf("agent stopped before a start and an end were verified: %v\nlines: %q", err, lines.lines)
+		case <-ctx.Done():
+			t.Fatalf("no verified start and end within the deadline; lines: %q", lines.lines)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("agent: %v", err)
+	}
+	for _, l := range lines.lines {
+		if !strings.Contains(l, "verified") || !strings.Contains(l, "device="+device) {
+			t.Errorf("receiver line %q does not say verified for device %s", l, device)
+		}
+	}
+	rep, err := receiver.CheckStore(rdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() {
+		t.Fatalf("stored events do not verify offline: %+v", rep)
+	}
+}

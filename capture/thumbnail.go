@@ -1,0 +1,116 @@
+package capture
+
+import (
+	"fmt"
+	"image"
+	"image/jpeg"
+	"io"
+)
+
+// EncodeThumbnail writes f as a JPEG of the given quality (1..100), scaled
+// down with an area (box) filter from the native data so that its longest
+// side is maxSide. A frame already within maxSide is encoded at its own size,
+// never scaled up. A GREY frame gives a greyscale JPEG.
+func EncodeThumbnail(w io.Writer, f *Frame, maxSide, quality int) error {
+	if maxSide <= 0 {
+		return fmt.Errorf("capture: thumbnail: max side %d, want > 0", maxSide)
+	}
+	if quality < 1 || quality > 100 {
+		return fmt.Errorf("capture: thumbnail: quality %d, want 1..100", quality)
+	}
+	if err := f.validate(); err != nil {
+		return fmt.Errorf("capture: thumbnail: %w", err)
+	}
+	tw, th := thumbSize(f.Width, f.Height, maxSide)
+	img := scaleBox(f, tw, th)
+	if err := jpeg.Encode(w, img, &jpeg.Options{Quality: quality}); err != nil {
+		return fmt.Errorf("capture: thumbnail: %w", err)
+	}
+	return nil
+}
+
+// thumbSize is the size of a w x h image scaled so its longest side is
+// maxSide, or w x h when it already fits.
+func thumbSize(w, h, maxSide int) (int, int) {
+	if w <= maxSide && h <= maxSide {
+		return w, h
+	}
+	if w >= h {
+		return maxSide, max(1, (h*maxSide+w/2)/w)
+	}
+	return max(1, (w*maxSide+h/2)/h), maxSide
+}
+
+// scaleBox averages the frame's native data over the source area of each
+// destination pixel. f must be valid and tw <= f.Width, th <= f.Height.
+func scaleBox(f *Frame, tw, th int) image.Image {
+	sw, sh := f.Width, f.Height
+	nch := 3
+	if f.Format == FormatGrey {
+		nch = 1
+	}
+	// col[sx] is the destination column of source column sx; cw[dx] its width.
+	col := make([]int, sw)
+	cw := make([]int, tw)
+	for dx := range tw {
+		x0, x1 := dx*sw/tw, (dx+1)*sw/tw
+		for sx := x0; sx < x1; sx++ {
+			col[sx] = dx
+		}
+		cw[dx] = x1 - x0
+	}
+	sum := make([]int, tw*nch)
+	out := make([]byte, tw*th*nch)
+	for dy := range th {
+		clear(sum)
+		y0, y1 := dy*sh/th, (dy+1)*sh/th
+		for sy := y0; sy < y1; sy++ {
+			row := f.Data[sy*f.Stride:]
+			switch f.Format {
+			case FormatGrey:
+				for sx := range sw {
+					sum[col[sx]] += int(row[sx])
+				}
+			case FormatRGB24:
+				for sx := range sw {
+					s := sum[3*col[sx]:]
+					s[0] += int(row[3*sx])
+					s[1] += int(row[3*sx+1])
+					s[2] += int(row[3*sx+2])
+				}
+			case FormatYUYV:
+				for sx := range sw {
+					s := sum[3*col[sx]:]
+					s[0] += int(row[2*sx])
+					s[1] += int(row[4*(sx/2)+1])
+					s[2] += int(row[4*(sx/2)+3])
+				}
+			}
+		}
+		o := out[dy*tw*nch:]
+		for dx := range tw {
+			n := cw[dx] * (y1 - y0)
+			for c := range nch {
+				o[dx*nch+c] = uint8((sum[dx*nch+c] + n/2) / n)
+			}
+		}
+	}
+	r := image.Rect(0, 0, tw, th)
+	switch f.Format {
+	case FormatGrey:
+		return &image.Gray{Pix: out, Stride: tw, Rect: r}
+	case FormatRGB24:
+		img := image.NewRGBA(r)
+		for i := range tw * th {
+			copy(img.Pix[4*i:4*i+3], out[3*i:3*i+3])
+			img.Pix[4*i+3] = 0xff
+		}
+		return img
+	default: // FormatYUYV
+		img := image.NewYCbCr(r, image.YCbCrSubsampleRatio444)
+		for i := range tw * th {
+			img.Y[i], img.Cb[i], img.Cr[i] = out[3*i], out[3*i+1], out[3*i+2]
+		}
+		return img
+	}
+}

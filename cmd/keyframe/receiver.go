@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/keyframe-cam/keyframe/receiver"
+)
+
+const (
+	defaultReceiverData   = "./keyframe-receiver"
+	defaultReceiverListen = "127.0.0.1:8417"
+)
+
+const receiverUsage = `usage: keyframe receiver [serve] [-data DIR] [-listen ADDR] [-public]
+       keyframe receiver enroll -data DIR -key FILE.pem [-owner NAME]
+       keyframe receiver pair   -data DIR -device ID -owner NAME
+       keyframe receiver unpair -data DIR -device ID
+       keyframe receiver revoke -data DIR -device ID
+`
+
+// cmdReceiver runs the reference receiver or changes its registry.
+func cmdReceiver(args []string, stdout, stderr io.Writer) int {
+	sub := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		sub, args = args[0], args[1:]
+	}
+	switch sub {
+	case "serve":
+		return receiverServe(args, stdout, stderr)
+	case "enroll":
+		return receiverEnroll(args, stdout, stderr)
+	case "pair":
+		return receiverPair(args, stdout, stderr)
+	case "unpair", "revoke":
+		return receiverUnpair(sub, args, stdout, stderr)
+	case "help":
+		fmt.Fprint(stdout, receiverUsage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "keyframe receiver: unknown subcommand %q\n%s", sub, receiverUsage)
+	return 2
+}
+
+// syncWriter serialises writes to stdout from the server's goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func receiverServe(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("receiver", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", defaultReceiverData, "data directory: registry, stored events, index")
+	listen := fs.String("listen", defaultReceiverListen, "address to listen on (loopback unless -public)")
+	public := fs.Bool("public", false, "allow a non-loopback listen address (the admin page at / then shows every event to anyone who can reach it)")
+	maxBody := fs.Int64("max-body", receiver.DefaultMaxBody, "largest accepted upload in bytes")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "keyframe receiver: unexpected argument %q\n%s", fs.Arg(0), receiverUsage)
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "keyframe receiver: -log-level: %v\n", err)
+		return 2
+	}
+	loop, err := receiver.IsLoopback(*listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "keyframe receiver: %v\n", err)
+		return 2
+	}
+	if !loop && !*public {
+		fmt.Fprintf(stderr, "keyframe receiver: refusing to listen on %s: it is not a loopback address, and this reference receiver has no viewer authentication (its admin page shows every event, owner pages are selected by URL); use a loopback address, or -public behind an authenticating proxy\n", *listen)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if !loop {
+		log.Warn("listening on a non-loopback address: there is no viewer authentication; put an authenticating TLS proxy in front", "listen", *listen)
+	}
+	out := &syncWriter{w: stdout}
+	srv, err := receiver.Open(receiver.Options{Dir: *data, Logger: log, Events: out, MaxBody: *maxBody})
+	if err != nil {
+		fmt.Fprintf(stderr, "keyframe receiver: %v\n", err)
+		return 1
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "keyframe receiver: %v\n", err)
+		return 1
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	fmt.Fprintf(out, "receiver: listening on http://%s/\n", ln.Addr())
+
+	select {
+	case err := <-errc:
+		fmt.Fprintf(stderr, "keyframe receiver: %v\n", err)
+		return 1
+	case <-ctx.Done():
+	}
+	log.Info("receiver: shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Warn("receiver: shutdown", "err", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn("receiver: serve", "err", err)
+	}
+	if err := srv.Close(); err != nil {
+		fmt.Fprintf(stderr, "keyframe receiver: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func receiverEnroll(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("receiver enroll", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", defaultReceiverData, "data directory")
+	keyFile := fs.String("key", "", "the device's public key, PEM \"PUBLIC KEY\" (keyframe identity -pubout writes it)")
+	owner := fs.String("owner", "", "also pair the device to this owner")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *keyFile == "" || fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "keyframe receiver enroll: -key is required\n%s", receiverUsage)
+		return 2
+	}
+	if *owner != "" && !receiver.ValidOwner(*owner) {
+		fmt.Fprintf(stderr, "keyframe receiver enroll: -owner %q: %v\n", *owner, receiver.ErrOwner)
+		return 2
+	}
+	pem, err := os.ReadFile(*keyFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "keyframe receiver enroll: %v\n", err)
+		return 1
+	}
+	id, err := receiver.Enroll(*data, pem)
+	if err != nil {
+		fmt.Fprintf(stderr, "keyframe receiver enroll: %v\n", err)
+		return 1
+	}
+	if *owner != "" {
+		if err := receiver.Pair(*data, id, *owner); err != nil {
+			fmt.Fprintf(stderr, "keyframe receiver enroll: %v\n", err)
+			return 1
+		}
+	}
+	fmt.Fprintln(stdout, id)
+	return 0
+}
+
+func receiverPair(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("receiver pair", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", defaultReceiverData, "data directory")
+	device := fs.String("device", "", "device ID (as enroll printed it)")
+	owner := fs.String("owner", "", "owner name: 1-64 characters of a-z, 0-9, '_' and '-'")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *device == "" || *owner == "" || fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "keyframe receiver pair: -device and -owner are required\n%s", receiverUsage)
+		return 2
+	}
+	if err := receiver.Pair(*data, *device, *owner); err != nil {
+		fmt.Fprintf(stderr, "keyframe receiver pair: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "paired %s to %s\n", *device, *owner)
+	return 0
+}
+
+func receiverUnpair(sub string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("receiver "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", defaultReceiverData, "data directory")
+	device := fs.String("device", "", "device ID")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *device == "" || fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "keyframe receiver %s: -device is required\n%s", sub, receiverUsage)
+		return 2
+	}
+	do, done := receiver.Unpair, "unpaired"
+	if sub == "revoke" {
+		do, done = receiver.Revoke, "revoked"
+	}
+	if err := do(*data, *device); err != nil {
+		fmt.Fprintf(stderr, "keyframe receiver %s: %v\n", sub, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s %s\n", done, *device)
+	return 0
+}

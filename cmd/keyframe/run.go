@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/keyframe-cam/keyframe/agent"
+)
+
+// loadConfig parses the common -config flag's file plus KEYFRAME_* variables.
+func loadConfig(path string, stderr io.Writer) (agent.Config, bool) {
+	c, err := agent.LoadConfig(path, os.Environ())
+	if err != nil {
+		fmt.Fprintf(stderr, "keyframe: %v\n", err)
+		return c, false
+	}
+	return c, true
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file (see keyframe config); KEYFRAME_* variables override it")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c, ok := loadConfig(*cfgPath, stderr)
+	if !ok {
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		fmt.Fprintf(stderr, "keyframe: log.level: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log.Info("keyframe starting", "version", version)
+	a, err := agent.New(c, agent.Deps{Logger: log, Rand: rand.Reader})
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := a.Run(ctx); err != nil {
+		log.Error("agent stopped", "err", err)
+		return 1
+	}
+	log.Info("agent stopped")
+	return 0
+}
+
+func cmdConfig(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "show the effective configuration from this file and KEYFRAME_* variables")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c := agent.DefaultConfig()
+	if *cfgPath != "" {
+		var ok bool
+		if c, ok = loadConfig(*cfgPath, stderr); !ok {
+			return 2
+		}
+	}
+	if err := agent.WriteConfig(stdout, &c); err != nil {
+		fmt.Fprintf(stderr, "keyframe: %v\n", err)
+		return 1
+	}
+	return 0
+}

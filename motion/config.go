@@ -1,0 +1,145 @@
+package motion
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config tunes the [Detector] and the [Lifecycle]. Start from
+// [DefaultConfig]; [Config.Validate] states the bounds of every field.
+type Config struct {
+	// AnalysisWidth is the width the luma plane is reduced to (by an
+	// integer box average) before analysis: the input width divided by the
+	// nearest whole factor. Default 160.
+	AnalysisWidth int
+	// NoiseFloor is the smallest per-pixel difference from the background,
+	// in luma levels, that counts as change. Default 10.
+	NoiseFloor int
+	// NoiseK scales the measured noise level (the running mean absolute
+	// difference of still pixels) into the per-pixel threshold:
+	// threshold = max(NoiseFloor, NoiseK*noise). Default 3.
+	NoiseK float64
+	// MinArea is the smallest blob of changed pixels, as a fraction of the
+	// analysed frame, that counts as motion. Default 0.003.
+	MinArea float64
+	// LightSwitch is the fraction of changed pixels above which a change is
+	// global (light switch, IR cut filter): the background is re-seeded and
+	// no motion is reported. Default 0.35.
+	LightSwitch float64
+	// BackgroundRate is the per-frame learning rate of the background for
+	// pixels that are not changed. Default 0.05.
+	BackgroundRate float64
+	// AbsorbFrames is how many consecutive frames a pixel may stay changed
+	// before the background takes its new value (a parked car, a moved
+	// chair). Default 100.
+	AbsorbFrames int
+	// MinMotionFrames is the number of consecutive motion frames that starts
+	// an event. Default 3.
+	MinMotionFrames int
+	// EventGap is the quiet time after the last motion frame that ends an
+	// event. Default 3s.
+	EventGap time.Duration
+	// PostRoll is the time after the last motion frame that an event's end
+	// includes (never beyond the frame that decided the end). Default 1s.
+	PostRoll time.Duration
+	// MaxLength ends an event that lasts this long; motion that goes on
+	// starts a new one. Default 60s.
+	MaxLength time.Duration
+}
+
+// DefaultConfig returns the defaults described at each [Config] field.
+func DefaultConfig() Config {
+	return Config{
+		AnalysisWidth:   160,
+		NoiseFloor:      10,
+		NoiseK:          3,
+		MinArea:         0.003,
+		LightSwitch:     0.35,
+		BackgroundRate:  0.05,
+		AbsorbFrames:    100,
+		MinMotionFrames: 3,
+		EventGap:        3 * time.Second,
+		PostRoll:        time.Second,
+		MaxLength:       60 * time.Second,
+	}
+}
+
+// Bounds of the Config fields, checked by Validate. They match the ranges
+// the agent's configuration file accepts.
+const (
+	minAnalysisWidth, maxAnalysisWidth     = 32, 1280
+	minNoiseFloor, maxNoiseFloor           = 1, 128
+	minNoiseK, maxNoiseK                   = 0.5, 20
+	minMinArea, maxMinArea                 = 0.0001, 0.5
+	minLightSwitch, maxLightSwitch         = 0.05, 1
+	minBackgroundRate, maxBackgroundRate   = 0.001, 0.5 // ≤ 0.5 keeps the fixed-point update inside int32
+	minAbsorbFrames, maxAbsorbFrames       = 1, 65535   // a uint16 counter per pixel
+	minMinMotionFrames, maxMinMotionFrames = 1, 100
+	minEventGap, maxEventGap               = 0, time.Hour
+	minPostRoll, maxPostRoll               = 0, time.Hour
+	minMaxLength, maxMaxLength             = time.Second, 24 * time.Hour
+)
+
+// Validate reports the first field that is out of range, naming it:
+// "motion: MinArea: 1.5 out of range [0.0001, 0.5]". MinArea must also be
+// below LightSwitch, or no motion could ever be reported.
+func (c Config) Validate() error {
+	if err := checkInt("AnalysisWidth", c.AnalysisWidth, minAnalysisWidth, maxAnalysisWidth); err != nil {
+		return err
+	}
+	if err := checkInt("NoiseFloor", c.NoiseFloor, minNoiseFloor, maxNoiseFloor); err != nil {
+		return err
+	}
+	if err := checkFloat("NoiseK", c.NoiseK, minNoiseK, maxNoiseK); err != nil {
+		return err
+	}
+	if err := checkFloat("MinArea", c.MinArea, minMinArea, maxMinArea); err != nil {
+		return err
+	}
+	if err := checkFloat("LightSwitch", c.LightSwitch, minLightSwitch, maxLightSwitch); err != nil {
+		return err
+	}
+	if err := checkFloat("BackgroundRate", c.BackgroundRate, minBackgroundRate, maxBackgroundRate); err != nil {
+		return err
+	}
+	if err := checkInt("AbsorbFrames", c.AbsorbFrames, minAbsorbFrames, maxAbsorbFrames); err != nil {
+		return err
+	}
+	if err := checkInt("MinMotionFrames", c.MinMotionFrames, minMinMotionFrames, maxMinMotionFrames); err != nil {
+		return err
+	}
+	if err := checkDuration("EventGap", c.EventGap, minEventGap, maxEventGap); err != nil {
+		return err
+	}
+	if err := checkDuration("PostRoll", c.PostRoll, minPostRoll, maxPostRoll); err != nil {
+		return err
+	}
+	if err := checkDuration("MaxLength", c.MaxLength, minMaxLength, maxMaxLength); err != nil {
+		return err
+	}
+	if c.MinArea >= c.LightSwitch {
+		return fmt.Errorf("motion: MinArea: %v must be below LightSwitch %v", c.MinArea, c.LightSwitch)
+	}
+	return nil
+}
+
+func checkInt(name string, v, lo, hi int) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("motion: %s: %d out of range [%d, %d]", name, v, lo, hi)
+	}
+	return nil
+}
+
+func checkFloat(name string, v, lo, hi float64) error {
+	if !(v >= lo && v <= hi) { // also rejects NaN
+		return fmt.Errorf("motion: %s: %v out of range [%v, %v]", name, v, lo, hi)
+	}
+	return nil
+}
+
+func checkDuration(name string, v, lo, hi time.Duration) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("motion: %s: %v out of range [%v, %v]", name, v, lo, hi)
+	}
+	return nil
+}

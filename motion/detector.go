@@ -1,0 +1,549 @@
+// Package motion finds motion in a stream of luma planes and turns it into
+// events.
+//
+// A [Detector] compares each frame with an adaptive background:
+//
+//  1. The luma plane is reduced by an integer box average to about
+//     [Config.AnalysisWidth] pixels wide, kept in 8.8 fixed point.
+//  2. The median difference between the frame and the background is taken
+//     as a global brightness offset and subtracted, so auto-exposure drift
+//     changes nothing. A large offset is a brightness step.
+//  3. A pixel has changed when its offset-corrected difference exceeds
+//     max(NoiseFloor, NoiseK × noise), where noise is the running mean
+//     absolute difference of the pixels that are not part of motion.
+//  4. If more than [Config.LightSwitch] of the pixels changed, or the offset
+//     was a step, the change is global: the background is re-seeded from
+//     the frame (and from the next few, while the light settles), Global is
+//     reported and Motion is not.
+//  5. Otherwise the change mask is despeckled by a 3×3 majority filter, and
+//     8-connected blobs are labelled (union-find, no recursion). Motion is a
+//     blob of at least [Config.MinArea] of the frame.
+//  6. The background learns at [Config.BackgroundRate] where the pixel has
+//     not changed; a pixel that stays changed for [Config.AbsorbFrames]
+//     frames is taken into the background (a parked car).
+//
+// The first frames seed the background (Result.Warming). All buffers are
+// sized on the first frame and on a size change, so Step allocates nothing
+// in steady state.
+//
+// A [Lifecycle] turns the per-frame results, with each frame's capture time,
+// into events: start, best frame, end. Neither type reads a clock, touches
+// files or the network: time arrives with the frame.
+package motion
+
+import (
+	"errors"
+	"fmt"
+	"image"
+	"math"
+)
+
+// ErrBadFrame is wrapped by Result.Err when Step is given a plane it cannot
+// analyse (sizes out of range, a buffer shorter than w*h).
+var ErrBadFrame = errors.New("bad frame")
+
+// Internal constants of the model.
+const (
+	// warmFrames frames seed the background; the detector reports Warming
+	// during them.
+	warmFrames = 8
+	// settleFrames after a global change are also used to re-seed the
+	// background (the light settles over a few frames: exposure, rolling
+	// shutter) and report Global.
+	settleFrames = 2
+	// minStepLevels is the smallest frame/background median offset, in luma
+	// levels, that counts as a brightness step (the step threshold is
+	// max(this, 2 × the pixel threshold)).
+	minStepLevels = 16
+	// noiseShift sets the noise estimate's smoothing: it moves 1/16 of the
+	// way to each frame's measurement.
+	noiseShift = 4
+	// minAnalysisSide is the smallest analysed width and height, and
+	// minInputSide the smallest input side.
+	minAnalysisSide = 4
+	minInputSide    = 8
+	// maxInputSide bounds w and h (and so w*h and the labels) on any target.
+	maxInputSide = 1 << 14
+)
+
+// Result is what Step found in one frame.
+type Result struct {
+	// Motion: a blob of at least MinArea of the frame changed.
+	Motion bool
+	// AreaPPM is the area of the largest qualifying blob, in parts per
+	// million of the frame (0 without motion). It is not the total moving
+	// area: several small blobs that each fail MinArea do not add up.
+	AreaPPM uint32
+	// Box bounds all qualifying blobs, in the input frame's pixel
+	// coordinates (empty without motion).
+	Box image.Rectangle
+	// TouchesEdge: Box touches the frame's edge (the object may be cut off).
+	TouchesEdge bool
+	// Global: a global change (light switch, brightness step, IR switch) was
+	// detected and absorbed into the background; Motion is false.
+	Global bool
+	// Warming: the background is still being seeded; Motion is false.
+	Warming bool
+	// Err is set (wrapping ErrBadFrame) when the plane could not be
+	// analysed; the model is left untouched and the frame is counted in
+	// Stats.BadFrames.
+	Err error
+}
+
+// Stats describes the detector's state, for logs and tuning.
+type Stats struct {
+	Frames    uint64  // frames analysed (including warm-up)
+	BadFrames uint64  // frames rejected with Result.Err
+	Globals   uint64  // frames reported as a global change
+	Noise     float64 // current noise estimate, in luma levels
+	Threshold float64 // current per-pixel threshold, in luma levels
+}
+
+// blob is one connected component: its area and inclusive bounding box in
+// padded analysis coordinates.
+type blob struct {
+	area           int32
+	x0, y0, x1, y1 int32
+}
+
+// Detector finds motion in a stream of luma planes. Make it with
+// NewDetector (the zero Detector rejects every frame). It is not safe for
+// concurrent use.
+type Detector struct {
+	cfg Config
+
+	// Geometry, set by resize.
+	w, h   int    // input size the buffers are for (0 before the first frame)
+	f      int    // box size of the downscale
+	sw, sh int    // analysed size
+	pw     int    // padded width sw+2 of the masks and labels
+	mul    uint64 // 2^32/(f*f): box sum to 8.8 fixed point
+	minPix int32  // MinArea in analysed pixels
+	maxPix int    // LightSwitch in analysed pixels
+	rateQ  int32  // BackgroundRate in 0.16 fixed point
+	absorb uint16 // AbsorbFrames
+
+	// Buffers, sized by resize.
+	acc    []uint32 // one output row of box sums
+	cur    []uint16 // analysed frame, 8.8 fixed point
+	bg     []uint16 // background, 8.8 fixed point
+	age    []uint16 // consecutive frames each pixel has been changed
+	raw    []uint8  // padded change mask
+	mask   []uint8  // padded despeckled mask
+	colSum []uint8  // scratch of the majority filter
+	labels []int32  // padded provisional blob labels
+	parent []int32  // union-find over labels
+	blobs  []blob   // per provisional label
+	hist   [511]int32
+
+	// Model state.
+	warm   int   // warm-up frames seen
+	settle int   // frames still to re-seed after a global change
+	noise  int32 // noise estimate, 8.8 fixed point
+	stats  Stats
+}
+
+// NewDetector returns a detector for c, or an error naming the bad field.
+func NewDetector(c Config) (*Detector, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &Detector{
+		cfg:    c,
+		rateQ:  int32(math.Round(c.BackgroundRate * 65536)),
+		absorb: uint16(c.AbsorbFrames),
+	}, nil
+}
+
+// Stats returns the detector's counters and current noise estimate.
+func (d *Detector) Stats() Stats {
+	s := d.stats
+	s.Noise = float64(d.noise) / 256
+	s.Threshold = float64(d.threshold()) / 256
+	return s
+}
+
+// Step analyses one luma plane of w×h pixels (stride w). It allocates
+// nothing once the buffers have the frame's size; a size change restarts the
+// model (and its warm-up).
+func (d *Detector) Step(luma []byte, w, h int) Result {
+	if err := checkFrame(luma, w, h, d.cfg.AnalysisWidth); err != nil {
+		d.stats.BadFrames++
+		return Result{Err: err}
+	}
+	if w != d.w || h != d.h {
+		d.resize(w, h)
+	}
+	d.stats.Frames++
+	d.downscale(luma)
+
+	if d.warm < warmFrames {
+		d.warmUp()
+		return Result{Warming: true}
+	}
+	if d.settle > 0 {
+		d.settle--
+		d.reseed()
+		return Result{Global: true}
+	}
+	thr := d.threshold()
+	off := d.offset()
+	if abs32(off) >= max(2*thr, minStepLevels<<8) {
+		return d.global()
+	}
+	if changed := d.diff(off, thr); changed > d.maxPix {
+		return d.global()
+	}
+	var res Result
+	if kept := d.despeckle(); kept >= int(d.minPix) {
+		res = d.findBlobs()
+	}
+	d.update(off)
+	return res
+}
+
+func checkFrame(luma []byte, w, h, aw int) error {
+	if aw <= 0 {
+		return errors.New("motion: Detector not made by NewDetector")
+	}
+	if w < minInputSide || h < minInputSide || w > maxInputSide || h > maxInputSide {
+		return fmt.Errorf("motion: frame %dx%d, want sides in [%d, %d]: %w", w, h, minInputSide, maxInputSide, ErrBadFrame)
+	}
+	if len(luma) < w*h {
+		return fmt.Errorf("motion: frame %dx%d with %d bytes of luma, want %d: %w", w, h, len(luma), w*h, ErrBadFrame)
+	}
+	if f := boxSize(w, aw); w/f < minAnalysisSide || h/f < minAnalysisSide {
+		return fmt.Errorf("motion: frame %dx%d too small to analyse at 1/%d: %w", w, h, f, ErrBadFrame)
+	}
+	return nil
+}
+
+// boxSize is the downscale factor that brings width w nearest to aw.
+func boxSize(w, aw int) int {
+	return max(1, (w+aw/2)/aw)
+}
+
+// resize sizes the buffers for a w×h input and restarts the model.
+func (d *Detector) resize(w, h int) {
+	d.w, d.h = w, h
+	d.f = boxSize(w, d.cfg.AnalysisWidth)
+	d.sw, d.sh = w/d.f, h/d.f
+	d.pw = d.sw + 2
+	d.mul = uint64(math.Round(float64(uint64(1)<<32) / float64(d.f*d.f)))
+	n := d.sw * d.sh
+	d.minPix = int32(max(1, math.Ceil(d.cfg.MinArea*float64(n))))
+	d.maxPix = int(d.cfg.LightSwitch * float64(n))
+
+	padded := d.pw * (d.sh + 2)
+	// In a raster scan with 8-connectivity, pixels that open a new label
+	// are never neighbours, so there are at most ceil(sw/2)*ceil(sh/2).
+	maxLabels := (d.sw+1)/2*((d.sh+1)/2) + 1
+	d.acc = make([]uint32, d.sw)
+	d.cur = make([]uint16, n)
+	d.bg = make([]uint16, n)
+	d.age = make([]uint16, n)
+	d.raw = make([]uint8, padded)
+	d.mask = make([]uint8, padded)
+	d.colSum = make([]uint8, d.pw)
+	d.labels = make([]int32, padded)
+	d.parent = make([]int32, maxLabels)
+	d.blobs = make([]blob, maxLabels)
+	d.warm, d.settle, d.noise = 0, 0, 0
+}
+
+// downscale box-averages the input into d.cur (8.8 fixed point). Columns
+// and rows beyond sw*f and sh*f are left out.
+func (d *Detector) downscale(luma []byte) {
+	f, sw, w := d.f, d.sw, d.w
+	acc := d.acc[:sw]
+	for oy := range d.sh {
+		clear(acc)
+		for k := range f {
+			row := luma[(oy*f+k)*w:][:sw*f]
+			switch f {
+			case 1:
+				for x, v := range row {
+					acc[x] += uint32(v)
+				}
+			case 2:
+				for x := range acc {
+					p := row[2*x : 2*x+2 : 2*x+2]
+					acc[x] += uint32(p[0]) + uint32(p[1])
+				}
+			case 4:
+				for x := range acc {
+					p := row[4*x : 4*x+4 : 4*x+4]
+					acc[x] += uint32(p[0]) + uint32(p[1]) + uint32(p[2]) + uint32(p[3])
+				}
+			default:
+				for x := range acc {
+					var s uint32
+					for _, v := range row[x*f : x*f+f] {
+						s += uint32(v)
+					}
+					acc[x] += s
+				}
+			}
+		}
+		out := d.cur[oy*sw:][:sw]
+		for x, a := range acc {
+			out[x] = uint16((uint64(a)*d.mul + 1<<23) >> 24)
+		}
+	}
+}
+
+// warmUp seeds the background with the running mean of the first frames
+// and the noise estimate with their mean absolute difference from it.
+func (d *Detector) warmUp() {
+	if d.warm == 0 {
+		copy(d.bg, d.cur)
+		clear(d.age)
+	} else {
+		var sum int64
+		rate := int32(65536 / (d.warm + 1))
+		for i, c := range d.cur {
+			r := int32(c) - int32(d.bg[i])
+			sum += int64(abs32(r))
+			d.bg[i] = uint16(int32(d.bg[i]) + (r*rate+1<<15)>>16)
+		}
+		d.noise = int32(sum / int64(len(d.cur)))
+	}
+	d.warm++
+}
+
+// threshold is the per-pixel change threshold in 8.8 fixed point.
+func (d *Detector) threshold() int32 {
+	return max(int32(d.cfg.NoiseFloor)<<8, int32(d.cfg.NoiseK*float64(d.noise)))
+}
+
+// offset is the median of frame minus background, in whole luma levels,
+// returned in 8.8 fixed point.
+func (d *Detector) offset() int32 {
+	clear(d.hist[:])
+	for i, c := range d.cur {
+		l := (int32(c) - int32(d.bg[i]) + 128) >> 8 // -255..255
+		d.hist[l+255]++
+	}
+	half := int32(len(d.cur) / 2)
+	var n int32
+	for i, c := range d.hist {
+		n += c
+		if n > half {
+			return int32(i-255) << 8
+		}
+	}
+	return 0 // not reached: the histogram holds every pixel
+}
+
+// global re-seeds the background after a global change.
+func (d *Detector) global() Result {
+	d.reseed()
+	d.settle = settleFrames
+	return Result{Global: true}
+}
+
+func (d *Detector) reseed() {
+	copy(d.bg, d.cur)
+	clear(d.age)
+	d.stats.Globals++
+}
+
+// diff fills the padded change mask d.raw and returns the number of changed
+// pixels.
+func (d *Detector) diff(off, thr int32) int {
+	changed := 0
+	for y := range d.sh {
+		cur := d.cur[y*d.sw:][:d.sw]
+		bg := d.bg[y*d.sw:][:d.sw]
+		raw := d.raw[(y+1)*d.pw+1:][:d.sw]
+		for x, c := range cur {
+			r := abs32(int32(c) - int32(bg[x]) - off)
+			m := uint8(uint32(thr-r) >> 31) // 1 when r > thr
+			raw[x] = m
+			changed += int(m)
+		}
+	}
+	return changed
+}
+
+// despeckle sets d.mask to the 3×3 majority (at least 5 of 9) of d.raw, so
+// isolated pixels and thin noise vanish and pinholes close. It returns the
+// number of pixels set.
+func (d *Detector) despeckle() int {
+	pw := d.pw
+	kept := 0
+	cs := d.colSum[:pw]
+	for y := 1; y <= d.sh; y++ {
+		up := d.raw[(y-1)*pw:][:pw]
+		mid := d.raw[y*pw:][:pw]
+		dn := d.raw[(y+1)*pw:][:pw]
+		for x := range cs {
+			cs[x] = up[x] + mid[x] + dn[x]
+		}
+		out := d.mask[y*pw:][:pw]
+		for x := 1; x <= d.sw; x++ {
+			m := uint8(0)
+			if cs[x-1]+cs[x]+cs[x+1] >= 5 {
+				m = 1
+			}
+			out[x] = m
+			kept += int(m)
+		}
+	}
+	return kept
+}
+
+// findBlobs labels the 8-connected blobs of d.mask and reports those of at
+// least MinArea.
+func (d *Detector) findBlobs() Result {
+	pw := d.pw
+	next := int32(1)
+	for y := 1; y <= d.sh; y++ {
+		for x := 1; x <= d.sw; x++ {
+			p := y*pw + x
+			if d.mask[p] == 0 {
+				d.labels[p] = 0
+				continue
+			}
+			// NW and NE touch N, and W touches N: when N is labelled,
+			// they are already joined to it.
+			l := d.labels[p-pw]
+			if l == 0 {
+				a := d.labels[p-1]
+				if a == 0 {
+					a = d.labels[p-pw-1]
+				}
+				b := d.labels[p-pw+1]
+				switch {
+				case a != 0 && b != 0:
+					l = d.union(a, b)
+				case a != 0:
+					l = a
+				case b != 0:
+					l = b
+				default:
+					l = next
+					next++
+					d.parent[l] = l
+					d.blobs[l] = blob{x0: int32(x), y0: int32(y), x1: int32(x), y1: int32(y)}
+				}
+			}
+			d.labels[p] = l
+			b := &d.blobs[l]
+			b.area++
+			// y0 needs no update: a label's first pixel is its topmost.
+			b.x0, b.x1 = min(b.x0, int32(x)), max(b.x1, int32(x))
+			b.y1 = max(b.y1, int32(y))
+		}
+	}
+
+	// Roots are the smallest label of their set, so merging in label order
+	// always adds into a root.
+	var res Result
+	var box blob
+	for l := int32(1); l < next; l++ {
+		if r := d.find(l); r != l {
+			b, into := &d.blobs[l], &d.blobs[r]
+			into.area += b.area
+			into.x0, into.y0 = min(into.x0, b.x0), min(into.y0, b.y0)
+			into.x1, into.y1 = max(into.x1, b.x1), max(into.y1, b.y1)
+		}
+	}
+	for l := int32(1); l < next; l++ {
+		b := d.blobs[l]
+		if d.parent[l] != l || b.area < d.minPix {
+			continue
+		}
+		if !res.Motion {
+			box = b
+		} else {
+			box.x0, box.y0 = min(box.x0, b.x0), min(box.y0, b.y0)
+			box.x1, box.y1 = max(box.x1, b.x1), max(box.y1, b.y1)
+		}
+		res.Motion = true
+		res.AreaPPM = max(res.AreaPPM, uint32(int64(b.area)*1_000_000/int64(d.sw*d.sh)))
+	}
+	if res.Motion {
+		res.Box, res.TouchesEdge = d.inputBox(box)
+	}
+	return res
+}
+
+// inputBox scales an inclusive padded analysis box to input pixels; a box
+// on the analysed edge extends to the input's edge (the columns and rows the
+// downscale left out).
+func (d *Detector) inputBox(b blob) (image.Rectangle, bool) {
+	r := image.Rect(int(b.x0-1)*d.f, int(b.y0-1)*d.f, int(b.x1)*d.f, int(b.y1)*d.f)
+	if int(b.x1) == d.sw {
+		r.Max.X = d.w
+	}
+	if int(b.y1) == d.sh {
+		r.Max.Y = d.h
+	}
+	edge := r.Min.X == 0 || r.Min.Y == 0 || r.Max.X == d.w || r.Max.Y == d.h
+	return r, edge
+}
+
+func (d *Detector) find(x int32) int32 {
+	for d.parent[x] != x {
+		d.parent[x] = d.parent[d.parent[x]]
+		x = d.parent[x]
+	}
+	return x
+}
+
+// union joins the sets of a and b and returns the root, the smaller label.
+func (d *Detector) union(a, b int32) int32 {
+	ra, rb := d.find(a), d.find(b)
+	if ra < rb {
+		d.parent[rb] = ra
+		return ra
+	}
+	d.parent[ra] = rb
+	return rb
+}
+
+// update teaches the background the frame: still pixels learn at
+// BackgroundRate, changed ones are held out until they have been changed
+// for AbsorbFrames frames. The noise estimate moves toward the mean
+// absolute difference of the pixels outside the despeckled mask (noise
+// speckles count, blobs do not).
+func (d *Detector) update(off int32) {
+	rate := d.rateQ
+	var sum int64
+	var cnt int
+	for y := range d.sh {
+		cur := d.cur[y*d.sw:][:d.sw]
+		bg := d.bg[y*d.sw:][:d.sw]
+		age := d.age[y*d.sw:][:d.sw]
+		raw := d.raw[(y+1)*d.pw+1:][:d.sw]
+		mask := d.mask[(y+1)*d.pw+1:][:d.sw]
+		for x, c := range cur {
+			r := int32(c) - int32(bg[x])
+			if mask[x] == 0 {
+				sum += int64(abs32(r - off))
+				cnt++
+			}
+			if raw[x] != 0 {
+				if age[x]++; age[x] >= d.absorb {
+					bg[x], age[x] = c, 0
+				}
+				continue
+			}
+			age[x] = 0
+			bg[x] = uint16(int32(bg[x]) + (r*rate+1<<15)>>16)
+		}
+	}
+	// Too few still pixels say more about the motion than the noise.
+	if cnt >= len(d.cur)/4 {
+		m := int32(sum / int64(cnt))
+		d.noise += (m - d.noise) / (1 << noiseShift)
+	}
+}
+
+func abs32(v int32) int32 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}

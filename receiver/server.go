@@ -1,0 +1,535 @@
+// Package receiver is keyframe's reference cloud side: it accepts signed event
+// records over HTTP, verifies them with package provenance before storing
+// anything, keeps the authoritative device registry (enrolled keys and owner
+// pairings), stores verified records with an append-only index, and shows them
+// on a small web page.
+//
+// Two rules keep one owner's events from ever being shown to another:
+//
+//   - the device a record belongs to is the one whose key signed it, taken
+//     from the verified signature, never from the URL, a header or a cache;
+//   - the owner who may view a device's events is read from the registry on
+//     disk at the moment of the view, never remembered from an earlier read.
+//
+// The upload protocol is in docs/architecture.md ("Upload protocol").
+package receiver
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/keyframe-cam/keyframe/internal/atomicfile"
+	"github.com/keyframe-cam/keyframe/provenance"
+)
+
+// DefaultMaxBody is the default limit on an upload body.
+const DefaultMaxBody = 4 << 20
+
+// DefaultMaxInFlight is the default number of uploads handled at once.
+const DefaultMaxInFlight = 16
+
+// Options configure a Server.
+type Options struct {
+	Dir         string           // data directory: registry, index, stored events (created if missing)
+	Logger      *slog.Logger     // nil: discard
+	Events      io.Writer        // one "verified ..." line per newly stored record; nil: none
+	MaxBody     int64            // largest accepted upload body in bytes; 0: DefaultMaxBody
+	MaxInFlight int              // uploads handled at once, more get 503 with Retry-After; 0: DefaultMaxInFlight
+	Now         func() time.Time // clock for received_at; nil: time.Now
+}
+
+// Rejection reasons, the keys of Stats.Rejected.
+const (
+	ReasonMalformed   = "malformed"      // 400: not a bundle, or a malformed envelope
+	ReasonTooLarge    = "too_large"      // 413: body over MaxBody
+	ReasonSignature   = "bad_signature"  // 403: the signature does not verify
+	ReasonDeviceID    = "device_id"      // 403: device or key ID is not the key's fingerprint
+	ReasonNotEnrolled = "not_enrolled"   // 403: no enrolled key for the signer
+	ReasonRevoked     = "revoked"        // 403: the signer's enrolment was revoked
+	ReasonKeyMismatch = "key_mismatch"   // 403: the enrolled key is not the signing key
+	ReasonMedia       = "media_mismatch" // 422: media do not match their hashes
+	ReasonPath        = "path_mismatch"  // 422: URL event/kind differ from the payload's
+	ReasonReplay      = "replay"         // 409: sequence at or below one already stored
+	ReasonConflict    = "conflict"       // 409: this event and kind are stored with other content
+	ReasonOverloaded  = "overloaded"     // 503: too many uploads at once
+	ReasonInternal    = "internal"       // 503 with Retry-After: storage or registry failure, or shutting down
+)
+
+// Stats are the server's counters since Open.
+type Stats struct {
+	Stored       uint64            `json:"stored"`        // records verified and stored
+	Duplicates   uint64            `json:"duplicates"`    // identical re-sends answered 200
+	Rejected     map[string]uint64 `json:"rejected"`      // uploads refused, by reason
+	DeniedViews  uint64            `json:"denied_views"`  // owner requests for media of a device not paired to them
+	CorruptMedia uint64            `json:"corrupt_media"` // stored media refused because they no longer match their signed hash
+	Records      int               `json:"records"`       // records in the store
+}
+
+// Server is a verifying receiver over one data directory. Only one Server may
+// have a directory open at a time (a lock file enforces it); the enroll and
+// pair commands may change the registry while it runs.
+type Server struct {
+	dir      string
+	log      *slog.Logger
+	events   io.Writer
+	maxBody  int64
+	now      func() time.Time
+	inflight chan struct{}
+	unlock   func()
+	tmpl     *template.Template
+
+	mu       sync.Mutex // guards everything below
+	closed   bool
+	index    *os.File
+	indexLen int64
+	records  []*indexEntry     // in index order (arrival order)
+	byKey    map[string]int    // recordKey → position in records
+	maxSeq   map[string]uint64 // device → highest stored sequence
+	stats    Stats
+}
+
+// Open opens (creating if needed) the data directory in opts.Dir and loads the
+// index. A torn last index line, left by a crash during an append that was
+// never acknowledged, is logged and cut off; any other bad line is an error,
+// since the replay check depends on every stored sequence number.
+func Open(opts Options) (*Server, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("receiver: no data directory")
+	}
+	s := &Server{
+		dir:     opts.Dir,
+		log:     opts.Logger,
+		events:  opts.Events,
+		maxBody: opts.MaxBody,
+		now:     opts.Now,
+		byKey:   map[string]int{},
+		maxSeq:  map[string]uint64{},
+		stats:   Stats{Rejected: map[string]uint64{}},
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.events == nil {
+		s.events = io.Discard
+	}
+	if s.maxBody <= 0 {
+		s.maxBody = DefaultMaxBody
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	n := opts.MaxInFlight
+	if n <= 0 {
+		n = DefaultMaxInFlight
+	}
+	s.inflight = make(chan struct{}, n)
+	tmpl, err := template.New("page").Parse(pageTemplate)
+	if err != nil {
+		return nil, fmt.Errorf("receiver: page template: %w", err)
+	}
+	s.tmpl = tmpl
+
+	if err := mkdirDurable(s.dir); err != nil {
+		return nil, err
+	}
+	unlock, err := lockFile(filepath.Join(s.dir, serverLock), false)
+	if errors.Is(err, errLocked) {
+		return nil, fmt.Errorf("receiver: %s is in use by another receiver: %w", s.dir, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.unlock = unlock
+	if err := s.loadIndex(); err != nil {
+		unlock()
+		return nil, err
+	}
+	// The registry must be readable before any upload depends on it.
+	if _, err := loadRegistry(s.dir); err != nil {
+		s.index.Close()
+		unlock()
+		return nil, err
+	}
+	s.log.Info("receiver: store opened", "dir", s.dir, "records", len(s.records), "devices", len(s.maxSeq))
+	return s, nil
+}
+
+func (s *Server) loadIndex() error {
+	path := filepath.Join(s.dir, indexFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("receiver: open index: %w", err)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("receiver: read index: %w", err)
+	}
+	pi := parseIndex(data)
+	for _, l := range pi.lines {
+		if l.err != nil {
+			f.Close()
+			return fmt.Errorf("receiver: index %s line %d is corrupt (%v): the replay check needs every line; repair or remove it (keyframe verify names the records)", path, l.n, l.err)
+		}
+		s.addRecord(l.entry)
+	}
+	if pi.torn != nil {
+		s.log.Warn("receiver: ignoring torn last index line (an append interrupted by a crash, never acknowledged)", "index", path, "err", pi.torn)
+		if err := f.Truncate(pi.goodLen); err != nil {
+			f.Close()
+			return fmt.Errorf("receiver: cut torn index line: %w", err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return fmt.Errorf("receiver: fsync index: %w", err)
+		}
+	}
+	if _, err := f.Seek(pi.goodLen, io.SeekStart); err != nil {
+		f.Close()
+		return fmt.Errorf("receiver: seek index: %w", err)
+	}
+	if err := f.Sync(); err != nil { // a newly created index: make its entry durable too
+		f.Close()
+		return fmt.Errorf("receiver: fsync index: %w", err)
+	}
+	if err := atomicfile.SyncDir(s.dir); err != nil {
+		f.Close()
+		return fmt.Errorf("receiver: %w", err)
+	}
+	s.index, s.indexLen = f, pi.goodLen
+	return nil
+}
+
+// addRecord adds a stored record to the in-memory view. Callers hold mu (or
+// own s exclusively).
+func (s *Server) addRecord(e *indexEntry) {
+	s.byKey[e.key()] = len(s.records)
+	s.records = append(s.records, e)
+	if max, ok := s.maxSeq[e.Device]; !ok || e.Seq > max {
+		s.maxSeq[e.Device] = e.Seq
+	}
+}
+
+// Close closes the index and releases the data directory. Uploads arriving
+// after Close get 503.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	err := s.index.Close()
+	s.unlock()
+	if err != nil {
+		return fmt.Errorf("receiver: close index: %w", err)
+	}
+	return nil
+}
+
+// Stats returns a copy of the counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.Rejected = make(map[string]uint64, len(s.stats.Rejected))
+	for k, v := range s.stats.Rejected {
+		st.Rejected[k] = v
+	}
+	st.Records = len(s.records)
+	return st
+}
+
+// Handler returns the HTTP API and web pages:
+//
+//	PUT /v1/events/{event}/{kind}                       upload a bundle
+//	GET /v1/stats                                       counters (JSON)
+//	GET /                                               every stored event (admin view)
+//	GET /media/{device}/{event}/{kind}/{i}              a stored media object (admin view)
+//	GET /owners/{owner}/                                the events of the devices paired to owner now
+//	GET /owners/{owner}/media/{device}/{event}/{kind}/{i}  media, only if device is paired to owner now
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /v1/events/{event}/{kind}", s.handleUpload)
+	mux.HandleFunc("GET /v1/stats", s.handleStats)
+	mux.HandleFunc("GET /{$}", s.handleIndexPage)
+	mux.HandleFunc("GET /media/{device}/{event}/{kind}/{i}", s.handleAdminMedia)
+	mux.HandleFunc("GET /owners/{owner}/{$}", s.handleOwnerPage)
+	mux.HandleFunc("GET /owners/{owner}/media/{device}/{event}/{kind}/{i}", s.handleOwnerMedia)
+	return mux
+}
+
+// rejection is an upload refused with a status and a one-line reason.
+type rejection struct {
+	status int
+	reason string // a Reason* constant
+	msg    string
+}
+
+func reject(status int, reason, format string, args ...any) *rejection {
+	return &rejection{status: status, reason: reason, msg: fmt.Sprintf(format, args...)}
+}
+
+// classify maps a provenance verification error to a rejection.
+func classify(err error) *rejection {
+	msg := oneLine(err.Error())
+	switch {
+	case errors.Is(err, provenance.ErrMedia):
+		return reject(http.StatusUnprocessableEntity, ReasonMedia, "%s", msg)
+	case errors.Is(err, provenance.ErrSignature), errors.Is(err, provenance.ErrKey):
+		return reject(http.StatusForbidden, ReasonSignature, "%s", msg)
+	case errors.Is(err, provenance.ErrDeviceID):
+		return reject(http.StatusForbidden, ReasonDeviceID, "%s", msg)
+	}
+	return reject(http.StatusBadRequest, ReasonMalformed, "%s", msg)
+}
+
+func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
+	select {
+	case s.inflight <- struct{}{}:
+		defer func() { <-s.inflight }()
+	default:
+		s.count(ReasonOverloaded)
+		s.log.Info("receiver: upload refused", "reason", ReasonOverloaded, "remote", r.RemoteAddr)
+		w.Header().Set("Retry-After", "1")
+		writeLine(w, http.StatusServiceUnavailable, "overloaded: too many uploads at once, retry later")
+		return
+	}
+	status, msg, rej := s.upload(r)
+	if rej != nil {
+		s.count(rej.reason)
+		s.log.Info("receiver: upload rejected", "status", rej.status, "reason", rej.reason, "detail", rej.msg,
+			"path", r.URL.Path, "remote", r.RemoteAddr)
+		if rej.status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+		writeLine(w, rej.status, rej.msg)
+		return
+	}
+	writeLine(w, status, msg)
+}
+
+// upload verifies and stores one bundle. It returns the success status and
+// message, or a rejection.
+func (s *Server) upload(r *http.Request) (int, string, *rejection) {
+	if r.ContentLength > s.maxBody {
+		return 0, "", reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body of %d bytes is over the limit of %d", r.ContentLength, s.maxBody)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, s.maxBody+1))
+	if err != nil {
+		return 0, "", reject(http.StatusBadRequest, ReasonMalformed, "read body: %s", oneLine(err.Error()))
+	}
+	if int64(len(body)) > s.maxBody {
+		return 0, "", reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body is over the limit of %d bytes", s.maxBody)
+	}
+	b, err := provenance.UnmarshalBundle(body)
+	if err != nil {
+		return 0, "", reject(http.StatusBadRequest, ReasonMalformed, "%s", oneLine(err.Error()))
+	}
+	v, err := provenance.Verify(b.Envelope, b.Media, nil)
+	if err != nil {
+		return 0, "", classify(err)
+	}
+	// From here on the device is the verified signer, nothing else. The
+	// registry is read now, from disk.
+	reg, err := loadRegistry(s.dir)
+	if err != nil {
+		s.log.Error("receiver: registry unreadable", "err", err)
+		return 0, "", reject(http.StatusServiceUnavailable, ReasonInternal, "registry unavailable, retry later")
+	}
+	d := reg.Devices[v.Device]
+	switch {
+	case d == nil:
+		return 0, "", reject(http.StatusForbidden, ReasonNotEnrolled, "device not enrolled: %s", v.Device)
+	case d.Revoked:
+		return 0, "", reject(http.StatusForbidden, ReasonRevoked, "device revoked: %s", v.Device)
+	case !bytes.Equal(d.SPKI, v.SPKI):
+		return 0, "", reject(http.StatusForbidden, ReasonKeyMismatch, "key does not match enrolment of device %s", v.Device)
+	}
+	p := v.Payload
+	if pe, pk := r.PathValue("event"), r.PathValue("kind"); pe != p.Event || pk != p.Kind {
+		return 0, "", reject(http.StatusUnprocessableEntity, ReasonPath, "path says event %q kind %q, signed payload says event %q kind %q",
+			clip(pe), clip(pk), p.Event, p.Kind)
+	}
+	e := entryFromVerified(v, s.now())
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, "", reject(http.StatusServiceUnavailable, ReasonInternal, "receiver is shutting down, retry later")
+	}
+	if i, ok := s.byKey[e.key()]; ok {
+		old := s.records[i]
+		if old.Envelope == e.Envelope {
+			s.stats.Duplicates++
+			s.log.Info("receiver: identical re-send", "device", e.Device, "event", e.Event, "kind", e.Kind, "seq", e.Seq)
+			return http.StatusOK, "already stored", nil
+		}
+		if e.Seq <= s.maxSeq[e.Device] {
+			return 0, "", reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, s.maxSeq[e.Device])
+		}
+		return 0, "", reject(http.StatusConflict, ReasonConflict, "event %s kind %s of device %s is already stored with other content (seq %d)", e.Event, e.Kind, e.Device, old.Seq)
+	}
+	if max, ok := s.maxSeq[e.Device]; ok && e.Seq <= max {
+		return 0, "", reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, max)
+	}
+	if err := s.store(e, b.Envelope, b.Media); err != nil {
+		s.log.Error("receiver: cannot store a verified record", "device", e.Device, "event", e.Event, "kind", e.Kind, "err", err)
+		return 0, "", reject(http.StatusServiceUnavailable, ReasonInternal, "storage failed, retry later")
+	}
+	s.addRecord(e)
+	s.stats.Stored++
+	thumb := uint64(0)
+	for _, m := range p.Media {
+		if m.Role == provenance.RoleThumbnail {
+			thumb = m.Size
+			break
+		}
+	}
+	line := fmt.Sprintf("verified event=%s kind=%s device=%s seq=%d keystore=%s thumbnail=%dB\n",
+		e.Event, e.Kind, e.Device, e.Seq, token(e.KeyStore), thumb)
+	if _, err := io.WriteString(s.events, line); err != nil {
+		s.log.Warn("receiver: cannot write event line", "err", err)
+	}
+	s.log.Info("receiver: stored", "device", e.Device, "event", e.Event, "kind", e.Kind, "seq", e.Seq)
+	return http.StatusCreated, "stored", nil
+}
+
+// store writes a record's files, then appends its index line. Callers hold mu.
+func (s *Server) store(e *indexEntry, envelope []byte, media [][]byte) error {
+	if err := writeRecordFiles(s.dir, e, envelope, media); err != nil {
+		return err
+	}
+	line, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("receiver: encode index line: %w", err)
+	}
+	line = append(line, '\n')
+	if _, err := s.index.Write(line); err != nil {
+		s.cutIndex()
+		return fmt.Errorf("receiver: append index: %w", err)
+	}
+	if err := s.index.Sync(); err != nil {
+		s.cutIndex()
+		return fmt.Errorf("receiver: fsync index: %w", err)
+	}
+	s.indexLen += int64(len(line))
+	return nil
+}
+
+// cutIndex removes a partly written line after a failed append, so the next
+// append starts on a line of its own.
+func (s *Server) cutIndex() {
+	if err := s.index.Truncate(s.indexLen); err != nil {
+		s.log.Error("receiver: cannot cut a failed index append; the next Open will drop the torn line", "err", err)
+	}
+	if _, err := s.index.Seek(s.indexLen, io.SeekStart); err != nil {
+		s.log.Error("receiver: cannot seek the index", "err", err)
+	}
+}
+
+func (s *Server) count(reason string) {
+	s.mu.Lock()
+	s.stats.Rejected[reason]++
+	s.mu.Unlock()
+}
+
+func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
+	st := s.Stats()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(st); err != nil {
+		s.log.Warn("receiver: write stats", "err", err)
+	}
+}
+
+// snapshot returns the stored records, newest first.
+func (s *Server) snapshot() []*indexEntry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*indexEntry, len(s.records))
+	for i, e := range s.records {
+		out[len(out)-1-i] = e
+	}
+	return out
+}
+
+// lookup returns the stored record for a device's event and kind.
+func (s *Server) lookup(device, event, kind string) *indexEntry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, ok := s.byKey[recordKey(device, event, kind)]
+	if !ok {
+		return nil
+	}
+	return s.records[i]
+}
+
+func writeLine(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	io.WriteString(w, oneLine(msg)+"\n")
+}
+
+// oneLine makes s fit on one line of a reply or log.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// clip bounds an untrusted string for a reply or log line.
+func clip(s string) string {
+	const max = 80
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return strings.ToValidUTF8(oneLine(s), "?")
+}
+
+// token makes a signed but free-form payload field (the key store name) safe
+// for a "key=value" line: anything but [A-Za-z0-9._-] becomes '?', so it can
+// not forge another field.
+func token(s string) string {
+	if s == "" {
+		return "-"
+	}
+	if len(s) > 32 {
+		s = s[:32]
+	}
+	return strings.Map(func(c rune) rune {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' {
+			return c
+		}
+		return '?'
+	}, s)
+}
+
+// IsLoopback reports whether a listen address (host:port) binds only to the
+// loopback interface: a loopback IP or "localhost". An empty host (":8080")
+// binds every interface and is not loopback.
+func IsLoopback(addr string) (bool, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false, fmt.Errorf("receiver: listen address %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return true, nil
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback(), nil
+}

@@ -1,0 +1,241 @@
+package receiver
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/keyframe-cam/keyframe/internal/atomicfile"
+	"github.com/keyframe-cam/keyframe/provenance"
+)
+
+// The store keeps every verified record as files under
+// Dir/events/<device>/: <event>-<kind>.cose (the envelope, byte for byte as
+// received) and <event>-<kind>.<i>.<ext> (media by index, e.g. .0.jpg). An
+// append-only index, Dir/index.jsonl, holds one JSON line per stored record;
+// a record counts as stored once its index line is on disk (files first, then
+// the line, each fsynced). The index is read back into memory by Open, and
+// the highest sequence number per device, which the replay check needs, is
+// derived from it.
+
+const (
+	indexFile  = "index.jsonl"
+	eventsDir  = "events"
+	serverLock = "server.lock"
+)
+
+// indexEntry is one line of the index.
+type indexEntry struct {
+	Device     string       `json:"device"`
+	Event      string       `json:"event"`
+	Kind       string       `json:"kind"`
+	Seq        uint64       `json:"seq"`
+	TimeUnixMs int64        `json:"time_unix_ms"` // capture time from the payload
+	Clock      string       `json:"clock"`        // provenance.ClockSynced or ClockUnsynced
+	Boot       string       `json:"boot"`
+	KeyStore   string       `json:"keystore"`
+	DurationMs uint64       `json:"duration_ms"`
+	PeakPPM    uint32       `json:"peak_area_ppm"`
+	Media      []indexMedia `json:"media"`
+	Envelope   string       `json:"envelope_sha256"` // hex SHA-256 of the envelope bytes
+	ReceivedAt time.Time    `json:"received_at"`
+}
+
+// indexMedia describes one stored media object.
+type indexMedia struct {
+	Role   string `json:"role"`
+	Type   string `json:"type"`
+	Size   uint64 `json:"size"`
+	SHA256 string `json:"sha256"` // hex, from the verified payload
+}
+
+// key identifies a record: a device's event and kind.
+func (e *indexEntry) key() string { return recordKey(e.Device, e.Event, e.Kind) }
+
+func recordKey(device, event, kind string) string { return device + "/" + event + "/" + kind }
+
+// check validates the fields that become file names and the hashes.
+func (e *indexEntry) check() error {
+	switch {
+	case !provenance.ValidID(e.Device):
+		return fmt.Errorf("device %q is not a valid ID", e.Device)
+	case !provenance.ValidID(e.Event):
+		return fmt.Errorf("event %q is not a valid ID", e.Event)
+	case e.Kind != provenance.KindStart && e.Kind != provenance.KindEnd:
+		return fmt.Errorf("kind %q is not start or end", e.Kind)
+	}
+	if b, err := hex.DecodeString(e.Envelope); err != nil || len(b) != 32 {
+		return fmt.Errorf("envelope_sha256 %q is not a hex SHA-256", e.Envelope)
+	}
+	for i, m := range e.Media {
+		if b, err := hex.DecodeString(m.SHA256); err != nil || len(b) != 32 {
+			return fmt.Errorf("media[%d].sha256 %q is not a hex SHA-256", i, m.SHA256)
+		}
+	}
+	return nil
+}
+
+// entryFromVerified builds the index line for a verified record.
+func entryFromVerified(v *provenance.Verified, received time.Time) *indexEntry {
+	p := v.Payload
+	e := &indexEntry{
+		Device:     v.Device,
+		Event:      p.Event,
+		Kind:       p.Kind,
+		Seq:        p.Seq,
+		TimeUnixMs: p.Time.UnixMs,
+		Clock:      p.Time.Clock,
+		Boot:       p.Boot,
+		KeyStore:   p.KeyStore,
+		DurationMs: p.Motion.DurationMs,
+		PeakPPM:    p.Motion.PeakAreaPPM,
+		Media:      make([]indexMedia, len(p.Media)),
+		Envelope:   hex.EncodeToString(v.Hash[:]),
+		ReceivedAt: received.UTC(),
+	}
+	for i, m := range p.Media {
+		e.Media[i] = indexMedia{Role: m.Role, Type: m.Type, Size: m.Size, SHA256: hex.EncodeToString(m.SHA256)}
+	}
+	return e
+}
+
+// mediaExt is the file extension for a media type.
+func mediaExt(typ string) string {
+	switch typ {
+	case "image/jpeg":
+		return "jpg"
+	case "image/png":
+		return "png"
+	}
+	return "bin"
+}
+
+// envelopePath is where a record's envelope is stored.
+func envelopePath(dir string, e *indexEntry) string {
+	return filepath.Join(dir, eventsDir, e.Device, e.Event+"-"+e.Kind+".cose")
+}
+
+// mediaPath is where a record's i-th media object is stored.
+func mediaPath(dir string, e *indexEntry, i int) string {
+	return filepath.Join(dir, eventsDir, e.Device, e.Event+"-"+e.Kind+"."+strconv.Itoa(i)+"."+mediaExt(e.Media[i].Type))
+}
+
+// writeRecordFiles stores a record's envelope and media durably.
+func writeRecordFiles(dir string, e *indexEntry, envelope []byte, media [][]byte) error {
+	devDir := filepath.Join(dir, eventsDir, e.Device)
+	if err := mkdirDurable(devDir); err != nil {
+		return err
+	}
+	for i, m := range media {
+		if err := atomicfile.WriteFile(mediaPath(dir, e, i), m, 0o600); err != nil {
+			return fmt.Errorf("receiver: store media: %w", err)
+		}
+	}
+	if err := atomicfile.WriteFile(envelopePath(dir, e), envelope, 0o600); err != nil {
+		return fmt.Errorf("receiver: store envelope: %w", err)
+	}
+	return nil
+}
+
+// mkdirDurable creates dir and any missing parents, fsyncing each parent whose
+// entries changed.
+func mkdirDurable(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirDurable(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("receiver: %w", err)
+	}
+	if err := atomicfile.SyncDir(parent); err != nil {
+		return fmt.Errorf("receiver: %w", err)
+	}
+	return nil
+}
+
+// indexLine is one parsed index line, or why it could not be parsed.
+type indexLine struct {
+	n     int // 1-based line number
+	entry *indexEntry
+	err   error
+}
+
+// parsedIndex is the content of an index file.
+type parsedIndex struct {
+	lines []indexLine
+	// goodLen is the length of the file up to the end of the last line that is
+	// not torn; torn describes the torn last line, if there is one.
+	goodLen int64
+	torn    error
+}
+
+// parseIndex splits an index file into lines. A last line that does not parse
+// or has no newline is torn (a crash during an append, never acknowledged): it
+// is reported in torn, not in lines. Duplicate records are errors on the later
+// line.
+func parseIndex(data []byte) *parsedIndex {
+	pi := &parsedIndex{}
+	seen := map[string]int{}
+	var off int64
+	n := 0
+	for len(data) > 0 {
+		n++
+		i := bytes.IndexByte(data, '\n')
+		line, terminated := data, false
+		if i >= 0 {
+			line, terminated = data[:i], true
+		}
+		next := data[len(line):]
+		if terminated {
+			next = data[i+1:]
+		}
+		last := len(next) == 0
+		e, err := parseIndexLine(line)
+		if err == nil && !terminated {
+			err = errors.New("no newline at the end")
+		}
+		if err != nil && last {
+			pi.torn = fmt.Errorf("line %d: %w", n, err)
+			break
+		}
+		if err == nil {
+			if prev, dup := seen[e.key()]; dup {
+				err = fmt.Errorf("duplicate of line %d (%s)", prev, e.key())
+			} else {
+				seen[e.key()] = n
+			}
+		}
+		pi.lines = append(pi.lines, indexLine{n: n, entry: e, err: err})
+		off += int64(len(data) - len(next))
+		data = next
+	}
+	pi.goodLen = off
+	return pi
+}
+
+func parseIndexLine(line []byte) (*indexEntry, error) {
+	var e indexEntry
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("data after the record")
+	}
+	if err := e.check(); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}

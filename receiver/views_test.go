@@ -1,0 +1,181 @@
+package receiver
+
+import (
+	"bytes"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/keyframe-cam/keyframe/provenance"
+)
+
+// twoOwners stores one record of alice's device and one of bob's.
+func twoOwners(t *testing.T) (e *testEnv, a, b *testDevice, ra, rb *record) {
+	e = newEnv(t, Options{})
+	a, b = newDevice(t), newDevice(t)
+	e.enroll(a, "alice")
+	e.enroll(b, "bob")
+	ra = a.record(t, "alice-ev", provenance.KindStart, 1)
+	rb = b.record(t, "bob-ev", provenance.KindStart, 1)
+	e.mustUpload(ra, http.StatusCreated)
+	e.mustUpload(rb, http.StatusCreated)
+	return e, a, b, ra, rb
+}
+
+func TestOwnerSeesOnlyOwnDevices(t *testing.T) {
+	e, a, b, ra, rb := twoOwners(t)
+
+	code, page, _ := e.get("/owners/alice/")
+	if code != http.StatusOK {
+		t.Fatalf("alice's page: %d", code)
+	}
+	if !bytes.Contains(page, []byte("alice-ev")) || !bytes.Contains(page, []byte(a.id)) {
+		t.Errorf("alice's page lacks her event")
+	}
+	if bytes.Contains(page, []byte("bob-ev")) || bytes.Contains(page, []byte(b.id)) {
+		t.Errorf("alice's page shows bob's event")
+	}
+	if !bytes.Contains(page, []byte(`src="`+ownerMediaURL("alice", a, ra)+`"`)) {
+		t.Errorf("alice's page has no owner-scoped thumbnail link:\n%s", page)
+	}
+
+	// Her own thumbnail: served as a JPEG.
+	code, img, h := e.get(ownerMediaURL("alice", a, ra))
+	if code != http.StatusOK || !bytes.Equal(img, ra.thumb) {
+		t.Fatalf("alice's own thumbnail: %d, %d bytes", code, len(img))
+	}
+	if h.Get("Content-Type") != "image/jpeg" || h.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("media headers: %v", h)
+	}
+	// Bob's thumbnail through alice's view: 404, counted.
+	code, img, _ = e.get(ownerMediaURL("alice", b, rb))
+	if code != http.StatusNotFound || bytes.Contains(img, rb.thumb) {
+		t.Fatalf("bob's thumbnail in alice's view: %d", code)
+	}
+	// An owner with no devices sees nothing.
+	code, page, _ = e.get("/owners/mallory/")
+	if code != http.StatusOK || bytes.Contains(page, []byte("alice-ev")) || bytes.Contains(page, []byte("bob-ev")) {
+		t.Errorf("mallory's page: %d, shows events of others", code)
+	}
+	if code, _, _ := e.get(ownerMediaURL("mallory", a, ra)); code != http.StatusNotFound {
+		t.Errorf("alice's thumbnail in mallory's view: %d, want 404", code)
+	}
+	if n := e.srv.Stats().DeniedViews; n != 2 {
+		t.Errorf("denied views %d, want 2", n)
+	}
+	// A bad owner name or a media index out of range is just not found.
+	for _, p := range []string{"/owners/Alice!/", "/owners/alice/media/" + a.id + "/alice-ev/start/1", "/owners/alice/media/" + a.id + "/alice-ev/start/00"} {
+		if code, _, _ := e.get(p); code != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want 404", p, code)
+		}
+	}
+}
+
+// TestRepairingChangesViewsAtOnce is the 2024 incident: a device's pairing
+// changes and the very next view must follow it, with no cache in between.
+func TestRepairingChangesViewsAtOnce(t *testing.T) {
+	e, a, _, ra, _ := twoOwners(t)
+	if code, _, _ := e.get(ownerMediaURL("alice", a, ra)); code != http.StatusOK {
+		t.Fatalf("alice cannot see her own thumbnail: %d", code)
+	}
+	if _, page, _ := e.get("/owners/alice/"); !bytes.Contains(page, []byte("alice-ev")) { // and warm any cache there might be
+		t.Fatalf("alice's page lacks her event before the change")
+	}
+
+	if err := Pair(e.dir, a.id, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := e.get(ownerMediaURL("alice", a, ra)); code != http.StatusNotFound {
+		t.Errorf("after re-pairing to bob, alice still gets the thumbnail: %d", code)
+	}
+	if _, page, _ := e.get("/owners/alice/"); bytes.Contains(page, []byte("alice-ev")) {
+		t.Errorf("after re-pairing to bob, alice's page still lists the event")
+	}
+	if code, img, _ := e.get(ownerMediaURL("bob", a, ra)); code != http.StatusOK || !bytes.Equal(img, ra.thumb) {
+		t.Errorf("after re-pairing, bob cannot see the device's thumbnail: %d", code)
+	}
+	if _, page, _ := e.get("/owners/bob/"); !bytes.Contains(page, []byte("alice-ev")) || !bytes.Contains(page, []byte("bob-ev")) {
+		t.Errorf("bob's page lacks one of his two devices' events")
+	}
+
+	if err := Unpair(e.dir, a.id); err != nil {
+		t.Fatal(err)
+	}
+	for _, owner := range []string{"alice", "bob"} {
+		if code, _, _ := e.get(ownerMediaURL(owner, a, ra)); code != http.StatusNotFound {
+			t.Errorf("unpaired device's thumbnail served to %s: %d", owner, code)
+		}
+	}
+	if _, page, _ := e.get("/"); !bytes.Contains(page, []byte("not paired")) {
+		t.Errorf("admin page does not show the device as unpaired")
+	}
+}
+
+func TestAdminPage(t *testing.T) {
+	e := newEnv(t, Options{})
+	d := newDevice(t)
+	e.enroll(d, "alice")
+	first := d.record(t, "ev-first", provenance.KindStart, 1)
+	e.mustUpload(first, http.StatusCreated)
+	// A board without RTC: the second record's clock is unsynced.
+	thumb := thumbFor("second")
+	p := d.payload("ev-second", provenance.KindStart, 2, thumb)
+	p.Time = provenance.Time{UnixMs: 5000, BootMs: 5000, Clock: provenance.ClockUnsynced}
+	second := &record{event: "ev-second", kind: provenance.KindStart, seq: 2, thumb: thumb}
+	second.env = d.sign(t, p)
+	second.body = bundle(t, second.env, thumb)
+	e.mustUpload(second, http.StatusCreated)
+
+	code, body, h := e.get("/")
+	if code != http.StatusOK || !strings.HasPrefix(h.Get("Content-Type"), "text/html") {
+		t.Fatalf("GET /: %d %s", code, h.Get("Content-Type"))
+	}
+	page := string(body)
+	for _, want := range []string{d.id, "ev-first", "ev-second", "verified", "alice", "unsynced clock", "1970-01-01 00:00:05.000 UTC",
+		`src="` + mediaURL(d, first) + `"`, `src="` + mediaURL(d, second) + `"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("admin page lacks %q", want)
+		}
+	}
+	if strings.Index(page, "ev-second") > strings.Index(page, "ev-first") {
+		t.Errorf("admin page is not newest first")
+	}
+	if strings.Count(page, "unsynced clock") != 1 {
+		t.Errorf("unsynced clock marker shown %d times, want once", strings.Count(page, "unsynced clock"))
+	}
+	code, img, h := e.get(mediaURL(d, first))
+	if code != http.StatusOK || !bytes.Equal(img, first.thumb) || h.Get("Content-Type") != "image/jpeg" || h.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("admin media: %d, %d bytes, %v", code, len(img), h)
+	}
+	if code, _, _ := e.get("/media/" + d.id + "/ev-none/start/0"); code != http.StatusNotFound {
+		t.Errorf("unknown media: %d, want 404", code)
+	}
+}
+
+// TestDeviceMediaTypeCannotBecomeHTML checks that a media type chosen by the
+// device does not make this origin serve HTML.
+func TestDeviceMediaTypeCannotBecomeHTML(t *testing.T) {
+	e := newEnv(t, Options{})
+	d := newDevice(t)
+	e.enroll(d, "alice")
+	html := []byte("<script>alert(1)</script>")
+	p := d.payload("ev-1", provenance.KindStart, 1, html)
+	p.Media[0].Type = "text/html"
+	env := d.sign(t, p)
+	e.mustUpload(&record{event: "ev-1", kind: "start", seq: 1, env: env, body: bundle(t, env, html)}, http.StatusCreated)
+	code, _, h := e.get("/media/" + d.id + "/ev-1/start/0")
+	if code != http.StatusOK || h.Get("Content-Type") == "text/html" || h.Get("Content-Disposition") != "attachment" {
+		t.Errorf("text/html media served as %d %q disposition %q", code, h.Get("Content-Type"), h.Get("Content-Disposition"))
+	}
+	if _, page, _ := e.get("/"); bytes.Contains(page, []byte("<img")) {
+		t.Errorf("a non-image medium is shown as an image")
+	}
+}
+
+func TestOwnerPageWithoutSlash(t *testing.T) {
+	e, _, _, _, _ := twoOwners(t)
+	code, page, _ := e.get("/owners/alice")
+	if code != http.StatusOK || !bytes.Contains(page, []byte("alice-ev")) {
+		t.Errorf("/owners/alice: %d", code)
+	}
+}

@@ -1,0 +1,293 @@
+package receiver
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/keyframe-cam/keyframe/provenance"
+)
+
+// pageTemplate is the event list, shared by the admin view (every event) and
+// an owner's view (the events of the devices paired to that owner now).
+const pageTemplate = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{{.Title}}</title>
+<style>
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; }
+th, td { border-bottom: 1px solid #ddd; padding: .4em .6em; text-align: left; vertical-align: top; }
+td.thumb img { max-width: 240px; max-height: 180px; display: block; }
+.mono { font-family: monospace; }
+.warn { color: #a40; font-weight: bold; }
+.ok { color: #070; font-weight: bold; }
+.muted { color: #777; }
+</style>
+</head>
+<body>
+<h1>{{.Title}}</h1>
+<p class="muted">{{.Note}}</p>
+{{if .Rows}}
+<table>
+<tr><th>thumbnail</th><th>captured</th><th>device</th><th>event</th><th>seq</th><th>status</th><th>owner</th></tr>
+{{range .Rows}}
+<tr>
+<td class="thumb">{{if .Thumb}}<img src="{{.Thumb}}" alt="thumbnail of event {{.Event}} ({{.Kind}})">{{else}}<span class="muted">no image</span>{{end}}</td>
+<td>{{.Captured}}{{if .Unsynced}}<br><span class="warn">unsynced clock</span>{{end}}<br><span class="muted">received {{.Received}}</span></td>
+<td class="mono">{{.Device}}<br><span class="muted">key: {{.KeyStore}}</span></td>
+<td class="mono">{{.Event}}<br>{{.Kind}}{{if .Duration}} <span class="muted">({{.Duration}})</span>{{end}}</td>
+<td>{{.Seq}}</td>
+<td><span class="ok">verified</span><br><span class="muted">signature, device ID, media hashes and enrolled key checked on arrival</span></td>
+<td>{{if .Owner}}{{.Owner}}{{else}}<span class="muted">{{.NoOwner}}</span>{{end}}</td>
+</tr>
+{{end}}
+</table>
+{{else}}
+<p>No events.</p>
+{{end}}
+</body>
+</html>
+`
+
+// page is the data of pageTemplate.
+type page struct {
+	Title string
+	Note  string
+	Rows  []row
+}
+
+// row is one stored record on a page.
+type row struct {
+	Thumb    string // media URL, or "" if the record has no image
+	Captured string
+	Unsynced bool
+	Received string
+	Device   string
+	KeyStore string
+	Event    string
+	Kind     string
+	Duration string
+	Seq      uint64
+	Owner    string // the owner paired now, or ""
+	NoOwner  string // what to show when there is no owner
+}
+
+func newRow(e *indexEntry, thumb string, reg *registry) row {
+	r := row{
+		Thumb:    thumb,
+		Captured: time.UnixMilli(e.TimeUnixMs).UTC().Format("2006-01-02 15:04:05.000 UTC"),
+		Unsynced: e.Clock != provenance.ClockSynced,
+		Received: e.ReceivedAt.UTC().Format("2006-01-02 15:04:05 UTC"),
+		Device:   e.Device,
+		KeyStore: e.KeyStore,
+		Event:    e.Event,
+		Kind:     e.Kind,
+		Seq:      e.Seq,
+		Owner:    reg.owner(e.Device),
+		NoOwner:  "not paired",
+	}
+	if e.DurationMs > 0 {
+		r.Duration = (time.Duration(e.DurationMs) * time.Millisecond).String()
+	}
+	if d := reg.Devices[e.Device]; d == nil {
+		r.NoOwner = "not enrolled"
+	} else if d.Revoked {
+		r.NoOwner = "revoked"
+	}
+	return r
+}
+
+// imageIndex returns the index of the record's thumbnail (or first image), or -1.
+func imageIndex(e *indexEntry) int {
+	first := -1
+	for i, m := range e.Media {
+		if !servableImage(m.Type) {
+			continue
+		}
+		if m.Role == provenance.RoleThumbnail {
+			return i
+		}
+		if first < 0 {
+			first = i
+		}
+	}
+	return first
+}
+
+// servableImage reports whether a media type is served inline. Anything else
+// is served as an opaque download, so a device can not make this origin serve
+// HTML or script.
+func servableImage(typ string) bool { return typ == "image/jpeg" || typ == "image/png" }
+
+func setPageHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+}
+
+func (s *Server) render(w http.ResponseWriter, p *page) {
+	var buf bytes.Buffer
+	if err := s.tmpl.Execute(&buf, p); err != nil {
+		s.log.Error("receiver: render page", "err", err)
+		writeLine(w, http.StatusInternalServerError, "cannot render the page")
+		return
+	}
+	setPageHeaders(w)
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write(buf.Bytes()); err != nil {
+		s.log.Debug("receiver: write page", "err", err)
+	}
+}
+
+// handleIndexPage lists every stored record, newest first: the admin view of
+// the reference receiver.
+func (s *Server) handleIndexPage(w http.ResponseWriter, r *http.Request) {
+	reg, err := loadRegistry(s.dir)
+	if err != nil {
+		s.log.Error("receiver: registry unreadable", "err", err)
+		writeLine(w, http.StatusServiceUnavailable, "registry unavailable")
+		return
+	}
+	p := &page{
+		Title: "keyframe receiver: all events",
+		Note:  "Admin view of every stored record, newest first. The owner column is read from the pairing registry now.",
+	}
+	for _, e := range s.snapshot() {
+		thumb := ""
+		if i := imageIndex(e); i >= 0 {
+			thumb = "/media/" + e.Device + "/" + e.Event + "/" + e.Kind + "/" + strconv.Itoa(i)
+		}
+		p.Rows = append(p.Rows, newRow(e, thumb, reg))
+	}
+	s.render(w, p)
+}
+
+// handleOwnerPage lists the records of the devices paired to the owner, as
+// the registry says at this moment.
+func (s *Server) handleOwnerPage(w http.ResponseWriter, r *http.Request) {
+	owner := r.PathValue("owner")
+	if !ValidOwner(owner) {
+		http.NotFound(w, r)
+		return
+	}
+	reg, err := loadRegistry(s.dir)
+	if err != nil {
+		s.log.Error("receiver: registry unreadable", "err", err)
+		writeLine(w, http.StatusServiceUnavailable, "registry unavailable")
+		return
+	}
+	p := &page{
+		Title: "keyframe: events for " + owner,
+		Note:  "Events signed by the devices paired to " + owner + " at this moment, newest first.",
+	}
+	for _, e := range s.snapshot() {
+		if reg.owner(e.Device) != owner {
+			continue
+		}
+		thumb := ""
+		if i := imageIndex(e); i >= 0 {
+			thumb = "/owners/" + owner + "/media/" + e.Device + "/" + e.Event + "/" + e.Kind + "/" + strconv.Itoa(i)
+		}
+		p.Rows = append(p.Rows, newRow(e, thumb, reg))
+	}
+	s.render(w, p)
+}
+
+// mediaFor resolves a media request to its stored record and index; ok is
+// false if there is no such object.
+func (s *Server) mediaFor(r *http.Request) (e *indexEntry, i int, ok bool) {
+	e = s.lookup(r.PathValue("device"), r.PathValue("event"), r.PathValue("kind"))
+	if e == nil {
+		return nil, 0, false
+	}
+	i, err := strconv.Atoi(r.PathValue("i"))
+	if err != nil || i < 0 || i >= len(e.Media) || strconv.Itoa(i) != r.PathValue("i") {
+		return nil, 0, false
+	}
+	return e, i, true
+}
+
+func (s *Server) handleAdminMedia(w http.ResponseWriter, r *http.Request) {
+	e, i, ok := s.mediaFor(r)
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	s.serveMedia(w, e, i)
+}
+
+// handleOwnerMedia serves a media object only if its record's signer is
+// paired to the owner in the registry read now; otherwise it answers 404, the
+// same as for an object that does not exist, and counts a denied view.
+func (s *Server) handleOwnerMedia(w http.ResponseWriter, r *http.Request) {
+	owner := r.PathValue("owner")
+	e, i, ok := s.mediaFor(r)
+	if !ok || !ValidOwner(owner) {
+		http.NotFound(w, r)
+		return
+	}
+	reg, err := loadRegistry(s.dir)
+	if err != nil {
+		s.log.Error("receiver: registry unreadable", "err", err)
+		writeLine(w, http.StatusServiceUnavailable, "registry unavailable")
+		return
+	}
+	if reg.owner(e.Device) != owner {
+		s.mu.Lock()
+		s.stats.DeniedViews++
+		s.mu.Unlock()
+		s.log.Info("receiver: view denied: device not paired to owner", "owner", owner, "device", e.Device,
+			"event", e.Event, "kind", e.Kind, "remote", r.RemoteAddr)
+		http.NotFound(w, r)
+		return
+	}
+	s.serveMedia(w, e, i)
+}
+
+// serveMedia sends a stored media object after checking it still matches the
+// hash its verified record carries: a file changed on disk is refused, never
+// shown.
+func (s *Server) serveMedia(w http.ResponseWriter, e *indexEntry, i int) {
+	m := e.Media[i]
+	data, err := os.ReadFile(mediaPath(s.dir, e, i))
+	if err != nil {
+		s.log.Error("receiver: stored media unreadable", "device", e.Device, "event", e.Event, "kind", e.Kind, "media", i, "err", err)
+		writeLine(w, http.StatusInternalServerError, "stored media unreadable")
+		return
+	}
+	sum := sha256.Sum256(data)
+	if uint64(len(data)) != m.Size || hex.EncodeToString(sum[:]) != m.SHA256 {
+		s.mu.Lock()
+		s.stats.CorruptMedia++
+		s.mu.Unlock()
+		s.log.Error("receiver: stored media does not match its signed hash; not serving it",
+			"device", e.Device, "event", e.Event, "kind", e.Kind, "media", i)
+		writeLine(w, http.StatusInternalServerError, "stored media does not match its signed hash")
+		return
+	}
+	h := w.Header()
+	if servableImage(m.Type) {
+		h.Set("Content-Type", m.Type)
+	} else {
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("Content-Disposition", "attachment")
+	}
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", strconv.Itoa(len(data)))
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write(data); err != nil {
+		s.log.Debug("receiver: write media", "err", err)
+	}
+}

@@ -1,0 +1,320 @@
+package uploader
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Clock is the time source of the upload loop.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time                         { return time.Now() }
+func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Config tunes the upload loop. Zero or negative fields take their defaults.
+type Config struct {
+	// BackoffBase and BackoffCap shape the full-jitter backoff: the delay
+	// after the n-th consecutive failure is uniform over
+	// [0, min(BackoffCap, BackoffBase·2^n)]. Defaults 1s and 5m.
+	BackoffBase, BackoffCap time.Duration
+	// FirstRetryMax: when an outage starts (the first failure after the
+	// receiver was reached, or at start-up), the first retry waits
+	// uniform(0, FirstRetryMax), so devices that lost the receiver together
+	// do not come back together. Default 30s.
+	FirstRetryMax time.Duration
+	// RetryAfterCap caps a server's Retry-After. The capped value is used
+	// instead of the jittered delay when it is larger. Default 10m.
+	RetryAfterCap time.Duration
+	// StableAfter: the backoff's failure count resets only once the receiver
+	// has been reachable, with no failure, for this long since the first
+	// success after the last failure. Default 60s.
+	StableAfter time.Duration
+	// Rate is the most records sent per second (a token bucket of one
+	// token, on the Clock), so a backlog after an outage drains gently.
+	// Default 5. Above 1e9 there is no limit.
+	Rate float64
+}
+
+// Defaults of Config.
+const (
+	DefaultBackoffBase   = time.Second
+	DefaultBackoffCap    = 5 * time.Minute
+	DefaultFirstRetryMax = 30 * time.Second
+	DefaultRetryAfterCap = 10 * time.Minute
+	DefaultStableAfter   = 60 * time.Second
+	DefaultRate          = 5.0
+)
+
+func (c *Config) setDefaults() {
+	def := func(p *time.Duration, v time.Duration) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	def(&c.BackoffBase, DefaultBackoffBase)
+	def(&c.BackoffCap, DefaultBackoffCap)
+	def(&c.FirstRetryMax, DefaultFirstRetryMax)
+	def(&c.RetryAfterCap, DefaultRetryAfterCap)
+	def(&c.StableAfter, DefaultStableAfter)
+	if !(c.Rate > 0) {
+		c.Rate = DefaultRate
+	}
+}
+
+// UploadStats are the upload loop's counters since New.
+type UploadStats struct {
+	Sent        int    // records acknowledged by the receiver and removed
+	Quarantined int    // records the receiver rejected permanently (quarantined, not retried)
+	Corrupt     int    // records that failed their checksum when loaded (quarantined by the spool, not sent)
+	Failures    int    // failed attempts (receiver unreachable, 5xx, 429, local I/O)
+	Backoff     int    // the backoff's current failure count
+	LastError   string // the last failure, "" if none yet
+}
+
+// Uploader drains a Spool through a Transport, one record at a time in
+// sequence order.
+type Uploader struct {
+	cfg Config
+	sp  *Spool
+	tr  Transport
+	clk Clock
+	rnd Rand
+	log *slog.Logger
+	bo  Backoff
+
+	// State of the Run goroutine.
+	reachable      bool      // the last attempt reached the receiver (true at start)
+	outageFailures int       // failures since the receiver was last reached
+	lastErr        string    // last error logged, to log each distinct one once
+	streakStart    time.Time // first success after the last failure; zero if none
+	nextSend       time.Time // rate limit: earliest next attempt
+
+	mu    sync.Mutex
+	stats UploadStats
+}
+
+// New returns an uploader. clk nil means the system clock, rnd nil a
+// randomly seeded generator, log nil discards.
+func New(cfg Config, sp *Spool, tr Transport, clk Clock, rnd Rand, log *slog.Logger) *Uploader {
+	cfg.setDefaults()
+	if clk == nil {
+		clk = systemClock{}
+	}
+	if rnd == nil {
+		rnd = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Uploader{
+		cfg: cfg, sp: sp, tr: tr, clk: clk, rnd: rnd, log: log,
+		bo:        Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffCap, Rand: rnd},
+		reachable: true,
+	}
+}
+
+// Stats returns the loop's counters.
+func (u *Uploader) Stats() UploadStats {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.stats
+}
+
+// Run uploads until ctx is done and then returns ctx's error. It sends the
+// oldest pending record: a corrupt one has been quarantined by the spool and
+// is skipped; an acknowledged one is removed; a permanently rejected one is
+// quarantined with the receiver's reason and not retried; any other failure
+// backs off (full jitter, a random first retry after an outage starts,
+// Retry-After honoured up to RetryAfterCap) and retries the same record.
+// When the spool is empty it waits for the spool's Notify. Run must not be
+// called twice at once.
+func (u *Uploader) Run(ctx context.Context) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		e, ok := u.sp.Oldest()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-u.sp.Notify():
+			}
+			continue
+		}
+		if err := u.pace(ctx); err != nil {
+			return err
+		}
+		r, err := u.sp.Load(e)
+		switch {
+		case errors.Is(err, ErrCorrupt):
+			u.count(func(s *UploadStats) { s.Corrupt++ })
+			u.log.Error("uploader: spooled record is corrupt; quarantined, not sent",
+				"seq", e.Seq, "event", e.Event, "kind", e.Kind, "err", err)
+			continue
+		case errors.Is(err, ErrNotPending):
+			continue
+		case err != nil:
+			if err := u.localFailure(ctx, err); err != nil {
+				return err
+			}
+			continue
+		}
+		err = u.tr.Send(ctx, r)
+		switch {
+		case err == nil:
+			u.reached()
+			if err := u.sp.Ack(e); err != nil && !errors.Is(err, ErrNotPending) {
+				// Delivered but still on disk: it will be sent again, and the
+				// receiver answers an identical re-send with 200.
+				if err := u.localFailure(ctx, err); err != nil {
+					return err
+				}
+				continue
+			}
+			u.count(func(s *UploadStats) { s.Sent++ })
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case isPermanent(err):
+			u.reached()
+			u.count(func(s *UploadStats) { s.Quarantined++ })
+			u.log.Error("uploader: receiver rejected record; quarantined, will not retry",
+				"seq", e.Seq, "event", e.Event, "kind", e.Kind, "err", err)
+			if qerr := u.sp.Quarantine(e, err.Error()); qerr != nil && !errors.Is(qerr, ErrNotPending) {
+				if err := u.localFailure(ctx, qerr); err != nil {
+					return err
+				}
+			}
+		default:
+			if err := u.failed(ctx, err); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// pace waits for the rate limit's token.
+func (u *Uploader) pace(ctx context.Context) error {
+	if d := u.nextSend.Sub(u.clk.Now()); d > 0 {
+		if err := u.sleep(ctx, d); err != nil {
+			return err
+		}
+	}
+	var interval time.Duration
+	if u.cfg.Rate <= 1e9 {
+		interval = time.Duration(float64(time.Second) / u.cfg.Rate)
+	}
+	now := u.clk.Now()
+	if u.nextSend.Before(now) {
+		u.nextSend = now
+	}
+	u.nextSend = u.nextSend.Add(interval)
+	return nil
+}
+
+// reached records an attempt that got an answer from the receiver.
+func (u *Uploader) reached() {
+	now := u.clk.Now()
+	if !u.reachable {
+		u.log.Info("uploader: receiver reachable again after "+strconv.Itoa(u.outageFailures)+" failures",
+			"failures", u.outageFailures)
+		u.reachable = true
+		u.outageFailures = 0
+		u.lastErr = ""
+	}
+	if u.streakStart.IsZero() {
+		u.streakStart = now
+	}
+	u.stableCheck(now)
+}
+
+// stableCheck resets the backoff once the receiver has been reachable for
+// StableAfter.
+func (u *Uploader) stableCheck(now time.Time) {
+	if u.bo.Failures() > 0 && !u.streakStart.IsZero() && now.Sub(u.streakStart) >= u.cfg.StableAfter {
+		u.bo.Reset()
+		u.count(func(s *UploadStats) { s.Backoff = 0 })
+	}
+}
+
+// failed records a failed attempt and waits before the retry.
+func (u *Uploader) failed(ctx context.Context, err error) error {
+	now := u.clk.Now()
+	var d time.Duration
+	if u.reachable {
+		// An outage starts. If the receiver had been fine long enough, the
+		// count starts afresh; either way the first retry is spread over
+		// [0, FirstRetryMax].
+		u.stableCheck(now)
+		u.reachable = false
+		u.outageFailures = 0
+		u.bo.failures++
+		d = uniform(u.rnd, u.cfg.FirstRetryMax)
+	} else {
+		d = u.bo.Next()
+	}
+	u.streakStart = time.Time{}
+	u.outageFailures++
+	if se := (*StatusError)(nil); errors.As(err, &se) && se.RetryAfter > 0 {
+		if ra := min(se.RetryAfter, u.cfg.RetryAfterCap); ra > d {
+			d = ra
+		}
+	}
+	msg := err.Error()
+	u.count(func(s *UploadStats) {
+		s.Failures++
+		s.Backoff = u.bo.Failures()
+		s.LastError = msg
+	})
+	if msg != u.lastErr {
+		u.lastErr = msg
+		u.log.Warn("uploader: upload failed; will retry", "err", err,
+			"failures", u.outageFailures, "retry_in", d)
+	}
+	return u.sleep(ctx, d)
+}
+
+// localFailure records a failure of the spool's disk (not of the receiver)
+// and waits a backoff delay, so a broken disk does not spin the loop.
+func (u *Uploader) localFailure(ctx context.Context, err error) error {
+	d := u.bo.Next()
+	msg := err.Error()
+	u.count(func(s *UploadStats) {
+		s.Failures++
+		s.Backoff = u.bo.Failures()
+		s.LastError = msg
+	})
+	if msg != u.lastErr {
+		u.lastErr = msg
+		u.log.Error("uploader: spool error; will retry", "err", err, "retry_in", d)
+	}
+	return u.sleep(ctx, d)
+}
+
+func (u *Uploader) sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-u.clk.After(d):
+		return nil
+	}
+}
+
+func (u *Uploader) count(f func(*UploadStats)) {
+	u.mu.Lock()
+	f(&u.stats)
+	u.mu.Unlock()
+}
