@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
-export KEYFRAME_DEMO_DIR="$work/demo"
-export KEYFRAME_DEMO_ADDR=127.0.0.1:${DEMO_PORT:-18417}
+export DEMO_DIR="$work/demo"
+export DEMO_ADDR=127.0.0.1:${DEMO_PORT:-18417}
 timeout 60 make --no-print-directory run >"$work/out" 2>&1 &
 pid=$!
 deadline=$((SECONDS + 45)) # make builds first; the 30 s count starts at the URL
@@ -40,12 +40,12 @@ curl -fsS "${url%/}$img" -o "$work/thumb.jpg"
 echo "demo-check: page lists $event with a JPEG thumbnail ($(stat -c %s "$work/thumb.jpg") bytes)"
 kill -TERM $pid 2>/dev/null || true
 wait $pid 2>/dev/null || true
-bin/keyframe verify -data "$KEYFRAME_DEMO_DIR/receiver"
-victim=$(find "$KEYFRAME_DEMO_DIR/receiver" -name "*$event*" -name '*.jpg' | head -1)
+bin/keyframe verify -data "$DEMO_DIR/receiver"
+victim=$(find "$DEMO_DIR/receiver" -name "*$event*" -name '*.jpg' | head -1)
 [ -n "$victim" ] || { echo "demo-check: stored thumbnail of $event not found"; exit 1; }
 b=$(dd if="$victim" bs=1 skip=100 count=1 status=none | od -An -tu1 | tr -d ' ')
 printf "\\$(printf '%03o' $((255 - b)))" | dd of="$victim" bs=1 seek=100 count=1 conv=notrunc status=none
-if out=$(bin/keyframe verify -data "$KEYFRAME_DEMO_DIR/receiver" 2>&1); then
+if out=$(bin/keyframe verify -data "$DEMO_DIR/receiver" 2>&1); then
 	echo "$out"; echo "demo-check: verify passed after a thumbnail byte was flipped"; exit 1
 fi
 grep -q "$event" <<<"$out" || { echo "$out"; echo "demo-check: verify failed but did not name $event"; exit 1; }

@@ -4,8 +4,8 @@
 # Data lives in ./.keyframe-demo (delete it to start over). Ctrl-C stops both.
 set -euo pipefail
 bin=${1:-bin/keyframe}
-demo=${KEYFRAME_DEMO_DIR:-.keyframe-demo}
-addr=${KEYFRAME_DEMO_ADDR:-127.0.0.1:8417}
+demo=${DEMO_DIR:-.keyframe-demo}
+addr=${DEMO_ADDR:-127.0.0.1:8417}
 mkdir -p "$demo"
 conf="$demo/agent.conf"
 if [ ! -f "$conf" ]; then
@@ -33,7 +33,7 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-"$bin" receiver -data "$demo/receiver" -listen "$addr" &
+"$bin" receiver -data "$demo/receiver" -listen "$addr" -log-level warn &
 pids+=($!)
 "$bin" run -config "$conf" 2>>"$demo/agent.log" &
 pids+=($!)
