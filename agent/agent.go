@@ -11,6 +11,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base32"
 	"errors"
 	"fmt"
@@ -161,7 +163,11 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr, err := uploader.NewHTTP(cfg.UploadURL, &http.Client{Timeout: cfg.UploadTimeout})
+	client, err := httpClient(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	tr, err := uploader.NewHTTP(cfg.UploadURL, client)
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +185,30 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		Rate:          cfg.UploadRate,
 	}, a.spool, tr, deps.Clock, rnd, a.log)
 	return a, nil
+}
+
+// httpClient is the uploads' HTTP client: the configured timeout, and the
+// system roots plus upload.ca_file (a self-hosted receiver's own CA).
+func httpClient(c *Config) (*http.Client, error) {
+	client := &http.Client{Timeout: c.UploadTimeout}
+	if c.UploadCAFile == "" {
+		return client, nil
+	}
+	pem, err := os.ReadFile(c.UploadCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("agent: upload.ca_file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("agent: upload.ca_file %s: no PEM certificate in it", c.UploadCAFile)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	client.Transport = tr
+	return client, nil
 }
 
 func leUint64(b []byte) uint64 {
@@ -338,9 +368,9 @@ func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary) e
 		clock = provenance.ClockSynced
 	}
 	now := a.deps.Clock.Now()
-	bootMs := a.upAt + now.Sub(a.start) - now.Sub(f.Time)
-	if bootMs < 0 {
-		bootMs = 0
+	sinceBoot := a.upAt + now.Sub(a.start) - now.Sub(f.Time)
+	if sinceBoot < 0 {
+		sinceBoot = 0
 	}
 	dur := time.Duration(0)
 	if kind == provenance.KindEnd {
@@ -353,7 +383,7 @@ func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary) e
 		Seq:    a.chain.Next,
 		Boot:   a.boot,
 		Prev:   a.chain.Prev,
-		Time:   provenance.Time{UnixMs: f.Time.UnixMilli(), BootMs: uint64(bootMs / time.Millisecond), Clock: clock},
+		Time:   provenance.Time{UnixMs: f.Time.UnixMilli(), BootMs: uint64(sinceBoot / time.Millisecond), Clock: clock},
 		Motion: provenance.Motion{
 			DurationMs:  uint64(dur / time.Millisecond),
 			Frames:      uint32(s.MotionFrames),

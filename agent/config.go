@@ -41,6 +41,7 @@ type Config struct {
 	SpoolPolicy   string
 
 	UploadURL     string
+	UploadCAFile  string
 	BackoffBase   time.Duration
 	BackoffCap    time.Duration
 	FirstRetryMax time.Duration
@@ -187,6 +188,7 @@ func Fields() []Field {
 		strField("spool.policy", "when the spool is full: refuse-new (new events are refused and counted) or drop-oldest (oldest unsent moved to quarantine, counted)", func(c *Config) *string { return &c.SpoolPolicy }, "refuse-new", "drop-oldest"),
 
 		strField("upload.url", "receiver base URL; https://, or http:// to a loopback address only", func(c *Config) *string { return &c.UploadURL }),
+		strField("upload.ca_file", "PEM file of CA certificates trusted for an https:// upload.url, in addition to the system's; empty = system roots only", func(c *Config) *string { return &c.UploadCAFile }),
 		durField("upload.backoff_base", "first retry delay ceiling (full jitter: uniform(0, min(cap, base*2^n)))", 10*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.BackoffBase }),
 		durField("upload.backoff_cap", "largest retry delay ceiling", 100*time.Millisecond, 24*time.Hour, func(c *Config) *time.Duration { return &c.BackoffCap }),
 		durField("upload.first_retry_max", "after an outage begins, the first retry waits uniform(0, this)", 0, time.Hour, func(c *Config) *time.Duration { return &c.FirstRetryMax }),

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"encoding/pem"
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -51,9 +53,14 @@ func (w *lineWatcher) count(substr string) int {
 }
 
 // TestEndToEndSynthetic runs the real agent on the synthetic scene against the
-// real receiver over HTTP on loopback, and waits for verified start and end
-// records of the same device.
+// real receiver on loopback, over plain HTTP and over HTTPS with the receiver's
+// own CA, and waits for verified start and end records of the same device.
 func TestEndToEndSynthetic(t *testing.T) {
+	t.Run("http", func(t *testing.T) { endToEnd(t, false) })
+	t.Run("https", func(t *testing.T) { endToEnd(t, true) })
+}
+
+func endToEnd(t *testing.T, useTLS bool) {
 	dir := t.TempDir()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -71,12 +78,12 @@ func TestEndToEndSynthetic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pem, err := board.PublicKeyPEM(key.Public())
+	pub, err := board.PublicKeyPEM(key.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
 	rdir := filepath.Join(dir, "receiver")
-	if _, err := receiver.Enroll(rdir, pem); err != nil {
+	if _, err := receiver.Enroll(rdir, pub); err != nil {
 		t.Fatal(err)
 	}
 	if err := receiver.Pair(rdir, device, "alice"); err != nil {
@@ -88,7 +95,17 @@ func TestEndToEndSynthetic(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	hs := httptest.NewServer(srv.Handler())
+	var hs *httptest.Server
+	if useTLS {
+		hs = httptest.NewTLSServer(srv.Handler())
+		ca := filepath.Join(dir, "ca.pem")
+		if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hs.Certificate().Raw}), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg.UploadCAFile = ca
+	} else {
+		hs = httptest.NewServer(srv.Handler())
+	}
 	defer hs.Close()
 	cfg.UploadURL = hs.URL
 

@@ -74,6 +74,8 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 	public := fs.Bool("public", false, "allow a non-loopback listen address (the admin page at / then shows every event to anyone who can reach it)")
 	maxBody := fs.Int64("max-body", receiver.DefaultMaxBody, "largest accepted upload in bytes")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate (PEM; with -tls-key)")
+	tlsKey := fs.String("tls-key", "", "private key (PEM) of -tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -123,8 +125,18 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	fmt.Fprintf(out, "receiver: listening on http://%s/\n", ln.Addr())
+	scheme := "http"
+	if (*tlsCert == "") != (*tlsKey == "") {
+		fmt.Fprintf(stderr, "keyframe receiver: -tls-cert and -tls-key go together\n")
+		return 2
+	}
+	if *tlsCert != "" {
+		scheme = "https"
+		go func() { errc <- hs.ServeTLS(ln, *tlsCert, *tlsKey) }()
+	} else {
+		go func() { errc <- hs.Serve(ln) }()
+	}
+	fmt.Fprintf(out, "receiver: listening on %s://%s/\n", scheme, ln.Addr())
 
 	select {
 	case err := <-errc:

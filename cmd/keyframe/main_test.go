@@ -1,0 +1,58 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestDispatch(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := dispatch([]string{"frobnicate"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "unknown command") {
+		t.Fatalf("unknown command: code %d, stderr %q", code, errb.String())
+	}
+	out.Reset()
+	if code := dispatch([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "keyframe ") {
+		t.Fatalf("version: code %d, out %q", code, out.String())
+	}
+}
+
+// TestIdentityStable runs `keyframe identity` twice on one data directory: the
+// key is created once, reused, and the printed ID is the key's.
+func TestIdentityStable(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "k.conf")
+	if err := os.WriteFile(conf, []byte("device.data_dir = "+filepath.Join(dir, "data")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var first, second, errb bytes.Buffer
+	if code := dispatch([]string{"identity", "-config", conf, "-pubout", filepath.Join(dir, "pub.pem")}, &first, &errb); code != 0 {
+		t.Fatalf("identity: %d %s", code, errb.String())
+	}
+	if !strings.Contains(first.String(), "created a new device key") || !strings.Contains(first.String(), "BEGIN PUBLIC KEY") {
+		t.Fatalf("first identity output: %q", first.String())
+	}
+	if code := dispatch([]string{"identity", "-config", conf, "-id"}, &second, &errb); code != 0 {
+		t.Fatalf("identity -id: %d %s", code, errb.String())
+	}
+	id := strings.TrimSpace(second.String())
+	if len(id) != 26 || !strings.Contains(first.String(), "device:  "+id) {
+		t.Fatalf("id %q not the one first printed: %q", id, first.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pub.pem")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConfigErrorExits2(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "bad.conf")
+	if err := os.WriteFile(conf, []byte("capture.width = huge\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := dispatch([]string{"run", "-config", conf}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "capture.width") {
+		t.Fatalf("bad config: code %d, stderr %q", code, errb.String())
+	}
+}
