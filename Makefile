@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BUILD := $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test unit lint cross e2e bench clean
+.PHONY: all build run test unit lint cross e2e bench clean config-doc board-test
 
 all: build
 
@@ -45,8 +45,19 @@ cross:
 	  file $$b 2>/dev/null | grep -q 'statically linked' || { readelf -l $$b 2>/dev/null | grep -q INTERP && { echo "$$b is not static"; exit 1; }; }; \
 	  printf '%-28s %s bytes\n' $$b $$(stat -c %s $$b); done
 
+config-doc: build
+	scripts/gen-config-doc.sh bin/keyframe
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./motion/ ./capture/
 
 clean:
 	rm -rf bin
+
+## board-test: the agent on an emulated ARM board (QEMU, Debian kernel, vivid camera), each
+## scenario verified by a host receiver over HTTPS; ARCH=armhf for 32-bit (docs/board-test.md)
+BOARD_ARCH ?= $(or $(ARCH),arm64)
+BOARD_SCENARIOS ?=
+.PHONY: board-test
+board-test: build cross
+	ARCH=$(BOARD_ARCH) scripts/board/board-test.sh $(BOARD_SCENARIOS)

@@ -3,7 +3,6 @@ module github.com/keyframe-cam/keyframe
 go 1.26.8
 
 require (
-	github.com/blackjack/webcam v0.6.1
 	github.com/fxamacker/cbor/v2 v2.9.6
 	github.com/veraison/go-cose v1.3.0
 	golang.org/x/image v0.47.0

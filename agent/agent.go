@@ -100,6 +100,42 @@ type Agent struct {
 	up     *uploader.Uploader
 	chain  board.Chain
 	thumb  bytes.Buffer
+
+	health health
+}
+
+// health is what the watchdog loop reads from the frame loop.
+type health struct {
+	mu        sync.Mutex
+	lastFrame time.Time
+	spoolErr  error // the last spool write's failure (not a full spool: that is policy), nil once one succeeds
+}
+
+func (h *health) frame(t time.Time) {
+	h.mu.Lock()
+	h.lastFrame = t
+	h.mu.Unlock()
+}
+
+func (h *health) lastFrameAt() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lastFrame
+}
+
+func (h *health) spooled(err error) {
+	if errors.Is(err, uploader.ErrFull) {
+		err = nil
+	}
+	h.mu.Lock()
+	h.spoolErr = err
+	h.mu.Unlock()
+}
+
+func (h *health) spoolCheck(time.Time) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.spoolErr
 }
 
 // New prepares an agent: identity, chain state and spool. Nothing runs until Run.
@@ -236,6 +272,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Error("uploader stopped", "err", err)
 		}
 	}()
+	if err := a.startWatchdog(ctx, &wg); err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
 	err := a.capture(ctx)
 	if errors.Is(err, capture.ErrEndOfStream) {
 		a.log.Info("source ended; waiting for the spool to drain")
@@ -248,6 +289,49 @@ func (a *Agent) Run(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// startWatchdog opens the configured hardware watchdog and pets it from its
+// own goroutine only while frames arrive and the spool can be written, so a
+// stalled pipeline resets the board. An orderly stop disarms it (magic close).
+func (a *Agent) startWatchdog(ctx context.Context, wg *sync.WaitGroup) error {
+	if a.cfg.WatchdogDevice == "" {
+		return nil
+	}
+	dog, err := a.deps.Board.OpenWatchdog(a.cfg.WatchdogDevice)
+	if errors.Is(err, board.ErrAbsent) {
+		a.log.Warn("no hardware watchdog; running without one", "device", a.cfg.WatchdogDevice, "err", err)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("agent: watchdog: %w", err)
+	}
+	timeout, err := dog.SetTimeout(a.cfg.WatchdogTimeout)
+	if err != nil {
+		dog.Close()
+		return fmt.Errorf("agent: watchdog: %w", err)
+	}
+	boot, _ := dog.BootStatus()
+	a.log.Info("watchdog armed", "device", a.cfg.WatchdogDevice, "identity", dog.Identity(), "timeout", timeout, "bootstatus", boot.String())
+	a.health.frame(a.deps.Clock.Now())
+	loop := &board.WatchdogLoop{
+		Dog:      dog,
+		Interval: max(timeout/4, 250*time.Millisecond),
+		Checks: []board.HealthCheck{
+			board.StallCheck("frames", a.cfg.WatchdogStall, a.health.lastFrameAt),
+			{Name: "spool", Check: a.health.spoolCheck},
+		},
+		Clock:  a.deps.Clock,
+		Logger: a.log,
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := loop.Run(ctx); err != nil {
+			a.log.Error("watchdog loop stopped", "err", err)
+		}
+	}()
+	return nil
 }
 
 // drain waits until the spool is empty or ctx ends.
@@ -270,21 +354,58 @@ func (a *Agent) openSource() (capture.Source, string, error) {
 			kind = "v4l2"
 		}
 	}
-	var (
-		src capture.Source
-		err error
-	)
 	switch kind {
 	case "v4l2":
-		src, err = capture.OpenV4L2(capture.V4L2Config{Device: c.Device, Width: c.Width, Height: c.Height, FPS: c.FPS, Buffers: c.Buffers}, a.deps.Clock)
+		src, err := a.openV4L2()
+		return src, kind, err
 	case "synthetic":
-		src, err = capture.NewSynthetic(capture.SyntheticConfig{Width: c.Width, Height: c.Height, FPS: c.FPS, Seed: c.Seed}, a.deps.Clock)
+		src, err := capture.NewSynthetic(capture.SyntheticConfig{Width: c.Width, Height: c.Height, FPS: c.FPS, Seed: c.Seed}, a.deps.Clock)
+		return src, kind, err
 	case "dir":
-		src, err = capture.OpenDir(capture.DirConfig{Dir: c.Dir, FPS: c.FPS, Loop: c.LoopDir}, a.deps.Clock)
-	default:
-		err = fmt.Errorf("agent: unknown source %q", kind)
+		src, err := capture.OpenDir(capture.DirConfig{Dir: c.Dir, FPS: c.FPS, Loop: c.LoopDir, Logger: a.log}, a.deps.Clock)
+		return src, kind, err
 	}
-	return src, kind, err
+	return nil, kind, fmt.Errorf("agent: unknown source %q", kind)
+}
+
+// openV4L2 opens the camera once (so a wrong setting fails at start, naming
+// itself), then wraps it so that a camera that disappears, errors or stalls is
+// closed and reopened with backoff while the agent keeps running.
+func (a *Agent) openV4L2() (capture.Source, error) {
+	c := &a.cfg
+	format, err := capture.ParsePixelFormat(c.Format)
+	if err != nil {
+		return nil, fmt.Errorf("agent: capture.format: %w", err)
+	}
+	controls, err := capture.ParseControls(c.Controls)
+	if err != nil {
+		return nil, fmt.Errorf("agent: capture.controls: %w", err)
+	}
+	vc := capture.V4L2Config{Device: c.Device, Width: c.Width, Height: c.Height, FPS: c.FPS, Buffers: c.Buffers,
+		Stall: c.Stall, Format: format, Controls: controls, Logger: a.log}
+	first, err := capture.OpenV4L2(vc, a.deps.Clock)
+	if err != nil {
+		return nil, err
+	}
+	g := first.Geometry()
+	a.log.Info("camera format negotiated", "device", c.Device, "format", g.Format.String(), "width", g.Width, "height", g.Height,
+		"stride", g.Stride, "fps", g.FPS, "buffers", g.Buffers)
+	var pending capture.Source = first
+	open := func() (capture.Source, error) {
+		if pending != nil {
+			s := pending
+			pending = nil
+			return s, nil
+		}
+		v, err := capture.OpenV4L2(vc, a.deps.Clock)
+		if err != nil {
+			return nil, err
+		}
+		g := v.Geometry()
+		a.log.Info("camera reopened", "device", c.Device, "format", g.Format.String(), "width", g.Width, "height", g.Height)
+		return v, nil
+	}
+	return capture.Reopening(open, capture.ReopenConfig{Base: c.SourceRetry, Cap: c.RetryCap, Stall: c.Stall}, a.deps.Clock, a.log), nil
 }
 
 // capture is the frame loop: one frame in, at most a detector step, a lifecycle
@@ -322,6 +443,7 @@ func (a *Agent) capture(ctx context.Context) error {
 			return err
 		}
 		last = frame.Time
+		a.health.frame(a.deps.Clock.Now())
 		res := det.Step(frame.Luma, frame.Width, frame.Height)
 		d := life.Observe(frame.Time, res)
 		if d.End && event != "" {
@@ -411,7 +533,9 @@ func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary) e
 		return err
 	}
 	a.chain = next
-	return a.spool.Put(uploader.Record{Seq: p.Seq, Event: event, Kind: kind, Data: bundle})
+	err = a.spool.Put(uploader.Record{Seq: p.Seq, Event: event, Kind: kind, Data: bundle})
+	a.health.spooled(err)
+	return err
 }
 
 var idEnc = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)

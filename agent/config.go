@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/capture"
 	"github.com/keyframe-cam/keyframe/motion"
 )
 
@@ -30,6 +31,10 @@ type Config struct {
 	Seed        int64
 	LoopDir     bool
 	SourceRetry time.Duration
+	RetryCap    time.Duration
+	Format      string
+	Controls    string
+	Stall       time.Duration
 
 	Motion motion.Config
 
@@ -49,6 +54,10 @@ type Config struct {
 	StableAfter   time.Duration
 	UploadRate    float64
 	UploadTimeout time.Duration
+
+	WatchdogDevice  string
+	WatchdogTimeout time.Duration
+	WatchdogStall   time.Duration
 
 	LogLevel string
 }
@@ -166,7 +175,11 @@ func Fields() []Field {
 		intField("capture.buffers", "V4L2 driver buffers", 2, 4, func(c *Config) *int { return &c.Buffers }),
 		intField("capture.seed", "seed of the synthetic scene", int64(-1<<62), int64(1<<62), func(c *Config) *int64 { return &c.Seed }),
 		boolField("capture.loop", "replay the image-sequence directory from the start when it ends", func(c *Config) *bool { return &c.LoopDir }),
-		durField("capture.retry", "wait before reopening a source that failed", 100*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.SourceRetry }),
+		strField("capture.format", "V4L2 pixel format: auto (best for the size and rate), yuyv, nv12, yu12, grey, mjpeg", func(c *Config) *string { return &c.Format }, "auto", "yuyv", "nv12", "yu12", "i420", "grey", "mjpeg", "YUYV", "NV12", "YU12", "GREY", "MJPG", "MJPEG"),
+		strField("capture.controls", "V4L2 controls set on every open, by normalised name: e.g. \"exposure_absolute=100, gain=4\" (keyframe probe lists them)", func(c *Config) *string { return &c.Controls }),
+		durField("capture.stall", "a camera that delivers no frame for this long is closed and reopened", 500*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.Stall }),
+		durField("capture.retry", "first reopen delay ceiling after a camera failure (full jitter, doubling)", 100*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.SourceRetry }),
+		durField("capture.retry_cap", "largest reopen delay ceiling", 100*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.RetryCap }),
 
 		intField("motion.analysis_width", "width the luma plane is downscaled to before analysis", 32, 1280, func(c *Config) *int { return &c.Motion.AnalysisWidth }),
 		intField("motion.noise_floor", "lowest per-pixel difference, in luma levels, that counts as change", 1, 128, func(c *Config) *int { return &c.Motion.NoiseFloor }),
@@ -197,6 +210,10 @@ func Fields() []Field {
 		floatField("upload.rate", "most records per second sent while draining a backlog", 0.01, 1000, func(c *Config) *float64 { return &c.UploadRate }),
 		durField("upload.timeout", "timeout of one upload request", time.Second, time.Hour, func(c *Config) *time.Duration { return &c.UploadTimeout }),
 
+		strField("watchdog.device", "hardware watchdog to pet while the pipeline is healthy, e.g. /dev/watchdog0; empty = none", func(c *Config) *string { return &c.WatchdogDevice }),
+		durField("watchdog.timeout", "watchdog timeout set in the driver (whole seconds); the board resets this long after the last pet", time.Second, time.Hour, func(c *Config) *time.Duration { return &c.WatchdogTimeout }),
+		durField("watchdog.stall", "the pipeline is unhealthy (no pet) when no frame has arrived for this long, or the spool cannot be written", 500*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.WatchdogStall }),
+
 		strField("log.level", "log level: debug, info, warn, error", func(c *Config) *string { return &c.LogLevel }, "debug", "info", "warn", "error"),
 	}
 }
@@ -204,29 +221,34 @@ func Fields() []Field {
 // DefaultConfig returns the configuration used when a key is not set.
 func DefaultConfig() Config {
 	return Config{
-		DataDir:       "/var/lib/keyframe",
-		Source:        "auto",
-		Device:        "/dev/video0",
-		Width:         640,
-		Height:        480,
-		FPS:           10,
-		Buffers:       3,
-		Seed:          1,
-		SourceRetry:   2 * time.Second,
-		Motion:        motion.DefaultConfig(),
-		ThumbMaxSide:  320,
-		ThumbQuality:  75,
-		SpoolMaxBytes: 64 << 20,
-		SpoolPolicy:   "refuse-new",
-		UploadURL:     "http://127.0.0.1:8417",
-		BackoffBase:   time.Second,
-		BackoffCap:    5 * time.Minute,
-		FirstRetryMax: 30 * time.Second,
-		RetryAfterCap: 10 * time.Minute,
-		StableAfter:   time.Minute,
-		UploadRate:    5,
-		UploadTimeout: 30 * time.Second,
-		LogLevel:      "info",
+		DataDir:         "/var/lib/keyframe",
+		Source:          "auto",
+		Device:          "/dev/video0",
+		Width:           640,
+		Height:          480,
+		FPS:             10,
+		Buffers:         3,
+		Seed:            1,
+		SourceRetry:     time.Second,
+		RetryCap:        5 * time.Second,
+		Format:          "auto",
+		Stall:           5 * time.Second,
+		Motion:          motion.DefaultConfig(),
+		ThumbMaxSide:    320,
+		ThumbQuality:    75,
+		SpoolMaxBytes:   64 << 20,
+		SpoolPolicy:     "refuse-new",
+		UploadURL:       "http://127.0.0.1:8417",
+		BackoffBase:     time.Second,
+		BackoffCap:      5 * time.Minute,
+		FirstRetryMax:   30 * time.Second,
+		RetryAfterCap:   10 * time.Minute,
+		StableAfter:     time.Minute,
+		UploadRate:      5,
+		UploadTimeout:   30 * time.Second,
+		WatchdogTimeout: 30 * time.Second,
+		WatchdogStall:   20 * time.Second,
+		LogLevel:        "info",
 	}
 }
 
@@ -314,6 +336,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Source == "v4l2" && c.FPS == 0 {
 		return fmt.Errorf("agent: config capture.fps: 0 (as fast as possible) is only for dir and synthetic sources")
+	}
+	if _, err := capture.ParsePixelFormat(c.Format); err != nil {
+		return fmt.Errorf("agent: config capture.format: %w", err)
+	}
+	if _, err := capture.ParseControls(c.Controls); err != nil {
+		return fmt.Errorf("agent: config capture.controls: %w", err)
+	}
+	if c.SourceRetry > c.RetryCap {
+		return fmt.Errorf("agent: config capture.retry: %v is above capture.retry_cap %v", c.SourceRetry, c.RetryCap)
 	}
 	if c.BackoffBase > c.BackoffCap {
 		return fmt.Errorf("agent: config upload.backoff_base: %v is above upload.backoff_cap %v", c.BackoffBase, c.BackoffCap)

@@ -1,6 +1,7 @@
 // Package capture produces camera frames for keyframe: from a V4L2 device
-// (github.com/blackjack/webcam), from a directory of still images, or from a
-// synthetic scene that runs on any machine.
+// (its own MMAP streaming over golang.org/x/sys/unix), from a directory of
+// still images, or from a synthetic scene that runs on any machine.
+// [Reopening] keeps a source alive across unplugs, driver errors and stalls.
 //
 // Every source fills a caller-owned [Frame] and reuses its buffers, so a
 // frame loop allocates nothing in steady state. A frame carries its luma plane
@@ -29,6 +30,17 @@ const (
 	FormatGrey PixelFormat = 0x59455247 // 'GREY'
 	// FormatRGB24 is packed R G B, three bytes per pixel.
 	FormatRGB24 PixelFormat = 0x33424752 // 'RGB3'
+	// FormatNV12 is YUV 4:2:0 in two planes: Height lines of Y, then
+	// (Height+1)/2 lines of interleaved Cb Cr, every line Stride bytes.
+	FormatNV12 PixelFormat = 0x3231564e // 'NV12'
+	// FormatYU12 (I420) is YUV 4:2:0 in three planes: Height lines of Y
+	// (Stride bytes each), then (Height+1)/2 lines of Cb and as many of Cr,
+	// Stride/2 bytes each.
+	FormatYU12 PixelFormat = 0x32315559 // 'YU12'
+	// FormatMJPEG is Motion-JPEG: each frame's Data is one JPEG image (with
+	// its Huffman tables, which this package inserts when the camera left
+	// them out) and Stride is 0.
+	FormatMJPEG PixelFormat = 0x47504a4d // 'MJPG'
 )
 
 // String returns the FourCC ("YUYV", "GREY", "RGB3", ...) when it is printable
@@ -43,8 +55,11 @@ func (p PixelFormat) String() string {
 	return string(b[:])
 }
 
-// bytesPerPixel is the size of one pixel in the packed formats this package
-// handles, or 0 for any other format.
+// Compressed reports whether frames of this format are compressed (MJPEG).
+func (p PixelFormat) Compressed() bool { return p == FormatMJPEG }
+
+// bytesPerPixel is the size of one pixel in the packed formats, or 0 for
+// any other format.
 func (p PixelFormat) bytesPerPixel() int {
 	switch p {
 	case FormatYUYV:
@@ -57,6 +72,54 @@ func (p PixelFormat) bytesPerPixel() int {
 	return 0
 }
 
+// Image size limits: a larger frame is refused as malformed.
+const (
+	maxFrameSide  = 1 << 15
+	maxFrameBytes = 1 << 30
+)
+
+// imageLayout checks the geometry of an uncompressed image of format p and
+// returns need, the smallest buffer that holds it (the last line may stop
+// after its pixels), and full, its size with every line padded to the
+// stride. Sizes are computed in 64 bits, so a bad stride cannot overflow on
+// 32-bit ARM.
+func imageLayout(p PixelFormat, w, h, stride int) (need, full int, err error) {
+	if w < 1 || h < 1 || w > maxFrameSide || h > maxFrameSide {
+		return 0, 0, fmt.Errorf("size %dx%d, want 1..%d per side", w, h, maxFrameSide)
+	}
+	W, H, S := int64(w), int64(h), int64(stride)
+	cw, ch := (W+1)/2, (H+1)/2 // 4:2:0 chroma plane size
+	var n, f int64
+	switch p {
+	case FormatYUYV, FormatGrey, FormatRGB24:
+		bpp := int64(p.bytesPerPixel())
+		if p == FormatYUYV && w%2 != 0 {
+			return 0, 0, fmt.Errorf("YUYV width %d is odd", w)
+		}
+		if S < W*bpp {
+			return 0, 0, fmt.Errorf("stride %d below %d bytes per line of %dx%d %v", stride, W*bpp, w, h, p)
+		}
+		n, f = S*(H-1)+W*bpp, S*H
+	case FormatNV12:
+		if S < 2*cw {
+			return 0, 0, fmt.Errorf("stride %d below %d bytes per line of %dx%d %v", stride, 2*cw, w, h, p)
+		}
+		n, f = S*H+S*(ch-1)+2*cw, S*(H+ch)
+	case FormatYU12:
+		cs := S / 2
+		if S < W || cs < cw {
+			return 0, 0, fmt.Errorf("stride %d below %d bytes per line of %dx%d %v", stride, 2*cw, w, h, p)
+		}
+		n, f = S*H+cs*ch+cs*(ch-1)+cw, S*H+2*cs*ch
+	default:
+		return 0, 0, fmt.Errorf("format %v: %w", p, ErrUnsupportedFormat)
+	}
+	if f > maxFrameBytes {
+		return 0, 0, fmt.Errorf("%v frame %dx%d stride %d needs %d bytes, above %d", p, w, h, stride, f, maxFrameBytes)
+	}
+	return int(n), int(f), nil
+}
+
 // Frame is one captured image. Sources fill a caller-owned Frame and reuse
 // its slices, so keep a frame past the next call to Next with [Frame.CopyTo].
 type Frame struct {
@@ -66,15 +129,18 @@ type Frame struct {
 	Luma []byte
 	// Format is the pixel format of Data.
 	Format PixelFormat
-	// Data is the image in its native format.
+	// Data is the image in its native format: the pixels (see the Format
+	// constants for the layout of each), or the JPEG of an MJPEG frame.
 	Data []byte
-	// Stride is the number of bytes per line of Data.
+	// Stride is the number of bytes per line of Data (of its first plane for
+	// NV12 and YU12); 0 for MJPEG.
 	Stride int
 	// Time is the capture time: the source's timeline (synthetic and
-	// directory sources) or the clock reading when the frame was taken from
-	// the driver (V4L2).
+	// directory sources), or for V4L2 the driver's timestamp of the frame
+	// mapped onto the source's clock (see [V4L2]).
 	Time time.Time
-	// Sequence is the frame's number from the source, starting at 0.
+	// Sequence is the frame's number: from 0 on the source's timeline, or
+	// the driver's frame counter for V4L2, where a gap is a dropped frame.
 	Sequence uint64
 }
 
@@ -88,44 +154,65 @@ func (f *Frame) CopyTo(dst *Frame) {
 }
 
 // validate reports whether the frame's geometry and buffers are consistent.
+// It does not decode an MJPEG frame.
 func (f *Frame) validate() error {
-	if f.Width <= 0 || f.Height <= 0 {
+	if f.Width <= 0 || f.Height <= 0 || f.Width > maxFrameSide || f.Height > maxFrameSide {
 		return fmt.Errorf("capture: frame size %dx%d", f.Width, f.Height)
 	}
 	if len(f.Luma) < f.Width*f.Height {
 		return fmt.Errorf("capture: frame %dx%d has %d luma bytes, want %d", f.Width, f.Height, len(f.Luma), f.Width*f.Height)
 	}
-	bpp := f.Format.bytesPerPixel()
-	if bpp == 0 {
-		return fmt.Errorf("capture: frame format %v: %w", f.Format, ErrUnsupportedFormat)
+	if f.Format == FormatMJPEG {
+		if len(f.Data) == 0 {
+			return fmt.Errorf("capture: MJPEG frame %dx%d has no data", f.Width, f.Height)
+		}
+		return nil
 	}
-	if f.Format == FormatYUYV && f.Width%2 != 0 {
-		return fmt.Errorf("capture: YUYV frame width %d is odd", f.Width)
+	need, _, err := imageLayout(f.Format, f.Width, f.Height, f.Stride)
+	if err != nil {
+		return fmt.Errorf("capture: frame: %w", err)
 	}
-	if f.Stride < f.Width*bpp {
-		return fmt.Errorf("capture: frame stride %d below %d bytes per line", f.Stride, f.Width*bpp)
-	}
-	if need := f.Stride*(f.Height-1) + f.Width*bpp; len(f.Data) < need {
+	if len(f.Data) < need {
 		return fmt.Errorf("capture: %v frame %dx%d stride %d has %d bytes, want %d", f.Format, f.Width, f.Height, f.Stride, len(f.Data), need)
 	}
 	return nil
 }
 
-// Image returns a colour image of the frame for thumbnails and debugging. It
-// allocates; it is not for the per-frame path. A frame whose native data is
-// inconsistent is shown from its luma plane, and a frame without a usable
-// luma plane is an empty image.
+// Image returns a colour image of the frame for thumbnails and debugging:
+// YCbCr for YUYV, NV12, YU12 and MJPEG, Gray for GREY (sharing the frame's
+// data), RGBA for RGB24. It allocates (and decodes an MJPEG frame); it is not
+// for the per-frame path. A frame whose native data is inconsistent or does
+// not decode is shown from its luma plane, and a frame without a usable luma
+// plane is an empty image.
 func (f *Frame) Image() image.Image {
-	if f.validate() != nil {
-		if f.Width > 0 && f.Height > 0 && len(f.Luma) >= f.Width*f.Height {
+	img, err := f.image()
+	if err != nil {
+		if f.Width > 0 && f.Height > 0 && f.Width <= maxFrameSide && f.Height <= maxFrameSide && len(f.Luma) >= f.Width*f.Height {
 			return &image.Gray{Pix: f.Luma[:f.Width*f.Height], Stride: f.Width, Rect: image.Rect(0, 0, f.Width, f.Height)}
 		}
 		return image.NewGray(image.Rectangle{})
 	}
+	return img
+}
+
+// image converts the native data, or says why it cannot.
+func (f *Frame) image() (image.Image, error) {
+	if err := f.validate(); err != nil {
+		return nil, err
+	}
 	w, h := f.Width, f.Height
 	switch f.Format {
 	case FormatGrey:
-		return &image.Gray{Pix: f.Data, Stride: f.Stride, Rect: image.Rect(0, 0, w, h)}
+		return &image.Gray{Pix: f.Data, Stride: f.Stride, Rect: image.Rect(0, 0, w, h)}, nil
+	case FormatMJPEG:
+		img, err := decodeJPEG(f.Data)
+		if err != nil {
+			return nil, err
+		}
+		if b := img.Bounds(); b.Dx() != w || b.Dy() != h {
+			return nil, fmt.Errorf("capture: MJPEG frame is %dx%d, frame says %dx%d", b.Dx(), b.Dy(), w, h)
+		}
+		return img, nil
 	case FormatYUYV:
 		img := image.NewYCbCr(image.Rect(0, 0, w, h), image.YCbCrSubsampleRatio422)
 		for y := range h {
@@ -140,7 +227,29 @@ func (f *Frame) Image() image.Image {
 				cr[i] = row[4*i+3]
 			}
 		}
-		return img
+		return img, nil
+	case FormatNV12, FormatYU12:
+		img := image.NewYCbCr(image.Rect(0, 0, w, h), image.YCbCrSubsampleRatio420)
+		for y := range h {
+			copy(img.Y[y*img.YStride:y*img.YStride+w], f.Data[y*f.Stride:])
+		}
+		cw, ch := (w+1)/2, (h+1)/2
+		chroma := f.Data[f.Stride*h:]
+		for y := range ch {
+			cb := img.Cb[y*img.CStride : y*img.CStride+cw]
+			cr := img.Cr[y*img.CStride : y*img.CStride+cw]
+			if f.Format == FormatNV12 {
+				row := chroma[y*f.Stride:]
+				for x := range cw {
+					cb[x], cr[x] = row[2*x], row[2*x+1]
+				}
+			} else {
+				cs := f.Stride / 2
+				copy(cb, chroma[y*cs:])
+				copy(cr, chroma[cs*ch+y*cs:])
+			}
+		}
+		return img, nil
 	default: // FormatRGB24
 		img := image.NewRGBA(image.Rect(0, 0, w, h))
 		for y := range h {
@@ -153,7 +262,7 @@ func (f *Frame) Image() image.Image {
 				out[4*x+3] = 0xff
 			}
 		}
-		return img
+		return img, nil
 	}
 }
 
@@ -170,8 +279,9 @@ type Source interface {
 var (
 	// ErrEndOfStream is returned by Next when a finite source has no more frames.
 	ErrEndOfStream = errors.New("capture: end of stream")
-	// ErrNoDevice means the camera is absent: no such device node, or a node
-	// that is not a video capture device.
+	// ErrNoDevice means the camera is absent: no such device node, a node
+	// that is not a video capture device, or a device that went away while
+	// streaming (ENODEV, ENXIO, EIO).
 	ErrNoDevice = errors.New("capture: no such camera")
 	// ErrUnsupported means V4L2 capture is not available on this platform.
 	ErrUnsupported = errors.New("capture: V4L2 is not supported on this platform")
@@ -299,13 +409,13 @@ func rgbLuma(r, g, b uint8) uint8 {
 	return uint8((19595*uint32(r) + 38470*uint32(g) + 7471*uint32(b) + 1<<15) >> 16)
 }
 
-// fillLuma sets f.Luma from f.Data.
+// fillLuma sets f.Luma from f.Data of an uncompressed frame.
 func fillLuma(f *Frame) {
 	f.Luma = grow(f.Luma, f.Width*f.Height)
 	switch f.Format {
 	case FormatYUYV:
 		lumaFromYUYV(f.Luma, f.Data, f.Width, f.Height, f.Stride)
-	case FormatGrey:
+	case FormatGrey, FormatNV12, FormatYU12: // the Y plane comes first
 		lumaFromGrey(f.Luma, f.Data, f.Width, f.Height, f.Stride)
 	case FormatRGB24:
 		lumaFromRGB24(f.Luma, f.Data, f.Width, f.Height, f.Stride)

@@ -187,7 +187,7 @@ func TestScaleBoxAverages(t *testing.T) {
 	}
 }
 
-func decodeJPEG(t *testing.T, b []byte) image.Image {
+func mustDecodeJPEG(t *testing.T, b []byte) image.Image {
 	t.Helper()
 	img, err := jpeg.Decode(bytes.NewReader(b))
 	if err != nil {
@@ -208,7 +208,7 @@ func TestEncodeThumbnailScalesDown(t *testing.T) {
 	if err := EncodeThumbnail(&buf, f, 160, 80); err != nil {
 		t.Fatal(err)
 	}
-	img := decodeJPEG(t, buf.Bytes())
+	img := mustDecodeJPEG(t, buf.Bytes())
 	if img.Bounds() != image.Rect(0, 0, 160, 120) {
 		t.Fatalf("thumbnail %v, want 160x120", img.Bounds())
 	}
@@ -235,7 +235,7 @@ func TestEncodeThumbnailNoUpscaleAndPortrait(t *testing.T) {
 	if err := EncodeThumbnail(&buf, rgb, 160, 90); err != nil {
 		t.Fatal(err)
 	}
-	img := decodeJPEG(t, buf.Bytes())
+	img := mustDecodeJPEG(t, buf.Bytes())
 	if img.Bounds() != image.Rect(0, 0, 100, 50) {
 		t.Fatalf("small frame thumbnail %v, want its own 100x50", img.Bounds())
 	}
@@ -250,7 +250,7 @@ func TestEncodeThumbnailNoUpscaleAndPortrait(t *testing.T) {
 	if err := EncodeThumbnail(&buf, grey, 50, 75); err != nil {
 		t.Fatal(err)
 	}
-	img = decodeJPEG(t, buf.Bytes())
+	img = mustDecodeJPEG(t, buf.Bytes())
 	if img.Bounds() != image.Rect(0, 0, 24, 50) {
 		t.Fatalf("portrait thumbnail %v, want 24x50", img.Bounds())
 	}
@@ -274,7 +274,10 @@ func TestEncodeThumbnailRejectsBadInput(t *testing.T) {
 		"short luma":   {&Frame{Width: 8, Height: 8, Format: FormatGrey, Stride: 8, Data: make([]byte, 64), Luma: make([]byte, 10)}, 8, 75, "luma"},
 		"small stride": {&Frame{Width: 8, Height: 8, Format: FormatGrey, Stride: 4, Data: make([]byte, 64), Luma: make([]byte, 64)}, 8, 75, "stride"},
 		"odd YUYV":     {&Frame{Width: 3, Height: 1, Format: FormatYUYV, Stride: 6, Data: make([]byte, 6), Luma: make([]byte, 3)}, 8, 75, "odd"},
-		"MJPG":         {&Frame{Width: 8, Height: 8, Format: 0x47504A4D, Stride: 8, Data: make([]byte, 64), Luma: make([]byte, 64)}, 8, 75, "MJPG"},
+		"H264":         {&Frame{Width: 8, Height: 8, Format: 0x34363248, Stride: 8, Data: make([]byte, 64), Luma: make([]byte, 64)}, 8, 75, "H264"},
+		"garbage MJPG": {&Frame{Width: 8, Height: 8, Format: FormatMJPEG, Data: make([]byte, 64), Luma: make([]byte, 64)}, 8, 75, "bad MJPEG frame: no SOI"},
+		"empty MJPG":   {&Frame{Width: 8, Height: 8, Format: FormatMJPEG, Luma: make([]byte, 64)}, 8, 75, "no data"},
+		"short NV12":   {&Frame{Width: 8, Height: 8, Format: FormatNV12, Stride: 8, Data: make([]byte, 64+31), Luma: make([]byte, 64)}, 8, 75, "95 bytes, want 96"},
 	} {
 		var buf bytes.Buffer
 		err := EncodeThumbnail(&buf, tc.f, tc.max, tc.quality)
@@ -283,7 +286,146 @@ func TestEncodeThumbnailRejectsBadInput(t *testing.T) {
 		}
 	}
 	var buf bytes.Buffer
-	if err := EncodeThumbnail(&buf, &Frame{Width: 8, Height: 8, Format: 0x47504A4D, Stride: 8, Data: make([]byte, 64), Luma: make([]byte, 64)}, 8, 75); !errors.Is(err, ErrUnsupportedFormat) {
+	if err := EncodeThumbnail(&buf, &Frame{Width: 8, Height: 8, Format: 0x34363248, Stride: 8, Data: make([]byte, 64), Luma: make([]byte, 64)}, 8, 75); !errors.Is(err, ErrUnsupportedFormat) {
 		t.Errorf("unknown format error %v, want ErrUnsupportedFormat", err)
+	}
+}
+
+// planarFrame lays a YCbCr 4:2:0 image out as an NV12 or YU12 frame with pad
+// bytes (0xEE) at the end of every line.
+func planarFrame(src *image.YCbCr, p PixelFormat, pad int) *Frame {
+	w, h := src.Rect.Dx(), src.Rect.Dy()
+	cw, ch := (w+1)/2, (h+1)/2
+	stride := w + pad
+	if p == FormatNV12 {
+		stride = max(stride, 2*cw)
+	} else if stride%2 != 0 {
+		stride++ // YU12 chroma lines are stride/2
+	}
+	var data []byte
+	line := func(b []byte, n int) {
+		data = append(data, b...)
+		data = append(data, bytes.Repeat([]byte{0xEE}, n-len(b))...)
+	}
+	for y := range h {
+		line(src.Y[y*src.YStride:y*src.YStride+w], stride)
+	}
+	if p == FormatNV12 {
+		for y := range ch {
+			uv := make([]byte, 0, 2*cw)
+			for x := range cw {
+				uv = append(uv, src.Cb[y*src.CStride+x], src.Cr[y*src.CStride+x])
+			}
+			line(uv, stride)
+		}
+	} else {
+		for _, plane := range [][]byte{src.Cb, src.Cr} {
+			for y := range ch {
+				line(plane[y*src.CStride:y*src.CStride+cw], stride/2)
+			}
+		}
+	}
+	f := &Frame{Width: w, Height: h, Format: p, Data: data, Stride: stride}
+	fillLuma(f)
+	return f
+}
+
+func testYCbCr(w, h int) *image.YCbCr {
+	img := image.NewYCbCr(image.Rect(0, 0, w, h), image.YCbCrSubsampleRatio420)
+	for y := range h {
+		for x := range w {
+			img.Y[y*img.YStride+x] = byte(16 + 7*x + 3*y)
+		}
+	}
+	for i := range img.Cb {
+		img.Cb[i], img.Cr[i] = byte(60+i), byte(200-i)
+	}
+	return img
+}
+
+func TestPlanarFormats(t *testing.T) {
+	for _, p := range []PixelFormat{FormatNV12, FormatYU12} {
+		for _, size := range [][2]int{{4, 2}, {5, 3}, {6, 4}} {
+			src := testYCbCr(size[0], size[1])
+			f := planarFrame(src, p, 3)
+			if err := f.validate(); err != nil {
+				t.Fatalf("%v %v: %v", p, size, err)
+			}
+			for y := range size[1] {
+				for x := range size[0] {
+					if got, want := f.Luma[y*size[0]+x], src.Y[y*src.YStride+x]; got != want {
+						t.Fatalf("%v %v: luma (%d,%d) = %d, want %d", p, size, x, y, got, want)
+					}
+				}
+			}
+			img, ok := f.Image().(*image.YCbCr)
+			if !ok || img.SubsampleRatio != image.YCbCrSubsampleRatio420 || img.Rect != src.Rect {
+				t.Fatalf("%v %v: image %T", p, size, f.Image())
+			}
+			for y := range size[1] {
+				for x := range size[0] {
+					if got, want := img.YCbCrAt(x, y), src.YCbCrAt(x, y); got != want {
+						t.Errorf("%v %v: pixel (%d,%d) = %v, want %v", p, size, x, y, got, want)
+					}
+				}
+			}
+			// The last line may stop after its pixels, but not before.
+			short := *f
+			n := len(f.Data)
+			for f.Data[n-1] == 0xEE {
+				n--
+			}
+			short.Data = f.Data[:n]
+			if err := short.validate(); err != nil {
+				t.Errorf("%v %v: frame without the last line's padding: %v", p, size, err)
+			}
+			short.Data = short.Data[:len(short.Data)-1]
+			if short.validate() == nil {
+				t.Errorf("%v %v: a frame a byte short passed validation", p, size)
+			}
+		}
+	}
+}
+
+func TestEncodeThumbnailPlanarAndMJPEG(t *testing.T) {
+	src := image.NewYCbCr(image.Rect(0, 0, 64, 48), image.YCbCrSubsampleRatio420)
+	for y := range 48 {
+		for x := range 64 {
+			v := byte(40)
+			if x >= 32 {
+				v = 220
+			}
+			src.Y[y*src.YStride+x] = v
+		}
+	}
+	for i := range src.Cb {
+		src.Cb[i], src.Cr[i] = 90, 200
+	}
+	var jpg bytes.Buffer
+	if err := jpeg.Encode(&jpg, src, &jpeg.Options{Quality: 95}); err != nil {
+		t.Fatal(err)
+	}
+	mj := &Frame{Width: 64, Height: 48, Format: FormatMJPEG}
+	if err := fillFromJPEG(mj, jpg.Bytes(), 64, 48); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []*Frame{planarFrame(src, FormatNV12, 0), planarFrame(src, FormatYU12, 8), mj} {
+		var buf bytes.Buffer
+		if err := EncodeThumbnail(&buf, f, 32, 90); err != nil {
+			t.Fatalf("%v: %v", f.Format, err)
+		}
+		img := mustDecodeJPEG(t, buf.Bytes())
+		if img.Bounds() != image.Rect(0, 0, 32, 24) {
+			t.Fatalf("%v: thumbnail %v, want 32x24", f.Format, img.Bounds())
+		}
+		for _, tc := range []struct{ x, want int }{{4, 40}, {28, 220}} {
+			yc := color.YCbCrModel.Convert(img.At(tc.x, 12)).(color.YCbCr)
+			if d := int(yc.Y) - tc.want; d < -6 || d > 6 {
+				t.Errorf("%v: luma at x=%d is %d, want about %d", f.Format, tc.x, yc.Y, tc.want)
+			}
+			if int(yc.Cr)-200 < -10 || int(yc.Cr)-200 > 10 || int(yc.Cb)-90 < -10 || int(yc.Cb)-90 > 10 {
+				t.Errorf("%v: chroma %d/%d, want about 90/200", f.Format, yc.Cb, yc.Cr)
+			}
+		}
 	}
 }

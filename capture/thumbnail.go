@@ -22,7 +22,17 @@ func EncodeThumbnail(w io.Writer, f *Frame, maxSide, quality int) error {
 		return fmt.Errorf("capture: thumbnail: %w", err)
 	}
 	tw, th := thumbSize(f.Width, f.Height, maxSide)
-	img := scaleBox(f, tw, th)
+	var img image.Image
+	switch f.Format {
+	case FormatGrey, FormatRGB24, FormatYUYV:
+		img = scaleBox(f, tw, th)
+	default: // planar and compressed formats: through their image
+		src, err := f.image()
+		if err != nil {
+			return fmt.Errorf("capture: thumbnail: %w", err)
+		}
+		img = scaleImage(src, tw, th)
+	}
 	if err := jpeg.Encode(w, img, &jpeg.Options{Quality: quality}); err != nil {
 		return fmt.Errorf("capture: thumbnail: %w", err)
 	}
@@ -113,4 +123,57 @@ func scaleBox(f *Frame, tw, th int) image.Image {
 		}
 		return img
 	}
+}
+
+// scaleImage is scaleBox for a YCbCr or Gray image (what Frame.image gives
+// for NV12, YU12 and MJPEG frames): a YCbCr image gives YCbCr 4:4:4, a Gray
+// one Gray. tw and th must not exceed the image's size.
+func scaleImage(src image.Image, tw, th int) image.Image {
+	b := src.Bounds()
+	sw, sh := b.Dx(), b.Dy()
+	ycc, isYCC := src.(*image.YCbCr)
+	gray, _ := src.(*image.Gray)
+	nch := 1
+	if isYCC {
+		nch = 3
+	}
+	sum := make([]int, tw*nch)
+	out := make([]byte, tw*th*nch)
+	for dy := range th {
+		clear(sum)
+		y0, y1 := dy*sh/th, (dy+1)*sh/th
+		for sy := y0; sy < y1; sy++ {
+			for dx := range tw {
+				x0, x1 := dx*sw/tw, (dx+1)*sw/tw
+				s := sum[dx*nch : dx*nch+nch]
+				for sx := x0; sx < x1; sx++ {
+					x, y := b.Min.X+sx, b.Min.Y+sy
+					if isYCC {
+						s[0] += int(ycc.Y[ycc.YOffset(x, y)])
+						c := ycc.COffset(x, y)
+						s[1] += int(ycc.Cb[c])
+						s[2] += int(ycc.Cr[c])
+					} else {
+						s[0] += int(gray.Pix[gray.PixOffset(x, y)])
+					}
+				}
+			}
+		}
+		o := out[dy*tw*nch:]
+		for dx := range tw {
+			n := ((dx+1)*sw/tw - dx*sw/tw) * (y1 - y0)
+			for c := range nch {
+				o[dx*nch+c] = uint8((sum[dx*nch+c] + n/2) / n)
+			}
+		}
+	}
+	r := image.Rect(0, 0, tw, th)
+	if !isYCC {
+		return &image.Gray{Pix: out, Stride: tw, Rect: r}
+	}
+	img := image.NewYCbCr(r, image.YCbCrSubsampleRatio444)
+	for i := range tw * th {
+		img.Y[i], img.Cb[i], img.Cr[i] = out[3*i], out[3*i+1], out[3*i+2]
+	}
+	return img
 }

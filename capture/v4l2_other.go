@@ -17,7 +17,7 @@ func OpenV4L2(cfg V4L2Config, clk Clock) (*V4L2, error) {
 }
 
 // Geometry is the format the driver set; there is none on this platform.
-func (v *V4L2) Geometry() (format PixelFormat, width, height, stride int) { return 0, 0, 0, 0 }
+func (v *V4L2) Geometry() V4L2Geometry { return V4L2Geometry{} }
 
 // Stats returns the counters; all zero on this platform.
 func (v *V4L2) Stats() V4L2Stats { return V4L2Stats{} }

@@ -7,6 +7,7 @@
 //	keyframe verify    check a receiver's stored events offline
 //	keyframe probe     list cameras and their formats
 //	keyframe config    print the configuration with every default
+//	keyframe watchdog  show the hardware watchdog's state and boot status
 //	keyframe version   print the version
 package main
 
@@ -28,6 +29,7 @@ commands:
   verify     re-verify a receiver's stored events offline
   probe      list V4L2 cameras, formats and sizes
   config     print the configuration file with every default (or the effective one with -config)
+  watchdog   watchdog status: identity, timeout, boot status (reads sysfs; never arms it)
   version    print the version
 
 Run "keyframe <command> -h" for a command's flags.
@@ -56,6 +58,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdProbe(rest, stdout, stderr)
 	case "config":
 		return cmdConfig(rest, stdout, stderr)
+	case "watchdog":
+		return cmdWatchdog(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "keyframe %s\n", version)
 		return 0

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Regenerates the defaults block of docs/config.md from `keyframe config`
+# (agent.TestConfigDocInSync fails until this is run after a config change).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-bin/keyframe}
+doc=docs/config.md
+new=$("$bin" config)
+awk -v new="$new" '
+	/^```$/ && !done { if (!inblock) { print; print new; inblock=1; next } else { inblock=0; done=1 } }
+	!inblock { print }
+' "$doc" >"$doc.tmp"
+mv "$doc.tmp" "$doc"
