@@ -55,6 +55,8 @@ type Deps struct {
 	Synced func() bool    // whether the wall clock is synchronised
 	Logger *slog.Logger   // agent and subsystem logs
 	Source capture.Source // if not nil, used instead of opening one from the config
+	// Watchdog, if not nil, is used instead of opening watchdog.device.
+	Watchdog *board.Watchdog
 }
 
 // Identity loads (or creates) the device key named by the configuration.
@@ -295,16 +297,19 @@ func (a *Agent) Run(ctx context.Context) error {
 // own goroutine only while frames arrive and the spool can be written, so a
 // stalled pipeline resets the board. An orderly stop disarms it (magic close).
 func (a *Agent) startWatchdog(ctx context.Context, wg *sync.WaitGroup) error {
-	if a.cfg.WatchdogDevice == "" {
-		return nil
-	}
-	dog, err := a.deps.Board.OpenWatchdog(a.cfg.WatchdogDevice)
-	if errors.Is(err, board.ErrAbsent) {
-		a.log.Warn("no hardware watchdog; running without one", "device", a.cfg.WatchdogDevice, "err", err)
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("agent: watchdog: %w", err)
+	dog := a.deps.Watchdog
+	if dog == nil {
+		if a.cfg.WatchdogDevice == "" {
+			return nil
+		}
+		var err error
+		if dog, err = a.deps.Board.OpenWatchdog(a.cfg.WatchdogDevice); err != nil {
+			if errors.Is(err, board.ErrAbsent) {
+				a.log.Warn("no hardware watchdog; running without one", "device", a.cfg.WatchdogDevice, "err", err)
+				return nil
+			}
+			return fmt.Errorf("agent: watchdog: %w", err)
+		}
 	}
 	timeout, err := dog.SetTimeout(a.cfg.WatchdogTimeout)
 	if err != nil {

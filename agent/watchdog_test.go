@@ -1,0 +1,102 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/keyframe-cam/keyframe/board"
+	"github.com/keyframe-cam/keyframe/board/boardtest"
+	"github.com/keyframe-cam/keyframe/capture"
+	"github.com/keyframe-cam/keyframe/capture/capturetest"
+)
+
+// gatedSource delivers a still grey scene at 10 fps until stop is closed and
+// then blocks, as a camera that stopped delivering does. (A still scene raises
+// no event, so nothing is uploaded inside the synctest bubble.)
+type gatedSource struct {
+	stop <-chan struct{}
+	seq  uint64
+}
+
+func (g *gatedSource) Next(ctx context.Context, f *capture.Frame) error {
+	select {
+	case <-g.stop:
+		<-ctx.Done()
+		return ctx.Err()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(100 * time.Millisecond):
+	}
+	g.seq++
+	fr := capturetest.GreyFrame(160, 120, 90, g.seq, time.Now())
+	fr.CopyTo(f)
+	return nil
+}
+
+func (g *gatedSource) Close() error { return nil }
+
+// TestWatchdogPettedOnlyWhileFramesArrive runs the agent with a fake watchdog:
+// it is petted while frames flow, and once they stop it is left to expire (the
+// board would reset); an orderly stop disarms it with the magic close.
+func TestWatchdogPettedOnlyWhileFramesArrive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.DataDir = filepath.Join(t.TempDir(), "device")
+		cfg.Width, cfg.Height, cfg.FPS = 160, 120, 10
+		cfg.WatchdogTimeout = 4 * time.Second
+		cfg.WatchdogStall = 2 * time.Second
+		stop := make(chan struct{})
+		dev := boardtest.NewWatchdog(60)
+		a, err := New(cfg, Deps{
+			Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Source:   &gatedSource{stop: stop},
+			Watchdog: board.NewWatchdog(dev),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx) }()
+
+		time.Sleep(12 * time.Second) // three timeouts of healthy pipeline
+		expired := dev.Expired(time.Now())
+		dev.Lock()
+		healthyPets, timeout := dev.Pets, dev.TimeoutSeconds
+		dev.Unlock()
+		if timeout != 4 {
+			t.Fatalf("driver timeout %d s, want 4", timeout)
+		}
+		if healthyPets < 3 || expired {
+			t.Fatalf("healthy pipeline: %d pets, expired=%v; want it kept alive", healthyPets, expired)
+		}
+
+		close(stop) // the camera stops delivering
+		time.Sleep(10 * time.Second)
+		stalledExpired := dev.Expired(time.Now())
+		dev.Lock()
+		sinceKick := time.Since(dev.LastKick)
+		dev.Unlock()
+		if !stalledExpired {
+			t.Fatalf("stalled pipeline: watchdog still petted (last kick %v ago)", sinceKick)
+		}
+		if sinceKick < 6*time.Second {
+			t.Fatalf("petted %v ago although frames stopped 10 s ago", sinceKick)
+		}
+
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		dev.Lock()
+		defer dev.Unlock()
+		if !dev.MagicClosed || dev.Armed {
+			t.Fatalf("orderly stop: magic closed %v, armed %v; want disarmed", dev.MagicClosed, dev.Armed)
+		}
+	})
+}
