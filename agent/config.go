@@ -189,6 +189,16 @@ func Fields() []Field {
 		floatField("motion.background_rate", "background learning rate per frame for still pixels", 0.001, 0.5, func(c *Config) *float64 { return &c.Motion.BackgroundRate }),
 		intField("motion.min_motion_frames", "consecutive motion frames before an event starts", 1, 100, func(c *Config) *int { return &c.Motion.MinMotionFrames }),
 		intField("motion.absorb_frames", "frames a pixel may stay changed before it becomes background (a parked car)", 1, 65535, func(c *Config) *int { return &c.Motion.AbsorbFrames }),
+		{"motion.mask", "polygons never analysed (an on-screen clock): \"x,y x,y x,y; ...\" with x, y fractions of the frame; empty = none",
+			func(c *Config) string { return motion.FormatPolygons(c.Motion.Mask) },
+			func(c *Config, v string) error {
+				polys, err := motion.ParsePolygons(v)
+				if err != nil {
+					return err
+				}
+				c.Motion.Mask = polys
+				return nil
+			}},
 		durField("motion.event_gap", "quiet time after the last motion that ends an event", 0, time.Hour, func(c *Config) *time.Duration { return &c.Motion.EventGap }),
 		durField("motion.post_roll", "time after the last motion frame included in the event", 0, time.Hour, func(c *Config) *time.Duration { return &c.Motion.PostRoll }),
 		durField("motion.max_length", "longest event; a longer one is ended and a new one may start", time.Second, 24*time.Hour, func(c *Config) *time.Duration { return &c.Motion.MaxLength }),

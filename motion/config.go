@@ -33,6 +33,10 @@ type Config struct {
 	// before the background takes its new value (a parked car, a moved
 	// chair). Default 100.
 	AbsorbFrames int
+	// Mask lists polygons whose pixels are never analysed (an on-screen
+	// clock, a neighbour's window). Coordinates are fractions of the frame's
+	// width and height, so a mask holds at any resolution. Default none.
+	Mask []Polygon
 	// MinMotionFrames is the number of consecutive motion frames that starts
 	// an event. Default 3.
 	MinMotionFrames int
@@ -116,6 +120,16 @@ func (c Config) Validate() error {
 	}
 	if err := checkDuration("MaxLength", c.MaxLength, minMaxLength, maxMaxLength); err != nil {
 		return err
+	}
+	for i, poly := range c.Mask {
+		if len(poly) < 3 {
+			return fmt.Errorf("motion: Mask[%d]: %d points, want at least 3", i, len(poly))
+		}
+		for _, pt := range poly {
+			if !(pt.X >= 0 && pt.X <= 1 && pt.Y >= 0 && pt.Y <= 1) {
+				return fmt.Errorf("motion: Mask[%d]: point (%g, %g) outside the frame [0, 1]", i, pt.X, pt.Y)
+			}
+		}
 	}
 	if c.MinArea >= c.LightSwitch {
 		return fmt.Errorf("motion: MinArea: %v must be below LightSwitch %v", c.MinArea, c.LightSwitch)

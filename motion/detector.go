@@ -128,6 +128,7 @@ type Detector struct {
 	cur    []uint16 // analysed frame, 8.8 fixed point
 	bg     []uint16 // background, 8.8 fixed point
 	age    []uint16 // consecutive frames each pixel has been changed
+	keep   []uint8  // 0 where Config.Mask hides the pixel, else 1
 	raw    []uint8  // padded change mask
 	mask   []uint8  // padded despeckled mask
 	colSum []uint8  // scratch of the majority filter
@@ -242,6 +243,8 @@ func (d *Detector) resize(w, h int) {
 	d.cur = make([]uint16, n)
 	d.bg = make([]uint16, n)
 	d.age = make([]uint16, n)
+	d.keep = make([]uint8, n)
+	rasterMask(d.keep, d.sw, d.sh, d.cfg.Mask)
 	d.raw = make([]uint8, padded)
 	d.mask = make([]uint8, padded)
 	d.colSum = make([]uint8, d.pw)
@@ -356,9 +359,10 @@ func (d *Detector) diff(off, thr int32) int {
 		cur := d.cur[y*d.sw:][:d.sw]
 		bg := d.bg[y*d.sw:][:d.sw]
 		raw := d.raw[(y+1)*d.pw+1:][:d.sw]
+		keep := d.keep[y*d.sw:][:d.sw]
 		for x, c := range cur {
 			r := abs32(int32(c) - int32(bg[x]) - off)
-			m := uint8(uint32(thr-r) >> 31) // 1 when r > thr
+			m := uint8(uint32(thr-r)>>31) & keep[x] // 1 when r > thr and not masked
 			raw[x] = m
 			changed += int(m)
 		}
