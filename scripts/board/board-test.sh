@@ -1,0 +1,494 @@
+#!/usr/bin/env bash
+# usage: [ARCH=arm64|armhf] scripts/board/board-test.sh [SCENARIO...]
+#
+# keyframe on an emulated ARM board: Debian's own kernel in a QEMU "virt" guest
+# (TCG, no KVM needed), the vivid virtual camera, the cross-built agent, and a
+# verifying receiver on the host reached over HTTPS through QEMU's user-mode
+# network (the guest sees the host as 10.0.2.2). One boot per scenario:
+#
+#   motion    vivid's picture moves: the receiver verifies at least one event signed
+#             by the guest's device key (its ID printed by the guest)
+#   still     vivid's picture does not move: no event
+#   camloss   the camera is unplugged (vivid unbound, unloaded, loaded again) while the
+#             agent runs: the agent survives and a record captured after the reload is
+#             verified
+#   watchdog  (arm64) i6300esb watchdog: a healthy agent runs three watchdog timeouts
+#             without a reset; a stalled pipeline (camera unbound) gets the board reset,
+#             and the next boot reads bootstatus != 0
+#   overlay   (not run by default) still, with vivid's text overlay (a clock) shown: no
+#             event
+#
+# Durations: BOARD_RUN_SECONDS (25), BOARD_LOSS_AFTER (12), BOARD_AFTER_SECONDS (15).
+# BOARD_ALLOW_MISSING_KEYS=1 runs a scenario whose configuration keys the binary lacks.
+#
+# Needs bin/keyframe (make build) and bin/keyframe-linux-arm64 or -armv7 (make cross);
+# installs qemu-system-arm, kmod, cpio and openssl with apt-get if they are missing.
+# The kernel is cached in ~/.cache/keyframe/board/ARCH (BOARD_CACHE); each run's
+# files (logs, receiver data, initramfs) are in bin/board-test/ARCH (BOARD_WORK).
+# Exits non-zero if any scenario fails. Details: docs/board-test.md.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+here=$root/scripts/board
+arch=${ARCH:-arm64}
+kf=$root/bin/keyframe
+work=${BOARD_WORK:-$root/bin/board-test/$arch}
+cache=${BOARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/keyframe/board/$arch}
+case $arch in
+arm64)
+	guest_bin=$root/bin/keyframe-linux-arm64
+	qemu_pkg_bin="qemu-system-aarch64"
+	qemu=(qemu-system-aarch64 -M virt -cpu cortex-a53)
+	all=(motion still camloss watchdog overlay)
+	default=(motion still camloss watchdog)
+	;;
+armhf)
+	guest_bin=$root/bin/keyframe-linux-armv7
+	qemu_pkg_bin="qemu-system-arm"
+	qemu=(qemu-system-arm -M "virt,highmem=off" -cpu cortex-a15)
+	all=(motion still camloss overlay)
+	default=(motion still camloss)
+	;;
+*)
+	echo "board-test: unknown ARCH '$arch' (arm64 or armhf)" >&2
+	exit 2
+	;;
+esac
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=("${default[@]}")
+
+# Scenario durations in seconds (the guest runs at TCG speed: keep them short).
+RUN_SECONDS=${BOARD_RUN_SECONDS:-25}    # motion, still: how long the agent runs
+LOSS_AFTER=${BOARD_LOSS_AFTER:-12}      # camloss: agent runs this long, then the camera goes
+LOSS_SECONDS=5                          # camloss: the camera stays away at least this long
+RELEASE_SECONDS=10                      # camloss: then the agent has this long to release it
+AFTER_SECONDS=${BOARD_AFTER_SECONDS:-15} # camloss: agent runs this long after the reload
+WDT_TIMEOUT=5                           # watchdog.timeout (seconds)
+WDT_STALL=3                             # watchdog.stall (seconds)
+HEALTHY_SECONDS=$((3 * WDT_TIMEOUT + 2)) # watchdog: healthy phase, > three timeouts
+STALL_WAIT_SECONDS=40                   # watchdog: longest wait for the reset after the stall
+# vivid's controls per scenario (capture.controls). Horizontal Movement: 0..6 = move
+# left fast .. move right fast, 3 = no movement (vivid's default). vivid also draws a
+# text block; with OSD Text Mode 1 ("Counters Only") it is one line, a clock and a
+# frame counter that change every frame, as a camera's clock overlay does (mode 0
+# adds control values, one of which also counts frames). It stays visible in every
+# scenario, and the agent is configured the way a user hides a clock overlay: with a
+# motion.mask polygon over that line. So "still" is a still picture with a running
+# clock. The overlay scenario (not run by default) is the same without the mask, to
+# show what the mask is for.
+MOVE_CONTROLS="horizontal_movement=6, osd_text_mode=1"
+STILL_CONTROLS="horizontal_movement=3, osd_text_mode=1"
+OVERLAY_CONTROLS="horizontal_movement=3, osd_text_mode=1"
+CLOCK_MASK="0,0 0.32,0 0.32,0.08 0,0.08" # vivid's first text line at 640x480, as fractions
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+log() { echo "board-test[$arch]: $*"; }
+die() { echo "board-test[$arch]: $*" >&2; exit 1; }
+
+step_names=()
+step_times=()
+# step NAME CMD...: runs CMD, records its time for the summary.
+step() {
+	local name=$1 t
+	shift
+	t=$(now)
+	log "== $name"
+	"$@"
+	step_names+=("$name")
+	step_times+=("$(since "$t")")
+	log "== $name: ${step_times[-1]}s"
+}
+
+t_total=$(now)
+
+# --- host tools ---------------------------------------------------------------
+host_tools() {
+	local need=()
+	command -v "$qemu_pkg_bin" >/dev/null || need+=(qemu-system-arm)
+	command -v depmod >/dev/null || need+=(kmod)
+	command -v cpio >/dev/null || need+=(cpio)
+	command -v openssl >/dev/null || need+=(openssl)
+	command -v timeout >/dev/null || need+=(coreutils)
+	if [ ${#need[@]} -eq 0 ]; then
+		log "host tools present: $("$qemu_pkg_bin" --version | head -1)"
+		return
+	fi
+	local sudo=()
+	[ "$(id -u)" = 0 ] || sudo=(sudo)
+	log "installing ${need[*]}"
+	local apt=("${sudo[@]}" apt-get -qq -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${need[@]}")
+	"${apt[@]}" >/dev/null || { "${sudo[@]}" apt-get -qq update && "${apt[@]}" >/dev/null; } ||
+		die "could not install ${need[*]}"
+}
+
+# --- what the agent binary supports ----------------------------------------------
+# has_key KEY: keyframe's configuration knows KEY.
+has_key() { "$kf" config | grep -q "^$1 *="; }
+# missing_keys SCENARIO: the configuration keys SCENARIO needs that keyframe lacks.
+missing_keys() {
+	local keys=() k out=()
+	case $1 in
+	motion | still | camloss) keys=(capture.controls motion.mask) ;;
+	overlay) keys=(capture.controls) ;;
+	watchdog) keys=(watchdog.device watchdog.timeout watchdog.stall motion.mask) ;;
+	esac
+	for k in "${keys[@]}"; do has_key "$k" || out+=("$k"); done
+	echo "${out[*]}"
+}
+
+# --- throwaway CA and server certificate ----------------------------------------
+# The uploader speaks plain http only to loopback, and 10.0.2.2 is not loopback for
+# the guest: the receiver serves HTTPS with a certificate for 10.0.2.2 (and
+# 127.0.0.1) from a CA made for this run, which the guest trusts (upload.ca_file).
+# Valid from yesterday, so a guest clock a little behind still accepts it.
+make_pki() {
+	local d=$work/pki start end
+	mkdir -p "$d"
+	: >"$d/index.txt"
+	echo 01 >"$d/serial"
+	start=$(date -u -d '1 day ago' +%y%m%d%H%M%SZ)
+	end=$(date -u -d '7 days' +%y%m%d%H%M%SZ)
+	cat >"$d/ca.cnf" <<EOF
+[ca]
+default_ca = board
+[board]
+dir = $d
+database = $d/index.txt
+new_certs_dir = $d
+serial = $d/serial
+default_md = sha256
+policy = any
+unique_subject = no
+[any]
+commonName = supplied
+[ca_ext]
+basicConstraints = critical,CA:true
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server_ext]
+basicConstraints = critical,CA:false
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:10.0.2.2,IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+	local ssl=(openssl ca -batch -notext -config "$d/ca.cnf" -startdate "$start" -enddate "$end")
+	{
+		openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/ca.key" &&
+			openssl req -new -key "$d/ca.key" -subj "/CN=keyframe board-test CA" -out "$d/ca.csr" &&
+			"${ssl[@]}" -selfsign -keyfile "$d/ca.key" -in "$d/ca.csr" -out "$d/ca.pem" -extensions ca_ext &&
+			openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/server.key" &&
+			openssl req -new -key "$d/server.key" -subj "/CN=10.0.2.2" -out "$d/server.csr" &&
+			"${ssl[@]}" -cert "$d/ca.pem" -keyfile "$d/ca.key" -in "$d/server.csr" -out "$d/server.pem" -extensions server_ext &&
+			openssl verify -CAfile "$d/ca.pem" "$d/server.pem"
+	} >"$d/openssl.log" 2>&1 || { cat "$d/openssl.log" >&2; die "could not make the test CA"; }
+	log "CA and server certificate (IP 10.0.2.2, 127.0.0.1), valid $(openssl x509 -in "$d/server.pem" -noout -startdate | cut -d= -f2) to $(openssl x509 -in "$d/server.pem" -noout -enddate | cut -d= -f2)"
+}
+
+# --- factory provisioning ------------------------------------------------------
+# The device key is made on the host, as a factory would, enrolled (and paired) at
+# each scenario's receiver, and baked into the initramfs.
+provision() {
+	local d=$work/factory
+	mkdir -p "$d"
+	printf 'device.data_dir = %s\ndevice.key_file = %s\n' "$d" "$d/device.key" >"$d/factory.conf"
+	"$kf" identity -config "$d/factory.conf" -pubout "$d/device.pub" >/dev/null
+	device=$("$kf" identity -config "$d/factory.conf" -id)
+	log "provisioned device $device (key made on the host, baked into the initramfs)"
+}
+
+# guest_conf SCENARIO: the agent's configuration for SCENARIO in the guest. upload.url
+# comes from init (KEYFRAME_UPLOAD_URL, with the port on the kernel command line).
+guest_conf() {
+	local s=$1
+	cat <<EOF
+# keyframe board test, scenario $s (scripts/board/board-test.sh)
+device.data_dir = /run/keyframe
+device.key_file = /etc/keyframe/device.key
+capture.source = v4l2
+capture.device = /dev/video0
+capture.fps = 5
+capture.retry = 1s
+upload.ca_file = /etc/keyframe/ca.pem
+upload.first_retry_max = 1s
+upload.backoff_cap = 2s
+EOF
+	local ctl=""
+	case $s in
+	motion | camloss) ctl=$MOVE_CONTROLS ;;
+	still) ctl=$STILL_CONTROLS ;;
+	overlay) ctl=$OVERLAY_CONTROLS ;;
+	esac
+	if [ -n "$ctl" ]; then
+		if has_key capture.controls; then
+			echo "capture.controls = $ctl"
+		else
+			echo "# capture.controls = $ctl   (this keyframe has no capture.controls)"
+		fi
+	fi
+	if [ "$s" != overlay ]; then
+		if has_key motion.mask; then
+			echo "motion.mask = $CLOCK_MASK"
+		else
+			echo "# motion.mask = $CLOCK_MASK   (this keyframe has no motion.mask)"
+		fi
+	fi
+	if [ "$s" = watchdog ]; then
+		if has_key watchdog.device; then
+			printf 'watchdog.device = /dev/watchdog0\nwatchdog.timeout = %ss\nwatchdog.stall = %ss\n' "$WDT_TIMEOUT" "$WDT_STALL"
+		else
+			echo "# watchdog.device = /dev/watchdog0   (this keyframe has no watchdog.* keys)"
+		fi
+	fi
+}
+
+initramfs() {
+	local etc=$work/etc s
+	rm -rf "$etc"
+	mkdir -p "$etc"
+	install -m600 "$work/factory/device.key" "$etc/device.key"
+	install -m644 "$work/pki/ca.pem" "$etc/ca.pem"
+	for s in "${all[@]}"; do guest_conf "$s" >"$etc/$s.conf"; done
+	cat >"$etc/board.env" <<EOF
+RUN_SECONDS=$RUN_SECONDS
+LOSS_AFTER=$LOSS_AFTER
+LOSS_SECONDS=$LOSS_SECONDS
+RELEASE_SECONDS=$RELEASE_SECONDS
+AFTER_SECONDS=$AFTER_SECONDS
+HEALTHY_SECONDS=$HEALTHY_SECONDS
+STALL_WAIT_SECONDS=$STALL_WAIT_SECONDS
+EOF
+	"$here/mkinitramfs.sh" "$cache" "$guest_bin" "$etc" "$work/initrd.cpio.gz"
+}
+
+# --- the receiver ------------------------------------------------------------------
+recv_pid=""
+recv_port=""
+# start_receiver DIR: a fresh receiver with the device enrolled and paired, on a free
+# port of 127.0.0.1 (QEMU maps the guest's 10.0.2.2 there). A receiver left over from
+# an earlier run must not answer instead: the port is new each time, and the receiver
+# must print that it listens on it and stay alive.
+start_receiver() {
+	local d=$1 try port i
+	rm -rf "$d"
+	mkdir -p "$d"
+	"$kf" receiver enroll -data "$d/data" -key "$work/factory/device.pub" -owner board >/dev/null
+	for try in 1 2 3 4 5; do
+		port=$((20000 + RANDOM % 30000))
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then continue; fi
+		"$kf" receiver -data "$d/data" -listen "127.0.0.1:$port" \
+			-tls-cert "$work/pki/server.pem" -tls-key "$work/pki/server.key" \
+			>"$d/stdout" 2>"$d/stderr" &
+		recv_pid=$!
+		for i in $(seq 100); do
+			grep -q "^receiver: listening on https://127.0.0.1:$port/" "$d/stdout" 2>/dev/null && break
+			kill -0 "$recv_pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$recv_pid" 2>/dev/null && grep -q "listening on https://127.0.0.1:$port/" "$d/stdout"; then
+			recv_port=$port
+			return 0
+		fi
+		log "receiver on port $port did not start (try $try): $(tail -1 "$d/stderr")"
+		kill "$recv_pid" 2>/dev/null || true
+		wait "$recv_pid" 2>/dev/null || true
+	done
+	die "no receiver could be started"
+}
+stop_receiver() {
+	[ -n "$recv_pid" ] || return 0
+	kill -TERM "$recv_pid" 2>/dev/null || true
+	wait "$recv_pid" 2>/dev/null || true
+	recv_pid=""
+}
+cleanup() { stop_receiver; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- one scenario --------------------------------------------------------------------
+results=()
+# result SCENARIO PASS|FAIL SECONDS TEXT
+result() { results+=("$(printf '%-9s %-4s %6ss  %s' "$1" "$2" "$3" "$4")"); }
+
+# guest_val LOG PATTERN: the first BOARD line matching the sed PATTERN's capture.
+guest_val() { sed -n "s/^BOARD: $2.*/\1/p" "$1" | tr -d '\r' | head -1; }
+
+run_scenario() {
+	local s=$1
+	local d=$work/$s t0 missing limit extra=() reasons=() ok=PASS note=""
+	t0=$(now)
+	missing=$(missing_keys "$s")
+	if [ -n "$missing" ]; then
+		if [ "${BOARD_ALLOW_MISSING_KEYS:-0}" != 1 ]; then
+			log "$s: FAIL: this keyframe lacks the configuration key(s) $missing (see keyframe config); the scenario needs it. BOARD_ALLOW_MISSING_KEYS=1 runs it anyway"
+			result "$s" FAIL "$(since "$t0")" "keyframe lacks $missing"
+			return
+		fi
+		log "$s: keyframe lacks $missing; running anyway (BOARD_ALLOW_MISSING_KEYS=1), the scenario cannot pass"
+		reasons+=("keyframe lacks $missing")
+	fi
+	start_receiver "$d"
+	log "$s: receiver pid $recv_pid on https://127.0.0.1:$recv_port/ (guest: https://10.0.2.2:$recv_port), data $d/data"
+	case $s in
+	motion | still | overlay) limit=$((RUN_SECONDS + 60)) ;;
+	camloss) limit=$((LOSS_AFTER + LOSS_SECONDS + RELEASE_SECONDS + AFTER_SECONDS + 60)) ;;
+	watchdog) limit=$((HEALTHY_SECONDS + STALL_WAIT_SECONDS + 60)) ;;
+	esac
+	if [ "$s" = watchdog ]; then
+		# -no-reboot would end QEMU at the watchdog's reset; -action reboot=reset after
+		# it lets the board reboot, while the guest's poweroff still ends QEMU.
+		extra=(-device i6300esb -no-reboot -action reboot=reset)
+	else
+		extra=(-no-reboot)
+	fi
+	local q0 q1 qrc=0 glog=$d/guest.log
+	q0=$(date +%s)
+	# --foreground: Ctrl-C reaches QEMU (it starts no children of its own).
+	timeout --foreground -k 5 "$limit" "${qemu[@]}" -smp 2 -m 512 -nographic \
+		-kernel "$(ls "$cache"/kernel/boot/vmlinuz-*)" -initrd "$work/initrd.cpio.gz" \
+		-append "console=ttyAMA0 rdinit=/init panic=-1 keyframe.scenario=$s keyframe.port=$recv_port" \
+		-netdev user,id=n0 -device virtio-net-device,netdev=n0 "${extra[@]}" \
+		</dev/null >"$glog" 2>&1 || qrc=$?
+	q1=$(date +%s)
+	tr -d '\r' <"$glog" >"$glog.tmp" && mv "$glog.tmp" "$glog"
+	kill -0 "$recv_pid" 2>/dev/null || reasons+=("the receiver died during the run (see $d/stderr)")
+	stop_receiver
+
+	# What the guest said and what the receiver verified.
+	grep -E '^(BOARD|AGENT): |^PROBE: .*(card|usable|movement|osd)' "$glog" | sed "s/^/  $s| /" || true
+	local verified
+	verified=$(grep '^verified ' "$d/stdout" || true)
+	# shellcheck disable=SC2001 # one prefix per line
+	[ -z "$verified" ] || sed "s/^/  $s| receiver: /" <<<"$verified"
+	case $qrc in
+	0) ;;
+	124) reasons+=("qemu ran into the ${limit}s timeout") ;;
+	*) reasons+=("qemu exited with $qrc") ;;
+	esac
+
+	local gdev gver gepoch n_dev n_other
+	gdev=$(guest_val "$glog" 'device \([a-z0-9]*\)')
+	gver=$(guest_val "$glog" 'version \(.*\)')
+	gepoch=$(guest_val "$glog" 'clock .* epoch=\([0-9]*\)')
+	[ "$gver" = "$("$kf" version)" ] || reasons+=("guest version '$gver' is not the host's '$("$kf" version)'")
+	[ "$gdev" = "$device" ] || reasons+=("guest device ID '$gdev' is not the provisioned $device")
+	if [ -z "$gepoch" ]; then
+		reasons+=("the guest printed no clock")
+	elif [ "$gepoch" -lt $((q0 - 5)) ] || [ "$gepoch" -gt $((q1 + 5)) ]; then
+		reasons+=("guest clock wrong: epoch $gepoch, the run was $q0..$q1")
+	fi
+	n_dev=$(echo "$verified" | grep -c " device=$device " || true)
+	n_other=$(echo "$verified" | grep -v " device=$device " | grep -c . || true)
+	[ "$n_other" = 0 ] || reasons+=("$n_other records verified from another device")
+
+	local gres
+	gres=$(grep '^BOARD: result ' "$glog" | tail -1 | sed 's/^BOARD: result //')
+	case $s in
+	motion)
+		local fmt vdev
+		[ "$n_dev" -ge 1 ] || reasons+=("no record verified from device $device")
+		fmt=$(grep '^AGENT: ' "$glog" | grep -i 'format' | head -1 | sed 's/^AGENT: //')
+		[ -n "$fmt" ] || reasons+=("the agent logged no negotiated V4L2 format")
+		[ "${gres%% *}" = PASS ] || reasons+=("guest: ${gres:-no result line}")
+		vdev=$(echo "$verified" | sed -n 's/.* device=\([^ ]*\) .*/\1/p' | sort -u | tr '\n' ' ')
+		log "$s: version: guest '$gver', host '$("$kf" version)'"
+		log "$s: negotiated format: ${fmt:-(none logged by the agent)}"
+		log "$s: device: guest says ${gdev:-?}, provisioned $device, receiver verified ${vdev:-nothing}"
+		note="$n_dev records verified from device=$gdev"
+		;;
+	still | overlay)
+		[ "$n_dev" = 0 ] || reasons+=("$n_dev records verified from a still picture")
+		grep -q '^AGENT: .*capturing.*source=v4l2' "$glog" || reasons+=("the agent never captured from vivid")
+		[ "${gres%% *}" = PASS ] || reasons+=("guest: ${gres:-no result line}")
+		note="$n_dev records in ${RUN_SECONDS}s of a still picture"
+		[ "$s" != overlay ] || note+=" with its text overlay"
+		;;
+	camloss)
+		local back after
+		back=$(guest_val "$glog" 'camloss camera back epoch=\([0-9]*\)')
+		after=0
+		if [ -n "$back" ]; then
+			# Records whose frame was captured after the camera came back: the
+			# receiver's index holds each verified record's capture time (guest clock,
+			# as the marker).
+			after=$(grep "\"device\":\"$device\"" "$d/data/index.jsonl" 2>/dev/null |
+				sed -n 's/.*"time_unix_ms":\([0-9]*\).*/\1/p' | awk -v b="$back" '$1 >= b * 1000' | wc -l)
+		else
+			reasons+=("the camera did not come back")
+		fi
+		[ "$after" -ge 1 ] || reasons+=("no record verified whose frame was captured after the camera came back")
+		[ "${gres%% *}" = PASS ] || reasons+=("guest: ${gres:-no result line}")
+		note="$after of $n_dev verified records captured after the camera came back"
+		;;
+	watchdog)
+		local boots healthy seen stall_at reset_epoch
+		boots=$(grep -c '^BOARD: boot scenario=watchdog' "$glog" || true)
+		healthy=$(guest_val "$glog" 'watchdog healthy \([0-9]*\)s without reset state=active timeout='"$WDT_TIMEOUT"'s')
+		seen=$(guest_val "$glog" 'watchdog reset seen bootstatus=\([0-9]*\)')
+		stall_at=$(guest_val "$glog" 'watchdog stalling.* epoch=\([0-9]*\)')
+		reset_epoch=$(grep '^BOARD: clock ' "$glog" | sed -n 2p | sed 's/.*epoch=//')
+		grep -q '^BOARD: watchdog .* bootstatus=0 ' "$glog" || reasons+=("the first boot did not read bootstatus=0")
+		[ -n "$healthy" ] && [ "$healthy" -ge $((3 * WDT_TIMEOUT)) ] ||
+			reasons+=("no healthy phase of 3 watchdog timeouts with the watchdog armed (state=active timeout=${WDT_TIMEOUT}s)")
+		[ "$boots" = 2 ] || reasons+=("$boots boots, want 2")
+		[ -n "$seen" ] && [ "$seen" != 0 ] || reasons+=("no boot saw a watchdog reset (bootstatus)")
+		note="healthy ${healthy:-0}s (timeout ${WDT_TIMEOUT}s), ${boots} boots, bootstatus=${seen:-none}"
+		if [ -n "$stall_at" ] && [ -n "$reset_epoch" ]; then
+			note+=", stall to rebooted clock $((reset_epoch - stall_at))s"
+		fi
+		;;
+	esac
+	[ ${#reasons[@]} -eq 0 ] || ok=FAIL
+	local why=""
+	[ "$ok" = PASS ] || why=" [$(printf '%s; ' "${reasons[@]}" | sed 's/; $//')]"
+	log "$s: $ok in $(since "$t0")s (qemu $((q1 - q0))s): $note$why"
+	result "$s" "$ok" "$(since "$t0")" "$note$why"
+}
+
+# --- main ------------------------------------------------------------------------------
+[ -x "$kf" ] || die "no $kf: run make build (or make board-test)"
+[ -x "$guest_bin" ] || die "no $guest_bin: run make cross (or make board-test)"
+for s in "${scenarios[@]}"; do
+	case " ${all[*]} " in
+	*" $s "*) ;;
+	*)
+		if [ "$s" = watchdog ]; then
+			die "no watchdog scenario on $arch: Debian's armmp kernel has no i6300esb driver"
+		fi
+		die "unknown scenario '$s' (have: ${all[*]})"
+		;;
+	esac
+done
+rm -rf "$work"
+mkdir -p "$work"
+log "keyframe $("$kf" version | sed 's/^keyframe //'), guest binary $guest_bin, work dir $work, kernel cache $cache"
+[ "$arch" = arm64 ] || log "no watchdog scenario on $arch: Debian's armmp kernel has no i6300esb (no emulated watchdog to test against)"
+
+step "host tools" host_tools
+step "fetch kernel" "$here/fetch-kernel.sh" "$arch" "$cache"
+step "CA and certificate" make_pki
+step "provision device" provision
+step "initramfs" initramfs
+for s in "${scenarios[@]}"; do
+	step "scenario $s" run_scenario "$s"
+done
+
+echo
+log "summary (ARCH=$arch, device $device, $(nproc) cores)"
+for i in "${!step_names[@]}"; do
+	case ${step_names[$i]} in scenario*) continue ;; esac
+	printf '  step      %-20s %6ss\n' "${step_names[$i]}" "${step_times[$i]}"
+done
+fails=0
+for r in "${results[@]}"; do
+	printf '  scenario  %s\n' "$r"
+	case $r in *" FAIL "*) fails=$((fails + 1)) ;; esac
+done
+printf '  total     %6ss\n' "$(since "$t_total")"
+if [ "$fails" -gt 0 ]; then
+	log "FAIL: $fails of ${#results[@]} scenarios failed (logs in $work)"
+	exit 1
+fi
+log "PASS: ${#results[@]} scenarios"

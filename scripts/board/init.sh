@@ -1,0 +1,200 @@
+#!/bin/busybox sh
+# shellcheck shell=dash
+# /init of keyframe's board-test initramfs (scripts/board/mkinitramfs.sh puts it there).
+#
+# Runs one scenario, chosen on the kernel command line, in an emulated ARM board:
+#   keyframe.scenario=motion|still|overlay|camloss|watchdog   what to run (board-test.sh)
+#   keyframe.port=PORT                                 the host receiver's port; the guest
+#                                                      reaches the host as 10.0.2.2 only
+# /etc/keyframe holds the agent's configuration per scenario (<scenario>.conf), the
+# device key, the receiver's CA and board.env (the scenario's durations).
+# Every line meant for the host starts with "BOARD: "; the agent's log lines with
+# "AGENT: ". The last line is "BOARD: result PASS|FAIL ..." and the board powers off.
+
+/bin/busybox mkdir -p /proc /sys /dev /run /tmp /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs -o mode=0755 tmpfs /run
+
+say() { echo "BOARD: $*"; }
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+RESULT=PASS
+REASONS=""
+fail() { RESULT=FAIL; REASONS="$REASONS; $*"; say "check failed: $*"; }
+finish() {
+	agent_stop
+	say "result $RESULT${REASONS:+ (${REASONS#; })}"
+	sync
+	poweroff -f
+	sleep 5
+}
+
+# cmdline VAR: the value of keyframe.VAR= on the kernel command line.
+cmdline() { tr ' ' '\n' </proc/cmdline | sed -n "s/^keyframe\.$1=//p" | tail -1; }
+SCENARIO=$(cmdline scenario)
+PORT=$(cmdline port)
+ETC=/etc/keyframe
+CONF=$ETC/$SCENARIO.conf
+# shellcheck source=/dev/null # written by board-test.sh
+. $ETC/board.env
+
+say "boot scenario=$SCENARIO kernel=$(uname -r) arch=$(uname -m) uptime=$(uptime_s)s"
+# The virt machine's PL031 RTC sets the clock at boot (RTC_HCTOSYS): TLS needs a right date.
+say "clock $(date -u +%Y-%m-%dT%H:%M:%SZ) epoch=$(date +%s)"
+
+# vivid: one capture-only node, the webcam input first; unplugged with unbind in camloss.
+VIVID_ARGS="n_devs=1 node_types=0x1"
+VIVID_SYS=/sys/bus/platform/drivers/vivid
+camera_load() {
+	# shellcheck disable=SC2086 # the module options are separate words
+	modprobe vivid $VIVID_ARGS || { fail "modprobe vivid"; return 1; }
+	i=0
+	while [ ! -e /dev/video0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+	[ -e /dev/video0 ] || { fail "no /dev/video0 after modprobe vivid"; return 1; }
+}
+
+# The watchdog decides before anything else: a boot caused by it ends the scenario.
+WDT=/sys/class/watchdog/watchdog0
+if [ "$SCENARIO" = watchdog ]; then
+	modprobe i6300esb || fail "modprobe i6300esb"
+	if [ -r $WDT/bootstatus ]; then
+		BOOTSTATUS=$(cat $WDT/bootstatus)
+		say "watchdog $(cat $WDT/identity) bootstatus=$BOOTSTATUS timeout=$(cat $WDT/timeout)s state=$(cat $WDT/state)"
+		if [ "$BOOTSTATUS" != 0 ]; then
+			say "watchdog reset seen bootstatus=$BOOTSTATUS"
+			say "result PASS (this boot was caused by the watchdog)"
+			poweroff -f
+			sleep 5
+		fi
+	else
+		fail "no $WDT after modprobe i6300esb"
+	fi
+fi
+
+camera_load
+for m in virtio_mmio virtio_net; do modprobe $m || fail "modprobe $m"; done
+ip link set lo up
+# shellcheck disable=SC2015 # any step failing is a failure
+ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2 ||
+	fail "network setup"
+export KEYFRAME_UPLOAD_URL="https://10.0.2.2:$PORT"
+
+KF=/bin/keyframe
+say "version $($KF version)"
+say "device $($KF identity -config "$CONF" -id)"
+# What vivid offers and its controls (the agent logs what it negotiated); the host
+# shows the interesting lines, the guest log keeps them all.
+$KF probe 2>&1 | sed 's/^/PROBE: /'
+say "config $CONF:"
+grep -v '^#' "$CONF" | grep . | sed 's/^/BOARD:   /'
+
+AGENT=""
+agent_start() {
+	mkfifo /run/agent.log
+	(while IFS= read -r l; do echo "AGENT: $l"; done </run/agent.log) &
+	$KF run -config "$CONF" >/run/agent.log 2>&1 &
+	AGENT=$!
+	say "agent started pid=$AGENT uptime=$(uptime_s)s"
+}
+# agent_alive: the agent runs (a zombie, not yet waited for, counts as exited).
+agent_alive() {
+	[ -n "$AGENT" ] && [ -r /proc/$AGENT/stat ] || return 1
+	read -r _ _ st _ </proc/$AGENT/stat
+	[ "$st" != Z ]
+}
+agent_cpu() { [ -r /proc/$AGENT/stat ] && awk '{printf "%.1fs", ($14 + $15) / 100}' /proc/$AGENT/stat; }
+# agent_stop: SIGTERM, wait up to 10 s, print the exit code.
+agent_stop() {
+	[ -n "$AGENT" ] || return 0
+	if agent_alive; then
+		say "agent cpu=$(agent_cpu) before stop"
+		kill -TERM "$AGENT"
+		i=0
+		while agent_alive && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+		agent_alive && { fail "agent ignored SIGTERM for 10 s"; kill -KILL "$AGENT"; }
+	fi
+	wait "$AGENT"
+	say "agent exited rc=$? uptime=$(uptime_s)s"
+	AGENT=""
+}
+# run_for SECONDS: sleep while the agent runs; if it exits, a check fails (once) and
+# run_for returns 1 at once.
+AGENT_GONE=""
+run_for() {
+	i=0
+	while [ $i -lt "$1" ]; do
+		if ! agent_alive; then
+			[ -n "$AGENT_GONE" ] || fail "agent exited $i s into a ${1}s phase (uptime $(uptime_s)s)"
+			AGENT_GONE=1
+			return 1
+		fi
+		sleep 1
+		i=$((i + 1))
+	done
+}
+
+case $SCENARIO in
+motion | still | overlay)
+	agent_start
+	run_for "$RUN_SECONDS" && say "$SCENARIO ran ${RUN_SECONDS}s"
+	;;
+camloss)
+	agent_start
+	run_for "$LOSS_AFTER"
+	say "camloss unplug epoch=$(date +%s) uptime=$(uptime_s)s"
+	echo vivid.0 >$VIVID_SYS/unbind || fail "unbind vivid.0"
+	run_for "$LOSS_SECONDS"
+	# The agent must let go of the dead node: then the module can be unloaded, and
+	# the camera that comes back is a new device (controls at their defaults) that
+	# the agent has to open and set up again.
+	i=0
+	until rmmod vivid 2>/dev/null; do
+		i=$((i + 1))
+		if [ $i -ge "$RELEASE_SECONDS" ]; then
+			fail "the agent still held the unplugged camera ${RELEASE_SECONDS}s after rmmod was first tried"
+			break
+		fi
+		sleep 1
+	done
+	if [ -e $VIVID_SYS ]; then
+		say "camloss rebinding vivid.0 (module still in use)"
+		echo vivid.0 >$VIVID_SYS/bind
+	else
+		say "camloss rmmod vivid ok after $((LOSS_SECONDS + i))s"
+		camera_load
+	fi
+	say "camloss camera back epoch=$(date +%s) uptime=$(uptime_s)s nodes=$(echo /dev/video*)"
+	if agent_alive; then
+		say "camloss agent survived the camera loss"
+		run_for "$AFTER_SECONDS" && say "camloss ran ${AFTER_SECONDS}s after the camera came back"
+	else
+		fail "agent exited during the camera loss"
+	fi
+	;;
+watchdog)
+	[ -r $WDT/state ] || finish
+	agent_start
+	run_for 2 || finish
+	say "watchdog armed state=$(cat $WDT/state) timeout=$(cat $WDT/timeout)s"
+	[ "$(cat $WDT/state)" = active ] || fail "the agent did not start the watchdog (state $(cat $WDT/state))"
+	run_for $((HEALTHY_SECONDS - 2)) || finish
+	say "watchdog healthy ${HEALTHY_SECONDS}s without reset state=$(cat $WDT/state) timeout=$(cat $WDT/timeout)s"
+	[ "$RESULT" = PASS ] || finish
+	say "watchdog stalling the pipeline: unbind vivid.0 epoch=$(date +%s) uptime=$(uptime_s)s"
+	echo vivid.0 >$VIVID_SYS/unbind || fail "unbind vivid.0"
+	# The watchdog should reset the board now; reaching the end of this sleep is a failure.
+	i=0
+	while [ $i -lt "$STALL_WAIT_SECONDS" ]; do
+		sleep 1
+		i=$((i + 1))
+		[ $((i % 5)) = 0 ] && say "watchdog still up ${i}s after the stall, agent $(agent_alive && echo alive || echo exited)"
+	done
+	fail "no watchdog reset ${STALL_WAIT_SECONDS}s after the stall"
+	;;
+*)
+	fail "unknown scenario '$SCENARIO'"
+	;;
+esac
+finish
