@@ -1,6 +1,7 @@
 package motion
 
 import (
+	"fmt"
 	"image"
 	"testing"
 )
@@ -63,6 +64,94 @@ func BenchmarkStep640x480(b *testing.B) {
 	for b.Loop() {
 		d.Step(frames[i%len(frames)], w, h)
 		i++
+	}
+}
+
+// packYUYV returns a YUYV 4:2:2 image (Y0 U Y1 V, stride 2w) whose luma is
+// the w×h plane luma and whose chroma is neutral.
+func packYUYV(luma []byte, w, h int) []byte {
+	out := make([]byte, 2*w*h)
+	for i, y := range luma[:w*h] {
+		out[2*i] = y
+		out[2*i+1] = 128
+	}
+	return out
+}
+
+// yuyvLuma writes the Y bytes of a YUYV image into dst (stride w). It is the
+// loop of the capture package's lumaFromYUYV (unexported there), so the
+// benchmark pays what the agent pays per frame before Step.
+func yuyvLuma(dst, src []byte, w, h, stride int) {
+	for y := range h {
+		row := src[y*stride : y*stride+2*w]
+		out := dst[y*w : y*w+w]
+		for x := range out {
+			out[x] = row[2*x]
+		}
+	}
+}
+
+func TestYUYVLumaRoundTrip(t *testing.T) {
+	const w, h = 64, 48
+	luma := newScene(w, h, 7, 2.5).frame(nil, 0)
+	got := make([]byte, w*h)
+	yuyvLuma(got, packYUYV(luma, w, h), w, h, 2*w)
+	for i := range luma {
+		if got[i] != luma[i] {
+			t.Fatalf("pixel %d: luma %d after the YUYV round trip, want %d", i, got[i], luma[i])
+		}
+	}
+}
+
+// BenchmarkStep measures the detector's whole per-frame work on YUYV input
+// (the luma extraction the capture package does, then Step) at 640x480 and
+// 1280x720, each next to a plain copy of the same YUYV bytes: the ratio of
+// the two ns/op says how many memmoves of the frame a detector step costs.
+// The frames are synthetic (an object crossing a textured, noisy scene), so
+// the labelling path runs.
+func BenchmarkStep(b *testing.B) {
+	for _, sz := range []struct{ w, h int }{{640, 480}, {1280, 720}} {
+		w, h := sz.w, sz.h
+		lumas := benchFrames(w, h, 16)
+		frames := make([][]byte, len(lumas))
+		for i, l := range lumas {
+			frames[i] = packYUYV(l, w, h)
+		}
+		quiet := packYUYV(newScene(w, h, 42, 2.5).frame(nil, 0), w, h)
+
+		b.Run(fmt.Sprintf("%dx%d-yuyv", w, h), func(b *testing.B) {
+			d := newTestDetector(b, DefaultConfig())
+			luma := make([]byte, w*h)
+			for range warmFrames {
+				yuyvLuma(luma, quiet, w, h, 2*w)
+				d.Step(luma, w, h)
+			}
+			motion := 0
+			b.ReportAllocs()
+			b.SetBytes(int64(2 * w * h))
+			i := 0
+			for b.Loop() {
+				yuyvLuma(luma, frames[i%len(frames)], w, h, 2*w)
+				if d.Step(luma, w, h).Motion {
+					motion++
+				}
+				i++
+			}
+			if motion == 0 {
+				b.Fatal("no motion in the measured frames: the labelling path was not measured")
+			}
+			b.ReportMetric(float64(motion)/float64(i), "motion/frame")
+		})
+		b.Run(fmt.Sprintf("%dx%d-memmove", w, h), func(b *testing.B) {
+			dst := make([]byte, 2*w*h)
+			b.ReportAllocs()
+			b.SetBytes(int64(2 * w * h))
+			i := 0
+			for b.Loop() {
+				copy(dst, frames[i%len(frames)])
+				i++
+			}
+		})
 	}
 }
 
