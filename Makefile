@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BUILD := $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test unit lint cross e2e bench clean config-doc board-test
+.PHONY: all build run test unit lint cross e2e bench clean config-doc board-test eval eval-peers
 
 all: build
 
@@ -26,6 +26,9 @@ test: lint unit cross
 
 unit:
 	$(GO) test -count=1 ./...
+	@py=$$(command -v /usr/bin/python3 || command -v python3 || true); \
+	  if [ -n "$$py" ]; then $$py -m unittest discover -s scripts/peers -p 'test_*.py'; \
+	  else echo "unit: no python3: skipping the peers harness's scoring tests (scripts/peers)"; fi
 
 lint:
 	@out=$$($(dir $(GO))gofmt -s -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -50,6 +53,17 @@ config-doc: build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./motion/ ./capture/
+
+## eval: score the detector on labelled footage (MOTION_DATA, default ../shared/motion-data)
+MOTION_DATA ?= ../shared/motion-data
+eval: build
+	@[ -d "$(MOTION_DATA)" ] || { echo "eval: $(MOTION_DATA) not found: the labelled footage is not part of the repo; pass MOTION_DATA=DIR"; exit 1; }
+	bin/keyframe eval $(MOTION_DATA)
+
+## eval-peers: keyframe, a Frigate-style pipeline and OpenCV MOG2 side by side
+eval-peers: build
+	@[ -d "$(MOTION_DATA)" ] || { echo "eval-peers: $(MOTION_DATA) not found: pass MOTION_DATA=DIR"; exit 1; }
+	scripts/peers/compare.sh $(MOTION_DATA)
 
 clean:
 	rm -rf bin

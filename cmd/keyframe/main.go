@@ -8,6 +8,7 @@
 //	keyframe probe     list cameras and their formats
 //	keyframe config    print the configuration with every default
 //	keyframe watchdog  show the hardware watchdog's state and boot status
+//	keyframe eval      score the motion detector on labelled image sequences
 //	keyframe version   print the version
 package main
 
@@ -30,6 +31,7 @@ commands:
   probe      list V4L2 cameras, formats and sizes
   config     print the configuration file with every default (or the effective one with -config)
   watchdog   watchdog status: identity, timeout, boot status (reads sysfs; never arms it)
+  eval       score the motion detector on labelled image sequences (precision, recall, F1, events)
   version    print the version
 
 Run "keyframe <command> -h" for a command's flags.
@@ -60,6 +62,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdConfig(rest, stdout, stderr)
 	case "watchdog":
 		return cmdWatchdog(rest, stdout, stderr)
+	case "eval":
+		return cmdEval(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "keyframe %s\n", version)
 		return 0
