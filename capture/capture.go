@@ -409,6 +409,11 @@ func rgbLuma(r, g, b uint8) uint8 {
 	return uint8((19595*uint32(r) + 38470*uint32(g) + 7471*uint32(b) + 1<<15) >> 16)
 }
 
+// FillLuma sets f.Luma (stride Width) from f.Data of an uncompressed frame,
+// reusing f.Luma's buffer: the per-frame work every source does before the
+// detector runs. Compressed frames (MJPEG) are left to their decoder.
+func (f *Frame) FillLuma() { fillLuma(f) }
+
 // fillLuma sets f.Luma from f.Data of an uncompressed frame.
 func fillLuma(f *Frame) {
 	f.Luma = grow(f.Luma, f.Width*f.Height)

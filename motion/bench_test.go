@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"image"
 	"testing"
+
+	"github.com/keyframe-cam/keyframe/capture"
 )
 
 // benchFrames renders n frames of a w×h scene with an object crossing it,
@@ -78,17 +80,11 @@ func packYUYV(luma []byte, w, h int) []byte {
 	return out
 }
 
-// yuyvLuma writes the Y bytes of a YUYV image into dst (stride w). It is the
-// loop of the capture package's lumaFromYUYV (unexported there), so the
-// benchmark pays what the agent pays per frame before Step.
+// yuyvLuma extracts the Y bytes of a YUYV image with the capture package's own
+// code, so the benchmark pays what the agent pays per frame before Step.
 func yuyvLuma(dst, src []byte, w, h, stride int) {
-	for y := range h {
-		row := src[y*stride : y*stride+2*w]
-		out := dst[y*w : y*w+w]
-		for x := range out {
-			out[x] = row[2*x]
-		}
-	}
+	f := capture.Frame{Width: w, Height: h, Format: capture.FormatYUYV, Data: src, Stride: stride, Luma: dst}
+	f.FillLuma()
 }
 
 func TestYUYVLumaRoundTrip(t *testing.T) {
