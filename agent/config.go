@@ -90,6 +90,20 @@ func strField(name, desc string, p func(*Config) *string, allowed ...string) Fie
 		}}
 }
 
+// parsedField is a string setting checked by the parser of the package that
+// uses it, so the file, line and key are named when it is wrong.
+func parsedField(name, desc string, p func(*Config) *string, check func(string) error) Field {
+	return Field{name, desc,
+		func(c *Config) string { return *p(c) },
+		func(c *Config, v string) error {
+			if err := check(v); err != nil {
+				return err
+			}
+			*p(c) = v
+			return nil
+		}}
+}
+
 func contains(list []string, v string) bool {
 	for _, s := range list {
 		if s == v {
@@ -175,8 +189,14 @@ func Fields() []Field {
 		intField("capture.buffers", "V4L2 driver buffers", 2, 4, func(c *Config) *int { return &c.Buffers }),
 		intField("capture.seed", "seed of the synthetic scene", int64(-1<<62), int64(1<<62), func(c *Config) *int64 { return &c.Seed }),
 		boolField("capture.loop", "replay the image-sequence directory from the start when it ends", func(c *Config) *bool { return &c.LoopDir }),
-		strField("capture.format", "V4L2 pixel format: auto (best for the size and rate), yuyv, nv12, yu12, grey, mjpeg", func(c *Config) *string { return &c.Format }, "auto", "yuyv", "nv12", "yu12", "i420", "grey", "mjpeg", "YUYV", "NV12", "YU12", "GREY", "MJPG", "MJPEG"),
-		strField("capture.controls", "V4L2 controls set on every open, by normalised name: e.g. \"exposure_absolute=100, gain=4\" (keyframe probe lists them)", func(c *Config) *string { return &c.Controls }),
+		parsedField("capture.format", "V4L2 pixel format: auto (best for the size and rate), yuyv, nv12, yu12, grey, mjpeg", func(c *Config) *string { return &c.Format }, func(v string) error {
+			_, err := capture.ParsePixelFormat(v)
+			return err
+		}),
+		parsedField("capture.controls", "V4L2 controls set on every open, by normalised name: e.g. \"exposure_absolute=100, gain=4\" (keyframe probe lists them)", func(c *Config) *string { return &c.Controls }, func(v string) error {
+			_, err := capture.ParseControls(v)
+			return err
+		}),
 		durField("capture.stall", "a camera that delivers no frame for this long is closed and reopened", 500*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.Stall }),
 		durField("capture.retry", "first reopen delay ceiling after a camera failure (full jitter, doubling)", 100*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.SourceRetry }),
 		durField("capture.retry_cap", "largest reopen delay ceiling", 100*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.RetryCap }),
@@ -346,12 +366,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Source == "v4l2" && c.FPS == 0 {
 		return fmt.Errorf("agent: config capture.fps: 0 (as fast as possible) is only for dir and synthetic sources")
-	}
-	if _, err := capture.ParsePixelFormat(c.Format); err != nil {
-		return fmt.Errorf("agent: config capture.format: %w", err)
-	}
-	if _, err := capture.ParseControls(c.Controls); err != nil {
-		return fmt.Errorf("agent: config capture.controls: %w", err)
 	}
 	if c.SourceRetry > c.RetryCap {
 		return fmt.Errorf("agent: config capture.retry: %v is above capture.retry_cap %v", c.SourceRetry, c.RetryCap)
