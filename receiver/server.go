@@ -60,7 +60,7 @@ const (
 	ReasonRevoked     = "revoked"        // 403: the signer's enrolment was revoked
 	ReasonKeyMismatch = "key_mismatch"   // 403: the enrolled key is not the signing key
 	ReasonMedia       = "media_mismatch" // 422: media do not match their hashes
-	ReasonPath        = "path_mismatch"  // 422: URL event/kind differ from the payload's
+	ReasonPath        = "path_mismatch"  // 422: the route (URL event/kind, MQTT topic device) disagrees with the signed payload
 	ReasonReplay      = "replay"         // 409: sequence at or below one already stored
 	ReasonConflict    = "conflict"       // 409: this event and kind are stored with other content
 	ReasonOverloaded  = "overloaded"     // 503: too many uploads at once
@@ -321,8 +321,8 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	writeLine(w, status, msg)
 }
 
-// upload verifies and stores one bundle. It returns the success status and
-// message, or a rejection.
+// upload reads one bundle from an HTTP request and ingests it; the URL's
+// event and kind must agree with the signed payload.
 func (s *Server) upload(r *http.Request) (int, string, *rejection) {
 	if r.ContentLength > s.maxBody {
 		return 0, "", reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body of %d bytes is over the limit of %d", r.ContentLength, s.maxBody)
@@ -331,6 +331,50 @@ func (s *Server) upload(r *http.Request) (int, string, *rejection) {
 	if err != nil {
 		return 0, "", reject(http.StatusBadRequest, ReasonMalformed, "read body: %s", oneLine(err.Error()))
 	}
+	return s.ingest(body, Claim{Event: r.PathValue("event"), Kind: r.PathValue("kind"), CheckEventKind: true})
+}
+
+// Claim is what the route a bundle came by says about it (an HTTP path, an
+// MQTT topic). Ingest checks each claim against the verified signature and
+// payload; an empty Device is not checked, event and kind only when
+// CheckEventKind is set.
+type Claim struct {
+	Device         string
+	Event, Kind    string
+	CheckEventKind bool
+}
+
+// IngestResult is the outcome of Ingest: Status is the HTTP status the
+// upload API would have answered (201 stored, 200 identical re-send, 4xx/503
+// refused), Reason a Reason* constant when refused, Message a one-line text.
+type IngestResult struct {
+	Status  int
+	Reason  string
+	Message string
+}
+
+// Stored reports whether the record is now stored (new or an identical
+// re-send).
+func (r IngestResult) Stored() bool {
+	return r.Status == http.StatusOK || r.Status == http.StatusCreated
+}
+
+// Ingest verifies and stores one bundle that arrived by another route than
+// the HTTP upload API (MQTT), with the same rules, counters and log lines.
+func (s *Server) Ingest(bundle []byte, c Claim) IngestResult {
+	status, msg, rej := s.ingest(bundle, c)
+	if rej != nil {
+		s.count(rej.reason)
+		s.log.Info("receiver: upload rejected", "status", rej.status, "reason", rej.reason, "detail", rej.msg,
+			"device_claimed", clip(c.Device), "event_claimed", clip(c.Event))
+		return IngestResult{Status: rej.status, Reason: rej.reason, Message: rej.msg}
+	}
+	return IngestResult{Status: status, Message: msg}
+}
+
+// ingest verifies and stores one bundle. It returns the success status and
+// message, or a rejection.
+func (s *Server) ingest(body []byte, c Claim) (int, string, *rejection) {
 	if int64(len(body)) > s.maxBody {
 		return 0, "", reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body is over the limit of %d bytes", s.maxBody)
 	}
@@ -359,9 +403,12 @@ func (s *Server) upload(r *http.Request) (int, string, *rejection) {
 		return 0, "", reject(http.StatusForbidden, ReasonKeyMismatch, "key does not match enrolment of device %s", v.Device)
 	}
 	p := v.Payload
-	if pe, pk := r.PathValue("event"), r.PathValue("kind"); pe != p.Event || pk != p.Kind {
+	if c.CheckEventKind && (c.Event != p.Event || c.Kind != p.Kind) {
 		return 0, "", reject(http.StatusUnprocessableEntity, ReasonPath, "path says event %q kind %q, signed payload says event %q kind %q",
-			clip(pe), clip(pk), p.Event, p.Kind)
+			clip(c.Event), clip(c.Kind), p.Event, p.Kind)
+	}
+	if c.Device != "" && c.Device != v.Device {
+		return 0, "", reject(http.StatusUnprocessableEntity, ReasonPath, "route says device %q, the signature is device %s", clip(c.Device), v.Device)
 	}
 	e := entryFromVerified(v, s.now())
 
