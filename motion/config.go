@@ -19,6 +19,12 @@ type Config struct {
 	// difference of still pixels) into the per-pixel threshold:
 	// threshold = max(NoiseFloor, NoiseK*noise). Default 3.
 	NoiseK float64
+	// FlickerK scales each pixel's own variability (its running mean
+	// absolute difference from the background) into that pixel's
+	// threshold, so pixels that keep changing (leaves, water, an on-screen
+	// clock) stop counting as change: a pixel's threshold is
+	// max(the global threshold, FlickerK*variability). Default 3.
+	FlickerK float64
 	// MinArea is the smallest blob of changed pixels, as a fraction of the
 	// analysed frame, that counts as motion. Default 0.003.
 	MinArea float64
@@ -57,6 +63,7 @@ func DefaultConfig() Config {
 		AnalysisWidth:   160,
 		NoiseFloor:      10,
 		NoiseK:          3,
+		FlickerK:        3,
 		MinArea:         0.003,
 		LightSwitch:     0.35,
 		BackgroundRate:  0.05,
@@ -74,6 +81,7 @@ const (
 	minAnalysisWidth, maxAnalysisWidth     = 32, 1280
 	minNoiseFloor, maxNoiseFloor           = 1, 128
 	minNoiseK, maxNoiseK                   = 0.5, 20
+	minFlickerK, maxFlickerK               = 1, 20
 	minMinArea, maxMinArea                 = 0.0001, 0.5
 	minLightSwitch, maxLightSwitch         = 0.05, 1
 	minBackgroundRate, maxBackgroundRate   = 0.001, 0.5 // ≤ 0.5 keeps the fixed-point update inside int32
@@ -95,6 +103,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := checkFloat("NoiseK", c.NoiseK, minNoiseK, maxNoiseK); err != nil {
+		return err
+	}
+	if err := checkFloat("FlickerK", c.FlickerK, minFlickerK, maxFlickerK); err != nil {
 		return err
 	}
 	if err := checkFloat("MinArea", c.MinArea, minMinArea, maxMinArea); err != nil {

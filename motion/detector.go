@@ -64,6 +64,18 @@ const (
 	minInputSide    = 8
 	// maxInputSide bounds w and h (and so w*h and the labels) on any target.
 	maxInputSide = 1 << 14
+	// devShift sets how fast a still pixel's variability follows its
+	// differences (1/16 per frame), onsetShift how much of the difference
+	// a pixel learns when it turns changed (1/8).
+	devShift   = 4
+	onsetShift = 3
+	// Contrast (gain) bounds: within gainIgnore of 1 the gain is taken as
+	// 1; beyond maxGain the change is global. Ratios num/den.
+	gainIgnoreNum, gainIgnoreDen = 107, 100
+	maxGainNum, maxGainDen       = 5, 4
+	// minSpreadLevels: a scene whose interquartile range is below this
+	// many levels is too flat to measure contrast on.
+	minSpreadLevels = 6
 )
 
 // Result is what Step found in one frame.
@@ -121,6 +133,7 @@ type Detector struct {
 	minPix int32  // MinArea in analysed pixels
 	maxPix int    // LightSwitch in analysed pixels
 	rateQ  int32  // BackgroundRate in 0.16 fixed point
+	flickQ int32  // FlickerK in 8.8 fixed point
 	absorb uint16 // AbsorbFrames
 
 	// Buffers, sized by resize.
@@ -128,6 +141,9 @@ type Detector struct {
 	cur    []uint16 // analysed frame, 8.8 fixed point
 	bg     []uint16 // background, 8.8 fixed point
 	age    []uint16 // consecutive frames each pixel has been changed
+	dev    []uint16 // per-pixel variability: mean absolute difference, 8.8 fixed point
+	over   []uint8  // 1 where the pixel passed the global threshold (before the per-pixel one)
+	prev   []uint8  // 1 where the pixel was changed in the previous frame
 	keep   []uint8  // 0 where Config.Mask hides the pixel, else 1
 	raw    []uint8  // padded change mask
 	mask   []uint8  // padded despeckled mask
@@ -136,12 +152,18 @@ type Detector struct {
 	parent []int32  // union-find over labels
 	blobs  []blob   // per provisional label
 	hist   [511]int32
+	histB  [256]int32 // luma histogram of the background
+	histC  [256]int32 // of the frame where the background is in its dark quarter
+	histH  [256]int32 // and in its bright quarter
 
 	// Model state.
-	warm   int   // warm-up frames seen
-	settle int   // frames still to re-seed after a global change
-	noise  int32 // noise estimate, 8.8 fixed point
-	stats  Stats
+	warm      int   // warm-up frames seen
+	settle    int   // frames still to re-seed after a global change
+	noise     int32 // noise estimate, 8.8 fixed point
+	gainQ     int32 // this frame's contrast gain over the background, 16.16 fixed point
+	nextLabel int32 // labels used in the last findBlobs
+	last      Result
+	stats     Stats
 }
 
 // NewDetector returns a detector for c, or an error naming the bad field.
@@ -152,6 +174,7 @@ func NewDetector(c Config) (*Detector, error) {
 	return &Detector{
 		cfg:    c,
 		rateQ:  int32(math.Round(c.BackgroundRate * 65536)),
+		flickQ: int32(math.Round(c.FlickerK * 256)),
 		absorb: uint16(c.AbsorbFrames),
 	}, nil
 }
@@ -168,6 +191,11 @@ func (d *Detector) Stats() Stats {
 // nothing once the buffers have the frame's size; a size change restarts the
 // model (and its warm-up).
 func (d *Detector) Step(luma []byte, w, h int) Result {
+	d.last = d.step(luma, w, h)
+	return d.last
+}
+
+func (d *Detector) step(luma []byte, w, h int) Result {
 	if err := checkFrame(luma, w, h, d.cfg.AnalysisWidth); err != nil {
 		d.stats.BadFrames++
 		return Result{Err: err}
@@ -188,18 +216,24 @@ func (d *Detector) Step(luma []byte, w, h int) Result {
 		return Result{Global: true}
 	}
 	thr := d.threshold()
-	off := d.offset()
+	gain, ok := d.gain()
+	if !ok {
+		return d.global()
+	}
+	d.gainQ = gain
+	off := d.offset(gain)
 	if abs32(off) >= max(2*thr, minStepLevels<<8) {
 		return d.global()
 	}
-	if changed := d.diff(off, thr); changed > d.maxPix {
+	if changed := d.diff(off, gain, thr); changed > d.maxPix {
 		return d.global()
 	}
 	var res Result
+	d.nextLabel = 1
 	if kept := d.despeckle(); kept >= int(d.minPix) {
 		res = d.findBlobs()
 	}
-	d.update(off)
+	d.update(off, gain)
 	return res
 }
 
@@ -243,6 +277,9 @@ func (d *Detector) resize(w, h int) {
 	d.cur = make([]uint16, n)
 	d.bg = make([]uint16, n)
 	d.age = make([]uint16, n)
+	d.dev = make([]uint16, n)
+	d.over = make([]uint8, n)
+	d.prev = make([]uint8, n)
 	d.keep = make([]uint8, n)
 	rasterMask(d.keep, d.sw, d.sh, d.cfg.Mask)
 	d.raw = make([]uint8, padded)
@@ -301,13 +338,19 @@ func (d *Detector) warmUp() {
 	if d.warm == 0 {
 		copy(d.bg, d.cur)
 		clear(d.age)
+		clear(d.dev)
+		clear(d.prev)
 	} else {
 		var sum int64
 		rate := int32(65536 / (d.warm + 1))
 		for i, c := range d.cur {
 			r := int32(c) - int32(d.bg[i])
-			sum += int64(abs32(r))
+			a := abs32(r)
+			sum += int64(a)
 			d.bg[i] = uint16(int32(d.bg[i]) + (r*rate+1<<15)>>16)
+			// The variability starts as the mean absolute difference of
+			// the warm-up frames from their running mean.
+			d.dev[i] = uint16(int32(d.dev[i]) + ((a-int32(d.dev[i]))*(65536/int32(d.warm))+1<<15)>>16)
 		}
 		d.noise = int32(sum / int64(len(d.cur)))
 	}
@@ -319,13 +362,68 @@ func (d *Detector) threshold() int32 {
 	return max(int32(d.cfg.NoiseFloor)<<8, int32(d.cfg.NoiseK*float64(d.noise)))
 }
 
-// offset is the median of frame minus background, in whole luma levels,
-// returned in 8.8 fixed point.
-func (d *Detector) offset() int32 {
+// gain estimates the frame's contrast relative to the background, in 8.8
+// fixed point: the background's pixels are split at its quartiles, and the
+// gain is the distance between the median frame levels of the dark and the
+// bright quarter over the distance between their median background levels.
+// Sensor noise does not bias a median, and a moving object must cover half
+// of a quarter to move one. A gain within gainIgnore of 1 is taken as 1 (the
+// medians are whole levels: a small difference is as likely rounding); ok is
+// false when the contrast changed by more than maxGain (a light switch, an
+// IR switch).
+func (d *Detector) gain() (g int32, ok bool) {
+	clear(d.histB[:])
+	for _, b := range d.bg {
+		d.histB[(b+128)>>8&255]++
+	}
+	n := int32(len(d.bg))
+	lo, hi := quantile(&d.histB, n/4), quantile(&d.histB, n-1-n/4)
+	sb := quantile(&d.histB, n-1-n/8) - quantile(&d.histB, n/8)
+	if sb < minSpreadLevels || hi <= lo {
+		return 256, true // a flat scene says nothing about contrast
+	}
+	clear(d.histC[:])
+	clear(d.histH[:])
+	var nLo, nHi int32
+	for i, b := range d.bg {
+		switch l := int32(b+128) >> 8; {
+		case l <= lo:
+			d.histC[(d.cur[i]+128)>>8&255]++
+			nLo++
+		case l >= hi:
+			d.histH[(d.cur[i]+128)>>8&255]++
+			nHi++
+		}
+	}
+	sc := quantile(&d.histH, nHi/2) - quantile(&d.histC, nLo/2)
+	g = int32(max(sc, 0) * 256 / sb)
+	switch {
+	case g*maxGainDen > 256*maxGainNum || g*maxGainNum < 256*maxGainDen:
+		return g, false
+	case g*gainIgnoreDen <= 256*gainIgnoreNum && g*gainIgnoreNum >= 256*gainIgnoreDen:
+		return 256, true
+	}
+	return g, true
+}
+
+// quantile returns the histogram bin below which fewer than k counts lie.
+func quantile(h *[256]int32, k int32) int32 {
+	var n int32
+	for i, c := range h {
+		if n += c; n > k {
+			return int32(i)
+		}
+	}
+	return 255
+}
+
+// offset is the median of frame minus gain × background, in whole luma
+// levels, returned in 8.8 fixed point.
+func (d *Detector) offset(gain int32) int32 {
 	clear(d.hist[:])
 	for i, c := range d.cur {
-		l := (int32(c) - int32(d.bg[i]) + 128) >> 8 // -255..255
-		d.hist[l+255]++
+		l := (int32(c) - (int32(d.bg[i])*gain)>>8 + 128) >> 8 // -255..255 (clamped below)
+		d.hist[min(max(l, -255), 255)+255]++
 	}
 	half := int32(len(d.cur) / 2)
 	var n int32
@@ -348,23 +446,32 @@ func (d *Detector) global() Result {
 func (d *Detector) reseed() {
 	copy(d.bg, d.cur)
 	clear(d.age)
+	clear(d.prev)
 	d.stats.Globals++
 }
 
-// diff fills the padded change mask d.raw and returns the number of changed
+// diff fills d.over (pixels past the global threshold thr) and the padded
+// change mask d.raw (also past their own variability threshold), comparing
+// the frame with gain × background + off, and returns the number of changed
 // pixels.
-func (d *Detector) diff(off, thr int32) int {
+func (d *Detector) diff(off, gain, thr int32) int {
 	changed := 0
+	k := d.flickQ
 	for y := range d.sh {
 		cur := d.cur[y*d.sw:][:d.sw]
 		bg := d.bg[y*d.sw:][:d.sw]
+		dev := d.dev[y*d.sw:][:d.sw]
+		over := d.over[y*d.sw:][:d.sw]
 		raw := d.raw[(y+1)*d.pw+1:][:d.sw]
 		keep := d.keep[y*d.sw:][:d.sw]
 		for x, c := range cur {
-			r := abs32(int32(c) - int32(bg[x]) - off)
-			m := uint8(uint32(thr-r)>>31) & keep[x] // 1 when r > thr and not masked
+			r := abs32(int32(c) - (int32(bg[x])*gain)>>8 - off)
+			o := uint8(uint32(thr-r)>>31) & keep[x] // 1 when r > thr and not masked
+			t := max(thr, (int32(dev[x])*k)>>8)
+			m := uint8(uint32(t-r)>>31) & o
+			over[x] = o
 			raw[x] = m
-			changed += int(m)
+			changed += int(o)
 		}
 	}
 	return changed
@@ -441,6 +548,7 @@ func (d *Detector) findBlobs() Result {
 		}
 	}
 
+	d.nextLabel = next
 	// Roots are the smallest label of their set, so merging in label order
 	// always adds into a root.
 	var res Result
@@ -509,10 +617,12 @@ func (d *Detector) union(a, b int32) int32 {
 
 // update teaches the background the frame: still pixels learn at
 // BackgroundRate, changed ones are held out until they have been changed
-// for AbsorbFrames frames. The noise estimate moves toward the mean
-// absolute difference of the pixels outside the despeckled mask (noise
-// speckles count, blobs do not).
-func (d *Detector) update(off int32) {
+// for AbsorbFrames frames. Each pixel's variability learns from still frames
+// and from the frames where it turns changed (flicker turns on and off;
+// an object that stays changed teaches nothing). The noise estimate moves
+// toward the mean absolute difference of the pixels outside the despeckled
+// mask (noise speckles count, blobs do not).
+func (d *Detector) update(off, gain int32) {
 	rate := d.rateQ
 	var sum int64
 	var cnt int
@@ -520,21 +630,31 @@ func (d *Detector) update(off int32) {
 		cur := d.cur[y*d.sw:][:d.sw]
 		bg := d.bg[y*d.sw:][:d.sw]
 		age := d.age[y*d.sw:][:d.sw]
+		dev := d.dev[y*d.sw:][:d.sw]
+		prev := d.prev[y*d.sw:][:d.sw]
 		raw := d.raw[(y+1)*d.pw+1:][:d.sw]
 		mask := d.mask[(y+1)*d.pw+1:][:d.sw]
 		for x, c := range cur {
-			r := int32(c) - int32(bg[x])
+			e := abs32(int32(c) - (int32(bg[x])*gain)>>8 - off)
 			if mask[x] == 0 {
-				sum += int64(abs32(r - off))
+				sum += int64(e)
 				cnt++
 			}
+			dv := int32(dev[x])
 			if raw[x] != 0 {
+				if prev[x] == 0 {
+					dev[x] = uint16(min(dv+(e-dv)>>onsetShift, 65535))
+				}
+				prev[x] = 1
 				if age[x]++; age[x] >= d.absorb {
 					bg[x], age[x] = c, 0
 				}
 				continue
 			}
+			prev[x] = 0
+			dev[x] = uint16(dv + (e-dv)>>devShift)
 			age[x] = 0
+			r := int32(c) - int32(bg[x])
 			bg[x] = uint16(int32(bg[x]) + (r*rate+1<<15)>>16)
 		}
 	}
