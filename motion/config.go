@@ -28,9 +28,12 @@ type Config struct {
 	// MinArea is the smallest blob of changed pixels, as a fraction of the
 	// analysed frame, that counts as motion. Default 0.003.
 	MinArea float64
-	// LightSwitch is the fraction of changed pixels above which a change is
-	// global (light switch, IR cut filter): the background is re-seeded and
-	// no motion is reported. Default 0.35.
+	// LightSwitch is the fraction of pixels still changed after the
+	// frame's brightness and contrast are matched to the background above
+	// which a change is global (light switch, IR cut filter): the
+	// background is re-seeded and no motion is reported. A contrast change
+	// beyond ±25% or a brightness step is global whatever this says.
+	// Default 0.7.
 	LightSwitch float64
 	// BackgroundRate is the per-frame learning rate of the background for
 	// pixels that are not changed. Default 0.05.
@@ -65,7 +68,7 @@ func DefaultConfig() Config {
 		NoiseK:          3,
 		FlickerK:        3,
 		MinArea:         0.003,
-		LightSwitch:     0.35,
+		LightSwitch:     0.7,
 		BackgroundRate:  0.05,
 		AbsorbFrames:    100,
 		MinMotionFrames: 3,

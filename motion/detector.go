@@ -216,12 +216,20 @@ func (d *Detector) step(luma []byte, w, h int) Result {
 		return Result{Global: true}
 	}
 	thr := d.threshold()
-	gain, ok := d.gain()
-	if !ok {
-		return d.global()
+	gain, off := int32(256), d.offset(256)
+	if g := d.gain(); g != 256 {
+		// Two explanations of the frame: the background as it was, with
+		// something in front of it, or the background under a new
+		// contrast. The one that leaves fewer pixels changed wins: a car
+		// filling a quarter of the frame also moves the quartiles.
+		if offG := d.offset(g); d.count(offG, g, thr) < d.count(off, 256, thr) {
+			if g*maxGainDen > 256*maxGainNum || g*maxGainNum < 256*maxGainDen {
+				return d.global()
+			}
+			gain, off = g, offG
+		}
 	}
 	d.gainQ = gain
-	off := d.offset(gain)
 	if abs32(off) >= max(2*thr, minStepLevels<<8) {
 		return d.global()
 	}
@@ -341,18 +349,21 @@ func (d *Detector) warmUp() {
 		clear(d.dev)
 		clear(d.prev)
 	} else {
-		var sum int64
+		clear(d.hist[:])
 		rate := int32(65536 / (d.warm + 1))
 		for i, c := range d.cur {
 			r := int32(c) - int32(d.bg[i])
 			a := abs32(r)
-			sum += int64(a)
+			d.hist[min(a>>8, 510)]++
 			d.bg[i] = uint16(int32(d.bg[i]) + (r*rate+1<<15)>>16)
 			// The variability starts as the mean absolute difference of
 			// the warm-up frames from their running mean.
 			d.dev[i] = uint16(int32(d.dev[i]) + ((a-int32(d.dev[i]))*(65536/int32(d.warm))+1<<15)>>16)
 		}
-		d.noise = int32(sum / int64(len(d.cur)))
+		// The noise is the median absolute difference scaled to a mean
+		// (0.8σ/0.674σ for Gaussian noise): things that move during
+		// warm-up must not pass for noise.
+		d.noise = (median(&d.hist, int32(len(d.cur)))*256 + 128) * 119 / 100
 	}
 	d.warm++
 }
@@ -368,10 +379,8 @@ func (d *Detector) threshold() int32 {
 // bright quarter over the distance between their median background levels.
 // Sensor noise does not bias a median, and a moving object must cover half
 // of a quarter to move one. A gain within gainIgnore of 1 is taken as 1 (the
-// medians are whole levels: a small difference is as likely rounding); ok is
-// false when the contrast changed by more than maxGain (a light switch, an
-// IR switch).
-func (d *Detector) gain() (g int32, ok bool) {
+// medians are whole levels: a small difference is as likely rounding).
+func (d *Detector) gain() int32 {
 	clear(d.histB[:])
 	for _, b := range d.bg {
 		d.histB[(b+128)>>8&255]++
@@ -380,7 +389,7 @@ func (d *Detector) gain() (g int32, ok bool) {
 	lo, hi := quantile(&d.histB, n/4), quantile(&d.histB, n-1-n/4)
 	sb := quantile(&d.histB, n-1-n/8) - quantile(&d.histB, n/8)
 	if sb < minSpreadLevels || hi <= lo {
-		return 256, true // a flat scene says nothing about contrast
+		return 256 // a flat scene says nothing about contrast
 	}
 	clear(d.histC[:])
 	clear(d.histH[:])
@@ -396,14 +405,33 @@ func (d *Detector) gain() (g int32, ok bool) {
 		}
 	}
 	sc := quantile(&d.histH, nHi/2) - quantile(&d.histC, nLo/2)
-	g = int32(max(sc, 0) * 256 / sb)
-	switch {
-	case g*maxGainDen > 256*maxGainNum || g*maxGainNum < 256*maxGainDen:
-		return g, false
-	case g*gainIgnoreDen <= 256*gainIgnoreNum && g*gainIgnoreNum >= 256*gainIgnoreDen:
-		return 256, true
+	g := int32(max(sc, 0) * 256 / sb)
+	if g*gainIgnoreDen <= 256*gainIgnoreNum && g*gainIgnoreNum >= 256*gainIgnoreDen {
+		return 256
 	}
-	return g, true
+	return g
+}
+
+// count returns the number of unmasked pixels whose difference from
+// gain × background + off exceeds thr.
+func (d *Detector) count(off, gain, thr int32) int {
+	n := 0
+	for i, c := range d.cur {
+		r := abs32(int32(c) - (int32(d.bg[i])*gain)>>8 - off)
+		n += int(uint32(thr-r)>>31) & int(d.keep[i])
+	}
+	return n
+}
+
+// median returns the median bin of a histogram of n counts.
+func median(h *[511]int32, n int32) int32 {
+	var c int32
+	for i, v := range h {
+		if c += v; c > n/2 {
+			return int32(i)
+		}
+	}
+	return int32(len(h) - 1)
 }
 
 // quantile returns the histogram bin below which fewer than k counts lie.
