@@ -25,6 +25,13 @@ type Config struct {
 	// clock) stop counting as change: a pixel's threshold is
 	// max(the global threshold, FlickerK*variability). Default 3.
 	FlickerK float64
+	// Shadow is the darkest a shadow may make a pixel, as a fraction of its
+	// background level: a changed pixel darkened to between Shadow and
+	// 0.92 of its background, with its neighbours darkened by the same
+	// ratio (the texture under a shadow shows through; an object brings
+	// its own), is shadow, not motion. 0 turns shadow detection off.
+	// Default 0.4.
+	Shadow float64
 	// MinArea is the smallest blob of changed pixels, as a fraction of the
 	// analysed frame, that counts as motion. Default 0.003.
 	MinArea float64
@@ -67,6 +74,7 @@ func DefaultConfig() Config {
 		NoiseFloor:      10,
 		NoiseK:          3,
 		FlickerK:        3,
+		Shadow:          0.4,
 		MinArea:         0.003,
 		LightSwitch:     0.7,
 		BackgroundRate:  0.05,
@@ -85,6 +93,7 @@ const (
 	minNoiseFloor, maxNoiseFloor           = 1, 128
 	minNoiseK, maxNoiseK                   = 0.5, 20
 	minFlickerK, maxFlickerK               = 1, 20
+	minShadow, maxShadow                   = 0, 0.9
 	minMinArea, maxMinArea                 = 0.0001, 0.5
 	minLightSwitch, maxLightSwitch         = 0.05, 1
 	minBackgroundRate, maxBackgroundRate   = 0.001, 0.5 // ≤ 0.5 keeps the fixed-point update inside int32
@@ -109,6 +118,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := checkFloat("FlickerK", c.FlickerK, minFlickerK, maxFlickerK); err != nil {
+		return err
+	}
+	if err := checkFloat("Shadow", c.Shadow, minShadow, maxShadow); err != nil {
 		return err
 	}
 	if err := checkFloat("MinArea", c.MinArea, minMinArea, maxMinArea); err != nil {

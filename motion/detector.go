@@ -69,6 +69,17 @@ const (
 	// a pixel learns when it turns changed (1/8).
 	devShift   = 4
 	onsetShift = 3
+	// A shadow darkens a pixel to at most shadowHi/256 of its background,
+	// and its neighbours by the same ratio within shadowTol/256.
+	shadowHi  = 235
+	shadowTol = 20
+	// Values of Detector.over.
+	overChanged  = 1
+	overShadow   = 2
+	overPenumbra = 3 // shadow found by the second pass of Detector.shadows
+	// penumbraNeighbours: shadow neighbours that make a darkened pixel
+	// shadow in the second pass.
+	penumbraNeighbours = 3
 	// Contrast (gain) bounds: within gainIgnore of 1 the gain is taken as
 	// 1; beyond maxGain the change is global. Ratios num/den.
 	gainIgnoreNum, gainIgnoreDen = 107, 100
@@ -125,16 +136,17 @@ type Detector struct {
 	cfg Config
 
 	// Geometry, set by resize.
-	w, h   int    // input size the buffers are for (0 before the first frame)
-	f      int    // box size of the downscale
-	sw, sh int    // analysed size
-	pw     int    // padded width sw+2 of the masks and labels
-	mul    uint64 // 2^32/(f*f): box sum to 8.8 fixed point
-	minPix int32  // MinArea in analysed pixels
-	maxPix int    // LightSwitch in analysed pixels
-	rateQ  int32  // BackgroundRate in 0.16 fixed point
-	flickQ int32  // FlickerK in 8.8 fixed point
-	absorb uint16 // AbsorbFrames
+	w, h     int    // input size the buffers are for (0 before the first frame)
+	f        int    // box size of the downscale
+	sw, sh   int    // analysed size
+	pw       int    // padded width sw+2 of the masks and labels
+	mul      uint64 // 2^32/(f*f): box sum to 8.8 fixed point
+	minPix   int32  // MinArea in analysed pixels
+	maxPix   int    // LightSwitch in analysed pixels
+	rateQ    int32  // BackgroundRate in 0.16 fixed point
+	flickQ   int32  // FlickerK in 8.8 fixed point
+	shadowLo int64  // Shadow in 8.8 fixed point (0: no shadow detection)
+	absorb   uint16 // AbsorbFrames
 
 	// Buffers, sized by resize.
 	acc    []uint32 // one output row of box sums
@@ -142,7 +154,7 @@ type Detector struct {
 	bg     []uint16 // background, 8.8 fixed point
 	age    []uint16 // consecutive frames each pixel has been changed
 	dev    []uint16 // per-pixel variability: mean absolute difference, 8.8 fixed point
-	over   []uint8  // 1 where the pixel passed the global threshold (before the per-pixel one)
+	over   []uint8  // overChanged where the pixel passed the global threshold (before the per-pixel one), overShadow where it was then found to be shadow
 	prev   []uint8  // 1 where the pixel was changed in the previous frame
 	keep   []uint8  // 0 where Config.Mask hides the pixel, else 1
 	raw    []uint8  // padded change mask
@@ -172,10 +184,11 @@ func NewDetector(c Config) (*Detector, error) {
 		return nil, err
 	}
 	return &Detector{
-		cfg:    c,
-		rateQ:  int32(math.Round(c.BackgroundRate * 65536)),
-		flickQ: int32(math.Round(c.FlickerK * 256)),
-		absorb: uint16(c.AbsorbFrames),
+		cfg:      c,
+		rateQ:    int32(math.Round(c.BackgroundRate * 65536)),
+		flickQ:   int32(math.Round(c.FlickerK * 256)),
+		shadowLo: int64(math.Round(c.Shadow * 256)),
+		absorb:   uint16(c.AbsorbFrames),
 	}, nil
 }
 
@@ -235,6 +248,9 @@ func (d *Detector) step(luma []byte, w, h int) Result {
 	}
 	if changed := d.diff(off, gain, thr); changed > d.maxPix {
 		return d.global()
+	}
+	if d.shadowLo > 0 {
+		d.shadows(off, gain)
 	}
 	var res Result
 	d.nextLabel = 1
@@ -505,6 +521,85 @@ func (d *Detector) diff(off, gain, thr int32) int {
 	return changed
 }
 
+// shadows clears the changed pixels of d.raw that are shadow: darkened to
+// between Shadow and shadowHi of their expected level, with every
+// neighbour darkened by the same ratio (a shadow keeps the texture under it;
+// an object brings its own), and marks them overShadow in d.over.
+func (d *Detector) shadows(off, gain int32) {
+	sw, sh, pw := d.sw, d.sh, d.pw
+	exp := func(i int) int64 { return max(1, int64(int32(d.bg[i])*gain>>8+off)) }
+	for y := range sh {
+		for x := range sw {
+			p := (y+1)*pw + x + 1
+			if d.raw[p] == 0 {
+				continue
+			}
+			i := y*sw + x
+			c, e := int64(d.cur[i]), exp(i)
+			// c/e in [Shadow, shadowHi/256]
+			if c*256 < d.shadowLo*e || c*256 > shadowHi*e {
+				continue
+			}
+			shadow := true
+			for dy := -1; dy <= 1 && shadow; dy++ {
+				ny := y + dy
+				if ny < 0 || ny >= sh {
+					continue
+				}
+				for dx := -1; dx <= 1; dx++ {
+					nx := x + dx
+					if nx < 0 || nx >= sw || (dx == 0 && dy == 0) {
+						continue
+					}
+					j := ny*sw + nx
+					cn, en := int64(d.cur[j]), exp(j)
+					// |cn/en - c/e| <= shadowTol/256
+					if diff := cn*e - c*en; diff*256 > shadowTol*en*e || -diff*256 > shadowTol*en*e {
+						shadow = false
+						break
+					}
+				}
+			}
+			if shadow {
+				d.raw[p] = 0
+				d.over[i] = overShadow
+			}
+		}
+	}
+	// The penumbra: a changed pixel darkened within the shadow's range
+	// next to shadow is shadow too (one step, no flood).
+	for y := range sh {
+		for x := range sw {
+			p := (y+1)*pw + x + 1
+			if d.raw[p] == 0 {
+				continue
+			}
+			i := y*sw + x
+			c, e := int64(d.cur[i]), exp(i)
+			if c*256 < d.shadowLo*e || c >= e {
+				continue
+			}
+			n := 0
+			for ny := max(0, y-1); ny <= min(sh-1, y+1); ny++ {
+				for nx := max(0, x-1); nx <= min(sw-1, x+1); nx++ {
+					if d.over[ny*sw+nx] == overShadow {
+						n++
+					}
+				}
+			}
+			if n >= penumbraNeighbours {
+				d.over[i] = overPenumbra
+			}
+		}
+	}
+	for i, o := range d.over {
+		if o == overPenumbra {
+			d.over[i] = overShadow
+			d.raw[(i/sw+1)*pw+i%sw+1] = 0
+		}
+	}
+}
+
 // despeckle sets d.mask to the 3×3 majority (at least 5 of 9) of d.raw, so
 // isolated pixels and thin noise vanish and pinholes close. It returns the
 // number of pixels set.
@@ -660,6 +755,7 @@ func (d *Detector) update(off, gain int32) {
 		age := d.age[y*d.sw:][:d.sw]
 		dev := d.dev[y*d.sw:][:d.sw]
 		prev := d.prev[y*d.sw:][:d.sw]
+		over := d.over[y*d.sw:][:d.sw]
 		raw := d.raw[(y+1)*d.pw+1:][:d.sw]
 		mask := d.mask[(y+1)*d.pw+1:][:d.sw]
 		for x, c := range cur {
@@ -669,6 +765,15 @@ func (d *Detector) update(off, gain int32) {
 				cnt++
 			}
 			dv := int32(dev[x])
+			if over[x] == overShadow {
+				// Held out like a changed pixel (a lasting shadow is
+				// absorbed), teaching no variability.
+				prev[x] = 0
+				if age[x]++; age[x] >= d.absorb {
+					bg[x], age[x] = c, 0
+				}
+				continue
+			}
 			if raw[x] != 0 {
 				if prev[x] == 0 {
 					dev[x] = uint16(min(dv+(e-dv)>>onsetShift, 65535))

@@ -7,6 +7,7 @@ const (
 	StateStill   uint8 = iota // no change from the background
 	StateMasked               // hidden by Config.Mask
 	StateFlicker              // changed, but the pixel keeps changing (leaves, water, an on-screen clock): ignored
+	StateShadow               // darkened like a shadow: ignored
 	StateNoise                // changed, removed by the despeckle filter
 	StateSmall                // changed, in a blob smaller than MinArea
 	StateMotion               // changed, in a blob of at least MinArea
@@ -52,6 +53,8 @@ func (d *Detector) View(v *View) {
 			case d.keep[i] == 0:
 				s = StateMasked
 			case !analysed:
+			case d.over[i] == overShadow:
+				s = StateShadow
 			case d.over[i] != 0 && d.raw[p] == 0:
 				s = StateFlicker
 			case d.raw[p] == 0 && d.mask[p] == 0:
