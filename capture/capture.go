@@ -13,9 +13,11 @@ package capture
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"image"
+	"runtime"
 	"time"
 )
 
@@ -380,9 +382,64 @@ func lumaFromYUYV(dst, src []byte, w, h, stride int) {
 	for y := range h {
 		row := src[y*stride : y*stride+2*w]
 		out := dst[y*w : y*w+w]
-		for x := range out {
-			out[x] = row[2*x]
+		if yuyvWords {
+			yuyvLumaRowWords(out, row)
+		} else {
+			yuyvLumaRowBytes(out, row)
 		}
+	}
+}
+
+// yuyvWords picks the row loop of lumaFromYUYV at compile time: 64-bit
+// loads and shifts where binary.LittleEndian.Uint64 compiles to one
+// (unaligned) load and 64-bit arithmetic is native, byte moves elsewhere. On
+// 32-bit ARM the compiler splits every wide load and store into byte
+// accesses and a 64-bit shift into several instructions, so there the words
+// would only add work to the byte moves.
+const yuyvWords = runtime.GOARCH == "amd64" || runtime.GOARCH == "arm64"
+
+// yuyvLumaRowWords writes the Y bytes of one YUYV line, row (at least
+// 2*len(out) bytes), into out: 32 bytes in, 16 out per step.
+func yuyvLumaRowWords(out, row []byte) {
+	row = row[:2*len(out)]
+	for len(out) >= 16 && len(row) >= 32 {
+		o, r := (*[16]byte)(out), (*[32]byte)(row)
+		le := binary.LittleEndian
+		le.PutUint64(o[0:8], yuyvEvenBytes(le.Uint64(r[0:8]), le.Uint64(r[8:16])))
+		le.PutUint64(o[8:16], yuyvEvenBytes(le.Uint64(r[16:24]), le.Uint64(r[24:32])))
+		out, row = out[16:], row[32:]
+	}
+	for x := range out {
+		out[x] = row[2*x]
+	}
+}
+
+// yuyvEvenBytes returns the even bytes of a then those of b (little-endian
+// words: the four Y of a's two YUYV pixel pairs, then b's).
+func yuyvEvenBytes(a, b uint64) uint64 {
+	const (
+		even8  = 0x00ff00ff00ff00ff // bytes Y0 _ Y1 _ Y2 _ Y3 _
+		even16 = 0x0000ffff0000ffff // bytes Y0 Y1 _ _ Y2 Y3 _ _
+	)
+	a, b = a&even8, b&even8
+	a, b = (a|a>>8)&even16, (b|b>>8)&even16
+	return uint64(uint32(a|a>>16)) | (b|b>>16)<<32
+}
+
+// yuyvLumaRowBytes is yuyvLumaRowWords with byte moves, 16 to a step
+// without bounds checks.
+func yuyvLumaRowBytes(out, row []byte) {
+	row = row[:2*len(out)]
+	for len(out) >= 16 && len(row) >= 32 {
+		o, r := (*[16]byte)(out), (*[32]byte)(row)
+		o[0], o[1], o[2], o[3] = r[0], r[2], r[4], r[6]
+		o[4], o[5], o[6], o[7] = r[8], r[10], r[12], r[14]
+		o[8], o[9], o[10], o[11] = r[16], r[18], r[20], r[22]
+		o[12], o[13], o[14], o[15] = r[24], r[26], r[28], r[30]
+		out, row = out[16:], row[32:]
+	}
+	for x := range out {
+		out[x] = row[2*x]
 	}
 }
 
