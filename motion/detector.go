@@ -32,10 +32,12 @@
 package motion
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"image"
 	"math"
+	"runtime"
 )
 
 // ErrBadFrame is wrapped by Result.Err when Step is given a plane it cannot
@@ -73,6 +75,9 @@ const (
 	// and its neighbours by the same ratio within shadowTol/256.
 	shadowHi  = 235
 	shadowTol = 20
+	// sampleStep: the brightness and contrast histograms take every
+	// sampleStep-th pixel (a median of thousands of samples is as good).
+	sampleStep = 3
 	// Values of Detector.over.
 	overChanged  = 1
 	overShadow   = 2
@@ -318,6 +323,15 @@ func (d *Detector) resize(w, h int) {
 // downscale box-averages the input into d.cur (8.8 fixed point). Columns
 // and rows beyond sw*f and sh*f are left out.
 func (d *Detector) downscale(luma []byte) {
+	if wordLoads && (d.f == 2 || d.f == 4) {
+		d.downscaleWords(luma)
+		return
+	}
+	d.downscaleBytes(luma)
+}
+
+// downscaleBytes is downscale one byte at a time.
+func (d *Detector) downscaleBytes(luma []byte) {
 	f, sw, w := d.f, d.sw, d.w
 	acc := d.acc[:sw]
 	for oy := range d.sh {
@@ -351,6 +365,72 @@ func (d *Detector) downscale(luma []byte) {
 		}
 		out := d.cur[oy*sw:][:sw]
 		for x, a := range acc {
+			out[x] = uint16((uint64(a)*d.mul + 1<<23) >> 24)
+		}
+	}
+}
+
+// wordLoads picks downscaleWords for box sizes 2 and 4 where
+// binary.LittleEndian.Uint64 compiles to one load and 64-bit arithmetic is
+// native; 32-bit ARM splits wide loads into bytes, so it keeps the byte
+// loops.
+const wordLoads = runtime.GOARCH == "amd64" || runtime.GOARCH == "arm64"
+
+// downscaleWords is downscale for f 2 and 4: eight input bytes of each of
+// the f rows at a time are added pairwise into four 16-bit lanes (at most
+// 4 rows × 2 × 255 per lane, no carry between lanes).
+func (d *Detector) downscaleWords(luma []byte) {
+	const (
+		even8  = 0x00ff00ff00ff00ff
+		even16 = 0x0000ffff0000ffff
+	)
+	f, sw, w := d.f, d.sw, d.w
+	words := sw * f / 8 // whole 8-byte words per row
+	n := words * 8
+	for oy := range d.sh {
+		out := d.cur[oy*sw:][:sw]
+		r0 := luma[oy*f*w:][:n:n]
+		r1 := luma[(oy*f+1)*w:][:n:n]
+		x := 0
+		if f == 2 {
+			// Each lane is one output pixel's 2×2 sum.
+			for j := 0; j+8 <= n; j += 8 {
+				v0 := binary.LittleEndian.Uint64(r0[j:])
+				v1 := binary.LittleEndian.Uint64(r1[j:])
+				t := v0&even8 + (v0>>8)&even8 + v1&even8 + (v1>>8)&even8
+				o := out[x : x+4 : x+4]
+				o[0] = uint16(t&0xffff) << 6 // ×256/4
+				o[1] = uint16(t>>16&0xffff) << 6
+				o[2] = uint16(t>>32&0xffff) << 6
+				o[3] = uint16(t>>48) << 6
+				x += 4
+			}
+		} else {
+			// Pairs of lanes are one output pixel's 4×4 sum.
+			r2 := luma[(oy*f+2)*w:][:n:n]
+			r3 := luma[(oy*f+3)*w:][:n:n]
+			for j := 0; j+8 <= n; j += 8 {
+				v0 := binary.LittleEndian.Uint64(r0[j:])
+				v1 := binary.LittleEndian.Uint64(r1[j:])
+				v2 := binary.LittleEndian.Uint64(r2[j:])
+				v3 := binary.LittleEndian.Uint64(r3[j:])
+				t := v0&even8 + (v0>>8)&even8 + v1&even8 + (v1>>8)&even8 +
+					v2&even8 + (v2>>8)&even8 + v3&even8 + (v3>>8)&even8
+				u := t&even16 + (t>>16)&even16
+				o := out[x : x+2 : x+2]
+				o[0] = uint16(u&0xffffffff) << 4 // ×256/16
+				o[1] = uint16(u>>32) << 4
+				x += 2
+			}
+		}
+		// The columns the words did not cover.
+		for ; x < sw; x++ {
+			var a uint32
+			for k := range f {
+				for _, v := range luma[(oy*f+k)*w+x*f:][:f] {
+					a += uint32(v)
+				}
+			}
 			out[x] = uint16((uint64(a)*d.mul + 1<<23) >> 24)
 		}
 	}
@@ -398,10 +478,11 @@ func (d *Detector) threshold() int32 {
 // medians are whole levels: a small difference is as likely rounding).
 func (d *Detector) gain() int32 {
 	clear(d.histB[:])
-	for _, b := range d.bg {
-		d.histB[(b+128)>>8&255]++
+	cur, bg := d.cur, d.bg[:len(d.cur)]
+	for i := 0; i < len(bg); i += sampleStep {
+		d.histB[(bg[i]+128)>>8&255]++
 	}
-	n := int32(len(d.bg))
+	n := int32((len(bg) + sampleStep - 1) / sampleStep)
 	lo, hi := quantile(&d.histB, n/4), quantile(&d.histB, n-1-n/4)
 	sb := quantile(&d.histB, n-1-n/8) - quantile(&d.histB, n/8)
 	if sb < minSpreadLevels || hi <= lo {
@@ -410,13 +491,13 @@ func (d *Detector) gain() int32 {
 	clear(d.histC[:])
 	clear(d.histH[:])
 	var nLo, nHi int32
-	for i, b := range d.bg {
-		switch l := int32(b+128) >> 8; {
+	for i := 0; i < len(bg); i += sampleStep {
+		switch l := int32(bg[i]+128) >> 8; {
 		case l <= lo:
-			d.histC[(d.cur[i]+128)>>8&255]++
+			d.histC[(cur[i]+128)>>8&255]++
 			nLo++
 		case l >= hi:
-			d.histH[(d.cur[i]+128)>>8&255]++
+			d.histH[(cur[i]+128)>>8&255]++
 			nHi++
 		}
 	}
@@ -465,11 +546,12 @@ func quantile(h *[256]int32, k int32) int32 {
 // levels, returned in 8.8 fixed point.
 func (d *Detector) offset(gain int32) int32 {
 	clear(d.hist[:])
-	for i, c := range d.cur {
-		l := (int32(c) - (int32(d.bg[i])*gain)>>8 + 128) >> 8 // -255..255 (clamped below)
+	cur, bg := d.cur, d.bg[:len(d.cur)]
+	for i := 0; i < len(cur); i += sampleStep {
+		l := (int32(cur[i]) - (int32(bg[i])*gain)>>8 + 128) >> 8 // -255..255 (clamped below)
 		d.hist[min(max(l, -255), 255)+255]++
 	}
-	half := int32(len(d.cur) / 2)
+	half := int32((len(cur) + sampleStep - 1) / sampleStep / 2)
 	var n int32
 	for i, c := range d.hist {
 		n += c
@@ -524,78 +606,66 @@ func (d *Detector) diff(off, gain, thr int32) int {
 // shadows clears the changed pixels of d.raw that are shadow: darkened to
 // between Shadow and shadowHi of their expected level, with every
 // neighbour darkened by the same ratio (a shadow keeps the texture under it;
-// an object brings its own), and marks them overShadow in d.over.
+// an object brings its own), and marks them overShadow in d.over; then the
+// changed pixels darkened within the same range next to at least
+// penumbraNeighbours of those (the penumbra), marked overPenumbra.
 func (d *Detector) shadows(off, gain int32) {
 	sw, sh, pw := d.sw, d.sh, d.pw
+	lo := d.shadowLo
 	exp := func(i int) int64 { return max(1, int64(int32(d.bg[i])*gain>>8+off)) }
 	for y := range sh {
-		for x := range sw {
-			p := (y+1)*pw + x + 1
-			if d.raw[p] == 0 {
+		raw := d.raw[(y+1)*pw+1:][:sw]
+		for x, m := range raw {
+			if m == 0 {
 				continue
 			}
 			i := y*sw + x
 			c, e := int64(d.cur[i]), exp(i)
 			// c/e in [Shadow, shadowHi/256]
-			if c*256 < d.shadowLo*e || c*256 > shadowHi*e {
+			if c*256 < lo*e || c*256 > shadowHi*e {
 				continue
 			}
 			shadow := true
-			for dy := -1; dy <= 1 && shadow; dy++ {
-				ny := y + dy
-				if ny < 0 || ny >= sh {
-					continue
-				}
-				for dx := -1; dx <= 1; dx++ {
-					nx := x + dx
-					if nx < 0 || nx >= sw || (dx == 0 && dy == 0) {
-						continue
-					}
+		scan:
+			for ny := max(0, y-1); ny <= min(sh-1, y+1); ny++ {
+				for nx := max(0, x-1); nx <= min(sw-1, x+1); nx++ {
 					j := ny*sw + nx
 					cn, en := int64(d.cur[j]), exp(j)
 					// |cn/en - c/e| <= shadowTol/256
 					if diff := cn*e - c*en; diff*256 > shadowTol*en*e || -diff*256 > shadowTol*en*e {
 						shadow = false
-						break
+						break scan
 					}
 				}
 			}
 			if shadow {
-				d.raw[p] = 0
+				raw[x] = 0
 				d.over[i] = overShadow
 			}
 		}
 	}
-	// The penumbra: a changed pixel darkened within the shadow's range
-	// next to shadow is shadow too (one step, no flood).
 	for y := range sh {
-		for x := range sw {
-			p := (y+1)*pw + x + 1
-			if d.raw[p] == 0 {
+		raw := d.raw[(y+1)*pw+1:][:sw]
+		for x, m := range raw {
+			if m == 0 {
 				continue
 			}
 			i := y*sw + x
-			c, e := int64(d.cur[i]), exp(i)
-			if c*256 < d.shadowLo*e || c >= e {
+			if c, e := int64(d.cur[i]), exp(i); c*256 < lo*e || c >= e {
 				continue
 			}
 			n := 0
 			for ny := max(0, y-1); ny <= min(sh-1, y+1); ny++ {
-				for nx := max(0, x-1); nx <= min(sw-1, x+1); nx++ {
-					if d.over[ny*sw+nx] == overShadow {
+				for _, o := range d.over[ny*sw+max(0, x-1) : ny*sw+min(sw-1, x+1)+1] {
+					if o == overShadow {
 						n++
 					}
 				}
 			}
 			if n >= penumbraNeighbours {
+				raw[x] = 0
 				d.over[i] = overPenumbra
 			}
-		}
-	}
-	for i, o := range d.over {
-		if o == overPenumbra {
-			d.over[i] = overShadow
-			d.raw[(i/sw+1)*pw+i%sw+1] = 0
 		}
 	}
 }
@@ -765,7 +835,7 @@ func (d *Detector) update(off, gain int32) {
 				cnt++
 			}
 			dv := int32(dev[x])
-			if over[x] == overShadow {
+			if over[x] >= overShadow {
 				// Held out like a changed pixel (a lasting shadow is
 				// absorbed), teaching no variability.
 				prev[x] = 0

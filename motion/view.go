@@ -53,7 +53,7 @@ func (d *Detector) View(v *View) {
 			case d.keep[i] == 0:
 				s = StateMasked
 			case !analysed:
-			case d.over[i] == overShadow:
+			case d.over[i] >= overShadow:
 				s = StateShadow
 			case d.over[i] != 0 && d.raw[p] == 0:
 				s = StateFlicker
