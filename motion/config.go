@@ -53,6 +53,10 @@ type Config struct {
 	// clock, a neighbour's window). Coordinates are fractions of the frame's
 	// width and height, so a mask holds at any resolution. Default none.
 	Mask []Polygon
+	// Zones, when given, limit motion to blobs with pixels in a zone and
+	// name the zones each event touched (a driveway, a door). Default
+	// none: motion anywhere counts.
+	Zones []Zone
 	// MinMotionFrames is the number of consecutive motion frames that starts
 	// an event. Default 3.
 	MinMotionFrames int
@@ -148,14 +152,12 @@ func (c Config) Validate() error {
 		return err
 	}
 	for i, poly := range c.Mask {
-		if len(poly) < 3 {
-			return fmt.Errorf("motion: Mask[%d]: %d points, want at least 3", i, len(poly))
+		if err := checkPolygon(fmt.Sprintf("Mask[%d]", i), poly); err != nil {
+			return err
 		}
-		for _, pt := range poly {
-			if !(pt.X >= 0 && pt.X <= 1 && pt.Y >= 0 && pt.Y <= 1) {
-				return fmt.Errorf("motion: Mask[%d]: point (%g, %g) outside the frame [0, 1]", i, pt.X, pt.Y)
-			}
-		}
+	}
+	if err := checkZones(c.Zones); err != nil {
+		return err
 	}
 	if c.MinArea >= c.LightSwitch {
 		return fmt.Errorf("motion: MinArea: %v must be below LightSwitch %v", c.MinArea, c.LightSwitch)

@@ -96,12 +96,16 @@ const (
 
 // Result is what Step found in one frame.
 type Result struct {
-	// Motion: a blob of at least MinArea of the frame changed.
+	// Motion: a blob of at least MinArea of the frame changed (with
+	// Config.Zones, a blob with pixels in a zone).
 	Motion bool
 	// AreaPPM is the area of the largest qualifying blob, in parts per
 	// million of the frame (0 without motion). It is not the total moving
 	// area: several small blobs that each fail MinArea do not add up.
 	AreaPPM uint32
+	// Zones has bit i set when a qualifying blob has pixels in
+	// Config.Zones[i] (0 without zones).
+	Zones uint32
 	// Box bounds all qualifying blobs, in the input frame's pixel
 	// coordinates (empty without motion).
 	Box image.Rectangle
@@ -132,6 +136,7 @@ type Stats struct {
 type blob struct {
 	area           int32
 	x0, y0, x1, y1 int32
+	zones          uint32 // Config.Zones the blob has pixels in (bit i: Zones[i])
 }
 
 // Detector finds motion in a stream of luma planes. Make it with
@@ -162,6 +167,7 @@ type Detector struct {
 	over   []uint8  // overChanged where the pixel passed the global threshold (before the per-pixel one), overShadow where it was then found to be shadow
 	prev   []uint8  // 1 where the pixel was changed in the previous frame
 	keep   []uint8  // 0 where Config.Mask hides the pixel, else 1
+	zone   []uint32 // per pixel, the Config.Zones it lies in (nil without zones)
 	raw    []uint8  // padded change mask
 	mask   []uint8  // padded despeckled mask
 	colSum []uint8  // scratch of the majority filter
@@ -177,7 +183,7 @@ type Detector struct {
 	warm      int   // warm-up frames seen
 	settle    int   // frames still to re-seed after a global change
 	noise     int32 // noise estimate, 8.8 fixed point
-	gainQ     int32 // this frame's contrast gain over the background, 16.16 fixed point
+	pivot     int32 // the background's median level (8.8), measured by gain
 	nextLabel int32 // labels used in the last findBlobs
 	last      Result
 	stats     Stats
@@ -247,8 +253,10 @@ func (d *Detector) step(luma []byte, w, h int) Result {
 			gain, off = g, offG
 		}
 	}
-	d.gainQ = gain
-	if abs32(off) >= max(2*thr, minStepLevels<<8) {
+	// The brightness step is the offset at the background's median level
+	// (off is the offset at level 0 of gain × background + off).
+	step := off - d.pivot + (d.pivot*gain)>>8
+	if abs32(step) >= max(2*thr, minStepLevels<<8) {
 		return d.global()
 	}
 	if changed := d.diff(off, gain, thr); changed > d.maxPix {
@@ -311,6 +319,11 @@ func (d *Detector) resize(w, h int) {
 	d.prev = make([]uint8, n)
 	d.keep = make([]uint8, n)
 	rasterMask(d.keep, d.sw, d.sh, d.cfg.Mask)
+	d.zone = nil
+	if len(d.cfg.Zones) > 0 {
+		d.zone = make([]uint32, n)
+		rasterZones(d.zone, d.sw, d.sh, d.cfg.Zones)
+	}
 	d.raw = make([]uint8, padded)
 	d.mask = make([]uint8, padded)
 	d.colSum = make([]uint8, d.pw)
@@ -484,6 +497,7 @@ func (d *Detector) gain() int32 {
 	}
 	n := int32((len(bg) + sampleStep - 1) / sampleStep)
 	lo, hi := quantile(&d.histB, n/4), quantile(&d.histB, n-1-n/4)
+	d.pivot = quantile(&d.histB, n/2) << 8
 	sb := quantile(&d.histB, n-1-n/8) - quantile(&d.histB, n/8)
 	if sb < minSpreadLevels || hi <= lo {
 		return 256 // a flat scene says nothing about contrast
@@ -735,6 +749,9 @@ func (d *Detector) findBlobs() Result {
 			d.labels[p] = l
 			b := &d.blobs[l]
 			b.area++
+			if d.zone != nil {
+				b.zones |= d.zone[(y-1)*d.sw+x-1]
+			}
 			// y0 needs no update: a label's first pixel is its topmost.
 			b.x0, b.x1 = min(b.x0, int32(x)), max(b.x1, int32(x))
 			b.y1 = max(b.y1, int32(y))
@@ -752,13 +769,15 @@ func (d *Detector) findBlobs() Result {
 			into.area += b.area
 			into.x0, into.y0 = min(into.x0, b.x0), min(into.y0, b.y0)
 			into.x1, into.y1 = max(into.x1, b.x1), max(into.y1, b.y1)
+			into.zones |= b.zones
 		}
 	}
 	for l := int32(1); l < next; l++ {
 		b := d.blobs[l]
-		if d.parent[l] != l || b.area < d.minPix {
+		if d.parent[l] != l || !d.counts(b) {
 			continue
 		}
+		res.Zones |= b.zones
 		if !res.Motion {
 			box = b
 		} else {
@@ -772,6 +791,12 @@ func (d *Detector) findBlobs() Result {
 		res.Box, res.TouchesEdge = d.inputBox(box)
 	}
 	return res
+}
+
+// counts reports whether a root blob is motion: at least MinArea, and in a
+// zone when there are zones.
+func (d *Detector) counts(b blob) bool {
+	return b.area >= d.minPix && (d.zone == nil || b.zones != 0)
 }
 
 // inputBox scales an inclusive padded analysis box to input pixels; a box

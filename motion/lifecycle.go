@@ -40,6 +40,9 @@ type Summary struct {
 	PeakAreaPPM uint32
 	// Box is the best frame's motion box.
 	Box image.Rectangle
+	// Zones has the bits of every Config.Zones entry the event's motion
+	// frames touched (Result.Zones).
+	Zones uint32
 	// Reason is why the event ended: ReasonGap, ReasonMaxLength or
 	// ReasonFlush; empty at Start.
 	Reason string
@@ -54,8 +57,9 @@ type Lifecycle struct {
 	gap, postRoll, maxLength time.Duration
 
 	// Idle: the run of consecutive motion frames so far.
-	run     int
-	runPeak uint32
+	run      int
+	runPeak  uint32
+	runZones uint32
 
 	// Open event.
 	open       bool
@@ -89,7 +93,7 @@ func (l *Lifecycle) Observe(t time.Time, r Result) Decision {
 		// time seen and start counting afresh from this frame.
 		prev := l.lastSeen
 		l.lastSeen = t
-		l.run, l.runPeak = 0, 0
+		l.run, l.runPeak, l.runZones = 0, 0, 0
 		if l.open {
 			return l.end(prev, ReasonGap)
 		}
@@ -110,6 +114,7 @@ func (l *Lifecycle) Observe(t time.Time, r Result) Decision {
 		l.lastMotion = t
 		l.sum.MotionFrames++
 		l.sum.PeakAreaPPM = max(l.sum.PeakAreaPPM, r.AreaPPM)
+		l.sum.Zones |= r.Zones
 		if !l.better(r) {
 			return Decision{}
 		}
@@ -119,19 +124,20 @@ func (l *Lifecycle) Observe(t time.Time, r Result) Decision {
 	}
 
 	if !r.Motion {
-		l.run, l.runPeak = 0, 0
+		l.run, l.runPeak, l.runZones = 0, 0, 0
 		return Decision{}
 	}
 	l.run++
 	l.runPeak = max(l.runPeak, r.AreaPPM)
+	l.runZones |= r.Zones
 	if l.run < l.minFrames {
 		return Decision{}
 	}
 	l.open = true
-	l.sum = Summary{Start: t, End: t, MotionFrames: l.run, PeakAreaPPM: l.runPeak, Box: r.Box}
+	l.sum = Summary{Start: t, End: t, MotionFrames: l.run, PeakAreaPPM: l.runPeak, Box: r.Box, Zones: l.runZones}
 	l.lastMotion = t
 	l.bestArea, l.bestInside = r.AreaPPM, !r.TouchesEdge
-	l.run, l.runPeak = 0, 0
+	l.run, l.runPeak, l.runZones = 0, 0, 0
 	return Decision{Start: true, Best: true, Summary: l.sum}
 }
 
@@ -148,7 +154,7 @@ func (l *Lifecycle) better(r Result) bool {
 // normally the last frame's time. Without an open event it returns a zero
 // Decision.
 func (l *Lifecycle) Flush(t time.Time) Decision {
-	l.run, l.runPeak = 0, 0
+	l.run, l.runPeak, l.runZones = 0, 0, 0
 	if !l.open {
 		return Decision{}
 	}

@@ -9,8 +9,8 @@ const (
 	StateFlicker              // changed, but the pixel keeps changing (leaves, water, an on-screen clock): ignored
 	StateShadow               // darkened like a shadow: ignored
 	StateNoise                // changed, removed by the despeckle filter
-	StateSmall                // changed, in a blob smaller than MinArea
-	StateMotion               // changed, in a blob of at least MinArea
+	StateSmall                // changed, in a blob smaller than MinArea (or, with zones, in no zone)
+	StateMotion               // changed, in a blob that counts as motion
 )
 
 // View is what the detector saw in the last frame, for tuning aids (keyframe
@@ -22,7 +22,8 @@ type View struct {
 	Width, Height, Scale int
 	// State holds Width*Height pixel states (StateStill...), row by row.
 	State []uint8
-	// Blobs are the boxes of the blobs of at least MinArea, in input pixels.
+	// Blobs are the boxes of the blobs that count as motion, in input
+	// pixels.
 	Blobs []image.Rectangle
 	// Threshold is the global per-pixel threshold, in luma levels.
 	Threshold float64
@@ -60,7 +61,7 @@ func (d *Detector) View(v *View) {
 			case d.raw[p] == 0 && d.mask[p] == 0:
 			case d.mask[p] == 0:
 				s = StateNoise
-			case d.blobs[d.find(d.labels[p])].area >= d.minPix:
+			case d.counts(d.blobs[d.find(d.labels[p])]):
 				s = StateMotion
 			default:
 				s = StateSmall
@@ -72,7 +73,7 @@ func (d *Detector) View(v *View) {
 		return
 	}
 	for l := int32(1); l < d.nextLabel; l++ {
-		if b := d.blobs[l]; d.parent[l] == l && b.area >= d.minPix {
+		if b := d.blobs[l]; d.parent[l] == l && d.counts(b) {
 			r, _ := d.inputBox(b)
 			v.Blobs = append(v.Blobs, r)
 		}
