@@ -9,6 +9,7 @@
 //	keyframe config    print the configuration with every default
 //	keyframe watchdog  show the hardware watchdog's state and boot status
 //	keyframe eval      score the motion detector on labelled image sequences
+//	keyframe tune      draw what the motion detector saw, frame by frame
 //	keyframe version   print the version
 package main
 
@@ -32,6 +33,7 @@ commands:
   config     print the configuration file with every default (or the effective one with -config)
   watchdog   watchdog status: identity, timeout, boot status (reads sysfs; never arms it)
   eval       score the motion detector on labelled image sequences (precision, recall, F1, events)
+  tune       write images of what the motion detector saw per frame (mask, blobs, status) for a sequence or camera
   version    print the version
 
 Run "keyframe <command> -h" for a command's flags.
@@ -64,6 +66,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdWatchdog(rest, stdout, stderr)
 	case "eval":
 		return cmdEval(rest, stdout, stderr)
+	case "tune":
+		return cmdTune(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "keyframe %s\n", version)
 		return 0

@@ -5,8 +5,8 @@
 //
 // Colours (see [Render]): motion red, blobs below MinArea orange, changes
 // removed by the despeckle filter yellow, changes ignored because the pixel
-// keeps changing (flicker: leaves, water) blue, masked pixels dimmed and
-// hatched, the boxes of the blobs that counted as motion green. A text band
+// keeps changing (flicker: leaves, water) blue, changes ignored as shadows
+// violet, masked pixels dimmed and hatched, the boxes of the blobs that counted as motion green. A text band
 // below the image gives the frame number, the detector's status (WARMING,
 // GLOBAL, MOTION, still), the motion area in ppm, the per-pixel threshold,
 // the event lifecycle (EVENT n START, in event, EVENT n END) and the share of
@@ -43,7 +43,7 @@ const (
 	maxSide = 1 << 14
 	// The text band below the image: bandLines lines of basicfont's 7x13
 	// face, lineHeight apart, bandPad above and below.
-	bandLines  = 3
+	bandLines  = 4
 	lineHeight = 14
 	bandPad    = 4
 	bandHeight = bandLines*lineHeight + 2*bandPad
@@ -64,6 +64,7 @@ var (
 	colSmall   = color.RGBA{255, 140, 0, 255}
 	colNoise   = color.RGBA{255, 230, 0, 255}
 	colFlicker = color.RGBA{30, 100, 255, 255}
+	colShadow  = color.RGBA{190, 60, 255, 255}
 	colMasked  = color.RGBA{160, 160, 160, 255}
 	colBox     = color.RGBA{0, 230, 0, 255}
 	colBand    = color.RGBA{20, 20, 20, 255}
@@ -134,12 +135,12 @@ func ImageArea(w, h int) image.Rectangle {
 // Render draws frame f into dst, whose bounds must be Bounds(f.Width,
 // f.Height): the luma plane in grey, upscaled by Scale (nearest neighbour);
 // over it each analysed pixel's state from v (motion red, small orange,
-// noise yellow, flicker blue, all translucent; masked dimmed with grey
-// hatching; still left grey); v's blob boxes as green rectangles; and the
-// text band. v must be the Detector's View of this frame. A nil v, or one
-// whose Result has an Err (the detector rejected the frame), draws the frame
-// without states. A frame without a usable luma plane, or a v that does not
-// fit the frame, is an error.
+// noise yellow, flicker blue, shadow violet, all translucent; masked
+// dimmed with grey hatching; still left grey); v's blob boxes as green
+// rectangles; and the text band. v must be the Detector's View of this
+// frame. A nil v, or one whose Result has an Err (the detector rejected the
+// frame), draws the frame without states. A frame without a usable luma
+// plane, or a v that does not fit the frame, is an error.
 func Render(dst *image.RGBA, f *capture.Frame, v *motion.View, info Info) error {
 	w, h := f.Width, f.Height
 	if w <= 0 || h <= 0 || w > maxSide || h > maxSide {
@@ -217,6 +218,8 @@ func pixelColor(l uint8, st uint8) color.RGBA {
 		return color.RGBA{g, g, g, 255}
 	case motion.StateFlicker:
 		c = colFlicker
+	case motion.StateShadow:
+		c = colShadow
 	case motion.StateNoise:
 		c = colNoise
 	case motion.StateSmall:
@@ -277,7 +280,7 @@ func drawBand(dst *image.RGBA, top int, v *motion.View, info Info, states bool, 
 		l.text(fmt.Sprintf("  area %d ppm  thr %.1f", r.AreaPPM, v.Threshold), colText)
 	}
 
-	// Line 2: the event, the masked share and the file.
+	// Line 2: the event and the file.
 	l = line(1)
 	if info.Event != "" {
 		l.text(info.Event+"  ", colBox)
@@ -286,9 +289,6 @@ func drawBand(dst *image.RGBA, top int, v *motion.View, info Info, states bool, 
 	for _, c := range count {
 		n += c
 	}
-	if n > 0 && count[motion.StateMasked] > 0 {
-		l.text("masked "+pct(count[motion.StateMasked], n)+"  ", colMasked)
-	}
 	if info.File != "" {
 		l.text(info.File, colDimText)
 	}
@@ -296,9 +296,9 @@ func drawBand(dst *image.RGBA, top int, v *motion.View, info Info, states bool, 
 		l.text(r.Err.Error(), colDimText)
 	}
 
-	// Line 3: the legend, with each state's share of the analysed pixels.
-	l = line(2)
-	for _, e := range []struct {
+	// Lines 3 and 4: the legend, with each state's share of the analysed
+	// pixels.
+	for i, e := range []struct {
 		name string
 		st   uint8
 		col  color.RGBA
@@ -307,12 +307,17 @@ func drawBand(dst *image.RGBA, top int, v *motion.View, info Info, states bool, 
 		{"small", motion.StateSmall, colSmall},
 		{"noise", motion.StateNoise, colNoise},
 		{"flicker", motion.StateFlicker, colFlicker},
+		{"shadow", motion.StateShadow, colShadow},
+		{"masked", motion.StateMasked, colMasked},
 	} {
+		if i%3 == 0 {
+			l = line(2 + i/3)
+		}
 		s := e.name
 		if states && n > 0 {
 			s += " " + pct(count[e.st], n)
 		}
-		l.text(s+" ", e.col)
+		l.text(s+"  ", e.col)
 	}
 	l.text("box", colBox)
 }

@@ -212,7 +212,10 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 
 		if b := Bounds(f.Width, f.Height); canvas == nil || canvas.Bounds() != b {
 			if f.Width <= 0 || f.Height <= 0 || f.Width > maxSide || f.Height > maxSide {
-				rep.BadFrames++
+				if res.Err == nil { // else counted above
+					rep.BadFrames++
+				}
+				opts.logger().Warn("tune: frame not drawn", "frame", i, "width", f.Width, "height", f.Height)
 				continue
 			}
 			canvas = image.NewRGBA(b)
