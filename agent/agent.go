@@ -16,6 +16,7 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"image"
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
@@ -481,12 +482,20 @@ func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary) {
 		a.log.Error("event record lost", "event", event, "kind", kind, "err", err)
 		return
 	}
-	a.log.Info("event "+kind, "event", event, "seq", a.chain.Next-1, "area_ppm", s.PeakAreaPPM, "frames", s.MotionFrames, "duration", s.End.Sub(s.Start).Round(time.Millisecond))
+	attrs := []any{"event", event, "seq", a.chain.Next - 1, "area_ppm", s.PeakAreaPPM, "frames", s.MotionFrames, "duration", s.End.Sub(s.Start).Round(time.Millisecond)}
+	if zones := a.cfg.Motion.Zones; len(zones) > 0 {
+		attrs = append(attrs, "zones", strings.Join(motion.ZoneNames(zones, s.Zones), ","))
+	}
+	a.log.Info("event "+kind, attrs...)
 }
 
 func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary) error {
 	a.thumb.Reset()
-	if err := capture.EncodeThumbnail(&a.thumb, f, a.cfg.ThumbMaxSide, a.cfg.ThumbQuality); err != nil {
+	region := image.Rect(0, 0, f.Width, f.Height)
+	if a.cfg.ThumbCrop {
+		region = capture.ThumbnailCrop(s.Box, f.Width, f.Height)
+	}
+	if err := capture.EncodeThumbnailRect(&a.thumb, f, region, a.cfg.ThumbMaxSide, a.cfg.ThumbQuality); err != nil {
 		return err
 	}
 	thumb := bytes.Clone(a.thumb.Bytes())

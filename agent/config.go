@@ -40,6 +40,7 @@ type Config struct {
 
 	ThumbMaxSide int
 	ThumbQuality int
+	ThumbCrop    bool
 
 	SpoolDir      string // empty = DataDir/spool
 	SpoolMaxBytes int64
@@ -205,7 +206,9 @@ func Fields() []Field {
 		intField("motion.noise_floor", "lowest per-pixel difference, in luma levels, that counts as change", 1, 128, func(c *Config) *int { return &c.Motion.NoiseFloor }),
 		floatField("motion.noise_k", "per-pixel threshold as a multiple of the measured noise level", 0.5, 20, func(c *Config) *float64 { return &c.Motion.NoiseK }),
 		floatField("motion.min_area", "smallest moving blob, as a fraction of the frame", 0.0001, 0.5, func(c *Config) *float64 { return &c.Motion.MinArea }),
-		floatField("motion.light_switch", "fraction of changed pixels above which a change is global (light switch, IR switch): recalibrate, no event", 0.05, 1, func(c *Config) *float64 { return &c.Motion.LightSwitch }),
+		floatField("motion.flicker_k", "a pixel's own threshold as a multiple of its variability, so pixels that keep changing (leaves, water, an on-screen clock) stop counting", 1, 20, func(c *Config) *float64 { return &c.Motion.FlickerK }),
+		floatField("motion.shadow", "darkest a shadow may make a pixel, as a fraction of its background; darkening the neighbours share is shadow, not motion (0 = off)", 0, 0.9, func(c *Config) *float64 { return &c.Motion.Shadow }),
+		floatField("motion.light_switch", "fraction of pixels still changed after brightness and contrast matching above which a change is global (light switch, IR switch): recalibrate, no event", 0.05, 1, func(c *Config) *float64 { return &c.Motion.LightSwitch }),
 		floatField("motion.background_rate", "background learning rate per frame for still pixels", 0.001, 0.5, func(c *Config) *float64 { return &c.Motion.BackgroundRate }),
 		intField("motion.min_motion_frames", "consecutive motion frames before an event starts", 1, 100, func(c *Config) *int { return &c.Motion.MinMotionFrames }),
 		intField("motion.absorb_frames", "frames a pixel may stay changed before it becomes background (a parked car)", 1, 65535, func(c *Config) *int { return &c.Motion.AbsorbFrames }),
@@ -219,12 +222,23 @@ func Fields() []Field {
 				c.Motion.Mask = polys
 				return nil
 			}},
+		{"motion.zones", "named areas; with zones only motion in a zone counts and events name their zones: \"name: x,y x,y x,y; ...\" (names a-z 0-9 _ -); empty = anywhere",
+			func(c *Config) string { return motion.FormatZones(c.Motion.Zones) },
+			func(c *Config, v string) error {
+				zones, err := motion.ParseZones(v)
+				if err != nil {
+					return err
+				}
+				c.Motion.Zones = zones
+				return nil
+			}},
 		durField("motion.event_gap", "quiet time after the last motion that ends an event", 0, time.Hour, func(c *Config) *time.Duration { return &c.Motion.EventGap }),
 		durField("motion.post_roll", "time after the last motion frame included in the event", 0, time.Hour, func(c *Config) *time.Duration { return &c.Motion.PostRoll }),
 		durField("motion.max_length", "longest event; a longer one is ended and a new one may start", time.Second, 24*time.Hour, func(c *Config) *time.Duration { return &c.Motion.MaxLength }),
 
 		intField("thumbnail.max_side", "longest side of a thumbnail in pixels (never upscaled)", 32, 4096, func(c *Config) *int { return &c.ThumbMaxSide }),
 		intField("thumbnail.quality", "JPEG quality of thumbnails", 1, 100, func(c *Config) *int { return &c.ThumbQuality }),
+		boolField("thumbnail.crop", "crop thumbnails around the motion (its box grown by half its longer side, at least a quarter of the frame; docs/envelope.md)", func(c *Config) *bool { return &c.ThumbCrop }),
 
 		strField("spool.dir", "spool directory; empty = <data_dir>/spool", func(c *Config) *string { return &c.SpoolDir }),
 		intField("spool.max_bytes", "most bytes of unsent records kept on disk", int64(64<<10), int64(1<<40), func(c *Config) *int64 { return &c.SpoolMaxBytes }),

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/pem"
+	"image/jpeg"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -56,11 +57,13 @@ func (w *lineWatcher) count(substr string) int {
 // real receiver on loopback, over plain HTTP and over HTTPS with the receiver's
 // own CA, and waits for verified start and end records of the same device.
 func TestEndToEndSynthetic(t *testing.T) {
-	t.Run("http", func(t *testing.T) { endToEnd(t, false) })
-	t.Run("https", func(t *testing.T) { endToEnd(t, true) })
+	t.Run("http", func(t *testing.T) { endToEnd(t, false, false) })
+	t.Run("https cropped thumbnails", func(t *testing.T) { endToEnd(t, true, true) })
 }
 
-func endToEnd(t *testing.T, useTLS bool) {
+// endToEnd runs one agent against one receiver; with crop the thumbnails
+// are cropped around the motion (thumbnail.crop), else whole frames.
+func endToEnd(t *testing.T, useTLS, crop bool) {
 	dir := t.TempDir()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -73,6 +76,7 @@ func endToEnd(t *testing.T, useTLS bool) {
 	cfg.BackoffBase = 10 * time.Millisecond
 	cfg.BackoffCap = 100 * time.Millisecond
 	cfg.UploadRate = 1000
+	cfg.ThumbCrop = crop
 
 	key, device, _, err := Identity(&cfg, rand.Reader)
 	if err != nil {
@@ -145,5 +149,24 @@ func endToEnd(t *testing.T, useTLS bool) {
 	}
 	if !rep.OK() {
 		t.Fatalf("stored events do not verify offline: %+v", rep)
+	}
+	thumbs, err := filepath.Glob(filepath.Join(rdir, "events", device, "*.jpg"))
+	if err != nil || len(thumbs) == 0 {
+		t.Fatalf("no stored thumbnails (%v)", err)
+	}
+	for _, p := range thumbs {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := jpeg.DecodeConfig(f)
+		f.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		// The synthetic scene's object is far smaller than the frame.
+		if full := c.Width == cfg.Width && c.Height == cfg.Height; full == crop {
+			t.Errorf("%s is %dx%d of a %dx%d frame; crop %v", filepath.Base(p), c.Width, c.Height, cfg.Width, cfg.Height, crop)
+		}
 	}
 }

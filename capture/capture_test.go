@@ -181,7 +181,7 @@ func TestScaleBoxAverages(t *testing.T) {
 		20, 30, 50, 250,
 	}}
 	fillLuma(f)
-	g := scaleBox(f, 2, 1).(*image.Gray)
+	g := scaleBox(f, image.Rect(0, 0, 4, 2), 2, 1).(*image.Gray)
 	if want := []byte{15, 150}; !bytes.Equal(g.Pix, want) {
 		t.Errorf("box filter %v, want %v", g.Pix, want)
 	}
