@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BUILD := $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test unit lint cross e2e bench clean config-doc board-test eval eval-peers
+.PHONY: all build run test unit lint cross e2e bench bench-mog2 clean config-doc board-test eval eval-peers
 
 all: build
 
@@ -53,6 +53,13 @@ config-doc: build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./motion/ ./capture/
+
+## bench-mog2: keyframe's step and OpenCV MOG2 on the same 640x480 frames of vtest.avi
+bench-mog2:
+	@[ -d "$(MOTION_DATA)/opencv_vtest" ] || { echo "bench-mog2: $(MOTION_DATA)/opencv_vtest not found: pass MOTION_DATA=DIR"; exit 1; }
+	rm -rf .bench-frames
+	scripts/peers/run.sh --bench-mog2 $(MOTION_DATA)/opencv_vtest --dump-frames .bench-frames
+	KEYFRAME_BENCH_FRAMES=$(CURDIR)/.bench-frames $(GO) test -run '^$$' -bench 'BenchmarkStepFrames' -benchmem -count 3 ./motion/
 
 ## eval: score the detector on labelled footage (MOTION_DATA, default ../shared/motion-data)
 MOTION_DATA ?= ../shared/motion-data

@@ -450,7 +450,8 @@ func (a *Agent) capture(ctx context.Context) error {
 		}
 		last = frame.Time
 		a.health.frame(a.deps.Clock.Now())
-		res := det.Step(frame.Luma, frame.Width, frame.Height)
+		pix, stride, step := frame.LumaPlane()
+		res := det.StepPlane(pix, frame.Width, frame.Height, stride, step)
 		d := life.Observe(frame.Time, res)
 		if d.End && event != "" {
 			a.finish(d, event, &best)

@@ -126,8 +126,11 @@ func imageLayout(p PixelFormat, w, h, stride int) (need, full int, err error) {
 // its slices, so keep a frame past the next call to Next with [Frame.CopyTo].
 type Frame struct {
 	Width, Height int
-	// Luma is the 8-bit luma plane: Width*Height bytes, stride Width. For
-	// RGB24 it is BT.601 full-range luma (the JPEG/JFIF definition).
+	// Luma is the 8-bit luma plane, Width*Height bytes, stride Width, for
+	// frames whose Data has none in place: RGB24 (BT.601 full-range luma,
+	// the JPEG/JFIF definition) and MJPEG (decoded). For YUYV, GREY, NV12 and
+	// YU12 sources leave it empty, since Data holds the luma: read it with
+	// LumaPlane, or make it with FillLuma.
 	Luma []byte
 	// Format is the pixel format of Data.
 	Format PixelFormat
@@ -161,7 +164,7 @@ func (f *Frame) validate() error {
 	if f.Width <= 0 || f.Height <= 0 || f.Width > maxFrameSide || f.Height > maxFrameSide {
 		return fmt.Errorf("capture: frame size %dx%d", f.Width, f.Height)
 	}
-	if len(f.Luma) < f.Width*f.Height {
+	if !f.Format.lumaInData() && len(f.Luma) < f.Width*f.Height {
 		return fmt.Errorf("capture: frame %dx%d has %d luma bytes, want %d", f.Width, f.Height, len(f.Luma), f.Width*f.Height)
 	}
 	if f.Format == FormatMJPEG {
@@ -466,9 +469,34 @@ func rgbLuma(r, g, b uint8) uint8 {
 	return uint8((19595*uint32(r) + 38470*uint32(g) + 7471*uint32(b) + 1<<15) >> 16)
 }
 
+// lumaInData reports whether Data holds the luma plane in place (so
+// sources leave Frame.Luma empty).
+func (p PixelFormat) lumaInData() bool {
+	switch p {
+	case FormatYUYV, FormatGrey, FormatNV12, FormatYU12:
+		return true
+	}
+	return false
+}
+
+// LumaPlane returns the frame's luma plane without copying it: pixel (x, y)
+// is pix[y*stride+x*step]. It is Data itself for YUYV (step 2: the Y bytes),
+// GREY, NV12 and YU12 (step 1), and Luma for the others (or when Luma is
+// already filled). The plane is as valid as the frame.
+func (f *Frame) LumaPlane() (pix []byte, stride, step int) {
+	if len(f.Luma) >= f.Width*f.Height && f.Width > 0 || !f.Format.lumaInData() {
+		return f.Luma, f.Width, 1
+	}
+	if f.Format == FormatYUYV {
+		return f.Data, f.Stride, 2
+	}
+	return f.Data, f.Stride, 1
+}
+
 // FillLuma sets f.Luma (stride Width) from f.Data of an uncompressed frame,
-// reusing f.Luma's buffer: the per-frame work every source does before the
-// detector runs. Compressed frames (MJPEG) are left to their decoder.
+// reusing f.Luma's buffer, for consumers that want a packed plane (the motion
+// detector reads LumaPlane in place instead). Compressed frames (MJPEG) are
+// left to their decoder.
 func (f *Frame) FillLuma() { fillLuma(f) }
 
 // fillLuma sets f.Luma from f.Data of an uncompressed frame.

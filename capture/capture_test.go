@@ -271,7 +271,7 @@ func TestEncodeThumbnailRejectsBadInput(t *testing.T) {
 		"quality 101":  {good, 8, 101, "quality"},
 		"empty frame":  {&Frame{}, 8, 75, "frame size"},
 		"short data":   {&Frame{Width: 8, Height: 8, Format: FormatYUYV, Stride: 16, Data: make([]byte, 100), Luma: make([]byte, 64)}, 8, 75, "bytes"},
-		"short luma":   {&Frame{Width: 8, Height: 8, Format: FormatGrey, Stride: 8, Data: make([]byte, 64), Luma: make([]byte, 10)}, 8, 75, "luma"},
+		"short luma":   {&Frame{Width: 8, Height: 8, Format: FormatRGB24, Stride: 24, Data: make([]byte, 192), Luma: make([]byte, 10)}, 8, 75, "luma"},
 		"small stride": {&Frame{Width: 8, Height: 8, Format: FormatGrey, Stride: 4, Data: make([]byte, 64), Luma: make([]byte, 64)}, 8, 75, "stride"},
 		"odd YUYV":     {&Frame{Width: 3, Height: 1, Format: FormatYUYV, Stride: 6, Data: make([]byte, 6), Luma: make([]byte, 3)}, 8, 75, "odd"},
 		"H264":         {&Frame{Width: 8, Height: 8, Format: 0x34363248, Stride: 8, Data: make([]byte, 64), Luma: make([]byte, 64)}, 8, 75, "H264"},

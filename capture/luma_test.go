@@ -147,3 +147,56 @@ func BenchmarkLumaFromYUYV(b *testing.B) {
 		})
 	}
 }
+
+// lumaOf reads a frame's luma through LumaPlane into a packed plane.
+func lumaOf(f *Frame) []byte {
+	pix, stride, step := f.LumaPlane()
+	if len(pix) == 0 {
+		return nil
+	}
+	out := make([]byte, 0, f.Width*f.Height)
+	for y := range f.Height {
+		for x := range f.Width {
+			out = append(out, pix[y*stride+x*step])
+		}
+	}
+	return out
+}
+
+// TestLumaPlaneMatchesFillLuma: reading the plane in place gives what
+// FillLuma extracts, for every uncompressed format, with padded strides.
+func TestLumaPlaneMatchesFillLuma(t *testing.T) {
+	const w, h = 8, 5
+	for _, tc := range []struct {
+		format PixelFormat
+		stride int
+		step   int
+	}{
+		{FormatYUYV, 2*w + 2, 2}, {FormatGrey, w + 3, 1}, {FormatNV12, w + 1, 1}, {FormatYU12, w + 3, 1}, {FormatRGB24, 3*w + 1, 1},
+	} {
+		_, full, err := imageLayout(tc.format, w, h, tc.stride)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := &Frame{Width: w, Height: h, Format: tc.format, Stride: tc.stride, Data: make([]byte, full)}
+		for i := range f.Data {
+			f.Data[i] = byte(i*37 + 11)
+		}
+		if tc.format != FormatRGB24 {
+			if err := f.validate(); err != nil {
+				t.Fatalf("%v without Luma: %v", tc.format, err)
+			}
+			if _, _, step := f.LumaPlane(); step != tc.step {
+				t.Errorf("%v: step %d, want %d", tc.format, step, tc.step)
+			}
+		}
+		inPlace := lumaOf(f)
+		f.FillLuma()
+		if !bytes.Equal(inPlace, f.Luma) && tc.format != FormatRGB24 {
+			t.Errorf("%v: LumaPlane %v, FillLuma %v", tc.format, inPlace, f.Luma)
+		}
+		if pix, stride, step := f.LumaPlane(); stride != w || step != 1 || !bytes.Equal(pix[:w*h], f.Luma) {
+			t.Errorf("%v: after FillLuma the plane is not Luma", tc.format)
+		}
+	}
+}

@@ -486,7 +486,10 @@ func fillFromBuffer(f *Frame, buf []byte, g geometry) error {
 	f.Stride = g.stride
 	f.Data = grow(f.Data, n)
 	copy(f.Data, buf[:n])
-	fillLuma(f)
+	f.Luma = f.Luma[:0]
+	if !f.Format.lumaInData() {
+		fillLuma(f)
+	}
 	return nil
 }
 

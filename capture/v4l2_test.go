@@ -182,8 +182,8 @@ func TestFillFromBuffer(t *testing.T) {
 	if f.Width != 4 || f.Height != 3 || f.Stride != 10 || f.Format != FormatYUYV || !bytes.Equal(f.Data, buf) {
 		t.Fatalf("frame %+v", f)
 	}
-	if want := []byte{0, 2, 4, 6, 10, 12, 14, 16, 20, 22, 24, 26}; !bytes.Equal(f.Luma, want) {
-		t.Errorf("luma %v, want %v", f.Luma, want)
+	if want := []byte{0, 2, 4, 6, 10, 12, 14, 16, 20, 22, 24, 26}; !bytes.Equal(lumaOf(&f), want) {
+		t.Errorf("luma %v, want %v", lumaOf(&f), want)
 	}
 	buf[0] = 200
 	if f.Data[0] == 200 {
@@ -232,8 +232,8 @@ func TestFillFromBuffer(t *testing.T) {
 	if err := fillFromBuffer(&f, nv12, g); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(f.Luma, []byte{1, 2, 3, 4, 5, 6, 7, 8, 9}) {
-		t.Errorf("NV12 luma %v", f.Luma)
+	if !bytes.Equal(lumaOf(&f), []byte{1, 2, 3, 4, 5, 6, 7, 8, 9}) {
+		t.Errorf("NV12 luma %v", lumaOf(&f))
 	}
 	if err := fillFromBuffer(&f, nv12[:len(nv12)-1], g); !errors.Is(err, errShortBuffer) {
 		t.Errorf("short NV12: %v", err)

@@ -3,6 +3,9 @@ package motion
 import (
 	"fmt"
 	"image"
+	"image/png"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/keyframe-cam/keyframe/capture"
@@ -80,28 +83,9 @@ func packYUYV(luma []byte, w, h int) []byte {
 	return out
 }
 
-// yuyvLuma extracts the Y bytes of a YUYV image with the capture package's own
-// code, so the benchmark pays what the agent pays per frame before Step.
-func yuyvLuma(dst, src []byte, w, h, stride int) {
-	f := capture.Frame{Width: w, Height: h, Format: capture.FormatYUYV, Data: src, Stride: stride, Luma: dst}
-	f.FillLuma()
-}
-
-func TestYUYVLumaRoundTrip(t *testing.T) {
-	const w, h = 64, 48
-	luma := newScene(w, h, 7, 2.5).frame(nil, 0)
-	got := make([]byte, w*h)
-	yuyvLuma(got, packYUYV(luma, w, h), w, h, 2*w)
-	for i := range luma {
-		if got[i] != luma[i] {
-			t.Fatalf("pixel %d: luma %d after the YUYV round trip, want %d", i, got[i], luma[i])
-		}
-	}
-}
-
 // BenchmarkStep measures the detector's whole per-frame work on YUYV input
-// (the luma extraction the capture package does, then Step) at 640x480 and
-// 1280x720, each next to a plain copy of the same YUYV bytes: the ratio of
+// as the agent does it (the frame's capture.Frame.LumaPlane, the YUYV data
+// itself read in place, then StepPlane) at 640x480 and 1280x720, each next to a plain copy of the same YUYV bytes: the ratio of
 // the two ns/op says how many memmoves of the frame a detector step costs.
 // The frames are synthetic (an object crossing a textured, noisy scene), so
 // the labelling path runs.
@@ -116,19 +100,22 @@ func BenchmarkStep(b *testing.B) {
 		quiet := packYUYV(newScene(w, h, 42, 2.5).frame(nil, 0), w, h)
 
 		b.Run(fmt.Sprintf("%dx%d-yuyv", w, h), func(b *testing.B) {
+			// What the agent does per frame.
 			d := newTestDetector(b, DefaultConfig())
-			luma := make([]byte, w*h)
+			step := func(data []byte) Result {
+				f := capture.Frame{Width: w, Height: h, Format: capture.FormatYUYV, Data: data, Stride: 2 * w}
+				pix, stride, step := f.LumaPlane()
+				return d.StepPlane(pix, w, h, stride, step)
+			}
 			for range warmFrames {
-				yuyvLuma(luma, quiet, w, h, 2*w)
-				d.Step(luma, w, h)
+				step(quiet)
 			}
 			motion := 0
 			b.ReportAllocs()
 			b.SetBytes(int64(2 * w * h))
 			i := 0
 			for b.Loop() {
-				yuyvLuma(luma, frames[i%len(frames)], w, h, 2*w)
-				if d.Step(luma, w, h).Motion {
+				if step(frames[i%len(frames)]).Motion {
 					motion++
 				}
 				i++
@@ -161,4 +148,74 @@ func BenchmarkLifecycleObserve(b *testing.B) {
 		l.Observe(t0.Add(ms(100*i)), r)
 		i++
 	}
+}
+
+// BenchmarkStepFrames times the agent's per-frame work (StepPlane on YUYV
+// in place) on real footage: the 640x480 grey PNG frames in
+// $KEYFRAME_BENCH_FRAMES, as `scripts/peers/run.sh --bench-mog2 VIDEO
+// --dump-frames DIR` writes them from the video MOG2 is timed on (make
+// bench-mog2 does both), next to a memmove of the same YUYV bytes.
+func BenchmarkStepFrames(b *testing.B) {
+	dir := os.Getenv("KEYFRAME_BENCH_FRAMES")
+	if dir == "" {
+		b.Skip("KEYFRAME_BENCH_FRAMES not set: make bench-mog2 writes the frames and sets it")
+	}
+	names, err := filepath.Glob(filepath.Join(dir, "*.png"))
+	if err != nil || len(names) == 0 {
+		b.Fatalf("no PNG frames in %s (%v)", dir, err)
+	}
+	var frames [][]byte
+	w, h := 0, 0
+	for _, n := range names {
+		f, err := os.Open(n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		img, err := png.Decode(f)
+		f.Close()
+		if err != nil {
+			b.Fatalf("%s: %v", n, err)
+		}
+		g, ok := img.(*image.Gray)
+		if !ok {
+			b.Fatalf("%s: %T, want a grey PNG", n, img)
+		}
+		if w == 0 {
+			w, h = g.Rect.Dx(), g.Rect.Dy()
+		}
+		if g.Rect.Dx() != w || g.Rect.Dy() != h {
+			b.Fatalf("%s: %v, want %dx%d like the first frame", n, g.Rect, w, h)
+		}
+		luma := make([]byte, 0, w*h)
+		for y := range h {
+			luma = append(luma, g.Pix[y*g.Stride:][:w]...)
+		}
+		frames = append(frames, packYUYV(luma, w, h))
+	}
+	b.Run(fmt.Sprintf("%dx%d-yuyv", w, h), func(b *testing.B) {
+		d := newTestDetector(b, DefaultConfig())
+		step := func(data []byte) {
+			f := capture.Frame{Width: w, Height: h, Format: capture.FormatYUYV, Data: data, Stride: 2 * w}
+			pix, stride, step := f.LumaPlane()
+			d.StepPlane(pix, w, h, stride, step)
+		}
+		step(frames[0]) // sizes the buffers
+		b.ReportAllocs()
+		b.SetBytes(int64(2 * w * h))
+		i := 0
+		for b.Loop() {
+			step(frames[i%len(frames)])
+			i++
+		}
+	})
+	b.Run(fmt.Sprintf("%dx%d-memmove", w, h), func(b *testing.B) {
+		dst := make([]byte, 2*w*h)
+		b.ReportAllocs()
+		b.SetBytes(int64(2 * w * h))
+		i := 0
+		for b.Loop() {
+			copy(dst, frames[i%len(frames)])
+			i++
+		}
+	})
 }

@@ -5,22 +5,35 @@
 //
 //  1. The luma plane is reduced by an integer box average to about
 //     [Config.AnalysisWidth] pixels wide, kept in 8.8 fixed point.
-//  2. The median difference between the frame and the background is taken
-//     as a global brightness offset and subtracted, so auto-exposure drift
-//     changes nothing. A large offset is a brightness step.
-//  3. A pixel has changed when its offset-corrected difference exceeds
-//     max(NoiseFloor, NoiseK × noise), where noise is the running mean
-//     absolute difference of the pixels that are not part of motion.
-//  4. If more than [Config.LightSwitch] of the pixels changed, or the offset
-//     was a step, the change is global: the background is re-seeded from
-//     the frame (and from the next few, while the light settles), Global is
-//     reported and Motion is not.
-//  5. Otherwise the change mask is despeckled by a 3×3 majority filter, and
+//  2. Brightness and contrast are matched: the contrast gain is the spread
+//     of the frame's levels over the background's dark and bright quarters
+//     (medians, so noise and a passing object hardly move it), the offset
+//     the median difference. Whichever of "same light, something in front"
+//     and "new light" leaves fewer pixels changed is taken; a contrast
+//     change beyond ±25% or a brightness step is global (step 4).
+//  3. A pixel has changed when its difference from the matched background
+//     exceeds both the global threshold max(NoiseFloor, NoiseK × noise),
+//     where noise is the running mean absolute difference of still pixels,
+//     and its own threshold FlickerK × its variability: the running mean
+//     of its differences while still and when it turns changed, so leaves,
+//     water and on-screen clocks raise their own bar within a few frames
+//     while an object that stays changed teaches nothing.
+//  4. If more than [Config.LightSwitch] of the pixels changed, or step 2
+//     said so, the change is global (light switch, IR switch): the
+//     background is re-seeded from the frame (and from the next few, while
+//     the light settles), Global is reported and Motion is not.
+//  5. Shadows are removed: a changed pixel darkened to between
+//     [Config.Shadow] and 0.92 of its background, with its neighbours
+//     darkened by the same ratio (the texture shows through), and the
+//     penumbra next to such pixels.
+//  6. The change mask is despeckled by a 3×3 majority filter, and
 //     8-connected blobs are labelled (union-find, no recursion). Motion is a
-//     blob of at least [Config.MinArea] of the frame.
-//  6. The background learns at [Config.BackgroundRate] where the pixel has
-//     not changed; a pixel that stays changed for [Config.AbsorbFrames]
-//     frames is taken into the background (a parked car).
+//     blob of at least [Config.MinArea] of the frame (and, with
+//     [Config.Zones], with pixels in a zone).
+//  7. The background learns at [Config.BackgroundRate] where the pixel has
+//     not changed; a pixel that stays changed (or shadowed) for
+//     [Config.AbsorbFrames] frames is taken into the background (a parked
+//     car).
 //
 // The first frames seed the background (Result.Warming). All buffers are
 // sized on the first frame and on a size change, so Step allocates nothing
@@ -37,6 +50,7 @@ import (
 	"fmt"
 	"image"
 	"math"
+	"math/bits"
 	"runtime"
 )
 
@@ -64,8 +78,10 @@ const (
 	// minInputSide the smallest input side.
 	minAnalysisSide = 4
 	minInputSide    = 8
-	// maxInputSide bounds w and h (and so w*h and the labels) on any target.
+	// maxInputSide bounds w and h (and so w*h and the labels) on any target;
+	// maxPixelStep bounds the bytes from one pixel to the next of a plane.
 	maxInputSide = 1 << 14
+	maxPixelStep = 4
 	// devShift sets how fast a still pixel's variability follows its
 	// differences (1/16 per frame), onsetShift how much of the difference
 	// a pixel learns when it turns changed (1/8).
@@ -215,12 +231,19 @@ func (d *Detector) Stats() Stats {
 // nothing once the buffers have the frame's size; a size change restarts the
 // model (and its warm-up).
 func (d *Detector) Step(luma []byte, w, h int) Result {
-	d.last = d.step(luma, w, h)
+	return d.StepPlane(luma, w, h, w, 1)
+}
+
+// StepPlane is Step for a luma plane read in place: pixel (x, y) is
+// pix[y*stride+x*step]. Step 2 with the stride of YUYV data analyses a YUYV
+// frame without extracting its luma first (capture.Frame.LumaPlane).
+func (d *Detector) StepPlane(pix []byte, w, h, stride, step int) Result {
+	d.last = d.step(plane{pix, stride, step}, w, h)
 	return d.last
 }
 
-func (d *Detector) step(luma []byte, w, h int) Result {
-	if err := checkFrame(luma, w, h, d.cfg.AnalysisWidth); err != nil {
+func (d *Detector) step(p plane, w, h int) Result {
+	if err := checkFrame(p, w, h, d.cfg.AnalysisWidth); err != nil {
 		d.stats.BadFrames++
 		return Result{Err: err}
 	}
@@ -228,7 +251,7 @@ func (d *Detector) step(luma []byte, w, h int) Result {
 		d.resize(w, h)
 	}
 	d.stats.Frames++
-	d.downscale(luma)
+	d.downscale(p)
 
 	if d.warm < warmFrames {
 		d.warmUp()
@@ -274,15 +297,18 @@ func (d *Detector) step(luma []byte, w, h int) Result {
 	return res
 }
 
-func checkFrame(luma []byte, w, h, aw int) error {
+func checkFrame(p plane, w, h, aw int) error {
 	if aw <= 0 {
 		return errors.New("motion: Detector not made by NewDetector")
 	}
 	if w < minInputSide || h < minInputSide || w > maxInputSide || h > maxInputSide {
 		return fmt.Errorf("motion: frame %dx%d, want sides in [%d, %d]: %w", w, h, minInputSide, maxInputSide, ErrBadFrame)
 	}
-	if len(luma) < w*h {
-		return fmt.Errorf("motion: frame %dx%d with %d bytes of luma, want %d: %w", w, h, len(luma), w*h, ErrBadFrame)
+	if p.step < 1 || p.step > maxPixelStep || p.stride < (w-1)*p.step+1 || p.stride > maxInputSide*maxPixelStep*2 {
+		return fmt.Errorf("motion: frame %dx%d with stride %d and pixel step %d: %w", w, h, p.stride, p.step, ErrBadFrame)
+	}
+	if need := (h-1)*p.stride + (w-1)*p.step + 1; len(p.pix) < need {
+		return fmt.Errorf("motion: frame %dx%d with %d bytes of luma, want %d: %w", w, h, len(p.pix), need, ErrBadFrame)
 	}
 	if f := boxSize(w, aw); w/f < minAnalysisSide || h/f < minAnalysisSide {
 		return fmt.Errorf("motion: frame %dx%d too small to analyse at 1/%d: %w", w, h, f, ErrBadFrame)
@@ -333,50 +359,59 @@ func (d *Detector) resize(w, h int) {
 	d.warm, d.settle, d.noise = 0, 0, 0
 }
 
-// downscale box-averages the input into d.cur (8.8 fixed point). Columns
-// and rows beyond sw*f and sh*f are left out.
-func (d *Detector) downscale(luma []byte) {
-	if wordLoads && (d.f == 2 || d.f == 4) {
-		d.downscaleWords(luma)
-		return
-	}
-	d.downscaleBytes(luma)
+// plane is a luma plane: pixel (x, y) is pix[y*stride+x*step] (step 2 is
+// the Y of YUYV data, read in place).
+type plane struct {
+	pix          []byte
+	stride, step int
 }
 
-// downscaleBytes is downscale one byte at a time.
-func (d *Detector) downscaleBytes(luma []byte) {
-	f, sw, w := d.f, d.sw, d.w
-	acc := d.acc[:sw]
+// downscale box-averages the input into d.cur (8.8 fixed point). Columns
+// and rows beyond sw*f and sh*f are left out.
+func (d *Detector) downscale(p plane) {
+	if wordLoads && (d.f == 2 || d.f == 4) && (p.step == 1 || p.step == 2) {
+		d.downscaleWords(p)
+		return
+	}
+	d.downscaleBytes(p, 0)
+}
+
+// downscaleBytes is downscale one byte at a time, from analysed column x0
+// on.
+func (d *Detector) downscaleBytes(p plane, x0 int) {
+	f, sw, step := d.f, d.sw, p.step
+	acc := d.acc[x0:sw]
+	span := (sw*f-1)*step + 1
 	for oy := range d.sh {
 		clear(acc)
 		for k := range f {
-			row := luma[(oy*f+k)*w:][:sw*f]
-			switch f {
-			case 1:
-				for x, v := range row {
-					acc[x] += uint32(v)
-				}
-			case 2:
+			row := p.pix[(oy*f+k)*p.stride:][:span]
+			switch {
+			case step == 1 && f == 1:
 				for x := range acc {
-					p := row[2*x : 2*x+2 : 2*x+2]
-					acc[x] += uint32(p[0]) + uint32(p[1])
+					acc[x] += uint32(row[x0+x])
 				}
-			case 4:
+			case step == 1 && f == 2:
 				for x := range acc {
-					p := row[4*x : 4*x+4 : 4*x+4]
-					acc[x] += uint32(p[0]) + uint32(p[1]) + uint32(p[2]) + uint32(p[3])
+					q := row[2*(x0+x) : 2*(x0+x)+2 : 2*(x0+x)+2]
+					acc[x] += uint32(q[0]) + uint32(q[1])
+				}
+			case step == 1 && f == 4:
+				for x := range acc {
+					q := row[4*(x0+x) : 4*(x0+x)+4 : 4*(x0+x)+4]
+					acc[x] += uint32(q[0]) + uint32(q[1]) + uint32(q[2]) + uint32(q[3])
 				}
 			default:
 				for x := range acc {
 					var s uint32
-					for _, v := range row[x*f : x*f+f] {
-						s += uint32(v)
+					for j := range f {
+						s += uint32(row[((x0+x)*f+j)*step])
 					}
 					acc[x] += s
 				}
 			}
 		}
-		out := d.cur[oy*sw:][:sw]
+		out := d.cur[oy*sw+x0:][:len(acc)]
 		for x, a := range acc {
 			out[x] = uint16((uint64(a)*d.mul + 1<<23) >> 24)
 		}
@@ -389,63 +424,73 @@ func (d *Detector) downscaleBytes(luma []byte) {
 // loops.
 const wordLoads = runtime.GOARCH == "amd64" || runtime.GOARCH == "arm64"
 
-// downscaleWords is downscale for f 2 and 4: eight input bytes of each of
-// the f rows at a time are added pairwise into four 16-bit lanes (at most
-// 4 rows × 2 × 255 per lane, no carry between lanes).
-func (d *Detector) downscaleWords(luma []byte) {
+// downscaleWords is downscale for f 2 and 4 and pixel steps 1 and 2: eight
+// input bytes of each of the f rows at a time are added into four 16-bit
+// lanes (pairwise for step 1; the even bytes, YUYV's Y, for step 2), at
+// most 4 rows × 2 × 255 per lane, so lanes never carry. The columns the
+// whole words do not cover are left to downscaleBytes.
+func (d *Detector) downscaleWords(p plane) {
 	const (
 		even8  = 0x00ff00ff00ff00ff
 		even16 = 0x0000ffff0000ffff
 	)
-	f, sw, w := d.f, d.sw, d.w
-	words := sw * f / 8 // whole 8-byte words per row
+	f, sw, stride := d.f, d.sw, p.stride
+	perWord := 8 / (f * p.step) // analysed pixels per 8-byte word
+	words := min(((sw*f-1)*p.step+1)/8, sw/perWord)
 	n := words * 8
 	for oy := range d.sh {
-		out := d.cur[oy*sw:][:sw]
-		r0 := luma[oy*f*w:][:n:n]
-		r1 := luma[(oy*f+1)*w:][:n:n]
-		x := 0
-		if f == 2 {
-			// Each lane is one output pixel's 2×2 sum.
-			for j := 0; j+8 <= n; j += 8 {
-				v0 := binary.LittleEndian.Uint64(r0[j:])
-				v1 := binary.LittleEndian.Uint64(r1[j:])
+		out := d.cur[oy*sw:][: words*perWord : words*perWord]
+		base := oy * f * stride
+		r0 := p.pix[base:][:n:n]
+		r1 := p.pix[base+stride:][:n:n]
+		switch {
+		case f == 2 && p.step == 1: // a lane is one 2×2 sum
+			for j := 0; j < words; j++ {
+				v0 := binary.LittleEndian.Uint64(r0[8*j:])
+				v1 := binary.LittleEndian.Uint64(r1[8*j:])
 				t := v0&even8 + (v0>>8)&even8 + v1&even8 + (v1>>8)&even8
-				o := out[x : x+4 : x+4]
+				o := out[4*j : 4*j+4 : 4*j+4]
 				o[0] = uint16(t&0xffff) << 6 // ×256/4
 				o[1] = uint16(t>>16&0xffff) << 6
 				o[2] = uint16(t>>32&0xffff) << 6
 				o[3] = uint16(t>>48) << 6
-				x += 4
 			}
-		} else {
-			// Pairs of lanes are one output pixel's 4×4 sum.
-			r2 := luma[(oy*f+2)*w:][:n:n]
-			r3 := luma[(oy*f+3)*w:][:n:n]
-			for j := 0; j+8 <= n; j += 8 {
-				v0 := binary.LittleEndian.Uint64(r0[j:])
-				v1 := binary.LittleEndian.Uint64(r1[j:])
-				v2 := binary.LittleEndian.Uint64(r2[j:])
-				v3 := binary.LittleEndian.Uint64(r3[j:])
+		case f == 2: // step 2: lanes hold Y0..Y3, pairs of lanes are one 2×2 sum
+			for j := 0; j < words; j++ {
+				t := binary.LittleEndian.Uint64(r0[8*j:])&even8 + binary.LittleEndian.Uint64(r1[8*j:])&even8
+				u := t + t>>16
+				o := out[2*j : 2*j+2 : 2*j+2]
+				o[0] = uint16(u&0xffff) << 6
+				o[1] = uint16(u>>32&0xffff) << 6
+			}
+		case p.step == 1: // f 4: pairs of lanes are one 4×4 sum
+			r2 := p.pix[base+2*stride:][:n:n]
+			r3 := p.pix[base+3*stride:][:n:n]
+			for j := 0; j < words; j++ {
+				v0 := binary.LittleEndian.Uint64(r0[8*j:])
+				v1 := binary.LittleEndian.Uint64(r1[8*j:])
+				v2 := binary.LittleEndian.Uint64(r2[8*j:])
+				v3 := binary.LittleEndian.Uint64(r3[8*j:])
 				t := v0&even8 + (v0>>8)&even8 + v1&even8 + (v1>>8)&even8 +
 					v2&even8 + (v2>>8)&even8 + v3&even8 + (v3>>8)&even8
 				u := t&even16 + (t>>16)&even16
-				o := out[x : x+2 : x+2]
+				o := out[2*j : 2*j+2 : 2*j+2]
 				o[0] = uint16(u&0xffffffff) << 4 // ×256/16
 				o[1] = uint16(u>>32) << 4
-				x += 2
+			}
+		default: // f 4, step 2: the four lanes are one 4×4 sum
+			r2 := p.pix[base+2*stride:][:n:n]
+			r3 := p.pix[base+3*stride:][:n:n]
+			for j := 0; j < words; j++ {
+				t := binary.LittleEndian.Uint64(r0[8*j:])&even8 + binary.LittleEndian.Uint64(r1[8*j:])&even8 +
+					binary.LittleEndian.Uint64(r2[8*j:])&even8 + binary.LittleEndian.Uint64(r3[8*j:])&even8
+				u := t + t>>16
+				out[j] = uint16(u&0xffff+u>>32&0xffff) << 4
 			}
 		}
-		// The columns the words did not cover.
-		for ; x < sw; x++ {
-			var a uint32
-			for k := range f {
-				for _, v := range luma[(oy*f+k)*w+x*f:][:f] {
-					a += uint32(v)
-				}
-			}
-			out[x] = uint16((uint64(a)*d.mul + 1<<23) >> 24)
-		}
+	}
+	if x0 := words * perWord; x0 < sw {
+		d.downscaleBytes(p, x0)
 	}
 }
 
@@ -595,18 +640,31 @@ func (d *Detector) reseed() {
 // the frame with gain × background + off, and returns the number of changed
 // pixels.
 func (d *Detector) diff(off, gain, thr int32) int {
-	changed := 0
+	changed, sw := 0, d.sw
 	k := d.flickQ
 	for y := range d.sh {
-		cur := d.cur[y*d.sw:][:d.sw]
-		bg := d.bg[y*d.sw:][:d.sw]
-		dev := d.dev[y*d.sw:][:d.sw]
-		over := d.over[y*d.sw:][:d.sw]
-		raw := d.raw[(y+1)*d.pw+1:][:d.sw]
-		keep := d.keep[y*d.sw:][:d.sw]
+		cur := d.cur[y*sw:][:sw]
+		bg := d.bg[y*sw:][:sw]
+		dev := d.dev[y*sw:][:sw]
+		over := d.over[y*sw:][:sw]
+		raw := d.raw[(y+1)*d.pw+1:][:sw]
+		keep := d.keep[y*sw:][:sw]
+		if gain == 256 {
+			// The usual case: no contrast change, no multiply.
+			for x, c := range cur {
+				r := abs32(int32(c) - int32(bg[x]) - off)
+				o := uint8(uint32(thr-r)>>31) & keep[x] // 1 when r > thr and not masked
+				t := max(thr, (int32(dev[x])*k)>>8)
+				m := uint8(uint32(t-r)>>31) & o
+				over[x] = o
+				raw[x] = m
+				changed += int(o)
+			}
+			continue
+		}
 		for x, c := range cur {
 			r := abs32(int32(c) - (int32(bg[x])*gain)>>8 - off)
-			o := uint8(uint32(thr-r)>>31) & keep[x] // 1 when r > thr and not masked
+			o := uint8(uint32(thr-r)>>31) & keep[x]
 			t := max(thr, (int32(dev[x])*k)>>8)
 			m := uint8(uint32(t-r)>>31) & o
 			over[x] = o
@@ -688,7 +746,7 @@ func (d *Detector) shadows(off, gain int32) {
 // isolated pixels and thin noise vanish and pinholes close. It returns the
 // number of pixels set.
 func (d *Detector) despeckle() int {
-	pw := d.pw
+	pw, sw := d.pw, d.sw
 	kept := 0
 	cs := d.colSum[:pw]
 	for y := 1; y <= d.sh; y++ {
@@ -699,7 +757,20 @@ func (d *Detector) despeckle() int {
 			cs[x] = up[x] + mid[x] + dn[x]
 		}
 		out := d.mask[y*pw:][:pw]
-		for x := 1; x <= d.sw; x++ {
+		x := 1
+		if wordLoads {
+			// Eight pixels at a time: column sums are at most 3 and
+			// window sums at most 9 per byte, so bytes never carry, and
+			// s+123 has its top bit set exactly when s >= 5.
+			const bias, top = 0x7b7b7b7b7b7b7b7b, 0x8080808080808080
+			for ; x+8 <= sw+1; x += 8 {
+				s := binary.LittleEndian.Uint64(cs[x-1:]) + binary.LittleEndian.Uint64(cs[x:]) + binary.LittleEndian.Uint64(cs[x+1:])
+				m := (s + bias) & top >> 7
+				binary.LittleEndian.PutUint64(out[x:], m)
+				kept += bits.OnesCount64(m)
+			}
+		}
+		for ; x <= sw; x++ {
 			m := uint8(0)
 			if cs[x-1]+cs[x]+cs[x+1] >= 5 {
 				m = 1
@@ -841,30 +912,40 @@ func (d *Detector) union(a, b int32) int32 {
 // toward the mean absolute difference of the pixels outside the despeckled
 // mask (noise speckles count, blobs do not).
 func (d *Detector) update(off, gain int32) {
-	rate := d.rateQ
+	rate, absorb, sw := d.rateQ, d.absorb, d.sw
 	var sum int64
 	var cnt int
 	for y := range d.sh {
-		cur := d.cur[y*d.sw:][:d.sw]
-		bg := d.bg[y*d.sw:][:d.sw]
-		age := d.age[y*d.sw:][:d.sw]
-		dev := d.dev[y*d.sw:][:d.sw]
-		prev := d.prev[y*d.sw:][:d.sw]
-		over := d.over[y*d.sw:][:d.sw]
-		raw := d.raw[(y+1)*d.pw+1:][:d.sw]
-		mask := d.mask[(y+1)*d.pw+1:][:d.sw]
+		cur := d.cur[y*sw:][:sw]
+		bg := d.bg[y*sw:][:sw]
+		age := d.age[y*sw:][:sw]
+		dev := d.dev[y*sw:][:sw]
+		prev := d.prev[y*sw:][:sw]
+		over := d.over[y*sw:][:sw]
+		raw := d.raw[(y+1)*d.pw+1:][:sw]
+		mask := d.mask[(y+1)*d.pw+1:][:sw]
 		for x, c := range cur {
-			e := abs32(int32(c) - (int32(bg[x])*gain)>>8 - off)
-			if mask[x] == 0 {
-				sum += int64(e)
-				cnt++
+			b := int32(bg[x])
+			if gain != 256 {
+				b = b * gain >> 8
 			}
+			e := abs32(int32(c) - b - off)
+			still := int32(1 - mask[x]) // mask is 0 or 1
+			sum += int64(e * still)
+			cnt += int(still)
 			dv := int32(dev[x])
+			if over[x] == 0 {
+				// Most pixels: unchanged (raw is a subset of over).
+				prev[x], age[x] = 0, 0
+				dev[x] = uint16(dv + (e-dv)>>devShift)
+				bg[x] = uint16(int32(bg[x]) + ((int32(c)-int32(bg[x]))*rate+1<<15)>>16)
+				continue
+			}
 			if over[x] >= overShadow {
 				// Held out like a changed pixel (a lasting shadow is
 				// absorbed), teaching no variability.
 				prev[x] = 0
-				if age[x]++; age[x] >= d.absorb {
+				if age[x]++; age[x] >= absorb {
 					bg[x], age[x] = c, 0
 				}
 				continue
@@ -874,7 +955,7 @@ func (d *Detector) update(off, gain int32) {
 					dev[x] = uint16(min(dv+(e-dv)>>onsetShift, 65535))
 				}
 				prev[x] = 1
-				if age[x]++; age[x] >= d.absorb {
+				if age[x]++; age[x] >= absorb {
 					bg[x], age[x] = c, 0
 				}
 				continue

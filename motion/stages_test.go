@@ -1,6 +1,7 @@
 package motion
 
 import (
+	"errors"
 	"image"
 	"math/rand/v2"
 	"slices"
@@ -324,5 +325,89 @@ func TestViewStates(t *testing.T) {
 	}
 	if st := at(280, 40); st != StateStill {
 		t.Errorf("still background: state %d, want StateStill", st)
+	}
+}
+
+// TestDespeckleMatchesNaive: the majority filter (eight pixels a step on
+// 64-bit targets) equals a plain 3×3 count on random masks of many widths.
+func TestDespeckleMatchesNaive(t *testing.T) {
+	rng := rand.New(rand.NewPCG(27, 27))
+	for _, w := range []int{8, 9, 15, 16, 17, 23, 40, 161} {
+		d := newTestDetector(t, DefaultConfig())
+		d.sw, d.sh, d.pw = w, 9, w+2
+		d.raw = make([]uint8, d.pw*(d.sh+2))
+		d.mask = make([]uint8, len(d.raw))
+		d.colSum = make([]uint8, d.pw)
+		for y := 1; y <= d.sh; y++ {
+			for x := 1; x <= w; x++ {
+				d.raw[y*d.pw+x] = uint8(rng.IntN(2))
+			}
+		}
+		kept := d.despeckle()
+		want := 0
+		for y := 1; y <= d.sh; y++ {
+			for x := 1; x <= w; x++ {
+				n := 0
+				for dy := -1; dy <= 1; dy++ {
+					for dx := -1; dx <= 1; dx++ {
+						n += int(d.raw[(y+dy)*d.pw+x+dx])
+					}
+				}
+				m := uint8(0)
+				if n >= 5 {
+					m = 1
+					want++
+				}
+				if got := d.mask[y*d.pw+x]; got != m {
+					t.Fatalf("width %d: pixel (%d,%d) = %d, want %d", w, x, y, got, m)
+				}
+			}
+		}
+		if kept != want {
+			t.Fatalf("width %d: kept %d, want %d", w, kept, want)
+		}
+	}
+}
+
+// TestStepPlaneYUYV: analysing YUYV in place (pixel step 2, padded stride)
+// gives exactly what analysing its extracted luma gives, frame by frame,
+// for box sizes with and without a word path.
+func TestStepPlaneYUYV(t *testing.T) {
+	for _, sz := range []struct{ w, h int }{{160, 120}, {320, 240}, {328, 246}, {640, 480}, {642, 482}, {1280, 720}, {962, 541}} {
+		s := newScene(sz.w, sz.h, 28, 2.5)
+		a := newTestDetector(t, DefaultConfig())
+		b := newTestDetector(t, DefaultConfig())
+		stride := 2*sz.w + 6
+		yuyv := make([]byte, stride*(sz.h-1)+2*sz.w)
+		var luma []byte
+		for i := range 30 {
+			x := sz.w * i / 40
+			luma = s.frame(luma, 0, image.Rect(x, sz.h/3, x+sz.w/6, sz.h/2))
+			for y := range sz.h {
+				for x := range sz.w {
+					yuyv[y*stride+2*x] = luma[y*sz.w+x]
+					yuyv[y*stride+2*x+1] = byte(x * 7)
+				}
+			}
+			ra := a.Step(luma, sz.w, sz.h)
+			rb := b.StepPlane(yuyv, sz.w, sz.h, stride, 2)
+			if ra != rb {
+				t.Fatalf("%dx%d frame %d: luma %+v, yuyv %+v", sz.w, sz.h, i, ra, rb)
+			}
+			if !slices.Equal(a.cur, b.cur) {
+				t.Fatalf("%dx%d frame %d: analysed planes differ", sz.w, sz.h, i)
+			}
+		}
+	}
+	d := newTestDetector(t, DefaultConfig())
+	for _, tc := range []struct{ n, stride, step int }{
+		{2*160*120 - 2, 320, 2}, // one byte short
+		{2 * 160 * 120, 200, 2}, // stride below the row
+		{2 * 160 * 120, 320, 0}, // no step
+		{2 * 160 * 120, 320, 5}, // step too large
+	} {
+		if r := d.StepPlane(make([]byte, tc.n), 160, 120, tc.stride, tc.step); !errors.Is(r.Err, ErrBadFrame) {
+			t.Errorf("%d bytes, stride %d, step %d: %+v, want ErrBadFrame", tc.n, tc.stride, tc.step, r)
+		}
 	}
 }

@@ -327,7 +327,8 @@ func RunSequence(dir string, cfg motion.Config, opts Options) (SequenceResult, e
 			return SequenceResult{}, fmt.Errorf("eval: %w", err)
 		}
 		start := opts.Now()
-		res := det.Step(f.Luma, f.Width, f.Height)
+		pix, stride, step := f.LumaPlane()
+		res := det.StepPlane(pix, f.Width, f.Height, stride, step)
 		dec := lc.Observe(at(i), res)
 		elapsed += opts.Now().Sub(start)
 		if res.Err != nil {

@@ -146,8 +146,9 @@ func Render(dst *image.RGBA, f *capture.Frame, v *motion.View, info Info) error 
 	if w <= 0 || h <= 0 || w > maxSide || h > maxSide {
 		return fmt.Errorf("tune: frame size %dx%d, want sides in [1, %d]", w, h, maxSide)
 	}
-	if len(f.Luma) < w*h {
-		return fmt.Errorf("tune: frame %dx%d has %d bytes of luma, want %d", w, h, len(f.Luma), w*h)
+	pix, stride, step := f.LumaPlane()
+	if need := (h-1)*stride + (w-1)*step + 1; stride < (w-1)*step+1 || len(pix) < need {
+		return fmt.Errorf("tune: frame %dx%d has %d bytes of luma (stride %d, step %d), want %d", w, h, len(pix), stride, step, need)
 	}
 	if want := Bounds(w, h); dst == nil || dst.Bounds() != want {
 		return fmt.Errorf("tune: canvas for a %dx%d frame must be %v", w, h, want)
@@ -166,7 +167,7 @@ func Render(dst *image.RGBA, f *capture.Frame, v *motion.View, info Info) error 
 			ay = min(y/v.Scale, v.Height-1) // rows beyond the analysed ones: the nearest
 		}
 		for x := range w {
-			l := f.Luma[y*w+x]
+			l := pix[y*stride+x*step]
 			st := motion.StateStill
 			if states {
 				st = v.State[ay*v.Width+min(x/v.Scale, v.Width-1)]

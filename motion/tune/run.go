@@ -170,7 +170,8 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 			break
 		}
 		rep.Played++
-		res := det.Step(f.Luma, f.Width, f.Height)
+		pix, stride, step := f.LumaPlane()
+		res := det.StepPlane(pix, f.Width, f.Height, stride, step)
 		dec := life.Observe(f.Time, res)
 		status := Status(res)
 		if res.Motion {

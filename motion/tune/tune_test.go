@@ -292,7 +292,7 @@ func TestRenderWithoutAnalysis(t *testing.T) {
 func TestRenderErrors(t *testing.T) {
 	good := capturetest.GreyFrame(seqW, seqH, 90, 0, time.Time{})
 	short := good
-	short.Luma = short.Luma[:10]
+	short.Luma, short.Data = short.Luma[:10], short.Data[:10]
 	canvas := image.NewRGBA(tune.Bounds(seqW, seqH))
 	fits := &motion.View{Width: seqW / 2, Height: seqH / 2, Scale: 2, State: make([]uint8, seqW*seqH/4)}
 	tooBig := &motion.View{Width: seqW, Height: seqH, Scale: 2, State: make([]uint8, seqW*seqH)}
@@ -635,7 +635,7 @@ func TestRunSource(t *testing.T) {
 	for i := range 6 {
 		frames = append(frames, capturetest.GreyFrame(64, 48, 100, uint64(i), t0.Add(time.Duration(i)*100*time.Millisecond)))
 	}
-	frames[3].Luma = frames[3].Luma[:100]
+	frames[3].Luma, frames[3].Data = frames[3].Luma[:100], frames[3].Data[:100]
 	boom := errors.New("camera on fire")
 	src := &capturetest.Source{Frames: frames, Err: boom}
 	out := filepath.Join(t.TempDir(), "out")

@@ -334,9 +334,12 @@ def run_peer(cv2, np, peer_cls, seq):
 # ---------------------------------------------------------------- bench
 
 
-def bench_mog2(cv2, np, src, min_frames=200):
+def bench_mog2(cv2, np, src, min_frames=200, dump=None, dump_frames=100):
     """Median MOG2 apply() time on 640x480 grey frames decoded from src (a
-    video file, or a directory of images in name order, repeated as needed)."""
+    video file, or a directory of images in name order, repeated as needed).
+    With dump, the first dump_frames of those frames are also written there
+    as PNG (000000.png ...), so keyframe's benchmark can time the very same
+    frames."""
     frames = []
     if os.path.isdir(src):
         vids = sorted(n for n in os.listdir(src) if n.lower().endswith((".avi", ".mp4", ".mkv")))
@@ -361,6 +364,11 @@ def bench_mog2(cv2, np, src, min_frames=200):
         if not frames:
             raise PeersError(f"{src}: no frame could be decoded")
     frames = [cv2.resize(f, (640, 480), interpolation=cv2.INTER_AREA) for f in frames]
+    if dump is not None:
+        os.makedirs(dump, exist_ok=True)
+        for i, f in enumerate(frames[:dump_frames]):
+            if not cv2.imwrite(os.path.join(dump, f"{i:06d}.png"), f):
+                raise PeersError(f"{dump}: cannot write frame {i}")
     while len(frames) < min_frames:
         frames = frames + frames
     cv2.setNumThreads(1)
@@ -410,12 +418,15 @@ def main(argv=None):
     ap.add_argument("--peer", choices=sorted(PEERS))
     ap.add_argument("--json", action="store_true", help="print the JSON of `keyframe eval --json`")
     ap.add_argument("--bench-mog2", metavar="VIDEO_OR_DIR", help="time MOG2 on 640x480 grey frames")
+    ap.add_argument("--dump-frames", metavar="DIR", help="with --bench-mog2: also write the first 100 timed frames as PNG into DIR")
     ap.add_argument("dirs", nargs="*", metavar="DIR")
     a = ap.parse_args(argv)
     if a.bench_mog2 is None and (a.peer is None or not a.dirs):
         ap.error("want --peer and at least one DIR, or --bench-mog2")
     if a.bench_mog2 is not None and (a.peer or a.dirs):
         ap.error("--bench-mog2 takes no --peer and no DIR")
+    if a.dump_frames is not None and a.bench_mog2 is None:
+        ap.error("--dump-frames goes with --bench-mog2")
 
     def note(msg):
         print(msg, file=sys.stderr)
@@ -429,7 +440,7 @@ def main(argv=None):
 
     try:
         if a.bench_mog2 is not None:
-            ms, n = bench_mog2(cv2, np, a.bench_mog2)
+            ms, n = bench_mog2(cv2, np, a.bench_mog2, dump=a.dump_frames)
             note(f"peers: MOG2 on {n} frames at 640x480, OpenCV {cv2.__version__}, 1 thread: median apply() {ms:.3f} ms")
             print(json.dumps({"mog2_ms_per_frame_640x480": round(ms, 4)}))
             return 0
