@@ -25,6 +25,7 @@ run: build
 test: lint unit cross
 
 unit:
+	scripts/ensure-test-deps.sh
 	$(GO) test -count=1 ./...
 	@py=$$(command -v /usr/bin/python3 || command -v python3 || true); \
 	  if [ -n "$$py" ]; then $$py -m unittest discover -s scripts/peers -p 'test_*.py'; \

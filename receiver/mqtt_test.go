@@ -1,0 +1,454 @@
+package receiver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/keyframe-cam/keyframe/provenance"
+	"github.com/keyframe-cam/keyframe/uploader"
+	"github.com/keyframe-cam/keyframe/uploader/mosquittotest"
+)
+
+// Tests against a real broker wait for real network events; waitTimeout
+// bounds each wait (they take milliseconds when things work), quietWait is
+// how long a message that must not arrive is waited for.
+const (
+	waitTimeout = 10 * time.Second
+	quietWait   = 300 * time.Millisecond
+)
+
+func TestMQTTIngestParsesOnlyEventTopics(t *testing.T) {
+	m, err := NewMQTTIngest(MQTTConfig{Broker: "tls://b.example", Username: "receiver", TopicPrefix: "site/kf"}, &fakeIngester{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, ev, kind, ok := m.parseTopic("site/kf/dev1/events/ev1/start")
+	if !ok || dev != "dev1" || ev != "ev1" || kind != "start" {
+		t.Errorf("parseTopic of a good topic = %q %q %q %v", dev, ev, kind, ok)
+	}
+	for _, topic := range []string{
+		"kf/dev1/events/ev1/start",
+		"site/kf/dev1/events/ev1",
+		"site/kf/dev1/events/ev1/start/x",
+		"site/kf/dev1/state/ev1/start",
+		"site/kf//events/ev1/start",
+		"site/kf/dev1/events//start",
+		"site/kf/dev1/events/ev1/",
+		"site/kfx/dev1/events/ev1/start",
+		"",
+	} {
+		if _, _, _, ok := m.parseTopic(topic); ok {
+			t.Errorf("parseTopic(%q) accepted it", topic)
+		}
+	}
+}
+
+func TestNewMQTTIngestRejectsBadConfig(t *testing.T) {
+	good := MQTTConfig{Broker: "tls://b.example", Username: "receiver"}
+	for name, mod := range map[string]func(*MQTTConfig){
+		"clear text to a remote host": func(c *MQTTConfig) { c.Broker = "tcp://b.example" },
+		"no credentials":              func(c *MQTTConfig) { c.Username = "" },
+		"password without user":       func(c *MQTTConfig) { c.Username, c.Password = "", "pw" },
+		"wildcard in client ID":       func(c *MQTTConfig) { c.ClientID = "r#" },
+		"wildcard in prefix":          func(c *MQTTConfig) { c.TopicPrefix = "k/+" },
+		"empty prefix level":          func(c *MQTTConfig) { c.TopicPrefix = "k//f" },
+	} {
+		c := good
+		mod(&c)
+		if _, err := NewMQTTIngest(c, &fakeIngester{}); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else if !strings.HasPrefix(err.Error(), "receiver: ") {
+			t.Errorf("%s: error %q lacks the package prefix", name, err)
+		}
+	}
+	if _, err := NewMQTTIngest(good, nil); err == nil {
+		t.Error("nil Ingester accepted")
+	}
+}
+
+func TestMQTTRoundTripStoresSignedBundle(t *testing.T) {
+	b := mosquittotest.Start(t)
+	env := newEnv(t, Options{})
+	dev := newDevice(t)
+	env.enroll(dev, "alice")
+	ing := startIngest(t, b, env.srv, nil)
+	tr := startTransport(t, b, dev, nil)
+
+	rec := dev.record(t, "ev-1", provenance.KindStart, 1)
+	send(t, tr, rec)
+	waitFor(t, "the record to be stored", func() bool { return env.srv.Stats().Stored == 1 })
+	if got := env.lines.lines(); len(got) != 1 || !strings.Contains(got[0], "event=ev-1 kind=start device="+dev.id+" seq=1") {
+		t.Errorf("event lines = %q", got)
+	}
+	code, body, _ := env.get(mediaURL(dev, rec))
+	if code != http.StatusOK || !bytes.Equal(body, rec.thumb) {
+		t.Errorf("stored thumbnail: status %d, %d bytes, want the sent %d bytes", code, len(body), len(rec.thumb))
+	}
+
+	// A bundle the receiver refuses (not CBOR) is logged, counted and
+	// acknowledged: not retried, not stored.
+	send(t, tr, &record{event: "ev-2", kind: provenance.KindStart, seq: 2, body: []byte("not a bundle")})
+	waitFor(t, "the refusal", func() bool { return env.srv.Stats().Rejected[ReasonMalformed] == 1 })
+	// A bundle of this device on its topic but for another event is refused
+	// too: the topic's event must agree with the signed payload.
+	other := dev.record(t, "ev-3", provenance.KindStart, 3)
+	send(t, tr, &record{event: "ev-4", kind: provenance.KindStart, seq: 3, body: other.body})
+	waitFor(t, "the path refusal", func() bool { return env.srv.Stats().Rejected[ReasonPath] == 1 })
+
+	st := ing.Stats()
+	if st.Received != 3 || st.Stored != 1 || st.Refused != 2 || st.Deferred != 0 || st.BadTopic != 0 {
+		t.Errorf("ingest stats = %+v, want 3 received, 1 stored, 2 refused", st)
+	}
+	// Refused messages were acknowledged: a reconnect of the receiver's
+	// persistent session does not bring them back.
+	ing.net.cut()
+	waitFor(t, "the receiver to reconnect", func() bool { s := ing.Stats(); return s.Connects == 2 && s.Connected })
+	time.Sleep(quietWait)
+	if st := ing.Stats(); st.Received != 3 {
+		t.Errorf("after a reconnect, %d messages received, want still 3 (refused ones are acknowledged)", st.Received)
+	}
+	if got := env.srv.Stats(); got.Stored != 1 || got.Duplicates != 0 {
+		t.Errorf("server stats = %+v, want 1 stored and no duplicate", got)
+	}
+}
+
+func TestMQTTDeviceCannotPublishAsAnotherDevice(t *testing.T) {
+	b := mosquittotest.Start(t)
+	env := newEnv(t, Options{})
+	devA, devB := newDevice(t), newDevice(t)
+	env.enroll(devA, "alice")
+	env.enroll(devB, "bob")
+	ing := startIngest(t, b, env.srv, nil)
+
+	// A, with its own certificate, replays a record B signed, on B's topic.
+	recB := devB.record(t, "ev-b", provenance.KindStart, 1)
+	a := connectRaw(t, b, devA.id, "device-a-raw")
+	tok := a.Publish("keyframe/"+devB.id+"/events/ev-b/start", 1, false, recB.body)
+	if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+		t.Fatalf("A's publish was not acknowledged by the broker: %v", tok.Error())
+	}
+	// And a record of its own on B's topic.
+	recA := devA.record(t, "ev-a", provenance.KindStart, 1)
+	tok = a.Publish("keyframe/"+devB.id+"/events/ev-a/start", 1, false, recA.body)
+	if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+		t.Fatalf("A's publish was not acknowledged by the broker: %v", tok.Error())
+	}
+	// B's own publish arrives.
+	trB := startTransport(t, b, devB, nil)
+	send(t, trB, recB)
+	waitFor(t, "B's record to be stored", func() bool { return env.srv.Stats().Stored == 1 })
+	time.Sleep(quietWait)
+
+	if st := ing.Stats(); st.Received != 1 {
+		t.Errorf("the receiver got %d messages, want only B's own (A's were delivered)", st.Received)
+	}
+	if st := env.srv.Stats(); st.Stored != 1 || st.Duplicates != 0 || len(st.Rejected) != 0 {
+		t.Errorf("server stats = %+v, want B's record stored once and nothing else seen", st)
+	}
+	if n := strings.Count(b.Log(), "Denied PUBLISH from device-a-raw"); n != 2 {
+		t.Errorf("the broker logged %d denials of A's publishes, want 2", n)
+	}
+}
+
+func TestMQTTIngestDefersWhenStoreFailsAndBrokerRedelivers(t *testing.T) {
+	b := mosquittotest.Start(t)
+	env := newEnv(t, Options{})
+	dev := newDevice(t)
+	env.enroll(dev, "alice")
+	// The store fails the first record, and only once every record is on
+	// its way to the receiver: the later ones are in flight on the same
+	// connection when the first fails.
+	flaky := &flakyIngester{srv: env.srv, gate: make(chan struct{})}
+	ing := startIngest(t, b, flaky, nil)
+	tr := startTransport(t, b, dev, nil)
+
+	recs := make([]*record, 4)
+	for i := range recs {
+		recs[i] = dev.record(t, fmt.Sprintf("ev-%d", i+1), provenance.KindStart, uint64(i+1))
+		send(t, tr, recs[i])
+	}
+	close(flaky.gate)
+	waitFor(t, "every record to be stored", func() bool { return env.srv.Stats().Stored == uint64(len(recs)) })
+	time.Sleep(quietWait)
+
+	st := env.srv.Stats()
+	if st.Stored != uint64(len(recs)) || len(st.Rejected) != 0 {
+		t.Errorf("server stats = %+v, want %d stored in order (a replay refusal means one overtook another)", st, len(recs))
+	}
+	for _, r := range recs {
+		if env.srv.lookup(dev.id, r.event, r.kind) == nil {
+			t.Errorf("record %s not stored", r.event)
+		}
+	}
+	ist := ing.Stats()
+	if flaky.fails.Load() != 1 || ist.Deferred == 0 || ist.Losses != 1 || ist.Connects != 2 {
+		t.Errorf("ingest stats = %+v after %d store failures, want one failure, deferred messages and one reconnect", ist, flaky.fails.Load())
+	}
+	t.Logf("ingest stats %+v; server duplicates %d", ist, st.Duplicates)
+}
+
+func TestMQTTOutageLosesNoRecord(t *testing.T) {
+	b := mosquittotest.Start(t)
+	env := newEnv(t, Options{})
+	dev := newDevice(t)
+	env.enroll(dev, "alice")
+	ing := startIngest(t, b, env.srv, nil)
+	tr := startTransport(t, b, dev, nil)
+
+	sp, err := uploader.OpenSpool(uploader.SpoolConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := uploader.New(uploader.Config{
+		BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond,
+		FirstRetryMax: 50 * time.Millisecond, Rate: 1e12,
+	}, sp, tr, nil, nil, testLogger(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- up.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	const before, total = 3, 12
+	var recs []*record
+	put := func(seq int) {
+		r := dev.record(t, fmt.Sprintf("ev-%02d", seq), provenance.KindStart, uint64(seq))
+		recs = append(recs, r)
+		if err := sp.Put(uploader.Record{Seq: r.seq, Event: r.event, Kind: r.kind, Data: r.body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for seq := 1; seq <= before; seq++ {
+		put(seq)
+	}
+	waitFor(t, "the first records to be stored", func() bool { return env.srv.Stats().Stored == before })
+
+	b.Stop()
+	waitFor(t, "both clients to see the outage", func() bool { return !tr.Connected() && !ing.Stats().Connected })
+	failuresBefore := up.Stats().Failures
+	for seq := before + 1; seq <= total; seq++ {
+		put(seq)
+	}
+	waitFor(t, "the uploader to try and fail", func() bool { return up.Stats().Failures > failuresBefore+1 })
+	if p := sp.Stats().Pending; p != total-before {
+		t.Fatalf("spool holds %d records during the outage, want %d", p, total-before)
+	}
+
+	b.Restart()
+	waitFor(t, "every record to be stored", func() bool { return env.srv.Stats().Stored == total })
+	waitFor(t, "the spool to drain", func() bool { return sp.Stats().Pending == 0 })
+	time.Sleep(quietWait)
+
+	st := env.srv.Stats()
+	if st.Stored != total || st.Records != total || len(st.Rejected) != 0 {
+		t.Errorf("server stats = %+v, want each of %d records stored exactly once, nothing refused", st, total)
+	}
+	for _, r := range recs {
+		if env.srv.lookup(dev.id, r.event, r.kind) == nil {
+			t.Errorf("record %s (seq %d) lost", r.event, r.seq)
+		}
+	}
+	if us := up.Stats(); us.Sent != total || us.Quarantined != 0 {
+		t.Errorf("uploader stats = %+v, want %d sent, none quarantined", us, total)
+	}
+	t.Logf("identical re-sends counted as duplicates: %d; uploader failures during the outage: %d; device reconnects: %d; receiver reconnects: %d",
+		st.Duplicates, up.Stats().Failures, tr.Stats().Connects-1, ing.Stats().Connects-1)
+}
+
+// --- helpers ---
+
+type fakeIngester struct{}
+
+func (*fakeIngester) Ingest([]byte, Claim) IngestResult {
+	return IngestResult{Status: http.StatusCreated}
+}
+
+// flakyIngester answers its first call with 503, as a failing store does,
+// once gate is closed; later calls go to srv.
+type flakyIngester struct {
+	srv   *Server
+	gate  chan struct{}
+	calls atomic.Int64
+	fails atomic.Int64
+}
+
+func (f *flakyIngester) Ingest(b []byte, c Claim) IngestResult {
+	if f.calls.Add(1) == 1 {
+		select {
+		case <-f.gate:
+		case <-time.After(waitTimeout):
+		}
+		f.fails.Add(1)
+		return IngestResult{Status: http.StatusServiceUnavailable, Reason: ReasonInternal, Message: "storage failed, retry later"}
+	}
+	return f.srv.Ingest(b, c)
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testIngest struct {
+	*MQTTIngest
+	net *testNet
+}
+
+// startIngest runs an MQTT ingest as user "receiver" with short reconnect
+// delays and waits until it is subscribed.
+func startIngest(t *testing.T, b *mosquittotest.Broker, srv Ingester, mod func(*MQTTConfig)) *testIngest {
+	t.Helper()
+	tn := &testNet{}
+	cert := b.ClientTLS(mosquittotest.Receiver).Certificates[0]
+	cfg := MQTTConfig{
+		Broker: b.URL, Certificate: &cert, RootCAs: b.RootCAs,
+		BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond, FirstRetryMax: 50 * time.Millisecond,
+		ConnectTimeout: 5 * time.Second, Logger: testLogger(t), Dial: tn.dial,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	m, err := NewMQTTIngest(cfg, srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("ingest Run returned %v", err)
+		}
+	})
+	waitFor(t, "the ingest to subscribe", func() bool { return m.Stats().Connected })
+	return &testIngest{m, tn}
+}
+
+// startTransport runs the device's MQTT transport with its device key as
+// the TLS client key and waits until it is connected.
+func startTransport(t *testing.T, b *mosquittotest.Broker, d *testDevice, mod func(*uploader.MQTTConfig)) *uploader.MQTT {
+	t.Helper()
+	cfg := uploader.MQTTConfig{
+		Broker: b.URL, DeviceID: d.id,
+		ClientChain: b.ClientCert(d.id, d.key.Public()), ClientKey: d.key, RootCAs: b.RootCAs,
+		BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond, FirstRetryMax: 50 * time.Millisecond,
+		ConnectTimeout: 5 * time.Second, SendTimeout: 5 * time.Second, Logger: testLogger(t),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	m, err := uploader.NewMQTT(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("transport Run returned %v", err)
+		}
+	})
+	waitFor(t, "the device to connect", m.Connected)
+	return m
+}
+
+func send(t *testing.T, tr *uploader.MQTT, r *record) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
+	defer cancel()
+	if err := tr.Send(ctx, uploader.Record{Seq: r.seq, Event: r.event, Kind: r.kind, Data: r.body}); err != nil {
+		t.Fatalf("Send %s: %v", r.event, err)
+	}
+}
+
+// connectRaw connects a plain paho client as user cn.
+func connectRaw(t *testing.T, b *mosquittotest.Broker, cn, clientID string) paho.Client {
+	t.Helper()
+	opts := paho.NewClientOptions().AddBroker(b.URL).SetClientID(clientID).SetTLSConfig(b.ClientTLS(cn)).
+		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second)
+	c := paho.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+		t.Fatalf("connect %s: %v", clientID, tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	return c
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// testNet dials TCP connections a test can cut like a failing network
+// (paho takes "use of closed network connection" for its own close and
+// would not report the loss, so reads and writes then fail differently).
+type testNet struct {
+	mu    sync.Mutex
+	conns []*cutConn
+}
+
+var errReset = errors.New("test: connection reset by the network")
+
+func (n *testNet) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	cc := &cutConn{Conn: c}
+	n.mu.Lock()
+	n.conns = append(n.conns, cc)
+	n.mu.Unlock()
+	return cc, nil
+}
+
+func (n *testNet) cut() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, c := range n.conns {
+		c.cut.Store(true)
+		c.Conn.Close()
+	}
+	n.conns = nil
+}
+
+type cutConn struct {
+	net.Conn
+	cut atomic.Bool
+}
+
+func (c *cutConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && c.cut.Load() {
+		err = errReset
+	}
+	return n, err
+}
+
+func (c *cutConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil && c.cut.Load() {
+		err = errReset
+	}
+	return n, err
+}

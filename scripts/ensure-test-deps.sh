@@ -1,0 +1,28 @@
+#!/bin/sh
+# Installs the real parts the tests start for themselves when they are
+# missing: swtpm (a software TPM 2.0, for the TPM key backend) and mosquitto
+# (an MQTT broker, for the MQTT transport). Debian packages only, with apt
+# (apt-get update first). Without root or sudo it says what to install and
+# goes on: those tests then skip with that message, except in CI (CI set),
+# where they fail instead of skipping.
+set -eu
+need=""
+command -v swtpm >/dev/null 2>&1 || need="$need swtpm swtpm-tools"
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need="$need mosquitto"
+[ -n "$need" ] || exit 0
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+	if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; else
+		echo "ensure-test-deps: not root and no sudo: install$need (Debian) to run the TPM and MQTT tests; they skip without them" >&2
+		exit 0
+	fi
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+	echo "ensure-test-deps: no apt-get: install$need to run the TPM and MQTT tests; they skip without them" >&2
+	exit 0
+fi
+echo "ensure-test-deps: installing$need" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq >&2
+# shellcheck disable=SC2086
+$sudo apt-get install -y -qq --no-install-recommends $need >&2

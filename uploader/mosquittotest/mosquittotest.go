@@ -1,0 +1,407 @@
+// Package mosquittotest starts a real Mosquitto broker for a test: on
+// 127.0.0.1 at a free port, TLS only, client certificates required (a
+// throwaway CA made with crypto/x509 for each broker), the certificate's CN
+// taken as the username, and keyframe's ACL (DefaultACL). Stop and Restart
+// keep the port and the persistence directory, for outage tests.
+//
+// When the mosquitto binary is not installed the test is skipped, unless the
+// CI environment variable is set: then it fails.
+package mosquittotest
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Users of DefaultACL that are not devices. Devices are users named by their
+// device ID (the CN of their certificate).
+const (
+	// Receiver may read every device's events.
+	Receiver = "receiver"
+	// HomeAssistant may read devices' status, motion, thumbnail, state and
+	// the discovery configs, and send commands.
+	HomeAssistant = "homeassistant"
+)
+
+// DefaultACL is the broker's ACL: a device (username = its ID) may read and
+// write under keyframe/<id>/ and write its own Home Assistant discovery
+// configs; the receiver reads events; Home Assistant reads the states and
+// sends commands. It is the ACL docs/mqtt.md recommends.
+const DefaultACL = `# keyframe devices: username = certificate CN = device ID
+pattern readwrite keyframe/%u/#
+pattern write homeassistant/+/keyframe_%u/#
+
+user receiver
+topic read keyframe/+/events/#
+
+user homeassistant
+topic read keyframe/+/status
+topic read keyframe/+/motion
+topic read keyframe/+/thumbnail
+topic read keyframe/+/state
+topic write keyframe/+/cmd/#
+topic read homeassistant/#
+`
+
+// readyTimeout bounds the wait for the broker to listen; stopTimeout the wait
+// for it to exit after SIGINT.
+const (
+	readyTimeout = 10 * time.Second
+	stopTimeout  = 10 * time.Second
+)
+
+// Broker is a running (or stopped) mosquitto.
+type Broker struct {
+	// Addr is "127.0.0.1:port", URL "tls://127.0.0.1:port".
+	Addr, URL string
+	// RootCAs holds the throwaway CA that signed the broker's and the
+	// clients' certificates.
+	RootCAs *x509.CertPool
+
+	t      testing.TB
+	bin    string
+	dir    string
+	conf   string
+	caCert *x509.Certificate
+	caKey  *ecdsa.PrivateKey
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd exited
+	out  *syncBuffer   // all runs' output
+}
+
+// Binary returns the path of the mosquitto binary, or "" if not found.
+func Binary() string {
+	if p, err := exec.LookPath("mosquitto"); err == nil {
+		return p
+	}
+	for _, p := range []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
+}
+
+// haveBinary reports whether bin is set; if not, it skips t, or fails it
+// when ci (the CI environment variable) is set.
+func haveBinary(t testing.TB, bin, ci string) bool {
+	t.Helper()
+	if bin != "" {
+		return true
+	}
+	const msg = "mosquittotest: mosquitto is not installed (Debian: apt-get install mosquitto)"
+	if ci != "" {
+		t.Fatal(msg + "; CI is set, so this is a failure")
+		return false
+	}
+	t.Skip(msg + "; skipping (set CI to make this a failure)")
+	return false
+}
+
+// Start starts a broker for t and stops it at t's cleanup (logging its
+// output if t failed).
+func Start(t testing.TB) *Broker {
+	t.Helper()
+	bin := Binary()
+	if !haveBinary(t, bin, os.Getenv("CI")) {
+		return nil
+	}
+	b := &Broker{t: t, bin: bin, dir: t.TempDir(), out: &syncBuffer{}}
+	b.makeCA()
+	if err := os.Mkdir(filepath.Join(b.dir, "data"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	b.writeFile("acl", []byte(DefaultACL))
+	t.Cleanup(func() {
+		b.Stop()
+		if t.Failed() {
+			t.Logf("mosquittotest: broker output:\n%s", b.Log())
+		}
+	})
+	// A port found free may be taken before mosquitto binds it: try a few.
+	var lastErr error
+	for range 3 {
+		port, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		b.URL = "tls://" + b.Addr
+		b.writeConfig(port)
+		if lastErr = b.start(); lastErr == nil {
+			return b
+		}
+	}
+	t.Fatalf("mosquittotest: %v\n%s", lastErr, b.Log())
+	return nil
+}
+
+// Stop stops the broker gracefully (SIGINT: it saves its persistence
+// database and closes every connection) and waits for it to exit. Stopping
+// a stopped broker does nothing.
+func (b *Broker) Stop() {
+	b.t.Helper()
+	b.mu.Lock()
+	cmd, done := b.cmd, b.done
+	b.cmd = nil
+	b.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		b.t.Logf("mosquittotest: signal broker: %v", err)
+	}
+	select {
+	case <-done:
+	case <-time.After(stopTimeout):
+		b.t.Errorf("mosquittotest: broker did not exit %s after SIGINT; killing it", stopTimeout)
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Restart starts a stopped broker again on the same port with the same
+// persistence directory (retained messages and persistent sessions survive).
+func (b *Broker) Restart() {
+	b.t.Helper()
+	b.Stop()
+	if err := b.start(); err != nil {
+		b.t.Fatalf("mosquittotest: restart: %v\n%s", err, b.Log())
+	}
+}
+
+// Log returns everything the broker printed so far (log_type all).
+func (b *Broker) Log() string { return b.out.String() }
+
+// ClientCert issues a client certificate with CN cn for pub, signed by the
+// broker's CA, and returns its chain (DER, leaf first).
+func (b *Broker) ClientCert(cn string, pub crypto.PublicKey) [][]byte {
+	b.t.Helper()
+	tmpl := &x509.Certificate{
+		SerialNumber: b.serial(),
+		Subject:      pkix.Name{CommonName: cn, Organization: []string{"keyframe test"}},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, b.caCert, pub, b.caKey)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return [][]byte{der}
+}
+
+// ClientTLS returns a TLS configuration for a client with CN cn and a fresh
+// P-256 key, trusting the broker's CA.
+func (b *Broker) ClientTLS(cn string) *tls.Config {
+	b.t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		RootCAs:      b.RootCAs,
+		ServerName:   "127.0.0.1",
+		Certificates: []tls.Certificate{{Certificate: b.ClientCert(cn, k.Public()), PrivateKey: k}},
+	}
+}
+
+func (b *Broker) start() error {
+	cmd := exec.Command(b.bin, "-c", b.conf)
+	cmd.Stdout, cmd.Stderr = b.out, b.out
+	mark := b.out.Len()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", b.bin, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		// mosquitto prints this once every listener is open.
+		out := b.out.From(mark)
+		if strings.Contains(out, " running") {
+			break
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("mosquitto exited at start-up")
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-done
+			return fmt.Errorf("mosquitto not running after %s", readyTimeout)
+		}
+	}
+	b.mu.Lock()
+	b.cmd, b.done = cmd, done
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *Broker) writeConfig(port int) {
+	b.t.Helper()
+	var c strings.Builder
+	if os.Geteuid() == 0 {
+		// As root, mosquitto would switch to the "mosquitto" user, which
+		// cannot read the test's private files.
+		c.WriteString("user root\n")
+	}
+	fmt.Fprintf(&c, `per_listener_settings false
+allow_anonymous false
+acl_file %s
+persistence true
+persistence_location %s/
+log_dest stderr
+log_type all
+connection_messages true
+
+listener %d 127.0.0.1
+cafile %s
+certfile %s
+keyfile %s
+require_certificate true
+use_identity_as_username true
+`, filepath.Join(b.dir, "acl"), filepath.Join(b.dir, "data"), port,
+		filepath.Join(b.dir, "ca.pem"), filepath.Join(b.dir, "server.pem"), filepath.Join(b.dir, "server.key"))
+	b.conf = b.writeFile("mosquitto.conf", []byte(c.String()))
+}
+
+// makeCA makes the throwaway CA and the server certificate for 127.0.0.1.
+func (b *Broker) makeCA() {
+	b.t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          b.serial(),
+		Subject:               pkix.Name{CommonName: "keyframe test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.caCert, err = x509.ParseCertificate(caDER)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.caKey = caKey
+	b.RootCAs = x509.NewCertPool()
+	b.RootCAs.AddCert(b.caCert)
+
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	srvTmpl := &x509.Certificate{
+		SerialNumber: b.serial(),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:     []string{"localhost"},
+	}
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, b.caCert, srvKey.Public(), caKey)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(srvKey)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.writeFile("ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
+	b.writeFile("server.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}))
+	b.writeFile("server.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+}
+
+func (b *Broker) serial() *big.Int {
+	b.t.Helper()
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return n
+}
+
+func (b *Broker) writeFile(name string, data []byte) string {
+	b.t.Helper()
+	p := filepath.Join(b.dir, name)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		b.t.Fatal(err)
+	}
+	return p
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("mosquittotest: find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Len()
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// From returns the output after the first n bytes.
+func (s *syncBuffer) From(n int) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return string(s.buf.Bytes()[n:])
+}

@@ -1,0 +1,91 @@
+package mosquittotest
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// connect connects an MQTT client over tc and returns it or the error.
+func connect(t *testing.T, b *Broker, id string, tc *tls.Config) (paho.Client, error) {
+	t.Helper()
+	opts := paho.NewClientOptions().AddBroker(b.URL).SetClientID(id).SetTLSConfig(tc).
+		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetProtocolVersion(4)
+	c := paho.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(10 * time.Second) {
+		t.Fatal("connect did not complete")
+	}
+	if tok.Error() != nil {
+		return nil, tok.Error()
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	return c, nil
+}
+
+func TestBrokerRequiresClientCertificateAndRestartsOnSamePort(t *testing.T) {
+	b := Start(t)
+	if !strings.HasPrefix(b.Addr, "127.0.0.1:") {
+		t.Fatalf("Addr = %q, want 127.0.0.1:port", b.Addr)
+	}
+	if _, err := connect(t, b, "with-cert", b.ClientTLS(HomeAssistant)); err != nil {
+		t.Fatalf("client with a CA-signed certificate: %v", err)
+	}
+	noCert := &tls.Config{RootCAs: b.RootCAs, ServerName: "127.0.0.1"}
+	if _, err := connect(t, b, "no-cert", noCert); err == nil {
+		t.Fatal("a client without a certificate was accepted")
+	}
+	// A certificate from another CA (another broker's) is refused too.
+	other := Start(t)
+	if _, err := connect(t, b, "foreign-cert", other.ClientTLS(HomeAssistant)); err == nil {
+		t.Fatal("a client with a certificate of another CA was accepted")
+	}
+
+	addr := b.Addr
+	b.Stop()
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("broker still listening after Stop")
+	}
+	b.Restart()
+	if b.Addr != addr {
+		t.Fatalf("Restart moved the broker from %s to %s", addr, b.Addr)
+	}
+	if _, err := connect(t, b, "after-restart", b.ClientTLS(HomeAssistant)); err != nil {
+		t.Fatalf("after Restart: %v", err)
+	}
+}
+
+// recordTB records Skip and Fatal instead of ending the test.
+type recordTB struct {
+	testing.TB
+	skipped, fatal string
+}
+
+func (r *recordTB) Helper()               {}
+func (r *recordTB) Skip(args ...any)      { r.skipped = fmt.Sprint(args...) }
+func (r *recordTB) Fatal(args ...any)     { r.fatal = fmt.Sprint(args...) }
+func (r *recordTB) Failed() bool          { return r.fatal != "" }
+func (r *recordTB) Cleanup(func())        {}
+func (r *recordTB) Logf(string, ...any)   {}
+func (r *recordTB) Errorf(string, ...any) {}
+
+func TestMissingBinarySkipsOutsideCIAndFailsInCI(t *testing.T) {
+	r := &recordTB{TB: t}
+	if haveBinary(r, "", "") || r.fatal != "" || !strings.Contains(r.skipped, "not installed") {
+		t.Errorf("without CI: skipped %q, fatal %q; want a skip", r.skipped, r.fatal)
+	}
+	r = &recordTB{TB: t}
+	if haveBinary(r, "", "true") || r.skipped != "" || !strings.Contains(r.fatal, "CI is set") {
+		t.Errorf("with CI: skipped %q, fatal %q; want a failure", r.skipped, r.fatal)
+	}
+	r = &recordTB{TB: t}
+	if !haveBinary(r, "/usr/sbin/mosquitto", "true") || r.skipped != "" || r.fatal != "" {
+		t.Errorf("with a binary: skipped %q, fatal %q", r.skipped, r.fatal)
+	}
+}

@@ -1,0 +1,869 @@
+package uploader
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/keyframe-cam/keyframe/provenance"
+)
+
+// MQTT topic layout and payloads; docs/mqtt.md describes them.
+const (
+	// DefaultTopicPrefix is the first level of every keyframe topic.
+	DefaultTopicPrefix = "keyframe"
+	// DefaultDiscoveryPrefix is Home Assistant's MQTT discovery prefix.
+	DefaultDiscoveryPrefix = "homeassistant"
+
+	// StatusOnline and StatusOffline are the retained payloads of
+	// <prefix>/<device>/status; "offline" is also the last will.
+	StatusOnline  = "online"
+	StatusOffline = "offline"
+	// MotionOn and MotionOff are the retained payloads of
+	// <prefix>/<device>/motion.
+	MotionOn  = "ON"
+	MotionOff = "OFF"
+
+	// CommandSnapshot asks the device for a fresh thumbnail.
+	CommandSnapshot = "snapshot"
+	// CommandStatus asks the device to publish its state.
+	CommandStatus = "status"
+
+	// MaxCommandPayload bounds a command's payload; a larger one is refused.
+	MaxCommandPayload = 4 << 10
+	// MaxThumbnail bounds PublishThumbnail's JPEG.
+	MaxThumbnail = 4 << 20
+	// DefaultMaxPayload is MQTTConfig.MaxPayload's default, the receiver's
+	// default body limit.
+	DefaultMaxPayload = 4 << 20
+
+	// Defaults of MQTTConfig.
+	DefaultKeepAlive      = 30 * time.Second
+	DefaultConnectTimeout = 20 * time.Second
+	DefaultSendTimeout    = 30 * time.Second
+
+	// commandQueue is how many commands wait for the handler; more are
+	// dropped, logged and counted.
+	commandQueue = 8
+	// closeTimeout bounds the "offline" publish at shutdown.
+	closeTimeout = 2 * time.Second
+	// subackFailure is the SUBACK return code of a refused subscription.
+	subackFailure = 0x80
+)
+
+// ErrNotConnected is wrapped by MQTT's methods when no broker connection is
+// up. Send's error is retried by the Uploader like any network failure.
+var ErrNotConnected = errors.New("not connected to the MQTT broker")
+
+// CommandFunc handles a command received on <prefix>/<device>/cmd/<name>.
+// Its result (any JSON-encodable value, may be nil) or its error is published
+// in a StateReply on <prefix>/<device>/state. It runs on its own goroutine,
+// one command at a time, and may call the MQTT's Publish methods.
+type CommandFunc func(ctx context.Context, name string, payload []byte) (result any, err error)
+
+// MQTTConfig configures an MQTT transport for one device. Zero durations take
+// their defaults.
+type MQTTConfig struct {
+	// Broker is the broker URL: tls://host[:8883] (also mqtts:// and
+	// ssl://), or tcp://host[:1883] only for a loopback host (see
+	// CheckBrokerURL).
+	Broker string
+	// DeviceID is the device's ID (provenance.DeviceID); the topics are
+	// under <TopicPrefix>/<DeviceID>/. With Mosquitto's
+	// use_identity_as_username it must equal the certificate's CN.
+	DeviceID string
+	// ClientChain is the client certificate chain (DER, leaf first) and
+	// ClientKey its private key, e.g. the device key held in a TPM: it only
+	// has to be a crypto.Signer. Both or neither.
+	ClientChain [][]byte
+	ClientKey   crypto.Signer
+	// RootCAs verifies the broker's certificate; nil means the system roots.
+	RootCAs *x509.CertPool
+	// Username and Password, for brokers that authenticate by password
+	// (over TLS). At least a client certificate or a username is required.
+	Username, Password string
+
+	// TopicPrefix is the first topic level; "" means DefaultTopicPrefix.
+	TopicPrefix string
+	// DiscoveryPrefix is Home Assistant's discovery prefix; "" means
+	// DefaultDiscoveryPrefix. NoDiscovery turns discovery off.
+	DiscoveryPrefix string
+	NoDiscovery     bool
+	// DeviceName names the device in Home Assistant; "" means
+	// "keyframe <DeviceID>". SWVersion, if set, is shown there too.
+	DeviceName, SWVersion string
+
+	// OnCommand handles "snapshot" and "status"; nil answers "status" with
+	// the connection counters only and refuses "snapshot".
+	OnCommand CommandFunc
+
+	// MaxPayload is the largest bundle Send publishes; a larger one is a
+	// permanent error (quarantined, as the receiver's 413 would be), never
+	// handed to a broker that may drop it after acknowledging it (Mosquitto
+	// does so above its message_size_limit). 0 means DefaultMaxPayload.
+	MaxPayload int
+
+	// KeepAlive is the MQTT keep-alive; ConnectTimeout bounds a connection
+	// attempt (TCP, TLS, CONNECT); SendTimeout bounds the wait for a PUBACK
+	// (Send also stops at its context's end).
+	KeepAlive, ConnectTimeout, SendTimeout time.Duration
+	// BackoffBase, BackoffCap, FirstRetryMax and StableAfter shape the
+	// reconnect delays (see RedialConfig).
+	BackoffBase, BackoffCap, FirstRetryMax, StableAfter time.Duration
+
+	Clock  Clock        // nil: the system clock
+	Rand   Rand         // nil: a randomly seeded generator
+	Logger *slog.Logger // nil: discard
+	// Dial opens the TCP connection under TLS; nil means a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// MQTTStats are an MQTT transport's counters since NewMQTT.
+type MQTTStats struct {
+	Connected       bool   `json:"connected"`
+	Connects        int    `json:"connects"`         // successful connections
+	Losses          int    `json:"losses"`           // connections lost
+	DialFailures    int    `json:"dial_failures"`    // failed connection attempts
+	Published       int    `json:"published"`        // event records acknowledged (PUBACK) by the broker
+	Commands        int    `json:"commands"`         // commands answered successfully
+	CommandsRefused int    `json:"commands_refused"` // unknown, oversized, retained, failed or off-topic commands
+	CommandsDropped int    `json:"commands_dropped"` // commands dropped because the queue was full
+	LastError       string `json:"last_error,omitempty"`
+}
+
+// StateReply is the JSON published on <prefix>/<device>/state in answer to
+// a command.
+type StateReply struct {
+	Device  string     `json:"device"`
+	Command string     `json:"command"`
+	OK      bool       `json:"ok"`
+	Error   string     `json:"error,omitempty"`
+	Result  any        `json:"result,omitempty"`
+	MQTT    *MQTTStats `json:"mqtt,omitempty"` // only in answer to "status"
+	Time    time.Time  `json:"time"`           // the device's clock (may be unset on a board without RTC)
+}
+
+// MQTT is an MQTT 3.1.1 transport for one device (paho.mqtt.golang
+// underneath). It implements Transport: Send publishes a record's bundle at
+// QoS 1 on <prefix>/<device>/events/<event>/<kind> and returns once the
+// broker acknowledged it (PUBACK). Run keeps the connection up with its own
+// jittered reconnect loop (paho's auto-reconnect and connect-retry are off,
+// its store is in memory only: the Spool is the source of truth). On every
+// connect it publishes the retained status "online" (with "offline" as the
+// retained last will), Home Assistant discovery, and the last motion state
+// and thumbnail; it subscribes to <prefix>/<device>/cmd/+.
+//
+// A PUBACK means the broker took the record, not that a receiver stored it:
+// the receiver must hold a persistent session (clean session off, QoS 1) on
+// a broker with persistence, so records published while it is away wait for
+// it (docs/mqtt.md).
+type MQTT struct {
+	cfg    MQTTConfig
+	broker *url.URL
+	tls    *tls.Config
+	clk    Clock
+	log    *slog.Logger
+	redial *Redialer
+	topics mqttTopics
+	retain [][2]string // discovery topic and payload, published on connect
+	cmds   chan command
+
+	running atomic.Bool
+
+	mu     sync.Mutex
+	cur    *mqttSession
+	motion string // last motion payload, "" if none yet
+	thumb  []byte // last thumbnail, nil if none yet
+	stats  MQTTStats
+}
+
+type mqttTopics struct {
+	status, motion, thumbnail, state string
+	cmdPrefix, cmdFilter, events     string
+	probe                            string
+}
+
+// command is a command waiting for the handler.
+type command struct {
+	name    string
+	payload []byte
+	sess    *mqttSession
+	err     error // refused before the handler: answer with this error
+}
+
+// NewMQTT checks cfg and returns a transport; Run connects it.
+func NewMQTT(cfg MQTTConfig) (*MQTT, error) {
+	u, err := CheckBrokerURL(cfg.Broker)
+	if err != nil {
+		return nil, err
+	}
+	if !provenance.ValidID(cfg.DeviceID) {
+		return nil, fmt.Errorf("uploader: mqtt: DeviceID %q is not 1-64 characters of [A-Za-z0-9_-]", cfg.DeviceID)
+	}
+	if cfg.TopicPrefix == "" {
+		cfg.TopicPrefix = DefaultTopicPrefix
+	}
+	if err := checkTopicPrefix(cfg.TopicPrefix); err != nil {
+		return nil, fmt.Errorf("uploader: mqtt: TopicPrefix: %w", err)
+	}
+	if cfg.DiscoveryPrefix == "" {
+		cfg.DiscoveryPrefix = DefaultDiscoveryPrefix
+	}
+	if err := checkTopicPrefix(cfg.DiscoveryPrefix); err != nil {
+		return nil, fmt.Errorf("uploader: mqtt: DiscoveryPrefix: %w", err)
+	}
+	if (len(cfg.ClientChain) == 0) != (cfg.ClientKey == nil) {
+		return nil, errors.New("uploader: mqtt: ClientChain and ClientKey go together: set both or neither")
+	}
+	if cfg.ClientKey == nil && cfg.Username == "" {
+		return nil, errors.New("uploader: mqtt: no credentials: set ClientChain and ClientKey (a client certificate) or Username")
+	}
+	if cfg.Password != "" && cfg.Username == "" {
+		return nil, errors.New("uploader: mqtt: Password without Username")
+	}
+	def := func(p *time.Duration, v time.Duration) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	def(&cfg.KeepAlive, DefaultKeepAlive)
+	def(&cfg.ConnectTimeout, DefaultConnectTimeout)
+	def(&cfg.SendTimeout, DefaultSendTimeout)
+	if cfg.MaxPayload < 0 {
+		return nil, fmt.Errorf("uploader: mqtt: MaxPayload %d is negative", cfg.MaxPayload)
+	}
+	if cfg.MaxPayload == 0 {
+		cfg.MaxPayload = DefaultMaxPayload
+	}
+	if cfg.DeviceName == "" {
+		cfg.DeviceName = "keyframe " + cfg.DeviceID
+	}
+	m := &MQTT{cfg: cfg, broker: u, clk: cfg.Clock, log: cfg.Logger, cmds: make(chan command, commandQueue)}
+	if m.clk == nil {
+		m.clk = systemClock{}
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs, ServerName: u.Hostname()}
+	if cfg.ClientKey != nil {
+		leaf, err := x509.ParseCertificate(cfg.ClientChain[0])
+		if err != nil {
+			return nil, fmt.Errorf("uploader: mqtt: client certificate: %w", err)
+		}
+		pub, ok := cfg.ClientKey.Public().(interface{ Equal(crypto.PublicKey) bool })
+		if !ok || !pub.Equal(leaf.PublicKey) {
+			return nil, errors.New("uploader: mqtt: ClientKey is not the key of the client certificate")
+		}
+		if leaf.Subject.CommonName != cfg.DeviceID {
+			m.log.Warn("uploader: mqtt: the client certificate's CN is not the device ID; a broker that takes the identity as the username will refuse this device's topics",
+				"cn", leaf.Subject.CommonName, "device", cfg.DeviceID)
+		}
+		tc.Certificates = []tls.Certificate{{Certificate: cfg.ClientChain, PrivateKey: cfg.ClientKey, Leaf: leaf}}
+	}
+	m.tls = tc
+	base := cfg.TopicPrefix + "/" + cfg.DeviceID + "/"
+	m.topics = mqttTopics{
+		status:    base + "status",
+		motion:    base + "motion",
+		thumbnail: base + "thumbnail",
+		state:     base + "state",
+		cmdPrefix: base + "cmd/",
+		cmdFilter: base + "cmd/+",
+		events:    base + "events/",
+		probe:     base + "probe",
+	}
+	if !cfg.NoDiscovery {
+		m.retain, err = discovery(cfg, m.topics)
+		if err != nil {
+			return nil, err
+		}
+	}
+	m.redial = NewRedialer(RedialConfig{
+		Name:          "mqtt broker " + u.Host,
+		BackoffBase:   cfg.BackoffBase,
+		BackoffCap:    cfg.BackoffCap,
+		FirstRetryMax: cfg.FirstRetryMax,
+		StableAfter:   cfg.StableAfter,
+		Clock:         m.clk,
+		Rand:          cfg.Rand,
+		Logger:        m.log,
+	})
+	return m, nil
+}
+
+// CheckBrokerURL parses and checks a broker URL and returns it with the
+// scheme normalised to "tls" (tls, mqtts, ssl) or "tcp" (tcp, mqtt) and an
+// explicit port (8883 for TLS, 1883 for TCP). tcp:// is allowed only to a
+// loopback host (127.0.0.0/8, ::1, localhost), since records would otherwise
+// cross a network in clear text. Credentials, a path, a query or a fragment
+// are refused.
+func CheckBrokerURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("uploader: mqtt: broker URL: %w", err)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return nil, fmt.Errorf("uploader: mqtt: broker URL %q has no host", raw)
+	}
+	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return nil, fmt.Errorf("uploader: mqtt: broker URL %q: credentials, path, query and fragment are not allowed (use Username and Password)", raw)
+	}
+	port := "8883"
+	switch strings.ToLower(u.Scheme) {
+	case "tls", "mqtts", "ssl":
+		u.Scheme = "tls"
+	case "tcp", "mqtt":
+		if !isLoopback(u.Hostname()) {
+			return nil, fmt.Errorf("uploader: mqtt: broker URL %q: tcp:// is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); use tls://", raw)
+		}
+		u.Scheme = "tcp"
+		port = "1883"
+	default:
+		return nil, fmt.Errorf("uploader: mqtt: broker URL %q: scheme must be tls://, mqtts:// or ssl:// (or tcp:// to a loopback host)", raw)
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("uploader: mqtt: broker URL %q: bad port", raw)
+		}
+	} else {
+		u.Host = net.JoinHostPort(u.Hostname(), port)
+	}
+	u.Path, u.RawPath = "", ""
+	return u, nil
+}
+
+// DialBroker opens the network connection to a broker URL returned by
+// CheckBrokerURL: TCP through dial (nil: a net.Dialer), then a TLS handshake
+// with tc when the scheme is tls. ctx bounds the whole of it.
+func DialBroker(ctx context.Context, u *url.URL, tc *tls.Config, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (net.Conn, error) {
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	raw, err := dial(ctx, "tcp", u.Host)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme != "tls" {
+		return raw, nil
+	}
+	conn := tls.Client(raw, tc)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	return conn, nil
+}
+
+// checkTopicPrefix accepts one or more non-empty topic levels without
+// wildcards.
+func checkTopicPrefix(p string) error {
+	if len(p) > 128 || !utf8.ValidString(p) || strings.ContainsAny(p, "+#\x00") {
+		return fmt.Errorf("%q: want at most 128 bytes of UTF-8 without +, # or NUL", p)
+	}
+	for _, l := range strings.Split(p, "/") {
+		if l == "" {
+			return fmt.Errorf("%q has an empty level", p)
+		}
+	}
+	return nil
+}
+
+// Home Assistant discovery documents.
+type haDevice struct {
+	Identifiers  []string `json:"identifiers"`
+	Name         string   `json:"name"`
+	Manufacturer string   `json:"manufacturer"`
+	Model        string   `json:"model"`
+	SWVersion    string   `json:"sw_version,omitempty"`
+}
+
+type haAvailability struct {
+	AvailabilityTopic   string `json:"availability_topic"`
+	PayloadAvailable    string `json:"payload_available"`
+	PayloadNotAvailable string `json:"payload_not_available"`
+}
+
+type haBinarySensor struct {
+	Name        string `json:"name"`
+	UniqueID    string `json:"unique_id"`
+	DeviceClass string `json:"device_class"`
+	StateTopic  string `json:"state_topic"`
+	PayloadOn   string `json:"payload_on"`
+	PayloadOff  string `json:"payload_off"`
+	haAvailability
+	Device haDevice `json:"device"`
+}
+
+type haCamera struct {
+	Name     string `json:"name"`
+	UniqueID string `json:"unique_id"`
+	Topic    string `json:"topic"`
+	haAvailability
+	Device haDevice `json:"device"`
+}
+
+// discovery returns the retained Home Assistant discovery messages.
+func discovery(cfg MQTTConfig, t mqttTopics) ([][2]string, error) {
+	node := "keyframe_" + cfg.DeviceID
+	dev := haDevice{
+		Identifiers:  []string{node},
+		Name:         cfg.DeviceName,
+		Manufacturer: "keyframe",
+		Model:        "keyframe camera agent",
+		SWVersion:    cfg.SWVersion,
+	}
+	avail := haAvailability{AvailabilityTopic: t.status, PayloadAvailable: StatusOnline, PayloadNotAvailable: StatusOffline}
+	motion, err := json.Marshal(haBinarySensor{
+		Name: "Motion", UniqueID: node + "_motion", DeviceClass: "motion",
+		StateTopic: t.motion, PayloadOn: MotionOn, PayloadOff: MotionOff,
+		haAvailability: avail, Device: dev,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("uploader: mqtt: discovery: %w", err)
+	}
+	camera, err := json.Marshal(haCamera{
+		Name: "Thumbnail", UniqueID: node + "_thumbnail", Topic: t.thumbnail,
+		haAvailability: avail, Device: dev,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("uploader: mqtt: discovery: %w", err)
+	}
+	p := cfg.DiscoveryPrefix
+	return [][2]string{
+		{p + "/binary_sensor/" + node + "/motion/config", string(motion)},
+		{p + "/camera/" + node + "/thumbnail/config", string(camera)},
+	}, nil
+}
+
+// Stats returns the counters.
+func (m *MQTT) Stats() MQTTStats {
+	r := m.redial.Stats()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.stats
+	st.Connected = m.cur != nil
+	st.Connects, st.Losses, st.DialFailures = r.Connects, r.Losses, r.Failures
+	st.LastError = r.LastError
+	return st
+}
+
+// Connected reports whether a broker connection is up and announced.
+func (m *MQTT) Connected() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cur != nil
+}
+
+// Run connects and keeps the connection up until ctx is done; then it
+// publishes the retained status "offline", disconnects and returns ctx's
+// error. Commands are handled while Run runs. Run must not be called twice at
+// once.
+func (m *MQTT) Run(ctx context.Context) error {
+	if !m.running.CompareAndSwap(false, true) {
+		return errors.New("uploader: mqtt: Run is already running")
+	}
+	defer m.running.Store(false)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() { m.commandLoop(ctx) })
+	err := m.redial.Run(ctx, m.dial)
+	cancel()
+	wg.Wait()
+	return err
+}
+
+// Send publishes r's bundle at QoS 1 and returns nil once the broker sent
+// its PUBACK. Without a connection it fails at once with ErrNotConnected; a
+// lost connection, SendTimeout or ctx end it with an error. All of these are
+// retried by the Uploader; an invalid event or kind, or a bundle over
+// MaxPayload, is a permanent error.
+func (m *MQTT) Send(ctx context.Context, r Record) error {
+	if !provenance.ValidID(r.Event) || !validKind(r.Kind) {
+		return &permanentError{fmt.Errorf("uploader: mqtt: send %d: invalid event %q or kind %q", r.Seq, r.Event, r.Kind)}
+	}
+	if len(r.Data) > m.cfg.MaxPayload {
+		return &permanentError{fmt.Errorf("uploader: mqtt: send %d (%s/%s): bundle of %d bytes is over MaxPayload %d", r.Seq, r.Event, r.Kind, len(r.Data), m.cfg.MaxPayload)}
+	}
+	s := m.current()
+	if s == nil {
+		return fmt.Errorf("uploader: mqtt: send %d (%s/%s): %w", r.Seq, r.Event, r.Kind, ErrNotConnected)
+	}
+	tok := s.c.Publish(m.topics.events+r.Event+"/"+r.Kind, 1, false, r.Data)
+	if err := m.await(ctx, tok, m.cfg.SendTimeout); err != nil {
+		return fmt.Errorf("uploader: mqtt: send %d (%s/%s): %w", r.Seq, r.Event, r.Kind, err)
+	}
+	m.mu.Lock()
+	m.stats.Published++
+	m.mu.Unlock()
+	return nil
+}
+
+// PublishMotion publishes the retained motion state ("ON"/"OFF") for Home
+// Assistant's binary_sensor. The value is kept and published again on every
+// connect, so after an outage Home Assistant sees the current state; without
+// a connection the error wraps ErrNotConnected.
+func (m *MQTT) PublishMotion(ctx context.Context, on bool) error {
+	v := MotionOff
+	if on {
+		v = MotionOn
+	}
+	m.mu.Lock()
+	m.motion = v
+	m.mu.Unlock()
+	return m.publishRetained(ctx, m.topics.motion, []byte(v))
+}
+
+// PublishThumbnail publishes a JPEG, retained, for Home Assistant's camera
+// entity. Like PublishMotion, the last one is published again on connect.
+func (m *MQTT) PublishThumbnail(ctx context.Context, jpeg []byte) error {
+	if len(jpeg) == 0 || len(jpeg) > MaxThumbnail {
+		return fmt.Errorf("uploader: mqtt: thumbnail of %d bytes: want 1 to %d", len(jpeg), MaxThumbnail)
+	}
+	b := append([]byte(nil), jpeg...)
+	m.mu.Lock()
+	m.thumb = b
+	m.mu.Unlock()
+	return m.publishRetained(ctx, m.topics.thumbnail, b)
+}
+
+func (m *MQTT) publishRetained(ctx context.Context, topic string, payload []byte) error {
+	s := m.current()
+	if s == nil {
+		return fmt.Errorf("uploader: mqtt: publish %s: %w (kept for the next connect)", topic, ErrNotConnected)
+	}
+	if err := m.await(ctx, s.c.Publish(topic, 1, true, payload), m.cfg.SendTimeout); err != nil {
+		return fmt.Errorf("uploader: mqtt: publish %s: %w", topic, err)
+	}
+	return nil
+}
+
+func (m *MQTT) current() *mqttSession {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cur
+}
+
+func (m *MQTT) setCurrent(s *mqttSession) {
+	m.mu.Lock()
+	m.cur = s
+	m.mu.Unlock()
+}
+
+// dropCurrent forgets s if it is the current session.
+func (m *MQTT) dropCurrent(s *mqttSession) {
+	m.mu.Lock()
+	if m.cur == s {
+		m.cur = nil
+	}
+	m.mu.Unlock()
+}
+
+// errNoAck is returned when a token did not complete in time.
+var errNoAck = errors.New("no answer from the broker in time")
+
+// await waits for a paho token, ctx or the timeout.
+func (m *MQTT) await(ctx context.Context, tok paho.Token, timeout time.Duration) error {
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-m.clk.After(timeout):
+		return fmt.Errorf("%w (%s)", errNoAck, timeout)
+	}
+}
+
+// mqttSession is one paho client, used for one connection only (paho warns
+// that reusing a client after Disconnect may panic).
+type mqttSession struct {
+	m     *MQTT
+	c     paho.Client
+	lost  chan error
+	close sync.Once
+	nonce string        // the identity probe's payload
+	echo  chan struct{} // the probe came back
+}
+
+func (s *mqttSession) Lost() <-chan error { return s.lost }
+
+// Close publishes the retained "offline" (if the connection is still open)
+// and disconnects cleanly, so the broker discards the will.
+func (s *mqttSession) Close() {
+	s.close.Do(func() {
+		s.m.dropCurrent(s)
+		if s.c.IsConnectionOpen() {
+			tok := s.c.Publish(s.m.topics.status, 1, true, StatusOffline)
+			if err := s.m.await(context.Background(), tok, closeTimeout); err != nil {
+				s.m.log.Warn("uploader: mqtt: could not publish offline status; the broker's last will says it instead", "err", err)
+			}
+		}
+		s.c.Disconnect(250)
+	})
+}
+
+// connLost is paho's connection-lost callback.
+func (s *mqttSession) connLost(_ paho.Client, err error) {
+	s.m.dropCurrent(s)
+	if err == nil {
+		err = errClosed
+	}
+	select {
+	case s.lost <- err:
+	default:
+	}
+}
+
+// onMessage is paho's message callback. It must not block (paho's router
+// waits for it): commands go to a bounded queue.
+func (s *mqttSession) onMessage(_ paho.Client, msg paho.Message) {
+	if msg.Topic() == s.m.topics.probe {
+		if string(msg.Payload()) == s.nonce {
+			select {
+			case s.echo <- struct{}{}:
+			default:
+			}
+		}
+		return
+	}
+	s.m.receiveCommand(s, msg.Topic(), msg.Payload(), msg.Retained())
+}
+
+// dial makes one connection: connect, subscribe to the command topic,
+// publish the retained status, discovery and last states.
+func (m *MQTT) dial(ctx context.Context) (Session, error) {
+	s := &mqttSession{m: m, lost: make(chan error, 1), nonce: rand.Text(), echo: make(chan struct{}, 1)}
+	opts := paho.NewClientOptions()
+	opts.AddBroker(m.broker.String())
+	opts.SetClientID("keyframe-" + m.cfg.DeviceID)
+	opts.SetProtocolVersion(4) // MQTT 3.1.1
+	opts.SetCleanSession(true) // stale commands are not wanted; the Spool keeps records
+	opts.SetAutoReconnect(false)
+	opts.SetConnectRetry(false)
+	opts.SetStore(paho.NewMemoryStore())
+	opts.SetOrderMatters(true)
+	opts.SetKeepAlive(m.cfg.KeepAlive)
+	opts.SetConnectTimeout(m.cfg.ConnectTimeout)
+	opts.SetBinaryWill(m.topics.status, []byte(StatusOffline), 1, true)
+	if m.cfg.Username != "" {
+		opts.SetUsername(m.cfg.Username)
+		opts.SetPassword(m.cfg.Password)
+	}
+	opts.SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) {
+		dctx, cancel := context.WithTimeout(ctx, m.cfg.ConnectTimeout)
+		defer cancel()
+		return DialBroker(dctx, m.broker, m.tls, m.cfg.Dial)
+	})
+	opts.SetConnectionLostHandler(s.connLost)
+	opts.SetDefaultPublishHandler(s.onMessage)
+	s.c = paho.NewClient(opts)
+
+	tok := s.c.Connect()
+	if err := m.await(ctx, tok, m.cfg.ConnectTimeout+time.Second); err != nil {
+		go func() { <-tok.Done(); s.c.Disconnect(0) }()
+		return nil, fmt.Errorf("uploader: mqtt: connect to %s: %w", m.broker.Host, err)
+	}
+	fail := func(err error) (Session, error) {
+		// "online" may be out already: Close says "offline" again.
+		s.Close()
+		return nil, err
+	}
+	filters := map[string]byte{m.topics.cmdFilter: 1, m.topics.probe: 1}
+	stok := s.c.SubscribeMultiple(filters, s.onMessage)
+	if err := m.await(ctx, stok, m.cfg.SendTimeout); err != nil {
+		return fail(fmt.Errorf("uploader: mqtt: subscribe %s: %w", m.topics.cmdFilter, err))
+	}
+	if st, ok := stok.(*paho.SubscribeToken); ok {
+		for f := range filters {
+			if code, ok := st.Result()[f]; !ok || code == subackFailure {
+				return fail(fmt.Errorf("uploader: mqtt: the broker refused the subscription to %s (is the certificate's CN, or the username, this device's ID?)", f))
+			}
+		}
+	}
+	// Identity probe. An MQTT 3.1.1 broker acknowledges a publish its ACL
+	// refuses and drops it silently: a device whose broker identity is not
+	// its device ID would see every record "delivered" and lose it. So the
+	// device publishes a nonce on its own probe topic and waits to receive
+	// it back before it calls the connection usable.
+	if err := m.await(ctx, s.c.Publish(m.topics.probe, 1, false, s.nonce), m.cfg.SendTimeout); err != nil {
+		return fail(fmt.Errorf("uploader: mqtt: publish %s: %w", m.topics.probe, err))
+	}
+	select {
+	case <-s.echo:
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	case <-m.clk.After(m.cfg.SendTimeout):
+		return fail(fmt.Errorf("uploader: mqtt: the broker did not deliver this device's own message on %s within %s: it refuses this device's topics, and would drop its records silently (with Mosquitto's use_identity_as_username the certificate's CN must be the device ID %s)",
+			m.topics.probe, m.cfg.SendTimeout, m.cfg.DeviceID))
+	}
+	m.mu.Lock()
+	pubs := append([][2]string{{m.topics.status, StatusOnline}}, m.retain...)
+	if m.motion != "" {
+		pubs = append(pubs, [2]string{m.topics.motion, m.motion})
+	}
+	thumb := m.thumb
+	m.mu.Unlock()
+	for _, p := range pubs {
+		if err := m.await(ctx, s.c.Publish(p[0], 1, true, p[1]), m.cfg.SendTimeout); err != nil {
+			return fail(fmt.Errorf("uploader: mqtt: publish %s: %w", p[0], err))
+		}
+	}
+	if thumb != nil {
+		if err := m.await(ctx, s.c.Publish(m.topics.thumbnail, 1, true, thumb), m.cfg.SendTimeout); err != nil {
+			return fail(fmt.Errorf("uploader: mqtt: publish %s: %w", m.topics.thumbnail, err))
+		}
+	}
+	m.setCurrent(s)
+	// A loss during the announcements above is already in s.lost; the
+	// Redialer sees it at once.
+	return s, nil
+}
+
+// commandName returns the command named by topic if topic is exactly
+// <prefix>/<device>/cmd/<name> for this device, with one level of name.
+func (m *MQTT) commandName(topic string) (string, bool) {
+	name, ok := strings.CutPrefix(topic, m.topics.cmdPrefix)
+	if !ok || name == "" || strings.ContainsAny(name, "/+#") {
+		return "", false
+	}
+	return name, true
+}
+
+// receiveCommand checks a received message's topic again (the broker's
+// routing is not trusted) and queues it for the handler.
+func (m *MQTT) receiveCommand(s *mqttSession, topic string, payload []byte, retained bool) {
+	name, ok := m.commandName(topic)
+	if !ok {
+		m.refused()
+		m.log.Warn("uploader: mqtt: ignored a message on a topic that is not this device's command topic", "topic", clipTopic(topic))
+		return
+	}
+	if retained {
+		m.refused()
+		m.log.Warn("uploader: mqtt: ignored a retained command (it would run again on every connect)", "command", clipTopic(name))
+		return
+	}
+	c := command{name: name, sess: s}
+	switch {
+	case len(payload) > MaxCommandPayload:
+		c.err = fmt.Errorf("payload of %d bytes is over the limit of %d", len(payload), MaxCommandPayload)
+	case name != CommandSnapshot && name != CommandStatus:
+		c.err = fmt.Errorf("unknown command %q (known: %s, %s)", clipTopic(name), CommandSnapshot, CommandStatus)
+	default:
+		c.payload = append([]byte(nil), payload...)
+	}
+	select {
+	case m.cmds <- c:
+	default:
+		m.mu.Lock()
+		m.stats.CommandsDropped++
+		m.mu.Unlock()
+		m.log.Warn("uploader: mqtt: command queue full; command dropped", "command", clipTopic(name))
+	}
+}
+
+func (m *MQTT) refused() {
+	m.mu.Lock()
+	m.stats.CommandsRefused++
+	m.mu.Unlock()
+}
+
+func (m *MQTT) commandLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			// Commands of a connection that is gone are not answered. This
+			// loop is the only receiver, so len > 0 means a receive will not
+			// block.
+			n := 0
+			for len(m.cmds) > 0 {
+				<-m.cmds
+				n++
+			}
+			if n > 0 {
+				m.mu.Lock()
+				m.stats.CommandsDropped += n
+				m.mu.Unlock()
+				m.log.Info("uploader: mqtt: dropped commands still queued at shutdown", "commands", n)
+			}
+			return
+		case c := <-m.cmds:
+			m.runCommand(ctx, c)
+		}
+	}
+}
+
+// runCommand runs one command and publishes the reply on the session it
+// came by.
+func (m *MQTT) runCommand(ctx context.Context, c command) {
+	reply := StateReply{Device: m.cfg.DeviceID, Command: c.name, Time: m.clk.Now().UTC()}
+	err := c.err
+	if err == nil {
+		if c.name == CommandStatus {
+			st := m.Stats()
+			reply.MQTT = &st
+		}
+		switch {
+		case m.cfg.OnCommand != nil:
+			reply.Result, err = m.cfg.OnCommand(ctx, c.name, c.payload)
+		case c.name != CommandStatus:
+			err = fmt.Errorf("command %q is not supported by this device", c.name)
+		}
+	}
+	if err != nil {
+		reply.Error = err.Error()
+	}
+	reply.OK = err == nil
+	b, merr := json.Marshal(reply)
+	if merr != nil {
+		reply.Result, reply.OK, reply.Error = nil, false, "result is not JSON-encodable: "+merr.Error()
+		err = merr
+		if b, merr = json.Marshal(reply); merr != nil {
+			m.log.Error("uploader: mqtt: cannot encode a command reply", "err", merr)
+			return
+		}
+	}
+	m.mu.Lock()
+	if err == nil {
+		m.stats.Commands++
+	} else {
+		m.stats.CommandsRefused++
+	}
+	m.mu.Unlock()
+	if err != nil {
+		m.log.Warn("uploader: mqtt: command failed", "command", clipTopic(c.name), "err", err)
+	} else {
+		m.log.Info("uploader: mqtt: command handled", "command", c.name)
+	}
+	if perr := m.await(ctx, c.sess.c.Publish(m.topics.state, 1, false, b), m.cfg.SendTimeout); perr != nil {
+		m.log.Warn("uploader: mqtt: cannot publish a command reply", "command", clipTopic(c.name), "err", perr)
+	}
+}
+
+// clipTopic bounds an untrusted topic or name for a log line.
+func clipTopic(s string) string {
+	const max = 120
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return strings.ToValidUTF8(s, "?")
+}
