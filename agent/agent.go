@@ -62,16 +62,73 @@ type Deps struct {
 
 // Identity loads (or creates) the device key named by the configuration.
 func Identity(c *Config, rnd io.Reader) (board.Key, string, bool, error) {
-	path := KeyPath(c)
-	k, created, err := board.LoadOrCreateFileKey(path, rnd)
+	var (
+		k       board.Key
+		created bool
+		err     error
+	)
+	switch c.KeyBackend {
+	case board.BackendTPM:
+		k, created, err = tpmIdentity(c)
+	default:
+		k, created, err = board.LoadOrCreateFileKey(KeyPath(c), rnd)
+	}
 	if err != nil {
 		return nil, "", false, err
 	}
 	id, err := provenance.DeviceID(k.Public())
 	if err != nil {
+		closeKey(k)
 		return nil, "", false, fmt.Errorf("agent: %w", err)
 	}
 	return k, id, created, nil
+}
+
+// tpmKey is a TPM-held device key with the TPM connection it signs
+// through; Close closes the connection.
+type tpmKey struct {
+	board.Key
+	tpm *board.TPM
+}
+
+func (k tpmKey) Close() error { return k.tpm.Close() }
+
+// tpmIdentity opens the configured TPM and loads (or creates) the device key
+// at the configured persistent handle.
+func tpmIdentity(c *Config) (board.Key, bool, error) {
+	fs, err := board.NewFS("/")
+	if err != nil {
+		return nil, false, err
+	}
+	t, err := fs.OpenTPM(c.TPM)
+	if err != nil {
+		if errors.Is(err, board.ErrNoTPM) {
+			return nil, false, fmt.Errorf("agent: device.key_backend is tpm but there is no TPM at %s: %w", c.TPM, err)
+		}
+		return nil, false, err
+	}
+	k, created, err := board.LoadOrCreateTPMKey(t, c.TPMHandle)
+	if err != nil {
+		t.Close()
+		return nil, false, err
+	}
+	return tpmKey{Key: k, tpm: t}, created, nil
+}
+
+// closeKey closes what a key holds open (a TPM connection), if anything.
+func closeKey(k board.Key) {
+	if c, ok := k.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// KeyLocation says where the configured device key lives, for logs:
+// the key file, or the TPM and handle.
+func KeyLocation(c *Config) string {
+	if c.KeyBackend == board.BackendTPM {
+		return fmt.Sprintf("%s handle %#x", c.TPM, c.TPMHandle)
+	}
+	return KeyPath(c)
 }
 
 // KeyPath is the device key file the configuration names.
@@ -170,9 +227,15 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	made := false
+	defer func() {
+		if !made {
+			closeKey(key) // New failed: let go of the TPM
+		}
+	}()
 	a.key, a.device = key, id
 	if created {
-		a.log.Info("created device key", "device", id, "file", KeyPath(&cfg))
+		a.log.Info("created device key", "device", id, "backend", key.Backend(), "where", KeyLocation(&cfg))
 	}
 	boot, err := deps.Board.BootID()
 	if err != nil {
@@ -223,6 +286,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		StableAfter:   cfg.StableAfter,
 		Rate:          cfg.UploadRate,
 	}, a.spool, tr, deps.Clock, rnd, a.log)
+	made = true
 	return a, nil
 }
 
@@ -263,8 +327,10 @@ func (a *Agent) DeviceID() string { return a.device }
 
 // Run captures, detects, signs, spools and uploads until ctx is cancelled or
 // the source ends (an image-sequence directory without loop). Pending records
-// stay in the spool for the next start.
+// stay in the spool for the next start. Run is called once: it closes the
+// device key's TPM connection, if any, when it returns.
 func (a *Agent) Run(ctx context.Context) error {
+	defer closeKey(a.key)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/capture"
 	"github.com/keyframe-cam/keyframe/motion"
 )
@@ -18,8 +19,11 @@ import (
 // and a one-line description in the field table (see Fields), which is also
 // what `keyframe config` prints and what docs/config.md is generated from.
 type Config struct {
-	DataDir string // where the key, chain state and spool live
-	KeyFile string // device key file; empty = DataDir/device.key
+	DataDir    string // where the key, chain state and spool live
+	KeyFile    string // device key file; empty = DataDir/device.key
+	KeyBackend string // where the device key lives: board.BackendFile or board.BackendTPM
+	TPM        string // TPM for the tpm backend: a device path or tcp:HOST:PORT (swtpm)
+	TPMHandle  uint32 // persistent handle of the TPM-held key
 
 	Source      string // auto, v4l2, synthetic, dir
 	Device      string // V4L2 device
@@ -179,7 +183,19 @@ func boolField(name, desc string, p func(*Config) *bool) Field {
 func Fields() []Field {
 	return []Field{
 		strField("device.data_dir", "directory for the device key, chain state and spool", func(c *Config) *string { return &c.DataDir }),
-		strField("device.key_file", "device key file (ECDSA P-256, PKCS#8 PEM, mode 0600); empty = <data_dir>/device.key", func(c *Config) *string { return &c.KeyFile }),
+		strField("device.key_file", "device key file (ECDSA P-256, PKCS#8 PEM, mode 0600) for the file backend; empty = <data_dir>/device.key", func(c *Config) *string { return &c.KeyFile }),
+		strField("device.key_backend", "where the device key lives: file (device.key_file) or tpm (a non-exportable key inside the TPM, device.tpm); every record names it", func(c *Config) *string { return &c.KeyBackend }, board.BackendFile, board.BackendTPM),
+		strField("device.tpm", "TPM 2.0 for the tpm backend: a device path (the kernel's resource manager /dev/tpmrm0) or tcp:HOST:PORT (a swtpm socket, for tests)", func(c *Config) *string { return &c.TPM }),
+		{"device.tpm_handle", "persistent TPM handle of the device key, in the owner range 0x81000000-0x817FFFFF (created there on first use)",
+			func(c *Config) string { return fmt.Sprintf("%#x", c.TPMHandle) },
+			func(c *Config, v string) error {
+				h, err := strconv.ParseUint(v, 0, 32)
+				if err != nil || h < 0x81000000 || h > 0x817FFFFF {
+					return fmt.Errorf("%q is not a persistent owner handle in 0x81000000-0x817FFFFF", v)
+				}
+				c.TPMHandle = uint32(h)
+				return nil
+			}},
 
 		strField("capture.source", "frame source: auto (V4L2 device if it exists, else synthetic), v4l2, synthetic, dir", func(c *Config) *string { return &c.Source }, "auto", "v4l2", "synthetic", "dir"),
 		strField("capture.device", "V4L2 capture device", func(c *Config) *string { return &c.Device }),
@@ -266,6 +282,9 @@ func Fields() []Field {
 func DefaultConfig() Config {
 	return Config{
 		DataDir:         "/var/lib/keyframe",
+		KeyBackend:      board.BackendFile,
+		TPM:             board.DefaultTPMDevice,
+		TPMHandle:       board.DefaultTPMHandle,
 		Source:          "auto",
 		Device:          "/dev/video0",
 		Width:           640,

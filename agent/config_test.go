@@ -64,6 +64,12 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"capture.format = bogus", "capture.format"},
 		{"capture.controls = =3", "capture.controls"},
 		{"motion.mask = 0,0 1,1", "motion.mask"},
+		{"motion.zones = door 0,0 1,0 1,1", "motion.zones"},
+		{"motion.flicker_k = 0.5", "motion.flicker_k"},
+		{"motion.shadow = 1", "motion.shadow"},
+		{"device.key_backend = hsm", "device.key_backend"},
+		{"device.tpm_handle = 0x81000000x", "device.tpm_handle"},
+		{"device.tpm_handle = 0x80000001", "device.tpm_handle"},
 		{"no.such.key = 1", "no.such.key"},
 		{"capture.width", "want \"key = value\""},
 		{"capture.width = 100\ncapture.width = 200", "already set on line 1"},
@@ -74,6 +80,20 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "test.conf:") {
 			t.Errorf("%q: error %v, want one naming %q and the line", tc.in, err, tc.want)
 		}
+	}
+}
+
+func TestTPMHandleRoundTrip(t *testing.T) {
+	c := DefaultConfig()
+	if err := ParseConfig(strings.NewReader("device.key_backend = tpm\ndevice.tpm_handle = 0x817FFFFF\ndevice.tpm = tcp:127.0.0.1:2321"), "t.conf", &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.KeyBackend != "tpm" || c.TPMHandle != 0x817FFFFF || c.TPM != "tcp:127.0.0.1:2321" {
+		t.Fatalf("parsed %q %#x %q", c.KeyBackend, c.TPMHandle, c.TPM)
+	}
+	var buf bytes.Buffer
+	if err := WriteConfig(&buf, &c); err != nil || !strings.Contains(buf.String(), "device.tpm_handle = 0x817fffff") {
+		t.Fatalf("written: %v\n%s", err, buf.String())
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/keyframe-cam/keyframe/board"
+	"github.com/keyframe-cam/keyframe/board/swtpmtest"
 	"github.com/keyframe-cam/keyframe/receiver"
 )
 
@@ -57,13 +58,21 @@ func (w *lineWatcher) count(substr string) int {
 // real receiver on loopback, over plain HTTP and over HTTPS with the receiver's
 // own CA, and waits for verified start and end records of the same device.
 func TestEndToEndSynthetic(t *testing.T) {
-	t.Run("http", func(t *testing.T) { endToEnd(t, false, false) })
-	t.Run("https cropped thumbnails", func(t *testing.T) { endToEnd(t, true, true) })
+	t.Run("http", func(t *testing.T) { endToEnd(t, e2eOptions{}) })
+	t.Run("https cropped thumbnails", func(t *testing.T) { endToEnd(t, e2eOptions{tls: true, crop: true}) })
+	t.Run("tpm key", func(t *testing.T) { endToEnd(t, e2eOptions{tpm: swtpmtest.Start(t).Spec()}) })
 }
 
-// endToEnd runs one agent against one receiver; with crop the thumbnails
-// are cropped around the motion (thumbnail.crop), else whole frames.
-func endToEnd(t *testing.T, useTLS, crop bool) {
+// e2eOptions vary an end-to-end run: HTTPS, thumbnails cropped around the
+// motion (thumbnail.crop), and the device key in a (software) TPM.
+type e2eOptions struct {
+	tls, crop bool
+	tpm       string // device.tpm for the tpm key backend; empty = file key
+}
+
+// endToEnd runs one agent against one receiver.
+func endToEnd(t *testing.T, o e2eOptions) {
+	useTLS, crop := o.tls, o.crop
 	dir := t.TempDir()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -77,11 +86,16 @@ func endToEnd(t *testing.T, useTLS, crop bool) {
 	cfg.BackoffCap = 100 * time.Millisecond
 	cfg.UploadRate = 1000
 	cfg.ThumbCrop = crop
+	keystore := board.BackendFile
+	if o.tpm != "" {
+		cfg.KeyBackend, cfg.TPM, keystore = board.BackendTPM, o.tpm, board.BackendTPM
+	}
 
 	key, device, _, err := Identity(&cfg, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
+	closeKey(key) // the agent opens its own
 	pub, err := board.PublicKeyPEM(key.Public())
 	if err != nil {
 		t.Fatal(err)
@@ -139,8 +153,8 @@ func endToEnd(t *testing.T, useTLS, crop bool) {
 		t.Fatalf("agent: %v", err)
 	}
 	for _, l := range lines.lines {
-		if !strings.Contains(l, "verified") || !strings.Contains(l, "device="+device) {
-			t.Errorf("receiver line %q does not say verified for device %s", l, device)
+		if !strings.Contains(l, "verified") || !strings.Contains(l, "device="+device) || !strings.Contains(l, "keystore="+keystore) {
+			t.Errorf("receiver line %q does not say verified for device %s with keystore %s", l, device, keystore)
 		}
 	}
 	rep, err := receiver.CheckStore(rdir)
