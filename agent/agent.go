@@ -11,8 +11,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base32"
 	"errors"
 	"fmt"
@@ -20,11 +18,11 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyframe-cam/keyframe/board"
@@ -162,6 +160,10 @@ type Agent struct {
 	thumb  bytes.Buffer
 
 	health health
+	mqtt   *uploader.MQTT // nil unless upload.url is an MQTT broker
+	pub    *publisher
+	frames atomic.Uint64 // frames analysed
+	events atomic.Uint64 // events started
 }
 
 // health is what the watchdog loop reads from the frame loop.
@@ -265,14 +267,15 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	client, err := httpClient(&cfg)
+	cert, err := deviceCert(&cfg, key)
 	if err != nil {
 		return nil, err
 	}
-	tr, err := uploader.NewHTTP(cfg.UploadURL, client)
+	tr, m, err := a.transport(cert)
 	if err != nil {
 		return nil, err
 	}
+	a.mqtt, a.pub = m, newPublisher()
 	seed := make([]byte, 16)
 	if _, err := io.ReadFull(deps.Rand, seed); err != nil {
 		return nil, fmt.Errorf("agent: seed: %w", err)
@@ -288,30 +291,6 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}, a.spool, tr, deps.Clock, rnd, a.log)
 	made = true
 	return a, nil
-}
-
-// httpClient is the uploads' HTTP client: the configured timeout, and the
-// system roots plus upload.ca_file (a self-hosted receiver's own CA).
-func httpClient(c *Config) (*http.Client, error) {
-	client := &http.Client{Timeout: c.UploadTimeout}
-	if c.UploadCAFile == "" {
-		return client, nil
-	}
-	pem, err := os.ReadFile(c.UploadCAFile)
-	if err != nil {
-		return nil, fmt.Errorf("agent: upload.ca_file: %w", err)
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("agent: upload.ca_file %s: no PEM certificate in it", c.UploadCAFile)
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	client.Transport = tr
-	return client, nil
 }
 
 func leUint64(b []byte) uint64 {
@@ -341,6 +320,19 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Error("uploader stopped", "err", err)
 		}
 	}()
+	if a.mqtt != nil {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := a.mqtt.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				a.log.Error("mqtt stopped", "err", err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			a.publish(ctx)
+		}()
+	}
 	if err := a.startWatchdog(ctx, &wg); err != nil {
 		cancel()
 		wg.Wait()
@@ -516,6 +508,8 @@ func (a *Agent) capture(ctx context.Context) error {
 		}
 		last = frame.Time
 		a.health.frame(a.deps.Clock.Now())
+		a.frames.Add(1)
+		a.snapshot(&frame)
 		pix, stride, step := frame.LumaPlane()
 		res := det.StepPlane(pix, frame.Width, frame.Height, stride, step)
 		d := life.Observe(frame.Time, res)
@@ -545,9 +539,18 @@ func (a *Agent) finish(d motion.Decision, event string, best *capture.Frame) {
 // emit makes one signed record of the event from frame and spools it. Errors
 // are logged: a record that cannot be made is lost, and says so.
 func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary) {
-	if err := a.record(event, kind, f, s); err != nil {
+	thumb, err := a.record(event, kind, f, s)
+	if err != nil {
 		a.log.Error("event record lost", "event", event, "kind", kind, "err", err)
 		return
+	}
+	if kind == provenance.KindStart {
+		a.events.Add(1)
+	}
+	if a.mqtt != nil {
+		// Home Assistant: motion on at the start, off at the end, and
+		// the record's thumbnail as the camera picture.
+		a.pub.offer(notice{hasMotion: true, motion: kind == provenance.KindStart, thumb: thumb})
 	}
 	attrs := []any{"event", event, "seq", a.chain.Next - 1, "area_ppm", s.PeakAreaPPM, "frames", s.MotionFrames, "duration", s.End.Sub(s.Start).Round(time.Millisecond)}
 	if zones := a.cfg.Motion.Zones; len(zones) > 0 {
@@ -556,14 +559,14 @@ func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary) {
 	a.log.Info("event "+kind, attrs...)
 }
 
-func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary) error {
+func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary) ([]byte, error) {
 	a.thumb.Reset()
 	region := image.Rect(0, 0, f.Width, f.Height)
 	if a.cfg.ThumbCrop {
 		region = capture.ThumbnailCrop(s.Box, f.Width, f.Height)
 	}
 	if err := capture.EncodeThumbnailRect(&a.thumb, f, region, a.cfg.ThumbMaxSide, a.cfg.ThumbQuality); err != nil {
-		return err
+		return nil, err
 	}
 	thumb := bytes.Clone(a.thumb.Bytes())
 	clock := provenance.ClockUnsynced
@@ -600,23 +603,26 @@ func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary) e
 	}
 	env, err := provenance.Sign(a.deps.Rand, a.key, p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	bundle, err := (&provenance.Bundle{Envelope: env, Media: [][]byte{thumb}}).Marshal()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// The chain advances durably before the record is spooled: after a crash a
 	// sequence number may be skipped, never reused.
 	h := provenance.HashEnvelope(env)
 	next := board.Chain{Next: p.Seq + 1, Prev: h[:]}
 	if err := board.SaveChain(filepath.Join(a.cfg.DataDir, "chain"), next); err != nil {
-		return err
+		return nil, err
 	}
 	a.chain = next
 	err = a.spool.Put(uploader.Record{Seq: p.Seq, Event: event, Kind: kind, Data: bundle})
 	a.health.spooled(err)
-	return err
+	if err != nil {
+		return nil, err
+	}
+	return thumb, nil
 }
 
 var idEnc = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)

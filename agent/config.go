@@ -13,6 +13,7 @@ import (
 	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/capture"
 	"github.com/keyframe-cam/keyframe/motion"
+	"github.com/keyframe-cam/keyframe/uploader"
 )
 
 // Config is the agent's whole configuration. Every field has a default, bounds
@@ -24,6 +25,7 @@ type Config struct {
 	KeyBackend string // where the device key lives: board.BackendFile or board.BackendTPM
 	TPM        string // TPM for the tpm backend: a device path or tcp:HOST:PORT (swtpm)
 	TPMHandle  uint32 // persistent handle of the TPM-held key
+	CertFile   string // device certificate chain (PEM); empty = DataDir/device-cert.pem
 
 	Source      string // auto, v4l2, synthetic, dir
 	Device      string // V4L2 device
@@ -51,6 +53,9 @@ type Config struct {
 	SpoolPolicy   string
 
 	UploadURL     string
+	MQTTPrefix    string // MQTT topic prefix
+	HADiscovery   bool   // publish Home Assistant MQTT discovery
+	Version       string // software version, for Home Assistant and MQTT status (set by the binary, not the file)
 	UploadCAFile  string
 	BackoffBase   time.Duration
 	BackoffCap    time.Duration
@@ -184,6 +189,7 @@ func Fields() []Field {
 	return []Field{
 		strField("device.data_dir", "directory for the device key, chain state and spool", func(c *Config) *string { return &c.DataDir }),
 		strField("device.key_file", "device key file (ECDSA P-256, PKCS#8 PEM, mode 0600) for the file backend; empty = <data_dir>/device.key", func(c *Config) *string { return &c.KeyFile }),
+		strField("device.cert_file", "device certificate chain (PEM, the device's certificate first) for mutual TLS to the receiver or broker, signed by the device key; empty = <data_dir>/device-cert.pem (used when it exists)", func(c *Config) *string { return &c.CertFile }),
 		strField("device.key_backend", "where the device key lives: file (device.key_file) or tpm (a non-exportable key inside the TPM, device.tpm); every record names it", func(c *Config) *string { return &c.KeyBackend }, board.BackendFile, board.BackendTPM),
 		strField("device.tpm", "TPM 2.0 for the tpm backend: a device path (the kernel's resource manager /dev/tpmrm0) or tcp:HOST:PORT (a swtpm socket, for tests)", func(c *Config) *string { return &c.TPM }),
 		{"device.tpm_handle", "persistent TPM handle of the device key, in the owner range 0x81000000-0x817FFFFF (created there on first use)",
@@ -260,7 +266,9 @@ func Fields() []Field {
 		intField("spool.max_bytes", "most bytes of unsent records kept on disk", int64(64<<10), int64(1<<40), func(c *Config) *int64 { return &c.SpoolMaxBytes }),
 		strField("spool.policy", "when the spool is full: refuse-new (new events are refused and counted) or drop-oldest (oldest unsent moved to quarantine, counted)", func(c *Config) *string { return &c.SpoolPolicy }, "refuse-new", "drop-oldest"),
 
-		strField("upload.url", "receiver base URL; https://, or http:// to a loopback address only", func(c *Config) *string { return &c.UploadURL }),
+		strField("upload.url", "where records go: a receiver's base URL (https://, or http:// to a loopback address only) or an MQTT broker (mqtts://HOST:8883, or tcp:// to a loopback address only; docs/mqtt.md)", func(c *Config) *string { return &c.UploadURL }),
+		strField("upload.mqtt_prefix", "MQTT topic prefix: records go to <prefix>/<device>/events/<event>/<kind>", func(c *Config) *string { return &c.MQTTPrefix }),
+		boolField("upload.ha_discovery", "with an MQTT upload.url, announce a motion binary_sensor and a camera entity to Home Assistant (MQTT discovery)", func(c *Config) *bool { return &c.HADiscovery }),
 		strField("upload.ca_file", "PEM file of CA certificates trusted for an https:// upload.url, in addition to the system's; empty = system roots only", func(c *Config) *string { return &c.UploadCAFile }),
 		durField("upload.backoff_base", "first retry delay ceiling (full jitter: uniform(0, min(cap, base*2^n)))", 10*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.BackoffBase }),
 		durField("upload.backoff_cap", "largest retry delay ceiling", 100*time.Millisecond, 24*time.Hour, func(c *Config) *time.Duration { return &c.BackoffCap }),
@@ -302,6 +310,8 @@ func DefaultConfig() Config {
 		SpoolMaxBytes:   64 << 20,
 		SpoolPolicy:     "refuse-new",
 		UploadURL:       "http://127.0.0.1:8417",
+		MQTTPrefix:      uploader.DefaultTopicPrefix,
+		HADiscovery:     true,
 		BackoffBase:     time.Second,
 		BackoffCap:      5 * time.Minute,
 		FirstRetryMax:   30 * time.Second,

@@ -42,6 +42,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	log.Info("keyframe starting", "version", version)
+	c.Version = version
 	a, err := agent.New(c, agent.Deps{Logger: log, Rand: rand.Reader})
 	if err != nil {
 		log.Error("cannot start", "err", err)

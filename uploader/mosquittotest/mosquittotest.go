@@ -193,6 +193,12 @@ func (b *Broker) Restart() {
 // Log returns everything the broker printed so far (log_type all).
 func (b *Broker) Log() string { return b.out.String() }
 
+// CAPEM returns the throwaway CA's certificate as PEM (for a client's CA
+// file).
+func (b *Broker) CAPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.caCert.Raw})
+}
+
 // ClientCert issues a client certificate with CN cn for pub, signed by the
 // broker's CA, and returns its chain (DER, leaf first).
 func (b *Broker) ClientCert(cn string, pub crypto.PublicKey) [][]byte {

@@ -1,0 +1,270 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/keyframe-cam/keyframe/board"
+	"github.com/keyframe-cam/keyframe/capture"
+	"github.com/keyframe-cam/keyframe/uploader"
+)
+
+// CertPath is the device certificate file the configuration names.
+func CertPath(c *Config) string {
+	if c.CertFile != "" {
+		return c.CertFile
+	}
+	return filepath.Join(c.DataDir, "device-cert.pem")
+}
+
+// isMQTT reports whether upload.url names an MQTT broker rather than an
+// HTTP receiver.
+func isMQTT(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	switch u.Scheme {
+	case "mqtt", "mqtts", "tls", "ssl", "tcp":
+		return true
+	}
+	return false
+}
+
+// deviceCert loads the device certificate chain (PEM: the device's
+// certificate first, then intermediates) for mutual TLS, signed through the
+// device key (which may be in a TPM). No file is no certificate (nil); a
+// file that does not hold a certificate for this key is an error.
+func deviceCert(c *Config, key board.Key) (*tls.Certificate, error) {
+	path := CertPath(c)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("agent: device.cert_file: %w", err)
+	}
+	var chain [][]byte
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type == "CERTIFICATE" {
+			chain = append(chain, b.Bytes)
+		}
+	}
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("agent: device.cert_file %s: no PEM certificate in it", path)
+	}
+	leaf, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		return nil, fmt.Errorf("agent: device.cert_file %s: %w", path, err)
+	}
+	want, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return nil, fmt.Errorf("agent: device key: %w", err)
+	}
+	if !bytes.Equal(leaf.RawSubjectPublicKeyInfo, want) {
+		return nil, fmt.Errorf("agent: device.cert_file %s: the certificate is for another key than the device's", path)
+	}
+	return &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// rootCAs is the system's roots plus upload.ca_file, or nil (system roots)
+// when no file is configured.
+func rootCAs(c *Config) (*x509.CertPool, error) {
+	if c.UploadCAFile == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(c.UploadCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("agent: upload.ca_file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("agent: upload.ca_file %s: no PEM certificate in it", c.UploadCAFile)
+	}
+	return pool, nil
+}
+
+// httpClient is the uploads' HTTP client: the configured timeout, the
+// system roots plus upload.ca_file (a self-hosted receiver's own CA), and
+// the device certificate for mutual TLS when there is one.
+func httpClient(c *Config, cert *tls.Certificate) (*http.Client, error) {
+	client := &http.Client{Timeout: c.UploadTimeout}
+	pool, err := rootCAs(c)
+	if err != nil {
+		return nil, err
+	}
+	if pool == nil && cert == nil {
+		return client, nil
+	}
+	tc := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		tc.Certificates = []tls.Certificate{*cert}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	client.Transport = tr
+	return client, nil
+}
+
+// transport makes the upload route upload.url names: an HTTP receiver or an
+// MQTT broker (then also returned as m, for Home Assistant and commands).
+func (a *Agent) transport(cert *tls.Certificate) (tr uploader.Transport, m *uploader.MQTT, err error) {
+	c := &a.cfg
+	if !isMQTT(c.UploadURL) {
+		client, err := httpClient(c, cert)
+		if err != nil {
+			return nil, nil, err
+		}
+		tr, err := uploader.NewHTTP(c.UploadURL, client)
+		return tr, nil, err
+	}
+	pool, err := rootCAs(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	mc := uploader.MQTTConfig{
+		Broker:        c.UploadURL,
+		DeviceID:      a.device,
+		RootCAs:       pool,
+		TopicPrefix:   c.MQTTPrefix,
+		NoDiscovery:   !c.HADiscovery,
+		SWVersion:     c.Version,
+		OnCommand:     a.command,
+		BackoffBase:   c.BackoffBase,
+		BackoffCap:    c.BackoffCap,
+		FirstRetryMax: c.FirstRetryMax,
+		StableAfter:   c.StableAfter,
+		SendTimeout:   c.UploadTimeout,
+		Clock:         a.deps.Clock,
+		Logger:        a.log,
+	}
+	if cert != nil {
+		mc.ClientChain, mc.ClientKey = cert.Certificate, a.key
+	} else {
+		a.log.Warn("no device certificate for MQTT: brokers that require client certificates will refuse the connection", "device.cert_file", CertPath(c))
+	}
+	m, err = uploader.NewMQTT(mc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: upload.url: %w", err)
+	}
+	return m, m, nil
+}
+
+// snapshotPending in publisher.snap: the MQTT snapshot command asked for
+// the next frame's thumbnail.
+const snapshotPending = 1
+
+// notice is what the frame loop hands to the MQTT publisher: the motion
+// state and the thumbnail to show.
+type notice struct {
+	motion, hasMotion bool
+	thumb             []byte
+}
+
+// publisher feeds Home Assistant's entities from the frame loop's notices
+// without ever blocking the loop: a full queue drops the notice (counted).
+type publisher struct {
+	q       chan notice
+	dropped atomic.Int64
+	snap    atomic.Int32 // snapshotPending: the next frame's thumbnail is wanted
+}
+
+func newPublisher() *publisher { return &publisher{q: make(chan notice, 8)} }
+
+func (p *publisher) offer(n notice) {
+	select {
+	case p.q <- n:
+	default:
+		p.dropped.Add(1)
+	}
+}
+
+// run publishes notices until ctx ends. Failures are logged: the retained
+// state is published again on the next connection anyway.
+func (a *Agent) publish(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case n := <-a.pub.q:
+			pctx, cancel := context.WithTimeout(ctx, a.cfg.UploadTimeout)
+			if n.hasMotion {
+				if err := a.mqtt.PublishMotion(pctx, n.motion); err != nil {
+					a.log.Debug("mqtt: motion state not published", "err", err)
+				}
+			}
+			if n.thumb != nil {
+				if err := a.mqtt.PublishThumbnail(pctx, n.thumb); err != nil {
+					a.log.Debug("mqtt: thumbnail not published", "err", err)
+				}
+			}
+			cancel()
+		}
+	}
+}
+
+// status is the reply to the MQTT "status" command.
+type status struct {
+	Device      string `json:"device"`
+	KeyStore    string `json:"keystore"`
+	Version     string `json:"version,omitempty"`
+	UptimeS     int64  `json:"uptime_s"`
+	Frames      uint64 `json:"frames"`
+	Events      uint64 `json:"events"`
+	Pending     int    `json:"spool_pending"`
+	PendingB    int64  `json:"spool_bytes"`
+	Quarantined int    `json:"spool_quarantined"`
+	Dropped     int64  `json:"notices_dropped"`
+}
+
+// command answers a command from the device's own MQTT command topic.
+func (a *Agent) command(_ context.Context, name string, _ []byte) (any, error) {
+	switch name {
+	case uploader.CommandSnapshot:
+		a.pub.snap.Store(snapshotPending)
+		return map[string]string{"snapshot": "the next frame's thumbnail will be published"}, nil
+	case uploader.CommandStatus:
+		st := a.spool.Stats()
+		return status{
+			Device: a.device, KeyStore: a.key.Backend(), Version: a.cfg.Version,
+			UptimeS: int64(a.deps.Clock.Now().Sub(a.start) / time.Second),
+			Frames:  a.frames.Load(), Events: a.events.Load(),
+			Pending: st.Pending, PendingB: st.Bytes, Quarantined: st.Quarantined,
+			Dropped: a.pub.dropped.Load(),
+		}, nil
+	}
+	return nil, fmt.Errorf("unknown command %q (want %s or %s)", name, uploader.CommandSnapshot, uploader.CommandStatus)
+}
+
+// snapshot publishes f's thumbnail if a snapshot was asked for.
+func (a *Agent) snapshot(f *capture.Frame) {
+	if a.mqtt == nil || !a.pub.snap.CompareAndSwap(snapshotPending, 0) {
+		return
+	}
+	var buf bytes.Buffer
+	if err := capture.EncodeThumbnail(&buf, f, a.cfg.ThumbMaxSide, a.cfg.ThumbQuality); err != nil {
+		a.log.Warn("snapshot not made", "err", err)
+		return
+	}
+	a.pub.offer(notice{thumb: buf.Bytes()})
+}
