@@ -3,11 +3,18 @@ package agent
 import (
 	"bufio"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"image/jpeg"
 	"io"
 	"log/slog"
+	"math/big"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -61,12 +68,14 @@ func TestEndToEndSynthetic(t *testing.T) {
 	t.Run("http", func(t *testing.T) { endToEnd(t, e2eOptions{}) })
 	t.Run("https cropped thumbnails", func(t *testing.T) { endToEnd(t, e2eOptions{tls: true, crop: true}) })
 	t.Run("tpm key", func(t *testing.T) { endToEnd(t, e2eOptions{tpm: swtpmtest.Start(t).Spec()}) })
+	t.Run("mutual tls with a tpm key", func(t *testing.T) { endToEnd(t, e2eOptions{tls: true, mtls: true, tpm: swtpmtest.Start(t).Spec()}) })
 }
 
 // e2eOptions vary an end-to-end run: HTTPS, thumbnails cropped around the
 // motion (thumbnail.crop), and the device key in a (software) TPM.
 type e2eOptions struct {
 	tls, crop bool
+	mtls      bool   // the receiver requires a client certificate from a fleet CA
 	tpm       string // device.tpm for the tpm key backend; empty = file key
 }
 
@@ -114,14 +123,26 @@ func endToEnd(t *testing.T, o e2eOptions) {
 	}
 	defer srv.Close()
 	var hs *httptest.Server
-	if useTLS {
+	switch {
+	case o.mtls:
+		// A fleet CA issues the device's certificate; the server requires it.
+		pool := issueDeviceCert(t, &cfg, key.Public(), device)
+		hs = httptest.NewUnstartedServer(srv.Handler())
+		hs.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+		hs.StartTLS()
+		ca := filepath.Join(dir, "ca.pem")
+		if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hs.Certificate().Raw}), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg.UploadCAFile = ca
+	case useTLS:
 		hs = httptest.NewTLSServer(srv.Handler())
 		ca := filepath.Join(dir, "ca.pem")
 		if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hs.Certificate().Raw}), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		cfg.UploadCAFile = ca
-	} else {
+	default:
 		hs = httptest.NewServer(srv.Handler())
 	}
 	defer hs.Close()
@@ -183,4 +204,46 @@ func endToEnd(t *testing.T, o e2eOptions) {
 			t.Errorf("%s is %dx%d of a %dx%d frame; crop %v", filepath.Base(p), c.Width, c.Height, cfg.Width, cfg.Height, crop)
 		}
 	}
+}
+
+// issueDeviceCert makes a throwaway fleet CA, writes a client certificate
+// for the device key (CN = device ID) to the device's cert file, and
+// returns the CA as a pool.
+func issueDeviceCert(t *testing.T, cfg *Config, pub crypto.PublicKey, device string) *x509.CertPool {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test fleet CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: device},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, pub, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(CertPath(cfg), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return pool
 }
