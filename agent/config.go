@@ -231,6 +231,8 @@ func Fields() []Field {
 		floatField("motion.flicker_k", "a pixel's own threshold as a multiple of its variability, so pixels that keep changing (leaves, water, an on-screen clock) stop counting", 1, 20, func(c *Config) *float64 { return &c.Motion.FlickerK }),
 		floatField("motion.shadow", "darkest a shadow may make a pixel, as a fraction of its background; darkening the neighbours share is shadow, not motion (0 = off)", 0, 0.9, func(c *Config) *float64 { return &c.Motion.Shadow }),
 		floatField("motion.light_switch", "fraction of pixels still changed after brightness and contrast matching above which a change is global (light switch, IR switch): recalibrate, no event", 0.05, 1, func(c *Config) *float64 { return &c.Motion.LightSwitch }),
+		intField("motion.brightness_step", "smallest change of the median brightness, in luma levels, that is a light switch: recalibrate, no event", 4, 255, func(c *Config) *int { return &c.Motion.BrightnessStep }),
+		floatField("motion.contrast_step", "contrast ratio beyond which (or below whose inverse) a change is global (IR switch, lamp); smaller changes are compensated", 1.05, 4, func(c *Config) *float64 { return &c.Motion.ContrastStep }),
 		floatField("motion.background_rate", "background learning rate per frame for still pixels", 0.001, 0.5, func(c *Config) *float64 { return &c.Motion.BackgroundRate }),
 		intField("motion.min_motion_frames", "consecutive motion frames before an event starts", 1, 100, func(c *Config) *int { return &c.Motion.MinMotionFrames }),
 		intField("motion.absorb_frames", "frames a pixel may stay changed before it becomes background (a parked car)", 1, 65535, func(c *Config) *int { return &c.Motion.AbsorbFrames }),
@@ -254,6 +256,7 @@ func Fields() []Field {
 				c.Motion.Zones = zones
 				return nil
 			}},
+		durField("motion.pre_roll", "how long before the trigger frame an event is reported to start (never before the previous event's end)", 0, time.Hour, func(c *Config) *time.Duration { return &c.Motion.PreRoll }),
 		durField("motion.event_gap", "quiet time after the last motion that ends an event", 0, time.Hour, func(c *Config) *time.Duration { return &c.Motion.EventGap }),
 		durField("motion.post_roll", "time after the last motion frame included in the event", 0, time.Hour, func(c *Config) *time.Duration { return &c.Motion.PostRoll }),
 		durField("motion.max_length", "longest event; a longer one is ended and a new one may start", time.Second, 24*time.Hour, func(c *Config) *time.Duration { return &c.Motion.MaxLength }),

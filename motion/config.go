@@ -42,6 +42,16 @@ type Config struct {
 	// beyond ±25% or a brightness step is global whatever this says.
 	// Default 0.7.
 	LightSwitch float64
+	// BrightnessStep is the smallest change of the frame's median
+	// brightness against the background, in luma levels, that is a global
+	// change (a light switch): the background is re-seeded. It is also at
+	// least twice the per-pixel threshold. Default 16.
+	BrightnessStep int
+	// ContrastStep is the contrast ratio (the frame's spread of levels over
+	// the background's) beyond which, or below whose inverse, a change is
+	// global (an IR switch, a lamp); smaller contrast changes are matched
+	// and compensated. Default 1.25.
+	ContrastStep float64
 	// BackgroundRate is the per-frame learning rate of the background for
 	// pixels that are not changed. Default 0.05.
 	BackgroundRate float64
@@ -60,6 +70,11 @@ type Config struct {
 	// MinMotionFrames is the number of consecutive motion frames that starts
 	// an event. Default 3.
 	MinMotionFrames int
+	// PreRoll is how long before the trigger frame an event's Start is
+	// reported to begin (never before the last event's end or the first
+	// frame seen): for recordings that keep frames from before the
+	// trigger. Default 0.
+	PreRoll time.Duration
 	// EventGap is the quiet time after the last motion frame that ends an
 	// event. Default 3s.
 	EventGap time.Duration
@@ -81,9 +96,12 @@ func DefaultConfig() Config {
 		Shadow:          0.4,
 		MinArea:         0.003,
 		LightSwitch:     0.7,
+		BrightnessStep:  16,
+		ContrastStep:    1.25,
 		BackgroundRate:  0.05,
 		AbsorbFrames:    100,
 		MinMotionFrames: 3,
+		PreRoll:         0,
 		EventGap:        3 * time.Second,
 		PostRoll:        time.Second,
 		MaxLength:       60 * time.Second,
@@ -104,6 +122,9 @@ const (
 	minAbsorbFrames, maxAbsorbFrames       = 1, 65535   // a uint16 counter per pixel
 	minMinMotionFrames, maxMinMotionFrames = 1, 100
 	minEventGap, maxEventGap               = 0, time.Hour
+	minPreRoll, maxPreRoll                 = 0, time.Hour
+	minBrightnessStep, maxBrightnessStep   = 4, 255
+	minContrastStep, maxContrastStep       = 1.05, 4
 	minPostRoll, maxPostRoll               = 0, time.Hour
 	minMaxLength, maxMaxLength             = time.Second, 24 * time.Hour
 )
@@ -133,6 +154,12 @@ func (c Config) Validate() error {
 	if err := checkFloat("LightSwitch", c.LightSwitch, minLightSwitch, maxLightSwitch); err != nil {
 		return err
 	}
+	if err := checkInt("BrightnessStep", c.BrightnessStep, minBrightnessStep, maxBrightnessStep); err != nil {
+		return err
+	}
+	if err := checkFloat("ContrastStep", c.ContrastStep, minContrastStep, maxContrastStep); err != nil {
+		return err
+	}
 	if err := checkFloat("BackgroundRate", c.BackgroundRate, minBackgroundRate, maxBackgroundRate); err != nil {
 		return err
 	}
@@ -140,6 +167,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := checkInt("MinMotionFrames", c.MinMotionFrames, minMinMotionFrames, maxMinMotionFrames); err != nil {
+		return err
+	}
+	if err := checkDuration("PreRoll", c.PreRoll, minPreRoll, maxPreRoll); err != nil {
 		return err
 	}
 	if err := checkDuration("EventGap", c.EventGap, minEventGap, maxEventGap); err != nil {

@@ -67,10 +67,6 @@ const (
 	// background (the light settles over a few frames: exposure, rolling
 	// shutter) and report Global.
 	settleFrames = 2
-	// minStepLevels is the smallest frame/background median offset, in luma
-	// levels, that counts as a brightness step (the step threshold is
-	// max(this, 2 × the pixel threshold)).
-	minStepLevels = 16
 	// noiseShift sets the noise estimate's smoothing: it moves 1/16 of the
 	// way to each frame's measurement.
 	noiseShift = 4
@@ -101,10 +97,9 @@ const (
 	// penumbraNeighbours: shadow neighbours that make a darkened pixel
 	// shadow in the second pass.
 	penumbraNeighbours = 3
-	// Contrast (gain) bounds: within gainIgnore of 1 the gain is taken as
-	// 1; beyond maxGain the change is global. Ratios num/den.
+	// Within gainIgnore of 1 the measured contrast gain is taken as 1 (a
+	// ratio num/den); beyond Config.ContrastStep the change is global.
 	gainIgnoreNum, gainIgnoreDen = 107, 100
-	maxGainNum, maxGainDen       = 5, 4
 	// minSpreadLevels: a scene whose interquartile range is below this
 	// many levels is too flat to measure contrast on.
 	minSpreadLevels = 6
@@ -172,6 +167,9 @@ type Detector struct {
 	rateQ    int32  // BackgroundRate in 0.16 fixed point
 	flickQ   int32  // FlickerK in 8.8 fixed point
 	shadowLo int64  // Shadow in 8.8 fixed point (0: no shadow detection)
+	stepQ    int32  // BrightnessStep in 8.8 fixed point
+	gainLo   int32  // 1/ContrastStep and ContrastStep in 8.8 fixed point
+	gainHi   int32
 	absorb   uint16 // AbsorbFrames
 
 	// Buffers, sized by resize.
@@ -215,6 +213,9 @@ func NewDetector(c Config) (*Detector, error) {
 		rateQ:    int32(math.Round(c.BackgroundRate * 65536)),
 		flickQ:   int32(math.Round(c.FlickerK * 256)),
 		shadowLo: int64(math.Round(c.Shadow * 256)),
+		stepQ:    int32(c.BrightnessStep) << 8,
+		gainLo:   int32(math.Round(256 / c.ContrastStep)),
+		gainHi:   int32(math.Round(256 * c.ContrastStep)),
 		absorb:   uint16(c.AbsorbFrames),
 	}, nil
 }
@@ -270,7 +271,7 @@ func (d *Detector) step(p plane, w, h int) Result {
 		// contrast. The one that leaves fewer pixels changed wins: a car
 		// filling a quarter of the frame also moves the quartiles.
 		if offG := d.offset(g); d.count(offG, g, thr) < d.count(off, 256, thr) {
-			if g*maxGainDen > 256*maxGainNum || g*maxGainNum < 256*maxGainDen {
+			if g > d.gainHi || g < d.gainLo {
 				return d.global()
 			}
 			gain, off = g, offG
@@ -279,7 +280,7 @@ func (d *Detector) step(p plane, w, h int) Result {
 	// The brightness step is the offset at the background's median level
 	// (off is the offset at level 0 of gain × background + off).
 	step := off - d.pivot + (d.pivot*gain)>>8
-	if abs32(step) >= max(2*thr, minStepLevels<<8) {
+	if abs32(step) >= max(2*thr, d.stepQ) {
 		return d.global()
 	}
 	if changed := d.diff(off, gain, thr); changed > d.maxPix {

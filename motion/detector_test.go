@@ -402,8 +402,9 @@ func TestDownscale(t *testing.T) {
 	for _, tc := range []struct{ w, h, aw int }{
 		{160, 120, 160}, {321, 241, 160}, {643, 483, 160}, {480, 270, 160}, {800, 600, 160}, {1283, 725, 160},
 	} {
-		d := newTestDetector(t, Config{AnalysisWidth: tc.aw, NoiseFloor: 10, NoiseK: 3, FlickerK: 3, Shadow: 0.4, MinArea: 0.003, LightSwitch: 0.35,
-			BackgroundRate: 0.05, AbsorbFrames: 100, MinMotionFrames: 3, MaxLength: 60e9})
+		c := DefaultConfig()
+		c.AnalysisWidth = tc.aw
+		d := newTestDetector(t, c)
 		luma := make([]byte, tc.w*tc.h)
 		for i := range luma {
 			luma[i] = byte(rng.UintN(256))

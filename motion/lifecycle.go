@@ -29,9 +29,11 @@ type Decision struct {
 
 // Summary describes an event.
 type Summary struct {
-	// Start is the trigger frame's time. End is the last motion frame's
-	// time plus PostRoll, but never beyond the time of the frame (or Flush)
-	// that decided the end; at Start it equals Start.
+	// Start is the trigger frame's time less PreRoll, but never before the
+	// first frame seen or the previous event's end. End is the last motion
+	// frame's time plus PostRoll, but never beyond the time of the frame
+	// (or Flush) that decided the end; at Start it is the trigger frame's
+	// time.
 	Start, End time.Time
 	// MotionFrames counts the event's motion frames, including the
 	// MinMotionFrames-1 frames before the trigger.
@@ -53,8 +55,8 @@ type Summary struct {
 // frame touching the edge is chosen only while no frame inside has been
 // seen. Make it with NewLifecycle. It is not safe for concurrent use.
 type Lifecycle struct {
-	minFrames                int
-	gap, postRoll, maxLength time.Duration
+	minFrames                         int
+	preRoll, gap, postRoll, maxLength time.Duration
 
 	// Idle: the run of consecutive motion frames so far.
 	run      int
@@ -63,13 +65,16 @@ type Lifecycle struct {
 
 	// Open event.
 	open       bool
+	trigger    time.Time // the trigger frame's time
 	sum        Summary
 	lastMotion time.Time
 	bestArea   uint32
 	bestInside bool
 
-	lastSeen time.Time
-	seen     bool
+	lastSeen  time.Time
+	seen      bool
+	firstSeen time.Time // since the last clock jump
+	lastEnd   time.Time // the last event's end (zero: none since firstSeen)
 }
 
 // NewLifecycle returns a lifecycle for c. Give it a Config that
@@ -79,6 +84,7 @@ type Lifecycle struct {
 func NewLifecycle(c Config) *Lifecycle {
 	return &Lifecycle{
 		minFrames: max(1, c.MinMotionFrames),
+		preRoll:   max(0, c.PreRoll),
 		gap:       max(0, c.EventGap),
 		postRoll:  max(0, c.PostRoll),
 		maxLength: max(minMaxLength, c.MaxLength),
@@ -92,12 +98,15 @@ func (l *Lifecycle) Observe(t time.Time, r Result) Decision {
 		// no duration across the jump means anything. End at the last
 		// time seen and start counting afresh from this frame.
 		prev := l.lastSeen
-		l.lastSeen = t
+		l.lastSeen, l.firstSeen, l.lastEnd = t, t, time.Time{}
 		l.run, l.runPeak, l.runZones = 0, 0, 0
 		if l.open {
 			return l.end(prev, ReasonGap)
 		}
 		return Decision{}
+	}
+	if !l.seen {
+		l.firstSeen = t
 	}
 	l.lastSeen, l.seen = t, true
 
@@ -105,7 +114,7 @@ func (l *Lifecycle) Observe(t time.Time, r Result) Decision {
 		if !r.Motion && t.Sub(l.lastMotion) >= l.gap {
 			return l.end(t, ReasonGap)
 		}
-		if t.Sub(l.sum.Start) >= l.maxLength {
+		if t.Sub(l.trigger) >= l.maxLength {
 			return l.end(t, ReasonMaxLength)
 		}
 		if !r.Motion {
@@ -134,7 +143,15 @@ func (l *Lifecycle) Observe(t time.Time, r Result) Decision {
 		return Decision{}
 	}
 	l.open = true
-	l.sum = Summary{Start: t, End: t, MotionFrames: l.run, PeakAreaPPM: l.runPeak, Box: r.Box, Zones: l.runZones}
+	start := t.Add(-l.preRoll)
+	if floor := l.firstSeen; start.Before(floor) {
+		start = floor
+	}
+	if !l.lastEnd.IsZero() && start.Before(l.lastEnd) {
+		start = l.lastEnd
+	}
+	l.trigger = t
+	l.sum = Summary{Start: start, End: t, MotionFrames: l.run, PeakAreaPPM: l.runPeak, Box: r.Box, Zones: l.runZones}
 	l.lastMotion = t
 	l.bestArea, l.bestInside = r.AreaPPM, !r.TouchesEdge
 	l.run, l.runPeak, l.runZones = 0, 0, 0
@@ -172,6 +189,7 @@ func (l *Lifecycle) end(t time.Time, reason string) Decision {
 	}
 	s := l.sum
 	s.End, s.Reason = end, reason
+	l.lastEnd = end
 	l.open = false
 	l.sum = Summary{}
 	return Decision{End: true, Summary: s}

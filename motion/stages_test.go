@@ -411,3 +411,34 @@ func TestStepPlaneYUYV(t *testing.T) {
 		}
 	}
 }
+
+// TestLifecyclePreRoll: an event's start is moved back by PreRoll, but
+// never before the first frame seen nor the previous event's end.
+func TestLifecyclePreRoll(t *testing.T) {
+	c := DefaultConfig()
+	c.MinMotionFrames = 1
+	c.PreRoll = 2 * time.Second
+	c.EventGap = time.Second
+	c.PostRoll = 0
+	l := NewLifecycle(c)
+	at := func(ms int) time.Time { return time.UnixMilli(int64(ms)) }
+	// First frame at 1 s, motion at 2 s: start clamped to the first frame.
+	l.Observe(at(1000), Result{})
+	if d := l.Observe(at(2000), Result{Motion: true}); !d.Start || !d.Summary.Start.Equal(at(1000)) || !d.Summary.End.Equal(at(2000)) {
+		t.Fatalf("first event: %+v, want start 1s (first frame), end 2s", d.Summary)
+	}
+	d := l.Observe(at(3500), Result{})
+	if !d.End || !d.Summary.End.Equal(at(2000)) {
+		t.Fatalf("end: %+v", d)
+	}
+	// Next motion at 3.8 s: pre-roll would reach 1.8 s, clamped to the last end (2 s).
+	if d := l.Observe(at(3800), Result{Motion: true}); !d.Start || !d.Summary.Start.Equal(at(2000)) {
+		t.Fatalf("second event: %+v, want start at the last end 2s", d.Summary)
+	}
+	l.Flush(at(3900))
+	// Much later: the full pre-roll.
+	l.Observe(at(10000), Result{})
+	if d := l.Observe(at(20000), Result{Motion: true}); !d.Start || !d.Summary.Start.Equal(at(18000)) {
+		t.Fatalf("third event: %+v, want start 18s", d.Summary)
+	}
+}
