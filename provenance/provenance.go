@@ -1,6 +1,9 @@
 // Package provenance defines keyframe's signed event record: the payload schema,
 // its COSE_Sign1 envelope, the device-ID derivation, and the upload bundle that
-// carries an envelope with its media.
+// carries an envelope with its media. It also defines the device certificate
+// a record may carry (x5chain, cert.go) and the rotate record that hands a
+// device's identity to a new key (rotate.go). It makes no trust decisions:
+// which keys and certificate authorities to trust is the receiver's business.
 //
 // It is imported by clouds as well as by the device, so it depends only on the
 // standard library, go-cose and fxamacker/cbor, and never on device-side
@@ -42,11 +45,21 @@ const BundleContentType = "application/vnd.keyframe.bundle+cbor"
 // public key as DER SubjectPublicKeyInfo.
 const HeaderLabelSPKI int64 = -65537
 
-// Event kinds.
+// HeaderLabelX5Chain is the COSE x5chain header (RFC 9360): the signer's
+// X.509 certificate chain, device certificate first, as DER. It is optional
+// and, when present, protected.
+const HeaderLabelX5Chain int64 = 33
+
+// Record kinds.
 const (
-	KindStart = "start"
-	KindEnd   = "end"
+	KindStart  = "start"
+	KindEnd    = "end"
+	KindRotate = "rotate" // hands the device's identity to a new key (Rotate)
 )
+
+// ValidKind reports whether k is a record kind: KindStart, KindEnd or
+// KindRotate.
+func ValidKind(k string) bool { return k == KindStart || k == KindEnd || k == KindRotate }
 
 // Clock qualities: whether the capture time comes from a clock known to be set.
 const (
@@ -55,7 +68,10 @@ const (
 )
 
 // Media roles.
-const RoleThumbnail = "thumbnail"
+const (
+	RoleThumbnail     = "thumbnail"
+	RoleRotationProof = "rotation-proof" // the new key's proof in a rotate record
+)
 
 // Sentinel errors returned (wrapped) by Verify, so callers can map a failure to
 // a reason and a status code.
@@ -72,7 +88,7 @@ type Payload struct {
 	Version  uint64  `cbor:"v"`
 	Device   string  `cbor:"device"`   // DeviceID of the signing key
 	Event    string  `cbor:"event"`    // event ID, shared by an event's start and end records
-	Kind     string  `cbor:"kind"`     // KindStart or KindEnd
+	Kind     string  `cbor:"kind"`     // KindStart, KindEnd or KindRotate
 	Seq      uint64  `cbor:"seq"`      // per-device sequence number, strictly increasing, never reused
 	Boot     string  `cbor:"boot"`     // the device's boot ID when the record was signed
 	Prev     []byte  `cbor:"prev"`     // SHA-256 of the device's previous envelope; empty for the first
@@ -80,6 +96,9 @@ type Payload struct {
 	Motion   Motion  `cbor:"motion"`   // what the detector saw
 	Media    []Media `cbor:"media"`    // objects travelling beside the envelope, bound by hash
 	KeyStore string  `cbor:"keystore"` // where the signing key lives: "file" or "tpm"
+	// NextKey is the new key's DER SubjectPublicKeyInfo in a KindRotate
+	// record, and absent (empty) in every other kind.
+	NextKey []byte `cbor:"next_key,omitempty"`
 }
 
 // Time is a capture time with the quality of the clock it was read from.
@@ -201,31 +220,84 @@ func Algorithm(pub crypto.PublicKey) (cose.Algorithm, error) {
 // Sign encodes p and signs it with signer as a tagged COSE_Sign1. p.Device must
 // be the signer's DeviceID, p must pass the checks Verify makes on a payload
 // (kind, event ID, prev, clock, media hashes), and p.Version is set to
-// Version. rnd may be nil (crypto/rand is used).
+// Version. rnd may be nil (crypto/rand is used). Rotate records are made by
+// Rotate, not Sign.
 func Sign(rnd io.Reader, signer crypto.Signer, p *Payload) ([]byte, error) {
-	if rnd == nil {
-		rnd = rand.Reader
+	return SignWithChain(rnd, signer, p, nil)
+}
+
+// SignWithChain is Sign with the signer's certificate chain in the protected
+// x5chain header (label 33): chain holds DER certificates, the device
+// certificate (whose key must be the signer's) first, then intermediates; at
+// most MaxChainCerts of at most MaxCertSize bytes each. One certificate is
+// written as a single bstr, several as an array (RFC 9360). An empty chain
+// writes no header, as Sign does.
+func SignWithChain(rnd io.Reader, signer crypto.Signer, p *Payload, chain [][]byte) ([]byte, error) {
+	if p.Kind == KindRotate {
+		return nil, fmt.Errorf("provenance: sign: %w: rotate records are made with Rotate", ErrMalformed)
 	}
-	pub := signer.Public()
-	alg, err := Algorithm(pub)
+	return signRecord(rnd, signer, p, chain)
+}
+
+// signRecord signs a payload of any kind; for KindRotate the caller (Rotate)
+// has checked the rotation fields.
+func signRecord(rnd io.Reader, signer crypto.Signer, p *Payload, chain [][]byte) ([]byte, error) {
+	spki, id, err := signerKey(signer)
 	if err != nil {
 		return nil, err
 	}
-	spki, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, fmt.Errorf("provenance: sign: %w", err)
-	}
-	id := deviceIDFromSPKI(spki)
 	if p.Device != id {
 		return nil, fmt.Errorf("provenance: sign: payload device %q is not the signer's %q", p.Device, id)
 	}
 	p.Version = Version
 	// A record Verify would reject must not be signed: it would use up a
 	// sequence number and then be quarantined by every receiver.
-	if err := checkPayload(p); err != nil {
+	if err := checkPayload(p, spki); err != nil {
 		return nil, fmt.Errorf("provenance: sign: %w", err)
 	}
+	var x5 any
+	if len(chain) > 0 {
+		certs, err := parseChain(chain)
+		if err != nil {
+			return nil, fmt.Errorf("provenance: sign: %w", err)
+		}
+		if !bytes.Equal(certs[0].RawSubjectPublicKeyInfo, spki) {
+			return nil, fmt.Errorf("provenance: sign: %w: the certificate chain's device certificate is for another key", ErrKey)
+		}
+		if len(chain) == 1 {
+			x5 = chain[0]
+		} else {
+			x5 = chain
+		}
+	}
 	payload, err := MarshalPayload(p)
+	if err != nil {
+		return nil, err
+	}
+	return sign1(rnd, signer, ContentType, id, spki, x5, payload)
+}
+
+// signerKey returns a signer's SPKI and device ID, refusing unsupported keys.
+func signerKey(signer crypto.Signer) (spki []byte, id string, err error) {
+	pub := signer.Public()
+	if _, err := Algorithm(pub); err != nil {
+		return nil, "", err
+	}
+	spki, err = x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, "", fmt.Errorf("provenance: sign: %w", err)
+	}
+	return spki, deviceIDFromSPKI(spki), nil
+}
+
+// sign1 builds and signs a tagged COSE_Sign1 with the protected header
+// {alg, content type, kid, signer SPKI[, x5chain]} and an empty unprotected
+// header.
+func sign1(rnd io.Reader, signer crypto.Signer, contentType, id string, spki []byte, x5chain any, payload []byte) ([]byte, error) {
+	if rnd == nil {
+		rnd = rand.Reader
+	}
+	alg, err := Algorithm(signer.Public())
 	if err != nil {
 		return nil, err
 	}
@@ -235,9 +307,12 @@ func Sign(rnd io.Reader, signer crypto.Signer, p *Payload) ([]byte, error) {
 	}
 	msg := cose.NewSign1Message()
 	msg.Headers.Protected.SetAlgorithm(alg)
-	msg.Headers.Protected[cose.HeaderLabelContentType] = ContentType
+	msg.Headers.Protected[cose.HeaderLabelContentType] = contentType
 	msg.Headers.Protected[cose.HeaderLabelKeyID] = []byte(id)
 	msg.Headers.Protected[HeaderLabelSPKI] = spki
+	if x5chain != nil {
+		msg.Headers.Protected[HeaderLabelX5Chain] = x5chain
+	}
 	msg.Payload = payload
 	if err := msg.Sign(rnd, nil, cs); err != nil {
 		return nil, fmt.Errorf("provenance: sign: %w", err)
@@ -256,86 +331,54 @@ type Verified struct {
 	Key     crypto.PublicKey // the key that signed
 	SPKI    []byte           // Key as DER SubjectPublicKeyInfo
 	Hash    [32]byte         // SHA-256 of the envelope bytes (what the next record's Prev holds)
+	// Chain is the x5chain header's certificates, device certificate first,
+	// or nil if the envelope carries none. Verify checked only that they
+	// parse and that the first one's key is Key: whether to trust them is the
+	// caller's decision (see CertNamesDevice and crypto/x509's Verify).
+	Chain []*x509.Certificate
+	// For a KindRotate record: the new key, which the proof (the record's one
+	// media object) showed is held by whoever made the record, its SPKI and
+	// its device ID. Nil and empty for other kinds.
+	NextKey    crypto.PublicKey
+	NextSPKI   []byte
+	NextDevice string
 }
 
 // Verify checks an envelope and its media: that it is a tagged COSE_Sign1 whose
-// protected header holds only alg, content type, kid and the signer's key and
-// whose unprotected header is empty, the signature under the key carried in
-// the protected header, that the payload's device ID and the key
-// ID are that key's fingerprint, that want (if not nil) is that key, that the
-// payload is well-formed deterministic CBOR of this version, and that media
-// match the payload's media list one to one, by size and SHA-256.
+// protected header holds only alg, content type, kid, the signer's key and
+// optionally an x5chain whose device certificate is for that key, and whose
+// unprotected header is empty; the signature under the key carried in the
+// protected header; that the payload's device ID and the key ID are that
+// key's fingerprint; that want (if not nil) is that key; that the payload is
+// well-formed deterministic CBOR of this version; and that media match the
+// payload's media list one to one, by size and SHA-256. For a rotate record
+// it also checks the new key's proof of possession (docs/envelope.md, "Key
+// rotation").
 //
 // Errors wrap ErrMalformed, ErrSignature, ErrDeviceID, ErrKey or ErrMedia.
 func Verify(envelope []byte, media [][]byte, want crypto.PublicKey) (*Verified, error) {
-	var msg cose.Sign1Message
-	if err := msg.UnmarshalCBOR(envelope); err != nil {
-		return nil, fmt.Errorf("provenance: %w: %w", ErrMalformed, err)
-	}
-	// The unprotected header is not signed: anything in it could be changed
-	// in transit without breaking the signature, and would change the
-	// envelope's hash. It must be empty.
-	if len(msg.Headers.Unprotected) != 0 {
-		return nil, fmt.Errorf("provenance: %w: unprotected header is not empty", ErrMalformed)
-	}
-	for label := range msg.Headers.Protected {
-		if !knownHeader(label) {
-			return nil, fmt.Errorf("provenance: %w: unknown protected header %v", ErrMalformed, label)
-		}
-	}
-	if msg.Payload == nil {
-		return nil, fmt.Errorf("provenance: %w: no payload (detached payloads are not used)", ErrMalformed)
-	}
-	spki, ok := msg.Headers.Protected[HeaderLabelSPKI].([]byte)
-	if !ok {
-		return nil, fmt.Errorf("provenance: %w: no signer key in protected header", ErrMalformed)
-	}
-	pub, err := x509.ParsePKIXPublicKey(spki)
-	if err != nil {
-		return nil, fmt.Errorf("provenance: %w: signer key: %w", ErrMalformed, err)
-	}
-	alg, err := Algorithm(pub)
-	if err != nil {
-		return nil, fmt.Errorf("provenance: %w: %w", ErrMalformed, err)
-	}
-	if got, err := msg.Headers.Protected.Algorithm(); err != nil || got != alg {
-		return nil, fmt.Errorf("provenance: %w: algorithm %v does not match the key", ErrMalformed, got)
-	}
+	var wantSPKI []byte
 	if want != nil {
-		wantSPKI, err := x509.MarshalPKIXPublicKey(want)
-		if err != nil {
+		var err error
+		if wantSPKI, err = x509.MarshalPKIXPublicKey(want); err != nil {
 			return nil, fmt.Errorf("provenance: expected key: %w", err)
 		}
-		if !bytes.Equal(wantSPKI, spki) {
-			return nil, fmt.Errorf("provenance: %w", ErrKey)
-		}
 	}
-	verifier, err := cose.NewVerifier(alg, pub)
+	o, err := openSign1(envelope, ContentType, true, wantSPKI, "")
 	if err != nil {
-		return nil, fmt.Errorf("provenance: %w: %w", ErrMalformed, err)
+		return nil, err
 	}
-	if err := msg.Verify(nil, verifier); err != nil {
-		return nil, fmt.Errorf("provenance: %w: %w", ErrSignature, err)
-	}
-	// Only now is anything in the message trusted.
-	id := deviceIDFromSPKI(spki)
-	if kid, _ := msg.Headers.Protected[cose.HeaderLabelKeyID].([]byte); string(kid) != id {
-		return nil, fmt.Errorf("provenance: %w: key ID %q, fingerprint %q", ErrDeviceID, kid, id)
-	}
-	if ct, _ := msg.Headers.Protected[cose.HeaderLabelContentType].(string); ct != ContentType {
-		return nil, fmt.Errorf("provenance: %w: content type %q", ErrMalformed, ct)
-	}
-	p, err := UnmarshalPayload(msg.Payload)
+	p, err := UnmarshalPayload(o.msg.Payload)
 	if err != nil {
 		return nil, err
 	}
 	if p.Version != Version {
 		return nil, fmt.Errorf("provenance: %w: version %d, want %d", ErrMalformed, p.Version, Version)
 	}
-	if p.Device != id {
-		return nil, fmt.Errorf("provenance: %w: payload device %q, fingerprint %q", ErrDeviceID, p.Device, id)
+	if p.Device != o.id {
+		return nil, fmt.Errorf("provenance: %w: payload device %q, fingerprint %q", ErrDeviceID, p.Device, o.id)
 	}
-	if err := checkPayload(p); err != nil {
+	if err := checkPayload(p, o.spki); err != nil {
 		return nil, err
 	}
 	if len(media) != len(p.Media) {
@@ -347,12 +390,127 @@ func Verify(envelope []byte, media [][]byte, want crypto.PublicKey) (*Verified, 
 			return nil, fmt.Errorf("provenance: %w: media %d (%s)", ErrMedia, i, m.Role)
 		}
 	}
-	return &Verified{Payload: p, Device: id, Key: pub, SPKI: spki, Hash: HashEnvelope(envelope)}, nil
+	v := &Verified{Payload: p, Device: o.id, Key: o.pub, SPKI: o.spki, Hash: HashEnvelope(envelope), Chain: o.chain}
+	if p.Kind == KindRotate {
+		next, err := verifyProof(media[0], p, o.spki)
+		if err != nil {
+			return nil, err
+		}
+		v.NextKey, v.NextSPKI, v.NextDevice = next.pub, next.spki, next.id
+	}
+	return v, nil
+}
+
+// opened is a COSE_Sign1 whose headers and signature openSign1 checked.
+type opened struct {
+	msg   cose.Sign1Message
+	pub   crypto.PublicKey
+	spki  []byte
+	id    string
+	chain []*x509.Certificate
+}
+
+// openSign1 performs steps 1-8 of docs/envelope.md §8 on a COSE_Sign1 of the
+// given content type: parse, headers (x5chain allowed only if allowChain),
+// signer key, algorithm, expected key (wantSPKI, if not nil), certificate
+// chain, signature, key ID, content type. Error messages start with
+// "provenance: " and then what.
+func openSign1(data []byte, contentType string, allowChain bool, wantSPKI []byte, what string) (*opened, error) {
+	o := &opened{}
+	msg := &o.msg
+	if err := msg.UnmarshalCBOR(data); err != nil {
+		return nil, fmt.Errorf("provenance: %s%w: %w", what, ErrMalformed, err)
+	}
+	// The unprotected header is not signed: anything in it could be changed
+	// in transit without breaking the signature, and would change the
+	// envelope's hash. It must be empty.
+	if len(msg.Headers.Unprotected) != 0 {
+		return nil, fmt.Errorf("provenance: %s%w: unprotected header is not empty", what, ErrMalformed)
+	}
+	for label := range msg.Headers.Protected {
+		if !knownHeader(label, allowChain) {
+			return nil, fmt.Errorf("provenance: %s%w: unknown protected header %v", what, ErrMalformed, label)
+		}
+	}
+	if msg.Payload == nil {
+		return nil, fmt.Errorf("provenance: %s%w: no payload (detached payloads are not used)", what, ErrMalformed)
+	}
+	spki, ok := msg.Headers.Protected[HeaderLabelSPKI].([]byte)
+	if !ok {
+		return nil, fmt.Errorf("provenance: %s%w: no signer key in protected header", what, ErrMalformed)
+	}
+	pub, err := x509.ParsePKIXPublicKey(spki)
+	if err != nil {
+		return nil, fmt.Errorf("provenance: %s%w: signer key: %w", what, ErrMalformed, err)
+	}
+	alg, err := Algorithm(pub)
+	if err != nil {
+		return nil, fmt.Errorf("provenance: %s%w: %w", what, ErrMalformed, err)
+	}
+	if got, err := msg.Headers.Protected.Algorithm(); err != nil || got != alg {
+		return nil, fmt.Errorf("provenance: %s%w: algorithm %v does not match the key", what, ErrMalformed, got)
+	}
+	if wantSPKI != nil && !bytes.Equal(wantSPKI, spki) {
+		return nil, fmt.Errorf("provenance: %s%w", what, ErrKey)
+	}
+	if x5, present := msg.Headers.Protected[HeaderLabelX5Chain]; present {
+		ders, err := x5chainDER(x5)
+		if err != nil {
+			return nil, fmt.Errorf("provenance: %s%w: x5chain: %w", what, ErrMalformed, err)
+		}
+		if o.chain, err = parseChain(ders); err != nil {
+			return nil, fmt.Errorf("provenance: %sx5chain: %w", what, err)
+		}
+		if !bytes.Equal(o.chain[0].RawSubjectPublicKeyInfo, spki) {
+			return nil, fmt.Errorf("provenance: %s%w: x5chain device certificate is for another key than the signer's", what, ErrKey)
+		}
+	}
+	verifier, err := cose.NewVerifier(alg, pub)
+	if err != nil {
+		return nil, fmt.Errorf("provenance: %s%w: %w", what, ErrMalformed, err)
+	}
+	if err := msg.Verify(nil, verifier); err != nil {
+		return nil, fmt.Errorf("provenance: %s%w: %w", what, ErrSignature, err)
+	}
+	// Only now is anything in the message trusted.
+	id := deviceIDFromSPKI(spki)
+	if kid, _ := msg.Headers.Protected[cose.HeaderLabelKeyID].([]byte); string(kid) != id {
+		return nil, fmt.Errorf("provenance: %s%w: key ID %q, fingerprint %q", what, ErrDeviceID, kid, id)
+	}
+	if ct, _ := msg.Headers.Protected[cose.HeaderLabelContentType].(string); ct != contentType {
+		return nil, fmt.Errorf("provenance: %s%w: content type %q", what, ErrMalformed, ct)
+	}
+	o.pub, o.spki, o.id = pub, spki, id
+	return o, nil
+}
+
+// x5chainDER returns the certificates of an x5chain header value: a bstr (one
+// certificate) or an array of bstr.
+func x5chainDER(v any) ([][]byte, error) {
+	switch c := v.(type) {
+	case []byte:
+		return [][]byte{c}, nil
+	case []any:
+		if len(c) == 0 || len(c) > MaxChainCerts {
+			return nil, fmt.Errorf("%d certificates, want 1 to %d", len(c), MaxChainCerts)
+		}
+		out := make([][]byte, len(c))
+		for i, e := range c {
+			b, ok := e.([]byte)
+			if !ok {
+				return nil, fmt.Errorf("element %d is %T, not a bstr", i, e)
+			}
+			out[i] = b
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("is %T, not a bstr or an array of bstr", v)
 }
 
 // knownHeader reports whether label is one of the protected header labels a
-// record carries: alg, content type, kid and the signer's SPKI.
-func knownHeader(label any) bool {
+// record carries: alg, content type, kid, the signer's SPKI and, where
+// allowed, x5chain.
+func knownHeader(label any, allowChain bool) bool {
 	l, ok := label.(int64) // go-cose decodes integer labels as int64
 	if !ok {
 		return false
@@ -360,17 +518,21 @@ func knownHeader(label any) bool {
 	switch l {
 	case cose.HeaderLabelAlgorithm, cose.HeaderLabelContentType, cose.HeaderLabelKeyID, HeaderLabelSPKI:
 		return true
+	case HeaderLabelX5Chain:
+		return allowChain
 	}
 	return false
 }
 
-func checkPayload(p *Payload) error {
+// checkPayload checks the field constraints of docs/envelope.md §4 (step 12
+// of §8); spki is the signer's key.
+func checkPayload(p *Payload, spki []byte) error {
 	bad := func(field, why string) error {
 		return fmt.Errorf("provenance: %w: %s %s", ErrMalformed, field, why)
 	}
 	switch {
-	case p.Kind != KindStart && p.Kind != KindEnd:
-		return bad("kind", fmt.Sprintf("%q is not start or end", p.Kind))
+	case !ValidKind(p.Kind):
+		return bad("kind", fmt.Sprintf("%q is not start, end or rotate", p.Kind))
 	case !validID(p.Event):
 		return bad("event", fmt.Sprintf("%q is not 1-64 characters of [A-Za-z0-9_-]", p.Event))
 	case len(p.Prev) != 0 && len(p.Prev) != sha256.Size:
@@ -383,7 +545,13 @@ func checkPayload(p *Payload) error {
 			return bad(fmt.Sprintf("media[%d].sha256", i), "is not 32 bytes")
 		}
 	}
-	return nil
+	if p.Kind != KindRotate {
+		if len(p.NextKey) != 0 {
+			return bad("next_key", "is only allowed in a rotate record")
+		}
+		return nil
+	}
+	return checkRotatePayload(p, spki)
 }
 
 // validID reports whether s is usable as an event ID (and so as a file name and

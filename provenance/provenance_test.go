@@ -179,7 +179,7 @@ type mutation struct {
 	resigned string
 }
 
-func mutations(otherDevice string) []mutation {
+func mutations(otherDevice string, otherSPKI []byte) []mutation {
 	return []mutation{
 		{"v", func(p *provenance.Payload) { p.Version = 2 }, "malformed"},
 		{"device", func(p *provenance.Payload) { p.Device = otherDevice }, "device_id"},
@@ -210,6 +210,8 @@ func mutations(otherDevice string) []mutation {
 		{"media.size", func(p *provenance.Payload) { p.Media[0].Size++ }, "media"},
 		{"media.sha256", func(p *provenance.Payload) { p.Media[0].SHA256[0] ^= 0x80 }, "media"},
 		{"keystore", func(p *provenance.Payload) { p.KeyStore = "tpm" }, "ok"},
+		// next_key belongs to rotate records only.
+		{"next_key", func(p *provenance.Payload) { p.NextKey = otherSPKI }, "malformed"},
 	}
 }
 
@@ -249,7 +251,7 @@ func TestTamperEveryField(t *testing.T) {
 	if err := msg.UnmarshalCBOR(env); err != nil {
 		t.Fatal(err)
 	}
-	muts := mutations(idOf(t, other))
+	muts := mutations(idOf(t, other), spkiOf(t, other))
 
 	covered := map[string]bool{}
 	for _, m := range muts {
@@ -471,7 +473,8 @@ func TestHeaderRules(t *testing.T) {
 		{"control", rawEnvelope{protected: std, payload: payload}, "ok"},
 		{"unprotected kid", rawEnvelope{protected: std, unprotected: kidHeader, payload: payload}, "malformed"},
 		{"unprotected private label", rawEnvelope{protected: std, unprotected: mustDet(t, map[int64]any{-65538: "x"}), payload: payload}, "malformed"},
-		{"extra protected label", rawEnvelope{protected: withHeader(std, 33, []byte{1}), payload: payload}, "malformed"},
+		{"extra protected label", rawEnvelope{protected: withHeader(std, 34, []byte{1}), payload: payload}, "malformed"},
+		{"x5chain not a certificate", rawEnvelope{protected: withHeader(std, 33, []byte{1}), payload: payload}, "malformed"},
 		{"extra protected text label", rawEnvelope{protected: append(std[:len(std):len(std)], header{-1, "x"}), payload: payload}, "malformed"},
 		{"no SPKI", rawEnvelope{protected: withoutHeader(std, provenance.HeaderLabelSPKI), payload: payload}, "malformed"},
 		{"SPKI garbage", rawEnvelope{protected: withHeader(std, provenance.HeaderLabelSPKI, []byte("not DER")), payload: payload}, "malformed"},

@@ -26,6 +26,7 @@ import (
 	"strings"
 	"testing"
 	"testing/cryptotest"
+	"time"
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/veraison/go-cose"
@@ -40,9 +41,19 @@ const vectorDir = "testdata/vectors"
 // manifest is testdata/vectors/manifest.json: every vector and the result a
 // verifier must give for it.
 type manifest struct {
-	Comment []string `json:"comment"`
-	Keys    []keyRef `json:"keys"`
-	Vectors []vector `json:"vectors"`
+	Comment []string  `json:"comment"`
+	Keys    []keyRef  `json:"keys"`
+	Certs   []certRef `json:"certs"`
+	Vectors []vector  `json:"vectors"`
+}
+
+// certRef is a certificate of the vectors' throwaway fleet.
+type certRef struct {
+	Name   string `json:"name"`
+	File   string `json:"file"`             // PEM CERTIFICATE
+	Key    string `json:"key"`              // the certified public key (SPKI PEM)
+	Issuer string `json:"issuer,omitempty"` // name of the issuing certificate; "" if self-signed
+	CA     bool   `json:"ca,omitempty"`     // a certificate authority, not a device
 }
 
 type keyRef struct {
@@ -75,6 +86,12 @@ type vector struct {
 	Prev    string `json:"prev,omitempty"`    // hex; "" on a device's first record
 	Follows string `json:"follows,omitempty"` // the vector whose envelope prev is the SHA-256 of
 	Hash    string `json:"hash,omitempty"`    // hex SHA-256 of the envelope file
+	// Chain lists the certificate files the envelope's x5chain holds, in
+	// order (device certificate first).
+	Chain []string `json:"chain,omitempty"`
+	// For a valid rotate record: the new key (SPKI PEM) and its device ID.
+	NextKey    string `json:"next_key,omitempty"`
+	NextDevice string `json:"next_device,omitempty"`
 }
 
 // testKey is a signing key of the vectors.
@@ -217,9 +234,9 @@ func TestGenerateVectors(t *testing.T) {
 		vectors = append(vectors, v)
 	}
 	// ok signs p with key through the package itself and records a valid vector.
-	ok := func(name string, key testKey, p *provenance.Payload, mediaFile string, media []byte, follows string) []byte {
+	ok := func(name string, key testKey, p *provenance.Payload, mediaFile string, media []byte, follows string, chain ...certFile) []byte {
 		t.Helper()
-		env, err := provenance.Sign(nil, key.signer, p)
+		env, err := provenance.SignWithChain(nil, key.signer, p, certDERs(chain))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -242,7 +259,7 @@ func TestGenerateVectors(t *testing.T) {
 			Name: name, Envelope: name + ".cose", Media: []string{mediaFile}, Expect: "ok",
 			Bundle: name + ".bundle", Payload: name + ".payload.diag",
 			Device: p.Device, Event: p.Event, Kind: p.Kind, Seq: p.Seq, Prev: hex.EncodeToString(p.Prev),
-			Follows: follows, Hash: hex.EncodeToString(h[:]),
+			Follows: follows, Hash: hex.EncodeToString(h[:]), Chain: certNames(chain),
 		}, env)
 		return env
 	}
@@ -268,7 +285,7 @@ func TestGenerateVectors(t *testing.T) {
 	end.Time = provenance.Time{UnixMs: 1764000008523, BootMs: 3608523, Clock: provenance.ClockSynced}
 	end.Motion = provenance.Motion{DurationMs: 8400, Frames: 97, PeakAreaPPM: 183000, Box: [4]int32{300, 80, 520, 400}, Width: 640, Height: 480}
 	end.Media = []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", endJPG)}
-	ok("ok-end", keyA, &end, "end.jpg", endJPG, "ok-start")
+	endEnv := ok("ok-end", keyA, &end, "end.jpg", endJPG, "ok-start")
 	// An Ed25519 device without a real-time clock: it booted in 1970.
 	ed := *start
 	ed.Device, ed.Event, ed.Boot = keyE.ref.DeviceID, "0mz4kq3w8e1r5t2y7u9i0o", "9b0e4c6d-2a1f-4f3e-8d7c-5b6a49382716"
@@ -373,7 +390,7 @@ func TestGenerateVectors(t *testing.T) {
 		editStart(func(m map[string]any) { m["device"] = keyP.ref.DeviceID }))
 	resigned("bad-content-type", `content type is "application/cbor"`, "malformed", keyA,
 		withHeader(hdrA, 3, "application/cbor"), startPayload)
-	resigned("bad-extra-header", "protected header has an extra label (33, x5chain)", "malformed", keyA,
+	resigned("bad-extra-header", "protected header label 33 (x5chain) holds 30 00, which is not a certificate", "malformed", keyA,
 		withHeader(hdrA, 33, []byte{0x30, 0x00}), startPayload)
 	kidOnly := mustDet(t, map[int64]any{4: []byte(idA)})
 	// Same signature as ok-start: only the unprotected bucket differs.
@@ -389,6 +406,128 @@ func TestGenerateVectors(t *testing.T) {
 	add(vector{Name: "bad-truncated", Breaks: "ok-start cut 20 bytes short", Envelope: "bad-truncated.cose", Media: startMedia,
 		Expect: "malformed"}, startEnv[:len(startEnv)-20])
 
+	// Everything below was added with device certificates and key rotation.
+	// It comes after the older vectors so that their bytes (and the random
+	// stream that signed them) stay as they were.
+	genP256 := func() (crypto.Signer, error) { return ecdsa.GenerateKey(elliptic.P256(), nil) }
+	keyRoot := loadOrCreateKey(t, "fleet-root", "ES256 (certificate authority)", genP256)
+	keyInter := loadOrCreateKey(t, "fleet-intermediate", "ES256 (certificate authority)", genP256)
+	keyN := loadOrCreateKey(t, "device-a-next", "ES256", genP256)
+	idN := keyN.ref.DeviceID
+	root := newTestCA(t, "keyframe test fleet root", keyRoot.signer, nil, certFrom, certTo)
+	inter := newTestCA(t, "keyframe test fleet intermediate", keyInter.signer, root, certFrom, certTo)
+	certRoot := certFile{"fleet-root", "certs/fleet-root.pem", root.der}
+	certInter := certFile{"fleet-intermediate", "certs/fleet-intermediate.pem", inter.der}
+	certA := certFile{"device-a", "certs/device-a.pem", inter.issue(t, a.Public(), idA, []string{provenance.DeviceURI(idA)}, certFrom, certTo)}
+	certB := certFile{"device-b", "certs/device-b.pem", inter.issue(t, b.Public(), idB, []string{provenance.DeviceURI(idB)}, certFrom, certTo)}
+	certs := []certRef{
+		{Name: certRoot.name, File: certRoot.file, Key: keyRoot.ref.Public, CA: true},
+		{Name: certInter.name, File: certInter.file, Key: keyInter.ref.Public, Issuer: certRoot.name, CA: true},
+		{Name: certA.name, File: certA.file, Key: pubA, Issuer: certInter.name},
+		{Name: certB.name, File: certB.file, Key: pubB, Issuer: certInter.name},
+	}
+	for _, c := range []certFile{certRoot, certInter, certA, certB} {
+		writeVector(t, c.file, provenance.EncodeCertChain([][]byte{c.der}))
+	}
+
+	// A record with its device certificate and the intermediate (x5chain as
+	// an array): device-a's third record.
+	x5 := *start
+	x5.Event, x5.Seq = "0mz4kb2n7p4s6u8w0y1z3c", 3
+	endHash := sha256.Sum256(endEnv)
+	x5.Prev = endHash[:]
+	x5.Time = provenance.Time{UnixMs: 1764000060000, BootMs: 3660000, Clock: provenance.ClockSynced}
+	x5Env := ok("ok-x5chain", keyA, &x5, "start.jpg", startJPG, "ok-end", certA, certInter)
+	resigned("bad-x5chain-other-key", "x5chain is device-b's certificate and the intermediate; signed by device-a", "key", keyA,
+		withHeader(hdrA, provenance.HeaderLabelX5Chain, certDERs([]certFile{certB, certInter})), startPayload)
+	resigned("bad-x5chain-garbage", `x5chain is an array holding one bstr "not a certificate"`, "malformed", keyA,
+		withHeader(hdrA, provenance.HeaderLabelX5Chain, [][]byte{[]byte("not a certificate")}), startPayload)
+	resigned("bad-x5chain-too-many", "x5chain holds 5 certificates (at most 4 allowed)", "malformed", keyA,
+		withHeader(hdrA, provenance.HeaderLabelX5Chain, certDERs([]certFile{certA, certInter, certRoot, certRoot, certRoot})), startPayload)
+	resigned("bad-unknown-header", "protected header has an unknown label (34, x5t)", "malformed", keyA,
+		withHeader(hdrA, 34, []byte{0x30, 0x00}), startPayload)
+
+	// Key rotation: device-a's fourth record hands its identity to
+	// device-a-next (x5chain: the device certificate alone, as a bstr); the
+	// new key's first record continues the chain.
+	x5Hash := sha256.Sum256(x5Env)
+	rot := &provenance.Payload{
+		Device: idA, Event: "rotate-" + idN, Seq: 4, Boot: start.Boot, Prev: x5Hash[:],
+		Time:     provenance.Time{UnixMs: 1764000120000, BootMs: 3720000, Clock: provenance.ClockSynced},
+		KeyStore: "file",
+	}
+	rb, err := provenance.Rotate(nil, a, keyN.signer, rot, certDERs([]certFile{certA}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotPayload, err := provenance.MarshalPayload(rot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotDiag, err := cbor.Diagnose(rotPayload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotBundle, err := rb.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeVector(t, "ok-rotate.proof.cose", rb.Media[0])
+	writeVector(t, "ok-rotate.payload.diag", []byte(rotDiag+"\n"))
+	writeVector(t, "ok-rotate.bundle", rotBundle)
+	rotHash := sha256.Sum256(rb.Envelope)
+	add(vector{
+		Name: "ok-rotate", Envelope: "ok-rotate.cose", Media: []string{"ok-rotate.proof.cose"}, Expect: "ok",
+		Bundle: "ok-rotate.bundle", Payload: "ok-rotate.payload.diag",
+		Device: idA, Event: rot.Event, Kind: provenance.KindRotate, Seq: 4, Prev: hex.EncodeToString(rot.Prev),
+		Follows: "ok-x5chain", Hash: hex.EncodeToString(rotHash[:]), Chain: []string{certA.file},
+		NextKey: keyN.ref.Public, NextDevice: idN,
+	}, rb.Envelope)
+	after := *start
+	after.Device, after.Event, after.Seq, after.Prev = idN, "0mz4kc5d8f0g2h4j6k8m1n", 5, rotHash[:]
+	after.Time = provenance.Time{UnixMs: 1764000180000, BootMs: 3780000, Clock: provenance.ClockSynced}
+	ok("ok-rotated-start", keyN, &after, "start.jpg", startJPG, "ok-rotate")
+
+	// Broken rotations, each properly signed by device-a around a proof that
+	// is itself properly signed: only the rotation rules catch them.
+	rotateRecord := func(name, breaks, expect string, proof []byte, edit func(p *provenance.Payload)) {
+		t.Helper()
+		p := *rot
+		p.Version = provenance.Version
+		p.Media = []provenance.Media{provenance.NewMedia(provenance.RoleRotationProof, provenance.ProofMediaType, proof)}
+		media := []string{name + ".proof.cose"}
+		if edit != nil {
+			edit(&p)
+		}
+		if len(p.Media) == 0 {
+			media = []string{}
+		} else {
+			writeVector(t, media[0], proof)
+		}
+		payload, err := provenance.MarshalPayload(&p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, err := rawEnvelope{protected: hdrA, payload: payload}.build(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add(vector{Name: name, Breaks: breaks, Envelope: name + ".cose", Media: media, Expect: expect, SignedBy: pubA}, env)
+	}
+	goodProof := proofFor{signer: keyN.signer, key: keyN.signer, ct: provenance.ProofContentType, from: spkiOf(t, a), event: rot.Event, seq: rot.Seq}
+	otherKeyProof := goodProof
+	otherKeyProof.signer, otherKeyProof.key = b, b
+	rotateRecord("bad-rotate-proof-other-key", "next_key is device-a-next's key; the proof is signed by device-b (its key in the proof's header)", "key",
+		otherKeyProof.build(t), nil)
+	otherSeqProof := goodProof
+	otherSeqProof.seq = 5
+	rotateRecord("bad-rotate-proof-other-record", "the proof, by device-a-next, names seq 5; the record is seq 4", "malformed",
+		otherSeqProof.build(t), nil)
+	rotateRecord("bad-rotate-no-proof", "rotate record with next_key but no media (no proof of possession)", "malformed",
+		nil, func(p *provenance.Payload) { p.Media = nil })
+	resigned("bad-next-key-on-start", "a start record with a next_key field", "malformed", keyA, hdrA,
+		editStart(func(m map[string]any) { m["next_key"] = spkiOf(t, keyN.signer) }))
+
 	// The generator checks its own output; TestVectors checks the files.
 	for _, v := range vectors {
 		got := verifyVector(t, v)
@@ -402,9 +541,11 @@ func TestGenerateVectors(t *testing.T) {
 			"Each vector: verify envelope with media (in order), and, if want_key is set, require that key.",
 			"expect is the one error class a verifier must report: ok, malformed, signature, device_id, media or key.",
 			"signed_by names the key under which the envelope's signature is valid as it stands, where one is.",
+			"certs/ holds a throwaway fleet: root CA, intermediate, device certificates (x5chain vectors).",
 			"Keys under keys/ are TEST ONLY. Regenerate: go test ./provenance/ -run TestGenerateVectors -update",
 		},
-		Keys:    []keyRef{keyA.ref, keyB.ref, keyE.ref, keyP.ref},
+		Keys:    []keyRef{keyA.ref, keyB.ref, keyE.ref, keyP.ref, keyN.ref, keyRoot.ref, keyInter.ref},
+		Certs:   certs,
 		Vectors: vectors,
 	}
 	out, err := json.MarshalIndent(m, "", "  ")
@@ -412,6 +553,28 @@ func TestGenerateVectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeVector(t, "manifest.json", append(out, '\n'))
+}
+
+// certFile is a certificate of the vectors and the file it is written to.
+type certFile struct {
+	name, file string
+	der        []byte
+}
+
+func certDERs(cs []certFile) [][]byte {
+	var out [][]byte
+	for _, c := range cs {
+		out = append(out, c.der)
+	}
+	return out
+}
+
+func certNames(cs []certFile) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.file)
+	}
+	return out
 }
 
 // protectedBytes returns the serialised protected header map of m (the
@@ -487,13 +650,21 @@ func TestVectors(t *testing.T) {
 		referenced[k.Private], referenced[k.Public] = true, true
 		checkKey(t, k)
 	}
+	certByName := map[string]certRef{}
+	for _, c := range m.Certs {
+		certByName[c.Name] = c
+		referenced[c.File] = true
+	}
+	for _, c := range m.Certs {
+		checkCert(t, c, certByName, m.Keys)
+	}
 	for _, v := range m.Vectors {
 		if _, dup := byName[v.Name]; dup {
 			t.Errorf("vector %s twice", v.Name)
 		}
 		byName[v.Name] = v
 		classes[v.Expect]++
-		for _, f := range append([]string{v.Envelope, v.Bundle, v.Payload, v.WantKey, v.SignedBy}, v.Media...) {
+		for _, f := range append([]string{v.Envelope, v.Bundle, v.Payload, v.WantKey, v.SignedBy, v.NextKey}, v.Media...) {
 			referenced[f] = true
 		}
 	}
@@ -533,6 +704,13 @@ func TestVectors(t *testing.T) {
 	}
 	for _, e := range keys {
 		entries = append(entries, prefixed{e, "keys/"})
+	}
+	certDir, err := os.ReadDir(filepath.Join(vectorDir, "certs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range certDir {
+		entries = append(entries, prefixed{e, "certs/"})
 	}
 	for _, e := range entries {
 		if !e.IsDir() && !referenced[e.Name()] {
@@ -577,6 +755,81 @@ func checkKey(t *testing.T, k keyRef) {
 	}
 }
 
+// checkCert: the certificate parses, certifies the key the manifest names,
+// is issued by the named issuer (or self-signed), and a device certificate
+// names its device and chains to the root with crypto/x509.
+func checkCert(t *testing.T, c certRef, byName map[string]certRef, keys []keyRef) {
+	t.Helper()
+	chain, err := provenance.ParseCertChain(readVector(t, c.File))
+	if err != nil || len(chain) != 1 {
+		t.Fatalf("%s: %d certificates, %v", c.File, len(chain), err)
+	}
+	cert, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, spki, err := parsePublicPEM(readVector(t, c.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(cert.RawSubjectPublicKeyInfo, spki) {
+		t.Errorf("%s does not certify %s", c.File, c.Key)
+	}
+	if cert.IsCA != c.CA {
+		t.Errorf("%s: IsCA %v, manifest says ca %v", c.File, cert.IsCA, c.CA)
+	}
+	issuer := cert
+	if c.Issuer != "" {
+		ic, ok := byName[c.Issuer]
+		if !ok {
+			t.Fatalf("%s: issuer %q not in the manifest", c.File, c.Issuer)
+		}
+		ichain, err := provenance.ParseCertChain(readVector(t, ic.File))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if issuer, err = x509.ParseCertificate(ichain[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cert.CheckSignatureFrom(issuer); err != nil {
+		t.Errorf("%s is not signed by %s: %v", c.File, c.Issuer, err)
+	}
+	if c.CA {
+		return
+	}
+	var id string
+	for _, k := range keys {
+		if k.Public == c.Key {
+			id = k.DeviceID
+		}
+	}
+	if id == "" || !provenance.CertNamesDevice(cert, id) {
+		t.Errorf("%s does not name device %q", c.File, id)
+	}
+	roots, inters := x509.NewCertPool(), x509.NewCertPool()
+	for _, o := range byName {
+		oc, err := provenance.ParseCertChain(readVector(t, o.File))
+		if err != nil {
+			t.Fatal(err)
+		}
+		parsed, err := x509.ParseCertificate(oc[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case o.CA && o.Issuer == "":
+			roots.AddCert(parsed)
+		case o.CA:
+			inters.AddCert(parsed)
+		}
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, CurrentTime: cert.NotBefore.Add(time.Hour),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("%s does not chain to the root: %v", c.File, err)
+	}
+}
+
 // checkValid compares a valid vector's verification with the manifest.
 func checkValid(t *testing.T, v vector, byName map[string]vector) {
 	env := readVector(t, v.Envelope)
@@ -616,6 +869,26 @@ func checkValid(t *testing.T, v vector, byName map[string]vector) {
 		}
 		if want := strings.TrimSpace(string(readVector(t, v.Payload))); diag != want {
 			t.Errorf("payload diagnostic\n got %s\nfile %s", diag, want)
+		}
+	}
+	if len(got.Chain) != len(v.Chain) {
+		t.Errorf("x5chain of %d certificates, manifest lists %d", len(got.Chain), len(v.Chain))
+	}
+	for i, f := range v.Chain {
+		if i < len(got.Chain) {
+			der, err := provenance.ParseCertChain(readVector(t, f))
+			if err != nil || !bytes.Equal(der[0], got.Chain[i].Raw) {
+				t.Errorf("x5chain certificate %d is not %s (%v)", i, f, err)
+			}
+		}
+	}
+	if got.NextDevice != v.NextDevice {
+		t.Errorf("next device %q, manifest %q", got.NextDevice, v.NextDevice)
+	}
+	if v.NextKey != "" {
+		_, spki, err := parsePublicPEM(readVector(t, v.NextKey))
+		if err != nil || !bytes.Equal(spki, got.NextSPKI) {
+			t.Errorf("next key is not %s (%v)", v.NextKey, err)
 		}
 	}
 	if v.Bundle != "" {

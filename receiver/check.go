@@ -117,6 +117,8 @@ func checkRecord(dir string, reg *registry, e *indexEntry) string {
 		return fmt.Sprintf("signed payload is event %s kind %s, index says event %s kind %s", p.Event, p.Kind, e.Event, e.Kind)
 	case p.Seq != e.Seq:
 		return fmt.Sprintf("signed seq %d, index says %d", p.Seq, e.Seq)
+	case v.NextDevice != e.NextDevice:
+		return fmt.Sprintf("signed rotation to device %q, index says %q", v.NextDevice, e.NextDevice)
 	case hex.EncodeToString(v.Hash[:]) != e.Envelope:
 		return "envelope hash does not match the index"
 	case len(p.Media) != len(e.Media):

@@ -9,17 +9,20 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/keyframe-cam/keyframe/internal/atomicfile"
 	"github.com/keyframe-cam/keyframe/provenance"
 )
 
-// The registry is the authoritative record of which device keys are enrolled
-// and which owner each device is paired to. It is one JSON file in the data
-// directory, replaced atomically on every change and read again, whole, every
-// time a decision depends on it: when an upload is verified and when an owner
-// views events or media. Nothing about it is cached, so a pairing change is
-// in force from the next request on.
+// The registry is the authoritative record of which device keys are enrolled,
+// which owner each device is paired to, which devices are revoked or rotated
+// to a new key, and which fleet certificate authorities are trusted. It is
+// one JSON file in the data directory, replaced atomically on every change
+// and read again, whole, every time a decision depends on it: when an upload
+// is verified and when an owner views events or media. Nothing about it is
+// cached, so a pairing change, a revocation or a CA trust change is in force
+// from the next request on.
 
 const (
 	registryFile = "registry.json"
@@ -40,14 +43,46 @@ var (
 type registry struct {
 	Version int                      `json:"version"`
 	Devices map[string]*registration `json:"devices"`
+	// FleetCAs are the trusted fleet certificate authorities, by the hex
+	// SHA-256 of their DER certificate (TrustCA).
+	FleetCAs map[string]*fleetCA `json:"fleet_cas,omitempty"`
 }
 
-// registration is one enrolled device.
+// registration is one device the registry knows: enrolled, admitted by a
+// fleet CA, enrolled by a rotation, or only revoked.
 type registration struct {
-	SPKI    []byte `json:"spki"`              // the enrolled public key, DER SubjectPublicKeyInfo
+	// SPKI is the device's public key, DER SubjectPublicKeyInfo. It is empty
+	// only for a revocation of a device never seen (Revoke of an unknown ID).
+	SPKI    []byte `json:"spki,omitempty"`
 	Owner   string `json:"owner,omitempty"`   // the paired owner; empty when unpaired
 	Revoked bool   `json:"revoked,omitempty"` // a revoked device's uploads are refused
+	// Via says how the key came in when not by Enroll: ViaFleetCA followed by
+	// the CA's fingerprint (its uploads must keep carrying a certificate
+	// chain that verifies to a trusted CA), or ViaRotation followed by the
+	// old device ID.
+	Via string `json:"via,omitempty"`
+	// RotatedTo is the device ID this device's key was rotated to by its
+	// rotate record of sequence RotatedSeq; uploads it signs above that
+	// sequence are refused.
+	RotatedTo  string `json:"rotated_to,omitempty"`
+	RotatedSeq uint64 `json:"rotated_seq,omitempty"`
 }
+
+// How a key came to be in the registry (registration.Via prefixes).
+const (
+	ViaFleetCA  = "fleet-ca:"
+	ViaRotation = "rotation:"
+)
+
+// fleetCA is one trusted fleet certificate authority.
+type fleetCA struct {
+	Cert    []byte `json:"cert"`    // DER
+	Subject string `json:"subject"` // for people reading the file
+}
+
+// byFleetCA reports whether a device was admitted by a fleet CA certificate
+// rather than enrolled.
+func (d *registration) byFleetCA() bool { return strings.HasPrefix(d.Via, ViaFleetCA) }
 
 // owner returns the owner a device is paired to now, or "" (unknown device,
 // unpaired or revoked).
@@ -64,7 +99,7 @@ func (r *registry) owner(device string) string {
 func loadRegistry(dir string) (*registry, error) {
 	b, err := os.ReadFile(filepath.Join(dir, registryFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return &registry{Version: 1, Devices: map[string]*registration{}}, nil
+		return &registry{Version: 1, Devices: map[string]*registration{}, FleetCAs: map[string]*fleetCA{}}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("receiver: read registry: %w", err)
@@ -82,8 +117,22 @@ func loadRegistry(dir string) (*registry, error) {
 		r.Devices = map[string]*registration{}
 	}
 	for id, d := range r.Devices {
-		if d == nil {
+		switch {
+		case d == nil:
 			return nil, fmt.Errorf("receiver: registry %s: device %s has no record", filepath.Join(dir, registryFile), id)
+		case len(d.SPKI) == 0 && !d.Revoked:
+			return nil, fmt.Errorf("receiver: registry %s: device %s has no key", filepath.Join(dir, registryFile), id)
+		}
+	}
+	if r.FleetCAs == nil {
+		r.FleetCAs = map[string]*fleetCA{}
+	}
+	for fp, ca := range r.FleetCAs {
+		if ca == nil || fingerprint(ca.Cert) != fp {
+			return nil, fmt.Errorf("receiver: registry %s: fleet CA %s: certificate does not match its fingerprint", filepath.Join(dir, registryFile), fp)
+		}
+		if _, err := x509.ParseCertificate(ca.Cert); err != nil {
+			return nil, fmt.Errorf("receiver: registry %s: fleet CA %s: %w", filepath.Join(dir, registryFile), fp, err)
 		}
 	}
 	return &r, nil
@@ -121,7 +170,9 @@ func updateRegistry(dir string, fn func(*registry) error) error {
 // keyframe identity -pubout writes it) in the registry in dir, creating dir if
 // needed, and returns the device ID, which is the key's fingerprint
 // (provenance.DeviceID). Enrolling a key again is a no-op that keeps its
-// pairing; a revoked key cannot be enrolled again.
+// pairing; a revoked key cannot be enrolled again. Enrolling a key that came
+// in by a fleet CA certificate makes it individually enrolled: its uploads no
+// longer need a certificate.
 func Enroll(dir string, pubPEM []byte) (deviceID string, err error) {
 	blk, _ := pem.Decode(pubPEM)
 	if blk == nil || blk.Type != "PUBLIC KEY" {
@@ -149,6 +200,9 @@ func Enroll(dir string, pubPEM []byte) (deviceID string, err error) {
 			}
 			if !bytes.Equal(d.SPKI, spki) {
 				return fmt.Errorf("receiver: enroll %s: the registry holds a different key for this ID", id)
+			}
+			if d.byFleetCA() {
+				d.Via = ""
 			}
 			return nil
 		}
@@ -208,16 +262,39 @@ func Unpair(dir, deviceID string) error {
 }
 
 // Revoke marks deviceID's enrolment revoked and removes its pairing: its
-// uploads are refused from then on, no owner sees its events, and its key can
-// not be enrolled again. Stored events stay (CheckStore still verifies them).
+// uploads are refused from then on, whatever certificate they carry, no owner
+// sees its events, its key can not be enrolled again, and it can not rotate
+// to a new key. Stored events stay (CheckStore still verifies them). A
+// well-formed device ID the registry does not know yet is recorded as revoked,
+// so a device a fleet CA certified can be refused before it ever uploads.
+// Revoking a device does not revoke a key it already rotated to: revoke that
+// one too.
 func Revoke(dir, deviceID string) error {
 	return updateRegistry(dir, func(r *registry) error {
 		d := r.Devices[deviceID]
 		if d == nil {
-			return fmt.Errorf("receiver: revoke %s: %w", deviceID, ErrNotEnrolled)
+			if !ValidDeviceID(deviceID) {
+				return fmt.Errorf("receiver: revoke %q: not a device ID (26 characters of a-z and 2-7)", deviceID)
+			}
+			d = &registration{}
+			r.Devices[deviceID] = d
 		}
 		d.Revoked = true
 		d.Owner = ""
 		return nil
 	})
+}
+
+// ValidDeviceID reports whether s has the form of a device ID
+// (provenance.DeviceID): 26 characters of a-z and 2-7.
+func ValidDeviceID(s string) bool {
+	if len(s) != 26 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
+			return false
+		}
+	}
+	return true
 }

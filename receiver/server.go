@@ -59,6 +59,8 @@ const (
 	ReasonNotEnrolled = "not_enrolled"   // 403: no enrolled key for the signer
 	ReasonRevoked     = "revoked"        // 403: the signer's enrolment was revoked
 	ReasonKeyMismatch = "key_mismatch"   // 403: the enrolled key is not the signing key
+	ReasonCertificate = "certificate"    // 403: not enrolled, and no certificate chain to a trusted fleet CA naming the device
+	ReasonRotated     = "key_rotated"    // 403: the key was rotated to a new one before this record's seq (retired)
 	ReasonMedia       = "media_mismatch" // 422: media do not match their hashes
 	ReasonPath        = "path_mismatch"  // 422: the route (URL event/kind, MQTT topic device) disagrees with the signed payload
 	ReasonReplay      = "replay"         // 409: sequence at or below one already stored
@@ -393,14 +395,9 @@ func (s *Server) ingest(body []byte, c Claim) (int, string, *rejection) {
 		s.log.Error("receiver: registry unreadable", "err", err)
 		return 0, "", reject(http.StatusServiceUnavailable, ReasonInternal, "registry unavailable, retry later")
 	}
-	d := reg.Devices[v.Device]
-	switch {
-	case d == nil:
-		return 0, "", reject(http.StatusForbidden, ReasonNotEnrolled, "device not enrolled: %s", v.Device)
-	case d.Revoked:
-		return 0, "", reject(http.StatusForbidden, ReasonRevoked, "device revoked: %s", v.Device)
-	case !bytes.Equal(d.SPKI, v.SPKI):
-		return 0, "", reject(http.StatusForbidden, ReasonKeyMismatch, "key does not match enrolment of device %s", v.Device)
+	adm, rej := s.admit(reg, v)
+	if rej != nil {
+		return 0, "", rej
 	}
 	p := v.Payload
 	if c.CheckEventKind && (c.Event != p.Event || c.Kind != p.Kind) {
@@ -432,6 +429,14 @@ func (s *Server) ingest(body []byte, c Claim) (int, string, *rejection) {
 	if max, ok := s.maxSeq[e.Device]; ok && e.Seq <= max {
 		return 0, "", reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, max)
 	}
+	// A device admitted by its certificate is recorded, and a rotation takes
+	// effect, in the registry before the record is stored: if storing fails
+	// the device sends it again and the registry change is a no-op then.
+	if adm.record || p.Kind == provenance.KindRotate {
+		if rej := s.recordAdmission(v, adm); rej != nil {
+			return 0, "", rej
+		}
+	}
 	if err := s.store(e, b.Envelope, b.Media); err != nil {
 		s.log.Error("receiver: cannot store a verified record", "device", e.Device, "event", e.Event, "kind", e.Kind, "err", err)
 		return 0, "", reject(http.StatusServiceUnavailable, ReasonInternal, "storage failed, retry later")
@@ -445,13 +450,144 @@ func (s *Server) ingest(body []byte, c Claim) (int, string, *rejection) {
 			break
 		}
 	}
-	line := fmt.Sprintf("verified event=%s kind=%s device=%s seq=%d keystore=%s thumbnail=%dB\n",
+	line := fmt.Sprintf("verified event=%s kind=%s device=%s seq=%d keystore=%s thumbnail=%dB",
 		e.Event, e.Kind, e.Device, e.Seq, token(e.KeyStore), thumb)
+	if adm.via != "" {
+		line += " via=" + adm.via
+	}
+	if e.NextDevice != "" {
+		line += " next_device=" + e.NextDevice
+	}
+	line += "\n"
 	if _, err := io.WriteString(s.events, line); err != nil {
 		s.log.Warn("receiver: cannot write event line", "err", err)
 	}
 	s.log.Info("receiver: stored", "device", e.Device, "event", e.Event, "kind", e.Kind, "seq", e.Seq)
 	return http.StatusCreated, "stored", nil
+}
+
+// admission says how a verified signer was let in.
+type admission struct {
+	// via is ViaFleetCA and the CA's fingerprint when the signer was admitted
+	// by its certificate chain, "" when by its registration.
+	via string
+	// record is set when the registry must record the fleet admission (the
+	// device is new, or came in by another CA).
+	record bool
+}
+
+// admit decides, from the registry read for this upload, whether v's signer
+// may upload: a revoked device never; a device enrolled (or enrolled by a
+// rotation) if the key is the enrolled one; otherwise one whose certificate
+// chain verifies to a trusted fleet CA now. A retired key (rotated away)
+// may not sign above its rotate record.
+func (s *Server) admit(reg *registry, v *provenance.Verified) (admission, *rejection) {
+	var adm admission
+	d := reg.Devices[v.Device]
+	switch {
+	case d != nil && d.Revoked:
+		return adm, reject(http.StatusForbidden, ReasonRevoked, "device revoked: %s", v.Device)
+	case d != nil && !bytes.Equal(d.SPKI, v.SPKI):
+		return adm, reject(http.StatusForbidden, ReasonKeyMismatch, "key does not match enrolment of device %s", v.Device)
+	case d != nil && !d.byFleetCA():
+		// Enrolled, or enrolled by a rotation: the registry is enough.
+	case d == nil && len(v.Chain) == 0:
+		return adm, reject(http.StatusForbidden, ReasonNotEnrolled, "device not enrolled: %s", v.Device)
+	case len(v.Chain) == 0:
+		return adm, reject(http.StatusForbidden, ReasonCertificate,
+			"device %s was admitted by a fleet CA certificate and must send its certificate chain (x5chain) with every record", v.Device)
+	default:
+		fp, err := reg.verifyFleet(v, s.now())
+		if err != nil {
+			return adm, reject(http.StatusForbidden, ReasonCertificate, "device %s is not enrolled and its certificate is not accepted: %s", v.Device, oneLine(err.Error()))
+		}
+		adm.via = ViaFleetCA + fp
+		adm.record = d == nil || d.Via != adm.via
+	}
+	if d != nil && d.RotatedTo != "" && v.Payload.Seq > d.RotatedSeq {
+		return adm, reject(http.StatusForbidden, ReasonRotated, "key retired: device %s was rotated to device %s by its record seq %d; records after it must be signed by the new key",
+			v.Device, d.RotatedTo, d.RotatedSeq)
+	}
+	return adm, nil
+}
+
+// recordAdmission writes to the registry what accepting v implies: a device
+// admitted by a fleet CA is recorded (Via), and a rotate record enrols the
+// new key, pairs it to the old device's owner and retires the old key. It
+// re-reads the registry under its lock, so a revocation since admit still
+// wins. Callers hold mu.
+func (s *Server) recordAdmission(v *provenance.Verified, adm admission) *rejection {
+	var rej *rejection
+	refuse := errors.New("refused")
+	err := updateRegistry(s.dir, func(r *registry) error {
+		d := r.Devices[v.Device]
+		if d != nil && d.Revoked {
+			rej = reject(http.StatusForbidden, ReasonRevoked, "device revoked: %s", v.Device)
+			return refuse
+		}
+		if adm.record {
+			if d == nil {
+				d = &registration{SPKI: v.SPKI}
+				r.Devices[v.Device] = d
+			}
+			if d.Via == "" || d.byFleetCA() {
+				d.Via = adm.via
+			}
+		}
+		if d == nil {
+			// Admitted by the registry a moment ago, gone now.
+			rej = reject(http.StatusForbidden, ReasonNotEnrolled, "device not enrolled: %s", v.Device)
+			return refuse
+		}
+		if v.Payload.Kind == provenance.KindRotate {
+			rej = applyRotation(r, d, v)
+			if rej != nil {
+				return refuse
+			}
+		}
+		return nil
+	})
+	if rej != nil {
+		return rej
+	}
+	if err != nil {
+		s.log.Error("receiver: cannot update the registry", "device", v.Device, "err", err)
+		return reject(http.StatusServiceUnavailable, ReasonInternal, "registry update failed, retry later")
+	}
+	if adm.record {
+		s.log.Info("receiver: device admitted by fleet CA certificate", "device", v.Device, "via", adm.via)
+	}
+	if v.Payload.Kind == provenance.KindRotate {
+		s.log.Info("receiver: device key rotated", "device", v.Device, "to", v.NextDevice, "seq", v.Payload.Seq)
+	}
+	return nil
+}
+
+// applyRotation makes the registry changes of a verified rotate record of old:
+// the new key is enrolled (ViaRotation) and paired to old's owner, and old
+// is marked rotated to it as of the record's seq. Applying the same record
+// again changes nothing.
+func applyRotation(r *registry, old *registration, v *provenance.Verified) *rejection {
+	seq := v.Payload.Seq
+	if old.RotatedTo != "" && (old.RotatedTo != v.NextDevice || old.RotatedSeq != seq) {
+		return reject(http.StatusConflict, ReasonConflict, "device %s was already rotated to device %s by its record seq %d", v.Device, old.RotatedTo, old.RotatedSeq)
+	}
+	first := old.RotatedTo == ""
+	nd := r.Devices[v.NextDevice]
+	switch {
+	case nd != nil && nd.Revoked:
+		return reject(http.StatusForbidden, ReasonRevoked, "the new key's device %s is revoked", v.NextDevice)
+	case nd != nil && !bytes.Equal(nd.SPKI, v.NextSPKI):
+		return reject(http.StatusForbidden, ReasonKeyMismatch, "the registry holds another key for the new device %s", v.NextDevice)
+	case nd == nil:
+		nd = &registration{SPKI: v.NextSPKI, Via: ViaRotation + v.Device}
+		r.Devices[v.NextDevice] = nd
+	}
+	if first && old.Owner != "" {
+		nd.Owner = old.Owner
+	}
+	old.RotatedTo, old.RotatedSeq = v.NextDevice, seq
+	return nil
 }
 
 // store writes a record's files, then appends its index line. Callers hold mu.

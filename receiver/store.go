@@ -45,6 +45,7 @@ type indexEntry struct {
 	Media      []indexMedia `json:"media"`
 	Envelope   string       `json:"envelope_sha256"` // hex SHA-256 of the envelope bytes
 	ReceivedAt time.Time    `json:"received_at"`
+	NextDevice string       `json:"next_device,omitempty"` // a rotate record: the device ID of the new key
 }
 
 // indexMedia describes one stored media object.
@@ -67,8 +68,12 @@ func (e *indexEntry) check() error {
 		return fmt.Errorf("device %q is not a valid ID", e.Device)
 	case !provenance.ValidID(e.Event):
 		return fmt.Errorf("event %q is not a valid ID", e.Event)
-	case e.Kind != provenance.KindStart && e.Kind != provenance.KindEnd:
-		return fmt.Errorf("kind %q is not start or end", e.Kind)
+	case !provenance.ValidKind(e.Kind):
+		return fmt.Errorf("kind %q is not start, end or rotate", e.Kind)
+	case (e.Kind == provenance.KindRotate) != (e.NextDevice != ""):
+		return fmt.Errorf("next_device %q with kind %q (a rotate record has one, other kinds none)", e.NextDevice, e.Kind)
+	case e.NextDevice != "" && !ValidDeviceID(e.NextDevice):
+		return fmt.Errorf("next_device %q is not a device ID", e.NextDevice)
 	}
 	if b, err := hex.DecodeString(e.Envelope); err != nil || len(b) != 32 {
 		return fmt.Errorf("envelope_sha256 %q is not a hex SHA-256", e.Envelope)
@@ -98,6 +103,7 @@ func entryFromVerified(v *provenance.Verified, received time.Time) *indexEntry {
 		Media:      make([]indexMedia, len(p.Media)),
 		Envelope:   hex.EncodeToString(v.Hash[:]),
 		ReceivedAt: received.UTC(),
+		NextDevice: v.NextDevice,
 	}
 	for i, m := range p.Media {
 		e.Media[i] = indexMedia{Role: m.Role, Type: m.Type, Size: m.Size, SHA256: hex.EncodeToString(m.SHA256)}
@@ -112,6 +118,8 @@ func mediaExt(typ string) string {
 		return "jpg"
 	case "image/png":
 		return "png"
+	case provenance.ProofMediaType:
+		return "cose"
 	}
 	return "bin"
 }

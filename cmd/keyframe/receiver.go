@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,6 +30,9 @@ const receiverUsage = `usage: keyframe receiver [serve] [-data DIR] [-listen ADD
        keyframe receiver pair   -data DIR -device ID -owner NAME
        keyframe receiver unpair -data DIR -device ID
        keyframe receiver revoke -data DIR -device ID
+       keyframe receiver trust-ca   -data DIR CA.pem
+       keyframe receiver untrust-ca -data DIR (CA.pem | -fingerprint SHA256)
+       keyframe receiver cas        -data DIR
 `
 
 // cmdReceiver runs the reference receiver or changes its registry.
@@ -46,6 +50,12 @@ func cmdReceiver(args []string, stdout, stderr io.Writer) int {
 		return receiverPair(args, stdout, stderr)
 	case "unpair", "revoke":
 		return receiverUnpair(sub, args, stdout, stderr)
+	case "trust-ca":
+		return receiverTrustCA(args, stdout, stderr)
+	case "untrust-ca":
+		return receiverUntrustCA(args, stdout, stderr)
+	case "cas":
+		return receiverCAs(args, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, receiverUsage)
 		return 0
@@ -239,5 +249,106 @@ func receiverUnpair(sub string, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s %s\n", done, *device)
+	return 0
+}
+
+// dataFlag defines -data, and -dir as another name for it.
+func dataFlag(fs *flag.FlagSet) *string {
+	data := fs.String("data", defaultReceiverData, "data directory")
+	fs.StringVar(data, "dir", defaultReceiverData, "the same as -data")
+	return data
+}
+
+func receiverTrustCA(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("receiver trust-ca", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := dataFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintf(stderr, "keyframe receiver trust-ca: want one CA certificate file (PEM)\n%s", receiverUsage)
+		return 2
+	}
+	pem, err := os.ReadFile(fs.Arg(0))
+	if err != nil {
+		fmt.Fprintf(stderr, "keyframe receiver trust-ca: %v\n", err)
+		return 1
+	}
+	cas, err := receiver.TrustCA(*data, pem)
+	if err != nil {
+		fmt.Fprintf(stderr, "keyframe receiver trust-ca: %v\n", err)
+		return 1
+	}
+	for _, ca := range cas {
+		fmt.Fprintf(stdout, "trusted fleet CA %s %s (until %s)\n", ca.Fingerprint, ca.Subject, ca.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return 0
+}
+
+func receiverUntrustCA(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("receiver untrust-ca", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := dataFlag(fs)
+	fp := fs.String("fingerprint", "", "SHA-256 fingerprint of the CA certificate (as trust-ca and cas print it)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var fps []string
+	switch {
+	case *fp != "" && fs.NArg() == 0:
+		fps = []string{strings.ToLower(*fp)}
+	case *fp == "" && fs.NArg() == 1:
+		b, err := os.ReadFile(fs.Arg(0))
+		if err != nil {
+			fmt.Fprintf(stderr, "keyframe receiver untrust-ca: %v\n", err)
+			return 1
+		}
+		for rest := b; ; {
+			var blk *pem.Block
+			if blk, rest = pem.Decode(rest); blk == nil {
+				break
+			}
+			if blk.Type == "CERTIFICATE" {
+				fps = append(fps, receiver.CertFingerprint(blk.Bytes))
+			}
+		}
+		if len(fps) == 0 {
+			fmt.Fprintf(stderr, "keyframe receiver untrust-ca: %s: no PEM CERTIFICATE block\n", fs.Arg(0))
+			return 1
+		}
+	default:
+		fmt.Fprintf(stderr, "keyframe receiver untrust-ca: want a CA certificate file or -fingerprint\n%s", receiverUsage)
+		return 2
+	}
+	for _, f := range fps {
+		if err := receiver.UntrustCA(*data, f); err != nil {
+			fmt.Fprintf(stderr, "keyframe receiver untrust-ca: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "untrusted fleet CA %s\n", f)
+	}
+	return 0
+}
+
+func receiverCAs(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("receiver cas", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := dataFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "keyframe receiver cas: unexpected argument %q\n%s", fs.Arg(0), receiverUsage)
+		return 2
+	}
+	cas, err := receiver.TrustedCAs(*data)
+	if err != nil {
+		fmt.Fprintf(stderr, "keyframe receiver cas: %v\n", err)
+		return 1
+	}
+	for _, ca := range cas {
+		fmt.Fprintf(stdout, "%s %s (until %s)\n", ca.Fingerprint, ca.Subject, ca.NotAfter.UTC().Format(time.RFC3339))
+	}
 	return 0
 }

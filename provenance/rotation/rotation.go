@@ -1,0 +1,328 @@
+// Package rotation keeps a device's key rotation on disk between the moment
+// it is prepared (keyframe identity rotate) and the moment the receiver has
+// accepted it (the agent completes it), so that a crash at any point leaves a
+// device that can still sign and still finish the rotation.
+//
+// On disk, in the device's data directory and next to its key file:
+//
+//	<key_file>.next     the new key (PKCS#8 PEM, 0600), written before anything else
+//	rotation.bundle     the signed rotate record with its proof, an upload bundle
+//	<key_file>.retired  the old key, kept after Complete
+//
+// A rotation is pending while rotation.bundle exists. The device keeps its
+// chain across the rotation: the rotate record is the next record of the old
+// key's chain, and the new key's records continue from the following sequence
+// number with prev = SHA-256 of the rotate envelope (docs/envelope.md, "Key
+// rotation").
+//
+// This package is device-side bookkeeping, kept apart from package provenance
+// (which clouds import). It takes the chain state through the small ChainState
+// interface rather than importing board.
+package rotation
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/keyframe-cam/keyframe/internal/atomicfile"
+	"github.com/keyframe-cam/keyframe/provenance"
+)
+
+// BundleName is the file in the data directory that holds a pending
+// rotation's upload bundle.
+const BundleName = "rotation.bundle"
+
+// EventPrefix starts the event ID of a rotate record; the new device ID
+// follows.
+const EventPrefix = "rotate-"
+
+// ErrPending is returned (wrapped) by Prepare when a rotation is already
+// pending: it must be completed before another one starts.
+var ErrPending = errors.New("a key rotation is already pending")
+
+// NextKeyPath is where a rotation keeps the new key until it completes.
+func NextKeyPath(keyFile string) string { return keyFile + ".next" }
+
+// RetiredKeyPath is where Complete keeps the old key.
+func RetiredKeyPath(keyFile string) string { return keyFile + ".retired" }
+
+// BundlePath is the pending rotation's bundle in dataDir.
+func BundlePath(dataDir string) string { return filepath.Join(dataDir, BundleName) }
+
+// ChainState is the device's signing chain state (the agent's is
+// board.LoadChain/SaveChain on <data_dir>/chain): the sequence number the
+// next record gets and the SHA-256 of the last envelope signed.
+type ChainState interface {
+	Load() (next uint64, prev []byte, err error)
+	Save(next uint64, prev []byte) error
+}
+
+// Request is what Prepare needs.
+type Request struct {
+	DataDir  string        // the device's data directory
+	KeyFile  string        // the current key file; the new key must already be at NextKeyPath(KeyFile)
+	Old      crypto.Signer // the current device key
+	New      crypto.Signer // the new key (loaded from NextKeyPath(KeyFile))
+	KeyStore string        // backend of the old key, for the record's keystore field ("file")
+	Boot     string        // boot ID
+	Time     provenance.Time
+	// CertChain is the old key's certificate chain (DER, device
+	// certificate first) for the rotate record's x5chain, or nil. A receiver
+	// that admitted the old device by its certificate needs it.
+	CertChain [][]byte
+	Chain     ChainState
+	Rand      io.Reader // nil: crypto/rand
+}
+
+// Pending describes a prepared rotation that the receiver has not yet
+// confirmed.
+type Pending struct {
+	BundlePath string // the upload bundle's file
+	Bundle     []byte // its bytes: upload as kind provenance.KindRotate, event Event, sequence Seq
+	Event      string // the rotate record's event ID
+	Seq        uint64 // the rotate record's sequence number (the old key's chain)
+	OldDevice  string
+	NewDevice  string
+	// NewKeyPath holds the new key: NextKeyPath(key file), or the key file
+	// itself when a Complete was interrupted after switching keys (Switched).
+	NewKeyPath string
+	Switched   bool
+}
+
+// Prepare makes the rotate record for req and writes it to
+// BundlePath(req.DataDir). The new key must already be durable at
+// NextKeyPath(req.KeyFile) (the old key is never touched here). The chain
+// state advances past the rotate record before the bundle is written, so a
+// crash can leave a gap in the sequence, never a reuse. It refuses with
+// ErrPending if a rotation is already pending.
+func Prepare(req Request) (*Pending, error) {
+	bundlePath := BundlePath(req.DataDir)
+	if _, err := os.Stat(bundlePath); err == nil {
+		return nil, fmt.Errorf("rotation: %s: %w", bundlePath, ErrPending)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("rotation: %w", err)
+	}
+	if req.Old == nil || req.New == nil || req.Chain == nil {
+		return nil, errors.New("rotation: prepare: old key, new key and chain state are required")
+	}
+	nextPub, err := publicKeyOfFile(NextKeyPath(req.KeyFile))
+	if err != nil {
+		return nil, err
+	}
+	if !sameKey(nextPub, req.New.Public()) {
+		return nil, fmt.Errorf("rotation: prepare: %s does not hold the new key", NextKeyPath(req.KeyFile))
+	}
+	oldID, err := provenance.DeviceID(req.Old.Public())
+	if err != nil {
+		return nil, fmt.Errorf("rotation: %w", err)
+	}
+	newID, err := provenance.DeviceID(req.New.Public())
+	if err != nil {
+		return nil, fmt.Errorf("rotation: %w", err)
+	}
+	next, prev, err := req.Chain.Load()
+	if err != nil {
+		return nil, fmt.Errorf("rotation: chain state: %w", err)
+	}
+	p := &provenance.Payload{
+		Device:   oldID,
+		Event:    EventPrefix + newID,
+		Seq:      next,
+		Boot:     req.Boot,
+		Prev:     prev,
+		Time:     req.Time,
+		KeyStore: req.KeyStore,
+	}
+	b, err := provenance.Rotate(req.Rand, req.Old, req.New, p, req.CertChain)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: %w", err)
+	}
+	data, err := b.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("rotation: %w", err)
+	}
+	h := provenance.HashEnvelope(b.Envelope)
+	if err := req.Chain.Save(next+1, h[:]); err != nil {
+		return nil, fmt.Errorf("rotation: chain state: %w", err)
+	}
+	if err := atomicfile.WriteFile(bundlePath, data, 0o600); err != nil {
+		return nil, fmt.Errorf("rotation: write bundle: %w", err)
+	}
+	return &Pending{
+		BundlePath: bundlePath, Bundle: data, Event: p.Event, Seq: p.Seq,
+		OldDevice: oldID, NewDevice: newID, NewKeyPath: NextKeyPath(req.KeyFile),
+	}, nil
+}
+
+// Load reports the rotation pending in dataDir for the key file keyFile, or
+// nil (and no error) if there is none. It verifies the bundle and checks
+// that the new key it names is on disk: at NextKeyPath(keyFile), or already
+// in keyFile (a Complete was interrupted; Switched is then set). A bundle
+// whose new key is nowhere is an error: the device must not sign with a key
+// the rotation does not name.
+func Load(dataDir, keyFile string) (*Pending, error) {
+	path := BundlePath(dataDir)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rotation: %w", err)
+	}
+	v, err := verifyBundle(data)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: %s: %w", path, err)
+	}
+	p := &Pending{
+		BundlePath: path, Bundle: data, Event: v.Payload.Event, Seq: v.Payload.Seq,
+		OldDevice: v.Device, NewDevice: v.NextDevice,
+	}
+	nextPath := NextKeyPath(keyFile)
+	pub, err := publicKeyOfFile(nextPath)
+	switch {
+	case err == nil:
+		if !sameKey(pub, v.NextKey) {
+			return nil, fmt.Errorf("rotation: %s does not hold the new key %s that %s names", nextPath, v.NextDevice, path)
+		}
+		p.NewKeyPath = nextPath
+		return p, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, err
+	}
+	pub, err = publicKeyOfFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	if !sameKey(pub, v.NextKey) {
+		return nil, fmt.Errorf("rotation: %s names the new key %s, which is neither in %s nor in %s", path, v.NextDevice, nextPath, keyFile)
+	}
+	p.NewKeyPath, p.Switched = keyFile, true
+	return p, nil
+}
+
+// Complete finishes the rotation pending in dataDir once the receiver has
+// accepted its bundle (a 2xx answer): it keeps the old key as
+// RetiredKeyPath(keyFile) (replacing the key an earlier rotation retired),
+// moves the new key into keyFile, moves a device
+// certificate file (certFile, if not empty) that certifies the old key aside
+// to certFile+".retired", and removes the bundle. At every step keyFile holds
+// a whole key, old or new, and a crash leaves a state Load and Complete
+// understand. Completing when nothing is pending does nothing.
+func Complete(dataDir, keyFile, certFile string) error {
+	p, err := Load(dataDir, keyFile)
+	if err != nil || p == nil {
+		return err
+	}
+	v, err := verifyBundle(p.Bundle)
+	if err != nil {
+		return fmt.Errorf("rotation: %w", err)
+	}
+	if !p.Switched {
+		old, err := os.ReadFile(keyFile)
+		if err != nil {
+			return fmt.Errorf("rotation: read old key: %w", err)
+		}
+		if err := atomicfile.WriteFile(RetiredKeyPath(keyFile), old, 0o600); err != nil {
+			return fmt.Errorf("rotation: keep old key: %w", err)
+		}
+		// rename replaces the key file atomically: it holds the old key or
+		// the new one, never nothing.
+		if err := os.Rename(p.NewKeyPath, keyFile); err != nil {
+			return fmt.Errorf("rotation: switch keys: %w", err)
+		}
+		if err := atomicfile.SyncDir(filepath.Dir(keyFile)); err != nil {
+			return fmt.Errorf("rotation: %w", err)
+		}
+	}
+	if certFile != "" {
+		if err := retireCert(certFile, v.SPKI); err != nil {
+			return err
+		}
+	}
+	if err := os.Remove(p.BundlePath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("rotation: remove bundle: %w", err)
+	}
+	if err := atomicfile.SyncDir(dataDir); err != nil {
+		return fmt.Errorf("rotation: %w", err)
+	}
+	return nil
+}
+
+// retireCert moves certFile aside if its device certificate is for oldSPKI.
+// A certificate for another key (one installed for the new key already) and
+// a missing file are left alone.
+func retireCert(certFile string, oldSPKI []byte) error {
+	chain, err := provenance.LoadCertChain(certFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("rotation: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		return fmt.Errorf("rotation: %s: %w", certFile, err)
+	}
+	if !bytes.Equal(leaf.RawSubjectPublicKeyInfo, oldSPKI) {
+		return nil
+	}
+	if err := os.Rename(certFile, certFile+".retired"); err != nil {
+		return fmt.Errorf("rotation: retire the old key's certificate: %w", err)
+	}
+	if err := atomicfile.SyncDir(filepath.Dir(certFile)); err != nil {
+		return fmt.Errorf("rotation: %w", err)
+	}
+	return nil
+}
+
+// verifyBundle decodes and verifies a rotate bundle.
+func verifyBundle(data []byte) (*provenance.Verified, error) {
+	b, err := provenance.UnmarshalBundle(data)
+	if err != nil {
+		return nil, err
+	}
+	v, err := provenance.Verify(b.Envelope, b.Media, nil)
+	if err != nil {
+		return nil, err
+	}
+	if v.Payload.Kind != provenance.KindRotate {
+		return nil, fmt.Errorf("the bundle is a %s record, not a rotation", v.Payload.Kind)
+	}
+	return v, nil
+}
+
+// publicKeyOfFile returns the public key of a PKCS#8 PEM private key file.
+// A missing file wraps fs.ErrNotExist.
+func publicKeyOfFile(path string) (crypto.PublicKey, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: key: %w", err)
+	}
+	blk, _ := pem.Decode(data)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("rotation: key %s: no PEM \"PRIVATE KEY\" block", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: key %s: %w", path, err)
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("rotation: key %s: %T is not a signing key", path, k)
+	}
+	return s.Public(), nil
+}
+
+func sameKey(a, b crypto.PublicKey) bool {
+	da, err1 := x509.MarshalPKIXPublicKey(a)
+	db, err2 := x509.MarshalPKIXPublicKey(b)
+	return err1 == nil && err2 == nil && bytes.Equal(da, db)
+}
