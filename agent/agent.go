@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base32"
 	"errors"
 	"fmt"
@@ -29,6 +30,7 @@ import (
 	"github.com/keyframe-cam/keyframe/capture"
 	"github.com/keyframe-cam/keyframe/motion"
 	"github.com/keyframe-cam/keyframe/provenance"
+	"github.com/keyframe-cam/keyframe/provenance/rotation"
 	"github.com/keyframe-cam/keyframe/uploader"
 )
 
@@ -161,9 +163,15 @@ type Agent struct {
 
 	health health
 	mqtt   *uploader.MQTT // nil unless upload.url is an MQTT broker
-	pub    *publisher
-	frames atomic.Uint64 // frames analysed
-	events atomic.Uint64 // events started
+	// rotation is the key rotation whose rotate record is not yet
+	// delivered (nil: none); certMu guards cert, which a completed
+	// rotation drops.
+	rotation *rotation.Pending
+	certMu   sync.Mutex
+	cert     *tls.Certificate
+	pub      *publisher
+	frames   atomic.Uint64 // frames analysed
+	events   atomic.Uint64 // events started
 }
 
 // health is what the watchdog loop reads from the frame loop.
@@ -235,6 +243,28 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 			closeKey(key) // New failed: let go of the TPM
 		}
 	}()
+	// A key rotation prepared by `keyframe identity rotate`: sign with the
+	// new key from now on; the rotate record goes out first (below).
+	pending, err := rotation.Load(cfg.DataDir, KeyPath(&cfg))
+	if err != nil {
+		return nil, fmt.Errorf("agent: pending key rotation: %w", err)
+	}
+	if pending != nil {
+		if cfg.KeyBackend != board.BackendFile {
+			return nil, fmt.Errorf("agent: a key rotation is pending in %s but device.key_backend is %s", cfg.DataDir, cfg.KeyBackend)
+		}
+		next, _, err := board.LoadOrCreateFileKey(pending.NewKeyPath, deps.Rand)
+		if err != nil {
+			return nil, fmt.Errorf("agent: new key of the pending rotation: %w", err)
+		}
+		if nid, err := provenance.DeviceID(next.Public()); err != nil || nid != pending.NewDevice {
+			return nil, fmt.Errorf("agent: %s does not hold the new key %s the pending rotation names", pending.NewKeyPath, pending.NewDevice)
+		}
+		key, id = next, pending.NewDevice
+		a.rotation = pending
+		a.log.Info("key rotation pending: signing with the new key; the rotate record goes first",
+			"old_device", pending.OldDevice, "device", id, "seq", pending.Seq)
+	}
 	a.key, a.device = key, id
 	if created {
 		a.log.Info("created device key", "device", id, "backend", key.Backend(), "where", KeyLocation(&cfg))
@@ -267,11 +297,14 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	cert, err := deviceCert(&cfg, key)
-	if err != nil {
-		return nil, err
+	a.loadCert()
+	if a.rotation != nil {
+		r := uploader.Record{Seq: a.rotation.Seq, Event: a.rotation.Event, Kind: provenance.KindRotate, Data: a.rotation.Bundle}
+		if err := a.spool.Put(r); err != nil {
+			return nil, fmt.Errorf("agent: spool the rotate record: %w", err)
+		}
 	}
-	tr, m, err := a.transport(cert)
+	tr, m, err := a.transport(a.cert)
 	if err != nil {
 		return nil, err
 	}
@@ -288,6 +321,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		RetryAfterCap: cfg.RetryAfterCap,
 		StableAfter:   cfg.StableAfter,
 		Rate:          cfg.UploadRate,
+		Delivered:     a.delivered,
 	}, a.spool, tr, deps.Clock, rnd, a.log)
 	made = true
 	return a, nil
@@ -601,7 +635,7 @@ func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary) (
 		Media:    []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", thumb)},
 		KeyStore: a.key.Backend(),
 	}
-	env, err := provenance.Sign(a.deps.Rand, a.key, p)
+	env, err := provenance.SignWithChain(a.deps.Rand, a.key, p, a.x5chain())
 	if err != nil {
 		return nil, err
 	}

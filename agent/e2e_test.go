@@ -69,6 +69,7 @@ func TestEndToEndSynthetic(t *testing.T) {
 	t.Run("https cropped thumbnails", func(t *testing.T) { endToEnd(t, e2eOptions{tls: true, crop: true}) })
 	t.Run("tpm key", func(t *testing.T) { endToEnd(t, e2eOptions{tpm: swtpmtest.Start(t).Spec()}) })
 	t.Run("mutual tls with a tpm key", func(t *testing.T) { endToEnd(t, e2eOptions{tls: true, mtls: true, tpm: swtpmtest.Start(t).Spec()}) })
+	t.Run("fleet certificate, never enrolled", func(t *testing.T) { endToEnd(t, e2eOptions{fleet: true}) })
 }
 
 // e2eOptions vary an end-to-end run: HTTPS, thumbnails cropped around the
@@ -76,6 +77,7 @@ func TestEndToEndSynthetic(t *testing.T) {
 type e2eOptions struct {
 	tls, crop bool
 	mtls      bool   // the receiver requires a client certificate from a fleet CA
+	fleet     bool   // the device is not enrolled: the receiver trusts the fleet CA of its certificate (x5chain)
 	tpm       string // device.tpm for the tpm key backend; empty = file key
 }
 
@@ -110,11 +112,23 @@ func endToEnd(t *testing.T, o e2eOptions) {
 		t.Fatal(err)
 	}
 	rdir := filepath.Join(dir, "receiver")
-	if _, err := receiver.Enroll(rdir, pub); err != nil {
-		t.Fatal(err)
+	var pool *x509.CertPool
+	if o.fleet || o.mtls {
+		var caPEM []byte
+		pool, caPEM = issueDeviceCert(t, &cfg, key.Public(), device)
+		if o.fleet {
+			if _, err := receiver.TrustCA(rdir, caPEM); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	if err := receiver.Pair(rdir, device, "alice"); err != nil {
-		t.Fatal(err)
+	if !o.fleet {
+		if _, err := receiver.Enroll(rdir, pub); err != nil {
+			t.Fatal(err)
+		}
+		if err := receiver.Pair(rdir, device, "alice"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	lines := &lineWatcher{ch: make(chan struct{}, 1)}
 	srv, err := receiver.Open(receiver.Options{Dir: rdir, Logger: quiet, Events: lines})
@@ -126,7 +140,6 @@ func endToEnd(t *testing.T, o e2eOptions) {
 	switch {
 	case o.mtls:
 		// A fleet CA issues the device's certificate; the server requires it.
-		pool := issueDeviceCert(t, &cfg, key.Public(), device)
 		hs = httptest.NewUnstartedServer(srv.Handler())
 		hs.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
 		hs.StartTLS()
@@ -208,8 +221,8 @@ func endToEnd(t *testing.T, o e2eOptions) {
 
 // issueDeviceCert makes a throwaway fleet CA, writes a client certificate
 // for the device key (CN = device ID) to the device's cert file, and
-// returns the CA as a pool.
-func issueDeviceCert(t *testing.T, cfg *Config, pub crypto.PublicKey, device string) *x509.CertPool {
+// returns the CA as a pool and as PEM.
+func issueDeviceCert(t *testing.T, cfg *Config, pub crypto.PublicKey, device string) (*x509.CertPool, []byte) {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -245,5 +258,5 @@ func issueDeviceCert(t *testing.T, cfg *Config, pub crypto.PublicKey, device str
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
-	return pool
+	return pool, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,8 +15,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/capture"
+	"github.com/keyframe-cam/keyframe/provenance"
+	"github.com/keyframe-cam/keyframe/provenance/rotation"
 	"github.com/keyframe-cam/keyframe/uploader"
 )
 
@@ -43,45 +43,57 @@ func isMQTT(raw string) bool {
 	return false
 }
 
-// deviceCert loads the device certificate chain (PEM: the device's
-// certificate first, then intermediates) for mutual TLS, signed through the
-// device key (which may be in a TPM). No file is no certificate (nil); a
-// file that does not hold a certificate for this key is an error.
-func deviceCert(c *Config, key board.Key) (*tls.Certificate, error) {
-	path := CertPath(c)
-	data, err := os.ReadFile(path)
+// loadCert loads the device certificate chain (device.cert_file: PEM, the
+// device's certificate first, then intermediates) for mutual TLS and the
+// envelopes' x5chain. No file is no certificate; a chain that is not for
+// this key, not yet or no longer valid, or unreadable is logged and not
+// used: the device goes on recording, and a receiver or broker that
+// requires a certificate says so.
+func (a *Agent) loadCert() {
+	path := CertPath(&a.cfg)
+	chain, err := provenance.LoadCertChain(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return
+	}
+	if err == nil {
+		_, err = provenance.CheckCertChain(chain, a.key.Public(), a.deps.Clock.Now())
 	}
 	if err != nil {
-		return nil, fmt.Errorf("agent: device.cert_file: %w", err)
+		a.log.Error("device certificate not used", "file", path, "err", err)
+		return
 	}
-	var chain [][]byte
-	for rest := data; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type == "CERTIFICATE" {
-			chain = append(chain, b.Bytes)
-		}
+	a.certMu.Lock()
+	a.cert = &tls.Certificate{Certificate: chain, PrivateKey: a.key}
+	a.certMu.Unlock()
+}
+
+// x5chain is the certificate chain the envelopes carry (nil: none).
+func (a *Agent) x5chain() [][]byte {
+	a.certMu.Lock()
+	defer a.certMu.Unlock()
+	if a.cert == nil {
+		return nil
 	}
-	if len(chain) == 0 {
-		return nil, fmt.Errorf("agent: device.cert_file %s: no PEM certificate in it", path)
+	return a.cert.Certificate
+}
+
+// delivered hears of each record the receiver acknowledged: when it is the
+// pending rotation's rotate record, the rotation is completed (the new key
+// moves into device.key_file, the old one is kept as .retired, and the old
+// key's certificate file is set aside).
+func (a *Agent) delivered(e uploader.Entry) {
+	p := a.rotation
+	if p == nil || e.Seq != p.Seq || e.Kind != provenance.KindRotate {
+		return
 	}
-	leaf, err := x509.ParseCertificate(chain[0])
-	if err != nil {
-		return nil, fmt.Errorf("agent: device.cert_file %s: %w", path, err)
+	if err := rotation.Complete(a.cfg.DataDir, KeyPath(&a.cfg), CertPath(&a.cfg)); err != nil {
+		a.log.Error("key rotation: the receiver accepted the rotate record, but completing it failed; it completes on the next start", "err", err)
+		return
 	}
-	want, err := x509.MarshalPKIXPublicKey(key.Public())
-	if err != nil {
-		return nil, fmt.Errorf("agent: device key: %w", err)
-	}
-	if !bytes.Equal(leaf.RawSubjectPublicKeyInfo, want) {
-		return nil, fmt.Errorf("agent: device.cert_file %s: the certificate is for another key than the device's", path)
-	}
-	return &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}, nil
+	// No certificate to drop: the old key's chain was never loaded for the
+	// new key (loadCert checks the key). Install one for the new key with
+	// keyframe identity cert install.
+	a.log.Info("key rotation complete", "old_device", p.OldDevice, "device", p.NewDevice)
 }
 
 // rootCAs is the system's roots plus upload.ca_file, or nil (system roots)

@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/keyframe-cam/keyframe/internal/atomicfile"
 	"github.com/keyframe-cam/keyframe/provenance"
@@ -33,7 +34,7 @@ import (
 type Record struct {
 	Seq   uint64 // the payload's per-device sequence number
 	Event string // event ID (provenance.ValidID)
-	Kind  string // provenance.KindStart or provenance.KindEnd
+	Kind  string // provenance.KindStart, KindEnd or KindRotate
 	Data  []byte // the encoded bundle, sent as the request body
 }
 
@@ -60,7 +61,9 @@ const (
 // Spool errors.
 var (
 	// ErrFull is returned (wrapped) by Put when the bound is reached and the
-	// policy is RefuseNew, or when one record alone is larger than the bound.
+	// policy is RefuseNew, when one record alone is larger than the bound, or
+	// when the spool's filesystem is full (the error then also wraps
+	// syscall.ENOSPC or syscall.EDQUOT, whatever the policy).
 	ErrFull = errors.New("spool full")
 	// ErrCorrupt is wrapped by Load when a spooled file failed its framing or
 	// checksum check; the file has been quarantined.
@@ -101,6 +104,7 @@ type SpoolStats struct {
 	Refused     int   // Puts refused because the spool was full
 	Pruned      int   // quarantined files deleted to keep quarantine/ bounded
 	TempRemoved int   // leftover temporary files removed at open
+	Unknown     int   // entries in the spool directory found at open that are not records (left alone, never sent)
 }
 
 // A Spool is a directory of records waiting for upload, one file per record.
@@ -182,7 +186,7 @@ func OpenSpool(cfg SpoolConfig) (*Spool, error) {
 	defer s.mu.Unlock()
 	s.log.Info("uploader: spool opened", "dir", s.dir, "pending", len(s.pending), "bytes", s.bytes,
 		"max_bytes", s.max, "policy", string(s.policy), "temp_removed", s.stats.TempRemoved,
-		"quarantined", s.stats.Quarantined, "quarantine_bytes", s.qbytes)
+		"quarantined", s.stats.Quarantined, "quarantine_bytes", s.qbytes, "unknown_files", s.stats.Unknown)
 	if s.bytes > s.max {
 		s.log.Warn("uploader: spool holds more than its bound; new records follow the policy until it drains",
 			"bytes", s.bytes, "max_bytes", s.max, "policy", string(s.policy))
@@ -215,7 +219,11 @@ func (s *Spool) scan() error {
 			s.log.Info("uploader: removed leftover temp file", "file", name)
 			continue
 		case !strings.HasSuffix(name, fileExt) || !de.Type().IsRegular():
-			s.log.Warn("uploader: ignoring unknown file in spool", "file", name)
+			// Not a record: left in place (the spool directory may be
+			// shared, e.g. with the device key and chain state), never
+			// read or sent, but counted and logged.
+			s.stats.Unknown++
+			s.log.Warn("uploader: ignoring unknown file in spool", "file", name, "unknown", s.stats.Unknown)
 			continue
 		}
 		e, err := s.check(name)
@@ -318,14 +326,14 @@ func fileName(e Entry) string {
 	return fmt.Sprintf("%020d-%s-%s%s", e.Seq, e.Event, e.Kind, fileExt)
 }
 
-func validKind(k string) bool { return k == provenance.KindStart || k == provenance.KindEnd }
+func validKind(k string) bool { return provenance.ValidKind(k) }
 
 func checkRecord(r *Record) error {
 	switch {
 	case !provenance.ValidID(r.Event):
 		return fmt.Errorf("uploader: spool: event ID %q is not 1-64 characters of [A-Za-z0-9_-]", r.Event)
 	case !validKind(r.Kind):
-		return fmt.Errorf("uploader: spool: kind %q is not %q or %q", r.Kind, provenance.KindStart, provenance.KindEnd)
+		return fmt.Errorf("uploader: spool: kind %q is not a record kind (%q, %q or %q)", r.Kind, provenance.KindStart, provenance.KindEnd, provenance.KindRotate)
 	case len(r.Data) == 0:
 		return fmt.Errorf("uploader: spool: record %d has no data", r.Seq)
 	case len(r.Data) > maxFileSize-128:
@@ -422,6 +430,17 @@ func (s *Spool) Put(r Record) error {
 		return err
 	}
 	if err := atomicfile.WriteFile(filepath.Join(s.dir, fileName(e)), b, 0o600); err != nil {
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			// The filesystem filled up before the bound: the record is
+			// refused like one over the bound (atomicfile removed its temp
+			// file), counted and logged. No policy can make room here:
+			// quarantine/ is on the same filesystem.
+			s.stats.Refused++
+			s.log.Error("uploader: spool's filesystem is full, record refused", "seq", e.Seq, "event", e.Event,
+				"kind", e.Kind, "size", e.Size, "pending", len(s.pending), "bytes", s.bytes, "max_bytes", s.max,
+				"refused", s.stats.Refused, "err", err)
+			return fmt.Errorf("uploader: spool: put %d: %w: filesystem full: %w", r.Seq, ErrFull, err)
+		}
 		return fmt.Errorf("uploader: spool: put %d: %w", r.Seq, err)
 	}
 	s.pending[e.Seq] = e
@@ -603,9 +622,14 @@ func (s *Spool) quarantineLocked(name string, pending *Entry, reason string, cor
 	}
 	reasonText := []byte(oneLine(reason) + "\n")
 	// The reason first: a crash between the two leaves a reason without its
-	// file (harmless), never a quarantined file without a reason.
+	// file (harmless), never a quarantined file without a reason. If the
+	// reason cannot be written (the disk is full), the file is moved all the
+	// same and the reason is only in the log: a bad file must not stay in
+	// the spool, and a full disk must not keep the spool from opening.
 	if err := atomicfile.WriteFile(filepath.Join(s.qdir, dst+".reason"), reasonText, 0o600); err != nil {
-		return fmt.Errorf("uploader: spool: quarantine %s: %w", name, err)
+		s.log.Error("uploader: cannot write the quarantine reason file; the reason is only in this log",
+			"file", name, "reason", reason, "err", err)
+		reasonText = nil
 	}
 	if err := os.Rename(src, filepath.Join(s.qdir, dst)); err != nil {
 		return fmt.Errorf("uploader: spool: quarantine %s: %w", name, err)

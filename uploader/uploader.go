@@ -43,6 +43,10 @@ type Config struct {
 	// token, on the Clock), so a backlog after an outage drains gently.
 	// Default 5. Above 1e9 there is no limit.
 	Rate float64
+	// Delivered, if not nil, is called (from Run's goroutine) after a
+	// record was acknowledged by the receiver and removed from the spool.
+	// It must not block.
+	Delivered func(Entry)
 }
 
 // Defaults of Config.
@@ -183,6 +187,9 @@ func (u *Uploader) Run(ctx context.Context) error {
 				continue
 			}
 			u.count(func(s *UploadStats) { s.Sent++ })
+			if u.cfg.Delivered != nil {
+				u.cfg.Delivered(e)
+			}
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case isPermanent(err):

@@ -499,9 +499,16 @@ func TestUploaderQuarantinesPermanentRejections(t *testing.T) {
 			}
 			return nil
 		}
-		h := start(t, testConfig(), seededRand(1), script, 1, 2, 3, 4, 5)
+		cfg := testConfig()
+		var delivered []uint64
+		cfg.Delivered = func(e Entry) { delivered = append(delivered, e.Seq) }
+		h := start(t, cfg, seededRand(1), script, 1, 2, 3, 4, 5)
 		settle(time.Hour)
 		h.stop()
+		// Delivered hears of the acknowledged record only, after its retries.
+		if !slices.Equal(delivered, []uint64{4}) {
+			t.Errorf("Delivered called for %v, want [4]", delivered)
+		}
 
 		for seq, want := range map[uint64]int{1: 1, 2: 1, 3: 1, 4: 3, 5: 1} {
 			if got := h.tr.Count(seq); got != want {
