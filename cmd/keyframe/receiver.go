@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"flag"
@@ -86,6 +88,12 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate (PEM; with -tls-key)")
 	tlsKey := fs.String("tls-key", "", "private key (PEM) of -tls-cert")
+	clientCA := fs.String("client-ca", "", "with -tls-cert: uploads (/v1/) must come with a client certificate from these CAs (PEM), signed with the device's key (mutual TLS); viewers need none")
+	mqttURL := fs.String("mqtt", "", "also ingest records from this MQTT broker (mqtts://HOST:8883, or tcp:// to a loopback host; docs/mqtt.md)")
+	mqttCert := fs.String("mqtt-cert", "", "the receiver's client certificate for the broker (PEM; with -mqtt-key)")
+	mqttKey := fs.String("mqtt-key", "", "private key (PEM) of -mqtt-cert")
+	mqttCA := fs.String("mqtt-ca", "", "CA certificates (PEM) trusted for the broker, in addition to the system's")
+	mqttUser := fs.String("mqtt-user", "", "username for a broker that authenticates by password (password from KEYFRAME_MQTT_PASSWORD)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -139,6 +147,53 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 	if (*tlsCert == "") != (*tlsKey == "") {
 		fmt.Fprintf(stderr, "keyframe receiver: -tls-cert and -tls-key go together\n")
 		return 2
+	}
+	if *clientCA != "" {
+		if *tlsCert == "" {
+			fmt.Fprintf(stderr, "keyframe receiver: -client-ca needs -tls-cert and -tls-key\n")
+			return 2
+		}
+		pool, err := certPool(*clientCA, false)
+		if err != nil {
+			fmt.Fprintf(stderr, "keyframe receiver: -client-ca: %v\n", err)
+			return 2
+		}
+		hs.TLSConfig = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool, MinVersion: tls.VersionTLS12}
+		hs.Handler = requireClientCert(hs.Handler)
+	}
+	if *mqttURL != "" {
+		mc := receiver.MQTTConfig{Broker: *mqttURL, Username: *mqttUser, Password: os.Getenv("KEYFRAME_MQTT_PASSWORD"), Logger: log}
+		if (*mqttCert == "") != (*mqttKey == "") {
+			fmt.Fprintf(stderr, "keyframe receiver: -mqtt-cert and -mqtt-key go together\n")
+			return 2
+		}
+		if *mqttCert != "" {
+			c, err := tls.LoadX509KeyPair(*mqttCert, *mqttKey)
+			if err != nil {
+				fmt.Fprintf(stderr, "keyframe receiver: -mqtt-cert: %v\n", err)
+				return 2
+			}
+			mc.Certificate = &c
+		}
+		if *mqttCA != "" {
+			pool, err := certPool(*mqttCA, true)
+			if err != nil {
+				fmt.Fprintf(stderr, "keyframe receiver: -mqtt-ca: %v\n", err)
+				return 2
+			}
+			mc.RootCAs = pool
+		}
+		ing, err := receiver.NewMQTTIngest(mc, srv)
+		if err != nil {
+			fmt.Fprintf(stderr, "keyframe receiver: -mqtt: %v\n", err)
+			return 2
+		}
+		go func() {
+			if err := ing.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("receiver: mqtt ingest stopped", "err", err)
+			}
+		}()
+		fmt.Fprintf(out, "receiver: ingesting from %s\n", *mqttURL)
 	}
 	if *tlsCert != "" {
 		scheme = "https"
@@ -351,4 +406,37 @@ func receiverCAs(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s %s (until %s)\n", ca.Fingerprint, ca.Subject, ca.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return 0
+}
+
+// certPool reads PEM CA certificates from path, on top of the system's roots
+// when withSystem is set.
+func certPool(path string, withSystem bool) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if withSystem {
+		if sys, err := x509.SystemCertPool(); err == nil {
+			pool = sys
+		}
+	}
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s: no PEM certificate in it", path)
+	}
+	return pool, nil
+}
+
+// requireClientCert refuses uploads (/v1/) that did not come with a
+// verified client certificate; the viewer pages need none.
+func requireClientCert(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/") && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+			// 401, not 403: the record itself is fine, so the device keeps it
+			// and retries (a 403 would make it quarantine the record).
+			http.Error(w, "a client certificate from the fleet CA is required for uploads", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
