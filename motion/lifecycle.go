@@ -7,7 +7,7 @@ import (
 
 // End reasons in Summary.Reason.
 const (
-	ReasonGap       = "gap"        // EventGap passed without motion (or frame time went backwards)
+	ReasonGap       = "gap"        // EventGap passed without motion, or without frames (a lost camera), or frame time went backwards
 	ReasonMaxLength = "max-length" // the event reached MaxLength
 	ReasonFlush     = "flush"      // Flush: shutdown or end of stream
 )
@@ -107,6 +107,14 @@ func (l *Lifecycle) Observe(t time.Time, r Result) Decision {
 	}
 	if !l.seen {
 		l.firstSeen = t
+	}
+	if l.open && l.seen && t.Sub(l.lastSeen) >= l.gap && t.Sub(l.lastMotion) >= l.gap {
+		// No frame for longer than the event gap (the camera was lost
+		// and came back): the event ended while nothing was seen, even if
+		// this frame has motion. This frame starts no event either.
+		l.lastSeen = t
+		l.run, l.runPeak, l.runZones = 0, 0, 0
+		return l.end(t, ReasonGap)
 	}
 	l.lastSeen, l.seen = t, true
 

@@ -442,3 +442,35 @@ func TestLifecyclePreRoll(t *testing.T) {
 		t.Fatalf("third event: %+v, want start 18s", d.Summary)
 	}
 }
+
+// TestLifecycleFramesMissing: frames stop for longer than the event gap (a
+// camera lost and reopened) while an event is open: the event ends (at the
+// last motion plus PostRoll), although the next frame has motion again, and
+// a new event can start after it.
+func TestLifecycleFramesMissing(t *testing.T) {
+	c := DefaultConfig()
+	c.MinMotionFrames = 2
+	c.EventGap = 3 * time.Second
+	c.PostRoll = time.Second
+	l := NewLifecycle(c)
+	at := func(ms int) time.Time { return time.UnixMilli(int64(ms)) }
+	m := Result{Motion: true}
+	l.Observe(at(0), m)
+	if d := l.Observe(at(100), m); !d.Start {
+		t.Fatal("no start")
+	}
+	l.Observe(at(200), m)
+	// The camera is gone for 8 s; the first frame back has motion.
+	d := l.Observe(at(8200), m)
+	if !d.End || d.Summary.Reason != ReasonGap || !d.Summary.End.Equal(at(1200)) {
+		t.Fatalf("first frame after the loss: %+v, want the event ended at the last motion + post-roll (1.2s)", d)
+	}
+	l.Observe(at(8300), m)
+	if d := l.Observe(at(8400), m); !d.Start || !d.Summary.Start.Equal(at(8400)) {
+		t.Fatalf("motion after the camera came back: %+v, want a new event", d)
+	}
+	// A short pause in frames (under the gap) keeps the event going.
+	if d := l.Observe(at(10400), m); d.End || d.Start {
+		t.Fatalf("2s without frames ended the event: %+v", d)
+	}
+}

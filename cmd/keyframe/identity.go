@@ -83,7 +83,7 @@ func cmdIdentity(args []string, stdout, stderr io.Writer) int {
 	if created {
 		fmt.Fprintln(stdout, "created a new device key")
 	}
-	fmt.Fprintf(stdout, "device:  %s\nbackend: %s\nkey:     %s\n%s", id, key.Backend(), agent.KeyPath(&c), pem)
+	fmt.Fprintf(stdout, "device:  %s\nbackend: %s\nkey:     %s\n%s", id, key.Backend(), agent.KeyLocation(&c), pem)
 	return 0
 }
 

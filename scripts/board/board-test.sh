@@ -18,11 +18,19 @@
 #   overlay   still, with vivid's text overlay (a clock) shown and not masked: no event
 #             (the detector learns the flickering clock pixels by itself)
 #
+# The device key: in the scenarios named by BOARD_TPM (default "motion"; "all" or
+# "none" too) it is a non-exportable key inside a TPM: a swtpm on the host, which
+# the guest reaches as /dev/tpmrm0 through tpm_vtpm_proxy and the forwarder
+# board/vtpmfwd (cross-built here); the key is made in that TPM from the host, as a
+# factory would, and the receiver must report keystore=tpm. The other scenarios use
+# a key file made on the host and baked into the initramfs (keystore=file).
+#
 # Durations: BOARD_RUN_SECONDS (25), BOARD_LOSS_AFTER (12), BOARD_AFTER_SECONDS (15).
 # BOARD_ALLOW_MISSING_KEYS=1 runs a scenario whose configuration keys the binary lacks.
 #
-# Needs bin/keyframe (make build) and bin/keyframe-linux-arm64 or -armv7 (make cross);
-# installs qemu-system-arm, kmod, cpio and openssl with apt-get if they are missing.
+# Needs bin/keyframe (make build) and bin/keyframe-linux-arm64 or -armv7 (make cross),
+# and Go (scripts/ensure-go.sh) for vtpmfwd; installs qemu-system-arm, kmod, cpio,
+# openssl and (for the TPM) swtpm with apt-get if they are missing.
 # The kernel is cached in ~/.cache/keyframe/board/ARCH (BOARD_CACHE); each run's
 # files (logs, receiver data, initramfs) are in bin/board-test/ARCH (BOARD_WORK).
 # Exits non-zero if any scenario fails. Details: docs/board-test.md.
@@ -56,6 +64,13 @@ armhf)
 esac
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=("${default[@]}")
+# The scenarios whose device key lives in the TPM (BOARD_TPM: names, "all" or "none").
+tpm_scenarios=()
+case ${BOARD_TPM-motion} in
+all) tpm_scenarios=("${all[@]}") ;;
+none | "") ;;
+*) read -ra tpm_scenarios <<<"${BOARD_TPM-motion}" ;;
+esac
 
 # Scenario durations in seconds (the guest runs at TCG speed: keep them short).
 RUN_SECONDS=${BOARD_RUN_SECONDS:-25}    # motion, still: how long the agent runs
@@ -102,6 +117,18 @@ step() {
 
 t_total=$(now)
 
+# uses_tpm SCENARIO: SCENARIO's device key lives in the TPM.
+uses_tpm() {
+	case " ${tpm_scenarios[*]} " in *" $1 "*) return 0 ;; esac
+	return 1
+}
+# any_tpm: a scenario of this run uses the TPM.
+any_tpm() {
+	local s
+	for s in "${scenarios[@]}"; do uses_tpm "$s" && return 0; done
+	return 1
+}
+
 # --- host tools ---------------------------------------------------------------
 host_tools() {
 	local need=()
@@ -110,8 +137,9 @@ host_tools() {
 	command -v cpio >/dev/null || need+=(cpio)
 	command -v openssl >/dev/null || need+=(openssl)
 	command -v timeout >/dev/null || need+=(coreutils)
+	if any_tpm && ! command -v swtpm >/dev/null; then need+=(swtpm); fi
 	if [ ${#need[@]} -eq 0 ]; then
-		log "host tools present: $("$qemu_pkg_bin" --version | head -1)"
+		log "host tools present: $("$qemu_pkg_bin" --version | head -1)$(! any_tpm || echo ", $(swtpm --version 2>&1 | head -1)")"
 		return
 	fi
 	local sudo=()
@@ -123,8 +151,10 @@ host_tools() {
 }
 
 # --- what the agent binary supports ----------------------------------------------
-# has_key KEY: keyframe's configuration knows KEY.
-has_key() { "$kf" config | grep -q "^$1 *="; }
+# has_key KEY: keyframe's configuration knows KEY. (The key list is read once: with
+# pipefail, "keyframe config | grep -q" fails at random when grep stops reading early.)
+kf_keys="" # set in main
+has_key() { grep -q "^$1 *=" <<<"$kf_keys"; }
 # missing_keys SCENARIO: the configuration keys SCENARIO needs that keyframe lacks.
 missing_keys() {
 	local keys=() k out=()
@@ -133,6 +163,7 @@ missing_keys() {
 	overlay) keys=(capture.controls) ;;
 	watchdog) keys=(watchdog.device watchdog.timeout watchdog.stall motion.mask) ;;
 	esac
+	! uses_tpm "$1" || keys+=(device.key_backend device.tpm)
 	for k in "${keys[@]}"; do has_key "$k" || out+=("$k"); done
 	echo "${out[*]}"
 }
@@ -187,17 +218,91 @@ EOF
 	log "CA and server certificate (IP 10.0.2.2, 127.0.0.1), valid $(openssl x509 -in "$d/server.pem" -noout -startdate | cut -d= -f2) to $(openssl x509 -in "$d/server.pem" -noout -enddate | cut -d= -f2)"
 }
 
+# --- the TPM -------------------------------------------------------------------------
+# The forwarder the guest runs to get a TPM: cross-built for the guest.
+build_vtpmfwd() {
+	local go env=(CGO_ENABLED=0 GOOS=linux)
+	go=$("$root/scripts/ensure-go.sh") || die "no Go toolchain to build vtpmfwd"
+	case $arch in
+	arm64) env+=(GOARCH=arm64) ;;
+	armhf) env+=(GOARCH=arm GOARM=7) ;;
+	esac
+	mkdir -p "$work/bin"
+	(cd "$root" && env "${env[@]}" "$go" build -trimpath -ldflags '-s -w' -o "$work/bin/vtpmfwd" ./board/vtpmfwd) ||
+		die "could not build board/vtpmfwd for $arch"
+	log "vtpmfwd for $arch: $(stat -c %s "$work/bin/vtpmfwd") bytes"
+}
+
+# One software TPM for the whole run (swtpm, state in $work/swtpm, a new TPM each
+# run), its raw command channel on a free port of 127.0.0.1: the host provisions
+# through it, each TPM scenario's guest reaches it as 10.0.2.2:PORT (QEMU's user
+# network maps that to the host's loopback). swtpm serves one connection at a time:
+# the scenarios run one after another. Absolute paths: swtpm may change directory.
+swtpm_pid=""
+swtpm_port=""
+start_swtpm() {
+	local d=$work/swtpm try port i
+	mkdir -p "$d/state"
+	for try in 1 2 3 4 5; do
+		port=$((20000 + RANDOM % 30000))
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then continue; fi
+		swtpm socket --tpm2 --tpmstate "dir=$d/state,mode=0600" \
+			--server "type=tcp,port=$port,bindaddr=127.0.0.1" \
+			--flags not-need-init,startup-clear --log "file=$d/swtpm.log,level=1" \
+			>"$d/stdout" 2>&1 &
+		swtpm_pid=$!
+		for i in $(seq 100); do
+			kill -0 "$swtpm_pid" 2>/dev/null || break
+			(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+			sleep 0.1
+		done
+		if kill -0 "$swtpm_pid" 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			swtpm_port=$port
+			log "swtpm pid $swtpm_pid on 127.0.0.1:$port (guest: 10.0.2.2:$port), state $d/state"
+			return 0
+		fi
+		log "swtpm on port $port did not start (try $try): $(tail -1 "$d/stdout" "$d/swtpm.log" 2>/dev/null | grep . | tail -1)"
+		kill "$swtpm_pid" 2>/dev/null || true
+		wait "$swtpm_pid" 2>/dev/null || true
+		swtpm_pid=""
+	done
+	die "no swtpm could be started"
+}
+stop_swtpm() {
+	[ -n "$swtpm_pid" ] || return 0
+	kill -TERM "$swtpm_pid" 2>/dev/null || true
+	wait "$swtpm_pid" 2>/dev/null || true
+	swtpm_pid=""
+}
+
 # --- factory provisioning ------------------------------------------------------
-# The device key is made on the host, as a factory would, enrolled (and paired) at
-# each scenario's receiver, and baked into the initramfs.
+# Two device keys, made on the host as a factory would and enrolled (and paired) at
+# each scenario's receiver: a key file baked into the initramfs, and (when a
+# scenario uses the TPM) a key generated inside the swtpm the guest will use, which
+# never leaves it: the host only gets its public key and device ID.
+device_file=""
+device_tpm=""
 provision() {
-	local d=$work/factory
+	local d=$work/factory out
 	mkdir -p "$d"
 	printf 'device.data_dir = %s\ndevice.key_file = %s\n' "$d" "$d/device.key" >"$d/factory.conf"
 	"$kf" identity -config "$d/factory.conf" -pubout "$d/device.pub" >/dev/null
-	device=$("$kf" identity -config "$d/factory.conf" -id)
-	log "provisioned device $device (key made on the host, baked into the initramfs)"
+	device_file=$("$kf" identity -config "$d/factory.conf" -id)
+	log "provisioned device $device_file (key file made on the host, baked into the initramfs)"
+	any_tpm || return 0
+	mkdir -p "$d/tpm"
+	printf 'device.data_dir = %s\ndevice.key_backend = tpm\ndevice.tpm = tcp:127.0.0.1:%s\n' "$d/tpm" "$swtpm_port" >"$d/tpm.conf"
+	out=$("$kf" identity -config "$d/tpm.conf" -pubout "$d/tpm.pub") || die "could not make the device key in the TPM"
+	device_tpm=$(sed -n 's/^device: *//p' <<<"$out")
+	grep -q '^backend: *tpm$' <<<"$out" || die "keyframe identity with the TPM: no 'backend: tpm' in: $out"
+	[ -n "$device_tpm" ] || die "keyframe identity with the TPM printed no device: $out"
+	log "provisioned device $device_tpm in the TPM (swtpm 127.0.0.1:$swtpm_port; $(grep -q '^created a new device key' <<<"$out" && echo "key created there" || echo "key already there") at the default persistent handle)"
 }
+# device_of SCENARIO, pub_of SCENARIO, keystore_of SCENARIO: its device ID, public
+# key file and the keystore the receiver must report.
+device_of() { if uses_tpm "$1"; then echo "$device_tpm"; else echo "$device_file"; fi; }
+pub_of() { if uses_tpm "$1"; then echo "$work/factory/tpm.pub"; else echo "$work/factory/device.pub"; fi; }
+keystore_of() { if uses_tpm "$1"; then echo tpm; else echo file; fi; }
 
 # guest_conf SCENARIO: the agent's configuration for SCENARIO in the guest. upload.url
 # comes from init (KEYFRAME_UPLOAD_URL, with the port on the kernel command line).
@@ -206,7 +311,7 @@ guest_conf() {
 	cat <<EOF
 # keyframe board test, scenario $s (scripts/board/board-test.sh)
 device.data_dir = /run/keyframe
-device.key_file = /etc/keyframe/device.key
+$(if uses_tpm "$s"; then printf 'device.key_backend = tpm\ndevice.tpm = /dev/tpmrm0'; else echo "device.key_file = /etc/keyframe/device.key"; fi)
 capture.source = v4l2
 capture.device = /dev/video0
 capture.fps = 5
@@ -260,21 +365,24 @@ AFTER_SECONDS=$AFTER_SECONDS
 HEALTHY_SECONDS=$HEALTHY_SECONDS
 STALL_WAIT_SECONDS=$STALL_WAIT_SECONDS
 EOF
-	"$here/mkinitramfs.sh" "$cache" "$guest_bin" "$etc" "$work/initrd.cpio.gz"
+	local progs=()
+	! any_tpm || progs+=("$work/bin/vtpmfwd")
+	"$here/mkinitramfs.sh" "$cache" "$guest_bin" "$etc" "$work/initrd.cpio.gz" "${progs[@]}"
 }
 
 # --- the receiver ------------------------------------------------------------------
 recv_pid=""
 recv_port=""
-# start_receiver DIR: a fresh receiver with the device enrolled and paired, on a free
+# start_receiver DIR PUB: a fresh receiver with the device whose public key is PUB
+# enrolled and paired, on a free
 # port of 127.0.0.1 (QEMU maps the guest's 10.0.2.2 there). A receiver left over from
 # an earlier run must not answer instead: the port is new each time, and the receiver
 # must print that it listens on it and stay alive.
 start_receiver() {
-	local d=$1 try port i
+	local d=$1 pub=$2 try port i
 	rm -rf "$d"
 	mkdir -p "$d"
-	"$kf" receiver enroll -data "$d/data" -key "$work/factory/device.pub" -owner board >/dev/null
+	"$kf" receiver enroll -data "$d/data" -key "$pub" -owner board >/dev/null
 	for try in 1 2 3 4 5; do
 		port=$((20000 + RANDOM % 30000))
 		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then continue; fi
@@ -303,7 +411,10 @@ stop_receiver() {
 	wait "$recv_pid" 2>/dev/null || true
 	recv_pid=""
 }
-cleanup() { stop_receiver; }
+cleanup() {
+	stop_receiver
+	stop_swtpm
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -317,7 +428,10 @@ guest_val() { sed -n "s/^BOARD: $2.*/\1/p" "$1" | tr -d '\r' | head -1; }
 
 run_scenario() {
 	local s=$1
-	local d=$work/$s t0 missing limit extra=() reasons=() ok=PASS note=""
+	local d=$work/$s t0 missing limit extra=() reasons=() ok=PASS note="" tpm_arg=""
+	local device keystore
+	device=$(device_of "$s")
+	keystore=$(keystore_of "$s")
 	t0=$(now)
 	missing=$(missing_keys "$s")
 	if [ -n "$missing" ]; then
@@ -329,8 +443,14 @@ run_scenario() {
 		log "$s: keyframe lacks $missing; running anyway (BOARD_ALLOW_MISSING_KEYS=1), the scenario cannot pass"
 		reasons+=("keyframe lacks $missing")
 	fi
-	start_receiver "$d"
+	start_receiver "$d" "$(pub_of "$s")"
 	log "$s: receiver pid $recv_pid on https://127.0.0.1:$recv_port/ (guest: https://10.0.2.2:$recv_port), data $d/data"
+	if uses_tpm "$s"; then
+		tpm_arg="keyframe.tpm=$swtpm_port"
+		log "$s: device key in the TPM (device $device): the guest reaches swtpm as 10.0.2.2:$swtpm_port through /dev/tpmrm0 and vtpmfwd"
+	else
+		log "$s: device key in a file (device $device)"
+	fi
 	case $s in
 	motion | still | overlay) limit=$((RUN_SECONDS + 60)) ;;
 	camloss) limit=$((LOSS_AFTER + LOSS_SECONDS + RELEASE_SECONDS + AFTER_SECONDS + 60)) ;;
@@ -348,7 +468,7 @@ run_scenario() {
 	# --foreground: Ctrl-C reaches QEMU (it starts no children of its own).
 	timeout --foreground -k 5 "$limit" "${qemu[@]}" -smp 2 -m 512 -nographic \
 		-kernel "$(ls "$cache"/kernel/boot/vmlinuz-*)" -initrd "$work/initrd.cpio.gz" \
-		-append "console=ttyAMA0 rdinit=/init panic=-1 keyframe.scenario=$s keyframe.port=$recv_port" \
+		-append "console=ttyAMA0 rdinit=/init panic=-1 keyframe.scenario=$s keyframe.port=$recv_port $tpm_arg" \
 		-netdev user,id=n0 -device virtio-net-device,netdev=n0 "${extra[@]}" \
 		</dev/null >"$glog" 2>&1 || qrc=$?
 	q1=$(date +%s)
@@ -357,7 +477,7 @@ run_scenario() {
 	stop_receiver
 
 	# What the guest said and what the receiver verified.
-	grep -E '^(BOARD|AGENT): |^PROBE: .*(card|usable|movement|osd)' "$glog" | sed "s/^/  $s| /" || true
+	grep -E '^(BOARD|AGENT|VTPM): |^PROBE: .*(card|usable|movement|osd)|^\[ *[0-9.]*\] tpm' "$glog" | sed "s/^/  $s| /" || true
 	local verified
 	verified=$(grep '^verified ' "$d/stdout" || true)
 	# shellcheck disable=SC2001 # one prefix per line
@@ -382,6 +502,29 @@ run_scenario() {
 	n_dev=$(echo "$verified" | grep -c " device=$device " || true)
 	n_other=$(echo "$verified" | grep -v " device=$device " | grep -c . || true)
 	[ "$n_other" = 0 ] || reasons+=("$n_other records verified from another device")
+	# Every record from the device names where its key lives: the TPM or a file.
+	local n_ks
+	n_ks=$(echo "$verified" | grep " device=$device " | grep -c " keystore=$keystore " || true)
+	[ "$n_ks" = "$n_dev" ] || reasons+=("$((n_dev - n_ks)) of $n_dev records from the device not verified as keystore=$keystore")
+	local tpm_note="" relayed="" signs=""
+	if uses_tpm "$s"; then
+		# The guest had the TPM (/dev/tpmrm0 through vtpmfwd) and, but for the
+		# watchdog's reset boot, says what the forwarder relayed: no command may
+		# have failed in the forwarder, and every verified record needs a
+		# signature the TPM made.
+		grep -q '^BOARD: tpm /dev/tpmrm0 ready' "$glog" || reasons+=("the guest had no TPM (/dev/tpmrm0 through vtpmfwd)")
+		relayed=$(guest_val "$glog" 'tpm relayed \(.*\)')
+		signs=$(sed -n 's/.*[( ]Sign=\([0-9]*\).*/\1/p' <<<"$relayed")
+		if [ "$s" != watchdog ]; then
+			if [ -z "$relayed" ]; then
+				reasons+=("the guest printed no TPM forwarder statistics")
+			else
+				grep -q ' 0 failed here' <<<"$relayed" || reasons+=("the TPM forwarder answered commands with its own error: $relayed")
+				[ "${signs:-0}" -ge "$n_dev" ] || reasons+=("${signs:-0} TPM2_Sign commands relayed for $n_dev verified records")
+			fi
+		fi
+		tpm_note=", key in the TPM: ${relayed:-no forwarder statistics}"
+	fi
 
 	local gres
 	gres=$(grep '^BOARD: result ' "$glog" | tail -1 | sed 's/^BOARD: result //')
@@ -392,11 +535,11 @@ run_scenario() {
 		fmt=$(grep '^AGENT: ' "$glog" | grep -i 'format' | head -1 | sed 's/^AGENT: //')
 		[ -n "$fmt" ] || reasons+=("the agent logged no negotiated V4L2 format")
 		[ "${gres%% *}" = PASS ] || reasons+=("guest: ${gres:-no result line}")
-		vdev=$(echo "$verified" | sed -n 's/.* device=\([^ ]*\) .*/\1/p' | sort -u | tr '\n' ' ')
+		vdev=$(echo "$verified" | sed -n 's/.* device=\([^ ]*\) .*/\1/p' | sort -u | tr '\n' ' ' | sed 's/ $//')
 		log "$s: version: guest '$gver', host '$("$kf" version)'"
 		log "$s: negotiated format: ${fmt:-(none logged by the agent)}"
-		log "$s: device: guest says ${gdev:-?}, provisioned $device, receiver verified ${vdev:-nothing}"
-		note="$n_dev records verified from device=$gdev"
+		log "$s: device: guest says ${gdev:-?}, provisioned $device ($(uses_tpm "$s" && echo "in the host's swtpm" || echo "key file")), receiver verified ${vdev:-nothing} with keystore=$(echo "$verified" | sed -n 's/.* keystore=\([^ ]*\) .*/\1/p' | sort -u | tr '\n' ' ' | sed 's/ $//')"
+		note="$n_dev records verified from device=$gdev keystore=$keystore"
 		;;
 	still | overlay)
 		[ "$n_dev" = 0 ] || reasons+=("$n_dev records verified from a still picture")
@@ -440,6 +583,7 @@ run_scenario() {
 		fi
 		;;
 	esac
+	note+=$tpm_note
 	[ ${#reasons[@]} -eq 0 ] || ok=FAIL
 	local why=""
 	[ "$ok" = PASS ] || why=" [$(printf '%s; ' "${reasons[@]}" | sed 's/; $//')]"
@@ -461,14 +605,38 @@ for s in "${scenarios[@]}"; do
 		;;
 	esac
 done
+for s in "${tpm_scenarios[@]}"; do
+	case " ${all[*]} " in
+	*" $s "*) ;;
+	*) die "BOARD_TPM names '$s', not a scenario on $arch (have: ${all[*]}; or all, none)" ;;
+	esac
+done
 rm -rf "$work"
-mkdir -p "$work"
-log "keyframe $("$kf" version | sed 's/^keyframe //'), guest binary $guest_bin, work dir $work, kernel cache $cache"
+mkdir -p "$work/bin"
+# The run uses its own copies of both binaries: a rebuild of bin/ while it runs
+# (make build in another shell) must not mix versions between scenarios.
+cp "$kf" "$work/bin/keyframe"
+cp "$guest_bin" "$work/bin/$(basename "$guest_bin")"
+kf=$work/bin/keyframe
+guest_bin=$work/bin/$(basename "$guest_bin")
+kf_keys=$("$kf" config) || die "$kf config failed"
+log "keyframe $("$kf" version | sed 's/^keyframe //'), host and guest binaries copied to $work/bin, kernel cache $cache"
 [ "$arch" = arm64 ] || log "no watchdog scenario on $arch: Debian's armmp kernel has no i6300esb (no emulated watchdog to test against)"
 
 step "host tools" host_tools
 step "fetch kernel" "$here/fetch-kernel.sh" "$arch" "$cache"
+# The guest's TPM needs tpm_vtpm_proxy (Debian's arm64 and armmp kernels have it).
+if any_tpm && ! modprobe -d "$cache/kernel" -S "$(ls "$cache/kernel/lib/modules")" --show-depends tpm_vtpm_proxy >/dev/null 2>&1; then
+	[ -z "${BOARD_TPM+set}" ] || die "BOARD_TPM: the $arch kernel has no tpm_vtpm_proxy: the guest cannot have a TPM"
+	log "the $arch kernel has no tpm_vtpm_proxy: the guest cannot have a TPM; every scenario signs with the key file"
+	tpm_scenarios=()
+fi
+if any_tpm; then
+	log "device key in the TPM for: $(for s in "${scenarios[@]}"; do uses_tpm "$s" && printf '%s ' "$s"; done)(BOARD_TPM); in a key file for the others"
+	step "vtpmfwd" build_vtpmfwd
+fi
 step "CA and certificate" make_pki
+! any_tpm || step "swtpm" start_swtpm
 step "provision device" provision
 step "initramfs" initramfs
 for s in "${scenarios[@]}"; do
@@ -476,7 +644,7 @@ for s in "${scenarios[@]}"; do
 done
 
 echo
-log "summary (ARCH=$arch, device $device, $(nproc) cores)"
+log "summary (ARCH=$arch, $(nproc) cores; devices: $device_file (key file)${device_tpm:+, $device_tpm (TPM: $(for s in "${scenarios[@]}"; do uses_tpm "$s" && printf '%s ' "$s"; done | sed 's/ $//'))})"
 for i in "${!step_names[@]}"; do
 	case ${step_names[$i]} in scenario*) continue ;; esac
 	printf '  step      %-20s %6ss\n' "${step_names[$i]}" "${step_times[$i]}"

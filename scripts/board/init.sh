@@ -6,10 +6,14 @@
 #   keyframe.scenario=motion|still|overlay|camloss|watchdog   what to run (board-test.sh)
 #   keyframe.port=PORT                                 the host receiver's port; the guest
 #                                                      reaches the host as 10.0.2.2 only
+#   keyframe.tpm=PORT                                  (TPM scenarios) the host swtpm's port:
+#                                                      /dev/tpmrm0 comes from tpm_vtpm_proxy
+#                                                      and /bin/vtpmfwd relaying to 10.0.2.2:PORT
 # /etc/keyframe holds the agent's configuration per scenario (<scenario>.conf), the
 # device key, the receiver's CA and board.env (the scenario's durations).
 # Every line meant for the host starts with "BOARD: "; the agent's log lines with
-# "AGENT: ". The last line is "BOARD: result PASS|FAIL ..." and the board powers off.
+# "AGENT: ", the TPM forwarder's with "VTPM: ". The last line is
+# "BOARD: result PASS|FAIL ..." and the board powers off.
 
 /bin/busybox mkdir -p /proc /sys /dev /run /tmp /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
@@ -25,6 +29,7 @@ REASONS=""
 fail() { RESULT=FAIL; REASONS="$REASONS; $*"; say "check failed: $*"; }
 finish() {
 	agent_stop
+	tpm_stats
 	say "result $RESULT${REASONS:+ (${REASONS#; })}"
 	sync
 	poweroff -f
@@ -35,6 +40,7 @@ finish() {
 cmdline() { tr ' ' '\n' </proc/cmdline | sed -n "s/^keyframe\.$1=//p" | tail -1; }
 SCENARIO=$(cmdline scenario)
 PORT=$(cmdline port)
+TPM_PORT=$(cmdline tpm)
 ETC=/etc/keyframe
 CONF=$ETC/$SCENARIO.conf
 # shellcheck source=/dev/null # written by board-test.sh
@@ -80,6 +86,43 @@ ip link set lo up
 ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2 ||
 	fail "network setup"
 export KEYFRAME_UPLOAD_URL="https://10.0.2.2:$PORT"
+
+# The TPM: Debian's ARM kernels have no tpm_tis, so QEMU cannot hand the guest an
+# emulated TPM chip. tpm_vtpm_proxy lets a program create one: /bin/vtpmfwd makes
+# /dev/tpm0 and /dev/tpmrm0 through /dev/vtpmx and relays every command to swtpm on
+# the host, where board-test.sh made the device key. Its log goes to the console
+# ("VTPM: ") and to /run/vtpmfwd.log.
+FWD=""
+tpm_start() {
+	modprobe tpm_vtpm_proxy || { fail "modprobe tpm_vtpm_proxy"; return 1; }
+	mkfifo /run/vtpmfwd.fifo
+	(while IFS= read -r l; do
+		echo "VTPM: $l"
+		echo "$l" >>/run/vtpmfwd.log
+	done </run/vtpmfwd.fifo) &
+	/bin/vtpmfwd -host "10.0.2.2:$TPM_PORT" >/run/vtpmfwd.fifo 2>&1 &
+	FWD=$!
+	i=0
+	while [ ! -e /dev/tpmrm0 ] && [ $i -lt 200 ] && kill -0 $FWD 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+	if [ ! -e /dev/tpmrm0 ]; then
+		fail "no /dev/tpmrm0 from vtpmfwd (forwarder $(kill -0 $FWD 2>/dev/null && echo running || echo exited))"
+		return 1
+	fi
+	say "tpm /dev/tpmrm0 ready: vtpmfwd pid=$FWD relaying to swtpm at 10.0.2.2:$TPM_PORT uptime=$(uptime_s)s"
+}
+# tpm_stats: what the forwarder relayed (SIGUSR1 makes it log one "relayed" line).
+tpm_stats() {
+	[ -n "$FWD" ] || return 0
+	if ! kill -0 $FWD 2>/dev/null; then
+		fail "vtpmfwd exited"
+		return 0
+	fi
+	kill -USR1 $FWD
+	i=0
+	while ! grep -q 'msg="relayed ' /run/vtpmfwd.log 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+	say "tpm $(grep 'msg="relayed ' /run/vtpmfwd.log | tail -1 | sed 's/.*msg="\(relayed [^"]*\)".*/\1/')"
+}
+[ -z "$TPM_PORT" ] || tpm_start
 
 KF=/bin/keyframe
 say "version $($KF version)"

@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
-# usage: mkinitramfs.sh FETCHDIR KEYFRAME_BINARY ETCDIR OUT.cpio.gz
+# usage: mkinitramfs.sh FETCHDIR KEYFRAME_BINARY ETCDIR OUT.cpio.gz [PROGRAM...]
 #
 # Builds the board test's initramfs: busybox (FETCHDIR/busybox, from
-# fetch-kernel.sh), the cross-built keyframe binary as /bin/keyframe, init.sh as
-# /init, ETCDIR's files as /etc/keyframe (configuration, device key, CA; modes
-# kept), and the kernel modules the scenarios load with their dependency
-# closures: vivid, virtio_mmio, virtio_net, and i6300esb where the kernel has it.
+# fetch-kernel.sh), the cross-built keyframe binary as /bin/keyframe, each
+# PROGRAM as /bin/NAME (the TPM forwarder vtpmfwd), init.sh as /init, ETCDIR's
+# files as /etc/keyframe (configuration, device key, CA; modes kept), and the
+# kernel modules the scenarios load with their dependency closures: vivid,
+# virtio_mmio, virtio_net, and i6300esb and tpm_vtpm_proxy where the kernel has
+# them.
 # Needs kmod (modprobe, depmod) and cpio on the host.
 set -euo pipefail
 
 die() { echo "mkinitramfs: $*" >&2; exit 1; }
-[ $# -eq 4 ] || die "usage: mkinitramfs.sh FETCHDIR KEYFRAME_BINARY ETCDIR OUT.cpio.gz"
+[ $# -ge 4 ] || die "usage: mkinitramfs.sh FETCHDIR KEYFRAME_BINARY ETCDIR OUT.cpio.gz [PROGRAM...]"
 here=$(dirname "$(realpath "$0")")
 k=$(realpath "$1/kernel")
 bb=$1/busybox/bin/busybox
 prog=$2
 etc=$3
 out=$(realpath -m "$4")
+shift 4
+progs=("$@")
 [ -x "$bb" ] || die "no busybox in $1 (run fetch-kernel.sh)"
 [ -x "$prog" ] || die "no keyframe binary $prog (run make cross)"
 [ -d "$etc" ] || die "no directory $etc"
@@ -27,6 +31,10 @@ trap 'rm -rf "$st"' EXIT
 mkdir -p "$st/bin" "$st/etc" "$st/lib/modules/$kver"
 install -m755 "$bb" "$st/bin/busybox"
 install -m755 "$prog" "$st/bin/keyframe"
+for p in "${progs[@]}"; do
+	[ -x "$p" ] || die "no program $p"
+	install -m755 "$p" "$st/bin/$(basename "$p")"
+done
 install -m755 "$here/init.sh" "$st/init"
 cp -a "$etc" "$st/etc/keyframe"
 
@@ -39,6 +47,8 @@ for m in vivid virtio_mmio virtio_net; do
 	mods+=$'\n'
 done
 mods+=$(closure i6300esb 2>/dev/null) || true # arm64 only: armmp has no i6300esb
+mods+=$'\n'
+mods+=$(closure tpm_vtpm_proxy 2>/dev/null) || true # the TPM scenarios check for it
 for f in $(echo "$mods" | sort -u); do
 	rel=${f#"$k"/}
 	mkdir -p "$st/$(dirname "$rel")"
@@ -50,4 +60,5 @@ depmod -b "$st" "$kver"
 (cd "$st" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -6 >"$out.tmp"
 mv "$out.tmp" "$out"
 n=$(find "$st/lib/modules" -name '*.ko*' | wc -l)
-echo "mkinitramfs: $n modules ($(find "$st/lib/modules" -name 'i6300esb.ko*' | grep -q . && echo with || echo without) i6300esb), $(du -sh "$st" | cut -f1) unpacked, $(du -h "$out" | cut -f1) $out"
+has() { find "$st/lib/modules" -name "$1.ko*" | grep -q . && echo with || echo without; }
+echo "mkinitramfs: $n modules ($(has i6300esb) i6300esb, $(has tpm_vtpm_proxy) tpm_vtpm_proxy)${progs[*]:+, programs: ${progs[*]##*/}}, $(du -sh "$st" | cut -f1) unpacked, $(du -h "$out" | cut -f1) $out"
