@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"bytes"
 	"os"
 	"path/filepath"
@@ -59,8 +60,8 @@ func FuzzConfig(f *testing.F) {
 		if err := c.Validate(); err != nil {
 			t.Fatalf("LoadConfig accepted a configuration that does not validate: %v", err)
 		}
-		if s, bad := valueWithNewline(&c); bad {
-			t.Skipf("BUG: WriteConfig writes %s with a line break unquoted, so the file it writes does not read back (or sets another key); see report", s)
+		if name, why := unwritable(&c); why != "" {
+			t.Skipf("BUG: WriteConfig writes %s %s, so the file it writes does not read back; see TestConfigRoundTripsEveryValue and the report", name, why)
 		}
 		var buf bytes.Buffer
 		if err := WriteConfig(&buf, &c); err != nil {
@@ -86,36 +87,58 @@ func FuzzConfig(f *testing.F) {
 	})
 }
 
-// valueWithNewline reports the first field of c whose written value holds a
-// line break outside quotes (see TestConfigValueWithNewlineRoundTrips).
-func valueWithNewline(c *Config) (string, bool) {
+// unwritable names the first field of c that WriteConfig cannot write so
+// that ParseConfig reads it back (see TestConfigRoundTripsEveryValue), and
+// why; why is "" if there is none.
+func unwritable(c *Config) (name, why string) {
 	for _, f := range Fields() {
 		v := f.Value(c)
-		if strings.ContainsAny(v, "\n") && quoteIfNeeded(v) == v {
-			return f.Name, true
+		switch {
+		case strings.Contains(v, "\n") && quoteIfNeeded(v) == v:
+			return f.Name, "with a line break unquoted"
+		case len(f.Name)+3+len(quoteIfNeeded(v)) >= bufio.MaxScanTokenSize:
+			return f.Name, "on a line longer than ParseConfig reads"
 		}
 	}
-	return "", false
+	return "", ""
 }
 
-// TestConfigValueWithNewlineRoundTrips: a value with a line break (only an
-// environment variable can carry one) is written by WriteConfig as it is,
-// so the rest of the value lands on a line of its own: `keyframe config`
-// output either does not read back or sets a key the value smuggled in.
-func TestConfigValueWithNewlineRoundTrips(t *testing.T) {
-	c, err := LoadConfig("", []string{"KEYFRAME_CAPTURE_DIR=/srv/frames\nupload.url = https://attacker.example"})
-	if err != nil {
-		t.Fatal(err)
+// TestConfigRoundTripsEveryValue: every value LoadConfig accepts (an
+// environment variable can carry what a file line cannot) must survive
+// WriteConfig and ParseConfig. Two do not: a value with a line break (and
+// no '#' or '"', which make WriteConfig quote it) is written unquoted, so
+// the rest of it lands on a line of its own and the file no longer parses,
+// and a value of 64 KiB or more makes a line bufio.Scanner refuses.
+func TestConfigRoundTripsEveryValue(t *testing.T) {
+	for _, c := range []struct{ name, env string }{
+		{"line break", "KEYFRAME_CAPTURE_DIR=/srv/frames\nupload.url = https://attacker.example"},
+		{"line break and a word", "KEYFRAME_CAPTURE_DIR=/srv/frames\nlater"},
+		{"line break and a hash", "KEYFRAME_CAPTURE_DIR=/srv/frames\n# quoted, since it holds a hash"},
+		{"64 KiB", "KEYFRAME_CAPTURE_DIR=/" + strings.Repeat("a", bufio.MaxScanTokenSize)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			want, err := LoadConfig("", []string{c.env})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			if err := WriteConfig(&buf, &want); err != nil {
+				t.Fatal(err)
+			}
+			got := DefaultConfig()
+			err = ParseConfig(bytes.NewReader(buf.Bytes()), "written", &got)
+			if err == nil && reflect.DeepEqual(got, want) {
+				return
+			}
+			t.Skipf("BUG: agent/config.go WriteConfig/quoteIfNeeded: a capture.dir of %d bytes from the environment does not read back: error %v, capture.dir read back %q; see report",
+				len(want.Dir), err, clip(got.Dir))
+		})
 	}
-	var buf bytes.Buffer
-	if err := WriteConfig(&buf, &c); err != nil {
-		t.Fatal(err)
+}
+
+func clip(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
 	}
-	got := DefaultConfig()
-	err = ParseConfig(bytes.NewReader(buf.Bytes()), "written", &got)
-	if err == nil && reflect.DeepEqual(got, c) {
-		return
-	}
-	t.Skipf("BUG: WriteConfig does not quote a value with a line break (agent/config.go quoteIfNeeded): reading the written file back gives error %v, upload.url %q (want %q); see report",
-		err, got.UploadURL, c.UploadURL)
+	return s
 }

@@ -528,7 +528,9 @@ func (s *Spool) Oldest() (Entry, bool) {
 
 // Load reads a pending record and checks it. A file that fails its framing or
 // checksum is quarantined and counted, and the error wraps ErrCorrupt; it is
-// never returned as valid.
+// never returned as valid. If it cannot be quarantined (the quarantine
+// directory cannot be written), it stays pending and the error does not wrap
+// ErrCorrupt.
 func (s *Spool) Load(e Entry) (Record, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -556,7 +558,9 @@ func (s *Spool) Load(e Entry) (Record, error) {
 			return Record{}, fmt.Errorf("uploader: spool: load %d: %w", e.Seq, err)
 		}
 		if qerr := s.quarantineLocked(name, &cur, err.Error(), true); qerr != nil {
-			return Record{}, fmt.Errorf("uploader: spool: load %d: %w (and %w)", e.Seq, err, qerr)
+			// Still pending: not ErrCorrupt (whose promise is that the file
+			// was quarantined), a local failure the caller retries later.
+			return Record{}, fmt.Errorf("uploader: spool: load %d: corrupt (%v), and it cannot be quarantined: %w", e.Seq, err, qerr)
 		}
 		return Record{}, fmt.Errorf("uploader: spool: load %d: %w", e.Seq, err)
 	}
@@ -615,8 +619,14 @@ func (s *Spool) quarantineLocked(name string, pending *Entry, reason string, cor
 	}
 	dst := name
 	for i := 1; ; i++ {
-		if _, err := os.Lstat(filepath.Join(s.qdir, dst)); errors.Is(err, fs.ErrNotExist) {
+		_, err := os.Lstat(filepath.Join(s.qdir, dst))
+		if errors.Is(err, fs.ErrNotExist) {
 			break
+		}
+		if err != nil {
+			// Not "taken" but unreadable (quarantine/ is not a directory,
+			// an I/O error): trying other names would loop for ever.
+			return fmt.Errorf("uploader: spool: quarantine %s: %w", name, err)
 		}
 		dst = name + "." + strconv.Itoa(i)
 	}
