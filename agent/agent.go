@@ -527,13 +527,14 @@ func (a *Agent) capture(ctx context.Context) error {
 	a.log.Info("capturing", "source", kind, "device", a.device, "upload", a.cfg.UploadURL)
 
 	var frame, best capture.Frame
+	var bestStamp stamp
 	var event string
 	var last time.Time
 	for {
 		err := src.Next(ctx, &frame)
 		if err != nil {
 			if event != "" {
-				a.finish(life.Flush(last), event, &best)
+				a.finish(life.Flush(last), event, &best, bestStamp)
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -548,32 +549,36 @@ func (a *Agent) capture(ctx context.Context) error {
 		res := det.StepPlane(pix, frame.Width, frame.Height, stride, step)
 		d := life.Observe(frame.Time, res)
 		if d.End && event != "" {
-			a.finish(d, event, &best)
+			a.finish(d, event, &best, bestStamp)
 			event = ""
 		}
 		if d.Start {
 			if event, err = newEventID(frame.Time, a.deps.Rand); err != nil {
 				return err
 			}
-			a.emit(event, provenance.KindStart, &frame, d.Summary)
+			a.emit(event, provenance.KindStart, &frame, d.Summary, a.stampNow())
 		}
 		if d.Best {
 			frame.CopyTo(&best)
+			// The clock quality and boot time of the capture, not of the
+			// moment the end record is signed (an NTP step may come in
+			// between).
+			bestStamp = a.stampNow()
 		}
 	}
 }
 
-func (a *Agent) finish(d motion.Decision, event string, best *capture.Frame) {
+func (a *Agent) finish(d motion.Decision, event string, best *capture.Frame, st stamp) {
 	if !d.End {
 		return
 	}
-	a.emit(event, provenance.KindEnd, best, d.Summary)
+	a.emit(event, provenance.KindEnd, best, d.Summary, st)
 }
 
 // emit makes one signed record of the event from frame and spools it. Errors
 // are logged: a record that cannot be made is lost, and says so.
-func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary) {
-	thumb, err := a.record(event, kind, f, s)
+func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary, st stamp) {
+	thumb, err := a.record(event, kind, f, s, st)
 	if err != nil {
 		a.log.Error("event record lost", "event", event, "kind", kind, "err", err)
 		return
@@ -593,7 +598,29 @@ func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary) {
 	a.log.Info("event "+kind, attrs...)
 }
 
-func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary) ([]byte, error) {
+// stamp is what is known of a frame's capture moment besides its wall time:
+// whether the wall clock was synchronised, and the time since boot (the
+// kernel's uptime when the frame was processed, which no wall-clock step
+// moves).
+type stamp struct {
+	synced    bool
+	sinceBoot time.Duration
+}
+
+// stampNow stamps the frame being processed.
+func (a *Agent) stampNow() stamp {
+	st := stamp{synced: a.deps.Synced()}
+	if up, err := a.deps.Board.Uptime(); err == nil {
+		st.sinceBoot = up
+	} else {
+		// No uptime (off Linux): from the start-up reading, on the clock.
+		st.sinceBoot = max(0, a.upAt+a.deps.Clock.Now().Sub(a.start))
+	}
+	return st
+}
+
+// record signs and spools one record of frame f, captured at st.
+func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary, st stamp) ([]byte, error) {
 	a.thumb.Reset()
 	region := image.Rect(0, 0, f.Width, f.Height)
 	if a.cfg.ThumbCrop {
@@ -604,13 +631,8 @@ func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary) (
 	}
 	thumb := bytes.Clone(a.thumb.Bytes())
 	clock := provenance.ClockUnsynced
-	if a.deps.Synced() {
+	if st.synced {
 		clock = provenance.ClockSynced
-	}
-	now := a.deps.Clock.Now()
-	sinceBoot := a.upAt + now.Sub(a.start) - now.Sub(f.Time)
-	if sinceBoot < 0 {
-		sinceBoot = 0
 	}
 	dur := time.Duration(0)
 	if kind == provenance.KindEnd {
@@ -623,7 +645,7 @@ func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary) (
 		Seq:    a.chain.Next,
 		Boot:   a.boot,
 		Prev:   a.chain.Prev,
-		Time:   provenance.Time{UnixMs: f.Time.UnixMilli(), BootMs: uint64(sinceBoot / time.Millisecond), Clock: clock},
+		Time:   provenance.Time{UnixMs: f.Time.UnixMilli(), BootMs: uint64(st.sinceBoot / time.Millisecond), Clock: clock},
 		Motion: provenance.Motion{
 			DurationMs:  uint64(dur / time.Millisecond),
 			Frames:      uint32(s.MotionFrames),

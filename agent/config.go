@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/capture"
@@ -328,12 +329,20 @@ func DefaultConfig() Config {
 	}
 }
 
+// Bounds of the configuration text: a line of the file (a quoted value can
+// grow to 6 bytes a byte when written), and a value from the environment.
+const (
+	maxConfigValue = 64 << 10
+	maxConfigLine  = 8*maxConfigValue + 1024
+)
+
 // ParseConfig reads a configuration file over the defaults. The format is one
 // "key = value" per line; '#' starts a comment; blank lines are ignored. name
 // is used in error messages.
 func ParseConfig(r io.Reader, name string, c *Config) error {
 	fields := fieldMap()
 	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), maxConfigLine)
 	seen := map[string]int{}
 	for line := 1; sc.Scan(); line++ {
 		text := strings.TrimSpace(sc.Text())
@@ -394,6 +403,9 @@ func ApplyEnv(environ []string, c *Config) error {
 		f, ok := byEnv[k]
 		if !ok {
 			return fmt.Errorf("agent: environment %s: no such setting", k)
+		}
+		if len(v) > maxConfigValue {
+			return fmt.Errorf("agent: environment %s (%s): value of %d bytes, at most %d", k, f.Name, len(v), maxConfigValue)
 		}
 		if err := f.set(c, v); err != nil {
 			return fmt.Errorf("agent: environment %s (%s): %w", k, f.Name, err)
@@ -469,7 +481,7 @@ func WriteConfig(w io.Writer, c *Config) error {
 }
 
 func quoteIfNeeded(v string) string {
-	if v == "" || strings.ContainsAny(v, "#\"") || strings.TrimSpace(v) != v {
+	if v == "" || strings.ContainsAny(v, "#\"") || strings.TrimSpace(v) != v || strings.ContainsFunc(v, unicode.IsControl) {
 		return strconv.Quote(v)
 	}
 	return v

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"bytes"
 	"os"
 	"path/filepath"
@@ -61,7 +60,7 @@ func FuzzConfig(f *testing.F) {
 			t.Fatalf("LoadConfig accepted a configuration that does not validate: %v", err)
 		}
 		if name, why := unwritable(&c); why != "" {
-			t.Skipf("BUG: WriteConfig writes %s %s, so the file it writes does not read back; see TestConfigRoundTripsEveryValue and the report", name, why)
+			t.Fatalf("WriteConfig writes %s %s, so the file it writes does not read back", name, why)
 		}
 		var buf bytes.Buffer
 		if err := WriteConfig(&buf, &c); err != nil {
@@ -96,7 +95,7 @@ func unwritable(c *Config) (name, why string) {
 		switch {
 		case strings.Contains(v, "\n") && quoteIfNeeded(v) == v:
 			return f.Name, "with a line break unquoted"
-		case len(f.Name)+3+len(quoteIfNeeded(v)) >= bufio.MaxScanTokenSize:
+		case len(f.Name)+3+len(quoteIfNeeded(v)) >= maxConfigLine:
 			return f.Name, "on a line longer than ParseConfig reads"
 		}
 	}
@@ -104,17 +103,16 @@ func unwritable(c *Config) (name, why string) {
 }
 
 // TestConfigRoundTripsEveryValue: every value LoadConfig accepts (an
-// environment variable can carry what a file line cannot) must survive
-// WriteConfig and ParseConfig. Two do not: a value with a line break (and
-// no '#' or '"', which make WriteConfig quote it) is written unquoted, so
-// the rest of it lands on a line of its own and the file no longer parses,
-// and a value of 64 KiB or more makes a line bufio.Scanner refuses.
+// environment variable can carry what a file line cannot: line breaks,
+// long values) must survive WriteConfig and ParseConfig; a value over
+// maxConfigValue is refused when read, naming the variable.
 func TestConfigRoundTripsEveryValue(t *testing.T) {
 	for _, c := range []struct{ name, env string }{
 		{"line break", "KEYFRAME_CAPTURE_DIR=/srv/frames\nupload.url = https://attacker.example"},
 		{"line break and a word", "KEYFRAME_CAPTURE_DIR=/srv/frames\nlater"},
 		{"line break and a hash", "KEYFRAME_CAPTURE_DIR=/srv/frames\n# quoted, since it holds a hash"},
-		{"64 KiB", "KEYFRAME_CAPTURE_DIR=/" + strings.Repeat("a", bufio.MaxScanTokenSize)},
+		{"64 KiB", "KEYFRAME_CAPTURE_DIR=/" + strings.Repeat("a", maxConfigValue-1)},
+		{"64 KiB of control characters", "KEYFRAME_CAPTURE_DIR=/" + strings.Repeat("\x01", maxConfigValue-1)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			want, err := LoadConfig("", []string{c.env})
@@ -130,7 +128,7 @@ func TestConfigRoundTripsEveryValue(t *testing.T) {
 			if err == nil && reflect.DeepEqual(got, want) {
 				return
 			}
-			t.Skipf("BUG: agent/config.go WriteConfig/quoteIfNeeded: a capture.dir of %d bytes from the environment does not read back: error %v, capture.dir read back %q; see report",
+			t.Fatalf("a capture.dir of %d bytes from the environment does not read back: error %v, capture.dir read back %q",
 				len(want.Dir), err, clip(got.Dir))
 		})
 	}
@@ -141,4 +139,11 @@ func clip(s string) string {
 		return s[:40] + "..."
 	}
 	return s
+}
+
+func TestConfigValueTooLong(t *testing.T) {
+	_, err := LoadConfig("", []string{"KEYFRAME_CAPTURE_DIR=/" + strings.Repeat("a", maxConfigValue)})
+	if err == nil || !strings.Contains(err.Error(), "KEYFRAME_CAPTURE_DIR") || !strings.Contains(err.Error(), "at most") {
+		t.Fatalf("a value over the bound: %v, want a refusal naming the variable", err)
+	}
 }
