@@ -446,45 +446,49 @@ func (d *Detector) downscaleWords(p plane) {
 		r1 := p.pix[base+stride:][:n:n]
 		switch {
 		case f == 2 && p.step == 1: // a lane is one 2×2 sum
-			for j := 0; j < words; j++ {
-				v0 := binary.LittleEndian.Uint64(r0[8*j:])
-				v1 := binary.LittleEndian.Uint64(r1[8*j:])
+			for j := 0; j+8 <= len(r0) && j+8 <= len(r1) && 4*(j/8)+4 <= len(out); j += 8 {
+				v0 := binary.LittleEndian.Uint64(r0[j : j+8])
+				v1 := binary.LittleEndian.Uint64(r1[j : j+8])
 				t := v0&even8 + (v0>>8)&even8 + v1&even8 + (v1>>8)&even8
-				o := out[4*j : 4*j+4 : 4*j+4]
+				o := out[4*(j/8) : 4*(j/8)+4]
 				o[0] = uint16(t&0xffff) << 6 // ×256/4
 				o[1] = uint16(t>>16&0xffff) << 6
 				o[2] = uint16(t>>32&0xffff) << 6
 				o[3] = uint16(t>>48) << 6
 			}
 		case f == 2: // step 2: lanes hold Y0..Y3, pairs of lanes are one 2×2 sum
-			for j := 0; j < words; j++ {
-				t := binary.LittleEndian.Uint64(r0[8*j:])&even8 + binary.LittleEndian.Uint64(r1[8*j:])&even8
+			for j := 0; j+8 <= len(r0) && j+8 <= len(r1) && 2*(j/8)+2 <= len(out); j += 8 {
+				t := binary.LittleEndian.Uint64(r0[j:j+8])&even8 + binary.LittleEndian.Uint64(r1[j:j+8])&even8
 				u := t + t>>16
-				o := out[2*j : 2*j+2 : 2*j+2]
+				o := out[2*(j/8) : 2*(j/8)+2]
 				o[0] = uint16(u&0xffff) << 6
 				o[1] = uint16(u>>32&0xffff) << 6
 			}
 		case p.step == 1: // f 4: pairs of lanes are one 4×4 sum
 			r2 := p.pix[base+2*stride:][:n:n]
 			r3 := p.pix[base+3*stride:][:n:n]
-			for j := 0; j < words; j++ {
-				v0 := binary.LittleEndian.Uint64(r0[8*j:])
-				v1 := binary.LittleEndian.Uint64(r1[8*j:])
-				v2 := binary.LittleEndian.Uint64(r2[8*j:])
-				v3 := binary.LittleEndian.Uint64(r3[8*j:])
+			for j := 0; j+8 <= len(r0) && j+8 <= len(r1) && j+8 <= len(r2) && j+8 <= len(r3) && 2*(j/8)+2 <= len(out); j += 8 {
+				v0 := binary.LittleEndian.Uint64(r0[j : j+8])
+				v1 := binary.LittleEndian.Uint64(r1[j : j+8])
+				v2 := binary.LittleEndian.Uint64(r2[j : j+8])
+				v3 := binary.LittleEndian.Uint64(r3[j : j+8])
 				t := v0&even8 + (v0>>8)&even8 + v1&even8 + (v1>>8)&even8 +
 					v2&even8 + (v2>>8)&even8 + v3&even8 + (v3>>8)&even8
 				u := t&even16 + (t>>16)&even16
-				o := out[2*j : 2*j+2 : 2*j+2]
+				o := out[2*(j/8) : 2*(j/8)+2]
 				o[0] = uint16(u&0xffffffff) << 4 // ×256/16
 				o[1] = uint16(u>>32) << 4
 			}
 		default: // f 4, step 2: the four lanes are one 4×4 sum
 			r2 := p.pix[base+2*stride:][:n:n]
 			r3 := p.pix[base+3*stride:][:n:n]
-			for j := 0; j < words; j++ {
-				t := binary.LittleEndian.Uint64(r0[8*j:])&even8 + binary.LittleEndian.Uint64(r1[8*j:])&even8 +
-					binary.LittleEndian.Uint64(r2[8*j:])&even8 + binary.LittleEndian.Uint64(r3[8*j:])&even8
+			for j := range out {
+				k := 8 * j
+				if k+8 > len(r0) || k+8 > len(r1) || k+8 > len(r2) || k+8 > len(r3) {
+					break
+				}
+				t := binary.LittleEndian.Uint64(r0[k:k+8])&even8 + binary.LittleEndian.Uint64(r1[k:k+8])&even8 +
+					binary.LittleEndian.Uint64(r2[k:k+8])&even8 + binary.LittleEndian.Uint64(r3[k:k+8])&even8
 				u := t + t>>16
 				out[j] = uint16(u&0xffff+u>>32&0xffff) << 4
 			}
@@ -569,13 +573,15 @@ func (d *Detector) gain() int32 {
 	return g
 }
 
-// count returns the number of unmasked pixels whose difference from
-// gain × background + off exceeds thr.
+// count returns the number of unmasked pixels, of every sampleStep-th,
+// whose difference from gain × background + off exceeds thr (to compare two
+// explanations of a frame, a sample is as good as all).
 func (d *Detector) count(off, gain, thr int32) int {
 	n := 0
-	for i, c := range d.cur {
-		r := abs32(int32(c) - (int32(d.bg[i])*gain)>>8 - off)
-		n += int(uint32(thr-r)>>31) & int(d.keep[i])
+	cur, bg, keep := d.cur, d.bg[:len(d.cur)], d.keep[:len(d.cur)]
+	for i := 0; i < len(cur); i += sampleStep {
+		r := abs32(int32(cur[i]) - (int32(bg[i])*gain)>>8 - off)
+		n += int(uint32(thr-r)>>31) & int(keep[i])
 	}
 	return n
 }
