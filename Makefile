@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BUILD := $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test unit lint cross e2e bench bench-mog2 clean config-doc board-test eval eval-peers
+.PHONY: all build run test unit lint cross e2e bench bench-mog2 clean config-doc board-test eval eval-peers storm
 
 all: build
 
@@ -72,6 +72,13 @@ eval: build
 eval-peers: build
 	@[ -d "$(MOTION_DATA)" ] || { echo "eval-peers: $(MOTION_DATA) not found: pass MOTION_DATA=DIR"; exit 1; }
 	scripts/peers/compare.sh $(MOTION_DATA)
+
+## storm: the outage storm (docs/storm.md): a fleet reconnecting at once against a real receiver,
+## owners viewing through a cache that mixes devices up; fails if anything is lost, stored
+## twice or shown to the wrong owner. STORM_FLAGS="--devices 10000 --mixup-rate 0.01" for the full run.
+STORM_FLAGS ?= --devices 2000 --outage 5s
+storm: build
+	bin/keyframe storm $(STORM_FLAGS)
 
 clean:
 	rm -rf bin

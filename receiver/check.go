@@ -88,20 +88,38 @@ func CheckStore(dir string) (Report, error) {
 
 // checkRecord re-verifies one stored record; it returns why it fails, or "".
 func checkRecord(dir string, reg *registry, e *indexEntry) string {
+	_, _, reason := verifyStored(dir, reg, e)
+	return reason
+}
+
+// verifyStored reads a stored record's envelope and media and re-verifies
+// them: provenance.Verify, the signer enrolled under that very key in reg,
+// and the index entry agreeing with the signed payload. It returns the bytes,
+// or why the record fails ("" if it does not).
+func verifyStored(dir string, reg *registry, e *indexEntry) (envelope []byte, media [][]byte, reason string) {
 	env, err := os.ReadFile(envelopePath(dir, e))
 	if err != nil {
-		return "envelope: " + err.Error()
+		return nil, nil, "envelope: " + err.Error()
 	}
-	media := make([][]byte, len(e.Media))
+	media = make([][]byte, len(e.Media))
 	for i := range e.Media {
 		if media[i], err = os.ReadFile(mediaPath(dir, e, i)); err != nil {
-			return fmt.Sprintf("media %d: %v", i, err)
+			return nil, nil, fmt.Sprintf("media %d: %v", i, err)
 		}
 	}
 	v, err := provenance.Verify(env, media, nil)
 	if err != nil {
-		return err.Error()
+		return nil, nil, err.Error()
 	}
+	if reason := checkVerified(reg, e, v); reason != "" {
+		return nil, nil, reason
+	}
+	return env, media, ""
+}
+
+// checkVerified checks a stored record's verification result against the
+// registry and its index entry; it returns why they disagree, or "".
+func checkVerified(reg *registry, e *indexEntry, v *provenance.Verified) string {
 	d := reg.Devices[v.Device]
 	switch {
 	case d == nil:

@@ -2,14 +2,18 @@ package receiver
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/keyframe-cam/keyframe/internal/atomicfile"
 	"github.com/keyframe-cam/keyframe/provenance"
@@ -19,10 +23,19 @@ import (
 // which owner each device is paired to, which devices are revoked or rotated
 // to a new key, and which fleet certificate authorities are trusted. It is
 // one JSON file in the data directory, replaced atomically on every change
-// and read again, whole, every time a decision depends on it: when an upload
-// is verified and when an owner views events or media. Nothing about it is
-// cached, so a pairing change, a revocation or a CA trust change is in force
-// from the next request on.
+// (under a flock on registry.lock) and read again every time a decision
+// depends on it: when an upload is verified and when an owner views events or
+// media. A pairing change, a revocation or a CA trust change is therefore in
+// force from the next request on, whichever process made it.
+//
+// Reading is cheap without being a cache that can go stale: every write
+// bumps a generation number, the file's first field, and a Server keeps the
+// parsed copy of its last full read only to compare: each request opens the
+// file, reads its first bytes, and reuses the parsed copy only if the open
+// file has the same generation and is the same file (device, inode, size,
+// modification time) as the one parsed. Otherwise it reads and parses the
+// whole file again. A request costs an open, a stat and a 64-byte read, not
+// a parse of megabytes (10,000 devices make a file of about 2 MB).
 
 const (
 	registryFile = "registry.json"
@@ -41,8 +54,11 @@ var (
 
 // registry is the on-disk form of the enrolment and pairing records.
 type registry struct {
-	Version int                      `json:"version"`
-	Devices map[string]*registration `json:"devices"`
+	// Generation is bumped by every write. It must stay the first field:
+	// readers find it in the file's first bytes (registryReader).
+	Generation uint64                   `json:"generation"`
+	Version    int                      `json:"version"`
+	Devices    map[string]*registration `json:"devices"`
 	// FleetCAs are the trusted fleet certificate authorities, by the hex
 	// SHA-256 of their DER certificate (TrustCA).
 	FleetCAs map[string]*fleetCA `json:"fleet_cas,omitempty"`
@@ -94,24 +110,36 @@ func (r *registry) owner(device string) string {
 	return d.Owner
 }
 
-// loadRegistry reads the registry in dir. A missing file is an empty registry.
-// Writers replace the file by rename, so a read needs no lock.
+// emptyRegistry is the registry of a directory without registry.json.
+func emptyRegistry() *registry {
+	return &registry{Version: 1, Devices: map[string]*registration{}, FleetCAs: map[string]*fleetCA{}}
+}
+
+// loadRegistry reads and parses the registry in dir. A missing file is an
+// empty registry. Writers replace the file by rename, so a read needs no lock.
+// The result is the caller's own copy.
 func loadRegistry(dir string) (*registry, error) {
 	b, err := os.ReadFile(filepath.Join(dir, registryFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return &registry{Version: 1, Devices: map[string]*registration{}, FleetCAs: map[string]*fleetCA{}}, nil
+		return emptyRegistry(), nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("receiver: read registry: %w", err)
 	}
+	return parseRegistry(filepath.Join(dir, registryFile), b)
+}
+
+// parseRegistry decodes and checks the registry file at path, whose content
+// is b.
+func parseRegistry(path string, b []byte) (*registry, error) {
 	var r registry
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
-		return nil, fmt.Errorf("receiver: registry %s: %w", filepath.Join(dir, registryFile), err)
+		return nil, fmt.Errorf("receiver: registry %s: %w", path, err)
 	}
 	if r.Version != 1 {
-		return nil, fmt.Errorf("receiver: registry %s: version %d, want 1", filepath.Join(dir, registryFile), r.Version)
+		return nil, fmt.Errorf("receiver: registry %s: version %d, want 1", path, r.Version)
 	}
 	if r.Devices == nil {
 		r.Devices = map[string]*registration{}
@@ -119,9 +147,9 @@ func loadRegistry(dir string) (*registry, error) {
 	for id, d := range r.Devices {
 		switch {
 		case d == nil:
-			return nil, fmt.Errorf("receiver: registry %s: device %s has no record", filepath.Join(dir, registryFile), id)
+			return nil, fmt.Errorf("receiver: registry %s: device %s has no record", path, id)
 		case len(d.SPKI) == 0 && !d.Revoked:
-			return nil, fmt.Errorf("receiver: registry %s: device %s has no key", filepath.Join(dir, registryFile), id)
+			return nil, fmt.Errorf("receiver: registry %s: device %s has no key", path, id)
 		}
 	}
 	if r.FleetCAs == nil {
@@ -129,13 +157,113 @@ func loadRegistry(dir string) (*registry, error) {
 	}
 	for fp, ca := range r.FleetCAs {
 		if ca == nil || fingerprint(ca.Cert) != fp {
-			return nil, fmt.Errorf("receiver: registry %s: fleet CA %s: certificate does not match its fingerprint", filepath.Join(dir, registryFile), fp)
+			return nil, fmt.Errorf("receiver: registry %s: fleet CA %s: certificate does not match its fingerprint", path, fp)
 		}
 		if _, err := x509.ParseCertificate(ca.Cert); err != nil {
-			return nil, fmt.Errorf("receiver: registry %s: fleet CA %s: %w", filepath.Join(dir, registryFile), fp, err)
+			return nil, fmt.Errorf("receiver: registry %s: fleet CA %s: %w", path, fp, err)
 		}
 	}
 	return &r, nil
+}
+
+// registryHead is how many bytes of the file a request reads to learn the
+// generation: `{`, a newline, two spaces, `"generation": `, 20 digits and a
+// comma fit with room to spare.
+const registryHead = 64
+
+// generationPrefix is how the registry file written by updateRegistry
+// begins; the generation's digits follow.
+const generationPrefix = "{\n  \"generation\": "
+
+// headGeneration finds the generation in the first bytes of a registry file
+// as updateRegistry writes it. ok is false for any other layout (a file
+// written by hand or by an older version): the reader then parses the whole
+// file on every request, which is slow but never stale.
+func headGeneration(head []byte) (gen uint64, ok bool) {
+	rest, found := bytes.CutPrefix(head, []byte(generationPrefix))
+	if !found {
+		return 0, false
+	}
+	n := 0
+	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+		n++
+	}
+	if n == 0 || n > 20 || n == len(rest) || rest[n] != ',' {
+		return 0, false
+	}
+	gen, err := strconv.ParseUint(string(rest[:n]), 10, 64)
+	return gen, err == nil
+}
+
+// registryReader reads a data directory's registry for a Server, keeping the
+// parsed copy of its last full read only to compare with (see the comment at
+// the top of this file). Registries it returns are shared: callers must not
+// modify them (updateRegistry reads its own copy).
+type registryReader struct {
+	path string
+
+	mu     sync.Mutex // held across a full read, so a burst of requests after a write parses once
+	reg    *registry  // the last full read, nil if none (or its file had no generation)
+	gen    uint64     // its generation
+	info   os.FileInfo
+	parses uint64 // full reads and parses, for tests and figures
+}
+
+func newRegistryReader(dir string) *registryReader {
+	return &registryReader{path: filepath.Join(dir, registryFile)}
+}
+
+// sameFile reports whether two stats describe the same, unchanged file.
+func sameFile(a, b os.FileInfo) bool {
+	return a != nil && b != nil && os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+}
+
+// read returns the registry as it is on disk now.
+func (rr *registryReader) read() (*registry, error) {
+	f, err := os.Open(rr.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return emptyRegistry(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("receiver: read registry: %w", err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("receiver: read registry: %w", err)
+	}
+	var buf [registryHead]byte
+	n, err := io.ReadFull(f, buf[:])
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("receiver: read registry: %w", err)
+	}
+	head := buf[:n]
+	gen, hasGen := headGeneration(head)
+
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	if hasGen && rr.reg != nil && rr.gen == gen && sameFile(rr.info, info) {
+		return rr.reg, nil
+	}
+	// Changed (or never read): read the rest of this very file, so head,
+	// body and stat describe one version.
+	rest, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("receiver: read registry: %w", err)
+	}
+	b := make([]byte, 0, len(head)+len(rest))
+	b = append(append(b, head...), rest...)
+	rr.parses++
+	r, err := parseRegistry(rr.path, b)
+	if err != nil {
+		return nil, err
+	}
+	if hasGen && r.Generation == gen {
+		rr.reg, rr.gen, rr.info = r, gen, info
+	} else {
+		rr.reg, rr.info = nil, nil
+	}
+	return r, nil
 }
 
 // updateRegistry runs fn on the current registry under the registry lock and
@@ -156,6 +284,7 @@ func updateRegistry(dir string, fn func(*registry) error) error {
 	if err := fn(r); err != nil {
 		return err
 	}
+	r.Generation++
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return fmt.Errorf("receiver: encode registry: %w", err)
@@ -182,37 +311,86 @@ func Enroll(dir string, pubPEM []byte) (deviceID string, err error) {
 	if err != nil {
 		return "", fmt.Errorf("receiver: enroll: %w", err)
 	}
-	if _, err := provenance.Algorithm(pub); err != nil {
-		return "", fmt.Errorf("receiver: enroll: %w", err)
-	}
-	spki, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return "", fmt.Errorf("receiver: enroll: %w", err)
-	}
-	id, err := provenance.DeviceID(pub)
-	if err != nil {
-		return "", fmt.Errorf("receiver: enroll: %w", err)
-	}
-	err = updateRegistry(dir, func(r *registry) error {
-		if d := r.Devices[id]; d != nil {
-			if d.Revoked {
-				return fmt.Errorf("receiver: enroll %s: %w", id, ErrRevoked)
-			}
-			if !bytes.Equal(d.SPKI, spki) {
-				return fmt.Errorf("receiver: enroll %s: the registry holds a different key for this ID", id)
-			}
-			if d.byFleetCA() {
-				d.Via = ""
-			}
-			return nil
-		}
-		r.Devices[id] = &registration{SPKI: spki}
-		return nil
-	})
+	ids, err := EnrollAll(dir, []Enrollment{{PublicKey: pub}})
 	if err != nil {
 		return "", err
 	}
-	return id, nil
+	return ids[0], nil
+}
+
+// Enrollment is one device for EnrollAll: its public key (ECDSA P-256 or
+// Ed25519) and, if Owner is not empty, the owner to pair it to.
+type Enrollment struct {
+	PublicKey crypto.PublicKey
+	Owner     string
+}
+
+// EnrollAll enrolls many devices, and pairs those with an Owner, in one
+// registry write: what a fleet's provisioning (or a test of thousands of
+// devices) needs, where one Enroll and one Pair per device would rewrite the
+// whole registry twice per device. Each key is enrolled as by Enroll, each
+// pairing made as by Pair; if any fails nothing is written. It returns the
+// device IDs in the order of es.
+func EnrollAll(dir string, es []Enrollment) ([]string, error) {
+	type key struct {
+		id   string
+		spki []byte
+	}
+	keys := make([]key, len(es))
+	for i, e := range es {
+		if _, err := provenance.Algorithm(e.PublicKey); err != nil {
+			return nil, fmt.Errorf("receiver: enroll: %w", err)
+		}
+		if e.Owner != "" && !ValidOwner(e.Owner) {
+			return nil, fmt.Errorf("receiver: pair: %q: %w", e.Owner, ErrOwner)
+		}
+		spki, err := x509.MarshalPKIXPublicKey(e.PublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("receiver: enroll: %w", err)
+		}
+		id, err := provenance.DeviceID(e.PublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("receiver: enroll: %w", err)
+		}
+		keys[i] = key{id, spki}
+	}
+	err := updateRegistry(dir, func(r *registry) error {
+		for i, k := range keys {
+			if err := enrollKey(r, k.id, k.spki); err != nil {
+				return err
+			}
+			if es[i].Owner != "" {
+				r.Devices[k.id].Owner = es[i].Owner
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = k.id
+	}
+	return ids, nil
+}
+
+// enrollKey enrolls one key in r (see Enroll).
+func enrollKey(r *registry, id string, spki []byte) error {
+	if d := r.Devices[id]; d != nil {
+		if d.Revoked {
+			return fmt.Errorf("receiver: enroll %s: %w", id, ErrRevoked)
+		}
+		if !bytes.Equal(d.SPKI, spki) {
+			return fmt.Errorf("receiver: enroll %s: the registry holds a different key for this ID", id)
+		}
+		if d.byFleetCA() {
+			d.Via = ""
+		}
+		return nil
+	}
+	r.Devices[id] = &registration{SPKI: spki}
+	return nil
 }
 
 // ValidOwner reports whether s is a well-formed owner name: 1 to 64

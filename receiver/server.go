@@ -10,6 +10,10 @@
 //     from the verified signature, never from the URL, a header or a cache;
 //   - the owner who may view a device's events is read from the registry on
 //     disk at the moment of the view, never remembered from an earlier read.
+//     Whatever selects an owner's events (Options.OwnerLookup, which may be
+//     a cache), each event is served only if that registry read names the
+//     owner for the event's verified signer; a disagreement is a mix-up,
+//     counted (Stats.MixupsCaught) and logged, and nothing is shown.
 //
 // The upload protocol is in docs/architecture.md ("Upload protocol").
 package receiver
@@ -48,7 +52,30 @@ type Options struct {
 	MaxBody     int64            // largest accepted upload body in bytes; 0: DefaultMaxBody
 	MaxInFlight int              // uploads handled at once, more get 503 with Retry-After; 0: DefaultMaxInFlight
 	Now         func() time.Time // clock for received_at; nil: time.Now
+	// OwnerLookup selects the events of an owner's view (the owner page,
+	// OwnerEvents, and the owner media and envelope endpoints): a device's
+	// events are offered to the owner it names. nil: the registry itself.
+	// It is never trusted: see OwnerLookup.
+	OwnerLookup OwnerLookup
 }
+
+// An OwnerLookup says which owner a device's events belong to: the index a
+// deployment may put in front of the registry (a cache, a database replica).
+// The Server asks it which events to offer an owner, then re-checks every
+// event it selected against the authoritative registry before serving any of
+// it, so a lookup that mixes devices up (the February 2024 incident) shows
+// nobody a stranger's events: the mix-up is caught, counted and logged.
+// OwnerOf may be called from many goroutines at once. An error makes the
+// view fail (503), never fall back to showing events.
+type OwnerLookup interface {
+	OwnerOf(device string) (owner string, err error)
+}
+
+// OwnerLookupFunc adapts a function to OwnerLookup.
+type OwnerLookupFunc func(device string) (string, error)
+
+// OwnerOf calls f.
+func (f OwnerLookupFunc) OwnerOf(device string) (string, error) { return f(device) }
 
 // Rejection reasons, the keys of Stats.Rejected.
 const (
@@ -75,8 +102,12 @@ type Stats struct {
 	Duplicates   uint64            `json:"duplicates"`    // identical re-sends answered 200
 	Rejected     map[string]uint64 `json:"rejected"`      // uploads refused, by reason
 	DeniedViews  uint64            `json:"denied_views"`  // owner requests for media of a device not paired to them
-	CorruptMedia uint64            `json:"corrupt_media"` // stored media refused because they no longer match their signed hash
-	Records      int               `json:"records"`       // records in the store
+	CorruptMedia uint64            `json:"corrupt_media"` // stored records refused at view time: media no longer match their signed hash, or the envelope no longer verifies as the indexed device's
+	// MixupsCaught counts events the OwnerLookup offered to an owner that the
+	// registry does not pair with the event's verified signer: each one was
+	// withheld (a row of an owner's list, a media object or an envelope).
+	MixupsCaught uint64 `json:"mixups_caught"`
+	Records      int    `json:"records"` // records in the store
 }
 
 // Server is a verifying receiver over one data directory. Only one Server may
@@ -91,16 +122,30 @@ type Server struct {
 	inflight chan struct{}
 	unlock   func()
 	tmpl     *template.Template
+	regs     *registryReader
+	owners   OwnerLookup // nil: the registry
+
+	storing sync.WaitGroup // uploads between admitRecord and their index append
 
 	mu       sync.Mutex // guards everything below
 	closed   bool
+	devLocks map[string]*deviceLock // upload locks of the devices uploading now
 	index    *os.File
 	indexLen int64
 	records  []*indexEntry     // in index order (arrival order)
 	byKey    map[string]int    // recordKey → position in records
 	maxSeq   map[string]uint64 // device → highest stored sequence
+	devices  []string          // devices with stored records, in order of their first record
+	byDevice map[string][]int  // device → positions of its records in records, ascending
 	stats    Stats
+	// mixLogged holds the (device, claimed owner) pairs whose mix-up was
+	// logged, so a faulty lookup does not flood the log; bounded by
+	// maxMixLogged, beyond which mix-ups are only counted.
+	mixLogged map[[2]string]struct{}
 }
+
+// maxMixLogged bounds Server.mixLogged.
+const maxMixLogged = 10000
 
 // Open opens (creating if needed) the data directory in opts.Dir and loads the
 // index. A torn last index line, left by a crash during an append that was
@@ -119,6 +164,12 @@ func Open(opts Options) (*Server, error) {
 		byKey:   map[string]int{},
 		maxSeq:  map[string]uint64{},
 		stats:   Stats{Rejected: map[string]uint64{}},
+		regs:    newRegistryReader(opts.Dir),
+		owners:  opts.OwnerLookup,
+
+		byDevice:  map[string][]int{},
+		devLocks:  map[string]*deviceLock{},
+		mixLogged: map[[2]string]struct{}{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -159,7 +210,7 @@ func Open(opts Options) (*Server, error) {
 		return nil, err
 	}
 	// The registry must be readable before any upload depends on it.
-	if _, err := loadRegistry(s.dir); err != nil {
+	if _, err := s.regs.read(); err != nil {
 		s.index.Close()
 		unlock()
 		return nil, err
@@ -217,8 +268,13 @@ func (s *Server) loadIndex() error {
 // addRecord adds a stored record to the in-memory view. Callers hold mu (or
 // own s exclusively).
 func (s *Server) addRecord(e *indexEntry) {
-	s.byKey[e.key()] = len(s.records)
+	pos := len(s.records)
+	s.byKey[e.key()] = pos
 	s.records = append(s.records, e)
+	if _, ok := s.byDevice[e.Device]; !ok {
+		s.devices = append(s.devices, e.Device)
+	}
+	s.byDevice[e.Device] = append(s.byDevice[e.Device], pos)
 	if max, ok := s.maxSeq[e.Device]; !ok || e.Seq > max {
 		s.maxSeq[e.Device] = e.Seq
 	}
@@ -228,11 +284,17 @@ func (s *Server) addRecord(e *indexEntry) {
 // after Close get 503.
 func (s *Server) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
+	s.mu.Unlock()
+	// Uploads writing their files now find the server closed and append
+	// nothing; wait for them before letting the directory go.
+	s.storing.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	err := s.index.Close()
 	s.unlock()
 	if err != nil {
@@ -262,6 +324,7 @@ func (s *Server) Stats() Stats {
 //	GET /media/{device}/{event}/{kind}/{i}              a stored media object (admin view)
 //	GET /owners/{owner}/                                the events of the devices paired to owner now
 //	GET /owners/{owner}/media/{device}/{event}/{kind}/{i}  media, only if device is paired to owner now
+//	GET /owners/{owner}/envelope/{device}/{event}/{kind}   the signed envelope (COSE_Sign1), same rule
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /v1/events/{event}/{kind}", s.handleUpload)
@@ -270,6 +333,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /media/{device}/{event}/{kind}/{i}", s.handleAdminMedia)
 	mux.HandleFunc("GET /owners/{owner}/{$}", s.handleOwnerPage)
 	mux.HandleFunc("GET /owners/{owner}/media/{device}/{event}/{kind}/{i}", s.handleOwnerMedia)
+	mux.HandleFunc("GET /owners/{owner}/envelope/{device}/{event}/{kind}", s.handleOwnerEnvelope)
 	return mux
 }
 
@@ -390,7 +454,7 @@ func (s *Server) ingest(body []byte, c Claim) (int, string, *rejection) {
 	}
 	// From here on the device is the verified signer, nothing else. The
 	// registry is read now, from disk.
-	reg, err := loadRegistry(s.dir)
+	reg, err := s.regs.read()
 	if err != nil {
 		s.log.Error("receiver: registry unreadable", "err", err)
 		return 0, "", reject(http.StatusServiceUnavailable, ReasonInternal, "registry unavailable, retry later")
@@ -409,35 +473,28 @@ func (s *Server) ingest(body []byte, c Claim) (int, string, *rejection) {
 	}
 	e := entryFromVerified(v, s.now())
 
+	// One upload per device at a time: its checks below stay true while its
+	// files are written without holding mu, so uploads of different devices
+	// write (and fsync) their files in parallel.
+	unlockDevice := s.lockDevice(e.Device)
+	defer unlockDevice()
+	if status, msg, rej, done := s.admitRecord(e, v, adm); done {
+		return status, msg, rej
+	}
+	defer s.storing.Done()
+	// The files first, then the index line: a record counts as stored once
+	// its line is on disk.
+	err = writeRecordFiles(s.dir, e, b.Envelope, b.Media)
+
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if err == nil && s.closed {
 		return 0, "", reject(http.StatusServiceUnavailable, ReasonInternal, "receiver is shutting down, retry later")
 	}
-	if i, ok := s.byKey[e.key()]; ok {
-		old := s.records[i]
-		if old.Envelope == e.Envelope {
-			s.stats.Duplicates++
-			s.log.Info("receiver: identical re-send", "device", e.Device, "event", e.Event, "kind", e.Kind, "seq", e.Seq)
-			return http.StatusOK, "already stored", nil
-		}
-		if e.Seq <= s.maxSeq[e.Device] {
-			return 0, "", reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, s.maxSeq[e.Device])
-		}
-		return 0, "", reject(http.StatusConflict, ReasonConflict, "event %s kind %s of device %s is already stored with other content (seq %d)", e.Event, e.Kind, e.Device, old.Seq)
+	if err == nil {
+		err = s.appendIndex(e)
 	}
-	if max, ok := s.maxSeq[e.Device]; ok && e.Seq <= max {
-		return 0, "", reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, max)
-	}
-	// A device admitted by its certificate is recorded, and a rotation takes
-	// effect, in the registry before the record is stored: if storing fails
-	// the device sends it again and the registry change is a no-op then.
-	if adm.record || p.Kind == provenance.KindRotate {
-		if rej := s.recordAdmission(v, adm); rej != nil {
-			return 0, "", rej
-		}
-	}
-	if err := s.store(e, b.Envelope, b.Media); err != nil {
+	if err != nil {
 		s.log.Error("receiver: cannot store a verified record", "device", e.Device, "event", e.Event, "kind", e.Kind, "err", err)
 		return 0, "", reject(http.StatusServiceUnavailable, ReasonInternal, "storage failed, retry later")
 	}
@@ -464,6 +521,72 @@ func (s *Server) ingest(body []byte, c Claim) (int, string, *rejection) {
 	}
 	s.log.Info("receiver: stored", "device", e.Device, "event", e.Event, "kind", e.Kind, "seq", e.Seq)
 	return http.StatusCreated, "stored", nil
+}
+
+// deviceLock serialises the uploads of one device.
+type deviceLock struct {
+	mu    sync.Mutex
+	users int // holders and waiters; guarded by Server.mu
+}
+
+// lockDevice takes device's upload lock and returns its release.
+func (s *Server) lockDevice(device string) (unlock func()) {
+	s.mu.Lock()
+	l := s.devLocks[device]
+	if l == nil {
+		l = &deviceLock{}
+		s.devLocks[device] = l
+	}
+	l.users++
+	s.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		s.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(s.devLocks, device)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// admitRecord makes the checks of a verified record against the store
+// (identical re-send, replay, conflict) and records its admission in the
+// registry if needed. With done it has decided the upload (an identical
+// re-send or a rejection); otherwise the record may be stored, and
+// s.storing counts it until the caller calls Done. Callers hold the
+// device's lock.
+func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admission) (status int, msg string, rej *rejection, done bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, "", reject(http.StatusServiceUnavailable, ReasonInternal, "receiver is shutting down, retry later"), true
+	}
+	if i, ok := s.byKey[e.key()]; ok {
+		old := s.records[i]
+		if old.Envelope == e.Envelope {
+			s.stats.Duplicates++
+			s.log.Info("receiver: identical re-send", "device", e.Device, "event", e.Event, "kind", e.Kind, "seq", e.Seq)
+			return http.StatusOK, "already stored", nil, true
+		}
+		if e.Seq <= s.maxSeq[e.Device] {
+			return 0, "", reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, s.maxSeq[e.Device]), true
+		}
+		return 0, "", reject(http.StatusConflict, ReasonConflict, "event %s kind %s of device %s is already stored with other content (seq %d)", e.Event, e.Kind, e.Device, old.Seq), true
+	}
+	if max, ok := s.maxSeq[e.Device]; ok && e.Seq <= max {
+		return 0, "", reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, max), true
+	}
+	// A device admitted by its certificate is recorded, and a rotation takes
+	// effect, in the registry before the record is stored: if storing fails
+	// the device sends it again and the registry change is a no-op then.
+	if adm.record || v.Payload.Kind == provenance.KindRotate {
+		if rej := s.recordAdmission(v, adm); rej != nil {
+			return 0, "", rej, true
+		}
+	}
+	s.storing.Add(1)
+	return 0, "", nil, false
 }
 
 // admission says how a verified signer was let in.
@@ -590,11 +713,9 @@ func applyRotation(r *registry, old *registration, v *provenance.Verified) *reje
 	return nil
 }
 
-// store writes a record's files, then appends its index line. Callers hold mu.
-func (s *Server) store(e *indexEntry, envelope []byte, media [][]byte) error {
-	if err := writeRecordFiles(s.dir, e, envelope, media); err != nil {
-		return err
-	}
+// appendIndex appends a record's index line and fsyncs it; its files must be
+// durable already. Callers hold mu.
+func (s *Server) appendIndex(e *indexEntry) error {
 	line, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("receiver: encode index line: %w", err)

@@ -2,10 +2,7 @@ package receiver
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"net/http"
-	"os"
 	"strconv"
 	"time"
 
@@ -152,7 +149,7 @@ func (s *Server) render(w http.ResponseWriter, p *page) {
 // handleIndexPage lists every stored record, newest first: the admin view of
 // the reference receiver.
 func (s *Server) handleIndexPage(w http.ResponseWriter, r *http.Request) {
-	reg, err := loadRegistry(s.dir)
+	reg, err := s.regs.read()
 	if err != nil {
 		s.log.Error("receiver: registry unreadable", "err", err)
 		writeLine(w, http.StatusServiceUnavailable, "registry unavailable")
@@ -172,28 +169,24 @@ func (s *Server) handleIndexPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, p)
 }
 
-// handleOwnerPage lists the records of the devices paired to the owner, as
-// the registry says at this moment.
+// handleOwnerPage lists the records the owner may see now (ownerEntries:
+// offered by the OwnerLookup, confirmed by the registry read now).
 func (s *Server) handleOwnerPage(w http.ResponseWriter, r *http.Request) {
 	owner := r.PathValue("owner")
 	if !ValidOwner(owner) {
 		http.NotFound(w, r)
 		return
 	}
-	reg, err := loadRegistry(s.dir)
+	entries, reg, err := s.ownerEntries(owner)
 	if err != nil {
-		s.log.Error("receiver: registry unreadable", "err", err)
-		writeLine(w, http.StatusServiceUnavailable, "registry unavailable")
+		s.viewUnavailable(w, err)
 		return
 	}
 	p := &page{
 		Title: "keyframe: events for " + owner,
 		Note:  "Events signed by the devices paired to " + owner + " at this moment, newest first.",
 	}
-	for _, e := range s.snapshot() {
-		if reg.owner(e.Device) != owner {
-			continue
-		}
+	for _, e := range entries {
 		thumb := ""
 		if i := imageIndex(e); i >= 0 {
 			thumb = "/owners/" + owner + "/media/" + e.Device + "/" + e.Event + "/" + e.Kind + "/" + strconv.Itoa(i)
@@ -201,6 +194,14 @@ func (s *Server) handleOwnerPage(w http.ResponseWriter, r *http.Request) {
 		p.Rows = append(p.Rows, newRow(e, thumb, reg))
 	}
 	s.render(w, p)
+}
+
+// viewUnavailable answers 503 when the registry or the owner lookup cannot be
+// read: a view fails closed.
+func (s *Server) viewUnavailable(w http.ResponseWriter, err error) {
+	s.log.Error("receiver: owner view unavailable", "err", err)
+	w.Header().Set("Retry-After", "1")
+	writeLine(w, http.StatusServiceUnavailable, "owner view unavailable, retry later")
 }
 
 // mediaFor resolves a media request to its stored record and index; ok is
@@ -223,58 +224,113 @@ func (s *Server) handleAdminMedia(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	s.serveMedia(w, e, i)
-}
-
-// handleOwnerMedia serves a media object only if its record's signer is
-// paired to the owner in the registry read now; otherwise it answers 404, the
-// same as for an object that does not exist, and counts a denied view.
-func (s *Server) handleOwnerMedia(w http.ResponseWriter, r *http.Request) {
-	owner := r.PathValue("owner")
-	e, i, ok := s.mediaFor(r)
-	if !ok || !ValidOwner(owner) {
-		http.NotFound(w, r)
-		return
-	}
-	reg, err := loadRegistry(s.dir)
+	reg, err := s.regs.read()
 	if err != nil {
 		s.log.Error("receiver: registry unreadable", "err", err)
 		writeLine(w, http.StatusServiceUnavailable, "registry unavailable")
 		return
 	}
-	if reg.owner(e.Device) != owner {
-		s.mu.Lock()
-		s.stats.DeniedViews++
-		s.mu.Unlock()
+	s.serveMedia(w, reg, e, i)
+}
+
+// ownerGate answers an owner's request for one stored record: it returns the
+// record and the registry read for the request if it may be served, and
+// otherwise has answered (404 for an object that does not exist, is not
+// offered to the owner, or is a caught mix-up, alike; 503 if the registry or
+// the lookup cannot be read).
+func (s *Server) ownerGate(w http.ResponseWriter, r *http.Request, e *indexEntry) (*registry, bool) {
+	owner := r.PathValue("owner")
+	if e == nil || !ValidOwner(owner) {
+		http.NotFound(w, r)
+		return nil, false
+	}
+	reg, err := s.regs.read()
+	if err != nil {
+		s.viewUnavailable(w, err)
+		return nil, false
+	}
+	ok, err := s.mayServe(reg, e.Device, owner)
+	if err != nil {
+		s.viewUnavailable(w, err)
+		return nil, false
+	}
+	if !ok {
 		s.log.Info("receiver: view denied: device not paired to owner", "owner", owner, "device", e.Device,
 			"event", e.Event, "kind", e.Kind, "remote", r.RemoteAddr)
 		http.NotFound(w, r)
-		return
+		return nil, false
 	}
-	s.serveMedia(w, e, i)
+	return reg, true
 }
 
-// serveMedia sends a stored media object after checking it still matches the
-// hash its verified record carries: a file changed on disk is refused, never
-// shown.
-func (s *Server) serveMedia(w http.ResponseWriter, e *indexEntry, i int) {
-	m := e.Media[i]
-	data, err := os.ReadFile(mediaPath(s.dir, e, i))
-	if err != nil {
-		s.log.Error("receiver: stored media unreadable", "device", e.Device, "event", e.Event, "kind", e.Kind, "media", i, "err", err)
-		writeLine(w, http.StatusInternalServerError, "stored media unreadable")
+// handleOwnerMedia serves a media object only if its record's verified
+// signer is paired to the owner in the registry read now (and the lookup
+// offers it); otherwise it answers 404, the same as for an object that does
+// not exist, and counts a denied view or a caught mix-up.
+func (s *Server) handleOwnerMedia(w http.ResponseWriter, r *http.Request) {
+	e, i, ok := s.mediaFor(r)
+	if !ok {
+		e = nil
+	}
+	reg, ok := s.ownerGate(w, r, e)
+	if !ok {
 		return
 	}
-	sum := sha256.Sum256(data)
-	if uint64(len(data)) != m.Size || hex.EncodeToString(sum[:]) != m.SHA256 {
+	s.serveMedia(w, reg, e, i)
+}
+
+// handleOwnerEnvelope serves a record's signed envelope (COSE_Sign1, the
+// bytes the device signed) under the same rule as its media, so an owner can
+// verify it independently.
+func (s *Server) handleOwnerEnvelope(w http.ResponseWriter, r *http.Request) {
+	e := s.lookup(r.PathValue("device"), r.PathValue("event"), r.PathValue("kind"))
+	reg, ok := s.ownerGate(w, r, e)
+	if !ok {
+		return
+	}
+	env, _, ok := s.verifiedAtView(w, reg, e)
+	if !ok {
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", `application/cose; cose-type="cose-sign1"`)
+	h.Set("Content-Disposition", "attachment")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", strconv.Itoa(len(env)))
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write(env); err != nil {
+		s.log.Debug("receiver: write envelope", "err", err)
+	}
+}
+
+// verifiedAtView reads a stored record and re-verifies it (verifyStored)
+// before any of it is served; a record that no longer verifies is refused
+// with 500, counted and logged, never shown.
+func (s *Server) verifiedAtView(w http.ResponseWriter, reg *registry, e *indexEntry) (envelope []byte, media [][]byte, ok bool) {
+	env, media, reason := verifyStored(s.dir, reg, e)
+	if reason != "" {
 		s.mu.Lock()
 		s.stats.CorruptMedia++
 		s.mu.Unlock()
-		s.log.Error("receiver: stored media does not match its signed hash; not serving it",
-			"device", e.Device, "event", e.Event, "kind", e.Kind, "media", i)
-		writeLine(w, http.StatusInternalServerError, "stored media does not match its signed hash")
+		s.log.Error("receiver: stored record no longer verifies; not serving it",
+			"device", e.Device, "event", e.Event, "kind", e.Kind, "reason", reason)
+		writeLine(w, http.StatusInternalServerError, "stored record does not match its signature")
+		return nil, nil, false
+	}
+	return env, media, true
+}
+
+// serveMedia sends a stored media object after re-verifying its record from
+// disk (signature, signer, media hashes, index agreement): a file changed on
+// disk is refused, never shown.
+func (s *Server) serveMedia(w http.ResponseWriter, reg *registry, e *indexEntry, i int) {
+	_, media, ok := s.verifiedAtView(w, reg, e)
+	if !ok {
 		return
 	}
+	m, data := e.Media[i], media[i]
 	h := w.Header()
 	if servableImage(m.Type) {
 		h.Set("Content-Type", m.Type)

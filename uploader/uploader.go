@@ -39,6 +39,13 @@ type Config struct {
 	// has been reachable, with no failure, for this long since the first
 	// success after the last failure. Default 60s.
 	StableAfter time.Duration
+	// FixedRetry, if positive, replaces the whole retry schedule (the random
+	// first retry and the full-jitter backoff) with this fixed interval:
+	// the naive client that retries in lock-step with the rest of its fleet.
+	// It exists for the storm harness's control run (package storm), to
+	// measure what jitter saves; a device should never set it. A larger
+	// Retry-After is still honoured. Default 0: jittered.
+	FixedRetry time.Duration
 	// Rate is the most records sent per second (a token bucket of one
 	// token, on the Clock), so a backlog after an outage drains gently.
 	// Default 5. Above 1e9 there is no limit.
@@ -269,6 +276,9 @@ func (u *Uploader) failed(ctx context.Context, err error) error {
 		d = uniform(u.rnd, u.cfg.FirstRetryMax)
 	} else {
 		d = u.bo.Next()
+	}
+	if u.cfg.FixedRetry > 0 {
+		d = u.cfg.FixedRetry
 	}
 	u.streakStart = time.Time{}
 	u.outageFailures++

@@ -10,6 +10,7 @@
 //	keyframe watchdog  show the hardware watchdog's state and boot status
 //	keyframe eval      score the motion detector on labelled image sequences
 //	keyframe tune      draw what the motion detector saw, frame by frame
+//	keyframe storm     the outage storm harness: a fleet reconnecting at once, a mixed-up owner cache
 //	keyframe version   print the version
 package main
 
@@ -34,6 +35,7 @@ commands:
   watchdog   watchdog status: identity, timeout, boot status (reads sysfs; never arms it)
   eval       score the motion detector on labelled image sequences (precision, recall, F1, events)
   tune       write images of what the motion detector saw per frame (mask, blobs, status) for a sequence or camera
+  storm      simulate a fleet's outage and reconnect storm against a real receiver: lost, duplicated, misattributed, peak load
   version    print the version
 
 Run "keyframe <command> -h" for a command's flags.
@@ -68,6 +70,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdEval(rest, stdout, stderr)
 	case "tune":
 		return cmdTune(rest, stdout, stderr)
+	case "storm":
+		return cmdStorm(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "keyframe %s\n", version)
 		return 0

@@ -1,0 +1,271 @@
+package storm
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/keyframe-cam/keyframe/provenance"
+	"github.com/keyframe-cam/keyframe/receiver"
+)
+
+// truth is what the harness knows for certain: which device belongs to which
+// owner, and which device index made it.
+type truth struct {
+	owner  map[string]string // device ID → owner
+	index  map[string]int    // device ID → device index
+	ids    []string          // by index
+	owners int
+}
+
+func newTruth(ids []*identity, owners int) *truth {
+	t := &truth{owner: map[string]string{}, index: map[string]int{}, owners: owners}
+	for _, id := range ids {
+		t.owner[id.id] = id.owner
+		t.index[id.id] = id.idx
+		t.ids = append(t.ids, id.id)
+	}
+	return t
+}
+
+// wrongEvent says why an event served to owner is not owner's to see (or
+// is not what the harness made), or "" if it is.
+func (t *truth) wrongEvent(owner, device, event string) string {
+	o, ok := t.owner[device]
+	switch {
+	case !ok:
+		return fmt.Sprintf("device %s is no device of the storm", device)
+	case o != owner:
+		return fmt.Sprintf("device %s belongs to %s", device, o)
+	}
+	if !strings.HasPrefix(event, "ev-"+strconv.Itoa(t.index[device])+"-") {
+		return fmt.Sprintf("event %s was not made by device %s", event, device)
+	}
+	return ""
+}
+
+// misattributed counts the events of a view served to owner that are not
+// owner's, and describes the first.
+func (t *truth) misattributed(owner string, evs []receiver.EventView) (n int, first string) {
+	for _, ev := range evs {
+		why := t.wrongEvent(owner, ev.Device, ev.Event)
+		if why == "" && ev.Owner != owner {
+			why = fmt.Sprintf("the view names owner %s", ev.Owner)
+		}
+		if why != "" {
+			if n == 0 {
+				first = fmt.Sprintf("%s was shown %s/%s: %s", owner, ev.Event, ev.Kind, why)
+			}
+			n++
+		}
+	}
+	return n, first
+}
+
+// pageDevice finds the device IDs of the rows of an owner page.
+var pageDevice = regexp.MustCompile(`<td class="mono">([a-z2-7]{26})<br>`)
+
+// viewStats are the viewer's counts.
+type viewStats struct {
+	Views         int    `json:"views"`        // owner views through OwnerEvents
+	EventsShown   int    `json:"events_shown"` // events in those views
+	Pages         int    `json:"pages"`        // owner pages fetched over HTTP
+	Media         int    `json:"media"`        // own thumbnails fetched (and compared byte for byte)
+	Envelopes     int    `json:"envelopes"`    // own envelopes fetched and verified
+	Probes        int    `json:"probes"`       // requests for a stranger's thumbnail (must be refused)
+	Refused       int    `json:"refused"`      // own objects refused (the cache said "not yours": a denied view)
+	Errors        int    `json:"errors"`       // views that failed (5xx, network): not shown, not counted as served
+	FirstError    string `json:"first_error,omitempty"`
+	Misattributed int    `json:"misattributed"` // events, images or envelopes served to an owner they do not belong to
+	FirstMistake  string `json:"first_mistake,omitempty"`
+}
+
+// viewer plays owners looking at their events while the storm runs: mostly
+// through Server.OwnerEvents, every httpEvery-th view also over HTTP (the
+// page, one own thumbnail and envelope, one stranger's thumbnail), checking
+// everything it is served against the truth.
+type viewer struct {
+	srv       *receiver.Server
+	base      string
+	client    *http.Client
+	truth     *truth
+	rnd       *rand.Rand
+	rate      float64 // views per second
+	httpEvery int
+
+	mu sync.Mutex
+	st viewStats
+}
+
+// Stats returns the counts so far.
+func (v *viewer) Stats() viewStats {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.st
+}
+
+func (v *viewer) add(f func(*viewStats)) {
+	v.mu.Lock()
+	f(&v.st)
+	v.mu.Unlock()
+}
+
+// failed counts a view that failed, unless it failed because the viewer was
+// stopped.
+func (v *viewer) failed(ctx context.Context, what string, code int, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	v.add(func(s *viewStats) {
+		if s.Errors == 0 {
+			if err != nil {
+				s.FirstError = fmt.Sprintf("%s: %v", what, err)
+			} else {
+				s.FirstError = fmt.Sprintf("%s: status %d", what, code)
+			}
+		}
+		s.Errors++
+	})
+}
+
+func (v *viewer) mistake(n int, what string) {
+	if n == 0 {
+		return
+	}
+	v.add(func(s *viewStats) {
+		if s.Misattributed == 0 {
+			s.FirstMistake = what
+		}
+		s.Misattributed += n
+	})
+}
+
+// run views until ctx is done.
+func (v *viewer) run(ctx context.Context) {
+	interval := time.Duration(float64(time.Second) / v.rate)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		owner := ownerName(v.rnd.IntN(v.truth.owners))
+		evs, err := v.srv.OwnerEvents(owner)
+		if err != nil {
+			v.failed(ctx, "OwnerEvents("+owner+")", 0, err)
+			continue
+		}
+		n, first := v.truth.misattributed(owner, evs)
+		v.mistake(n, first)
+		v.add(func(s *viewStats) { s.Views++; s.EventsShown += len(evs) })
+		if v.httpEvery > 0 && i%v.httpEvery == 0 {
+			v.overHTTP(ctx, owner, evs)
+		}
+	}
+}
+
+// get fetches a path of the receiver.
+func (v *viewer) get(ctx context.Context, path string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.base+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := v.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	return resp.StatusCode, b, err
+}
+
+// overHTTP views owner's page, one of owner's thumbnails and envelopes, and
+// asks for a stranger's thumbnail, as a browser would.
+func (v *viewer) overHTTP(ctx context.Context, owner string, evs []receiver.EventView) {
+	code, page, err := v.get(ctx, "/owners/"+owner+"/")
+	switch {
+	case err != nil || code != http.StatusOK:
+		v.failed(ctx, "GET /owners/"+owner+"/", code, err)
+	default:
+		v.add(func(s *viewStats) { s.Pages++ })
+		for _, m := range pageDevice.FindAllSubmatch(page, -1) {
+			if o := v.truth.owner[string(m[1])]; o != owner {
+				v.mistake(1, fmt.Sprintf("%s's page lists device %s of %q", owner, m[1], o))
+			}
+		}
+	}
+	if len(evs) > 0 {
+		ev := evs[v.rnd.IntN(len(evs))]
+		if i := ev.Thumbnail(); i >= 0 {
+			v.media(ctx, owner, ev.Device, ev.Event, ev.Kind, i, false)
+		}
+		v.envelope(ctx, owner, ev)
+	}
+	// A stranger's first event, asked for in owner's name.
+	if v.truth.owners > 1 {
+		for range 8 {
+			d := v.truth.ids[v.rnd.IntN(len(v.truth.ids))]
+			if v.truth.owner[d] != owner {
+				v.media(ctx, owner, d, eventID(v.truth.index[d], 0), provenance.KindStart, 0, true)
+				break
+			}
+		}
+	}
+}
+
+// media fetches one media object in owner's name and checks what came back.
+func (v *viewer) media(ctx context.Context, owner, device, event, kind string, i int, probe bool) {
+	path := "/owners/" + owner + "/media/" + device + "/" + event + "/" + kind + "/" + strconv.Itoa(i)
+	code, body, err := v.get(ctx, path)
+	switch {
+	case err != nil || code >= 500:
+		v.failed(ctx, "GET "+path, code, err)
+	case code == http.StatusOK:
+		if why := v.truth.wrongEvent(owner, device, event); why != "" {
+			v.mistake(1, fmt.Sprintf("%s was served the thumbnail of %s/%s: %s", owner, event, kind, why))
+		} else if !bytes.Equal(body, thumbnail(device, event, kind)) {
+			v.mistake(1, fmt.Sprintf("%s was served other bytes as the thumbnail of %s/%s", owner, event, kind))
+		} else {
+			v.add(func(s *viewStats) { s.Media++ })
+		}
+	case probe:
+		v.add(func(s *viewStats) { s.Probes++ })
+	default:
+		v.add(func(s *viewStats) { s.Refused++ })
+	}
+}
+
+// envelope fetches an event's envelope in owner's name, verifies it and
+// checks whose it is.
+func (v *viewer) envelope(ctx context.Context, owner string, ev receiver.EventView) {
+	path := "/owners/" + owner + "/envelope/" + ev.Device + "/" + ev.Event + "/" + ev.Kind
+	code, body, err := v.get(ctx, path)
+	switch {
+	case err != nil || code >= 500:
+		v.failed(ctx, "GET "+path, code, err)
+		return
+	case code != http.StatusOK:
+		v.add(func(s *viewStats) { s.Refused++ })
+		return
+	}
+	vf, err := provenance.Verify(body, [][]byte{thumbnail(ev.Device, ev.Event, ev.Kind)}, nil)
+	if err != nil {
+		v.mistake(1, fmt.Sprintf("%s was served an envelope for %s/%s that does not verify with its thumbnail: %v", owner, ev.Event, ev.Kind, err))
+		return
+	}
+	if why := v.truth.wrongEvent(owner, vf.Device, vf.Payload.Event); why != "" {
+		v.mistake(1, fmt.Sprintf("%s was served the envelope of %s/%s: %s", owner, vf.Payload.Event, vf.Payload.Kind, why))
+		return
+	}
+	v.add(func(s *viewStats) { s.Envelopes++ })
+}
