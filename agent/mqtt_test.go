@@ -18,6 +18,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/keyframe-cam/keyframe/board"
+	"github.com/keyframe-cam/keyframe/board/swtpmtest"
 	"github.com/keyframe-cam/keyframe/receiver"
 	"github.com/keyframe-cam/keyframe/uploader"
 	"github.com/keyframe-cam/keyframe/uploader/mosquittotest"
@@ -28,8 +29,14 @@ import (
 // device certificate made for its key, and the real receiver ingesting from
 // the broker: start and end records arrive verified; Home Assistant sees
 // the discovery configs, motion ON then OFF and a JPEG thumbnail; the status
-// command is answered on the device's state topic.
+// command is answered on the device's state topic. With the key in a TPM the
+// TLS handshake with the broker is signed inside the TPM.
 func TestEndToEndMQTT(t *testing.T) {
+	t.Run("file key", func(t *testing.T) { mqttEndToEnd(t, "") })
+	t.Run("tpm key", func(t *testing.T) { mqttEndToEnd(t, swtpmtest.Start(t).Spec()) })
+}
+
+func mqttEndToEnd(t *testing.T, tpm string) {
 	broker := mosquittotest.Start(t)
 	dir := t.TempDir()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -44,6 +51,10 @@ func TestEndToEndMQTT(t *testing.T) {
 	cfg.BackoffCap = 100 * time.Millisecond
 	cfg.UploadRate = 1000
 	cfg.UploadURL = broker.URL
+	keystore := board.BackendFile
+	if tpm != "" {
+		cfg.KeyBackend, cfg.TPM, keystore = board.BackendTPM, tpm, board.BackendTPM
+	}
 	cfg.UploadCAFile = filepath.Join(dir, "broker-ca.pem")
 	if err := os.WriteFile(cfg.UploadCAFile, broker.CAPEM(), 0o644); err != nil {
 		t.Fatal(err)
@@ -66,6 +77,7 @@ func TestEndToEndMQTT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	closeKey(key) // a swtpm serves one connection: the agent opens its own
 
 	rdir := filepath.Join(dir, "receiver")
 	if _, err := receiver.Enroll(rdir, pub); err != nil {
@@ -108,7 +120,6 @@ func TestEndToEndMQTT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	closeKey(key)
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 
@@ -122,8 +133,8 @@ func TestEndToEndMQTT(t *testing.T) {
 		}
 	}
 	for _, l := range lines.lines {
-		if !strings.Contains(l, "device="+device) {
-			t.Errorf("receiver line %q is not from device %s", l, device)
+		if !strings.Contains(l, "device="+device) || !strings.Contains(l, "keystore="+keystore) {
+			t.Errorf("receiver line %q is not from device %s with keystore %s", l, device, keystore)
 		}
 	}
 
@@ -147,7 +158,7 @@ func TestEndToEndMQTT(t *testing.T) {
 					thumb = true
 				}
 			case strings.HasSuffix(m.Topic(), "/state"):
-				statusReply = statusReply || (strings.Contains(string(m.Payload()), `"device":"`+device+`"`) && strings.Contains(string(m.Payload()), `"keystore":"file"`))
+				statusReply = statusReply || (strings.Contains(string(m.Payload()), `"device":"`+device+`"`) && strings.Contains(string(m.Payload()), `"keystore":"`+keystore+`"`))
 			}
 		case <-deadline:
 			t.Fatalf("Home Assistant saw discovery %v, motion on %v, off %v, thumbnail %v, status %v", discovery, motionOn, motionOff, thumb, statusReply)
