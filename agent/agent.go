@@ -50,12 +50,15 @@ func RealClock() Clock { return realClock{} }
 
 // Deps are the parts of the machine the agent uses; tests replace them.
 type Deps struct {
-	Clock  Clock
-	Rand   io.Reader      // key generation, event IDs, signatures
-	Board  *board.FS      // machine root
-	Synced func() bool    // whether the wall clock is synchronised
-	Logger *slog.Logger   // agent and subsystem logs
-	Source capture.Source // if not nil, used instead of opening one from the config
+	Clock Clock
+	// SinceBoot reads the time since boot per recorded frame (no wall
+	// clock step moves it); nil means board.SinceBoot (CLOCK_BOOTTIME).
+	SinceBoot func() (time.Duration, error)
+	Rand      io.Reader      // key generation, event IDs, signatures
+	Board     *board.FS      // machine root
+	Synced    func() bool    // whether the wall clock is synchronised
+	Logger    *slog.Logger   // agent and subsystem logs
+	Source    capture.Source // if not nil, used instead of opening one from the config
 	// Watchdog, if not nil, is used instead of opening watchdog.device.
 	Watchdog *board.Watchdog
 }
@@ -218,6 +221,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	if deps.Synced == nil {
 		deps.Synced = board.ClockSynced
+	}
+	if deps.SinceBoot == nil {
+		deps.SinceBoot = board.SinceBoot
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -600,8 +606,8 @@ func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary, st 
 
 // stamp is what is known of a frame's capture moment besides its wall time:
 // whether the wall clock was synchronised, and the time since boot (the
-// kernel's uptime when the frame was processed, which no wall-clock step
-// moves).
+// kernel's boot-time clock when the frame was processed, which no wall-clock
+// step moves). Taking one is two system calls, no file I/O or allocation.
 type stamp struct {
 	synced    bool
 	sinceBoot time.Duration
@@ -610,7 +616,7 @@ type stamp struct {
 // stampNow stamps the frame being processed.
 func (a *Agent) stampNow() stamp {
 	st := stamp{synced: a.deps.Synced()}
-	if up, err := a.deps.Board.Uptime(); err == nil {
+	if up, err := a.deps.SinceBoot(); err == nil {
 		st.sinceBoot = up
 	} else {
 		// No uptime (off Linux): from the start-up reading, on the clock.

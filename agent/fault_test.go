@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -120,18 +121,24 @@ type testBed struct {
 	srv    *receiver.Server
 	hs     *httptest.Server
 	tap    *tap
-	root   *board.FS // the board: boot ID and uptime under a test root
-	upFile string    // its proc/uptime
+	root   *board.FS    // the board: boot ID and uptime under a test root
+	upFile string       // its proc/uptime
+	up     atomic.Int64 // its boot-time clock, ns
 	bootID string
 	uptime time.Duration
 }
 
-// setUptime writes the board's uptime, as the kernel keeps it.
+// setUptime keeps the board's time since boot, as the kernel counts it
+// (its /proc/uptime and its boot-time clock).
 func (tb *testBed) setUptime(t testing.TB, up time.Duration) {
+	tb.up.Store(int64(up))
 	if err := os.WriteFile(tb.upFile, []byte(fmt.Sprintf("%.3f 1.00\n", up.Seconds())), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
+
+// sinceBoot is the board's boot-time clock (Deps.SinceBoot).
+func (tb *testBed) sinceBoot() (time.Duration, error) { return time.Duration(tb.up.Load()), nil }
 
 func newTestBed(t *testing.T) *testBed {
 	t.Helper()
@@ -322,7 +329,8 @@ func clockStep(t *testing.T, stamp bool) {
 	cycle := uint64(capture.SyntheticCycle / (time.Second / capture.NominalFPS))
 	src := &syncSource{src: syn, clk: clk, syncAt: cycle + 45, syncTo: syncTo, frames: 4 * cycle, stamp: stamp,
 		chain: filepath.Join(tb.cfg.DataDir, "chain"), up0: tb.uptime, uptime: func(d time.Duration) { tb.setUptime(t, d) }}
-	a, err := New(tb.cfg, Deps{Clock: clk, Synced: clk.Synced, Board: tb.root, Logger: quietLogger(), Source: src})
+	a, err := New(tb.cfg, Deps{Clock: clk, Synced: clk.Synced, Board: tb.root, Logger: quietLogger(), Source: src,
+		SinceBoot: tb.sinceBoot})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,12 @@
 
 package board
 
-import "golang.org/x/sys/unix"
+import (
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
 
 // ClockSynced reports whether the kernel considers the system clock
 // synchronised (adjtimex: not TIME_ERROR and STA_UNSYNC clear). A board without
@@ -14,4 +19,15 @@ func ClockSynced() bool {
 		return false
 	}
 	return state != unix.TIME_ERROR && tx.Status&unix.STA_UNSYNC == 0
+}
+
+// SinceBoot returns the time since boot, suspend included (CLOCK_BOOTTIME,
+// what /proc/uptime counts), from the kernel without file I/O or
+// allocation: no setting of the wall clock moves it.
+func SinceBoot() (time.Duration, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0, fmt.Errorf("board: clock_gettime(CLOCK_BOOTTIME): %w", err)
+	}
+	return time.Duration(ts.Nano()), nil
 }
