@@ -323,7 +323,8 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	a.up = uploader.New(uploader.Config{
 		BackoffBase:   cfg.BackoffBase,
 		BackoffCap:    cfg.BackoffCap,
-		FirstRetryMax: cfg.FirstRetryMax,
+		RetryWindow:   cfg.RetryWindow,
+		QuickRetry:    cfg.QuickRetry,
 		RetryAfterCap: cfg.RetryAfterCap,
 		StableAfter:   cfg.StableAfter,
 		Rate:          cfg.UploadRate,

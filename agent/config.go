@@ -60,7 +60,8 @@ type Config struct {
 	UploadCAFile  string
 	BackoffBase   time.Duration
 	BackoffCap    time.Duration
-	FirstRetryMax time.Duration
+	RetryWindow   time.Duration
+	QuickRetry    time.Duration
 	RetryAfterCap time.Duration
 	StableAfter   time.Duration
 	UploadRate    float64
@@ -274,9 +275,10 @@ func Fields() []Field {
 		strField("upload.mqtt_prefix", "MQTT topic prefix: records go to <prefix>/<device>/events/<event>/<kind>", func(c *Config) *string { return &c.MQTTPrefix }),
 		boolField("upload.ha_discovery", "with an MQTT upload.url, announce a motion binary_sensor and a camera entity to Home Assistant (MQTT discovery)", func(c *Config) *bool { return &c.HADiscovery }),
 		strField("upload.ca_file", "PEM file of CA certificates trusted for an https:// upload.url, in addition to the system's; empty = system roots only", func(c *Config) *string { return &c.UploadCAFile }),
-		durField("upload.backoff_base", "first retry delay ceiling (full jitter: uniform(0, min(cap, base*2^n)))", 10*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.BackoffBase }),
+		durField("upload.backoff_base", "retry delay ceiling after the first failure (full jitter: uniform(0, max(retry_window, min(cap, base*2^n))))", 10*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.BackoffBase }),
 		durField("upload.backoff_cap", "largest retry delay ceiling", 100*time.Millisecond, 24*time.Hour, func(c *Config) *time.Duration { return &c.BackoffCap }),
-		durField("upload.first_retry_max", "after an outage begins, the first retry waits uniform(0, this)", 0, time.Hour, func(c *Config) *time.Duration { return &c.FirstRetryMax }),
+		durField("upload.retry_window", "during an outage every retry waits uniform(0, at least this), so a fleet that lost its receiver together returns spread over this window", 10*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.RetryWindow }),
+		durField("upload.quick_retry", "the first failure without an answer (refused, dropped, timed out) after a stable period is retried once within uniform(0, this) before the outage schedule", 10*time.Millisecond, time.Minute, func(c *Config) *time.Duration { return &c.QuickRetry }),
 		durField("upload.retry_after_cap", "longest Retry-After from the receiver that is honoured", time.Second, 24*time.Hour, func(c *Config) *time.Duration { return &c.RetryAfterCap }),
 		durField("upload.stable_after", "successes needed for this long before the failure count resets", 0, 24*time.Hour, func(c *Config) *time.Duration { return &c.StableAfter }),
 		floatField("upload.rate", "most records per second sent while draining a backlog", 0.01, 1000, func(c *Config) *float64 { return &c.UploadRate }),
@@ -318,7 +320,8 @@ func DefaultConfig() Config {
 		HADiscovery:     true,
 		BackoffBase:     time.Second,
 		BackoffCap:      5 * time.Minute,
-		FirstRetryMax:   30 * time.Second,
+		RetryWindow:     uploader.DefaultRetryWindow,
+		QuickRetry:      uploader.DefaultQuickRetry,
 		RetryAfterCap:   10 * time.Minute,
 		StableAfter:     time.Minute,
 		UploadRate:      5,

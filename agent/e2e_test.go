@@ -92,7 +92,8 @@ func endToEnd(t *testing.T, o e2eOptions) {
 	cfg.Source = "synthetic"
 	cfg.FPS = 0 // as fast as possible; frame times stay on the nominal timeline
 	cfg.Width, cfg.Height = 320, 240
-	cfg.FirstRetryMax = 10 * time.Millisecond
+	cfg.RetryWindow = 10 * time.Millisecond
+	cfg.QuickRetry = 10 * time.Millisecond
 	cfg.BackoffBase = 10 * time.Millisecond
 	cfg.BackoffCap = 100 * time.Millisecond
 	cfg.UploadRate = 1000

@@ -148,7 +148,8 @@ func newTestBed(t *testing.T) *testBed {
 	cfg.Source = "synthetic"
 	cfg.FPS = 0
 	cfg.Width, cfg.Height = 160, 120
-	cfg.FirstRetryMax = 10 * time.Millisecond
+	cfg.RetryWindow = 10 * time.Millisecond
+	cfg.QuickRetry = 10 * time.Millisecond
 	cfg.BackoffBase = 10 * time.Millisecond
 	cfg.BackoffCap = 100 * time.Millisecond
 	cfg.UploadRate = 1000

@@ -46,7 +46,8 @@ func TestKeyRotation(t *testing.T) {
 	cfg.Source = "synthetic"
 	cfg.FPS = 0
 	cfg.Width, cfg.Height = 320, 240
-	cfg.FirstRetryMax = 10 * time.Millisecond
+	cfg.RetryWindow = 10 * time.Millisecond
+	cfg.QuickRetry = 10 * time.Millisecond
 	cfg.BackoffBase = 10 * time.Millisecond
 	cfg.BackoffCap = 100 * time.Millisecond
 	cfg.UploadRate = 1000

@@ -155,20 +155,21 @@ func (a *Agent) transport(cert *tls.Certificate) (tr uploader.Transport, m *uplo
 		return nil, nil, err
 	}
 	mc := uploader.MQTTConfig{
-		Broker:        c.UploadURL,
-		DeviceID:      a.device,
-		RootCAs:       pool,
-		TopicPrefix:   c.MQTTPrefix,
-		NoDiscovery:   !c.HADiscovery,
-		SWVersion:     c.Version,
-		OnCommand:     a.command,
-		BackoffBase:   c.BackoffBase,
-		BackoffCap:    c.BackoffCap,
-		FirstRetryMax: c.FirstRetryMax,
-		StableAfter:   c.StableAfter,
-		SendTimeout:   c.UploadTimeout,
-		Clock:         a.deps.Clock,
-		Logger:        a.log,
+		Broker:      c.UploadURL,
+		DeviceID:    a.device,
+		RootCAs:     pool,
+		TopicPrefix: c.MQTTPrefix,
+		NoDiscovery: !c.HADiscovery,
+		SWVersion:   c.Version,
+		OnCommand:   a.command,
+		BackoffBase: c.BackoffBase,
+		BackoffCap:  c.BackoffCap,
+		RetryWindow: c.RetryWindow,
+		QuickRetry:  c.QuickRetry,
+		StableAfter: c.StableAfter,
+		SendTimeout: c.UploadTimeout,
+		Clock:       a.deps.Clock,
+		Logger:      a.log,
 	}
 	if cert != nil {
 		mc.ClientChain, mc.ClientKey = cert.Certificate, a.key

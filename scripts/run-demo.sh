@@ -14,7 +14,8 @@ if [ ! -f "$conf" ]; then
 device.data_dir = $demo/device
 upload.url = http://$addr
 # Demo: retry fast while the receiver starts.
-upload.first_retry_max = 1s
+upload.retry_window = 1s
+upload.quick_retry = 500ms
 upload.backoff_cap = 5s
 CONF
 fi

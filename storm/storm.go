@@ -496,7 +496,7 @@ func runOnce(ctx context.Context, cfg Config, ids []*identity, naive bool) (_ *R
 	}()
 	m := newMeter(time.Now)
 	// Phase 1 is set-up, not the storm: uploads queue for the receiver's
-	// slots instead of meeting 503s (and the devices' 30 s first retries).
+	// slots instead of meeting 503s (and the devices' outage window).
 	m.queueBefore(cmp.Or(cfg.MaxInFlight, receiver.DefaultMaxInFlight))
 	handler := m.wrap(srv.Handler())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

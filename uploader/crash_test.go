@@ -82,7 +82,8 @@ func TestCrashChild(t *testing.T) {
 	up := New(Config{
 		BackoffBase:   time.Millisecond,
 		BackoffCap:    20 * time.Millisecond,
-		FirstRetryMax: 5 * time.Millisecond,
+		RetryWindow:   5 * time.Millisecond,
+		QuickRetry:    5 * time.Millisecond,
 		RetryAfterCap: 50 * time.Millisecond,
 		StableAfter:   100 * time.Millisecond,
 		Rate:          1e6,

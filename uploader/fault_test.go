@@ -711,7 +711,8 @@ func faultUploaderConfig() Config {
 	return Config{
 		BackoffBase:   time.Second,
 		BackoffCap:    time.Minute,
-		FirstRetryMax: 30 * time.Second,
+		RetryWindow:   4 * time.Second,
+		QuickRetry:    500 * time.Millisecond,
 		RetryAfterCap: 10 * time.Minute,
 		StableAfter:   time.Hour,
 		Rate:          noLimit,
@@ -821,10 +822,12 @@ func runAgainst(t *testing.T, rc *faultReceiver, url string, n uint64) {
 
 // checkBackoff replays the attempts' outcomes against the backoff's
 // contract and checks every random draw and every delay the loop asked of
-// its clock: the first retry of an outage is uniform over [0,
-// FirstRetryMax], each later one uniform over [0, min(Cap, Base·2^n)] with
-// n the failures so far (full jitter), and a Retry-After, capped at
-// RetryAfterCap, wins when it is longer.
+// its clock: the very first failure, if it got no answer, is retried
+// within [0, QuickRetry]; every other retry is uniform over
+// [0, max(RetryWindow, min(Cap, Base·2^n))] with n the failures so far
+// (full jitter with the outage window as a floor; StableAfter is never
+// reached here), and a Retry-After, capped at RetryAfterCap, wins when it
+// is longer.
 func checkBackoff(t *testing.T, cfg Config, outs []outcome, rnd *fixedRand, clk *stepClock) {
 	t.Helper()
 	bo := Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffCap}
@@ -838,13 +841,11 @@ func checkBackoff(t *testing.T, cfg Config, outs []outcome, rnd *fixedRand, clk 
 			reachable = true
 			continue
 		}
-		var ceil time.Duration
-		if reachable {
-			ceil = cfg.FirstRetryMax
-			reachable = false
-		} else {
-			ceil = bo.Ceiling(failures)
+		ceil := max(cfg.RetryWindow, bo.Ceiling(failures))
+		if reachable && failures == 0 && !answered(o.err) {
+			ceil = cfg.QuickRetry
 		}
+		reachable = false
 		failures++
 		if i >= len(asked) {
 			t.Fatalf("failure %d (seq %d: %v) drew no random delay", failures, o.seq, o.err)

@@ -428,7 +428,7 @@ func TestMQTTDeviceWhoseCertificateIsAnotherDeviceCannotConnect(t *testing.T) {
 		Broker: b.URL, DeviceID: idB, // claims to be B
 		ClientChain: b.ClientCert(idA, keyA.Public()), ClientKey: keyA, // with A's certificate
 		RootCAs: b.RootCAs, BackoffBase: 10 * time.Millisecond, BackoffCap: 50 * time.Millisecond,
-		FirstRetryMax: 20 * time.Millisecond, ConnectTimeout: 5 * time.Second,
+		RetryWindow: 20 * time.Millisecond, QuickRetry: 20 * time.Millisecond, ConnectTimeout: 5 * time.Second,
 		SendTimeout: 300 * time.Millisecond, // how long the identity probe waits
 	})
 	if err != nil {
@@ -517,7 +517,7 @@ func startDeviceKey(t *testing.T, b *mosquittotest.Broker, key *ecdsa.PrivateKey
 		ClientKey:   key,
 		RootCAs:     b.RootCAs,
 		BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond,
-		FirstRetryMax: 50 * time.Millisecond, ConnectTimeout: 5 * time.Second, SendTimeout: 5 * time.Second,
+		RetryWindow: 50 * time.Millisecond, QuickRetry: 50 * time.Millisecond, ConnectTimeout: 5 * time.Second, SendTimeout: 5 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mod != nil {
@@ -741,7 +741,7 @@ func TestMQTTReconnectDelaysComeFromInjectedRand(t *testing.T) {
 		var dials []time.Time
 		m, err := NewMQTT(MQTTConfig{
 			Broker: "tls://broker.invalid", DeviceID: id, ClientChain: selfSigned(t, key, id), ClientKey: key,
-			BackoffBase: time.Second, BackoffCap: 4 * time.Second, FirstRetryMax: 20 * time.Second,
+			BackoffBase: time.Second, BackoffCap: 4 * time.Second, RetryWindow: 3 * time.Second, QuickRetry: 500 * time.Millisecond,
 			Clock: bubbleClock{}, Rand: rnd,
 			Dial: func(context.Context, string, string) (net.Conn, error) {
 				mu.Lock()
@@ -769,7 +769,7 @@ func TestMQTTReconnectDelaysComeFromInjectedRand(t *testing.T) {
 		cancel()
 		<-done
 		s := time.Second
-		want := []time.Duration{20 * s, 2 * s, 4 * s, 4 * s, 4 * s}
+		want := []time.Duration{s / 2, 3 * s, 4 * s, 4 * s, 4 * s} // quick, then max(window, 2^n) capped
 		asked := rnd.Asked()[:5]
 		for i, n := range asked {
 			if time.Duration(n-1) != want[i] {

@@ -26,18 +26,19 @@ type DialFunc func(ctx context.Context) (Session, error)
 
 // RedialConfig configures a Redialer. Zero or negative durations take the
 // uploader's defaults (DefaultBackoffBase, DefaultBackoffCap,
-// DefaultFirstRetryMax, DefaultStableAfter).
+// DefaultRetryWindow, DefaultQuickRetry, DefaultStableAfter).
 type RedialConfig struct {
 	// Name says what is dialled, for log lines ("mqtt broker host:8883").
 	Name string
 	// BackoffBase and BackoffCap shape the full-jitter backoff between
 	// consecutive failed attempts: uniform over [0, min(Cap, Base·2^n)].
 	BackoffBase, BackoffCap time.Duration
-	// FirstRetryMax: when an outage starts (a live connection is lost, or
-	// the very first attempt fails), the first retry waits
-	// uniform(0, max(FirstRetryMax, the current backoff ceiling)), so clients
-	// that lost the broker together do not come back together.
-	FirstRetryMax time.Duration
+	// RetryWindow and QuickRetry shape the retries as in Config: the
+	// first retry after a stable period (or at start) waits
+	// uniform(0, QuickRetry); every later one within the outage waits
+	// uniform(0, max(RetryWindow, the backoff ceiling)), so clients that
+	// lost the broker together do not come back together.
+	RetryWindow, QuickRetry time.Duration
 	// StableAfter: the backoff's failure count is reset only when a
 	// connection that lasted at least this long is lost, so a broker that
 	// accepts and drops at once is retried ever more slowly.
@@ -58,8 +59,9 @@ type RedialStats struct {
 }
 
 // A Redialer keeps one connection up with its own reconnect policy: dial;
-// when the connection is lost, wait a random first delay, then retry with
-// full-jitter backoff until a dial succeeds. It logs a loss once, each
+// when the connection is lost, retry once quickly (if it had been stable),
+// then with full-jitter backoff never below the outage window until a dial
+// succeeds. It logs a loss once, each
 // distinct dial error once per outage, and the recovery once. It exists
 // because paho's own reconnect has no jitter (a fleet would retry in
 // lock-step); both the device's MQTT transport and the receiver's MQTT ingest
@@ -84,7 +86,8 @@ func NewRedialer(cfg RedialConfig) *Redialer {
 	}
 	def(&cfg.BackoffBase, DefaultBackoffBase)
 	def(&cfg.BackoffCap, DefaultBackoffCap)
-	def(&cfg.FirstRetryMax, DefaultFirstRetryMax)
+	def(&cfg.RetryWindow, DefaultRetryWindow)
+	def(&cfg.QuickRetry, DefaultQuickRetry)
 	def(&cfg.StableAfter, DefaultStableAfter)
 	r := &Redialer{cfg: cfg, clk: cfg.Clock, rnd: cfg.Rand, log: cfg.Logger}
 	if r.clk == nil {
@@ -133,14 +136,11 @@ func (r *Redialer) Run(ctx context.Context, dial DialFunc) error {
 				return ctx.Err()
 			}
 			attempts++
-			var d time.Duration
 			if up {
 				up = false
 				downSince = r.clk.Now()
-				d = r.firstDelay()
-			} else {
-				d = r.bo.Next()
 			}
+			d := r.delay()
 			msg := err.Error()
 			r.count(func(st *RedialStats) {
 				st.Failures++
@@ -191,7 +191,7 @@ func (r *Redialer) Run(ctx context.Context, dial DialFunc) error {
 		}
 		up = false
 		downSince = now
-		d := r.firstDelay()
+		d := r.delay()
 		msg := lost.Error()
 		r.count(func(st *RedialStats) {
 			st.Connected = false
@@ -208,13 +208,17 @@ func (r *Redialer) Run(ctx context.Context, dial DialFunc) error {
 	}
 }
 
-// firstDelay is the delay before the first retry of an outage: uniform over
-// [0, max(FirstRetryMax, the backoff's current ceiling)]. It counts one
-// failure, so a connection that keeps dropping backs off further each time.
-func (r *Redialer) firstDelay() time.Duration {
-	c := max(r.cfg.FirstRetryMax, r.bo.Ceiling(r.bo.failures))
-	r.bo.failures++
-	return uniform(r.rnd, c)
+// delay is the wait before the next attempt: uniform over [0, QuickRetry]
+// for the first failure after a stable connection (or at start), then
+// uniform over [0, max(RetryWindow, the backoff's current ceiling)]. It
+// counts one failure, so a connection that keeps dropping backs off further
+// each time.
+func (r *Redialer) delay() time.Duration {
+	if r.bo.failures == 0 {
+		r.bo.failures++
+		return uniform(r.rnd, r.cfg.QuickRetry)
+	}
+	return outageDelay(&r.bo, r.cfg.RetryWindow)
 }
 
 func (r *Redialer) sleep(ctx context.Context, d time.Duration) error {

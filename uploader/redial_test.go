@@ -129,12 +129,12 @@ func checkSchedule(t *testing.T, steps []dialStep, at []time.Time, rnd *fixedRan
 	}
 }
 
-func TestRedialerDelaysAreFullJitterWithRandomFirstDelay(t *testing.T) {
+func TestRedialerDelaysAreFullJitterOverTheWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rnd := seededRand(42)
 		r := NewRedialer(RedialConfig{
 			BackoffBase: time.Second, BackoffCap: 8 * time.Second,
-			FirstRetryMax: 30 * time.Second, StableAfter: time.Minute,
+			RetryWindow: 3 * time.Second, QuickRetry: 500 * time.Millisecond, StableAfter: time.Minute,
 			Clock: bubbleClock{}, Rand: rnd,
 		})
 		d := newScript(
@@ -148,9 +148,9 @@ func TestRedialerDelaysAreFullJitterWithRandomFirstDelay(t *testing.T) {
 		at := runScript(t, r, d)
 		s := time.Second
 		checkSchedule(t, d.steps, at, rnd, []time.Duration{
-			30 * s, 2 * s, 4 * s, 8 * s, 8 * s, // first delay random over FirstRetryMax, then 2^n, capped
-			30 * s, 8 * s, // loss after 10 s: random first delay, then the kept count (capped)
-			30 * s, 2 * s, // loss after a stable minute: count reset
+			s / 2, 3 * s, 4 * s, 8 * s, 8 * s, // a quick retry, then max(RetryWindow, 2^n), capped
+			8 * s, 8 * s, // loss after 10 s: the kept count (capped), no quick retry
+			s / 2, 3 * s, // loss after a stable minute: count reset, a quick retry again
 		})
 		st := r.Stats()
 		if st.Connects != 3 || st.Losses != 2 || st.Failures != 7 || st.Connected {
@@ -164,7 +164,7 @@ func TestRedialerFlappingConnectionBacksOffFurther(t *testing.T) {
 		rnd := seededRand(7)
 		r := NewRedialer(RedialConfig{
 			BackoffBase: time.Second, BackoffCap: time.Minute,
-			FirstRetryMax: 3 * time.Second, StableAfter: time.Minute,
+			RetryWindow: 3 * time.Second, QuickRetry: 500 * time.Millisecond, StableAfter: time.Minute,
 			Clock: bubbleClock{}, Rand: rnd,
 		})
 		d := newScript(
@@ -175,8 +175,8 @@ func TestRedialerFlappingConnectionBacksOffFurther(t *testing.T) {
 		at := runScript(t, r, d)
 		s := time.Second
 		checkSchedule(t, d.steps, at, rnd, []time.Duration{
-			3 * s, 3 * s, 4 * s, 8 * s, 16 * s, // each loss: max(FirstRetryMax, growing ceiling)
-			3 * s, // after a stable connection: back to the first delay alone
+			s / 2, 3 * s, 4 * s, 8 * s, 16 * s, // a quick retry, then each loss: max(RetryWindow, growing ceiling)
+			s / 2, // after a stable connection: a quick retry again
 		})
 	})
 }

@@ -27,11 +27,19 @@ type Config struct {
 	// after the n-th consecutive failure is uniform over
 	// [0, min(BackoffCap, BackoffBase·2^n)]. Defaults 1s and 5m.
 	BackoffBase, BackoffCap time.Duration
-	// FirstRetryMax: when an outage starts (the first failure after the
-	// receiver was reached, or at start-up), the first retry waits
-	// uniform(0, FirstRetryMax), so devices that lost the receiver together
-	// do not come back together. Default 30s.
-	FirstRetryMax time.Duration
+	// RetryWindow spreads a fleet's return after an outage: while the
+	// receiver cannot be reached or answers with a failure, every retry
+	// waits uniform(0, max(RetryWindow, min(BackoffCap, BackoffBase·2^n))),
+	// so devices that lost the receiver together reach it again spread over
+	// at least this window, however long the outage lasted. Default 2m.
+	RetryWindow time.Duration
+	// QuickRetry: the first failure after a stable period that got no
+	// answer at all (a refused or dropped connection, a timeout) is retried
+	// once after uniform(0, QuickRetry) before the outage schedule starts,
+	// so a lost packet or a Wi-Fi blip costs seconds, not the window. A
+	// receiver's failure answer (5xx, 429) goes straight to the window.
+	// Default 2s.
+	QuickRetry time.Duration
 	// RetryAfterCap caps a server's Retry-After. The capped value is used
 	// instead of the jittered delay when it is larger. Default 10m.
 	RetryAfterCap time.Duration
@@ -60,7 +68,8 @@ type Config struct {
 const (
 	DefaultBackoffBase   = time.Second
 	DefaultBackoffCap    = 5 * time.Minute
-	DefaultFirstRetryMax = 30 * time.Second
+	DefaultRetryWindow   = 2 * time.Minute
+	DefaultQuickRetry    = 2 * time.Second
 	DefaultRetryAfterCap = 10 * time.Minute
 	DefaultStableAfter   = 60 * time.Second
 	DefaultRate          = 5.0
@@ -74,7 +83,8 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.BackoffBase, DefaultBackoffBase)
 	def(&c.BackoffCap, DefaultBackoffCap)
-	def(&c.FirstRetryMax, DefaultFirstRetryMax)
+	def(&c.RetryWindow, DefaultRetryWindow)
+	def(&c.QuickRetry, DefaultQuickRetry)
 	def(&c.RetryAfterCap, DefaultRetryAfterCap)
 	def(&c.StableAfter, DefaultStableAfter)
 	if !(c.Rate > 0) {
@@ -145,8 +155,9 @@ func (u *Uploader) Stats() UploadStats {
 // oldest pending record: a corrupt one has been quarantined by the spool and
 // is skipped; an acknowledged one is removed; a permanently rejected one is
 // quarantined with the receiver's reason and not retried; any other failure
-// backs off (full jitter, a random first retry after an outage starts,
-// Retry-After honoured up to RetryAfterCap) and retries the same record.
+// backs off (one quick retry of an unanswered failure after a stable
+// period, then full jitter never below RetryWindow, Retry-After honoured up
+// to RetryAfterCap) and retries the same record.
 // When the spool is empty it waits for the spool's Notify. Run must not be
 // called twice at once.
 func (u *Uploader) Run(ctx context.Context) error {
@@ -267,15 +278,18 @@ func (u *Uploader) failed(ctx context.Context, err error) error {
 	var d time.Duration
 	if u.reachable {
 		// An outage starts. If the receiver had been fine long enough, the
-		// count starts afresh; either way the first retry is spread over
-		// [0, FirstRetryMax].
+		// count starts afresh.
 		u.stableCheck(now)
 		u.reachable = false
 		u.outageFailures = 0
+	}
+	if u.outageFailures == 0 && u.bo.Failures() == 0 && !answered(err) {
+		// The first failure after a stable period, and no answer at all:
+		// one quick retry, in case it was a blip.
 		u.bo.failures++
-		d = uniform(u.rnd, u.cfg.FirstRetryMax)
+		d = uniform(u.rnd, u.cfg.QuickRetry)
 	} else {
-		d = u.bo.Next()
+		d = outageDelay(&u.bo, u.cfg.RetryWindow)
 	}
 	if u.cfg.FixedRetry > 0 {
 		d = u.cfg.FixedRetry
@@ -299,6 +313,21 @@ func (u *Uploader) failed(ctx context.Context, err error) error {
 			"failures", u.outageFailures, "retry_in", d)
 	}
 	return u.sleep(ctx, d)
+}
+
+// answered reports whether err is a reply of the receiver (a failure status),
+// as opposed to no reply at all.
+func answered(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se)
+}
+
+// outageDelay is the wait before a retry within an outage: uniform over
+// [0, max(window, the backoff's current ceiling)]. It counts one failure.
+func outageDelay(bo *Backoff, window time.Duration) time.Duration {
+	c := max(window, bo.Ceiling(bo.failures))
+	bo.failures++
+	return uniform(bo.Rand, c)
 }
 
 // localFailure records a failure of the spool's disk (not of the receiver)

@@ -142,7 +142,8 @@ func testConfig() Config {
 	return Config{
 		BackoffBase:   time.Second,
 		BackoffCap:    5 * time.Minute,
-		FirstRetryMax: 30 * time.Second,
+		RetryWindow:   30 * time.Second,
+		QuickRetry:    2 * time.Second,
 		RetryAfterCap: 10 * time.Minute,
 		StableAfter:   time.Minute,
 		Rate:          noLimit,
@@ -267,6 +268,7 @@ func TestUploaderBackoffSchedule(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := testConfig()
 		cfg.BackoffCap = 10 * time.Second
+		cfg.RetryWindow = 3 * time.Second
 		rnd := ceilRand()
 		h := start(t, cfg, rnd, failFirst(7, errRefused), 1)
 		settle(time.Hour)
@@ -276,9 +278,10 @@ func TestUploaderBackoffSchedule(t *testing.T) {
 		if len(as) != 8 || as[7].err != nil {
 			t.Fatalf("%d attempts, want 7 failures then a success", len(as))
 		}
-		// First retry: the outage's random delay (its ceiling here); then
-		// full jitter at its ceiling: 2s, 4s, 8s, then Cap.
-		want := []time.Duration{30, 2, 4, 8, 10, 10, 10}
+		// First retry: the quick one (a refused connection after a stable
+		// period); then full jitter at its ceiling, never below the window:
+		// max(3s, 2s), 4s, 8s, then Cap.
+		want := []time.Duration{2, 3, 4, 8, 10, 10, 10}
 		for i := range want {
 			want[i] *= time.Second
 		}
@@ -319,8 +322,9 @@ func TestUploaderZeroJitterRetriesAtOnce(t *testing.T) {
 	})
 }
 
-// Every outage starts with a retry delay drawn over [0, FirstRetryMax].
-func TestUploaderFirstRetryIsRandom(t *testing.T) {
+// Every outage's retry is drawn over [0, RetryWindow] when the receiver
+// answered with a failure (no quick retry: it said it is busy).
+func TestUploaderOutageRetryIsRandom(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const n = 300
 		var all []uint64
@@ -329,7 +333,12 @@ func TestUploaderFirstRetryIsRandom(t *testing.T) {
 		}
 		rnd := seededRand(7)
 		// Each record fails once, then goes through: n separate outages.
-		h := start(t, testConfig(), rnd, failFirst(1, errRefused), all...)
+		// The records follow each other with no stable period, so the
+		// count keeps growing: the cap keeps the ceiling at the window.
+		busy := &StatusError{Code: 503, Reason: "busy"}
+		cfg := testConfig()
+		cfg.BackoffCap = cfg.RetryWindow
+		h := start(t, cfg, rnd, failFirst(1, busy), all...)
 		settle(24 * time.Hour)
 		h.stop()
 
@@ -372,6 +381,44 @@ func TestUploaderFirstRetryIsRandom(t *testing.T) {
 	})
 }
 
+// A failure with no answer after a stable period is retried within
+// QuickRetry; if that fails too the outage's window applies; once the
+// receiver has been fine for StableAfter, the next such failure is retried
+// quickly again. A receiver's failure answer is never retried quickly.
+func TestUploaderQuickRetry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		script := func(seq uint64, n int) error {
+			switch {
+			case seq == 1 && n <= 2, seq == 2 && n == 1:
+				return errRefused
+			case seq == 3 && n == 1:
+				return &StatusError{Code: 500, Reason: "oops"}
+			}
+			return nil
+		}
+		rnd := ceilRand()
+		h := start(t, testConfig(), rnd, script, 1)
+		settle(time.Hour) // record 1: quick 2s, then the window 30s
+		mustPut(t, h.sp, testRecord(2, 64))
+		settle(time.Hour) // record 2, after an hour of quiet: quick again
+		time.Sleep(2 * time.Hour)
+		mustPut(t, h.sp, testRecord(3, 64))
+		settle(time.Hour) // record 3, answered 500: the window
+		h.stop()
+		var got []time.Duration
+		for _, a := range rnd.Asked() {
+			got = append(got, time.Duration(a-1))
+		}
+		want := []time.Duration{2 * time.Second, 30 * time.Second, 2 * time.Second, 30 * time.Second}
+		if !slices.Equal(got, want) {
+			t.Fatalf("retry ceilings %v, want %v", got, want)
+		}
+		if st := h.up.Stats(); st.Sent != 3 || st.Failures != 4 {
+			t.Fatalf("Stats = %+v", st)
+		}
+	})
+}
+
 func TestUploaderRetryAfter(t *testing.T) {
 	for _, code := range []int{429, 503} {
 		for _, c := range []struct {
@@ -383,8 +430,9 @@ func TestUploaderRetryAfter(t *testing.T) {
 			{"honoured", 45 * time.Second, zeroRand, 45 * time.Second, 45 * time.Second},
 			{"honoured over the jitter", 45 * time.Second, ceilRand, 45 * time.Second, 45 * time.Second},
 			{"capped", 3 * time.Hour, zeroRand, 10 * time.Minute, 10 * time.Minute},
-			// The jitter (30 s first retry, then up to 2 s) wins when larger.
-			{"smaller than the jitter", time.Second, ceilRand, 30 * time.Second, 2 * time.Second},
+			// The jitter (over the 30 s window: an answer is not retried
+			// quickly) wins when larger.
+			{"smaller than the jitter", time.Second, ceilRand, 30 * time.Second, 30 * time.Second},
 		} {
 			t.Run(strconv.Itoa(code)+"/"+c.name, func(t *testing.T) {
 				synctest.Test(t, func(t *testing.T) {
@@ -437,8 +485,10 @@ func TestUploaderResetsOnlyAfterStablePeriod(t *testing.T) {
 					}
 					return nil
 				}
-				h := start(t, testConfig(), ceilRand(), script, 1)
-				settle(40 * time.Second) // record 1: 30s + 2s + 4s, then sent at t0 = 36s
+				cfg := testConfig()
+				cfg.RetryWindow = time.Second // below the ceilings: they show the count
+				h := start(t, cfg, ceilRand(), script, 1)
+				settle(40 * time.Second) // record 1: 2s (quick) + 2s + 4s, then sent at t0 = 8s
 				if st := h.up.Stats(); st.Sent != 1 || st.Backoff != 3 {
 					t.Fatalf("after record 1: %+v, want sent with 3 failures counted", st)
 				}
@@ -471,8 +521,14 @@ func TestUploaderResetsOnlyAfterStablePeriod(t *testing.T) {
 					t.Fatalf("record 2: %d attempts, want 3", len(rec2))
 				}
 				g := gaps(rec2)
-				if g[0] != 30*time.Second {
-					t.Fatalf("record 2's first retry after %v, want the outage's first-retry delay 30s", g[0])
+				// Reset: a quick retry (2s), then Base·2 = 2s. Kept: the
+				// count goes on from 3: 8s, then 16s.
+				wantFirst := 8 * time.Second
+				if c.second == 2*time.Second {
+					wantFirst = 2 * time.Second
+				}
+				if g[0] != wantFirst {
+					t.Fatalf("record 2's first retry after %v, want %v", g[0], wantFirst)
 				}
 				if g[1] != c.second {
 					t.Fatalf("record 2's second retry after %v, want %v", g[1], c.second)

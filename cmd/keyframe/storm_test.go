@@ -36,7 +36,7 @@ func TestStormRuns(t *testing.T) {
 	}
 	var out, errb bytes.Buffer
 	args := []string{"storm", "--devices", "8", "--events", "1", "--owners", "4", "--outage", "500ms", "--mixup-rate", "0.5",
-		"--first-retry-max", "300ms", "--backoff-base", "50ms", "--backoff-cap", "300ms", "--naive-retry", "100ms", "--rate", "100",
+		"--retry-window", "300ms", "--backoff-base", "50ms", "--backoff-cap", "300ms", "--naive-retry", "100ms", "--rate", "100",
 		"--seed", "3", "--dir", t.TempDir(), "--json"}
 	if code := dispatch(args, &out, &errb); code != 0 {
 		t.Fatalf("storm: exit %d\nstdout %s\nstderr %s", code, out.String(), errb.String())

@@ -317,7 +317,8 @@ capture.device = /dev/video0
 capture.fps = 5
 capture.retry = 1s
 upload.ca_file = /etc/keyframe/ca.pem
-upload.first_retry_max = 1s
+upload.retry_window = 1s
+upload.quick_retry = 500ms
 upload.backoff_cap = 2s
 EOF
 	local ctl=""
