@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -113,7 +111,7 @@ func TestMQTTRoundTripStoresSignedBundle(t *testing.T) {
 	}
 	// Refused messages were acknowledged: a reconnect of the receiver's
 	// persistent session does not bring them back.
-	ing.net.cut()
+	ing.net.Cut()
 	waitFor(t, "the receiver to reconnect", func() bool { s := ing.Stats(); return s.Connects == 2 && s.Connected })
 	time.Sleep(quietWait)
 	if st := ing.Stats(); st.Received != 3 {
@@ -301,19 +299,19 @@ func testLogger(t *testing.T) *slog.Logger {
 
 type testIngest struct {
 	*MQTTIngest
-	net *testNet
+	net *mosquittotest.Net
 }
 
 // startIngest runs an MQTT ingest as user "receiver" with short reconnect
 // delays and waits until it is subscribed.
 func startIngest(t *testing.T, b *mosquittotest.Broker, srv Ingester, mod func(*MQTTConfig)) *testIngest {
 	t.Helper()
-	tn := &testNet{}
+	tn := &mosquittotest.Net{}
 	cert := b.ClientTLS(mosquittotest.Receiver).Certificates[0]
 	cfg := MQTTConfig{
 		Broker: b.URL, Certificate: &cert, RootCAs: b.RootCAs,
 		BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond, RetryWindow: 50 * time.Millisecond, QuickRetry: 50 * time.Millisecond,
-		ConnectTimeout: 5 * time.Second, Logger: testLogger(t), Dial: tn.dial,
+		ConnectTimeout: 5 * time.Second, Logger: testLogger(t), Dial: tn.Dial,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -397,58 +395,4 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// testNet dials TCP connections a test can cut like a failing network
-// (paho takes "use of closed network connection" for its own close and
-// would not report the loss, so reads and writes then fail differently).
-type testNet struct {
-	mu    sync.Mutex
-	conns []*cutConn
-}
-
-var errReset = errors.New("test: connection reset by the network")
-
-func (n *testNet) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	cc := &cutConn{Conn: c}
-	n.mu.Lock()
-	n.conns = append(n.conns, cc)
-	n.mu.Unlock()
-	return cc, nil
-}
-
-func (n *testNet) cut() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, c := range n.conns {
-		c.cut.Store(true)
-		c.Conn.Close()
-	}
-	n.conns = nil
-}
-
-type cutConn struct {
-	net.Conn
-	cut atomic.Bool
-}
-
-func (c *cutConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if err != nil && c.cut.Load() {
-		err = errReset
-	}
-	return n, err
-}
-
-func (c *cutConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	if err != nil && c.cut.Load() {
-		err = errReset
-	}
-	return n, err
 }

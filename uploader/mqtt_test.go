@@ -288,8 +288,8 @@ func TestMQTTCommandsOnlyFromTheDevicesOwnTopic(t *testing.T) {
 
 func TestMQTTStatusOnlineOfflineAndLastWill(t *testing.T) {
 	b := mosquittotest.Start(t)
-	tn := newTestNet()
-	dev := startDevice(t, b, func(c *MQTTConfig) { c.Dial = tn.dial })
+	tn := &mosquittotest.Net{}
+	dev := startDevice(t, b, func(c *MQTTConfig) { c.Dial = tn.Dial })
 	status := "keyframe/" + dev.id + "/status"
 	if got := retained(t, b, status); got != StatusOnline {
 		t.Fatalf("retained status after connect = %q, want online", got)
@@ -301,8 +301,8 @@ func TestMQTTStatusOnlineOfflineAndLastWill(t *testing.T) {
 
 	// Cut the TCP connection under the device: no DISCONNECT reaches the
 	// broker, so it publishes the will.
-	tn.down.Store(true)
-	tn.cut()
+	tn.SetDown(true)
+	tn.Cut()
 	if m := live.next(t); string(m.payload) != StatusOffline {
 		t.Fatalf("status after the connection was cut = %q, want offline (the will)", m.payload)
 	}
@@ -311,7 +311,7 @@ func TestMQTTStatusOnlineOfflineAndLastWill(t *testing.T) {
 	}
 	waitFor(t, "the device to see the loss", func() bool { return dev.m.Stats().Losses == 1 })
 
-	tn.down.Store(false)
+	tn.SetDown(false)
 	if m := live.next(t); string(m.payload) != StatusOnline {
 		t.Fatalf("status after reconnect = %q, want online", m.payload)
 	}
@@ -331,11 +331,11 @@ func TestMQTTStatusOnlineOfflineAndLastWill(t *testing.T) {
 
 func TestMQTTHomeAssistantDiscoveryMotionAndThumbnail(t *testing.T) {
 	b := mosquittotest.Start(t)
-	tn := newTestNet()
+	tn := &mosquittotest.Net{}
 	dev := startDevice(t, b, func(c *MQTTConfig) {
 		c.DeviceName = "Front door"
 		c.SWVersion = "1.2.3"
-		c.Dial = tn.dial
+		c.Dial = tn.Dial
 	})
 	node := "keyframe_" + dev.id
 	cfgs := subscribe(t, b, mosquittotest.HomeAssistant, "homeassistant/+/"+node+"/+/config")
@@ -400,13 +400,13 @@ func TestMQTTHomeAssistantDiscoveryMotionAndThumbnail(t *testing.T) {
 
 	// Motion ends while the broker is unreachable: the state is kept and
 	// published on reconnect, so Home Assistant does not stay at ON.
-	tn.down.Store(true)
-	tn.cut()
+	tn.SetDown(true)
+	tn.Cut()
 	waitFor(t, "the device to see the loss", func() bool { return !dev.m.Connected() })
 	if err := dev.m.PublishMotion(ctx, false); !errors.Is(err, ErrNotConnected) {
 		t.Fatalf("PublishMotion while disconnected = %v, want ErrNotConnected", err)
 	}
-	tn.down.Store(false)
+	tn.SetDown(false)
 	if m := motion.next(t); string(m.payload) != MotionOff {
 		t.Fatalf("motion after reconnect = %q, want OFF", m.payload)
 	}
@@ -668,68 +668,6 @@ func keys[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	return out
-}
-
-// testNet dials real TCP connections that a test can cut like a failing
-// network (a reset, not a local close: paho takes "use of closed network
-// connection" for its own deliberate close and would not report a loss),
-// and refuse new ones while down is set.
-type testNet struct {
-	down  atomic.Bool
-	mu    sync.Mutex
-	conns []*cutConn
-}
-
-func newTestNet() *testNet { return &testNet{} }
-
-var errReset = errors.New("test: connection reset by the network")
-
-func (n *testNet) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	if n.down.Load() {
-		return nil, errors.New("test: network down")
-	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	cc := &cutConn{Conn: c}
-	n.mu.Lock()
-	n.conns = append(n.conns, cc)
-	n.mu.Unlock()
-	return cc, nil
-}
-
-// cut resets every connection dialled so far.
-func (n *testNet) cut() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, c := range n.conns {
-		c.cut.Store(true)
-		c.Conn.Close()
-	}
-	n.conns = nil
-}
-
-type cutConn struct {
-	net.Conn
-	cut atomic.Bool
-}
-
-func (c *cutConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if err != nil && c.cut.Load() {
-		err = errReset
-	}
-	return n, err
-}
-
-func (c *cutConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	if err != nil && c.cut.Load() {
-		err = errReset
-	}
-	return n, err
 }
 
 func TestMQTTReconnectDelaysComeFromInjectedRand(t *testing.T) {
