@@ -12,8 +12,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"image/jpeg"
-	"io"
-	"log/slog"
 	"math/big"
 	"net/http/httptest"
 	"os"
@@ -85,18 +83,9 @@ type e2eOptions struct {
 func endToEnd(t *testing.T, o e2eOptions) {
 	useTLS, crop := o.tls, o.crop
 	dir := t.TempDir()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := quietLogger()
 
-	cfg := DefaultConfig()
-	cfg.DataDir = filepath.Join(dir, "device")
-	cfg.Source = "synthetic"
-	cfg.FPS = 0 // as fast as possible; frame times stay on the nominal timeline
-	cfg.Width, cfg.Height = 320, 240
-	cfg.RetryWindow = 10 * time.Millisecond
-	cfg.QuickRetry = 10 * time.Millisecond
-	cfg.BackoffBase = 10 * time.Millisecond
-	cfg.BackoffCap = 100 * time.Millisecond
-	cfg.UploadRate = 1000
+	cfg := testConfig(dir, 320, 240)
 	cfg.ThumbCrop = crop
 	keystore := board.BackendFile
 	if o.tpm != "" {

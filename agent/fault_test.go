@@ -143,16 +143,7 @@ func (tb *testBed) sinceBoot() (time.Duration, error) { return time.Duration(tb.
 func newTestBed(t *testing.T) *testBed {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := DefaultConfig()
-	cfg.DataDir = filepath.Join(dir, "device")
-	cfg.Source = "synthetic"
-	cfg.FPS = 0
-	cfg.Width, cfg.Height = 160, 120
-	cfg.RetryWindow = 10 * time.Millisecond
-	cfg.QuickRetry = 10 * time.Millisecond
-	cfg.BackoffBase = 10 * time.Millisecond
-	cfg.BackoffCap = 100 * time.Millisecond
-	cfg.UploadRate = 1000
+	cfg := testConfig(dir, 160, 120)
 	cfg.UploadTimeout = 5 * time.Second
 
 	key, device, _, err := Identity(&cfg, rand.Reader)
@@ -213,6 +204,23 @@ func (tb *testBed) rejections() map[string]uint64 {
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// testConfig is the defaults with the device's data under dir, a synthetic
+// scene of w x h as fast as possible, and retry delays and an upload rate
+// scaled down for tests.
+func testConfig(dir string, w, h int) Config {
+	cfg := DefaultConfig()
+	cfg.DataDir = filepath.Join(dir, "device")
+	cfg.Source = "synthetic"
+	cfg.FPS = 0 // as fast as possible; frame times stay on the nominal timeline
+	cfg.Width, cfg.Height = w, h
+	cfg.RetryWindow = 10 * time.Millisecond
+	cfg.QuickRetry = 10 * time.Millisecond
+	cfg.BackoffBase = 10 * time.Millisecond
+	cfg.BackoffCap = 100 * time.Millisecond
+	cfg.UploadRate = 1000
+	return cfg
+}
 
 // ---------------------------------------------------------------------------
 // A board without RTC: the clock starts in 1970 and NTP sets it mid-run

@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"image/jpeg"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,18 +37,9 @@ func TestEndToEndMQTT(t *testing.T) {
 func mqttEndToEnd(t *testing.T, tpm string) {
 	broker := mosquittotest.Start(t)
 	dir := t.TempDir()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := quietLogger()
 
-	cfg := DefaultConfig()
-	cfg.DataDir = filepath.Join(dir, "device")
-	cfg.Source = "synthetic"
-	cfg.FPS = 0
-	cfg.Width, cfg.Height = 320, 240
-	cfg.RetryWindow = 10 * time.Millisecond
-	cfg.QuickRetry = 10 * time.Millisecond
-	cfg.BackoffBase = 10 * time.Millisecond
-	cfg.BackoffCap = 100 * time.Millisecond
-	cfg.UploadRate = 1000
+	cfg := testConfig(dir, 320, 240)
 	cfg.UploadURL = broker.URL
 	keystore := board.BackendFile
 	if tpm != "" {

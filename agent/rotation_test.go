@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"io/fs"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -40,17 +39,8 @@ func (p chainFile) Save(next uint64, prev []byte) error {
 // receiver accepted it, and its new records are stored under the same owner.
 func TestKeyRotation(t *testing.T) {
 	dir := t.TempDir()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := DefaultConfig()
-	cfg.DataDir = filepath.Join(dir, "device")
-	cfg.Source = "synthetic"
-	cfg.FPS = 0
-	cfg.Width, cfg.Height = 320, 240
-	cfg.RetryWindow = 10 * time.Millisecond
-	cfg.QuickRetry = 10 * time.Millisecond
-	cfg.BackoffBase = 10 * time.Millisecond
-	cfg.BackoffCap = 100 * time.Millisecond
-	cfg.UploadRate = 1000
+	quiet := quietLogger()
+	cfg := testConfig(dir, 320, 240)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
