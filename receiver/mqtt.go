@@ -50,8 +50,8 @@ type MQTTConfig struct {
 	// uploader.DefaultTopicPrefix.
 	TopicPrefix string
 
-	KeepAlive, ConnectTimeout                                     time.Duration
-	BackoffBase, BackoffCap, RetryWindow, QuickRetry, StableAfter time.Duration
+	KeepAlive, ConnectTimeout time.Duration
+	uploader.Schedule         // the reconnect delays
 
 	Clock  uploader.Clock // nil: the system clock
 	Rand   uploader.Rand  // nil: a randomly seeded generator
@@ -169,15 +169,11 @@ func NewMQTTIngest(cfg MQTTConfig, srv Ingester) (*MQTTIngest, error) {
 		m.tls.Certificates = []tls.Certificate{*cfg.Certificate}
 	}
 	m.redial = uploader.NewRedialer(uploader.RedialConfig{
-		Name:        "mqtt broker " + u.Host,
-		BackoffBase: cfg.BackoffBase,
-		BackoffCap:  cfg.BackoffCap,
-		RetryWindow: cfg.RetryWindow,
-		QuickRetry:  cfg.QuickRetry,
-		StableAfter: cfg.StableAfter,
-		Clock:       m.clk,
-		Rand:        cfg.Rand,
-		Logger:      m.log,
+		Name:     "mqtt broker " + u.Host,
+		Schedule: cfg.Schedule,
+		Clock:    m.clk,
+		Rand:     cfg.Rand,
+		Logger:   m.log,
 	})
 	return m, nil
 }

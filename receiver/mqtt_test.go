@@ -310,7 +310,7 @@ func startIngest(t *testing.T, b *mosquittotest.Broker, srv Ingester, mod func(*
 	cert := b.ClientTLS(mosquittotest.Receiver).Certificates[0]
 	cfg := MQTTConfig{
 		Broker: b.URL, Certificate: &cert, RootCAs: b.RootCAs,
-		BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond, RetryWindow: 50 * time.Millisecond, QuickRetry: 50 * time.Millisecond,
+		Schedule:       uploader.Schedule{BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond, RetryWindow: 50 * time.Millisecond, QuickRetry: 50 * time.Millisecond},
 		ConnectTimeout: 5 * time.Second, Logger: testLogger(t), Dial: tn.Dial,
 	}
 	if mod != nil {
@@ -340,7 +340,7 @@ func startTransport(t *testing.T, b *mosquittotest.Broker, d *testDevice, mod fu
 	cfg := uploader.MQTTConfig{
 		Broker: b.URL, DeviceID: d.id,
 		ClientChain: b.ClientCert(d.id, d.key.Public()), ClientKey: d.key, RootCAs: b.RootCAs,
-		BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond, RetryWindow: 50 * time.Millisecond, QuickRetry: 50 * time.Millisecond,
+		Schedule:       uploader.Schedule{BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond, RetryWindow: 50 * time.Millisecond, QuickRetry: 50 * time.Millisecond},
 		ConnectTimeout: 5 * time.Second, SendTimeout: 5 * time.Second, Logger: testLogger(t),
 	}
 	if mod != nil {

@@ -123,9 +123,8 @@ type MQTTConfig struct {
 	// attempt (TCP, TLS, CONNECT); SendTimeout bounds the wait for a PUBACK
 	// (Send also stops at its context's end).
 	KeepAlive, ConnectTimeout, SendTimeout time.Duration
-	// BackoffBase, BackoffCap, RetryWindow, QuickRetry and StableAfter
-	// shape the reconnect delays (see RedialConfig).
-	BackoffBase, BackoffCap, RetryWindow, QuickRetry, StableAfter time.Duration
+	// Schedule shapes the reconnect delays.
+	Schedule
 
 	Clock  Clock        // nil: the system clock
 	Rand   Rand         // nil: a randomly seeded generator
@@ -296,15 +295,11 @@ func NewMQTT(cfg MQTTConfig) (*MQTT, error) {
 		}
 	}
 	m.redial = NewRedialer(RedialConfig{
-		Name:        "mqtt broker " + u.Host,
-		BackoffBase: cfg.BackoffBase,
-		BackoffCap:  cfg.BackoffCap,
-		RetryWindow: cfg.RetryWindow,
-		QuickRetry:  cfg.QuickRetry,
-		StableAfter: cfg.StableAfter,
-		Clock:       m.clk,
-		Rand:        cfg.Rand,
-		Logger:      m.log,
+		Name:     "mqtt broker " + u.Host,
+		Schedule: cfg.Schedule,
+		Clock:    m.clk,
+		Rand:     cfg.Rand,
+		Logger:   m.log,
 	})
 	return m, nil
 }

@@ -427,8 +427,8 @@ func TestMQTTDeviceWhoseCertificateIsAnotherDeviceCannotConnect(t *testing.T) {
 	m, err := NewMQTT(MQTTConfig{
 		Broker: b.URL, DeviceID: idB, // claims to be B
 		ClientChain: b.ClientCert(idA, keyA.Public()), ClientKey: keyA, // with A's certificate
-		RootCAs: b.RootCAs, BackoffBase: 10 * time.Millisecond, BackoffCap: 50 * time.Millisecond,
-		RetryWindow: 20 * time.Millisecond, QuickRetry: 20 * time.Millisecond, ConnectTimeout: 5 * time.Second,
+		RootCAs: b.RootCAs, Schedule: Schedule{BackoffBase: 10 * time.Millisecond, BackoffCap: 50 * time.Millisecond,
+			RetryWindow: 20 * time.Millisecond, QuickRetry: 20 * time.Millisecond}, ConnectTimeout: 5 * time.Second,
 		SendTimeout: 300 * time.Millisecond, // how long the identity probe waits
 	})
 	if err != nil {
@@ -516,8 +516,8 @@ func startDeviceKey(t *testing.T, b *mosquittotest.Broker, key *ecdsa.PrivateKey
 		ClientChain: b.ClientCert(id, key.Public()),
 		ClientKey:   key,
 		RootCAs:     b.RootCAs,
-		BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond,
-		RetryWindow: 50 * time.Millisecond, QuickRetry: 50 * time.Millisecond, ConnectTimeout: 5 * time.Second, SendTimeout: 5 * time.Second,
+		Schedule: Schedule{BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond,
+			RetryWindow: 50 * time.Millisecond, QuickRetry: 50 * time.Millisecond}, ConnectTimeout: 5 * time.Second, SendTimeout: 5 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mod != nil {
@@ -679,8 +679,8 @@ func TestMQTTReconnectDelaysComeFromInjectedRand(t *testing.T) {
 		var dials []time.Time
 		m, err := NewMQTT(MQTTConfig{
 			Broker: "tls://broker.invalid", DeviceID: id, ClientChain: selfSigned(t, key, id), ClientKey: key,
-			BackoffBase: time.Second, BackoffCap: 4 * time.Second, RetryWindow: 3 * time.Second, QuickRetry: 500 * time.Millisecond,
-			Clock: bubbleClock{}, Rand: rnd,
+			Schedule: Schedule{BackoffBase: time.Second, BackoffCap: 4 * time.Second, RetryWindow: 3 * time.Second, QuickRetry: 500 * time.Millisecond},
+			Clock:    bubbleClock{}, Rand: rnd,
 			Dial: func(context.Context, string, string) (net.Conn, error) {
 				mu.Lock()
 				defer mu.Unlock()

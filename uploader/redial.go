@@ -24,12 +24,10 @@ type Session interface {
 // otherwise, having released whatever it opened.
 type DialFunc func(ctx context.Context) (Session, error)
 
-// RedialConfig configures a Redialer. Zero or negative durations take the
-// uploader's defaults (DefaultBackoffBase, DefaultBackoffCap,
+// Schedule shapes a reconnect schedule. Zero or negative durations take
+// the uploader's defaults (DefaultBackoffBase, DefaultBackoffCap,
 // DefaultRetryWindow, DefaultQuickRetry, DefaultStableAfter).
-type RedialConfig struct {
-	// Name says what is dialled, for log lines ("mqtt broker host:8883").
-	Name string
+type Schedule struct {
 	// BackoffBase and BackoffCap shape the full-jitter backoff between
 	// consecutive failed attempts: uniform over [0, min(Cap, Base·2^n)].
 	BackoffBase, BackoffCap time.Duration
@@ -43,9 +41,16 @@ type RedialConfig struct {
 	// connection that lasted at least this long is lost, so a broker that
 	// accepts and drops at once is retried ever more slowly.
 	StableAfter time.Duration
-	Clock       Clock        // nil: the system clock
-	Rand        Rand         // nil: a randomly seeded generator
-	Logger      *slog.Logger // nil: discard
+}
+
+// RedialConfig configures a Redialer.
+type RedialConfig struct {
+	// Name says what is dialled, for log lines ("mqtt broker host:8883").
+	Name string
+	Schedule
+	Clock  Clock        // nil: the system clock
+	Rand   Rand         // nil: a randomly seeded generator
+	Logger *slog.Logger // nil: discard
 }
 
 // RedialStats are a Redialer's counters since NewRedialer.

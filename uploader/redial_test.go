@@ -133,8 +133,8 @@ func TestRedialerDelaysAreFullJitterOverTheWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rnd := seededRand(42)
 		r := NewRedialer(RedialConfig{
-			BackoffBase: time.Second, BackoffCap: 8 * time.Second,
-			RetryWindow: 3 * time.Second, QuickRetry: 500 * time.Millisecond, StableAfter: time.Minute,
+			Schedule: Schedule{BackoffBase: time.Second, BackoffCap: 8 * time.Second,
+				RetryWindow: 3 * time.Second, QuickRetry: 500 * time.Millisecond, StableAfter: time.Minute},
 			Clock: bubbleClock{}, Rand: rnd,
 		})
 		d := newScript(
@@ -163,8 +163,8 @@ func TestRedialerFlappingConnectionBacksOffFurther(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rnd := seededRand(7)
 		r := NewRedialer(RedialConfig{
-			BackoffBase: time.Second, BackoffCap: time.Minute,
-			RetryWindow: 3 * time.Second, QuickRetry: 500 * time.Millisecond, StableAfter: time.Minute,
+			Schedule: Schedule{BackoffBase: time.Second, BackoffCap: time.Minute,
+				RetryWindow: 3 * time.Second, QuickRetry: 500 * time.Millisecond, StableAfter: time.Minute},
 			Clock: bubbleClock{}, Rand: rnd,
 		})
 		d := newScript(
