@@ -12,7 +12,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/base32"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"image"
@@ -20,7 +20,6 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,7 +29,8 @@ import (
 	"github.com/keyframe-cam/keyframe/capture"
 	"github.com/keyframe-cam/keyframe/motion"
 	"github.com/keyframe-cam/keyframe/provenance"
-	"github.com/keyframe-cam/keyframe/provenance/rotation"
+	"github.com/keyframe-cam/keyframe/recorder"
+	"github.com/keyframe-cam/keyframe/recorder/rotation"
 	"github.com/keyframe-cam/keyframe/uploader"
 )
 
@@ -134,20 +134,16 @@ func KeyLocation(c *Config) string {
 	return KeyPath(c)
 }
 
-// KeyPath is the device key file the configuration names.
-func KeyPath(c *Config) string {
-	if c.KeyFile != "" {
-		return c.KeyFile
-	}
-	return filepath.Join(c.DataDir, "device.key")
+// Layout is where the configured device keeps its key, certificate, chain
+// state, spool and a pending key rotation.
+func Layout(c *Config) recorder.Layout {
+	return recorder.NewLayout(c.DataDir, c.KeyFile, c.CertFile, c.SpoolDir)
 }
 
-func spoolDir(c *Config) string {
-	if c.SpoolDir != "" {
-		return c.SpoolDir
-	}
-	return filepath.Join(c.DataDir, "spool")
-}
+// KeyPath is the device key file the configuration names (Layout(c).Key).
+func KeyPath(c *Config) string { return Layout(c).Key }
+
+func spoolDir(c *Config) string { return Layout(c).Spool }
 
 // Agent is the running daemon.
 type Agent struct {
@@ -156,12 +152,11 @@ type Agent struct {
 	log    *slog.Logger
 	key    board.Key
 	device string
-	boot   string
-	upAt   time.Duration // uptime when the agent started
-	start  time.Time     // clock reading when the agent started
+	stamp  *recorder.Stamper // boot ID, clock quality and time since boot of each record
+	start  time.Time         // clock reading when the agent started
 	spool  *uploader.Spool
 	up     *uploader.Uploader
-	chain  board.Chain
+	rec    *recorder.Recorder // signs, advances the chain, then spools
 	thumb  bytes.Buffer
 
 	health health
@@ -251,7 +246,8 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}()
 	// A key rotation prepared by `keyframe identity rotate`: sign with the
 	// new key from now on; the rotate record goes out first (below).
-	pending, err := rotation.Load(cfg.DataDir, KeyPath(&cfg))
+	layout := Layout(&cfg)
+	pending, err := rotation.Load(layout)
 	if err != nil {
 		return nil, fmt.Errorf("agent: pending key rotation: %w", err)
 	}
@@ -275,27 +271,15 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if created {
 		a.log.Info("created device key", "device", id, "backend", key.Backend(), "where", KeyLocation(&cfg))
 	}
-	boot, err := deps.Board.BootID()
-	if err != nil {
-		// A boot ID is only absent off Linux; make one up per process so records
-		// still say which run signed them.
-		r, rerr := randomID(deps.Rand)
-		if rerr != nil {
-			return nil, rerr
-		}
-		boot = "process-" + r
-		a.log.Warn("no kernel boot ID; using a per-process one", "boot", boot, "err", err)
-	}
-	a.boot = boot
-	if up, err := deps.Board.Uptime(); err == nil {
-		a.upAt = up
-	}
-	a.chain, err = board.LoadChain(filepath.Join(cfg.DataDir, "chain"))
+	a.stamp, err = recorder.NewStamper(recorder.StampConfig{
+		Board: deps.Board, Rand: deps.Rand, Synced: deps.Synced, SinceBoot: deps.SinceBoot,
+		Now: deps.Clock.Now, Logger: a.log,
+	})
 	if err != nil {
 		return nil, err
 	}
 	a.spool, err = uploader.OpenSpool(uploader.SpoolConfig{
-		Dir:      spoolDir(&cfg),
+		Dir:      layout.Spool,
 		MaxBytes: cfg.SpoolMaxBytes,
 		Policy:   uploader.Policy(cfg.SpoolPolicy),
 		Logger:   a.log,
@@ -304,11 +288,16 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, err
 	}
 	a.loadCert()
+	rc := recorder.Config{
+		Chain: recorder.ChainFile(layout.Chain), Spool: healthSpool{a}, Key: a.key,
+		CertChain: a.x5chain, Rand: deps.Rand,
+	}
 	if a.rotation != nil {
-		r := uploader.Record{Seq: a.rotation.Seq, Event: a.rotation.Event, Kind: provenance.KindRotate, Data: a.rotation.Bundle}
-		if err := a.spool.Put(r); err != nil {
-			return nil, fmt.Errorf("agent: spool the rotate record: %w", err)
-		}
+		// The rotate record goes first.
+		rc.Pending = []uploader.Record{a.rotation.Record()}
+	}
+	if a.rec, err = recorder.Open(rc); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	tr, m, err := a.transport(a.cert)
 	if err != nil {
@@ -319,7 +308,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if _, err := io.ReadFull(deps.Rand, seed); err != nil {
 		return nil, fmt.Errorf("agent: seed: %w", err)
 	}
-	rnd := mrand.New(mrand.NewPCG(leUint64(seed[:8]), leUint64(seed[8:])))
+	rnd := mrand.New(mrand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
 	a.up = uploader.New(uploader.Config{
 		BackoffBase:   cfg.BackoffBase,
 		BackoffCap:    cfg.BackoffCap,
@@ -332,14 +321,6 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}, a.spool, tr, deps.Clock, rnd, a.log)
 	made = true
 	return a, nil
-}
-
-func leUint64(b []byte) uint64 {
-	var v uint64
-	for i := 7; i >= 0; i-- {
-		v = v<<8 | uint64(b[i])
-	}
-	return v
 }
 
 // DeviceID is the device's ID, derived from its public key.
@@ -534,7 +515,7 @@ func (a *Agent) capture(ctx context.Context) error {
 	a.log.Info("capturing", "source", kind, "device", a.device, "upload", a.cfg.UploadURL)
 
 	var frame, best capture.Frame
-	var bestStamp stamp
+	var bestStamp recorder.Stamp
 	var event string
 	var last time.Time
 	for {
@@ -563,19 +544,19 @@ func (a *Agent) capture(ctx context.Context) error {
 			if event, err = newEventID(frame.Time, a.deps.Rand); err != nil {
 				return err
 			}
-			a.emit(event, provenance.KindStart, &frame, d.Summary, a.stampNow())
+			a.emit(event, provenance.KindStart, &frame, d.Summary, a.stamp.Now())
 		}
 		if d.Best {
 			frame.CopyTo(&best)
 			// The clock quality and boot time of the capture, not of the
 			// moment the end record is signed (an NTP step may come in
 			// between).
-			bestStamp = a.stampNow()
+			bestStamp = a.stamp.Now()
 		}
 	}
 }
 
-func (a *Agent) finish(d motion.Decision, event string, best *capture.Frame, st stamp) {
+func (a *Agent) finish(d motion.Decision, event string, best *capture.Frame, st recorder.Stamp) {
 	if !d.End {
 		return
 	}
@@ -584,7 +565,7 @@ func (a *Agent) finish(d motion.Decision, event string, best *capture.Frame, st 
 
 // emit makes one signed record of the event from frame and spools it. Errors
 // are logged: a record that cannot be made is lost, and says so.
-func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary, st stamp) {
+func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary, st recorder.Stamp) {
 	thumb, err := a.record(event, kind, f, s, st)
 	if err != nil {
 		a.log.Error("event record lost", "event", event, "kind", kind, "err", err)
@@ -598,36 +579,15 @@ func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary, st 
 		// the record's thumbnail as the camera picture.
 		a.pub.offer(notice{hasMotion: true, motion: kind == provenance.KindStart, thumb: thumb})
 	}
-	attrs := []any{"event", event, "seq", a.chain.Next - 1, "area_ppm", s.PeakAreaPPM, "frames", s.MotionFrames, "duration", s.End.Sub(s.Start).Round(time.Millisecond)}
+	attrs := []any{"event", event, "seq", a.rec.Chain().Next - 1, "area_ppm", s.PeakAreaPPM, "frames", s.MotionFrames, "duration", s.End.Sub(s.Start).Round(time.Millisecond)}
 	if zones := a.cfg.Motion.Zones; len(zones) > 0 {
 		attrs = append(attrs, "zones", strings.Join(motion.ZoneNames(zones, s.Zones), ","))
 	}
 	a.log.Info("event "+kind, attrs...)
 }
 
-// stamp is what is known of a frame's capture moment besides its wall time:
-// whether the wall clock was synchronised, and the time since boot (the
-// kernel's boot-time clock when the frame was processed, which no wall-clock
-// step moves). Taking one is two system calls, no file I/O or allocation.
-type stamp struct {
-	synced    bool
-	sinceBoot time.Duration
-}
-
-// stampNow stamps the frame being processed.
-func (a *Agent) stampNow() stamp {
-	st := stamp{synced: a.deps.Synced()}
-	if up, err := a.deps.SinceBoot(); err == nil {
-		st.sinceBoot = up
-	} else {
-		// No uptime (off Linux): from the start-up reading, on the clock.
-		st.sinceBoot = max(0, a.upAt+a.deps.Clock.Now().Sub(a.start))
-	}
-	return st
-}
-
 // record signs and spools one record of frame f, captured at st.
-func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary, st stamp) ([]byte, error) {
+func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary, st recorder.Stamp) ([]byte, error) {
 	a.thumb.Reset()
 	region := image.Rect(0, 0, f.Width, f.Height)
 	if a.cfg.ThumbCrop {
@@ -637,10 +597,6 @@ func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary, s
 		return nil, err
 	}
 	thumb := bytes.Clone(a.thumb.Bytes())
-	clock := provenance.ClockUnsynced
-	if st.synced {
-		clock = provenance.ClockSynced
-	}
 	dur := time.Duration(0)
 	if kind == provenance.KindEnd {
 		dur = s.End.Sub(s.Start)
@@ -649,10 +605,8 @@ func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary, s
 		Device: a.device,
 		Event:  event,
 		Kind:   kind,
-		Seq:    a.chain.Next,
-		Boot:   a.boot,
-		Prev:   a.chain.Prev,
-		Time:   provenance.Time{UnixMs: f.Time.UnixMilli(), BootMs: uint64(st.sinceBoot / time.Millisecond), Clock: clock},
+		Boot:   a.stamp.Boot(),
+		Time:   st.Time(f.Time),
 		Motion: provenance.Motion{
 			DurationMs:  uint64(dur / time.Millisecond),
 			Frames:      uint32(s.MotionFrames),
@@ -664,46 +618,30 @@ func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary, s
 		Media:    []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", thumb)},
 		KeyStore: a.key.Backend(),
 	}
-	env, err := provenance.SignWithChain(a.deps.Rand, a.key, p, a.x5chain())
-	if err != nil {
-		return nil, err
-	}
-	bundle, err := (&provenance.Bundle{Envelope: env, Media: [][]byte{thumb}}).Marshal()
-	if err != nil {
-		return nil, err
-	}
-	// The chain advances durably before the record is spooled: after a crash a
-	// sequence number may be skipped, never reused.
-	h := provenance.HashEnvelope(env)
-	next := board.Chain{Next: p.Seq + 1, Prev: h[:]}
-	if err := board.SaveChain(filepath.Join(a.cfg.DataDir, "chain"), next); err != nil {
-		return nil, err
-	}
-	a.chain = next
-	err = a.spool.Put(uploader.Record{Seq: p.Seq, Event: event, Kind: kind, Data: bundle})
-	a.health.spooled(err)
-	if err != nil {
+	// Seq and Prev come from the chain, which advances durably before the
+	// record is spooled.
+	if _, err := a.rec.Record(p, [][]byte{thumb}); err != nil {
 		return nil, err
 	}
 	return thumb, nil
 }
 
-var idEnc = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+// healthSpool is the agent's spool as the recorder sees it: each write's
+// outcome goes to the watchdog's spool check.
+type healthSpool struct{ a *Agent }
+
+func (s healthSpool) Put(r uploader.Record) error {
+	err := s.a.spool.Put(r)
+	s.a.health.spooled(err)
+	return err
+}
 
 // newEventID makes a sortable, unique event ID: the frame time in milliseconds
 // and 8 random bytes.
 func newEventID(t time.Time, rnd io.Reader) (string, error) {
-	r, err := randomID(rnd)
+	r, err := recorder.RandomID(rnd)
 	if err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("%013d-%s", max(t.UnixMilli(), 0), r), nil
-}
-
-func randomID(rnd io.Reader) (string, error) {
-	b := make([]byte, 8)
-	if _, err := io.ReadFull(rnd, b); err != nil {
-		return "", fmt.Errorf("agent: random source: %w", err)
-	}
-	return strings.ToLower(idEnc.EncodeToString(b)), nil
 }

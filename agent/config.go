@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -94,7 +95,7 @@ func strField(name, desc string, p func(*Config) *string, allowed ...string) Fie
 	return Field{name, desc,
 		func(c *Config) string { return *p(c) },
 		func(c *Config, v string) error {
-			if len(allowed) > 0 && !contains(allowed, v) {
+			if len(allowed) > 0 && !slices.Contains(allowed, v) {
 				return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
 			}
 			*p(c) = v
@@ -114,15 +115,6 @@ func parsedField(name, desc string, p func(*Config) *string, check func(string) 
 			*p(c) = v
 			return nil
 		}}
-}
-
-func contains(list []string, v string) bool {
-	for _, s := range list {
-		if s == v {
-			return true
-		}
-	}
-	return false
 }
 
 func intField[T int | int64](name, desc string, lo, hi T, p func(*Config) *T) Field {

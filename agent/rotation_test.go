@@ -16,22 +16,10 @@ import (
 
 	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/provenance"
-	"github.com/keyframe-cam/keyframe/provenance/rotation"
 	"github.com/keyframe-cam/keyframe/receiver"
+	"github.com/keyframe-cam/keyframe/recorder"
+	"github.com/keyframe-cam/keyframe/recorder/rotation"
 )
-
-// chainFile is the agent's chain state file as a rotation.ChainState (what
-// `keyframe identity rotate` uses).
-type chainFile string
-
-func (p chainFile) Load() (uint64, []byte, error) {
-	c, err := board.LoadChain(string(p))
-	return c.Next, c.Prev, err
-}
-
-func (p chainFile) Save(next uint64, prev []byte) error {
-	return board.SaveChain(string(p), board.Chain{Next: next, Prev: prev})
-}
 
 // TestKeyRotation: a device uploads with its first key; a rotation is
 // prepared while it is stopped; on the next start the agent signs with the
@@ -97,14 +85,14 @@ func TestKeyRotation(t *testing.T) {
 	run(func() bool { return lines.count("kind=end device="+oldID) >= 1 }, "verified records of the first key")
 
 	// keyframe identity rotate, while the agent is stopped.
-	next, _, err := board.LoadOrCreateFileKey(rotation.NextKeyPath(KeyPath(&cfg)), rand.Reader)
+	next, _, err := board.LoadOrCreateFileKey(Layout(&cfg).NextKey, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := rotation.Prepare(rotation.Request{
-		DataDir: cfg.DataDir, KeyFile: KeyPath(&cfg), Old: oldKey, New: next, KeyStore: oldKey.Backend(),
+		Layout: Layout(&cfg), Old: oldKey, New: next, KeyStore: oldKey.Backend(),
 		Boot: "test-boot", Time: provenance.Time{UnixMs: time.Now().UnixMilli(), Clock: provenance.ClockUnsynced},
-		Chain: chainFile(filepath.Join(cfg.DataDir, "chain")), Rand: rand.Reader,
+		Chain: recorder.ChainFile(Layout(&cfg).Chain), Rand: rand.Reader,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -124,10 +112,10 @@ func TestKeyRotation(t *testing.T) {
 	if _, id, _, err := Identity(&cfg, rand.Reader); err != nil || id != newID {
 		t.Fatalf("key file now holds %s (%v), want the new %s", id, err, newID)
 	}
-	if _, err := os.Stat(rotation.RetiredKeyPath(KeyPath(&cfg))); err != nil {
+	if _, err := os.Stat(Layout(&cfg).RetiredKey); err != nil {
 		t.Fatalf("old key not kept: %v", err)
 	}
-	if _, err := os.Stat(rotation.BundlePath(cfg.DataDir)); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(Layout(&cfg).Rotation); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("rotation bundle still there: %v", err)
 	}
 	// The receiver took the new device for the same owner, and its records

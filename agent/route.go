@@ -11,23 +11,18 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"github.com/keyframe-cam/keyframe/capture"
 	"github.com/keyframe-cam/keyframe/provenance"
-	"github.com/keyframe-cam/keyframe/provenance/rotation"
+	"github.com/keyframe-cam/keyframe/recorder/rotation"
 	"github.com/keyframe-cam/keyframe/uploader"
 )
 
-// CertPath is the device certificate file the configuration names.
-func CertPath(c *Config) string {
-	if c.CertFile != "" {
-		return c.CertFile
-	}
-	return filepath.Join(c.DataDir, "device-cert.pem")
-}
+// CertPath is the device certificate file the configuration names
+// (Layout(c).Cert).
+func CertPath(c *Config) string { return Layout(c).Cert }
 
 // isMQTT reports whether upload.url names an MQTT broker rather than an
 // HTTP receiver.
@@ -86,7 +81,7 @@ func (a *Agent) delivered(e uploader.Entry) {
 	if p == nil || e.Seq != p.Seq || e.Kind != provenance.KindRotate {
 		return
 	}
-	if err := rotation.Complete(a.cfg.DataDir, KeyPath(&a.cfg), CertPath(&a.cfg)); err != nil {
+	if err := rotation.Complete(Layout(&a.cfg)); err != nil {
 		a.log.Error("key rotation: the receiver accepted the rotate record, but completing it failed; it completes on the next start", "err", err)
 		return
 	}

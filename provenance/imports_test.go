@@ -21,7 +21,7 @@ func TestImports(t *testing.T) {
 		t.Skip("the go tool is not on PATH; cannot list provenance's imports")
 	}
 	const self = "github.com/keyframe-cam/keyframe/provenance"
-	forbidden := []string{"capture", "board", "uploader", "agent", "receiver", "motion"}
+	forbidden := []string{"capture", "board", "uploader", "agent", "receiver", "motion", "recorder"}
 	allowedModules := map[string]bool{
 		"github.com/veraison/go-cose":  true,
 		"github.com/fxamacker/cbor/v2": true,

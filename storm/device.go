@@ -6,10 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"sync"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/provenance"
+	"github.com/keyframe-cam/keyframe/recorder"
 	"github.com/keyframe-cam/keyframe/uploader"
 )
 
@@ -58,41 +59,50 @@ func thumbnail(device, event, kind string) []byte {
 	return append(b, 0xff, 0xd9) // EOI
 }
 
-// chain is a device's signing state during one run: the sequence number and
-// the previous envelope's hash, as board persists them on a real device.
-type chain struct {
-	seq  uint64
-	prev []byte
-}
+// memChain is a device's chain state during one run, in memory: a
+// simulated device is not killed, and its records are signed and spooled
+// through the device's own rule (recorder).
+type memChain struct{ c board.Chain }
 
-// device is one simulated camera in one run: its identity, its chain, its
-// real spool on disk and its real uploader.
+func (m *memChain) Load() (board.Chain, error) {
+	if m.c.Next == 0 {
+		return board.Chain{Next: 1}, nil // a new device
+	}
+	return m.c, nil
+}
+func (m *memChain) Save(c board.Chain) error { m.c = c; return nil }
+
+// device is one simulated camera in one run: its identity, its recorder
+// (chain in memory), its real spool on disk and its real uploader.
 type device struct {
 	*identity
 	boot  string
 	start time.Time // the run's boot time, for boot_ms
 
-	mu    sync.Mutex // guards chain (records are made by one goroutine at a time, but phases hand over)
-	chain chain
-
+	rec   *recorder.Recorder // signs, advances the chain, then spools (records are made by one goroutine at a time, but phases hand over)
 	spool *uploader.Spool
 	up    *uploader.Uploader
+}
+
+// newDevice is identity's device in a run that booted at start, spooling to
+// sp.
+func newDevice(id *identity, boot string, start time.Time, sp *uploader.Spool) (*device, error) {
+	rec, err := recorder.Open(recorder.Config{Chain: &memChain{}, Spool: sp, Key: id.key})
+	if err != nil {
+		return nil, fmt.Errorf("storm: device %d: %w", id.idx, err)
+	}
+	return &device{identity: id, boot: boot, start: start, rec: rec, spool: sp}, nil
 }
 
 // record signs the next record of an event and spools it; it returns the
 // record's key in the ledger.
 func (d *device) record(event, kind string, captured time.Time, dur time.Duration) (string, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	thumb := thumbnail(d.id, event, kind)
-	seq := d.chain.seq + 1
 	p := &provenance.Payload{
 		Device: d.id,
 		Event:  event,
 		Kind:   kind,
-		Seq:    seq,
 		Boot:   d.boot,
-		Prev:   d.chain.prev,
 		Time: provenance.Time{
 			UnixMs: captured.UnixMilli(),
 			BootMs: uint64(max(captured.Sub(d.start), 0) / time.Millisecond),
@@ -109,20 +119,9 @@ func (d *device) record(event, kind string, captured time.Time, dur time.Duratio
 		Media:    []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", thumb)},
 		KeyStore: "file",
 	}
-	env, err := provenance.Sign(nil, d.key, p)
-	if err != nil {
-		return "", fmt.Errorf("storm: device %d: %w", d.idx, err)
-	}
-	bundle := provenance.Bundle{Envelope: env, Media: [][]byte{thumb}}
-	data, err := bundle.Marshal()
-	if err != nil {
-		return "", fmt.Errorf("storm: device %d: %w", d.idx, err)
-	}
-	// The chain moves on before the spool write, as on a device (a failed
+	// Signed, the chain moved on, then spooled, as on a device (a failed
 	// write leaves a gap, never a reuse).
-	h := provenance.HashEnvelope(env)
-	d.chain = chain{seq: seq, prev: h[:]}
-	if err := d.spool.Put(uploader.Record{Seq: seq, Event: event, Kind: kind, Data: data}); err != nil {
+	if _, err := d.rec.Record(p, [][]byte{thumb}); err != nil {
 		return "", fmt.Errorf("storm: device %d: %w", d.idx, err)
 	}
 	return recordKey(d.id, event, kind), nil

@@ -536,7 +536,10 @@ func runOnce(ctx context.Context, cfg Config, ids []*identity, naive bool) (_ *R
 		if err != nil {
 			return nil, fmt.Errorf("storm: %w", err)
 		}
-		d := &device{identity: id, boot: fmt.Sprintf("boot-%d", id.idx), start: start, spool: sp}
+		d, err := newDevice(id, fmt.Sprintf("boot-%d", id.idx), start, sp)
+		if err != nil {
+			return nil, err
+		}
 		c := ucfg
 		c.Delivered = func(uploader.Entry) {
 			now := time.Now()

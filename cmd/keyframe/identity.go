@@ -16,7 +16,8 @@ import (
 	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/internal/atomicfile"
 	"github.com/keyframe-cam/keyframe/provenance"
-	"github.com/keyframe-cam/keyframe/provenance/rotation"
+	"github.com/keyframe-cam/keyframe/recorder"
+	"github.com/keyframe-cam/keyframe/recorder/rotation"
 )
 
 const identityUsage = `usage: keyframe identity [-config FILE] [-pubout FILE] [-id]
@@ -197,18 +198,6 @@ func installCert(src, dest string, key board.Key, now time.Time) (*x509.Certific
 	return certs[0], nil
 }
 
-// boardChain is the agent's chain state file as a rotation.ChainState.
-type boardChain string
-
-func (p boardChain) Load() (uint64, []byte, error) {
-	c, err := board.LoadChain(string(p))
-	return c.Next, c.Prev, err
-}
-
-func (p boardChain) Save(next uint64, prev []byte) error {
-	return board.SaveChain(string(p), board.Chain{Next: next, Prev: prev})
-}
-
 // identityRotate prepares a key rotation: a new key next to the old one and
 // the rotate record, signed by both, for the agent to upload.
 func identityRotate(args []string, stdout, stderr io.Writer) int {
@@ -233,11 +222,11 @@ func identityRotate(args []string, stdout, stderr io.Writer) int {
 	if c.KeyBackend == board.BackendTPM {
 		return fail(errors.New("the tpm key backend cannot rotate yet (the new key needs a persistent handle of its own); only file keys rotate"))
 	}
-	keyPath := agent.KeyPath(&c)
-	if _, err := os.Stat(keyPath); err != nil {
+	layout := agent.Layout(&c)
+	if _, err := os.Stat(layout.Key); err != nil {
 		return fail(fmt.Errorf("no device key to rotate: %w", err))
 	}
-	if p, err := rotation.Load(c.DataDir, keyPath); err != nil {
+	if p, err := rotation.Load(layout); err != nil {
 		return fail(err)
 	} else if p != nil {
 		return fail(fmt.Errorf("a rotation from %s to %s is already pending (%s): the agent uploads it and completes it on its next start", p.OldDevice, p.NewDevice, p.BundlePath))
@@ -250,13 +239,24 @@ func identityRotate(args []string, stdout, stderr io.Writer) int {
 	// The new key is on disk before anything refers to it; the old key is not
 	// touched until the agent completes the rotation. After a crash here the
 	// same new key is picked up again.
-	next, _, err := board.LoadOrCreateFileKey(rotation.NextKeyPath(keyPath), rand.Reader)
+	next, _, err := board.LoadOrCreateFileKey(layout.NextKey, rand.Reader)
+	if err != nil {
+		return fail(err)
+	}
+	b, err := board.NewFS("/")
+	if err != nil {
+		return fail(err)
+	}
+	// The same stamp as the agent's records: boot ID (a per-process one where
+	// the kernel has none), clock quality, time since boot.
+	stamper, err := recorder.NewStamper(recorder.StampConfig{Board: b, Rand: rand.Reader})
 	if err != nil {
 		return fail(err)
 	}
 	now := time.Now()
+	st := stamper.Now()
 	var chain [][]byte
-	switch ch, err := provenance.LoadCertChain(agent.CertPath(&c)); {
+	switch ch, err := provenance.LoadCertChain(layout.Cert); {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
 		fmt.Fprintf(stderr, "keyframe identity rotate: warning: %v; the rotate record carries no certificate\n", err)
@@ -268,15 +268,14 @@ func identityRotate(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	req := rotation.Request{
-		DataDir:   c.DataDir,
-		KeyFile:   keyPath,
+		Layout:    layout,
 		Old:       old,
 		New:       next,
 		KeyStore:  old.Backend(),
-		Boot:      bootID(),
-		Time:      recordTime(now),
+		Boot:      stamper.Boot(),
+		Time:      st.Time(now),
 		CertChain: chain,
-		Chain:     boardChain(filepath.Join(c.DataDir, "chain")),
+		Chain:     recorder.ChainFile(layout.Chain),
 		Rand:      rand.Reader,
 	}
 	p, err := rotation.Prepare(req)
@@ -286,31 +285,6 @@ func identityRotate(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "old device: %s\nnew device: %s\nnew key:    %s\nbundle:     %s (rotate record seq %d, event %s)\n",
 		oldID, p.NewDevice, p.NewKeyPath, p.BundlePath, p.Seq, p.Event)
 	fmt.Fprintln(stdout, "The agent uploads the rotate record on its next start, signs with the new key from then on, and keeps the old key as",
-		rotation.RetiredKeyPath(keyPath), "once the receiver has accepted it.")
+		layout.RetiredKey, "once the receiver has accepted it.")
 	return 0
-}
-
-// bootID is the kernel's boot ID, or a stand-in off Linux.
-func bootID() string {
-	b, err := board.NewFS("/")
-	if err == nil {
-		if id, err := b.BootID(); err == nil {
-			return id
-		}
-	}
-	return "unknown"
-}
-
-// recordTime is now as a record's time, with the clock's quality.
-func recordTime(now time.Time) provenance.Time {
-	t := provenance.Time{UnixMs: now.UnixMilli(), Clock: provenance.ClockUnsynced}
-	if board.ClockSynced() {
-		t.Clock = provenance.ClockSynced
-	}
-	if b, err := board.NewFS("/"); err == nil {
-		if up, err := b.Uptime(); err == nil {
-			t.BootMs = uint64(up / time.Millisecond)
-		}
-	}
-	return t
 }

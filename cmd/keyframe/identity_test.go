@@ -20,7 +20,8 @@ import (
 
 	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/provenance"
-	"github.com/keyframe-cam/keyframe/provenance/rotation"
+	"github.com/keyframe-cam/keyframe/recorder"
+	"github.com/keyframe-cam/keyframe/recorder/rotation"
 )
 
 // identityEnv is a configuration file naming a data directory.
@@ -246,7 +247,8 @@ func TestIdentityRotate(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("rotate: %d %s", code, errs)
 	}
-	p, err := rotation.Load(e.dir, keyFile)
+	layout := recorder.NewLayout(e.dir, keyFile, filepath.Join(e.dir, "device-cert.pem"), "")
+	p, err := rotation.Load(layout)
 	if err != nil || p == nil {
 		t.Fatalf("no pending rotation after rotate: %v", err)
 	}
@@ -290,7 +292,7 @@ func TestIdentityRotate(t *testing.T) {
 	}
 
 	// What the agent does once the receiver accepted the bundle.
-	if err := rotation.Complete(e.dir, keyFile, filepath.Join(e.dir, "device-cert.pem")); err != nil {
+	if err := rotation.Complete(layout); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.id(); got != p.NewDevice {

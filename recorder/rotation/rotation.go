@@ -3,21 +3,20 @@
 // accepted it (the agent completes it), so that a crash at any point leaves a
 // device that can still sign and still finish the rotation.
 //
-// On disk, in the device's data directory and next to its key file:
+// On disk, at the paths of the device's recorder.Layout:
 //
-//	<key_file>.next     the new key (PKCS#8 PEM, 0600), written before anything else
-//	rotation.bundle     the signed rotate record with its proof, an upload bundle
-//	<key_file>.retired  the old key, kept after Complete
+//	NextKey     the new key (PKCS#8 PEM, 0600), written before anything else
+//	Rotation    the signed rotate record with its proof, an upload bundle
+//	RetiredKey  the old key, kept after Complete
 //
-// A rotation is pending while rotation.bundle exists. The device keeps its
-// chain across the rotation: the rotate record is the next record of the old
-// key's chain, and the new key's records continue from the following sequence
-// number with prev = SHA-256 of the rotate envelope (docs/envelope.md, "Key
-// rotation").
+// A rotation is pending while the Rotation bundle exists. The device keeps
+// its chain across the rotation: the rotate record is the next record of the
+// old key's chain, made by a recorder.Recorder whose spool is the bundle file,
+// and the new key's records continue from the following sequence number with
+// prev = SHA-256 of the rotate envelope (docs/envelope.md, "Key rotation").
 //
 // This package is device-side bookkeeping, kept apart from package provenance
-// (which clouds import). It takes the chain state through the small ChainState
-// interface rather than importing board.
+// (which clouds import).
 package rotation
 
 import (
@@ -34,11 +33,9 @@ import (
 
 	"github.com/keyframe-cam/keyframe/internal/atomicfile"
 	"github.com/keyframe-cam/keyframe/provenance"
+	"github.com/keyframe-cam/keyframe/recorder"
+	"github.com/keyframe-cam/keyframe/uploader"
 )
-
-// BundleName is the file in the data directory that holds a pending
-// rotation's upload bundle.
-const BundleName = "rotation.bundle"
 
 // EventPrefix starts the event ID of a rotate record; the new device ID
 // follows.
@@ -48,38 +45,20 @@ const EventPrefix = "rotate-"
 // pending: it must be completed before another one starts.
 var ErrPending = errors.New("a key rotation is already pending")
 
-// NextKeyPath is where a rotation keeps the new key until it completes.
-func NextKeyPath(keyFile string) string { return keyFile + ".next" }
-
-// RetiredKeyPath is where Complete keeps the old key.
-func RetiredKeyPath(keyFile string) string { return keyFile + ".retired" }
-
-// BundlePath is the pending rotation's bundle in dataDir.
-func BundlePath(dataDir string) string { return filepath.Join(dataDir, BundleName) }
-
-// ChainState is the device's signing chain state (the agent's is
-// board.LoadChain/SaveChain on <data_dir>/chain): the sequence number the
-// next record gets and the SHA-256 of the last envelope signed.
-type ChainState interface {
-	Load() (next uint64, prev []byte, err error)
-	Save(next uint64, prev []byte) error
-}
-
 // Request is what Prepare needs.
 type Request struct {
-	DataDir  string        // the device's data directory
-	KeyFile  string        // the current key file; the new key must already be at NextKeyPath(KeyFile)
-	Old      crypto.Signer // the current device key
-	New      crypto.Signer // the new key (loaded from NextKeyPath(KeyFile))
-	KeyStore string        // backend of the old key, for the record's keystore field ("file")
-	Boot     string        // boot ID
+	Layout   recorder.Layout // the device's paths; the new key must already be at Layout.NextKey
+	Old      crypto.Signer   // the current device key
+	New      crypto.Signer   // the new key (loaded from Layout.NextKey)
+	KeyStore string          // backend of the old key, for the record's keystore field ("file")
+	Boot     string          // boot ID
 	Time     provenance.Time
 	// CertChain is the old key's certificate chain (DER, device
 	// certificate first) for the rotate record's x5chain, or nil. A receiver
 	// that admitted the old device by its certificate needs it.
 	CertChain [][]byte
-	Chain     ChainState
-	Rand      io.Reader // nil: crypto/rand
+	Chain     recorder.ChainStore // the device's chain state (recorder.ChainFile(Layout.Chain))
+	Rand      io.Reader           // nil: crypto/rand
 }
 
 // Pending describes a prepared rotation that the receiver has not yet
@@ -91,34 +70,35 @@ type Pending struct {
 	Seq        uint64 // the rotate record's sequence number (the old key's chain)
 	OldDevice  string
 	NewDevice  string
-	// NewKeyPath holds the new key: NextKeyPath(key file), or the key file
+	// NewKeyPath holds the new key: Layout.NextKey, or the key file
 	// itself when a Complete was interrupted after switching keys (Switched).
 	NewKeyPath string
 	Switched   bool
 }
 
 // Prepare makes the rotate record for req and writes it to
-// BundlePath(req.DataDir). The new key must already be durable at
-// NextKeyPath(req.KeyFile) (the old key is never touched here). The chain
-// state advances past the rotate record before the bundle is written, so a
-// crash can leave a gap in the sequence, never a reuse. It refuses with
-// ErrPending if a rotation is already pending.
+// req.Layout.Rotation. The new key must already be durable at
+// req.Layout.NextKey (the old key is never touched here). The rotate record
+// is the next record of req.Chain, made by a recorder.Recorder whose spool is
+// the bundle file: the chain state advances past it before the bundle is
+// written, so a crash can leave a gap in the sequence, never a reuse. It
+// refuses with ErrPending if a rotation is already pending.
 func Prepare(req Request) (*Pending, error) {
-	bundlePath := BundlePath(req.DataDir)
-	if _, err := os.Stat(bundlePath); err == nil {
-		return nil, fmt.Errorf("rotation: %s: %w", bundlePath, ErrPending)
+	l := req.Layout
+	if _, err := os.Stat(l.Rotation); err == nil {
+		return nil, fmt.Errorf("rotation: %s: %w", l.Rotation, ErrPending)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("rotation: %w", err)
 	}
 	if req.Old == nil || req.New == nil || req.Chain == nil {
 		return nil, errors.New("rotation: prepare: old key, new key and chain state are required")
 	}
-	nextPub, err := publicKeyOfFile(NextKeyPath(req.KeyFile))
+	nextPub, err := publicKeyOfFile(l.NextKey)
 	if err != nil {
 		return nil, err
 	}
 	if !sameKey(nextPub, req.New.Public()) {
-		return nil, fmt.Errorf("rotation: prepare: %s does not hold the new key", NextKeyPath(req.KeyFile))
+		return nil, fmt.Errorf("rotation: prepare: %s does not hold the new key", l.NextKey)
 	}
 	oldID, err := provenance.DeviceID(req.Old.Public())
 	if err != nil {
@@ -128,48 +108,56 @@ func Prepare(req Request) (*Pending, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rotation: %w", err)
 	}
-	next, prev, err := req.Chain.Load()
+	rec, err := recorder.Open(recorder.Config{
+		Chain:     req.Chain,
+		Spool:     bundleFile(l.Rotation),
+		Key:       req.Old,
+		CertChain: func() [][]byte { return req.CertChain },
+		Rand:      req.Rand,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("rotation: chain state: %w", err)
+		return nil, fmt.Errorf("rotation: %w", err)
 	}
 	p := &provenance.Payload{
 		Device:   oldID,
 		Event:    EventPrefix + newID,
-		Seq:      next,
 		Boot:     req.Boot,
-		Prev:     prev,
 		Time:     req.Time,
 		KeyStore: req.KeyStore,
 	}
-	b, err := provenance.Rotate(req.Rand, req.Old, req.New, p, req.CertChain)
+	r, err := rec.Rotate(req.New, p)
 	if err != nil {
 		return nil, fmt.Errorf("rotation: %w", err)
-	}
-	data, err := b.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("rotation: %w", err)
-	}
-	h := provenance.HashEnvelope(b.Envelope)
-	if err := req.Chain.Save(next+1, h[:]); err != nil {
-		return nil, fmt.Errorf("rotation: chain state: %w", err)
-	}
-	if err := atomicfile.WriteFile(bundlePath, data, 0o600); err != nil {
-		return nil, fmt.Errorf("rotation: write bundle: %w", err)
 	}
 	return &Pending{
-		BundlePath: bundlePath, Bundle: data, Event: p.Event, Seq: p.Seq,
-		OldDevice: oldID, NewDevice: newID, NewKeyPath: NextKeyPath(req.KeyFile),
+		BundlePath: l.Rotation, Bundle: r.Data, Event: r.Event, Seq: r.Seq,
+		OldDevice: oldID, NewDevice: newID, NewKeyPath: l.NextKey,
 	}, nil
 }
 
-// Load reports the rotation pending in dataDir for the key file keyFile, or
-// nil (and no error) if there is none. It verifies the bundle and checks
-// that the new key it names is on disk: at NextKeyPath(keyFile), or already
-// in keyFile (a Complete was interrupted; Switched is then set). A bundle
-// whose new key is nowhere is an error: the device must not sign with a key
-// the rotation does not name.
-func Load(dataDir, keyFile string) (*Pending, error) {
-	path := BundlePath(dataDir)
+// bundleFile is the spool of a rotate record while the rotation is being
+// prepared: the bundle file, written atomically.
+type bundleFile string
+
+func (f bundleFile) Put(r uploader.Record) error {
+	if err := atomicfile.WriteFile(string(f), r.Data, 0o600); err != nil {
+		return fmt.Errorf("write bundle: %w", err)
+	}
+	return nil
+}
+
+// Record is the pending rotate record as the agent spools it.
+func (p *Pending) Record() uploader.Record {
+	return uploader.Record{Seq: p.Seq, Event: p.Event, Kind: provenance.KindRotate, Data: p.Bundle}
+}
+
+// Load reports the rotation pending at the paths of l, or nil (and no error)
+// if there is none. It verifies the bundle and checks that the new key it
+// names is on disk: at l.NextKey, or already in l.Key (a Complete was
+// interrupted; Switched is then set). A bundle whose new key is nowhere is an
+// error: the device must not sign with a key the rotation does not name.
+func Load(l recorder.Layout) (*Pending, error) {
+	path, keyFile := l.Rotation, l.Key
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -185,7 +173,7 @@ func Load(dataDir, keyFile string) (*Pending, error) {
 		BundlePath: path, Bundle: data, Event: v.Payload.Event, Seq: v.Payload.Seq,
 		OldDevice: v.Device, NewDevice: v.NextDevice,
 	}
-	nextPath := NextKeyPath(keyFile)
+	nextPath := l.NextKey
 	pub, err := publicKeyOfFile(nextPath)
 	switch {
 	case err == nil:
@@ -208,16 +196,17 @@ func Load(dataDir, keyFile string) (*Pending, error) {
 	return p, nil
 }
 
-// Complete finishes the rotation pending in dataDir once the receiver has
-// accepted its bundle (a 2xx answer): it keeps the old key as
-// RetiredKeyPath(keyFile) (replacing the key an earlier rotation retired),
-// moves the new key into keyFile, moves a device
-// certificate file (certFile, if not empty) that certifies the old key aside
-// to certFile+".retired", and removes the bundle. At every step keyFile holds
-// a whole key, old or new, and a crash leaves a state Load and Complete
-// understand. Completing when nothing is pending does nothing.
-func Complete(dataDir, keyFile, certFile string) error {
-	p, err := Load(dataDir, keyFile)
+// Complete finishes the rotation pending at the paths of l once the receiver
+// has accepted its bundle (a 2xx answer): it keeps the old key as
+// l.RetiredKey (replacing the key an earlier rotation retired), moves the new
+// key into l.Key, moves a device certificate file (l.Cert, if not empty) that
+// certifies the old key aside to l.Cert+".retired", and removes the bundle.
+// At every step l.Key holds a whole key, old or new, and a crash leaves a
+// state Load and Complete understand. Completing when nothing is pending
+// does nothing.
+func Complete(l recorder.Layout) error {
+	keyFile := l.Key
+	p, err := Load(l)
 	if err != nil || p == nil {
 		return err
 	}
@@ -230,7 +219,7 @@ func Complete(dataDir, keyFile, certFile string) error {
 		if err != nil {
 			return fmt.Errorf("rotation: read old key: %w", err)
 		}
-		if err := atomicfile.WriteFile(RetiredKeyPath(keyFile), old, 0o600); err != nil {
+		if err := atomicfile.WriteFile(l.RetiredKey, old, 0o600); err != nil {
 			return fmt.Errorf("rotation: keep old key: %w", err)
 		}
 		// rename replaces the key file atomically: it holds the old key or
@@ -242,15 +231,15 @@ func Complete(dataDir, keyFile, certFile string) error {
 			return fmt.Errorf("rotation: %w", err)
 		}
 	}
-	if certFile != "" {
-		if err := retireCert(certFile, v.SPKI); err != nil {
+	if l.Cert != "" {
+		if err := retireCert(l.Cert, v.SPKI); err != nil {
 			return err
 		}
 	}
 	if err := os.Remove(p.BundlePath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("rotation: remove bundle: %w", err)
 	}
-	if err := atomicfile.SyncDir(dataDir); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(p.BundlePath)); err != nil {
 		return fmt.Errorf("rotation: %w", err)
 	}
 	return nil

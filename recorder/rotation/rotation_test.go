@@ -18,23 +18,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/provenance"
-	"github.com/keyframe-cam/keyframe/provenance/rotation"
+	"github.com/keyframe-cam/keyframe/recorder"
+	"github.com/keyframe-cam/keyframe/recorder/rotation"
 )
 
-// memChain is an in-memory ChainState.
+// memChain is an in-memory recorder.ChainStore.
 type memChain struct {
 	next    uint64
 	prev    []byte
 	failSav bool
 }
 
-func (m *memChain) Load() (uint64, []byte, error) { return m.next, m.prev, nil }
-func (m *memChain) Save(next uint64, prev []byte) error {
+func (m *memChain) Load() (board.Chain, error) { return board.Chain{Next: m.next, Prev: m.prev}, nil }
+func (m *memChain) Save(c board.Chain) error {
 	if m.failSav {
 		return errors.New("disk full")
 	}
-	m.next, m.prev = next, prev
+	m.next, m.prev = c.Next, c.Prev
 	return nil
 }
 
@@ -88,6 +90,7 @@ func id(t *testing.T, k crypto.Signer) string {
 // and a chain state.
 type device struct {
 	dir, keyFile string
+	layout       recorder.Layout // with no certificate file
 	old, new     *ecdsa.PrivateKey
 	chain        *memChain
 }
@@ -95,8 +98,10 @@ type device struct {
 func newDevice(t *testing.T) *device {
 	d := &device{dir: t.TempDir(), old: newKey(t), new: newKey(t)}
 	d.keyFile = filepath.Join(d.dir, "device.key")
+	d.layout = recorder.NewLayout(d.dir, d.keyFile, "", "")
+	d.layout.Cert = ""
 	writeKey(t, d.keyFile, d.old)
-	writeKey(t, rotation.NextKeyPath(d.keyFile), d.new)
+	writeKey(t, d.layout.NextKey, d.new)
 	prev := sha256.Sum256([]byte("last envelope"))
 	d.chain = &memChain{next: 17, prev: prev[:]}
 	return d
@@ -104,7 +109,7 @@ func newDevice(t *testing.T) *device {
 
 func (d *device) request() rotation.Request {
 	return rotation.Request{
-		DataDir: d.dir, KeyFile: d.keyFile, Old: d.old, New: d.new, KeyStore: "file", Boot: "boot-1",
+		Layout: d.layout, Old: d.old, New: d.new, KeyStore: "file", Boot: "boot-1",
 		Time:  provenance.Time{UnixMs: 1764000000000, BootMs: 5000, Clock: provenance.ClockSynced},
 		Chain: d.chain,
 	}
@@ -121,7 +126,7 @@ func TestPrepareLoadComplete(t *testing.T) {
 		t.Errorf("pending %+v", p)
 	}
 	// The bundle on disk is the verified rotate record, next in the old chain.
-	data, err := os.ReadFile(rotation.BundlePath(d.dir))
+	data, err := os.ReadFile(d.layout.Rotation)
 	if err != nil || !bytes.Equal(data, p.Bundle) {
 		t.Fatalf("bundle file: %v", err)
 	}
@@ -145,24 +150,24 @@ func TestPrepareLoadComplete(t *testing.T) {
 		t.Errorf("second Prepare: %v, want ErrPending", err)
 	}
 
-	got, err := rotation.Load(d.dir, d.keyFile)
+	got, err := rotation.Load(d.layout)
 	if err != nil || got == nil {
 		t.Fatalf("Load: %v, %v", got, err)
 	}
-	if got.NewKeyPath != rotation.NextKeyPath(d.keyFile) || got.Switched || got.Seq != 17 || got.NewDevice != p.NewDevice || got.Event != p.Event {
+	if got.NewKeyPath != d.layout.NextKey || got.Switched || got.Seq != 17 || got.NewDevice != p.NewDevice || got.Event != p.Event {
 		t.Errorf("Load %+v", got)
 	}
 
-	if err := rotation.Complete(d.dir, d.keyFile, ""); err != nil {
+	if err := rotation.Complete(d.layout); err != nil {
 		t.Fatal(err)
 	}
 	if !d.new.PublicKey.Equal(keyInFile(t, d.keyFile)) {
 		t.Error("key file does not hold the new key")
 	}
-	if !d.old.PublicKey.Equal(keyInFile(t, rotation.RetiredKeyPath(d.keyFile))) {
+	if !d.old.PublicKey.Equal(keyInFile(t, d.layout.RetiredKey)) {
 		t.Error("retired key file does not hold the old key")
 	}
-	for _, gone := range []string{rotation.BundlePath(d.dir), rotation.NextKeyPath(d.keyFile)} {
+	for _, gone := range []string{d.layout.Rotation, d.layout.NextKey} {
 		if _, err := os.Stat(gone); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s still there (%v)", gone, err)
 		}
@@ -170,10 +175,10 @@ func TestPrepareLoadComplete(t *testing.T) {
 	if st, err := os.Stat(d.keyFile); err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("key file mode %v, %v", st, err)
 	}
-	if got, err := rotation.Load(d.dir, d.keyFile); got != nil || err != nil {
+	if got, err := rotation.Load(d.layout); got != nil || err != nil {
 		t.Errorf("Load after Complete: %+v, %v", got, err)
 	}
-	if err := rotation.Complete(d.dir, d.keyFile, ""); err != nil {
+	if err := rotation.Complete(d.layout); err != nil {
 		t.Errorf("Complete with nothing pending: %v", err)
 	}
 }
@@ -190,23 +195,23 @@ func TestCompleteInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(rotation.RetiredKeyPath(d.keyFile), old, 0o600); err != nil {
+	if err := os.WriteFile(d.layout.RetiredKey, old, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(rotation.NextKeyPath(d.keyFile), d.keyFile); err != nil {
+	if err := os.Rename(d.layout.NextKey, d.keyFile); err != nil {
 		t.Fatal(err)
 	}
-	p, err := rotation.Load(d.dir, d.keyFile)
+	p, err := rotation.Load(d.layout)
 	if err != nil || p == nil || !p.Switched || p.NewKeyPath != d.keyFile {
 		t.Fatalf("Load after an interrupted Complete: %+v, %v", p, err)
 	}
-	if err := rotation.Complete(d.dir, d.keyFile, ""); err != nil {
+	if err := rotation.Complete(d.layout); err != nil {
 		t.Fatal(err)
 	}
-	if !d.old.PublicKey.Equal(keyInFile(t, rotation.RetiredKeyPath(d.keyFile))) || !d.new.PublicKey.Equal(keyInFile(t, d.keyFile)) {
+	if !d.old.PublicKey.Equal(keyInFile(t, d.layout.RetiredKey)) || !d.new.PublicKey.Equal(keyInFile(t, d.keyFile)) {
 		t.Error("keys wrong after finishing an interrupted Complete")
 	}
-	if _, err := os.Stat(rotation.BundlePath(d.dir)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(d.layout.Rotation); !errors.Is(err, os.ErrNotExist) {
 		t.Error("bundle left")
 	}
 }
@@ -216,28 +221,28 @@ func TestLoadRefusesAMissingNewKey(t *testing.T) {
 	if _, err := rotation.Prepare(d.request()); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(rotation.NextKeyPath(d.keyFile)); err != nil {
+	if err := os.Remove(d.layout.NextKey); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := rotation.Load(d.dir, d.keyFile); err == nil {
+	if p, err := rotation.Load(d.layout); err == nil {
 		t.Errorf("Load with the new key gone: %+v", p)
 	}
-	if err := rotation.Complete(d.dir, d.keyFile, ""); err == nil {
+	if err := rotation.Complete(d.layout); err == nil {
 		t.Error("Complete with the new key gone")
 	}
 	if !d.old.PublicKey.Equal(keyInFile(t, d.keyFile)) {
 		t.Error("the old key was touched")
 	}
 	// Another key at the .next path is not the rotation's either.
-	writeKey(t, rotation.NextKeyPath(d.keyFile), newKey(t))
-	if _, err := rotation.Load(d.dir, d.keyFile); err == nil {
+	writeKey(t, d.layout.NextKey, newKey(t))
+	if _, err := rotation.Load(d.layout); err == nil {
 		t.Error("Load accepted a stranger key as the new key")
 	}
 	// A corrupt bundle is an error, not "nothing pending".
-	if err := os.WriteFile(rotation.BundlePath(d.dir), []byte("junk"), 0o600); err != nil {
+	if err := os.WriteFile(d.layout.Rotation, []byte("junk"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rotation.Load(d.dir, d.keyFile); !errors.Is(err, provenance.ErrMalformed) {
+	if _, err := rotation.Load(d.layout); !errors.Is(err, provenance.ErrMalformed) {
 		t.Errorf("Load of a corrupt bundle: %v", err)
 	}
 }
@@ -253,7 +258,7 @@ func TestPrepareRefuses(t *testing.T) {
 	if _, err := rotation.Prepare(d.request()); err == nil {
 		t.Error("Prepare despite a chain state that cannot be saved")
 	}
-	if _, err := os.Stat(rotation.BundlePath(d.dir)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(d.layout.Rotation); !errors.Is(err, os.ErrNotExist) {
 		t.Error("a bundle was written although the chain state was not saved")
 	}
 	req = d.request()
@@ -304,7 +309,9 @@ func TestRotationWithCertificate(t *testing.T) {
 	if err != nil || len(v.Chain) != 1 {
 		t.Fatalf("rotate record's chain: %v, %v", v, err)
 	}
-	if err := rotation.Complete(d.dir, d.keyFile, certFile); err != nil {
+	l := d.layout
+	l.Cert = certFile
+	if err := rotation.Complete(l); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(certFile); !errors.Is(err, os.ErrNotExist) {
@@ -324,7 +331,9 @@ func TestRotationWithCertificate(t *testing.T) {
 	if _, err := rotation.Prepare(d2.request()); err != nil {
 		t.Fatal(err)
 	}
-	if err := rotation.Complete(d2.dir, d2.keyFile, certFile2); err != nil {
+	l2 := d2.layout
+	l2.Cert = certFile2
+	if err := rotation.Complete(l2); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(certFile2); err != nil {
