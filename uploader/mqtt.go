@@ -6,13 +6,11 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,12 +69,6 @@ const (
 // ErrNotConnected is wrapped by MQTT's methods when no broker connection is
 // up. Send's error is retried by the Uploader like any network failure.
 var ErrNotConnected = errors.New("not connected to the MQTT broker")
-
-// CommandFunc handles a command received on <prefix>/<device>/cmd/<name>.
-// Its result (any JSON-encodable value, may be nil) or its error is published
-// in a StateReply on <prefix>/<device>/state. It runs on its own goroutine,
-// one command at a time, and may call the MQTT's Publish methods.
-type CommandFunc func(ctx context.Context, name string, payload []byte) (result any, err error)
 
 // MQTTConfig configures an MQTT transport for one device. Zero durations take
 // their defaults.
@@ -147,18 +139,6 @@ type MQTTStats struct {
 	LastError       string `json:"last_error,omitempty"`
 }
 
-// StateReply is the JSON published on <prefix>/<device>/state in answer to
-// a command.
-type StateReply struct {
-	Device  string     `json:"device"`
-	Command string     `json:"command"`
-	OK      bool       `json:"ok"`
-	Error   string     `json:"error,omitempty"`
-	Result  any        `json:"result,omitempty"`
-	MQTT    *MQTTStats `json:"mqtt,omitempty"` // only in answer to "status"
-	Time    time.Time  `json:"time"`           // the device's clock (may be unset on a board without RTC)
-}
-
 // MQTT is an MQTT 3.1.1 transport for one device (paho.mqtt.golang
 // underneath). It implements Transport: Send publishes a record's bundle at
 // QoS 1 on <prefix>/<device>/events/<event>/<kind> and returns once the
@@ -196,14 +176,6 @@ type MQTT struct {
 type mqttTopics struct {
 	status, motion, thumbnail, state string
 	cmdPrefix, cmdFilter, probe      string
-}
-
-// command is a command waiting for the handler.
-type command struct {
-	name    string
-	payload []byte
-	sess    *mqttSession
-	err     error // refused before the handler: answer with this error
 }
 
 // NewMQTT checks cfg and returns a transport; Run connects it.
@@ -298,73 +270,6 @@ func NewMQTT(cfg MQTTConfig) (*MQTT, error) {
 		Logger:   m.log,
 	})
 	return m, nil
-}
-
-// Home Assistant discovery documents.
-type haDevice struct {
-	Identifiers  []string `json:"identifiers"`
-	Name         string   `json:"name"`
-	Manufacturer string   `json:"manufacturer"`
-	Model        string   `json:"model"`
-	SWVersion    string   `json:"sw_version,omitempty"`
-}
-
-type haAvailability struct {
-	AvailabilityTopic   string `json:"availability_topic"`
-	PayloadAvailable    string `json:"payload_available"`
-	PayloadNotAvailable string `json:"payload_not_available"`
-}
-
-type haBinarySensor struct {
-	Name        string `json:"name"`
-	UniqueID    string `json:"unique_id"`
-	DeviceClass string `json:"device_class"`
-	StateTopic  string `json:"state_topic"`
-	PayloadOn   string `json:"payload_on"`
-	PayloadOff  string `json:"payload_off"`
-	haAvailability
-	Device haDevice `json:"device"`
-}
-
-type haCamera struct {
-	Name     string `json:"name"`
-	UniqueID string `json:"unique_id"`
-	Topic    string `json:"topic"`
-	haAvailability
-	Device haDevice `json:"device"`
-}
-
-// discovery returns the retained Home Assistant discovery messages.
-func discovery(cfg MQTTConfig, t mqttTopics) ([][2]string, error) {
-	node := "keyframe_" + cfg.DeviceID
-	dev := haDevice{
-		Identifiers:  []string{node},
-		Name:         cfg.DeviceName,
-		Manufacturer: "keyframe",
-		Model:        "keyframe camera agent",
-		SWVersion:    cfg.SWVersion,
-	}
-	avail := haAvailability{AvailabilityTopic: t.status, PayloadAvailable: StatusOnline, PayloadNotAvailable: StatusOffline}
-	motion, err := json.Marshal(haBinarySensor{
-		Name: "Motion", UniqueID: node + "_motion", DeviceClass: "motion",
-		StateTopic: t.motion, PayloadOn: MotionOn, PayloadOff: MotionOff,
-		haAvailability: avail, Device: dev,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("uploader: mqtt: discovery: %w", err)
-	}
-	camera, err := json.Marshal(haCamera{
-		Name: "Thumbnail", UniqueID: node + "_thumbnail", Topic: t.thumbnail,
-		haAvailability: avail, Device: dev,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("uploader: mqtt: discovery: %w", err)
-	}
-	p := cfg.DiscoveryPrefix
-	return [][2]string{
-		{p + "/binary_sensor/" + node + "/motion/config", string(motion)},
-		{p + "/camera/" + node + "/thumbnail/config", string(camera)},
-	}, nil
 }
 
 // Stats returns the counters.
@@ -653,134 +558,4 @@ func (m *MQTT) dial(ctx context.Context) (mqttlink.Session, error) {
 	// A loss during the announcements above is already in s.lost; the
 	// Redialer sees it at once.
 	return s, nil
-}
-
-// commandName returns the command named by topic if topic is exactly
-// <prefix>/<device>/cmd/<name> for this device, with one level of name.
-func (m *MQTT) commandName(topic string) (string, bool) {
-	name, ok := strings.CutPrefix(topic, m.topics.cmdPrefix)
-	if !ok || name == "" || strings.ContainsAny(name, "/+#") {
-		return "", false
-	}
-	return name, true
-}
-
-// receiveCommand checks a received message's topic again (the broker's
-// routing is not trusted) and queues it for the handler.
-func (m *MQTT) receiveCommand(s *mqttSession, topic string, payload []byte, retained bool) {
-	name, ok := m.commandName(topic)
-	if !ok {
-		m.refused()
-		m.log.Warn("uploader: mqtt: ignored a message on a topic that is not this device's command topic", "topic", clipTopic(topic))
-		return
-	}
-	if retained {
-		m.refused()
-		m.log.Warn("uploader: mqtt: ignored a retained command (it would run again on every connect)", "command", clipTopic(name))
-		return
-	}
-	c := command{name: name, sess: s}
-	switch {
-	case len(payload) > MaxCommandPayload:
-		c.err = fmt.Errorf("payload of %d bytes is over the limit of %d", len(payload), MaxCommandPayload)
-	case name != CommandSnapshot && name != CommandStatus:
-		c.err = fmt.Errorf("unknown command %q (known: %s, %s)", clipTopic(name), CommandSnapshot, CommandStatus)
-	default:
-		c.payload = append([]byte(nil), payload...)
-	}
-	select {
-	case m.cmds <- c:
-	default:
-		m.mu.Lock()
-		m.stats.CommandsDropped++
-		m.mu.Unlock()
-		m.log.Warn("uploader: mqtt: command queue full; command dropped", "command", clipTopic(name))
-	}
-}
-
-func (m *MQTT) refused() {
-	m.mu.Lock()
-	m.stats.CommandsRefused++
-	m.mu.Unlock()
-}
-
-func (m *MQTT) commandLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			// Commands of a connection that is gone are not answered. This
-			// loop is the only receiver, so len > 0 means a receive will not
-			// block.
-			n := 0
-			for len(m.cmds) > 0 {
-				<-m.cmds
-				n++
-			}
-			if n > 0 {
-				m.mu.Lock()
-				m.stats.CommandsDropped += n
-				m.mu.Unlock()
-				m.log.Info("uploader: mqtt: dropped commands still queued at shutdown", "commands", n)
-			}
-			return
-		case c := <-m.cmds:
-			m.runCommand(ctx, c)
-		}
-	}
-}
-
-// runCommand runs one command and publishes the reply on the session it
-// came by.
-func (m *MQTT) runCommand(ctx context.Context, c command) {
-	reply := StateReply{Device: m.cfg.DeviceID, Command: c.name, Time: m.clk.Now().UTC()}
-	err := c.err
-	if err == nil {
-		if c.name == CommandStatus {
-			st := m.Stats()
-			reply.MQTT = &st
-		}
-		switch {
-		case m.cfg.OnCommand != nil:
-			reply.Result, err = m.cfg.OnCommand(ctx, c.name, c.payload)
-		case c.name != CommandStatus:
-			err = fmt.Errorf("command %q is not supported by this device", c.name)
-		}
-	}
-	if err != nil {
-		reply.Error = err.Error()
-	}
-	reply.OK = err == nil
-	b, merr := json.Marshal(reply)
-	if merr != nil {
-		reply.Result, reply.OK, reply.Error = nil, false, "result is not JSON-encodable: "+merr.Error()
-		err = merr
-		if b, merr = json.Marshal(reply); merr != nil {
-			m.log.Error("uploader: mqtt: cannot encode a command reply", "err", merr)
-			return
-		}
-	}
-	m.mu.Lock()
-	if err == nil {
-		m.stats.Commands++
-	} else {
-		m.stats.CommandsRefused++
-	}
-	m.mu.Unlock()
-	if err != nil {
-		m.log.Warn("uploader: mqtt: command failed", "command", clipTopic(c.name), "err", err)
-	} else {
-		m.log.Info("uploader: mqtt: command handled", "command", c.name)
-	}
-	if perr := m.await(ctx, c.sess.c.Publish(m.topics.state, 1, false, b), m.cfg.SendTimeout); perr != nil {
-		m.log.Warn("uploader: mqtt: cannot publish a command reply", "command", clipTopic(c.name), "err", perr)
-	}
-}
-
-// clipTopic bounds an untrusted topic or name for a log line.
-func clipTopic(s string) string {
-	const max = 120
-	if len(s) > max {
-		s = s[:max] + "…"
-	}
-	return strings.ToValidUTF8(s, "?")
 }
