@@ -151,7 +151,7 @@ func (h *HTTP) Send(ctx context.Context, r Record) error {
 func firstLine(r io.Reader) string {
 	b, _ := io.ReadAll(io.LimitReader(r, maxReasonRead))
 	line, _, _ := bufio.NewReader(bytes.NewReader(b)).ReadLine()
-	return oneLine(strings.ToValidUTF8(string(line), "?"))
+	return printableLine(strings.ToValidUTF8(string(line), "?"))
 }
 
 // parseRetryAfter reads a Retry-After value: delay-seconds or an HTTP-date.
