@@ -99,3 +99,40 @@ func TestBackoffFullJitter(t *testing.T) {
 		prevMean = mean
 	}
 }
+
+// NextAtLeast never draws below the floor's ceiling, then follows the
+// exponential ceiling once it passes the floor; NextWithin draws within its
+// own ceiling whatever the count. Both count a failure.
+func TestBackoffFloorAndQuickRetry(t *testing.T) {
+	b := Backoff{Base: time.Second, Cap: 10 * time.Second, Rand: ceilRand()}
+	if d := b.NextWithin(500 * time.Millisecond); d != 500*time.Millisecond || b.Failures() != 1 {
+		t.Fatalf("NextWithin = %v with %d failures, want 500ms with 1", d, b.Failures())
+	}
+	var got []time.Duration
+	for range 5 {
+		got = append(got, b.NextAtLeast(3*time.Second))
+	}
+	want := []time.Duration{3, 4, 8, 10, 10} // ceilings 2, 4, 8, 16→10, 32→10 against a floor of 3
+	for i := range want {
+		want[i] *= time.Second
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("NextAtLeast with the largest draws = %v, want %v", got, want)
+	}
+	if b.Failures() != 6 {
+		t.Fatalf("Failures = %d, want 6", b.Failures())
+	}
+	if d := b.NextWithin(0); d != 0 {
+		t.Fatalf("NextWithin(0) = %v, want 0", d)
+	}
+}
+
+func TestOrRandom(t *testing.T) {
+	r := ceilRand()
+	if got, ok := OrRandom(r).(fixedRand); !ok || got.Int64N(5) != 4 {
+		t.Error("OrRandom(r) is not r")
+	}
+	if d := Uniform(OrRandom(nil), time.Second); d < 0 || d > time.Second {
+		t.Errorf("a draw from OrRandom(nil) = %v, outside [0, 1s]", d)
+	}
+}
