@@ -27,6 +27,7 @@ import (
 
 	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/capture"
+	"github.com/keyframe-cam/keyframe/internal/clock"
 	"github.com/keyframe-cam/keyframe/motion"
 	"github.com/keyframe-cam/keyframe/provenance"
 	"github.com/keyframe-cam/keyframe/recorder"
@@ -34,23 +35,9 @@ import (
 	"github.com/keyframe-cam/keyframe/uploader"
 )
 
-// Clock is the time source the agent and its subsystems use.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
-// RealClock is the system clock.
-func RealClock() Clock { return realClock{} }
-
 // Deps are the parts of the machine the agent uses; tests replace them.
 type Deps struct {
-	Clock Clock
+	Clock clock.Clock // the time source of the agent and its subsystems; nil: the system clock
 	// SinceBoot reads the time since boot per recorded frame (no wall
 	// clock step moves it); nil means board.SinceBoot (CLOCK_BOOTTIME).
 	SinceBoot func() (time.Duration, error)
@@ -209,7 +196,7 @@ func (h *health) spoolCheck(time.Time) error {
 // New prepares an agent: identity, chain state and spool. Nothing runs until Run.
 func New(cfg Config, deps Deps) (*Agent, error) {
 	if deps.Clock == nil {
-		deps.Clock = RealClock()
+		deps.Clock = clock.System{}
 	}
 	if deps.Rand == nil {
 		deps.Rand = rand.Reader

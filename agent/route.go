@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyframe-cam/keyframe/capture"
+	"github.com/keyframe-cam/keyframe/internal/mqttlink"
 	"github.com/keyframe-cam/keyframe/provenance"
 	"github.com/keyframe-cam/keyframe/recorder/rotation"
 	"github.com/keyframe-cam/keyframe/uploader"
@@ -31,11 +32,7 @@ func isMQTT(raw string) bool {
 	if err != nil {
 		return false
 	}
-	switch u.Scheme {
-	case "mqtt", "mqtts", "tls", "ssl", "tcp":
-		return true
-	}
-	return false
+	return mqttlink.IsBrokerScheme(u.Scheme)
 }
 
 // loadCert loads the device certificate chain (device.cert_file: PEM, the
@@ -157,7 +154,7 @@ func (a *Agent) transport(cert *tls.Certificate) (tr uploader.Transport, m *uplo
 		NoDiscovery: !c.HADiscovery,
 		SWVersion:   c.Version,
 		OnCommand:   a.command,
-		Schedule: uploader.Schedule{
+		Schedule: mqttlink.Schedule{
 			BackoffBase: c.BackoffBase,
 			BackoffCap:  c.BackoffCap,
 			RetryWindow: c.RetryWindow,

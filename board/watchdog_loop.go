@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/keyframe-cam/keyframe/internal/clock"
 )
 
 // HealthCheck is one condition the board must meet for the watchdog to be
@@ -37,17 +39,6 @@ func StallCheck(name string, max time.Duration, last func() time.Time) HealthChe
 	}}
 }
 
-// WatchdogClock is the time source of a WatchdogLoop.
-type WatchdogClock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time                         { return time.Now() }
-func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
 // HealthFailure is one failed health check.
 type HealthFailure struct {
 	Check string    // HealthCheck.Name
@@ -75,8 +66,8 @@ type WatchdogLoop struct {
 	Dog      *Watchdog
 	Interval time.Duration // time between checks; must be below the watchdog timeout
 	Checks   []HealthCheck
-	Clock    WatchdogClock // nil: the system clock
-	Logger   *slog.Logger  // nil: no logs
+	Clock    clock.Clock  // nil: the system clock
+	Logger   *slog.Logger // nil: no logs
 
 	mu    sync.Mutex
 	stats WatchdogStats
@@ -108,10 +99,7 @@ func (l *WatchdogLoop) Run(ctx context.Context) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	clock := l.Clock
-	if clock == nil {
-		clock = systemClock{}
-	}
+	clk := clock.Or(l.Clock)
 	timeout, err := l.validate(log)
 	if err != nil {
 		return errors.Join(err, l.close(log))
@@ -126,7 +114,7 @@ func (l *WatchdogLoop) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return l.close(log)
 		}
-		now := clock.Now()
+		now := clk.Now()
 		healthy := true
 		var names []string
 		for i, c := range l.Checks {
@@ -176,7 +164,7 @@ func (l *WatchdogLoop) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return l.close(log)
-		case <-clock.After(l.Interval):
+		case <-clk.After(l.Interval):
 		}
 	}
 }

@@ -19,6 +19,8 @@ import (
 	"image"
 	"runtime"
 	"time"
+
+	"github.com/keyframe-cam/keyframe/internal/clock"
 )
 
 // PixelFormat is a V4L2 pixel format code (FourCC, little-endian).
@@ -296,25 +298,6 @@ var (
 	ErrClosed = errors.New("capture: source closed")
 )
 
-// Clock is the time source of the paced sources. A nil Clock passed to a
-// constructor means the system clock.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time                         { return time.Now() }
-func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
-func orSystemClock(c Clock) Clock {
-	if c == nil {
-		return systemClock{}
-	}
-	return c
-}
-
 // NominalFPS is the frame rate of the timeline of a source configured with
 // FPS 0 ("as fast as possible"): frames are produced without waiting, but
 // their Time still advances by 1/NominalFPS per frame, so a fast run has
@@ -323,13 +306,13 @@ const NominalFPS = 10
 
 // timeline maps sequence numbers to frame times and paces a source.
 type timeline struct {
-	clk   Clock
+	clk   clock.Clock
 	start time.Time
 	fps   float64 // 0: as fast as possible on the nominal timeline
 }
 
-func newTimeline(clk Clock, fps float64) timeline {
-	clk = orSystemClock(clk)
+func newTimeline(clk clock.Clock, fps float64) timeline {
+	clk = clock.Or(clk)
 	return timeline{clk: clk, start: clk.Now(), fps: fps}
 }
 

@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	_ "golang.org/x/image/bmp" // decoder for image.Decode
+
+	"github.com/keyframe-cam/keyframe/internal/clock"
 )
 
 // dirMaxSide bounds the size of an image a [Dir] will decode, so a hostile
@@ -73,7 +75,7 @@ type Dir struct {
 // OpenDir lists cfg.Dir. A missing directory, or one without any JPEG, PNG
 // or BMP file, is an error naming the path. A nil clk means the system clock;
 // the timeline starts at clk.Now().
-func OpenDir(cfg DirConfig, clk Clock) (*Dir, error) {
+func OpenDir(cfg DirConfig, clk clock.Clock) (*Dir, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("capture: image directory not set")
 	}

@@ -5,17 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
-)
 
-// Rand is the randomness of [Reopening]'s backoff: Int64N returns a value in
-// [0, n). *math/rand/v2.Rand satisfies it.
-type Rand interface {
-	Int64N(n int64) int64
-}
+	"github.com/keyframe-cam/keyframe/internal/backoff"
+	"github.com/keyframe-cam/keyframe/internal/clock"
+)
 
 // ReopenConfig configures [Reopening].
 type ReopenConfig struct {
@@ -29,8 +25,8 @@ type ReopenConfig struct {
 	// as stalled and is reopened; 0 leaves stall detection to the source
 	// (V4L2 has its own, V4L2Config.Stall).
 	Stall time.Duration
-	// Rand draws the jittered waits; nil means math/rand/v2.
-	Rand Rand
+	// Rand draws the jittered waits; nil means a randomly seeded generator.
+	Rand backoff.Rand
 }
 
 // Reopening defaults.
@@ -55,11 +51,9 @@ var errWatchdog = errors.New("capture: stall watchdog")
 // Reopener is a [Source] that keeps another one running: see [Reopening].
 type Reopener struct {
 	open  func() (Source, error)
-	base  time.Duration
 	cap   time.Duration
 	stall time.Duration
-	rnd   Rand
-	clk   Clock
+	clk   clock.Clock
 	log   *slog.Logger
 
 	mu      sync.Mutex // guards src, closed and the watchdog context
@@ -77,12 +71,12 @@ type Reopener struct {
 	waitSince atomic.Int64
 
 	// Next's own state (Next is not called concurrently with itself).
-	exp       int       // backoff exponent
-	down      bool      // in an outage: the next open waits first
-	downSince time.Time // when the outage began
-	attempts  int       // open attempts in this outage
-	upSince   time.Time // when the current source opened
-	lastErr   string    // the last open error logged
+	bo        backoff.Backoff // the waits between open attempts
+	down      bool            // in an outage: the next open waits first
+	downSince time.Time       // when the outage began
+	attempts  int             // open attempts in this outage
+	upSince   time.Time       // when the current source opened
+	lastErr   string          // the last open error logged
 
 	opens, reopens, failures, stalls, openFailures atomic.Uint64
 	isDown                                         atomic.Bool
@@ -102,30 +96,25 @@ type Reopener struct {
 // clock, a nil log slog.Default(). Close may be called while Next runs if the
 // wrapped source allows it (V4L2 does): a Next waiting to reopen returns
 // [ErrClosed] at once.
-func Reopening(open func() (Source, error), cfg ReopenConfig, clk Clock, log *slog.Logger) *Reopener {
-	r := &Reopener{
-		open: open, base: cfg.Base, cap: cfg.Cap, stall: cfg.Stall, rnd: cfg.Rand,
-		clk: orSystemClock(clk), log: log, done: make(chan struct{}),
+func Reopening(open func() (Source, error), cfg ReopenConfig, clk clock.Clock, log *slog.Logger) *Reopener {
+	base := cfg.Base
+	if base <= 0 {
+		base = reopenDefaultBase
 	}
-	if r.base <= 0 {
-		r.base = reopenDefaultBase
+	r := &Reopener{
+		open: open, cap: cfg.Cap, stall: cfg.Stall,
+		clk: clock.Or(clk), log: log, done: make(chan struct{}),
 	}
 	if r.cap <= 0 {
 		r.cap = reopenDefaultCap
 	}
-	r.cap = max(r.cap, r.base)
-	if r.rnd == nil {
-		r.rnd = globalRand{}
-	}
+	r.cap = max(r.cap, base)
+	r.bo = backoff.Backoff{Base: base, Cap: r.cap, Rand: backoff.OrRandom(cfg.Rand)}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
 	return r
 }
-
-type globalRand struct{}
-
-func (globalRand) Int64N(n int64) int64 { return rand.Int64N(n) }
 
 // Stats returns the counters. It is safe to call while Next runs.
 func (r *Reopener) Stats() ReopenStats {
@@ -190,7 +179,7 @@ func (r *Reopener) current(ctx context.Context) (Source, error) {
 				return nil, ctx.Err()
 			case <-r.done:
 				return nil, ErrClosed
-			case <-r.clk.After(r.backoff()):
+			case <-r.clk.After(r.bo.Next()):
 			}
 		}
 		r.attempts++
@@ -263,7 +252,7 @@ func (r *Reopener) failed(src Source, err error, stalled bool) {
 		r.stalls.Add(1)
 	}
 	if r.clk.Now().Sub(r.upSince) >= r.cap {
-		r.exp = 0 // it ran long enough: back to short waits
+		r.bo.Reset() // it ran long enough: back to short waits
 	}
 	r.startOutage()
 	r.log.Warn("capture: camera failed; reopening", "err", err)
@@ -275,18 +264,6 @@ func (r *Reopener) failed(src Source, err error, stalled bool) {
 	if cerr := src.Close(); cerr != nil {
 		r.log.Debug("capture: closing the failed source", "err", cerr)
 	}
-}
-
-// backoff draws the next wait: uniform in [0, min(cap, base·2^exp)].
-func (r *Reopener) backoff() time.Duration {
-	ceil := r.cap
-	if r.exp < 62 && r.base <= r.cap>>r.exp {
-		ceil = r.base << r.exp
-	}
-	if ceil < r.cap {
-		r.exp++
-	}
-	return time.Duration(r.rnd.Int64N(int64(ceil) + 1))
 }
 
 // callContext is the context for the source's Next: ctx itself, or with a

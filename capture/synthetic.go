@@ -8,6 +8,8 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"time"
+
+	"github.com/keyframe-cam/keyframe/internal/clock"
 )
 
 // The synthetic scene's script. It repeats every SyntheticCycle of frame
@@ -83,7 +85,7 @@ type Synthetic struct {
 
 // NewSynthetic makes a synthetic scene. A nil clk means the system clock;
 // the timeline starts at clk.Now().
-func NewSynthetic(cfg SyntheticConfig, clk Clock) (*Synthetic, error) {
+func NewSynthetic(cfg SyntheticConfig, clk clock.Clock) (*Synthetic, error) {
 	if cfg.Width == 0 {
 		cfg.Width = syntheticDefaultWidth
 	}

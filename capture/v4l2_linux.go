@@ -34,6 +34,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keyframe-cam/keyframe/internal/clock"
 )
 
 // Kernel structures (include/uapi/linux/videodev2.h). Their sizes and the
@@ -368,7 +370,7 @@ type V4L2 struct {
 	closing   atomic.Bool
 	dev       v4l2Device // nil once closed
 	path      string
-	clk       Clock
+	clk       clock.Clock
 	mono      func() time.Duration // CLOCK_MONOTONIC
 	log       *slog.Logger
 	geo       geometry
@@ -388,7 +390,7 @@ type V4L2 struct {
 // OpenV4L2 opens the camera, chooses and sets its format, frame rate and
 // controls, and starts streaming. A missing device, or a node that is not a
 // video capture node, is [ErrNoDevice]. A nil clk means the system clock.
-func OpenV4L2(cfg V4L2Config, clk Clock) (*V4L2, error) {
+func OpenV4L2(cfg V4L2Config, clk clock.Clock) (*V4L2, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -402,8 +404,8 @@ func OpenV4L2(cfg V4L2Config, clk Clock) (*V4L2, error) {
 
 // openV4L2 sets up and starts streaming on an open device; cfg has its
 // defaults. On error the device is closed.
-func openV4L2(dev v4l2Device, cfg V4L2Config, clk Clock, mono func() time.Duration) (*V4L2, error) {
-	v := &V4L2{dev: dev, path: cfg.Device, clk: orSystemClock(clk), mono: mono, log: cfg.Logger, stall: cfg.Stall}
+func openV4L2(dev v4l2Device, cfg V4L2Config, clk clock.Clock, mono func() time.Duration) (*V4L2, error) {
+	v := &V4L2{dev: dev, path: cfg.Device, clk: clock.Or(clk), mono: mono, log: cfg.Logger, stall: cfg.Stall}
 	ok := false
 	defer func() {
 		if !ok {

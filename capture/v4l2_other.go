@@ -5,6 +5,8 @@ package capture
 import (
 	"context"
 	"fmt"
+
+	"github.com/keyframe-cam/keyframe/internal/clock"
 )
 
 // V4L2 is a V4L2 camera source. V4L2 exists only on Linux: on this platform
@@ -12,7 +14,7 @@ import (
 type V4L2 struct{}
 
 // OpenV4L2 returns [ErrUnsupported] on this platform.
-func OpenV4L2(cfg V4L2Config, clk Clock) (*V4L2, error) {
+func OpenV4L2(cfg V4L2Config, clk clock.Clock) (*V4L2, error) {
 	return nil, fmt.Errorf("%w (%s)", ErrUnsupported, cfg.Device)
 }
 

@@ -17,7 +17,9 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/keyframe-cam/keyframe/uploader"
+	"github.com/keyframe-cam/keyframe/internal/backoff"
+	"github.com/keyframe-cam/keyframe/internal/clock"
+	"github.com/keyframe-cam/keyframe/internal/mqttlink"
 )
 
 // DefaultMQTTClientID is the receiver's MQTT client ID when
@@ -29,10 +31,10 @@ const DefaultMQTTClientID = "keyframe-receiver"
 const subackFailure = 0x80
 
 // MQTTConfig configures an MQTTIngest. Zero durations take their defaults
-// (uploader.DefaultKeepAlive, uploader.DefaultConnectTimeout and the
-// uploader's backoff defaults).
+// (mqttlink.DefaultKeepAlive, mqttlink.DefaultConnectTimeout and the
+// schedule's backoff defaults, the same as the devices').
 type MQTTConfig struct {
-	// Broker is the broker URL, checked by uploader.CheckBrokerURL: tls://
+	// Broker is the broker URL, checked by mqttlink.CheckBrokerURL: tls://
 	// (mqtts://, ssl://), or tcp:// only to a loopback host.
 	Broker string
 	// ClientID names the receiver's persistent session; "" means
@@ -47,15 +49,16 @@ type MQTTConfig struct {
 	// At least a certificate or a username is required.
 	Username, Password string
 	// TopicPrefix is the devices' topic prefix; "" means
-	// uploader.DefaultTopicPrefix.
+	// mqttlink.DefaultTopicPrefix. It is checked as the devices check
+	// theirs (mqttlink.CheckTopicPrefix).
 	TopicPrefix string
 
 	KeepAlive, ConnectTimeout time.Duration
-	uploader.Schedule         // the reconnect delays
+	mqttlink.Schedule         // the reconnect delays
 
-	Clock  uploader.Clock // nil: the system clock
-	Rand   uploader.Rand  // nil: a randomly seeded generator
-	Logger *slog.Logger   // nil: discard
+	Clock  clock.Clock  // nil: the system clock
+	Rand   backoff.Rand // nil: a randomly seeded generator
+	Logger *slog.Logger // nil: discard
 	// Dial opens the TCP connection under TLS; nil means a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -97,17 +100,16 @@ type MQTTStats struct {
 // published while the receiver is away; the broker should persist sessions
 // across its own restarts (Mosquitto: persistence true).
 //
-// The connection is kept up by uploader.Redialer: paho's own reconnect is
+// The connection is kept up by mqttlink.Redialer: paho's own reconnect is
 // off, every reconnect waits a full-jitter delay.
 type MQTTIngest struct {
 	cfg    MQTTConfig
 	srv    Ingester
 	broker *url.URL
 	tls    *tls.Config
-	clk    uploader.Clock
+	clk    clock.Clock
 	log    *slog.Logger
-	redial *uploader.Redialer
-	prefix string // TopicPrefix + "/"
+	redial *mqttlink.Redialer
 	filter string
 
 	running atomic.Bool
@@ -122,9 +124,9 @@ func NewMQTTIngest(cfg MQTTConfig, srv Ingester) (*MQTTIngest, error) {
 	if srv == nil {
 		return nil, errors.New("receiver: mqtt: no Ingester")
 	}
-	u, err := uploader.CheckBrokerURL(cfg.Broker)
+	u, err := mqttlink.CheckBrokerURL(cfg.Broker)
 	if err != nil {
-		return nil, fmt.Errorf("receiver: %w", err)
+		return nil, fmt.Errorf("receiver: mqtt: %w", err)
 	}
 	if cfg.ClientID == "" {
 		cfg.ClientID = DefaultMQTTClientID
@@ -133,12 +135,10 @@ func NewMQTTIngest(cfg MQTTConfig, srv Ingester) (*MQTTIngest, error) {
 		return nil, fmt.Errorf("receiver: mqtt: ClientID %q: want at most 128 bytes without +, #, / or NUL", clip(cfg.ClientID))
 	}
 	if cfg.TopicPrefix == "" {
-		cfg.TopicPrefix = uploader.DefaultTopicPrefix
+		cfg.TopicPrefix = mqttlink.DefaultTopicPrefix
 	}
-	for _, l := range strings.Split(cfg.TopicPrefix, "/") {
-		if l == "" || strings.ContainsAny(l, "+#\x00") {
-			return nil, fmt.Errorf("receiver: mqtt: TopicPrefix %q: want non-empty levels without +, # or NUL", clip(cfg.TopicPrefix))
-		}
+	if err := mqttlink.CheckTopicPrefix(cfg.TopicPrefix); err != nil {
+		return nil, fmt.Errorf("receiver: mqtt: TopicPrefix: %w", err)
 	}
 	if cfg.Certificate == nil && cfg.Username == "" {
 		return nil, errors.New("receiver: mqtt: no credentials: set Certificate or Username")
@@ -151,24 +151,20 @@ func NewMQTTIngest(cfg MQTTConfig, srv Ingester) (*MQTTIngest, error) {
 			*p = v
 		}
 	}
-	def(&cfg.KeepAlive, uploader.DefaultKeepAlive)
-	def(&cfg.ConnectTimeout, uploader.DefaultConnectTimeout)
+	def(&cfg.KeepAlive, mqttlink.DefaultKeepAlive)
+	def(&cfg.ConnectTimeout, mqttlink.DefaultConnectTimeout)
 	m := &MQTTIngest{
-		cfg: cfg, srv: srv, broker: u, log: cfg.Logger,
-		prefix: cfg.TopicPrefix + "/",
-		filter: cfg.TopicPrefix + "/+/events/+/+",
+		cfg: cfg, srv: srv, broker: u, clk: clock.Or(cfg.Clock), log: cfg.Logger,
+		filter: mqttlink.EventFilter(cfg.TopicPrefix),
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
-	}
-	if m.clk = cfg.Clock; m.clk == nil {
-		m.clk = systemClock{}
 	}
 	m.tls = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs, ServerName: u.Hostname()}
 	if cfg.Certificate != nil {
 		m.tls.Certificates = []tls.Certificate{*cfg.Certificate}
 	}
-	m.redial = uploader.NewRedialer(uploader.RedialConfig{
+	m.redial = mqttlink.NewRedialer(mqttlink.RedialConfig{
 		Name:     "mqtt broker " + u.Host,
 		Schedule: cfg.Schedule,
 		Clock:    m.clk,
@@ -245,7 +241,7 @@ func (m *MQTTIngest) count(f func(*MQTTStats)) {
 }
 
 // dial connects with a persistent session and subscribes.
-func (m *MQTTIngest) dial(ctx context.Context) (uploader.Session, error) {
+func (m *MQTTIngest) dial(ctx context.Context) (mqttlink.Session, error) {
 	s := &ingestSession{m: m, lost: make(chan error, 1)}
 	opts := paho.NewClientOptions()
 	opts.AddBroker(m.broker.String())
@@ -266,7 +262,7 @@ func (m *MQTTIngest) dial(ctx context.Context) (uploader.Session, error) {
 	opts.SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) {
 		dctx, cancel := context.WithTimeout(ctx, m.cfg.ConnectTimeout)
 		defer cancel()
-		return uploader.DialBroker(dctx, m.broker, m.tls, m.cfg.Dial)
+		return mqttlink.DialBroker(dctx, m.broker, m.tls, m.cfg.Dial)
 	})
 	opts.SetConnectionLostHandler(func(_ paho.Client, err error) {
 		if err == nil {
@@ -310,11 +306,6 @@ func (m *MQTTIngest) await(ctx context.Context, tok paho.Token, timeout time.Dur
 	}
 }
 
-type systemClock struct{}
-
-func (systemClock) Now() time.Time                         { return time.Now() }
-func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
 // onMessage ingests one message. paho calls it for one message at a time
 // (OrderMatters) and does not acknowledge it by itself (AutoAckDisabled).
 func (s *ingestSession) onMessage(_ paho.Client, msg paho.Message) {
@@ -352,15 +343,8 @@ func (s *ingestSession) onMessage(_ paho.Client, msg paho.Message) {
 	msg.Ack()
 }
 
-// parseTopic splits <prefix>/<device>/events/<event>/<kind>.
+// parseTopic splits <prefix>/<device>/events/<event>/<kind>, the topic the
+// devices build (mqttlink.EventTopic).
 func (m *MQTTIngest) parseTopic(topic string) (device, event, kind string, ok bool) {
-	rest, ok := strings.CutPrefix(topic, m.prefix)
-	if !ok {
-		return "", "", "", false
-	}
-	p := strings.Split(rest, "/")
-	if len(p) != 4 || p[0] == "" || p[1] != "events" || p[2] == "" || p[3] == "" {
-		return "", "", "", false
-	}
-	return p[0], p[2], p[3], true
+	return mqttlink.ParseEventTopic(m.cfg.TopicPrefix, topic)
 }

@@ -14,6 +14,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/keyframe-cam/keyframe/internal/mqttlink"
 	"github.com/keyframe-cam/keyframe/provenance"
 	"github.com/keyframe-cam/keyframe/uploader"
 	"github.com/keyframe-cam/keyframe/uploader/mosquittotest"
@@ -62,6 +63,8 @@ func TestNewMQTTIngestRejectsBadConfig(t *testing.T) {
 		"wildcard in client ID":       func(c *MQTTConfig) { c.ClientID = "r#" },
 		"wildcard in prefix":          func(c *MQTTConfig) { c.TopicPrefix = "k/+" },
 		"empty prefix level":          func(c *MQTTConfig) { c.TopicPrefix = "k//f" },
+		"prefix over 128 bytes":       func(c *MQTTConfig) { c.TopicPrefix = strings.Repeat("k", 129) },
+		"prefix not UTF-8":            func(c *MQTTConfig) { c.TopicPrefix = "k\xff" },
 	} {
 		c := good
 		mod(&c)
@@ -310,7 +313,7 @@ func startIngest(t *testing.T, b *mosquittotest.Broker, srv Ingester, mod func(*
 	cert := b.ClientTLS(mosquittotest.Receiver).Certificates[0]
 	cfg := MQTTConfig{
 		Broker: b.URL, Certificate: &cert, RootCAs: b.RootCAs,
-		Schedule:       uploader.Schedule{BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond, RetryWindow: 50 * time.Millisecond, QuickRetry: 50 * time.Millisecond},
+		Schedule:       mqttlink.Schedule{BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond, RetryWindow: 50 * time.Millisecond, QuickRetry: 50 * time.Millisecond},
 		ConnectTimeout: 5 * time.Second, Logger: testLogger(t), Dial: tn.Dial,
 	}
 	if mod != nil {
@@ -340,7 +343,7 @@ func startTransport(t *testing.T, b *mosquittotest.Broker, d *testDevice, mod fu
 	cfg := uploader.MQTTConfig{
 		Broker: b.URL, DeviceID: d.id,
 		ClientChain: b.ClientCert(d.id, d.key.Public()), ClientKey: d.key, RootCAs: b.RootCAs,
-		Schedule:       uploader.Schedule{BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond, RetryWindow: 50 * time.Millisecond, QuickRetry: 50 * time.Millisecond},
+		Schedule:       mqttlink.Schedule{BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond, RetryWindow: 50 * time.Millisecond, QuickRetry: 50 * time.Millisecond},
 		ConnectTimeout: 5 * time.Second, SendTimeout: 5 * time.Second, Logger: testLogger(t),
 	}
 	if mod != nil {

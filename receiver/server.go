@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/keyframe-cam/keyframe/internal/atomicfile"
+	"github.com/keyframe-cam/keyframe/internal/netaddr"
 	"github.com/keyframe-cam/keyframe/provenance"
 )
 
@@ -824,16 +825,13 @@ func token(s string) string {
 }
 
 // IsLoopback reports whether a listen address (host:port) binds only to the
-// loopback interface: a loopback IP or "localhost". An empty host (":8080")
-// binds every interface and is not loopback.
+// loopback interface: a loopback IP or "localhost" (netaddr.IsLoopbackHost,
+// the test the uploader applies to its URLs). An empty host (":8080") binds
+// every interface and is not loopback.
 func IsLoopback(addr string) (bool, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false, fmt.Errorf("receiver: listen address %q: %w", addr, err)
 	}
-	if host == "localhost" {
-		return true, nil
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback(), nil
+	return netaddr.IsLoopbackHost(host), nil
 }

@@ -17,7 +17,7 @@
 //     its view-time check withheld;
 //   - peak_rps: the most upload requests the receiver got in one second after
 //     it came back, for the real (jittered) retry schedule and, in a control
-//     run, for a naive fixed-interval retry (uploader.Config.FixedRetry);
+//     run, for a naive fixed-interval retry (uploader.Config.Retry);
 //     drain_s: the time from the receiver's return until every spool is
 //     empty;
 //   - the process's CPU time per phase, peak heap and goroutines.
@@ -96,7 +96,7 @@ type Config struct {
 	NaiveRetry time.Duration // DefaultNaiveRetry
 
 	// Uploader is the devices' upload loop configuration; zero fields take
-	// the uploader's defaults, which are the agent's. FixedRetry and
+	// the uploader's defaults, which are the agent's. Retry and
 	// Delivered are set by the harness.
 	Uploader uploader.Config
 
@@ -529,7 +529,7 @@ func runOnce(ctx context.Context, cfg Config, ids []*identity, naive bool) (_ *R
 	start := time.Now()
 	ucfg := cfg.Uploader
 	if naive {
-		ucfg.FixedRetry = cfg.NaiveRetry
+		ucfg.Retry = func(time.Duration) time.Duration { return cfg.NaiveRetry }
 	}
 	for _, id := range ids {
 		sp, err := uploader.OpenSpool(uploader.SpoolConfig{Dir: filepath.Join(work, "spools", strconv.Itoa(id.idx)), Logger: quiet})

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/internal/clock"
 	"github.com/keyframe-cam/keyframe/provenance"
 )
 
@@ -87,7 +88,7 @@ func TestCrashChild(t *testing.T) {
 		RetryAfterCap: 50 * time.Millisecond,
 		StableAfter:   100 * time.Millisecond,
 		Rate:          1e6,
-	}, sp, tr, systemClock{}, rand.New(rand.NewPCG(from, count)), log)
+	}, sp, tr, clock.System{}, rand.New(rand.NewPCG(from, count)), log)
 	// Never outlive a parent that died without killing us.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

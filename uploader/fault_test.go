@@ -33,6 +33,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/internal/backoff"
 	"github.com/keyframe-cam/keyframe/provenance"
 )
 
@@ -830,7 +831,7 @@ func runAgainst(t *testing.T, rc *faultReceiver, url string, n uint64) {
 // is longer.
 func checkBackoff(t *testing.T, cfg Config, outs []outcome, rnd *fixedRand, clk *stepClock) {
 	t.Helper()
-	bo := Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffCap}
+	bo := backoff.Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffCap}
 	asked, drawn := rnd.Asked(), rnd.Drawn()
 	var wantSleeps []time.Duration
 	reachable, failures, i := true, 0, 0

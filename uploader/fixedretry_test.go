@@ -7,12 +7,13 @@ import (
 	"time"
 )
 
-// FixedRetry (the storm harness's naive control client) retries at exactly
-// the fixed interval: no random first retry, no growing jittered backoff.
+// A Retry hook that returns a fixed interval (the storm harness's naive
+// control client) retries at exactly that interval: no random first retry,
+// no growing jittered backoff.
 func TestUploaderFixedRetry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := testConfig()
-		cfg.FixedRetry = time.Second
+		cfg.Retry = fixedRetry(time.Second)
 		// The largest draws would give 30s, 2s, 4s, 8s, 16s with jitter.
 		h := start(t, cfg, ceilRand(), failFirst(5, errRefused), 1)
 		settle(time.Hour)
@@ -32,7 +33,7 @@ func TestUploaderFixedRetry(t *testing.T) {
 func TestUploaderFixedRetryHonoursRetryAfter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := testConfig()
-		cfg.FixedRetry = time.Second
+		cfg.Retry = fixedRetry(time.Second)
 		busy := &StatusError{Code: 503, Reason: "busy", RetryAfter: 7 * time.Second}
 		h := start(t, cfg, zeroRand(), failFirst(2, busy), 1)
 		settle(time.Hour)
@@ -45,4 +46,9 @@ func TestUploaderFixedRetryHonoursRetryAfter(t *testing.T) {
 			t.Fatalf("retry delays = %v, want %v", got, want)
 		}
 	})
+}
+
+// fixedRetry is a Retry hook that ignores the schedule.
+func fixedRetry(d time.Duration) func(time.Duration) time.Duration {
+	return func(time.Duration) time.Duration { return d }
 }

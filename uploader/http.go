@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/internal/netaddr"
 	"github.com/keyframe-cam/keyframe/provenance"
 )
 
@@ -95,7 +95,7 @@ func NewHTTP(baseURL string, client *http.Client) (*HTTP, error) {
 	switch u.Scheme {
 	case "https":
 	case "http":
-		if !isLoopback(u.Hostname()) {
+		if !netaddr.IsLoopbackHost(u.Hostname()) {
 			return nil, fmt.Errorf("uploader: upload URL %q: http:// is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); use https://", baseURL)
 		}
 	default:
@@ -111,14 +111,6 @@ func NewHTTP(baseURL string, client *http.Client) (*HTTP, error) {
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &HTTP{base: u, client: &c}, nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Send PUTs the record. 200 and 201 return nil; any other reply returns a
@@ -159,7 +151,7 @@ func (h *HTTP) Send(ctx context.Context, r Record) error {
 func firstLine(r io.Reader) string {
 	b, _ := io.ReadAll(io.LimitReader(r, maxReasonRead))
 	line, _, _ := bufio.NewReader(bytes.NewReader(b)).ReadLine()
-	return oneLine(strings.ToValidUTF8(string(line), "?"))
+	return printableLine(strings.ToValidUTF8(string(line), "?"))
 }
 
 // parseRetryAfter reads a Retry-After value: delay-seconds or an HTTP-date.

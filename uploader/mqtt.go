@@ -6,28 +6,27 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/keyframe-cam/keyframe/internal/backoff"
+	"github.com/keyframe-cam/keyframe/internal/clock"
+	"github.com/keyframe-cam/keyframe/internal/mqttlink"
 	"github.com/keyframe-cam/keyframe/provenance"
 )
 
 // MQTT topic layout and payloads; docs/mqtt.md describes them.
 const (
 	// DefaultTopicPrefix is the first level of every keyframe topic.
-	DefaultTopicPrefix = "keyframe"
+	DefaultTopicPrefix = mqttlink.DefaultTopicPrefix
 	// DefaultDiscoveryPrefix is Home Assistant's MQTT discovery prefix.
 	DefaultDiscoveryPrefix = "homeassistant"
 
@@ -54,8 +53,8 @@ const (
 	DefaultMaxPayload = 4 << 20
 
 	// Defaults of MQTTConfig.
-	DefaultKeepAlive      = 30 * time.Second
-	DefaultConnectTimeout = 20 * time.Second
+	DefaultKeepAlive      = mqttlink.DefaultKeepAlive
+	DefaultConnectTimeout = mqttlink.DefaultConnectTimeout
 	DefaultSendTimeout    = 30 * time.Second
 
 	// commandQueue is how many commands wait for the handler; more are
@@ -71,18 +70,12 @@ const (
 // up. Send's error is retried by the Uploader like any network failure.
 var ErrNotConnected = errors.New("not connected to the MQTT broker")
 
-// CommandFunc handles a command received on <prefix>/<device>/cmd/<name>.
-// Its result (any JSON-encodable value, may be nil) or its error is published
-// in a StateReply on <prefix>/<device>/state. It runs on its own goroutine,
-// one command at a time, and may call the MQTT's Publish methods.
-type CommandFunc func(ctx context.Context, name string, payload []byte) (result any, err error)
-
 // MQTTConfig configures an MQTT transport for one device. Zero durations take
 // their defaults.
 type MQTTConfig struct {
 	// Broker is the broker URL: tls://host[:8883] (also mqtts:// and
 	// ssl://), or tcp://host[:1883] only for a loopback host (see
-	// CheckBrokerURL).
+	// mqttlink.CheckBrokerURL).
 	Broker string
 	// DeviceID is the device's ID (provenance.DeviceID); the topics are
 	// under <TopicPrefix>/<DeviceID>/. With Mosquitto's
@@ -124,10 +117,10 @@ type MQTTConfig struct {
 	// (Send also stops at its context's end).
 	KeepAlive, ConnectTimeout, SendTimeout time.Duration
 	// Schedule shapes the reconnect delays.
-	Schedule
+	mqttlink.Schedule
 
-	Clock  Clock        // nil: the system clock
-	Rand   Rand         // nil: a randomly seeded generator
+	Clock  clock.Clock  // nil: the system clock
+	Rand   backoff.Rand // nil: a randomly seeded generator
 	Logger *slog.Logger // nil: discard
 	// Dial opens the TCP connection under TLS; nil means a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -144,18 +137,6 @@ type MQTTStats struct {
 	CommandsRefused int    `json:"commands_refused"` // unknown, oversized, retained, failed or off-topic commands
 	CommandsDropped int    `json:"commands_dropped"` // commands dropped because the queue was full
 	LastError       string `json:"last_error,omitempty"`
-}
-
-// StateReply is the JSON published on <prefix>/<device>/state in answer to
-// a command.
-type StateReply struct {
-	Device  string     `json:"device"`
-	Command string     `json:"command"`
-	OK      bool       `json:"ok"`
-	Error   string     `json:"error,omitempty"`
-	Result  any        `json:"result,omitempty"`
-	MQTT    *MQTTStats `json:"mqtt,omitempty"` // only in answer to "status"
-	Time    time.Time  `json:"time"`           // the device's clock (may be unset on a board without RTC)
 }
 
 // MQTT is an MQTT 3.1.1 transport for one device (paho.mqtt.golang
@@ -176,9 +157,9 @@ type MQTT struct {
 	cfg    MQTTConfig
 	broker *url.URL
 	tls    *tls.Config
-	clk    Clock
+	clk    clock.Clock
 	log    *slog.Logger
-	redial *Redialer
+	redial *mqttlink.Redialer
 	topics mqttTopics
 	retain [][2]string // discovery topic and payload, published on connect
 	cmds   chan command
@@ -194,23 +175,14 @@ type MQTT struct {
 
 type mqttTopics struct {
 	status, motion, thumbnail, state string
-	cmdPrefix, cmdFilter, events     string
-	probe                            string
-}
-
-// command is a command waiting for the handler.
-type command struct {
-	name    string
-	payload []byte
-	sess    *mqttSession
-	err     error // refused before the handler: answer with this error
+	cmdPrefix, cmdFilter, probe      string
 }
 
 // NewMQTT checks cfg and returns a transport; Run connects it.
 func NewMQTT(cfg MQTTConfig) (*MQTT, error) {
-	u, err := CheckBrokerURL(cfg.Broker)
+	u, err := mqttlink.CheckBrokerURL(cfg.Broker)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("uploader: mqtt: %w", err)
 	}
 	if !provenance.ValidID(cfg.DeviceID) {
 		return nil, fmt.Errorf("uploader: mqtt: DeviceID %q is not 1-64 characters of [A-Za-z0-9_-]", cfg.DeviceID)
@@ -218,13 +190,13 @@ func NewMQTT(cfg MQTTConfig) (*MQTT, error) {
 	if cfg.TopicPrefix == "" {
 		cfg.TopicPrefix = DefaultTopicPrefix
 	}
-	if err := checkTopicPrefix(cfg.TopicPrefix); err != nil {
+	if err := mqttlink.CheckTopicPrefix(cfg.TopicPrefix); err != nil {
 		return nil, fmt.Errorf("uploader: mqtt: TopicPrefix: %w", err)
 	}
 	if cfg.DiscoveryPrefix == "" {
 		cfg.DiscoveryPrefix = DefaultDiscoveryPrefix
 	}
-	if err := checkTopicPrefix(cfg.DiscoveryPrefix); err != nil {
+	if err := mqttlink.CheckTopicPrefix(cfg.DiscoveryPrefix); err != nil {
 		return nil, fmt.Errorf("uploader: mqtt: DiscoveryPrefix: %w", err)
 	}
 	if (len(cfg.ClientChain) == 0) != (cfg.ClientKey == nil) {
@@ -253,10 +225,7 @@ func NewMQTT(cfg MQTTConfig) (*MQTT, error) {
 	if cfg.DeviceName == "" {
 		cfg.DeviceName = "keyframe " + cfg.DeviceID
 	}
-	m := &MQTT{cfg: cfg, broker: u, clk: cfg.Clock, log: cfg.Logger, cmds: make(chan command, commandQueue)}
-	if m.clk == nil {
-		m.clk = systemClock{}
-	}
+	m := &MQTT{cfg: cfg, broker: u, clk: clock.Or(cfg.Clock), log: cfg.Logger, cmds: make(chan command, commandQueue)}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
@@ -277,7 +246,7 @@ func NewMQTT(cfg MQTTConfig) (*MQTT, error) {
 		tc.Certificates = []tls.Certificate{{Certificate: cfg.ClientChain, PrivateKey: cfg.ClientKey, Leaf: leaf}}
 	}
 	m.tls = tc
-	base := cfg.TopicPrefix + "/" + cfg.DeviceID + "/"
+	base := mqttlink.DeviceTopic(cfg.TopicPrefix, cfg.DeviceID)
 	m.topics = mqttTopics{
 		status:    base + "status",
 		motion:    base + "motion",
@@ -285,7 +254,6 @@ func NewMQTT(cfg MQTTConfig) (*MQTT, error) {
 		state:     base + "state",
 		cmdPrefix: base + "cmd/",
 		cmdFilter: base + "cmd/+",
-		events:    base + "events/",
 		probe:     base + "probe",
 	}
 	if !cfg.NoDiscovery {
@@ -294,7 +262,7 @@ func NewMQTT(cfg MQTTConfig) (*MQTT, error) {
 			return nil, err
 		}
 	}
-	m.redial = NewRedialer(RedialConfig{
+	m.redial = mqttlink.NewRedialer(mqttlink.RedialConfig{
 		Name:     "mqtt broker " + u.Host,
 		Schedule: cfg.Schedule,
 		Clock:    m.clk,
@@ -302,152 +270,6 @@ func NewMQTT(cfg MQTTConfig) (*MQTT, error) {
 		Logger:   m.log,
 	})
 	return m, nil
-}
-
-// CheckBrokerURL parses and checks a broker URL and returns it with the
-// scheme normalised to "tls" (tls, mqtts, ssl) or "tcp" (tcp, mqtt) and an
-// explicit port (8883 for TLS, 1883 for TCP). tcp:// is allowed only to a
-// loopback host (127.0.0.0/8, ::1, localhost), since records would otherwise
-// cross a network in clear text. Credentials, a path, a query or a fragment
-// are refused.
-func CheckBrokerURL(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("uploader: mqtt: broker URL: %w", err)
-	}
-	if u.Host == "" || u.Hostname() == "" {
-		return nil, fmt.Errorf("uploader: mqtt: broker URL %q has no host", raw)
-	}
-	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
-		return nil, fmt.Errorf("uploader: mqtt: broker URL %q: credentials, path, query and fragment are not allowed (use Username and Password)", raw)
-	}
-	port := "8883"
-	switch strings.ToLower(u.Scheme) {
-	case "tls", "mqtts", "ssl":
-		u.Scheme = "tls"
-	case "tcp", "mqtt":
-		if !isLoopback(u.Hostname()) {
-			return nil, fmt.Errorf("uploader: mqtt: broker URL %q: tcp:// is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); use tls://", raw)
-		}
-		u.Scheme = "tcp"
-		port = "1883"
-	default:
-		return nil, fmt.Errorf("uploader: mqtt: broker URL %q: scheme must be tls://, mqtts:// or ssl:// (or tcp:// to a loopback host)", raw)
-	}
-	if p := u.Port(); p != "" {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 1 || n > 65535 {
-			return nil, fmt.Errorf("uploader: mqtt: broker URL %q: bad port", raw)
-		}
-	} else {
-		u.Host = net.JoinHostPort(u.Hostname(), port)
-	}
-	u.Path, u.RawPath = "", ""
-	return u, nil
-}
-
-// DialBroker opens the network connection to a broker URL returned by
-// CheckBrokerURL: TCP through dial (nil: a net.Dialer), then a TLS handshake
-// with tc when the scheme is tls. ctx bounds the whole of it.
-func DialBroker(ctx context.Context, u *url.URL, tc *tls.Config, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (net.Conn, error) {
-	if dial == nil {
-		var d net.Dialer
-		dial = d.DialContext
-	}
-	raw, err := dial(ctx, "tcp", u.Host)
-	if err != nil {
-		return nil, err
-	}
-	if u.Scheme != "tls" {
-		return raw, nil
-	}
-	conn := tls.Client(raw, tc)
-	if err := conn.HandshakeContext(ctx); err != nil {
-		raw.Close()
-		return nil, fmt.Errorf("tls handshake: %w", err)
-	}
-	return conn, nil
-}
-
-// checkTopicPrefix accepts one or more non-empty topic levels without
-// wildcards.
-func checkTopicPrefix(p string) error {
-	if len(p) > 128 || !utf8.ValidString(p) || strings.ContainsAny(p, "+#\x00") {
-		return fmt.Errorf("%q: want at most 128 bytes of UTF-8 without +, # or NUL", p)
-	}
-	for _, l := range strings.Split(p, "/") {
-		if l == "" {
-			return fmt.Errorf("%q has an empty level", p)
-		}
-	}
-	return nil
-}
-
-// Home Assistant discovery documents.
-type haDevice struct {
-	Identifiers  []string `json:"identifiers"`
-	Name         string   `json:"name"`
-	Manufacturer string   `json:"manufacturer"`
-	Model        string   `json:"model"`
-	SWVersion    string   `json:"sw_version,omitempty"`
-}
-
-type haAvailability struct {
-	AvailabilityTopic   string `json:"availability_topic"`
-	PayloadAvailable    string `json:"payload_available"`
-	PayloadNotAvailable string `json:"payload_not_available"`
-}
-
-type haBinarySensor struct {
-	Name        string `json:"name"`
-	UniqueID    string `json:"unique_id"`
-	DeviceClass string `json:"device_class"`
-	StateTopic  string `json:"state_topic"`
-	PayloadOn   string `json:"payload_on"`
-	PayloadOff  string `json:"payload_off"`
-	haAvailability
-	Device haDevice `json:"device"`
-}
-
-type haCamera struct {
-	Name     string `json:"name"`
-	UniqueID string `json:"unique_id"`
-	Topic    string `json:"topic"`
-	haAvailability
-	Device haDevice `json:"device"`
-}
-
-// discovery returns the retained Home Assistant discovery messages.
-func discovery(cfg MQTTConfig, t mqttTopics) ([][2]string, error) {
-	node := "keyframe_" + cfg.DeviceID
-	dev := haDevice{
-		Identifiers:  []string{node},
-		Name:         cfg.DeviceName,
-		Manufacturer: "keyframe",
-		Model:        "keyframe camera agent",
-		SWVersion:    cfg.SWVersion,
-	}
-	avail := haAvailability{AvailabilityTopic: t.status, PayloadAvailable: StatusOnline, PayloadNotAvailable: StatusOffline}
-	motion, err := json.Marshal(haBinarySensor{
-		Name: "Motion", UniqueID: node + "_motion", DeviceClass: "motion",
-		StateTopic: t.motion, PayloadOn: MotionOn, PayloadOff: MotionOff,
-		haAvailability: avail, Device: dev,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("uploader: mqtt: discovery: %w", err)
-	}
-	camera, err := json.Marshal(haCamera{
-		Name: "Thumbnail", UniqueID: node + "_thumbnail", Topic: t.thumbnail,
-		haAvailability: avail, Device: dev,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("uploader: mqtt: discovery: %w", err)
-	}
-	p := cfg.DiscoveryPrefix
-	return [][2]string{
-		{p + "/binary_sensor/" + node + "/motion/config", string(motion)},
-		{p + "/camera/" + node + "/thumbnail/config", string(camera)},
-	}, nil
 }
 
 // Stats returns the counters.
@@ -504,7 +326,7 @@ func (m *MQTT) Send(ctx context.Context, r Record) error {
 	if s == nil {
 		return fmt.Errorf("uploader: mqtt: send %d (%s/%s): %w", r.Seq, r.Event, r.Kind, ErrNotConnected)
 	}
-	tok := s.c.Publish(m.topics.events+r.Event+"/"+r.Kind, 1, false, r.Data)
+	tok := s.c.Publish(mqttlink.EventTopic(m.cfg.TopicPrefix, m.cfg.DeviceID, r.Event, r.Kind), 1, false, r.Data)
 	if err := m.await(ctx, tok, m.cfg.SendTimeout); err != nil {
 		return fmt.Errorf("uploader: mqtt: send %d (%s/%s): %w", r.Seq, r.Event, r.Kind, err)
 	}
@@ -573,6 +395,10 @@ func (m *MQTT) dropCurrent(s *mqttSession) {
 	}
 	m.mu.Unlock()
 }
+
+// errClosed is the loss reason when paho reports a lost connection without
+// an error.
+var errClosed = errors.New("connection closed")
 
 // errNoAck is returned when a token did not complete in time.
 var errNoAck = errors.New("no answer from the broker in time")
@@ -646,7 +472,7 @@ func (s *mqttSession) onMessage(_ paho.Client, msg paho.Message) {
 
 // dial makes one connection: connect, subscribe to the command topic,
 // publish the retained status, discovery and last states.
-func (m *MQTT) dial(ctx context.Context) (Session, error) {
+func (m *MQTT) dial(ctx context.Context) (mqttlink.Session, error) {
 	s := &mqttSession{m: m, lost: make(chan error, 1), nonce: rand.Text(), echo: make(chan struct{}, 1)}
 	opts := paho.NewClientOptions()
 	opts.AddBroker(m.broker.String())
@@ -667,7 +493,7 @@ func (m *MQTT) dial(ctx context.Context) (Session, error) {
 	opts.SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) {
 		dctx, cancel := context.WithTimeout(ctx, m.cfg.ConnectTimeout)
 		defer cancel()
-		return DialBroker(dctx, m.broker, m.tls, m.cfg.Dial)
+		return mqttlink.DialBroker(dctx, m.broker, m.tls, m.cfg.Dial)
 	})
 	opts.SetConnectionLostHandler(s.connLost)
 	opts.SetDefaultPublishHandler(s.onMessage)
@@ -678,7 +504,7 @@ func (m *MQTT) dial(ctx context.Context) (Session, error) {
 		go func() { <-tok.Done(); s.c.Disconnect(0) }()
 		return nil, fmt.Errorf("uploader: mqtt: connect to %s: %w", m.broker.Host, err)
 	}
-	fail := func(err error) (Session, error) {
+	fail := func(err error) (mqttlink.Session, error) {
 		// "online" may be out already: Close says "offline" again.
 		s.Close()
 		return nil, err
@@ -732,134 +558,4 @@ func (m *MQTT) dial(ctx context.Context) (Session, error) {
 	// A loss during the announcements above is already in s.lost; the
 	// Redialer sees it at once.
 	return s, nil
-}
-
-// commandName returns the command named by topic if topic is exactly
-// <prefix>/<device>/cmd/<name> for this device, with one level of name.
-func (m *MQTT) commandName(topic string) (string, bool) {
-	name, ok := strings.CutPrefix(topic, m.topics.cmdPrefix)
-	if !ok || name == "" || strings.ContainsAny(name, "/+#") {
-		return "", false
-	}
-	return name, true
-}
-
-// receiveCommand checks a received message's topic again (the broker's
-// routing is not trusted) and queues it for the handler.
-func (m *MQTT) receiveCommand(s *mqttSession, topic string, payload []byte, retained bool) {
-	name, ok := m.commandName(topic)
-	if !ok {
-		m.refused()
-		m.log.Warn("uploader: mqtt: ignored a message on a topic that is not this device's command topic", "topic", clipTopic(topic))
-		return
-	}
-	if retained {
-		m.refused()
-		m.log.Warn("uploader: mqtt: ignored a retained command (it would run again on every connect)", "command", clipTopic(name))
-		return
-	}
-	c := command{name: name, sess: s}
-	switch {
-	case len(payload) > MaxCommandPayload:
-		c.err = fmt.Errorf("payload of %d bytes is over the limit of %d", len(payload), MaxCommandPayload)
-	case name != CommandSnapshot && name != CommandStatus:
-		c.err = fmt.Errorf("unknown command %q (known: %s, %s)", clipTopic(name), CommandSnapshot, CommandStatus)
-	default:
-		c.payload = append([]byte(nil), payload...)
-	}
-	select {
-	case m.cmds <- c:
-	default:
-		m.mu.Lock()
-		m.stats.CommandsDropped++
-		m.mu.Unlock()
-		m.log.Warn("uploader: mqtt: command queue full; command dropped", "command", clipTopic(name))
-	}
-}
-
-func (m *MQTT) refused() {
-	m.mu.Lock()
-	m.stats.CommandsRefused++
-	m.mu.Unlock()
-}
-
-func (m *MQTT) commandLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			// Commands of a connection that is gone are not answered. This
-			// loop is the only receiver, so len > 0 means a receive will not
-			// block.
-			n := 0
-			for len(m.cmds) > 0 {
-				<-m.cmds
-				n++
-			}
-			if n > 0 {
-				m.mu.Lock()
-				m.stats.CommandsDropped += n
-				m.mu.Unlock()
-				m.log.Info("uploader: mqtt: dropped commands still queued at shutdown", "commands", n)
-			}
-			return
-		case c := <-m.cmds:
-			m.runCommand(ctx, c)
-		}
-	}
-}
-
-// runCommand runs one command and publishes the reply on the session it
-// came by.
-func (m *MQTT) runCommand(ctx context.Context, c command) {
-	reply := StateReply{Device: m.cfg.DeviceID, Command: c.name, Time: m.clk.Now().UTC()}
-	err := c.err
-	if err == nil {
-		if c.name == CommandStatus {
-			st := m.Stats()
-			reply.MQTT = &st
-		}
-		switch {
-		case m.cfg.OnCommand != nil:
-			reply.Result, err = m.cfg.OnCommand(ctx, c.name, c.payload)
-		case c.name != CommandStatus:
-			err = fmt.Errorf("command %q is not supported by this device", c.name)
-		}
-	}
-	if err != nil {
-		reply.Error = err.Error()
-	}
-	reply.OK = err == nil
-	b, merr := json.Marshal(reply)
-	if merr != nil {
-		reply.Result, reply.OK, reply.Error = nil, false, "result is not JSON-encodable: "+merr.Error()
-		err = merr
-		if b, merr = json.Marshal(reply); merr != nil {
-			m.log.Error("uploader: mqtt: cannot encode a command reply", "err", merr)
-			return
-		}
-	}
-	m.mu.Lock()
-	if err == nil {
-		m.stats.Commands++
-	} else {
-		m.stats.CommandsRefused++
-	}
-	m.mu.Unlock()
-	if err != nil {
-		m.log.Warn("uploader: mqtt: command failed", "command", clipTopic(c.name), "err", err)
-	} else {
-		m.log.Info("uploader: mqtt: command handled", "command", c.name)
-	}
-	if perr := m.await(ctx, c.sess.c.Publish(m.topics.state, 1, false, b), m.cfg.SendTimeout); perr != nil {
-		m.log.Warn("uploader: mqtt: cannot publish a command reply", "command", clipTopic(c.name), "err", perr)
-	}
-}
-
-// clipTopic bounds an untrusted topic or name for a log line.
-func clipTopic(s string) string {
-	const max = 120
-	if len(s) > max {
-		s = s[:max] + "…"
-	}
-	return strings.ToValidUTF8(s, "?")
 }

@@ -24,6 +24,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/keyframe-cam/keyframe/internal/mqttlink"
 	"github.com/keyframe-cam/keyframe/provenance"
 	"github.com/keyframe-cam/keyframe/uploader/mosquittotest"
 )
@@ -35,44 +36,6 @@ const waitTimeout = 10 * time.Second
 // quietWait is how long a test waits to be confident a message that must
 // not arrive does not arrive.
 const quietWait = 300 * time.Millisecond
-
-func TestCheckBrokerURL(t *testing.T) {
-	for _, c := range []struct{ in, want string }{
-		{"tls://broker.example:8883", "tls://broker.example:8883"},
-		{"mqtts://broker.example", "tls://broker.example:8883"},
-		{"ssl://10.0.0.1:1234", "tls://10.0.0.1:1234"},
-		{"tcp://127.0.0.1", "tcp://127.0.0.1:1883"},
-		{"mqtt://localhost:1884", "tcp://localhost:1884"},
-		{"tcp://[::1]:1883", "tcp://[::1]:1883"},
-	} {
-		u, err := CheckBrokerURL(c.in)
-		if err != nil {
-			t.Errorf("CheckBrokerURL(%q): %v", c.in, err)
-			continue
-		}
-		if u.String() != c.want {
-			t.Errorf("CheckBrokerURL(%q) = %q, want %q", c.in, u, c.want)
-		}
-	}
-	for _, in := range []string{
-		"tcp://broker.example:1883", // clear text over a network
-		"tcp://10.0.0.1",
-		"http://127.0.0.1",
-		"ws://127.0.0.1",
-		"tls://user:pw@broker.example",
-		"tls://broker.example/path",
-		"tls://broker.example?x=1",
-		"tls://:8883",
-		"tls://broker.example:0",
-		"tls://broker.example:99999",
-		"broker.example:8883",
-		"",
-	} {
-		if u, err := CheckBrokerURL(in); err == nil {
-			t.Errorf("CheckBrokerURL(%q) = %v, want an error", in, u)
-		}
-	}
-}
 
 func TestNewMQTTRejectsBadConfig(t *testing.T) {
 	key := newKey(t)
@@ -427,7 +390,7 @@ func TestMQTTDeviceWhoseCertificateIsAnotherDeviceCannotConnect(t *testing.T) {
 	m, err := NewMQTT(MQTTConfig{
 		Broker: b.URL, DeviceID: idB, // claims to be B
 		ClientChain: b.ClientCert(idA, keyA.Public()), ClientKey: keyA, // with A's certificate
-		RootCAs: b.RootCAs, Schedule: Schedule{BackoffBase: 10 * time.Millisecond, BackoffCap: 50 * time.Millisecond,
+		RootCAs: b.RootCAs, Schedule: mqttlink.Schedule{BackoffBase: 10 * time.Millisecond, BackoffCap: 50 * time.Millisecond,
 			RetryWindow: 20 * time.Millisecond, QuickRetry: 20 * time.Millisecond}, ConnectTimeout: 5 * time.Second,
 		SendTimeout: 300 * time.Millisecond, // how long the identity probe waits
 	})
@@ -516,7 +479,7 @@ func startDeviceKey(t *testing.T, b *mosquittotest.Broker, key *ecdsa.PrivateKey
 		ClientChain: b.ClientCert(id, key.Public()),
 		ClientKey:   key,
 		RootCAs:     b.RootCAs,
-		Schedule: Schedule{BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond,
+		Schedule: mqttlink.Schedule{BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond,
 			RetryWindow: 50 * time.Millisecond, QuickRetry: 50 * time.Millisecond}, ConnectTimeout: 5 * time.Second, SendTimeout: 5 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
@@ -679,7 +642,7 @@ func TestMQTTReconnectDelaysComeFromInjectedRand(t *testing.T) {
 		var dials []time.Time
 		m, err := NewMQTT(MQTTConfig{
 			Broker: "tls://broker.invalid", DeviceID: id, ClientChain: selfSigned(t, key, id), ClientKey: key,
-			Schedule: Schedule{BackoffBase: time.Second, BackoffCap: 4 * time.Second, RetryWindow: 3 * time.Second, QuickRetry: 500 * time.Millisecond},
+			Schedule: mqttlink.Schedule{BackoffBase: time.Second, BackoffCap: 4 * time.Second, RetryWindow: 3 * time.Second, QuickRetry: 500 * time.Millisecond},
 			Clock:    bubbleClock{}, Rand: rnd,
 			Dial: func(context.Context, string, string) (net.Conn, error) {
 				mu.Lock()

@@ -1,12 +1,3 @@
-// Package uploader delivers signed records to a receiver exactly once: a
-// durable, checksummed, bounded Spool on disk is the source of truth, an HTTP
-// Transport PUTs one record at a time, and the Uploader loop drains the spool
-// in sequence order with full-jitter backoff, Retry-After and a rate limit.
-//
-// A record is on disk (temp file, fsync, rename, fsync dir) before Put returns
-// and is removed only after the receiver acknowledged it with a 2xx. A torn or
-// bit-flipped file is quarantined and counted, never sent. The uploader does
-// not decide what an event is: it moves opaque bundle bytes.
 package uploader
 
 import (
@@ -27,6 +18,7 @@ import (
 
 	"github.com/keyframe-cam/keyframe/internal/atomicfile"
 	"github.com/keyframe-cam/keyframe/provenance"
+	"io"
 )
 
 // A Record is one signed record ready to upload: the bundle bytes
@@ -293,8 +285,8 @@ func (s *Spool) read(name string) (Record, Entry, error) {
 		return Record{}, Entry{}, fmt.Errorf("%w: %d bytes, larger than any record", ErrCorrupt, info.Size())
 	}
 	buf := make([]byte, info.Size())
-	if _, err := readFull(f, buf); err != nil {
-		return Record{}, Entry{}, err
+	if n, err := io.ReadFull(f, buf); err != nil {
+		return Record{}, Entry{}, fmt.Errorf("%w: short read (%d of %d bytes): %w", ErrCorrupt, n, len(buf), err)
 	}
 	r, err := decodeFile(buf)
 	if err != nil {
@@ -304,21 +296,6 @@ func (s *Spool) read(name string) (Record, Entry, error) {
 		return Record{}, Entry{}, fmt.Errorf("%w: file name does not match its header (want %s)", ErrCorrupt, want)
 	}
 	return r, Entry{Seq: r.Seq, Event: r.Event, Kind: r.Kind, Size: int64(len(buf))}, nil
-}
-
-func readFull(f *os.File, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := f.Read(buf[n:])
-		n += m
-		if err != nil {
-			if n == len(buf) {
-				break
-			}
-			return n, fmt.Errorf("%w: short read (%d of %d bytes): %w", ErrCorrupt, n, len(buf), err)
-		}
-	}
-	return n, nil
 }
 
 // fileName is the record's file name: sortable by sequence number.
@@ -630,7 +607,7 @@ func (s *Spool) quarantineLocked(name string, pending *Entry, reason string, cor
 		}
 		dst = name + "." + strconv.Itoa(i)
 	}
-	reasonText := []byte(oneLine(reason) + "\n")
+	reasonText := []byte(printableLine(reason) + "\n")
 	// The reason first: a crash between the two leaves a reason without its
 	// file (harmless), never a quarantined file without a reason. If the
 	// reason cannot be written (the disk is full), the file is moved all the
@@ -756,8 +733,9 @@ func (s *Spool) removeQuarantinedLocked(name string) error {
 	return nil
 }
 
-// oneLine flattens s to one printable line of at most 512 bytes.
-func oneLine(s string) string {
+// printableLine flattens s to one printable line of at most 512 bytes: each
+// control character becomes a space, the ends are trimmed.
+func printableLine(s string) string {
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '

@@ -4,22 +4,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/keyframe-cam/keyframe/internal/backoff"
+	"github.com/keyframe-cam/keyframe/internal/clock"
+	"github.com/keyframe-cam/keyframe/internal/mqttlink"
 )
-
-// Clock is the time source of the upload loop.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time                         { return time.Now() }
-func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // Config tunes the upload loop. Zero or negative fields take their defaults.
 type Config struct {
@@ -47,13 +39,12 @@ type Config struct {
 	// has been reachable, with no failure, for this long since the first
 	// success after the last failure. Default 60s.
 	StableAfter time.Duration
-	// FixedRetry, if positive, replaces the whole retry schedule (the random
-	// first retry and the full-jitter backoff) with this fixed interval:
-	// the naive client that retries in lock-step with the rest of its fleet.
-	// It exists for the storm harness's control run (package storm), to
-	// measure what jitter saves; a device should never set it. A larger
-	// Retry-After is still honoured. Default 0: jittered.
-	FixedRetry time.Duration
+	// Retry, if not nil, replaces each retry delay the schedule drew (the
+	// random first retry or the full-jitter backoff) with what it returns
+	// for it; a larger Retry-After is still honoured. nil keeps the
+	// schedule, as a device should: the hook is for load tests that compare
+	// the schedule with another (package storm's naive control client).
+	Retry func(scheduled time.Duration) time.Duration
 	// Rate is the most records sent per second (a token bucket of one
 	// token, on the Clock), so a backlog after an outage drains gently.
 	// Default 5. Above 1e9 there is no limit.
@@ -64,14 +55,15 @@ type Config struct {
 	Delivered func(Entry)
 }
 
-// Defaults of Config.
+// Defaults of Config. The backoff's are those of the MQTT links' reconnect
+// schedule.
 const (
-	DefaultBackoffBase   = time.Second
-	DefaultBackoffCap    = 5 * time.Minute
-	DefaultRetryWindow   = 2 * time.Minute
-	DefaultQuickRetry    = 2 * time.Second
+	DefaultBackoffBase   = mqttlink.DefaultBackoffBase
+	DefaultBackoffCap    = mqttlink.DefaultBackoffCap
+	DefaultRetryWindow   = mqttlink.DefaultRetryWindow
+	DefaultQuickRetry    = mqttlink.DefaultQuickRetry
 	DefaultRetryAfterCap = 10 * time.Minute
-	DefaultStableAfter   = 60 * time.Second
+	DefaultStableAfter   = mqttlink.DefaultStableAfter
 	DefaultRate          = 5.0
 )
 
@@ -108,10 +100,9 @@ type Uploader struct {
 	cfg Config
 	sp  *Spool
 	tr  Transport
-	clk Clock
-	rnd Rand
+	clk clock.Clock
 	log *slog.Logger
-	bo  Backoff
+	bo  backoff.Backoff
 
 	// State of the Run goroutine.
 	reachable      bool      // the last attempt reached the receiver (true at start)
@@ -126,20 +117,14 @@ type Uploader struct {
 
 // New returns an uploader. clk nil means the system clock, rnd nil a
 // randomly seeded generator, log nil discards.
-func New(cfg Config, sp *Spool, tr Transport, clk Clock, rnd Rand, log *slog.Logger) *Uploader {
+func New(cfg Config, sp *Spool, tr Transport, clk clock.Clock, rnd backoff.Rand, log *slog.Logger) *Uploader {
 	cfg.setDefaults()
-	if clk == nil {
-		clk = systemClock{}
-	}
-	if rnd == nil {
-		rnd = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
-	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Uploader{
-		cfg: cfg, sp: sp, tr: tr, clk: clk, rnd: rnd, log: log,
-		bo:        Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffCap, Rand: rnd},
+		cfg: cfg, sp: sp, tr: tr, clk: clock.Or(clk), log: log,
+		bo:        backoff.Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffCap, Rand: backoff.OrRandom(rnd)},
 		reachable: true,
 	}
 }
@@ -286,13 +271,12 @@ func (u *Uploader) failed(ctx context.Context, err error) error {
 	if u.outageFailures == 0 && u.bo.Failures() == 0 && !answered(err) {
 		// The first failure after a stable period, and no answer at all:
 		// one quick retry, in case it was a blip.
-		u.bo.failures++
-		d = uniform(u.rnd, u.cfg.QuickRetry)
+		d = u.bo.NextWithin(u.cfg.QuickRetry)
 	} else {
-		d = outageDelay(&u.bo, u.cfg.RetryWindow)
+		d = u.bo.NextAtLeast(u.cfg.RetryWindow)
 	}
-	if u.cfg.FixedRetry > 0 {
-		d = u.cfg.FixedRetry
+	if u.cfg.Retry != nil {
+		d = u.cfg.Retry(d)
 	}
 	u.streakStart = time.Time{}
 	u.outageFailures++
@@ -320,14 +304,6 @@ func (u *Uploader) failed(ctx context.Context, err error) error {
 func answered(err error) bool {
 	var se *StatusError
 	return errors.As(err, &se)
-}
-
-// outageDelay is the wait before a retry within an outage: uniform over
-// [0, max(window, the backoff's current ceiling)]. It counts one failure.
-func outageDelay(bo *Backoff, window time.Duration) time.Duration {
-	c := max(window, bo.Ceiling(bo.failures))
-	bo.failures++
-	return uniform(bo.Rand, c)
 }
 
 // localFailure records a failure of the spool's disk (not of the receiver)

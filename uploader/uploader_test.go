@@ -13,6 +13,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/keyframe-cam/keyframe/internal/backoff"
 )
 
 // bubbleClock is the time package's clock: inside a synctest bubble it is
@@ -150,7 +152,7 @@ func testConfig() Config {
 	}
 }
 
-func start(t *testing.T, cfg Config, rnd Rand, script func(uint64, int) error, seqs ...uint64) *harness {
+func start(t *testing.T, cfg Config, rnd backoff.Rand, script func(uint64, int) error, seqs ...uint64) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), tr: &fakeTransport{script: script}, logs: &logBuffer{}}
 	h.sp = openSpool(t, SpoolConfig{Dir: h.dir})
@@ -179,89 +181,6 @@ func start(t *testing.T, cfg Config, rnd Rand, script func(uint64, int) error, s
 func settle(d time.Duration) {
 	time.Sleep(d)
 	synctest.Wait()
-}
-
-func TestBackoffCeilingsAndBounds(t *testing.T) {
-	b := Backoff{Base: time.Second, Cap: 10 * time.Second, Rand: ceilRand()}
-	var got []time.Duration
-	for range 7 {
-		got = append(got, b.Next())
-	}
-	want := []time.Duration{1, 2, 4, 8, 10, 10, 10}
-	for i := range want {
-		want[i] *= time.Second
-	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("delays with the largest draws = %v, want %v", got, want)
-	}
-	if b.Failures() != 7 {
-		t.Fatalf("Failures = %d, want 7", b.Failures())
-	}
-	b.Reset()
-	if b.Failures() != 0 || b.Next() != time.Second {
-		t.Fatal("Reset did not restart the backoff at Base")
-	}
-
-	z := Backoff{Base: time.Second, Cap: 10 * time.Second, Rand: zeroRand()}
-	for range 10 {
-		if d := z.Next(); d != 0 {
-			t.Fatalf("delay with the smallest draw = %v, want 0", d)
-		}
-	}
-
-	// No overflow however long the outage.
-	huge := Backoff{Base: time.Hour, Rand: ceilRand()}
-	for range 200 {
-		if d := huge.Next(); d < 0 {
-			t.Fatalf("delay overflowed: %v", d)
-		}
-	}
-}
-
-// With a seeded source, delays cover all of [0, ceiling], grow with the
-// failure count and never exceed Cap.
-func TestBackoffFullJitter(t *testing.T) {
-	const samples = 4000
-	base, cp := 100*time.Millisecond, 5*time.Second
-	rnd := seededRand(42)
-	prevMean := time.Duration(-1)
-	for n := range 10 {
-		ceil := min(cp, base<<n)
-		var sum time.Duration
-		var lo, hi time.Duration = cp, 0
-		var buckets [10]int
-		for range samples {
-			b := Backoff{Base: base, Cap: cp, Rand: rnd}
-			for range n {
-				b.failures++
-			}
-			d := b.Next()
-			if d < 0 || d > ceil || d > cp {
-				t.Fatalf("n=%d: delay %v outside [0, %v]", n, d, ceil)
-			}
-			sum += d
-			lo, hi = min(lo, d), max(hi, d)
-			buckets[min(int(10*d/(ceil+1)), 9)]++
-		}
-		for i, c := range buckets {
-			// Uniform: each tenth gets about samples/10; far fewer means
-			// part of the range is never used.
-			if c < samples/20 {
-				t.Fatalf("n=%d: tenth %d of [0, %v] got %d of %d delays: not full jitter (%v)", n, i, ceil, c, samples, buckets)
-			}
-		}
-		if lo > ceil/50 || hi < ceil-ceil/50 {
-			t.Fatalf("n=%d: delays span [%v, %v], want most of [0, %v]", n, lo, hi, ceil)
-		}
-		mean := sum / samples
-		if mean < ceil*45/100 || mean > ceil*55/100 {
-			t.Fatalf("n=%d: mean delay %v, want about %v", n, mean, ceil/2)
-		}
-		if base<<n <= cp && mean <= prevMean {
-			t.Fatalf("n=%d: mean delay %v did not grow (was %v)", n, mean, prevMean)
-		}
-		prevMean = mean
-	}
 }
 
 func TestUploaderBackoffSchedule(t *testing.T) {

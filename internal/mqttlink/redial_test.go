@@ -1,4 +1,4 @@
-package uploader
+package mqttlink
 
 import (
 	"context"

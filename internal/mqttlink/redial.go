@@ -1,12 +1,14 @@
-package uploader
+package mqttlink
 
 import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/keyframe-cam/keyframe/internal/backoff"
+	"github.com/keyframe-cam/keyframe/internal/clock"
 )
 
 // A Session is one live connection kept up by a Redialer.
@@ -25,14 +27,14 @@ type Session interface {
 type DialFunc func(ctx context.Context) (Session, error)
 
 // Schedule shapes a reconnect schedule. Zero or negative durations take
-// the uploader's defaults (DefaultBackoffBase, DefaultBackoffCap,
-// DefaultRetryWindow, DefaultQuickRetry, DefaultStableAfter).
+// the defaults (DefaultBackoffBase, DefaultBackoffCap, DefaultRetryWindow,
+// DefaultQuickRetry, DefaultStableAfter).
 type Schedule struct {
 	// BackoffBase and BackoffCap shape the full-jitter backoff between
 	// consecutive failed attempts: uniform over [0, min(Cap, Base·2^n)].
 	BackoffBase, BackoffCap time.Duration
-	// RetryWindow and QuickRetry shape the retries as in Config: the
-	// first retry after a stable period (or at start) waits
+	// RetryWindow and QuickRetry shape the retries as in the uploader's
+	// Config: the first retry after a stable period (or at start) waits
 	// uniform(0, QuickRetry); every later one within the outage waits
 	// uniform(0, max(RetryWindow, the backoff ceiling)), so clients that
 	// lost the broker together do not come back together.
@@ -48,8 +50,8 @@ type RedialConfig struct {
 	// Name says what is dialled, for log lines ("mqtt broker host:8883").
 	Name string
 	Schedule
-	Clock  Clock        // nil: the system clock
-	Rand   Rand         // nil: a randomly seeded generator
+	Clock  clock.Clock  // nil: the system clock
+	Rand   backoff.Rand // nil: a randomly seeded generator
 	Logger *slog.Logger // nil: discard
 }
 
@@ -73,10 +75,9 @@ type RedialStats struct {
 // use it.
 type Redialer struct {
 	cfg RedialConfig
-	clk Clock
-	rnd Rand
+	clk clock.Clock
 	log *slog.Logger
-	bo  Backoff
+	bo  backoff.Backoff
 
 	mu    sync.Mutex
 	stats RedialStats
@@ -94,20 +95,14 @@ func NewRedialer(cfg RedialConfig) *Redialer {
 	def(&cfg.RetryWindow, DefaultRetryWindow)
 	def(&cfg.QuickRetry, DefaultQuickRetry)
 	def(&cfg.StableAfter, DefaultStableAfter)
-	r := &Redialer{cfg: cfg, clk: cfg.Clock, rnd: cfg.Rand, log: cfg.Logger}
-	if r.clk == nil {
-		r.clk = systemClock{}
-	}
-	if r.rnd == nil {
-		r.rnd = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
-	}
+	r := &Redialer{cfg: cfg, clk: clock.Or(cfg.Clock), log: cfg.Logger}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
 	if r.cfg.Name == "" {
 		r.cfg.Name = "peer"
 	}
-	r.bo = Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffCap, Rand: r.rnd}
+	r.bo = backoff.Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffCap, Rand: backoff.OrRandom(cfg.Rand)}
 	return r
 }
 
@@ -154,7 +149,7 @@ func (r *Redialer) Run(ctx context.Context, dial DialFunc) error {
 			})
 			if msg != lastErr {
 				lastErr = msg
-				r.log.Warn("uploader: cannot connect to "+r.cfg.Name+"; will retry",
+				r.log.Warn("mqttlink: cannot connect to "+r.cfg.Name+"; will retry",
 					"err", err, "attempts", attempts, "retry_in", d)
 			}
 			if err := r.sleep(ctx, d); err != nil {
@@ -166,10 +161,10 @@ func (r *Redialer) Run(ctx context.Context, dial DialFunc) error {
 		connectedAt := r.clk.Now()
 		switch {
 		case !up:
-			r.log.Info("uploader: connected to "+r.cfg.Name+" again",
+			r.log.Info("mqttlink: connected to "+r.cfg.Name+" again",
 				"failed_attempts", attempts, "down_for", connectedAt.Sub(downSince))
 		case first:
-			r.log.Info("uploader: connected to " + r.cfg.Name)
+			r.log.Info("mqttlink: connected to " + r.cfg.Name)
 		}
 		up, first, attempts, lastErr = true, false, 0, ""
 		r.count(func(st *RedialStats) {
@@ -205,7 +200,7 @@ func (r *Redialer) Run(ctx context.Context, dial DialFunc) error {
 			st.LastError = msg
 		})
 		lastErr = msg
-		r.log.Warn("uploader: connection to "+r.cfg.Name+" lost; will reconnect",
+		r.log.Warn("mqttlink: connection to "+r.cfg.Name+" lost; will reconnect",
 			"err", lost, "connected_for", now.Sub(connectedAt), "retry_in", d)
 		if err := r.sleep(ctx, d); err != nil {
 			return err
@@ -219,11 +214,10 @@ func (r *Redialer) Run(ctx context.Context, dial DialFunc) error {
 // counts one failure, so a connection that keeps dropping backs off further
 // each time.
 func (r *Redialer) delay() time.Duration {
-	if r.bo.failures == 0 {
-		r.bo.failures++
-		return uniform(r.rnd, r.cfg.QuickRetry)
+	if r.bo.Failures() == 0 {
+		return r.bo.NextWithin(r.cfg.QuickRetry)
 	}
-	return outageDelay(&r.bo, r.cfg.RetryWindow)
+	return r.bo.NextAtLeast(r.cfg.RetryWindow)
 }
 
 func (r *Redialer) sleep(ctx context.Context, d time.Duration) error {

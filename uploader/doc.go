@@ -1,0 +1,24 @@
+// Package uploader delivers signed records to a receiver exactly once: a
+// durable, checksummed, bounded Spool on disk is the source of truth, a
+// Transport sends one record at a time, and the Uploader loop drains the
+// spool in sequence order with full-jitter backoff (internal/backoff), a
+// quick retry of a blip, an outage window that spreads a fleet's return,
+// Retry-After and a rate limit.
+//
+// A record is on disk (temp file, fsync, rename, fsync dir) before Put returns
+// and is removed only after the receiver acknowledged it. A torn or
+// bit-flipped file is quarantined and counted, never sent; a record the
+// receiver refuses for good is quarantined with its reason. The uploader
+// does not decide what an event is: it moves opaque bundle bytes.
+//
+// Two transports:
+//   - HTTP PUTs a record to the receiver's /v1/events/<event>/<kind>; a 2xx
+//     acknowledges it.
+//   - MQTT publishes it at QoS 1 on <prefix>/<device>/events/<event>/<kind>
+//     to a broker the receiver subscribes to; the broker's PUBACK
+//     acknowledges it. It also publishes the device's status, motion state
+//     and thumbnail for Home Assistant (with discovery) and answers
+//     commands on <prefix>/<device>/cmd/<name>. The broker URL rules, the
+//     reconnect loop and the topic layout are shared with the receiver in
+//     internal/mqttlink.
+package uploader
