@@ -63,6 +63,7 @@ func TestWatchdogPettedOnlyWhileFramesArrive(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel() // a failed check stops the agent too, or the bubble deadlocks
 		done := make(chan error, 1)
 		go func() { done <- a.Run(ctx) }()
 
