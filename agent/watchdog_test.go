@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -61,6 +63,7 @@ func TestWatchdogPettedOnlyWhileFramesArrive(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel() // a failed check stops the agent too, or the bubble deadlocks
 		done := make(chan error, 1)
 		go func() { done <- a.Run(ctx) }()
 
@@ -97,6 +100,89 @@ func TestWatchdogPettedOnlyWhileFramesArrive(t *testing.T) {
 		defer dev.Unlock()
 		if !dev.MagicClosed || dev.Armed {
 			t.Fatalf("orderly stop: magic closed %v, armed %v; want disarmed", dev.MagicClosed, dev.Armed)
+		}
+	})
+}
+
+// TestWatchdogNotPettedWhileSpoolFails runs the agent on the synthetic scene
+// (an object crosses every cycle, so records are spooled) with a fake
+// watchdog. While spool writes fail the frames keep flowing, yet the watchdog
+// is left to expire; once writes succeed again it is petted again.
+func TestWatchdogNotPettedWhileSpoolFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.DataDir = filepath.Join(t.TempDir(), "device")
+		cfg.Source = "synthetic"
+		cfg.Width, cfg.Height, cfg.FPS = 160, 120, 10
+		cfg.UploadURL = "http://127.0.0.1:1" // nothing listens: records stay spooled
+		cfg.WatchdogTimeout = 4 * time.Second
+		cfg.WatchdogStall = 2 * time.Second
+		dev := boardtest.NewWatchdog(60)
+		logs := &lockedBuffer{}
+		a, err := New(cfg, Deps{
+			Logger:   slog.New(slog.NewTextHandler(logs, nil)),
+			Watchdog: board.NewWatchdog(dev),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}()
+
+		// Spool writes fail from before the first record (the object enters
+		// 2 s into the scene): the spool directory is not a directory.
+		time.Sleep(time.Second)
+		dir := spoolDir(&cfg)
+		if err := os.Rename(dir, dir+".away"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dir, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		frames := a.frames.Load()
+		time.Sleep(13 * time.Second) // the start and end records fail; over three timeouts
+		dev.Lock()
+		sinceKick := time.Since(dev.LastKick)
+		dev.Unlock()
+		if got := a.frames.Load() - frames; got < 100 {
+			t.Fatalf("%d frames in 13 s, want the frames to keep flowing", got)
+		}
+		if n := len(a.spool.Pending()); n != 0 {
+			t.Fatalf("%d records spooled although the spool could not be written", n)
+		}
+		if !strings.Contains(logs.String(), "event record lost") {
+			t.Fatalf("no record failed to spool; log:\n%s", logs)
+		}
+		if !dev.Expired(time.Now()) {
+			t.Fatalf("spool failing: watchdog still petted (last kick %v ago)", sinceKick)
+		}
+
+		// Writes work again: the next record (next cycle, 17 s) is spooled.
+		if err := os.Remove(dir); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(dir+".away", dir); err != nil {
+			t.Fatal(err)
+		}
+		dev.Lock()
+		failingPets := dev.Pets
+		dev.Unlock()
+		time.Sleep(8 * time.Second)
+		if n := len(a.spool.Pending()); n == 0 {
+			t.Fatal("no record spooled after the spool recovered")
+		}
+		dev.Lock()
+		pets := dev.Pets - failingPets
+		dev.Unlock()
+		if pets == 0 || dev.Expired(time.Now()) {
+			t.Fatalf("spool writable again: %d pets since, expired=%v; want it petted again", pets, dev.Expired(time.Now()))
 		}
 	})
 }

@@ -128,10 +128,12 @@ type Server struct {
 
 	storing sync.WaitGroup // uploads between admitRecord and their index append
 
+	files atomicfile.Writer // writes record files; the zero Writer uses the operating system
+
 	mu       sync.Mutex // guards everything below
 	closed   bool
 	devLocks map[string]*deviceLock // upload locks of the devices uploading now
-	index    *os.File
+	index    indexHandle
 	indexLen int64
 	records  []*indexEntry     // in index order (arrival order)
 	byKey    map[string]int    // recordKey → position in records
@@ -485,7 +487,7 @@ func (s *Server) ingest(body []byte, c Claim) (int, string, *rejection) {
 	defer s.storing.Done()
 	// The files first, then the index line: a record counts as stored once
 	// its line is on disk.
-	err = writeRecordFiles(s.dir, e, b.Envelope, b.Media)
+	err = writeRecordFiles(s.files, s.dir, e, b.Envelope, b.Media)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()

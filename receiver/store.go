@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -134,18 +135,28 @@ func mediaPath(dir string, e *indexEntry, i int) string {
 	return filepath.Join(dir, eventsDir, e.Device, e.Event+"-"+e.Kind+"."+strconv.Itoa(i)+"."+mediaExt(e.Media[i].Type))
 }
 
-// writeRecordFiles stores a record's envelope and media durably.
-func writeRecordFiles(dir string, e *indexEntry, envelope []byte, media [][]byte) error {
+// indexHandle is the open index: an *os.File, or in a test one that records
+// the order of its appends and fsyncs.
+type indexHandle interface {
+	io.Writer
+	io.Seeker
+	Sync() error
+	Truncate(size int64) error
+	Close() error
+}
+
+// writeRecordFiles stores a record's envelope and media durably with w.
+func writeRecordFiles(w atomicfile.Writer, dir string, e *indexEntry, envelope []byte, media [][]byte) error {
 	devDir := filepath.Join(dir, eventsDir, e.Device)
 	if err := mkdirDurable(devDir); err != nil {
 		return err
 	}
 	for i, m := range media {
-		if err := atomicfile.WriteFile(mediaPath(dir, e, i), m, 0o600); err != nil {
+		if err := w.WriteFile(mediaPath(dir, e, i), m, 0o600); err != nil {
 			return fmt.Errorf("receiver: store media: %w", err)
 		}
 	}
-	if err := atomicfile.WriteFile(envelopePath(dir, e), envelope, 0o600); err != nil {
+	if err := w.WriteFile(envelopePath(dir, e), envelope, 0o600); err != nil {
 		return fmt.Errorf("receiver: store envelope: %w", err)
 	}
 	return nil

@@ -360,6 +360,9 @@ func TestFaultCorruptRecordThatCannotBeQuarantined(t *testing.T) {
 		rnd := ceilRand()
 		up := New(testConfig(), sp, tr, bubbleClock{}, rnd, nil)
 		ctx, cancel := context.WithCancel(context.Background())
+		// A failed check below stops the uploader too: a goroutine left
+		// blocked in the bubble would abort the package's whole run.
+		defer cancel()
 		done := make(chan error, 1)
 		go func() { done <- up.Run(ctx) }()
 		settle(time.Minute)

@@ -107,6 +107,7 @@ type Spool struct {
 	policy    Policy
 	log       *slog.Logger
 	notify    chan struct{}
+	files     atomicfile.Writer // writes records; the zero Writer uses the operating system
 
 	mu      sync.Mutex
 	pending map[uint64]Entry
@@ -406,7 +407,7 @@ func (s *Spool) Put(r Record) error {
 	if err := s.makeRoomLocked(e, replaced); err != nil {
 		return err
 	}
-	if err := atomicfile.WriteFile(filepath.Join(s.dir, fileName(e)), b, 0o600); err != nil {
+	if err := s.files.WriteFile(filepath.Join(s.dir, fileName(e)), b, 0o600); err != nil {
 		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 			// The filesystem filled up before the bound: the record is
 			// refused like one over the bound (atomicfile removed its temp
