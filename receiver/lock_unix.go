@@ -6,7 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // errLocked reports a lock another process holds (non-blocking attempts only).
@@ -20,19 +21,19 @@ func lockFile(path string, wait bool) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("receiver: lock %s: %w", path, err)
 	}
-	how := syscall.LOCK_EX
+	how := unix.LOCK_EX
 	if !wait {
-		how |= syscall.LOCK_NB
+		how |= unix.LOCK_NB
 	}
 	for {
-		err = syscall.Flock(int(f.Fd()), how)
-		if !errors.Is(err, syscall.EINTR) {
+		err = unix.Flock(int(f.Fd()), how)
+		if !errors.Is(err, unix.EINTR) {
 			break
 		}
 	}
 	if err != nil {
 		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("receiver: lock %s: %w", path, errLocked)
 		}
 		return nil, fmt.Errorf("receiver: lock %s: %w", path, err)

@@ -340,19 +340,34 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// rejection is an upload refused with a status and a one-line reason.
+// A rejection is the error of an upload refused: the status the upload API
+// answers, a Reason* constant and a one-line message.
 type rejection struct {
 	status int
 	reason string // a Reason* constant
 	msg    string
 }
 
+func (r *rejection) Error() string {
+	return fmt.Sprintf("receiver: upload refused (%d %s): %s", r.status, r.reason, r.msg)
+}
+
 func reject(status int, reason, format string, args ...any) *rejection {
 	return &rejection{status: status, reason: reason, msg: fmt.Sprintf(format, args...)}
 }
 
+// asRejection returns the rejection err carries. Every error of ingest is
+// one; anything else would be answered as an internal failure.
+func asRejection(err error) *rejection {
+	var rej *rejection
+	if errors.As(err, &rej) {
+		return rej
+	}
+	return reject(http.StatusServiceUnavailable, ReasonInternal, "internal error, retry later")
+}
+
 // classify maps a provenance verification error to a rejection.
-func classify(err error) *rejection {
+func classify(err error) error {
 	msg := oneLine(err.Error())
 	switch {
 	case errors.Is(err, provenance.ErrMedia):
@@ -376,8 +391,9 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		writeLine(w, http.StatusServiceUnavailable, "overloaded: too many uploads at once, retry later")
 		return
 	}
-	status, msg, rej := s.upload(r)
-	if rej != nil {
+	res, err := s.upload(r)
+	if err != nil {
+		rej := asRejection(err)
 		s.count(rej.reason)
 		s.log.Info("receiver: upload rejected", "status", rej.status, "reason", rej.reason, "detail", rej.msg,
 			"path", r.URL.Path, "remote", r.RemoteAddr)
@@ -387,18 +403,18 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		writeLine(w, rej.status, rej.msg)
 		return
 	}
-	writeLine(w, status, msg)
+	writeLine(w, res.Status, res.Message)
 }
 
 // upload reads one bundle from an HTTP request and ingests it; the URL's
 // event and kind must agree with the signed payload.
-func (s *Server) upload(r *http.Request) (int, string, *rejection) {
+func (s *Server) upload(r *http.Request) (IngestResult, error) {
 	if r.ContentLength > s.maxBody {
-		return 0, "", reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body of %d bytes is over the limit of %d", r.ContentLength, s.maxBody)
+		return IngestResult{}, reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body of %d bytes is over the limit of %d", r.ContentLength, s.maxBody)
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, s.maxBody+1))
 	if err != nil {
-		return 0, "", reject(http.StatusBadRequest, ReasonMalformed, "read body: %s", oneLine(err.Error()))
+		return IngestResult{}, reject(http.StatusBadRequest, ReasonMalformed, "read body: %s", oneLine(err.Error()))
 	}
 	return s.ingest(body, Claim{Event: r.PathValue("event"), Kind: r.PathValue("kind"), CheckEventKind: true})
 }
@@ -431,48 +447,49 @@ func (r IngestResult) Stored() bool {
 // Ingest verifies and stores one bundle that arrived by another route than
 // the HTTP upload API (MQTT), with the same rules, counters and log lines.
 func (s *Server) Ingest(bundle []byte, c Claim) IngestResult {
-	status, msg, rej := s.ingest(bundle, c)
-	if rej != nil {
+	res, err := s.ingest(bundle, c)
+	if err != nil {
+		rej := asRejection(err)
 		s.count(rej.reason)
 		s.log.Info("receiver: upload rejected", "status", rej.status, "reason", rej.reason, "detail", rej.msg,
 			"device_claimed", clip(c.Device), "event_claimed", clip(c.Event))
 		return IngestResult{Status: rej.status, Reason: rej.reason, Message: rej.msg}
 	}
-	return IngestResult{Status: status, Message: msg}
+	return res
 }
 
 // ingest verifies and stores one bundle. It returns the success status and
-// message, or a rejection.
-func (s *Server) ingest(body []byte, c Claim) (int, string, *rejection) {
+// message, or the refusal as a *rejection.
+func (s *Server) ingest(body []byte, c Claim) (IngestResult, error) {
 	if int64(len(body)) > s.maxBody {
-		return 0, "", reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body is over the limit of %d bytes", s.maxBody)
+		return IngestResult{}, reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body is over the limit of %d bytes", s.maxBody)
 	}
 	b, err := provenance.UnmarshalBundle(body)
 	if err != nil {
-		return 0, "", reject(http.StatusBadRequest, ReasonMalformed, "%s", oneLine(err.Error()))
+		return IngestResult{}, reject(http.StatusBadRequest, ReasonMalformed, "%s", oneLine(err.Error()))
 	}
 	v, err := provenance.Verify(b.Envelope, b.Media, nil)
 	if err != nil {
-		return 0, "", classify(err)
+		return IngestResult{}, classify(err)
 	}
 	// From here on the device is the verified signer, nothing else. The
 	// registry is read now, from disk.
 	reg, err := s.regs.read()
 	if err != nil {
 		s.log.Error("receiver: registry unreadable", "err", err)
-		return 0, "", reject(http.StatusServiceUnavailable, ReasonInternal, "registry unavailable, retry later")
+		return IngestResult{}, reject(http.StatusServiceUnavailable, ReasonInternal, "registry unavailable, retry later")
 	}
-	adm, rej := s.admit(reg, v)
-	if rej != nil {
-		return 0, "", rej
+	adm, err := s.admit(reg, v)
+	if err != nil {
+		return IngestResult{}, err
 	}
 	p := v.Payload
 	if c.CheckEventKind && (c.Event != p.Event || c.Kind != p.Kind) {
-		return 0, "", reject(http.StatusUnprocessableEntity, ReasonPath, "path says event %q kind %q, signed payload says event %q kind %q",
+		return IngestResult{}, reject(http.StatusUnprocessableEntity, ReasonPath, "path says event %q kind %q, signed payload says event %q kind %q",
 			clip(c.Event), clip(c.Kind), p.Event, p.Kind)
 	}
 	if c.Device != "" && c.Device != v.Device {
-		return 0, "", reject(http.StatusUnprocessableEntity, ReasonPath, "route says device %q, the signature is device %s", clip(c.Device), v.Device)
+		return IngestResult{}, reject(http.StatusUnprocessableEntity, ReasonPath, "route says device %q, the signature is device %s", clip(c.Device), v.Device)
 	}
 	e := entryFromVerified(v, s.now())
 
@@ -481,8 +498,12 @@ func (s *Server) ingest(body []byte, c Claim) (int, string, *rejection) {
 	// write (and fsync) their files in parallel.
 	unlockDevice := s.lockDevice(e.Device)
 	defer unlockDevice()
-	if status, msg, rej, done := s.admitRecord(e, v, adm); done {
-		return status, msg, rej
+	dup, err := s.admitRecord(e, v, adm)
+	if err != nil {
+		return IngestResult{}, err
+	}
+	if dup {
+		return IngestResult{Status: http.StatusOK, Message: "already stored"}, nil
 	}
 	defer s.storing.Done()
 	// The files first, then the index line: a record counts as stored once
@@ -492,14 +513,14 @@ func (s *Server) ingest(body []byte, c Claim) (int, string, *rejection) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err == nil && s.closed {
-		return 0, "", reject(http.StatusServiceUnavailable, ReasonInternal, "receiver is shutting down, retry later")
+		return IngestResult{}, reject(http.StatusServiceUnavailable, ReasonInternal, "receiver is shutting down, retry later")
 	}
 	if err == nil {
 		err = s.appendIndex(e)
 	}
 	if err != nil {
 		s.log.Error("receiver: cannot store a verified record", "device", e.Device, "event", e.Event, "kind", e.Kind, "err", err)
-		return 0, "", reject(http.StatusServiceUnavailable, ReasonInternal, "storage failed, retry later")
+		return IngestResult{}, reject(http.StatusServiceUnavailable, ReasonInternal, "storage failed, retry later")
 	}
 	s.addRecord(e)
 	s.stats.Stored++
@@ -523,7 +544,7 @@ func (s *Server) ingest(body []byte, c Claim) (int, string, *rejection) {
 		s.log.Warn("receiver: cannot write event line", "err", err)
 	}
 	s.log.Info("receiver: stored", "device", e.Device, "event", e.Event, "kind", e.Kind, "seq", e.Seq)
-	return http.StatusCreated, "stored", nil
+	return IngestResult{Status: http.StatusCreated, Message: "stored"}, nil
 }
 
 // deviceLock serialises the uploads of one device.
@@ -555,41 +576,41 @@ func (s *Server) lockDevice(device string) (unlock func()) {
 
 // admitRecord makes the checks of a verified record against the store
 // (identical re-send, replay, conflict) and records its admission in the
-// registry if needed. With done it has decided the upload (an identical
-// re-send or a rejection); otherwise the record may be stored, and
-// s.storing counts it until the caller calls Done. Callers hold the
-// device's lock.
-func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admission) (status int, msg string, rej *rejection, done bool) {
+// registry if needed. With dup the record is an identical re-send, stored
+// already; with an error (a *rejection) it is refused; otherwise it may be
+// stored, and s.storing counts it until the caller calls Done. Callers hold
+// the device's lock.
+func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admission) (dup bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return 0, "", reject(http.StatusServiceUnavailable, ReasonInternal, "receiver is shutting down, retry later"), true
+		return false, reject(http.StatusServiceUnavailable, ReasonInternal, "receiver is shutting down, retry later")
 	}
 	if i, ok := s.byKey[e.key()]; ok {
 		old := s.records[i]
 		if old.Envelope == e.Envelope {
 			s.stats.Duplicates++
 			s.log.Info("receiver: identical re-send", "device", e.Device, "event", e.Event, "kind", e.Kind, "seq", e.Seq)
-			return http.StatusOK, "already stored", nil, true
+			return true, nil
 		}
 		if e.Seq <= s.maxSeq[e.Device] {
-			return 0, "", reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, s.maxSeq[e.Device]), true
+			return false, reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, s.maxSeq[e.Device])
 		}
-		return 0, "", reject(http.StatusConflict, ReasonConflict, "event %s kind %s of device %s is already stored with other content (seq %d)", e.Event, e.Kind, e.Device, old.Seq), true
+		return false, reject(http.StatusConflict, ReasonConflict, "event %s kind %s of device %s is already stored with other content (seq %d)", e.Event, e.Kind, e.Device, old.Seq)
 	}
 	if max, ok := s.maxSeq[e.Device]; ok && e.Seq <= max {
-		return 0, "", reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, max), true
+		return false, reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, max)
 	}
 	// A device admitted by its certificate is recorded, and a rotation takes
 	// effect, in the registry before the record is stored: if storing fails
 	// the device sends it again and the registry change is a no-op then.
 	if adm.record || v.Payload.Kind == provenance.KindRotate {
-		if rej := s.recordAdmission(v, adm); rej != nil {
-			return 0, "", rej, true
+		if err := s.recordAdmission(v, adm); err != nil {
+			return false, err
 		}
 	}
 	s.storing.Add(1)
-	return 0, "", nil, false
+	return false, nil
 }
 
 // admission says how a verified signer was let in.
@@ -606,8 +627,8 @@ type admission struct {
 // may upload: a revoked device never; a device enrolled (or enrolled by a
 // rotation) if the key is the enrolled one; otherwise one whose certificate
 // chain verifies to a trusted fleet CA now. A retired key (rotated away)
-// may not sign above its rotate record.
-func (s *Server) admit(reg *registry, v *provenance.Verified) (admission, *rejection) {
+// may not sign above its rotate record. A refusal is a *rejection.
+func (s *Server) admit(reg *registry, v *provenance.Verified) (admission, error) {
 	var adm admission
 	d := reg.Devices[v.Device]
 	switch {
@@ -641,9 +662,9 @@ func (s *Server) admit(reg *registry, v *provenance.Verified) (admission, *rejec
 // admitted by a fleet CA is recorded (Via), and a rotate record enrols the
 // new key, pairs it to the old device's owner and retires the old key. It
 // re-reads the registry under its lock, so a revocation since admit still
-// wins. Callers hold mu.
-func (s *Server) recordAdmission(v *provenance.Verified, adm admission) *rejection {
-	var rej *rejection
+// wins. A refusal is a *rejection. Callers hold mu.
+func (s *Server) recordAdmission(v *provenance.Verified, adm admission) error {
+	var rej error
 	refuse := errors.New("refused")
 	err := updateRegistry(s.dir, func(r *registry) error {
 		d := r.Devices[v.Device]
@@ -692,8 +713,8 @@ func (s *Server) recordAdmission(v *provenance.Verified, adm admission) *rejecti
 // applyRotation makes the registry changes of a verified rotate record of old:
 // the new key is enrolled (ViaRotation) and paired to old's owner, and old
 // is marked rotated to it as of the record's seq. Applying the same record
-// again changes nothing.
-func applyRotation(r *registry, old *registration, v *provenance.Verified) *rejection {
+// again changes nothing. A refusal is a *rejection.
+func applyRotation(r *registry, old *registration, v *provenance.Verified) error {
 	seq := v.Payload.Seq
 	if old.RotatedTo != "" && (old.RotatedTo != v.NextDevice || old.RotatedSeq != seq) {
 		return reject(http.StatusConflict, ReasonConflict, "device %s was already rotated to device %s by its record seq %d", v.Device, old.RotatedTo, old.RotatedSeq)

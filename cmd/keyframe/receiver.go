@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -106,44 +104,15 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "keyframe receiver: -log-level: %v\n", err)
 		return 2
 	}
-	loop, err := receiver.IsLoopback(*listen)
-	if err != nil {
-		fmt.Fprintf(stderr, "keyframe receiver: %v\n", err)
-		return 2
-	}
-	if !loop && !*public {
-		fmt.Fprintf(stderr, "keyframe receiver: refusing to listen on %s: it is not a loopback address, and this reference receiver has no viewer authentication (its admin page shows every event, owner pages are selected by URL); use a loopback address, or -public behind an authenticating proxy\n", *listen)
-		return 2
-	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if !loop {
-		log.Warn("listening on a non-loopback address: there is no viewer authentication; put an authenticating TLS proxy in front", "listen", *listen)
-	}
 	out := &syncWriter{w: stdout}
-	srv, err := receiver.Open(receiver.Options{Dir: *data, Logger: log, Events: out, MaxBody: *maxBody})
-	if err != nil {
-		fmt.Fprintf(stderr, "keyframe receiver: %v\n", err)
-		return 1
+	cfg := receiver.ServeConfig{
+		Options:     receiver.Options{Dir: *data, Logger: log, Events: out, MaxBody: *maxBody},
+		Listen:      *listen,
+		Public:      *public,
+		TLSCertFile: *tlsCert,
+		TLSKeyFile:  *tlsKey,
 	}
-	defer srv.Close()
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		fmt.Fprintf(stderr, "keyframe receiver: %v\n", err)
-		return 1
-	}
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	errc := make(chan error, 1)
-	scheme := "http"
 	if (*tlsCert == "") != (*tlsKey == "") {
 		fmt.Fprintf(stderr, "keyframe receiver: -tls-cert and -tls-key go together\n")
 		return 2
@@ -158,8 +127,7 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "keyframe receiver: -client-ca: %v\n", err)
 			return 2
 		}
-		hs.TLSConfig = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool, MinVersion: tls.VersionTLS12}
-		hs.Handler = requireClientCert(hs.Handler)
+		cfg.ClientCAs = pool
 	}
 	if *mqttURL != "" {
 		mc := receiver.MQTTConfig{Broker: *mqttURL, Username: *mqttUser, Password: os.Getenv("KEYFRAME_MQTT_PASSWORD"), Logger: log}
@@ -183,43 +151,21 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 			}
 			mc.RootCAs = pool
 		}
-		ing, err := receiver.NewMQTTIngest(mc, srv)
-		if err != nil {
-			fmt.Fprintf(stderr, "keyframe receiver: -mqtt: %v\n", err)
+		cfg.MQTT = &mc
+	}
+	cfg.Ready = func(url string) {
+		if *mqttURL != "" {
+			fmt.Fprintf(out, "receiver: ingesting from %s\n", *mqttURL)
+		}
+		fmt.Fprintf(out, "receiver: listening on %s\n", url)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := receiver.Serve(ctx, cfg); err != nil {
+		fmt.Fprintf(stderr, "keyframe receiver: %v\n", err)
+		if ce := (*receiver.ConfigError)(nil); errors.As(err, &ce) {
 			return 2
 		}
-		go func() {
-			if err := ing.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				log.Error("receiver: mqtt ingest stopped", "err", err)
-			}
-		}()
-		fmt.Fprintf(out, "receiver: ingesting from %s\n", *mqttURL)
-	}
-	if *tlsCert != "" {
-		scheme = "https"
-		go func() { errc <- hs.ServeTLS(ln, *tlsCert, *tlsKey) }()
-	} else {
-		go func() { errc <- hs.Serve(ln) }()
-	}
-	fmt.Fprintf(out, "receiver: listening on %s://%s/\n", scheme, ln.Addr())
-
-	select {
-	case err := <-errc:
-		fmt.Fprintf(stderr, "keyframe receiver: %v\n", err)
-		return 1
-	case <-ctx.Done():
-	}
-	log.Info("receiver: shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		log.Warn("receiver: shutdown", "err", err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Warn("receiver: serve", "err", err)
-	}
-	if err := srv.Close(); err != nil {
-		fmt.Fprintf(stderr, "keyframe receiver: %v\n", err)
 		return 1
 	}
 	return 0
@@ -425,18 +371,4 @@ func certPool(path string, withSystem bool) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s: no PEM certificate in it", path)
 	}
 	return pool, nil
-}
-
-// requireClientCert refuses uploads (/v1/) that did not come with a
-// verified client certificate; the viewer pages need none.
-func requireClientCert(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v1/") && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
-			// 401, not 403: the record itself is fine, so the device keeps it
-			// and retries (a 403 would make it quarantine the record).
-			http.Error(w, "a client certificate from the fleet CA is required for uploads", http.StatusUnauthorized)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keyframe-cam/keyframe/receiver"
 )
 
 // TestRequireClientCert: with -client-ca, uploads without a verified client
@@ -47,7 +49,7 @@ func TestRequireClientCert(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv := httptest.NewUnstartedServer(requireClientCert(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })))
+	srv := httptest.NewUnstartedServer(receiver.RequireClientCert(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })))
 	srv.TLS = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}
 	srv.StartTLS()
 	defer srv.Close()

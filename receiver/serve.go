@@ -1,0 +1,202 @@
+package receiver
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The HTTP server limits Serve sets: a slow or idle client cannot hold a
+// connection open for ever.
+const (
+	serveReadHeaderTimeout = 10 * time.Second
+	serveReadTimeout       = 60 * time.Second
+	serveWriteTimeout      = 60 * time.Second
+	serveIdleTimeout       = 120 * time.Second
+	serveMaxHeaderBytes    = 64 << 10
+	// serveShutdownTimeout bounds the wait for uploads in progress when
+	// Serve's context is done.
+	serveShutdownTimeout = 10 * time.Second
+)
+
+// ServeConfig configures Serve.
+type ServeConfig struct {
+	// Options open the Server. Options.Logger also logs the serving (nil:
+	// discard).
+	Options
+	// Listen is the address to listen on (host:port). It must bind only to
+	// the loopback interface (IsLoopback) unless Public is set: the receiver
+	// has no viewer authentication (its admin page shows every event, owner
+	// pages are selected by URL).
+	Listen string
+	// Public allows a non-loopback Listen address, for a receiver behind an
+	// authenticating proxy; Serve logs a warning.
+	Public bool
+	// TLSCertFile and TLSKeyFile (PEM) make Serve serve HTTPS; both or
+	// neither.
+	TLSCertFile, TLSKeyFile string
+	// ClientCAs, with TLS, makes uploads (/v1/) require a client certificate
+	// that verifies to one of these CAs (mutual TLS, RequireClientCert); the
+	// viewer pages need none.
+	ClientCAs *x509.CertPool
+	// MQTT, if set, also ingests records from a broker (NewMQTTIngest) while
+	// Serve runs; its Logger defaults to Options.Logger.
+	MQTT *MQTTConfig
+	// Ready, if set, is called once Serve listens, with the URL it serves
+	// (http://ADDR/ or https://ADDR/).
+	Ready func(url string)
+}
+
+// A ConfigError is a ServeConfig that Serve refused before serving anything.
+type ConfigError struct {
+	Err error
+}
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// check returns the listen address's loopback status, or a *ConfigError.
+func (c *ServeConfig) check() (loopback bool, err error) {
+	loop, err := IsLoopback(c.Listen)
+	if err != nil {
+		return false, &ConfigError{err}
+	}
+	if !loop && !c.Public {
+		return false, &ConfigError{fmt.Errorf("receiver: refusing to listen on %s: it is not a loopback address, and this reference receiver has no viewer authentication (its admin page shows every event, owner pages are selected by URL); use a loopback address, or Public (-public) behind an authenticating proxy", c.Listen)}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return false, &ConfigError{errors.New("receiver: the TLS certificate and key files go together")}
+	}
+	if c.ClientCAs != nil && c.TLSCertFile == "" {
+		return false, &ConfigError{errors.New("receiver: client CAs need a TLS certificate and key")}
+	}
+	return loop, nil
+}
+
+// Serve runs the reference receiver until ctx is done: it opens a Server
+// over cfg.Options, serves its Handler on cfg.Listen (over TLS, and with
+// RequireClientCert, as cfg says) with read, write and idle timeouts, and
+// runs the MQTT ingest if cfg.MQTT is set. When ctx is done it stops
+// accepting, waits a bounded time for requests in progress, stops the MQTT
+// ingest and closes the Server, and returns nil. A configuration Serve
+// refuses is a *ConfigError; any other error is one of opening or serving.
+func Serve(ctx context.Context, cfg ServeConfig) error {
+	loop, err := cfg.check()
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if !loop {
+		log.Warn("listening on a non-loopback address: there is no viewer authentication; put an authenticating TLS proxy in front", "listen", cfg.Listen)
+	}
+	srv, err := Open(cfg.Options)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	var ing *MQTTIngest
+	if cfg.MQTT != nil {
+		mc := *cfg.MQTT
+		if mc.Logger == nil {
+			mc.Logger = log
+		}
+		if ing, err = NewMQTTIngest(mc, srv); err != nil {
+			return &ConfigError{err}
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("receiver: %w", err)
+	}
+	defer ln.Close() // the server closes it too, except when ServeTLS fails to load the certificate
+	hs := newHTTPServer(srv.Handler(), log)
+	if cfg.ClientCAs != nil {
+		hs.TLSConfig = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: cfg.ClientCAs, MinVersion: tls.VersionTLS12}
+		hs.Handler = RequireClientCert(hs.Handler)
+	}
+
+	mctx, stopMQTT := context.WithCancel(ctx)
+	var mqttDone sync.WaitGroup
+	defer mqttDone.Wait()
+	defer stopMQTT()
+	if ing != nil {
+		mqttDone.Go(func() {
+			if err := ing.Run(mctx); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("receiver: mqtt ingest stopped", "err", err)
+			}
+		})
+	}
+	errc := make(chan error, 1)
+	scheme := "http"
+	if cfg.TLSCertFile != "" {
+		scheme = "https"
+		go func() { errc <- hs.ServeTLS(ln, cfg.TLSCertFile, cfg.TLSKeyFile) }()
+	} else {
+		go func() { errc <- hs.Serve(ln) }()
+	}
+	if cfg.Ready != nil {
+		cfg.Ready(fmt.Sprintf("%s://%s/", scheme, ln.Addr()))
+	}
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("receiver: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("receiver: shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), serveShutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Warn("receiver: shutdown", "err", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn("receiver: serve", "err", err)
+	}
+	stopMQTT()
+	mqttDone.Wait()
+	return srv.Close()
+}
+
+// newHTTPServer returns the HTTP server of Serve for h, with its timeouts
+// and limits, logging its errors to log as warnings.
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: serveReadHeaderTimeout,
+		ReadTimeout:       serveReadTimeout,
+		WriteTimeout:      serveWriteTimeout,
+		IdleTimeout:       serveIdleTimeout,
+		MaxHeaderBytes:    serveMaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// RequireClientCert wraps a Server's Handler for a TLS server that verifies
+// client certificates when given (tls.VerifyClientCertIfGiven with the fleet
+// CAs): an upload (/v1/) that did not come with a verified client
+// certificate gets 401, never 403, so the device keeps the record and
+// retries (a 403 would make it quarantine the record). The viewer pages need
+// no certificate.
+func RequireClientCert(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/") && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+			http.Error(w, "a client certificate from the fleet CA is required for uploads", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
