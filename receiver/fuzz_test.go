@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/keyframe-cam/keyframe/provenance"
 )
@@ -27,7 +26,7 @@ func FuzzUpload(f *testing.F) {
 		f.Fatal(err)
 	}
 	srv, err := Open(Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Events: io.Discard,
-		Now: func() time.Time { return testNow }})
+		Clock: fixedClock{testNow}})
 	if err != nil {
 		f.Fatal(err)
 	}

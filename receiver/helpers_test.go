@@ -162,8 +162,8 @@ func (e *testEnv) open(opts Options) {
 	opts.Dir = e.dir
 	opts.Events = e.lines
 	opts.Logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	if opts.Now == nil {
-		opts.Now = func() time.Time { return testNow }
+	if opts.Clock == nil {
+		opts.Clock = fixedClock{testNow}
 	}
 	srv, err := Open(opts)
 	if err != nil {
@@ -261,3 +261,10 @@ func mediaURL(d *testDevice, r *record) string {
 func ownerMediaURL(owner string, d *testDevice, r *record) string {
 	return "/owners/" + owner + "/media/" + d.id + "/" + r.event + "/" + r.kind + "/0"
 }
+
+// fixedClock is a clock that always says t.
+type fixedClock struct{ t time.Time }
+
+func (c fixedClock) Now() time.Time { return c.t }
+
+func (c fixedClock) After(d time.Duration) <-chan time.Time { return time.After(d) }

@@ -111,6 +111,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	var ing *MQTTIngest
 	if cfg.MQTT != nil {
 		mc := *cfg.MQTT
+		if mc.Clock == nil {
+			mc.Clock = cfg.Options.Clock
+		}
 		if mc.Logger == nil {
 			mc.Logger = log
 		}

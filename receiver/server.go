@@ -32,9 +32,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/keyframe-cam/keyframe/internal/atomicfile"
+	"github.com/keyframe-cam/keyframe/internal/clock"
 	"github.com/keyframe-cam/keyframe/internal/netaddr"
 	"github.com/keyframe-cam/keyframe/provenance"
 )
@@ -47,12 +47,12 @@ const DefaultMaxInFlight = 16
 
 // Options configure a Server.
 type Options struct {
-	Dir         string           // data directory: registry, index, stored events (created if missing)
-	Logger      *slog.Logger     // nil: discard
-	Events      io.Writer        // one "verified ..." line per newly stored record; nil: none
-	MaxBody     int64            // largest accepted upload body in bytes; 0: DefaultMaxBody
-	MaxInFlight int              // uploads handled at once, more get 503 with Retry-After; 0: DefaultMaxInFlight
-	Now         func() time.Time // clock for received_at; nil: time.Now
+	Dir         string       // data directory: registry, index, stored events (created if missing)
+	Logger      *slog.Logger // nil: discard
+	Events      io.Writer    // one "verified ..." line per newly stored record; nil: none
+	MaxBody     int64        // largest accepted upload body in bytes; 0: DefaultMaxBody
+	MaxInFlight int          // uploads handled at once, more get 503 with Retry-After; 0: DefaultMaxInFlight
+	Clock       clock.Clock  // received_at and certificate validity; nil: the system clock (Serve gives it to the MQTT ingest too)
 	// OwnerLookup selects the events of an owner's view (the owner page,
 	// OwnerEvents, and the owner media and envelope endpoints): a device's
 	// events are offered to the owner it names. nil: the registry itself.
@@ -119,7 +119,7 @@ type Server struct {
 	log      *slog.Logger
 	events   io.Writer
 	maxBody  int64
-	now      func() time.Time
+	clk      clock.Clock
 	inflight chan struct{}
 	unlock   func()
 	tmpl     *template.Template
@@ -163,7 +163,7 @@ func Open(opts Options) (*Server, error) {
 		log:     opts.Logger,
 		events:  opts.Events,
 		maxBody: opts.MaxBody,
-		now:     opts.Now,
+		clk:     clock.Or(opts.Clock),
 		byKey:   map[string]int{},
 		maxSeq:  map[string]uint64{},
 		stats:   Stats{Rejected: map[string]uint64{}},
@@ -182,9 +182,6 @@ func Open(opts Options) (*Server, error) {
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
-	}
-	if s.now == nil {
-		s.now = time.Now
 	}
 	n := opts.MaxInFlight
 	if n <= 0 {
@@ -491,7 +488,7 @@ func (s *Server) ingest(body []byte, c Claim) (IngestResult, error) {
 	if c.Device != "" && c.Device != v.Device {
 		return IngestResult{}, reject(http.StatusUnprocessableEntity, ReasonPath, "route says device %q, the signature is device %s", clip(c.Device), v.Device)
 	}
-	e := entryFromVerified(v, s.now())
+	e := entryFromVerified(v, s.clk.Now())
 
 	// One upload per device at a time: its checks below stay true while its
 	// files are written without holding mu, so uploads of different devices
@@ -644,7 +641,7 @@ func (s *Server) admit(reg *registry, v *provenance.Verified) (admission, error)
 		return adm, reject(http.StatusForbidden, ReasonCertificate,
 			"device %s was admitted by a fleet CA certificate and must send its certificate chain (x5chain) with every record", v.Device)
 	default:
-		fp, err := reg.verifyFleet(v, s.now())
+		fp, err := reg.verifyFleet(v, s.clk.Now())
 		if err != nil {
 			return adm, reject(http.StatusForbidden, ReasonCertificate, "device %s is not enrolled and its certificate is not accepted: %s", v.Device, oneLine(err.Error()))
 		}
