@@ -34,6 +34,8 @@ import (
 	"time"
 
 	"github.com/keyframe-cam/keyframe/internal/backoff"
+	"github.com/keyframe-cam/keyframe/internal/backoff/backofftest"
+	"github.com/keyframe-cam/keyframe/internal/clock"
 	"github.com/keyframe-cam/keyframe/provenance"
 )
 
@@ -121,7 +123,7 @@ func drainInBubble(t *testing.T, cfg SpoolConfig, before func(*Spool)) (tr *fake
 			before(sp)
 		}
 		tr = &fakeTransport{script: func(uint64, int) error { return nil }}
-		up := New(testConfig(), sp, tr, bubbleClock{}, seededRand(3), nil)
+		up := New(testConfig(), sp, tr, clock.System{}, backofftest.Seeded(3), nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- up.Run(ctx) }()
@@ -357,8 +359,8 @@ func TestFaultCorruptRecordThatCannotBeQuarantined(t *testing.T) {
 		}
 		damage(t, filepath.Join(dir, fileName(entryFor(1))), func(b []byte) []byte { b[40] ^= 1; return b })
 		tr := &fakeTransport{script: func(uint64, int) error { return nil }}
-		rnd := ceilRand()
-		up := New(testConfig(), sp, tr, bubbleClock{}, rnd, nil)
+		rnd := backofftest.Ceil()
+		up := New(testConfig(), sp, tr, clock.System{}, rnd, nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		// A failed check below stops the uploader too: a goroutine left
 		// blocked in the bubble would abort the package's whole run.
@@ -741,7 +743,7 @@ func runAgainst(t *testing.T, rc *faultReceiver, url string, n uint64) {
 	}
 	tr := &outcomeTransport{tr: h}
 	clk := &stepClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	rnd := seededRand(11)
+	rnd := backofftest.Seeded(11)
 	cfg := faultUploaderConfig()
 	logs := &logBuffer{}
 	up := New(cfg, sp, tr, clk, rnd, newLogger(logs))
@@ -832,7 +834,7 @@ func runAgainst(t *testing.T, rc *faultReceiver, url string, n uint64) {
 // (full jitter with the outage window as a floor; StableAfter is never
 // reached here), and a Retry-After, capped at RetryAfterCap, wins when it
 // is longer.
-func checkBackoff(t *testing.T, cfg Config, outs []outcome, rnd *fixedRand, clk *stepClock) {
+func checkBackoff(t *testing.T, cfg Config, outs []outcome, rnd *backofftest.Rand, clk *stepClock) {
 	t.Helper()
 	bo := backoff.Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffCap}
 	asked, drawn := rnd.Asked(), rnd.Drawn()
@@ -1083,7 +1085,7 @@ func TestFaultCorruptSpoolFiles(t *testing.T) {
 			sent = append(sent, r.Seq)
 			return nil
 		})
-		up := New(testConfig(), sp, tr, bubbleClock{}, seededRand(1), nil)
+		up := New(testConfig(), sp, tr, clock.System{}, backofftest.Seeded(1), nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- up.Run(ctx) }()

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/keyframe-cam/keyframe/internal/backoff/backofftest"
 )
 
 // A Retry hook that returns a fixed interval (the storm harness's naive
@@ -15,7 +17,7 @@ func TestUploaderFixedRetry(t *testing.T) {
 		cfg := testConfig()
 		cfg.Retry = fixedRetry(time.Second)
 		// The largest draws would give 30s, 2s, 4s, 8s, 16s with jitter.
-		h := start(t, cfg, ceilRand(), failFirst(5, errRefused), 1)
+		h := start(t, cfg, backofftest.Ceil(), failFirst(5, errRefused), 1)
 		settle(time.Hour)
 		h.stop()
 		as := h.tr.Attempts()
@@ -35,7 +37,7 @@ func TestUploaderFixedRetryHonoursRetryAfter(t *testing.T) {
 		cfg := testConfig()
 		cfg.Retry = fixedRetry(time.Second)
 		busy := &StatusError{Code: 503, Reason: "busy", RetryAfter: 7 * time.Second}
-		h := start(t, cfg, zeroRand(), failFirst(2, busy), 1)
+		h := start(t, cfg, backofftest.Zero(), failFirst(2, busy), 1)
 		settle(time.Hour)
 		h.stop()
 		as := h.tr.Attempts()

@@ -24,6 +24,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/keyframe-cam/keyframe/internal/backoff/backofftest"
+	"github.com/keyframe-cam/keyframe/internal/clock"
 	"github.com/keyframe-cam/keyframe/internal/mqttlink"
 	"github.com/keyframe-cam/keyframe/provenance"
 	"github.com/keyframe-cam/keyframe/uploader/mosquittotest"
@@ -637,13 +639,13 @@ func TestMQTTReconnectDelaysComeFromInjectedRand(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		key := newKey(t)
 		id := deviceID(t, key)
-		rnd := seededRand(11)
+		rnd := backofftest.Seeded(11)
 		var mu sync.Mutex
 		var dials []time.Time
 		m, err := NewMQTT(MQTTConfig{
 			Broker: "tls://broker.invalid", DeviceID: id, ClientChain: selfSigned(t, key, id), ClientKey: key,
 			Schedule: mqttlink.Schedule{BackoffBase: time.Second, BackoffCap: 4 * time.Second, RetryWindow: 3 * time.Second, QuickRetry: 500 * time.Millisecond},
-			Clock:    bubbleClock{}, Rand: rnd,
+			Clock:    clock.System{}, Rand: rnd,
 			Dial: func(context.Context, string, string) (net.Conn, error) {
 				mu.Lock()
 				defer mu.Unlock()

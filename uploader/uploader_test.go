@@ -3,7 +3,6 @@ package uploader
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,52 +14,9 @@ import (
 	"time"
 
 	"github.com/keyframe-cam/keyframe/internal/backoff"
+	"github.com/keyframe-cam/keyframe/internal/backoff/backofftest"
+	"github.com/keyframe-cam/keyframe/internal/clock"
 )
-
-// bubbleClock is the time package's clock: inside a synctest bubble it is
-// the bubble's fake clock, so nothing here sleeps for real.
-type bubbleClock struct{}
-
-func (bubbleClock) Now() time.Time                         { return time.Now() }
-func (bubbleClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
-// fixedRand returns f(n) for Int64N(n) and records every n it was asked for.
-type fixedRand struct {
-	mu    sync.Mutex
-	f     func(n int64) int64
-	asked []int64
-	drawn []int64
-}
-
-func (r *fixedRand) Int64N(n int64) int64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	v := r.f(n)
-	r.asked = append(r.asked, n)
-	r.drawn = append(r.drawn, v)
-	return v
-}
-
-func (r *fixedRand) Asked() []int64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.asked)
-}
-
-func (r *fixedRand) Drawn() []int64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.drawn)
-}
-
-func ceilRand() *fixedRand { return &fixedRand{f: func(n int64) int64 { return n - 1 }} }
-func zeroRand() *fixedRand { return &fixedRand{f: func(int64) int64 { return 0 }} }
-
-// seededRand draws from a seeded generator, recording the draws.
-func seededRand(seed uint64) *fixedRand {
-	g := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	return &fixedRand{f: g.Int64N}
-}
 
 type attempt struct {
 	at  time.Time
@@ -159,7 +115,7 @@ func start(t *testing.T, cfg Config, rnd backoff.Rand, script func(uint64, int) 
 	for _, s := range seqs {
 		mustPut(t, h.sp, testRecord(s, 64))
 	}
-	h.up = New(cfg, h.sp, h.tr, bubbleClock{}, rnd, newLogger(h.logs))
+	h.up = New(cfg, h.sp, h.tr, clock.System{}, rnd, newLogger(h.logs))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.up.Run(ctx) }()
@@ -188,7 +144,7 @@ func TestUploaderBackoffSchedule(t *testing.T) {
 		cfg := testConfig()
 		cfg.BackoffCap = 10 * time.Second
 		cfg.RetryWindow = 3 * time.Second
-		rnd := ceilRand()
+		rnd := backofftest.Ceil()
 		h := start(t, cfg, rnd, failFirst(7, errRefused), 1)
 		settle(time.Hour)
 		h.stop()
@@ -226,7 +182,7 @@ func TestUploaderBackoffSchedule(t *testing.T) {
 
 func TestUploaderZeroJitterRetriesAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := start(t, testConfig(), zeroRand(), failFirst(5, errRefused), 1)
+		h := start(t, testConfig(), backofftest.Zero(), failFirst(5, errRefused), 1)
 		settle(time.Hour)
 		h.stop()
 		as := h.tr.Attempts()
@@ -250,7 +206,7 @@ func TestUploaderOutageRetryIsRandom(t *testing.T) {
 		for s := uint64(1); s <= n; s++ {
 			all = append(all, s)
 		}
-		rnd := seededRand(7)
+		rnd := backofftest.Seeded(7)
 		// Each record fails once, then goes through: n separate outages.
 		// The records follow each other with no stable period, so the
 		// count keeps growing: the cap keeps the ceiling at the window.
@@ -315,7 +271,7 @@ func TestUploaderQuickRetry(t *testing.T) {
 			}
 			return nil
 		}
-		rnd := ceilRand()
+		rnd := backofftest.Ceil()
 		h := start(t, testConfig(), rnd, script, 1)
 		settle(time.Hour) // record 1: quick 2s, then the window 30s
 		mustPut(t, h.sp, testRecord(2, 64))
@@ -343,15 +299,15 @@ func TestUploaderRetryAfter(t *testing.T) {
 		for _, c := range []struct {
 			name          string
 			ra            time.Duration
-			rnd           func() *fixedRand
+			rnd           func() *backofftest.Rand
 			first, second time.Duration // the waits before the two retries
 		}{
-			{"honoured", 45 * time.Second, zeroRand, 45 * time.Second, 45 * time.Second},
-			{"honoured over the jitter", 45 * time.Second, ceilRand, 45 * time.Second, 45 * time.Second},
-			{"capped", 3 * time.Hour, zeroRand, 10 * time.Minute, 10 * time.Minute},
+			{"honoured", 45 * time.Second, backofftest.Zero, 45 * time.Second, 45 * time.Second},
+			{"honoured over the jitter", 45 * time.Second, backofftest.Ceil, 45 * time.Second, 45 * time.Second},
+			{"capped", 3 * time.Hour, backofftest.Zero, 10 * time.Minute, 10 * time.Minute},
 			// The jitter (over the 30 s window: an answer is not retried
 			// quickly) wins when larger.
-			{"smaller than the jitter", time.Second, ceilRand, 30 * time.Second, 30 * time.Second},
+			{"smaller than the jitter", time.Second, backofftest.Ceil, 30 * time.Second, 30 * time.Second},
 		} {
 			t.Run(strconv.Itoa(code)+"/"+c.name, func(t *testing.T) {
 				synctest.Test(t, func(t *testing.T) {
@@ -406,7 +362,7 @@ func TestUploaderResetsOnlyAfterStablePeriod(t *testing.T) {
 				}
 				cfg := testConfig()
 				cfg.RetryWindow = time.Second // below the ceilings: they show the count
-				h := start(t, cfg, ceilRand(), script, 1)
+				h := start(t, cfg, backofftest.Ceil(), script, 1)
 				settle(40 * time.Second) // record 1: 2s (quick) + 2s + 4s, then sent at t0 = 8s
 				if st := h.up.Stats(); st.Sent != 1 || st.Backoff != 3 {
 					t.Fatalf("after record 1: %+v, want sent with 3 failures counted", st)
@@ -477,7 +433,7 @@ func TestUploaderQuarantinesPermanentRejections(t *testing.T) {
 		cfg := testConfig()
 		var delivered []uint64
 		cfg.Delivered = func(e Entry) { delivered = append(delivered, e.Seq) }
-		h := start(t, cfg, seededRand(1), script, 1, 2, 3, 4, 5)
+		h := start(t, cfg, backofftest.Seeded(1), script, 1, 2, 3, 4, 5)
 		settle(time.Hour)
 		h.stop()
 		// Delivered hears of the acknowledged record only, after its retries.
@@ -530,7 +486,7 @@ func TestUploaderSkipsCorruptRecord(t *testing.T) {
 		mustPut(t, sp, testRecord(2, 64))
 		damage(t, filepath.Join(dir, fileName(sp.Pending()[0])), func(b []byte) []byte { b[30] ^= 4; return b })
 		tr := &fakeTransport{script: func(uint64, int) error { return nil }}
-		up := New(testConfig(), sp, tr, bubbleClock{}, seededRand(1), nil)
+		up := New(testConfig(), sp, tr, clock.System{}, backofftest.Seeded(1), nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- up.Run(ctx) }()
@@ -551,7 +507,7 @@ func TestUploaderSkipsCorruptRecord(t *testing.T) {
 
 func TestUploaderWaitsForNotify(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := start(t, testConfig(), seededRand(1), func(uint64, int) error { return nil })
+		h := start(t, testConfig(), backofftest.Seeded(1), func(uint64, int) error { return nil })
 		settle(time.Hour)
 		if n := len(h.tr.Attempts()); n != 0 {
 			t.Fatalf("%d attempts with an empty spool", n)
@@ -569,7 +525,7 @@ func TestUploaderRateLimitsBacklog(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := testConfig()
 		cfg.Rate = 5
-		h := start(t, cfg, seededRand(1), func(uint64, int) error { return nil }, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+		h := start(t, cfg, backofftest.Seeded(1), func(uint64, int) error { return nil }, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 		settle(time.Hour)
 		as := h.tr.Attempts()
 		if len(as) != 10 {
@@ -597,7 +553,7 @@ func TestUploaderRateLimitsBacklog(t *testing.T) {
 
 func TestUploaderStopsOnCancelDuringBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := start(t, testConfig(), ceilRand(), func(uint64, int) error { return errRefused }, 1)
+		h := start(t, testConfig(), backofftest.Ceil(), func(uint64, int) error { return errRefused }, 1)
 		settle(time.Second) // in the 30 s first-retry wait
 		h.stop()            // must return, not wait the delay out
 		if n := len(h.sp.Pending()); n != 1 {

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/keyframe-cam/keyframe/internal/backoff/backofftest"
+	"github.com/keyframe-cam/keyframe/internal/clock"
 )
 
 // fakeSession is a connection that is lost after upFor (never if upFor < 0).
@@ -98,7 +101,7 @@ func runScript(t *testing.T, r *Redialer, d *scriptDial) []time.Time {
 
 // checkSchedule checks the asked ceilings and that each gap between dials is
 // the time the previous session was up plus exactly the drawn delay.
-func checkSchedule(t *testing.T, steps []dialStep, at []time.Time, rnd *fixedRand, wantCeil []time.Duration) {
+func checkSchedule(t *testing.T, steps []dialStep, at []time.Time, rnd *backofftest.Rand, wantCeil []time.Duration) {
 	t.Helper()
 	asked, drawn := rnd.Asked(), rnd.Drawn()
 	var gotCeil []time.Duration
@@ -131,11 +134,11 @@ func checkSchedule(t *testing.T, steps []dialStep, at []time.Time, rnd *fixedRan
 
 func TestRedialerDelaysAreFullJitterOverTheWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		rnd := seededRand(42)
+		rnd := backofftest.Seeded(42)
 		r := NewRedialer(RedialConfig{
 			Schedule: Schedule{BackoffBase: time.Second, BackoffCap: 8 * time.Second,
 				RetryWindow: 3 * time.Second, QuickRetry: 500 * time.Millisecond, StableAfter: time.Minute},
-			Clock: bubbleClock{}, Rand: rnd,
+			Clock: clock.System{}, Rand: rnd,
 		})
 		d := newScript(
 			failN(5, "connection refused"),   // start-up outage
@@ -161,11 +164,11 @@ func TestRedialerDelaysAreFullJitterOverTheWindow(t *testing.T) {
 
 func TestRedialerFlappingConnectionBacksOffFurther(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		rnd := seededRand(7)
+		rnd := backofftest.Seeded(7)
 		r := NewRedialer(RedialConfig{
 			Schedule: Schedule{BackoffBase: time.Second, BackoffCap: time.Minute,
 				RetryWindow: 3 * time.Second, QuickRetry: 500 * time.Millisecond, StableAfter: time.Minute},
-			Clock: bubbleClock{}, Rand: rnd,
+			Clock: clock.System{}, Rand: rnd,
 		})
 		d := newScript(
 			slices.Repeat([]dialStep{up(time.Second)}, 5), // accepted, dropped at once
@@ -185,7 +188,7 @@ func TestRedialerTwoClientsDoNotRetryInLockStep(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var ats [2][]time.Time
 		for i, seed := range []uint64{1, 2} {
-			r := NewRedialer(RedialConfig{Clock: bubbleClock{}, Rand: seededRand(seed)})
+			r := NewRedialer(RedialConfig{Clock: clock.System{}, Rand: backofftest.Seeded(seed)})
 			ats[i] = runScript(t, r, newScript(failN(4, "refused"), []dialStep{upForever()}))
 		}
 		same := 0
@@ -233,7 +236,7 @@ func TestRedialerLogsLossAndRecoveryOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		logs := &logRecords{}
 		r := NewRedialer(RedialConfig{
-			Name: "test broker", Clock: bubbleClock{}, Rand: seededRand(3), Logger: slog.New(logs),
+			Name: "test broker", Clock: clock.System{}, Rand: backofftest.Seeded(3), Logger: slog.New(logs),
 		})
 		d := newScript(
 			failN(4, "connection refused"),
