@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BUILD := $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test unit lint cross e2e bench bench-mog2 clean config-doc board-test eval eval-peers storm
+.PHONY: all build run test unit race lint cross e2e bench bench-mog2 clean config-doc board-test eval eval-peers storm
 
 all: build
 
@@ -52,8 +52,15 @@ cross:
 config-doc: build
 	scripts/gen-config-doc.sh bin/keyframe
 
+## race: the unit tests under the race detector (cgo: needs gcc)
+race:
+	scripts/ensure-test-deps.sh
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+
+## bench: the detector and capture benchmarks (BENCHTIME=1x: each once, as CI runs them)
+BENCHTIME ?=
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./motion/ ./capture/
+	$(GO) test -run '^$$' -bench . -benchmem $(if $(BENCHTIME),-benchtime=$(BENCHTIME)) ./motion/ ./capture/
 
 ## bench-mog2: keyframe's step and OpenCV MOG2 on the same 640x480 frames of vtest.avi
 bench-mog2:

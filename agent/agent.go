@@ -313,6 +313,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 // DeviceID is the device's ID, derived from its public key.
 func (a *Agent) DeviceID() string { return a.device }
 
+// Frames is the number of frames the frame loop has processed.
+func (a *Agent) Frames() uint64 { return a.frames.Load() }
+
 // Run captures, detects, signs, spools and uploads until ctx is cancelled or
 // the source ends (an image-sequence directory without loop). Pending records
 // stay in the spool for the next start. Run is called once: it closes the

@@ -1166,3 +1166,29 @@ func extControl(dev v4l2Device, req uintptr, id uint32, value int64) (int64, err
 	}
 	return int64(ne.Uint64(c[12:])), nil
 }
+
+// SetControls sets controls on the camera at path, by the names
+// capture.controls takes, without capturing from it. Another program may be
+// capturing: V4L2 controls belong to the device, not to an open file, so
+// its picture changes at once. log receives the driver's adjustments of a
+// value (nil: [slog.Default]).
+func SetControls(path string, cs []Control, log *slog.Logger) error {
+	dev, err := openFD(path, unix.O_RDWR)
+	if err != nil {
+		return deviceErr(path, "open", err)
+	}
+	return setDeviceControls(dev, path, cs, log)
+}
+
+// setDeviceControls sets cs on the open dev and closes it.
+func setDeviceControls(dev v4l2Device, path string, cs []Control, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	v := &V4L2{dev: dev, path: path, log: log}
+	err := v.setControls(cs)
+	if cerr := dev.close(); err == nil && cerr != nil {
+		err = deviceErr(path, "close", cerr)
+	}
+	return err
+}

@@ -1372,3 +1372,27 @@ func TestV4L2OpenFailures(t *testing.T) {
 
 var _ io.Closer = (*V4L2)(nil)
 var _ Source = (*V4L2)(nil)
+
+func TestSetControls(t *testing.T) {
+	d := newFakeDev(t)
+	d.ctrls = []*fakeCtrl{
+		{id: 0x00f00901, typ: ControlMenu, name: "Horizontal Movement", min: 0, max: 6, def: 3, value: 3,
+			menu: map[uint32]string{3: "No Movement", 6: "Move Right Fast"}},
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if err := setDeviceControls(d, "/dev/fake", []Control{{"horizontal_movement", 6}}, log); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.ctrl(0x00f00901).value; got != 6 {
+		t.Errorf("horizontal_movement = %d, want 6", got)
+	}
+	calls := strings.Join(d.calls, " ")
+	if !d.closed || strings.Contains(calls, "S_FMT") || strings.Contains(calls, "REQBUFS") || strings.Contains(calls, "STREAMON") {
+		t.Errorf("calls %q (closed %v): want the control set and the device closed, no format, buffers or streaming", calls, d.closed)
+	}
+	d = newFakeDev(t)
+	err := setDeviceControls(d, "/dev/fake", []Control{{"focus", 1}}, log)
+	if err == nil || !strings.Contains(err.Error(), `unknown control "focus"`) || !d.closed {
+		t.Errorf("unknown control: %v (closed %v), want an error naming it and the device closed", err, d.closed)
+	}
+}

@@ -5,6 +5,7 @@ package capture
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"github.com/keyframe-cam/keyframe/internal/clock"
 )
@@ -33,4 +34,9 @@ func (v *V4L2) Close() error { return nil }
 // Probe returns [ErrUnsupported] on this platform.
 func Probe(devDir string) ([]DeviceInfo, error) {
 	return nil, fmt.Errorf("%w (probe %s)", ErrUnsupported, devDir)
+}
+
+// SetControls returns [ErrUnsupported] on this platform.
+func SetControls(path string, cs []Control, log *slog.Logger) error {
+	return fmt.Errorf("%w (%s)", ErrUnsupported, path)
 }

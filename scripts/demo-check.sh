@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Checks the README's promise end to end with the real binary: `make run` prints
-# the page URL and, within 30 s, a `verified` line; the page shows the event's
+# the page URL and, within 30 s of the receiver answering there, the receiver's
+# `verified event=... device=...` line (the line itself, anchored: an error line
+# that mentions "verified" does not count); the page shows the event's
 # thumbnail; `keyframe verify` passes on the stored events and, after one byte
 # of a stored thumbnail is flipped, fails naming the event.
 set -euo pipefail
@@ -19,17 +21,34 @@ while [ $SECONDS -lt $deadline ]; do
 	sleep 0.5
 done
 [ -n "$url" ] || { cat "$work/out"; echo "demo-check: no URL printed"; exit 1; }
+# The URL is printed as the receiver starts: the 30 s count starts when it answers
+# there (and `make run` is still running: a receiver left over on the port would
+# answer, but ours would then fail to listen and end the demo).
+up=""
+while [ $SECONDS -lt $deadline ]; do
+	kill -0 $pid 2>/dev/null || break
+	if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then
+		up=1
+		break
+	fi
+	sleep 0.2
+done
+[ -n "$up" ] || { cat "$work/out"; echo "demo-check: the receiver did not answer at $url"; exit 1; }
+sleep 0.5
+kill -0 $pid 2>/dev/null || { cat "$work/out"; echo "demo-check: make run ended after $url answered (another receiver on the port?)"; exit 1; }
 start=$SECONDS
+# The receiver's line for a stored record (receiver.Server's Events), from the line start.
+verified_re='^verified event=[^ ]+ kind=[a-z]+ device=[0-9a-z]+ seq=[0-9]+ keystore=[a-z]+ thumbnail=[0-9]+B'
 line=""
 while [ $((SECONDS - start)) -lt 30 ]; do
-	line=$(grep -m1 'verified' "$work/out" || true)
+	line=$(grep -m1 -E "$verified_re" "$work/out" || true)
 	[ -n "$line" ] && break
 	sleep 0.5
 done
-[ -n "$line" ] || { cat "$work/out"; echo "demo-check: no verified line within 30 s of the URL"; exit 1; }
-echo "demo-check: first verified line after $((SECONDS - start)) s: $line"
-event=$(sed -n 's/.*event=\([^ ]*\).*/\1/p' <<<"$line")
-device=$(sed -n 's/.*device=\([^ ]*\).*/\1/p' <<<"$line")
+[ -n "$line" ] || { cat "$work/out"; echo "demo-check: no verified line within 30 s of the receiver answering at $url"; exit 1; }
+echo "demo-check: first verified line $((SECONDS - start)) s after the receiver answered: $line"
+event=$(sed -n 's/^verified event=\([^ ]*\) .*/\1/p' <<<"$line")
+device=$(sed -n 's/.* device=\([^ ]*\) .*/\1/p' <<<"$line")
 [ -n "$event" ] && [ -n "$device" ] || { echo "demo-check: line lacks event= or device="; exit 1; }
 page=$(curl -fsS "$url")
 grep -q "$event" <<<"$page" || { echo "demo-check: page does not list event $event"; exit 1; }

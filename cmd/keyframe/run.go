@@ -54,7 +54,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		log.Error("agent stopped", "err", err)
 		return 1
 	}
-	log.Info("agent stopped")
+	log.Info("agent stopped", "frames", a.Frames())
 	return 0
 }
 

@@ -8,7 +8,8 @@
 #
 #   motion    vivid's picture moves: the receiver verifies at least one event signed
 #             by the guest's device key (its ID printed by the guest)
-#   still     vivid's picture does not move: no event
+#   still     vivid's picture does not move: no event; then it moves (the canary) and
+#             that event must be verified
 #   camloss   the camera is unplugged (vivid unbound, unloaded, loaded again) while the
 #             agent runs: the agent survives and a record captured after the reload is
 #             verified
@@ -16,7 +17,12 @@
 #             without a reset; a stalled pipeline (camera unbound) gets the board reset,
 #             and the next boot reads bootstatus != 0
 #   overlay   still, with vivid's text overlay (a clock) shown and not masked: no event
-#             (the detector learns the flickering clock pixels by itself)
+#             (the detector learns the flickering clock pixels by itself); then the canary
+#   nv12 yu12 grey rgb3
+#             motion, shorter, with capture.format set to that V4L2 format: the agent
+#             negotiates it with vivid and an event is verified
+# Every scenario but camloss and watchdog also requires the agent to have processed
+# at least 80 % of the frames its run time allows (the "agent stopped frames=N" line).
 #
 # The device key: in the scenarios named by BOARD_TPM (default "motion"; "all" or
 # "none" too) it is a non-exportable key inside a TPM: a swtpm on the host, which
@@ -25,11 +31,12 @@
 # factory would, and the receiver must report keystore=tpm. The other scenarios use
 # a key file made on the host and baked into the initramfs (keystore=file).
 #
-# Durations: BOARD_RUN_SECONDS (25), BOARD_LOSS_AFTER (12), BOARD_AFTER_SECONDS (15).
+# Durations: BOARD_RUN_SECONDS (25), BOARD_LOSS_AFTER (12), BOARD_AFTER_SECONDS (15),
+# BOARD_CANARY_SECONDS (10), BOARD_FORMAT_SECONDS (15).
 # BOARD_ALLOW_MISSING_KEYS=1 runs a scenario whose configuration keys the binary lacks.
 #
 # Needs bin/keyframe (make build) and bin/keyframe-linux-arm64 or -armv7 (make cross),
-# and Go (scripts/ensure-go.sh) for vtpmfwd; installs qemu-system-arm, kmod, cpio,
+# and Go (scripts/ensure-go.sh) for the guest tools camctl and vtpmfwd; installs qemu-system-arm, kmod, cpio,
 # openssl and (for the TPM) swtpm with apt-get if they are missing.
 # The kernel is cached in ~/.cache/keyframe/board/ARCH (BOARD_CACHE); each run's
 # files (logs, receiver data, initramfs) are in bin/board-test/ARCH (BOARD_WORK).
@@ -47,15 +54,15 @@ arm64)
 	guest_bin=$root/bin/keyframe-linux-arm64
 	qemu_pkg_bin="qemu-system-aarch64"
 	qemu=(qemu-system-aarch64 -M virt -cpu cortex-a53)
-	all=(motion still camloss watchdog overlay)
-	default=(motion still camloss watchdog overlay)
+	all=(motion still camloss watchdog overlay nv12 yu12 grey rgb3)
+	default=("${all[@]}")
 	;;
 armhf)
 	guest_bin=$root/bin/keyframe-linux-armv7
 	qemu_pkg_bin="qemu-system-arm"
 	qemu=(qemu-system-arm -M "virt,highmem=off" -cpu cortex-a15)
-	all=(motion still camloss overlay)
-	default=(motion still camloss overlay)
+	all=(motion still camloss overlay nv12 yu12 grey rgb3)
+	default=("${all[@]}")
 	;;
 *)
 	echo "board-test: unknown ARCH '$arch' (arm64 or armhf)" >&2
@@ -73,7 +80,11 @@ none | "") ;;
 esac
 
 # Scenario durations in seconds (the guest runs at TCG speed: keep them short).
-RUN_SECONDS=${BOARD_RUN_SECONDS:-25}    # motion, still: how long the agent runs
+FPS=5                                   # capture.fps (vivid's default rate)
+MIN_FRAME_SHARE=0.8                     # the agent must process this share of FPS x its run time
+RUN_SECONDS=${BOARD_RUN_SECONDS:-25}    # motion, still, overlay: how long the agent runs
+CANARY_SECONDS=${BOARD_CANARY_SECONDS:-10} # still, overlay: then the picture moves this long
+FORMAT_SECONDS=${BOARD_FORMAT_SECONDS:-15} # nv12, yu12, grey, rgb3: how long the agent runs
 LOSS_AFTER=${BOARD_LOSS_AFTER:-12}      # camloss: agent runs this long, then the camera goes
 LOSS_SECONDS=5                          # camloss: the camera stays away at least this long
 RELEASE_SECONDS=10                      # camloss: then the agent has this long to release it
@@ -92,9 +103,20 @@ STALL_WAIT_SECONDS=40                   # watchdog: longest wait for the reset a
 # exercised; "overlay" is "still" without the mask: the detector's per-pixel
 # variability threshold must keep the running clock from raising an event by itself.
 MOVE_CONTROLS="horizontal_movement=6, osd_text_mode=1"
+CANARY_CONTROLS="horizontal_movement=6" # still, overlay: set with camctl at the end
 STILL_CONTROLS="horizontal_movement=3, osd_text_mode=1"
 OVERLAY_CONTROLS="horizontal_movement=3, osd_text_mode=1"
 CLOCK_MASK="0,0 0.32,0 0.32,0.08 0,0.08" # vivid's first text line at 640x480, as fractions
+
+# format_of SCENARIO: the capture.format a format scenario asks for (none: empty).
+format_of() {
+	case $1 in
+	nv12 | yu12 | grey) echo "$1" | tr a-z A-Z ;;
+	rgb3) echo RGB3 ;;
+	esac
+}
+# is_format SCENARIO: SCENARIO is a format scenario (motion with capture.format).
+is_format() { [ -n "$(format_of "$1")" ]; }
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
@@ -160,6 +182,7 @@ missing_keys() {
 	local keys=() k out=()
 	case $1 in
 	motion | still | camloss) keys=(capture.controls motion.mask) ;;
+	nv12 | yu12 | grey | rgb3) keys=(capture.format capture.controls motion.mask) ;;
 	overlay) keys=(capture.controls) ;;
 	watchdog) keys=(watchdog.device watchdog.timeout watchdog.stall motion.mask) ;;
 	esac
@@ -218,20 +241,25 @@ EOF
 	log "CA and server certificate (IP 10.0.2.2, 127.0.0.1), valid $(openssl x509 -in "$d/server.pem" -noout -startdate | cut -d= -f2) to $(openssl x509 -in "$d/server.pem" -noout -enddate | cut -d= -f2)"
 }
 
-# --- the TPM -------------------------------------------------------------------------
-# The forwarder the guest runs to get a TPM: cross-built for the guest.
-build_vtpmfwd() {
-	local go env=(CGO_ENABLED=0 GOOS=linux)
-	go=$("$root/scripts/ensure-go.sh") || die "no Go toolchain to build vtpmfwd"
+# --- guest tools -----------------------------------------------------------------
+# build_guest_tool NAME: board/NAME cross-built for the guest into $work/bin/NAME:
+# camctl (sets vivid's controls while the agent captures: the canary) and, for
+# the TPM scenarios, vtpmfwd (below).
+build_guest_tool() {
+	local name=$1 go env=(CGO_ENABLED=0 GOOS=linux)
+	go=$("$root/scripts/ensure-go.sh") || die "no Go toolchain to build $name"
 	case $arch in
 	arm64) env+=(GOARCH=arm64) ;;
 	armhf) env+=(GOARCH=arm GOARM=7) ;;
 	esac
 	mkdir -p "$work/bin"
-	(cd "$root" && env "${env[@]}" "$go" build -trimpath -ldflags '-s -w' -o "$work/bin/vtpmfwd" ./board/vtpmfwd) ||
-		die "could not build board/vtpmfwd for $arch"
-	log "vtpmfwd for $arch: $(stat -c %s "$work/bin/vtpmfwd") bytes"
+	(cd "$root" && env "${env[@]}" "$go" build -trimpath -ldflags '-s -w' -o "$work/bin/$name" "./board/$name") ||
+		die "could not build board/$name for $arch"
+	log "$name for $arch: $(stat -c %s "$work/bin/$name") bytes"
 }
+
+# --- the TPM -------------------------------------------------------------------------
+# The forwarder the guest runs to get a TPM: board/vtpmfwd, cross-built for the guest.
 
 # One software TPM for the whole run (swtpm, state in $work/swtpm, a new TPM each
 # run), its raw command channel on a free port of 127.0.0.1: the host provisions
@@ -314,7 +342,7 @@ device.data_dir = /run/keyframe
 $(if uses_tpm "$s"; then printf 'device.key_backend = tpm\ndevice.tpm = /dev/tpmrm0'; else echo "device.key_file = /etc/keyframe/device.key"; fi)
 capture.source = v4l2
 capture.device = /dev/video0
-capture.fps = 5
+capture.fps = $FPS
 capture.retry = 1s
 upload.ca_file = /etc/keyframe/ca.pem
 upload.retry_window = 1s
@@ -323,7 +351,7 @@ upload.backoff_cap = 2s
 EOF
 	local ctl=""
 	case $s in
-	motion | camloss) ctl=$MOVE_CONTROLS ;;
+	motion | camloss | nv12 | yu12 | grey | rgb3) ctl=$MOVE_CONTROLS ;;
 	still) ctl=$STILL_CONTROLS ;;
 	overlay) ctl=$OVERLAY_CONTROLS ;;
 	esac
@@ -332,6 +360,13 @@ EOF
 			echo "capture.controls = $ctl"
 		else
 			echo "# capture.controls = $ctl   (this keyframe has no capture.controls)"
+		fi
+	fi
+	if is_format "$s"; then
+		if has_key capture.format; then
+			echo "capture.format = $(format_of "$s")"
+		else
+			echo "# capture.format = $(format_of "$s")   (this keyframe has no capture.format)"
 		fi
 	fi
 	if [ "$s" != overlay ]; then
@@ -363,10 +398,13 @@ LOSS_AFTER=$LOSS_AFTER
 LOSS_SECONDS=$LOSS_SECONDS
 RELEASE_SECONDS=$RELEASE_SECONDS
 AFTER_SECONDS=$AFTER_SECONDS
+CANARY_SECONDS=$CANARY_SECONDS
+CANARY_CONTROLS="$CANARY_CONTROLS"
+FORMAT_SECONDS=$FORMAT_SECONDS
 HEALTHY_SECONDS=$HEALTHY_SECONDS
 STALL_WAIT_SECONDS=$STALL_WAIT_SECONDS
 EOF
-	local progs=()
+	local progs=("$work/bin/camctl")
 	! any_tpm || progs+=("$work/bin/vtpmfwd")
 	"$here/mkinitramfs.sh" "$cache" "$guest_bin" "$etc" "$work/initrd.cpio.gz" "${progs[@]}"
 }
@@ -427,6 +465,42 @@ result() { results+=("$(printf '%-9s %-4s %6ss  %s' "$1" "$2" "$3" "$4")"); }
 # guest_val LOG PATTERN: the first BOARD line matching the sed PATTERN's capture.
 guest_val() { sed -n "s/^BOARD: $2.*/\1/p" "$1" | tr -d '\r' | head -1; }
 
+# negotiated LOG: the pixel format of the agent's "camera format negotiated" line,
+# matched from the start of the line (an error line that mentions a format is no
+# negotiated format).
+negotiated() {
+	sed -n 's/^AGENT: time=[^ ]* level=INFO msg="camera format negotiated" device=[^ ]* format=\([A-Z0-9]*\) .*/\1/p' "$1" | head -1
+}
+
+# check_frames LOG: the agent processed at least MIN_FRAME_SHARE x FPS x its run
+# time frames: an agent that captures nothing, or stops capturing, fails. The
+# count is its "agent stopped frames=N" line at SIGTERM, the run time what the
+# guest measured from its start to the SIGTERM ("BOARD: agent ran Xs"). Appends
+# to the caller's reasons; sets frame_note.
+check_frames() {
+	local glog=$1 frames ran min
+	frames=$(sed -n 's/^AGENT: time=[^ ]* level=INFO msg="agent stopped" frames=\([0-9]*\)$/\1/p' "$glog" | tail -1)
+	ran=$(guest_val "$glog" 'agent ran \([0-9.]*\)s')
+	if [ -z "$ran" ]; then
+		reasons+=("the guest did not say how long the agent ran")
+		frame_note="${frames:-no} frames"
+		return
+	fi
+	min=$(awk -v r="$ran" -v f="$FPS" -v k="$MIN_FRAME_SHARE" 'BEGIN { printf "%d", k * f * r }')
+	if [ -z "$frames" ]; then
+		reasons+=("the agent logged no frame count when it stopped (msg=\"agent stopped\" frames=N)")
+	elif [ "$frames" -lt "$min" ]; then
+		reasons+=("the agent processed $frames frames in ${ran}s, want >= $min ($MIN_FRAME_SHARE x $FPS fps x ${ran}s)")
+	fi
+	frame_note="${frames:-no} frames in ${ran}s (>= $min)"
+}
+
+# record_times DIR DEVICE: the capture time (Unix ms, the guest's clock) of each
+# record from DEVICE in the receiver's index under DIR, one a line.
+record_times() {
+	grep "\"device\":\"$2\"" "$1/data/index.jsonl" 2>/dev/null | sed -n 's/.*"time_unix_ms":\([0-9]*\).*/\1/p' || true
+}
+
 run_scenario() {
 	local s=$1
 	local d=$work/$s t0 missing limit extra=() reasons=() ok=PASS note="" tpm_arg=""
@@ -453,7 +527,9 @@ run_scenario() {
 		log "$s: device key in a file (device $device)"
 	fi
 	case $s in
-	motion | still | overlay) limit=$((RUN_SECONDS + 60)) ;;
+	motion) limit=$((RUN_SECONDS + 60)) ;;
+	still | overlay) limit=$((RUN_SECONDS + CANARY_SECONDS + 60)) ;;
+	nv12 | yu12 | grey | rgb3) limit=$((FORMAT_SECONDS + 60)) ;;
 	camloss) limit=$((LOSS_AFTER + LOSS_SECONDS + RELEASE_SECONDS + AFTER_SECONDS + 60)) ;;
 	watchdog) limit=$((HEALTHY_SECONDS + STALL_WAIT_SECONDS + 60)) ;;
 	esac
@@ -527,27 +603,53 @@ run_scenario() {
 		tpm_note=", key in the TPM: ${relayed:-no forwarder statistics}"
 	fi
 
-	local gres
+	local gres frame_note=""
 	gres=$(grep '^BOARD: result ' "$glog" | tail -1 | sed 's/^BOARD: result //')
 	case $s in
 	motion)
 		local fmt vdev
 		[ "$n_dev" -ge 1 ] || reasons+=("no record verified from device $device")
-		fmt=$(grep '^AGENT: ' "$glog" | grep -i 'format' | head -1 | sed 's/^AGENT: //')
-		[ -n "$fmt" ] || reasons+=("the agent logged no negotiated V4L2 format")
+		fmt=$(negotiated "$glog")
+		[ "$fmt" = YUYV ] || reasons+=("the agent negotiated '${fmt:-no format}', want YUYV (vivid's default, capture.format auto)")
+		check_frames "$glog"
 		[ "${gres%% *}" = PASS ] || reasons+=("guest: ${gres:-no result line}")
 		vdev=$(echo "$verified" | sed -n 's/.* device=\([^ ]*\) .*/\1/p' | sort -u | tr '\n' ' ' | sed 's/ $//')
 		log "$s: version: guest '$gver', host '$("$kf" version)'"
 		log "$s: negotiated format: ${fmt:-(none logged by the agent)}"
 		log "$s: device: guest says ${gdev:-?}, provisioned $device ($(uses_tpm "$s" && echo "in the host's swtpm" || echo "key file")), receiver verified ${vdev:-nothing} with keystore=$(echo "$verified" | sed -n 's/.* keystore=\([^ ]*\) .*/\1/p' | sort -u | tr '\n' ' ' | sed 's/ $//')"
-		note="$n_dev records verified from device=$gdev keystore=$keystore"
+		note="$n_dev records verified from device=$gdev keystore=$keystore; $frame_note"
 		;;
 	still | overlay)
-		[ "$n_dev" = 0 ] || reasons+=("$n_dev records verified from a still picture")
-		grep -q '^AGENT: .*capturing.*source=v4l2' "$glog" || reasons+=("the agent never captured from vivid")
+		# No record while the picture is still; then the canary: the picture
+		# moves for the last CANARY_SECONDS, and that event must be verified. An
+		# agent that captures nothing, hangs or cannot upload fails here.
+		local canary before=0 after=0
+		canary=$(guest_val "$glog" 'canary epoch=\([0-9]*\)')
+		if [ -n "$canary" ]; then
+			before=$(record_times "$d" "$device" | awk -v c="$canary" '$1 < c * 1000' | wc -l)
+			after=$(record_times "$d" "$device" | awk -v c="$canary" '$1 >= c * 1000' | wc -l)
+		else
+			reasons+=("the guest printed no canary: vivid's picture never moved")
+		fi
+		[ "$before" = 0 ] || reasons+=("$before records verified from the still picture")
+		[ -z "$canary" ] || [ "$after" -ge 1 ] ||
+			reasons+=("no record verified of the canary (vivid's picture moving for the last ${CANARY_SECONDS}s): the agent did not capture, detect or upload")
+		grep -q '^AGENT: time=[^ ]* level=INFO msg=capturing source=v4l2 ' "$glog" || reasons+=("the agent never captured from vivid")
+		check_frames "$glog"
 		[ "${gres%% *}" = PASS ] || reasons+=("guest: ${gres:-no result line}")
-		note="$n_dev records in ${RUN_SECONDS}s of a still picture"
+		note="$before records in ${RUN_SECONDS}s of a still picture"
 		[ "$s" != overlay ] || note+=" with its text overlay"
+		note+=", $after verified of the canary; $frame_note"
+		;;
+	nv12 | yu12 | grey | rgb3)
+		local fmt want
+		want=$(format_of "$s")
+		fmt=$(negotiated "$glog")
+		[ "$fmt" = "$want" ] || reasons+=("the agent negotiated '${fmt:-no format}', want $want (capture.format)")
+		[ "$n_dev" -ge 1 ] || reasons+=("no record verified from device $device")
+		check_frames "$glog"
+		[ "${gres%% *}" = PASS ] || reasons+=("guest: ${gres:-no result line}")
+		note="format ${fmt:-none}: $n_dev records verified; $frame_note"
 		;;
 	camloss)
 		local back after
@@ -578,7 +680,23 @@ run_scenario() {
 			reasons+=("no healthy phase of 3 watchdog timeouts with the watchdog armed (state=active timeout=${WDT_TIMEOUT}s)")
 		[ "$boots" = 2 ] || reasons+=("$boots boots, want 2")
 		[ -n "$seen" ] && [ "$seen" != 0 ] || reasons+=("no boot saw a watchdog reset (bootstatus)")
-		note="healthy ${healthy:-0}s (timeout ${WDT_TIMEOUT}s), ${boots} boots, bootstatus=${seen:-none}"
+		# The reset must come from a live agent that stopped petting because its
+		# frames stalled, not from one that exited (a crash leaves the watchdog
+		# running): the guest checked every second after the stall that the agent
+		# lived, it logged the failing frames check, and the kernel never saw
+		# the watchdog closed unstopped.
+		local alive failed stall_log
+		alive=$(sed -n 's/^BOARD: watchdog stalled \([0-9]*\)s, agent alive$/\1/p' "$glog" | tail -1)
+		[ "${alive:-0}" -ge "$WDT_STALL" ] ||
+			reasons+=("the agent was last seen alive ${alive:-0}s after the stall, want >= ${WDT_STALL}s (watchdog.stall): the pipeline must stall while the process lives")
+		failed=$(sed -n 's/^BOARD: check failed: //p' "$glog" | paste -sd ';' | sed 's/;/; /g')
+		[ -z "$failed" ] || reasons+=("guest: $failed")
+		stall_log=$(awk '/^BOARD: watchdog stalling/ { on = 1 } on && /^BOARD: boot scenario=watchdog/ { exit } on' "$glog")
+		grep -q '^AGENT: .* msg="watchdog: health check failing, not petting.* check=frames' <<<"$stall_log" ||
+			reasons+=("the agent did not log that it stopped petting for its stalled frames")
+		! grep -q 'watchdog did not stop' "$glog" ||
+			reasons+=("the kernel saw the watchdog closed without being stopped (the agent exited?)")
+		note="healthy ${healthy:-0}s (timeout ${WDT_TIMEOUT}s), agent alive ${alive:-0}s after the stall, ${boots} boots, bootstatus=${seen:-none}"
 		if [ -n "$stall_at" ] && [ -n "$reset_epoch" ]; then
 			note+=", stall to rebooted clock $((reset_epoch - stall_at))s"
 		fi
@@ -634,8 +752,9 @@ if any_tpm && ! modprobe -d "$cache/kernel" -S "$(ls "$cache/kernel/lib/modules"
 fi
 if any_tpm; then
 	log "device key in the TPM for: $(for s in "${scenarios[@]}"; do uses_tpm "$s" && printf '%s ' "$s"; done)(BOARD_TPM); in a key file for the others"
-	step "vtpmfwd" build_vtpmfwd
+	step "vtpmfwd" build_guest_tool vtpmfwd
 fi
+step "camctl" build_guest_tool camctl
 step "CA and certificate" make_pki
 ! any_tpm || step "swtpm" start_swtpm
 step "provision device" provision

@@ -3,7 +3,8 @@
 # /init of keyframe's board-test initramfs (scripts/board/mkinitramfs.sh puts it there).
 #
 # Runs one scenario, chosen on the kernel command line, in an emulated ARM board:
-#   keyframe.scenario=motion|still|overlay|camloss|watchdog   what to run (board-test.sh)
+#   keyframe.scenario=motion|still|overlay|camloss|watchdog|nv12|yu12|grey|rgb3
+#                                                      what to run (board-test.sh)
 #   keyframe.port=PORT                                 the host receiver's port; the guest
 #                                                      reaches the host as 10.0.2.2 only
 #   keyframe.tpm=PORT                                  (TPM scenarios) the host swtpm's port:
@@ -139,7 +140,8 @@ agent_start() {
 	(while IFS= read -r l; do echo "AGENT: $l"; done </run/agent.log) &
 	$KF run -config "$CONF" >/run/agent.log 2>&1 &
 	AGENT=$!
-	say "agent started pid=$AGENT uptime=$(uptime_s)s"
+	AGENT_T0=$(uptime_s)
+	say "agent started pid=$AGENT uptime=${AGENT_T0}s"
 }
 # agent_alive: the agent runs (a zombie, not yet waited for, counts as exited).
 agent_alive() {
@@ -153,6 +155,8 @@ agent_stop() {
 	[ -n "$AGENT" ] || return 0
 	if agent_alive; then
 		say "agent cpu=$(agent_cpu) before stop"
+		# From its start to the SIGTERM: the host checks the frame count against it.
+		say "agent ran $(awk -v a="$AGENT_T0" -v b="$(uptime_s)" 'BEGIN { printf "%.1f", b - a }')s"
 		kill -TERM "$AGENT"
 		i=0
 		while agent_alive && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
@@ -179,9 +183,25 @@ run_for() {
 }
 
 case $SCENARIO in
-motion | still | overlay)
+motion)
 	agent_start
 	run_for "$RUN_SECONDS" && say "$SCENARIO ran ${RUN_SECONDS}s"
+	;;
+still | overlay)
+	agent_start
+	run_for "$RUN_SECONDS" || finish
+	say "$SCENARIO ran ${RUN_SECONDS}s"
+	# The canary: the picture moves for the last CANARY_SECONDS, set by another
+	# program while the agent captures; that event must reach the receiver.
+	say "canary epoch=$(date +%s) uptime=$(uptime_s)s: vivid's picture moves ($CANARY_CONTROLS)"
+	# shellcheck disable=SC2086 # one argument per control
+	out=$(camctl -device /dev/video0 $CANARY_CONTROLS 2>&1) || fail "camctl: $out"
+	say "$out"
+	run_for "$CANARY_SECONDS" && say "$SCENARIO canary ran ${CANARY_SECONDS}s"
+	;;
+nv12 | yu12 | grey | rgb3)
+	agent_start
+	run_for "$FORMAT_SECONDS" && say "$SCENARIO ran ${FORMAT_SECONDS}s"
 	;;
 camloss)
 	agent_start
@@ -227,12 +247,19 @@ watchdog)
 	[ "$RESULT" = PASS ] || finish
 	say "watchdog stalling the pipeline: unbind vivid.0 epoch=$(date +%s) uptime=$(uptime_s)s"
 	echo vivid.0 >$VIVID_SYS/unbind || fail "unbind vivid.0"
-	# The watchdog should reset the board now; reaching the end of this sleep is a failure.
+	# The watchdog should reset the board now; reaching the end of this sleep is a
+	# failure. Until then the agent must live: the pipeline stalls, the process
+	# does not (a crashed agent leaves the watchdog running too).
 	i=0
 	while [ $i -lt "$STALL_WAIT_SECONDS" ]; do
 		sleep 1
 		i=$((i + 1))
-		[ $((i % 5)) = 0 ] && say "watchdog still up ${i}s after the stall, agent $(agent_alive && echo alive || echo exited)"
+		if agent_alive; then
+			say "watchdog stalled ${i}s, agent alive"
+		elif [ -z "$AGENT_GONE" ]; then
+			AGENT_GONE=1
+			fail "agent exited ${i}s after the stall, before the watchdog reset"
+		fi
 	done
 	fail "no watchdog reset ${STALL_WAIT_SECONDS}s after the stall"
 	;;

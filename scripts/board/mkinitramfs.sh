@@ -3,7 +3,7 @@
 #
 # Builds the board test's initramfs: busybox (FETCHDIR/busybox, from
 # fetch-kernel.sh), the cross-built keyframe binary as /bin/keyframe, each
-# PROGRAM as /bin/NAME (the TPM forwarder vtpmfwd), init.sh as /init, ETCDIR's
+# PROGRAM as /bin/NAME (camctl; the TPM forwarder vtpmfwd), init.sh as /init, ETCDIR's
 # files as /etc/keyframe (configuration, device key, CA; modes kept), and the
 # kernel modules the scenarios load with their dependency closures: vivid,
 # virtio_mmio, virtio_net, and i6300esb and tpm_vtpm_proxy where the kernel has

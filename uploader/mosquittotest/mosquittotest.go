@@ -18,6 +18,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -62,11 +63,16 @@ topic read homeassistant/#
 `
 
 // readyTimeout bounds the wait for the broker to listen; stopTimeout the wait
-// for it to exit after SIGINT.
+// for it to exit after SIGINT; portTimeout how long Restart waits for its
+// port to be free again.
 const (
 	readyTimeout = 10 * time.Second
 	stopTimeout  = 10 * time.Second
+	portTimeout  = 10 * time.Second
 )
+
+// errAddrInUse: mosquitto could not listen, its port was taken.
+var errAddrInUse = errors.New("address in use")
 
 // Broker is a running (or stopped) mosquitto.
 type Broker struct {
@@ -182,11 +188,22 @@ func (b *Broker) Stop() {
 
 // Restart starts a stopped broker again on the same port with the same
 // persistence directory (retained messages and persistent sessions survive).
+// Its clients know that port, so Restart cannot pick another: if the port was
+// taken while the broker was down (a connection's ephemeral port, say), it
+// tries again until it is free, for up to portTimeout.
 func (b *Broker) Restart() {
 	b.t.Helper()
 	b.Stop()
-	if err := b.start(); err != nil {
-		b.t.Fatalf("mosquittotest: restart: %v\n%s", err, b.Log())
+	deadline := time.Now().Add(portTimeout)
+	for {
+		err := b.start()
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errAddrInUse) || time.Now().After(deadline) {
+			b.t.Fatalf("mosquittotest: restart: %v\n%s", err, b.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -255,6 +272,9 @@ func (b *Broker) start() error {
 		}
 		select {
 		case <-done:
+			if strings.Contains(b.out.From(mark), "Address already in use") {
+				return fmt.Errorf("mosquitto exited at start-up: %w", errAddrInUse)
+			}
 			return fmt.Errorf("mosquitto exited at start-up")
 		case <-time.After(10 * time.Millisecond):
 		}

@@ -61,6 +61,36 @@ func TestBrokerRequiresClientCertificateAndRestartsOnSamePort(t *testing.T) {
 	}
 }
 
+// TestRestartWaitsForItsPort takes the stopped broker's port, frees it only
+// once the broker has failed to listen there, and expects Restart to
+// succeed on that port.
+func TestRestartWaitsForItsPort(t *testing.T) {
+	b := Start(t)
+	addr := b.Addr
+	b.Stop()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("take the broker's port: %v", err)
+	}
+	mark := len(b.Log())
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		defer l.Close()
+		for end := time.Now().Add(2 * portTimeout); !strings.Contains(b.Log()[mark:], "Address already in use") && time.Now().Before(end); {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	b.Restart()
+	<-released
+	if b.Addr != addr {
+		t.Fatalf("Restart moved the broker from %s to %s", addr, b.Addr)
+	}
+	if _, err := connect(t, b, "after-restart", b.ClientTLS(HomeAssistant)); err != nil {
+		t.Fatalf("after Restart on a port that was taken: %v", err)
+	}
+}
+
 // recordTB records Skip and Fatal instead of ending the test.
 type recordTB struct {
 	testing.TB
