@@ -120,6 +120,12 @@ func TestTransferMovesNoHistory(t *testing.T) {
 	e.wantEvents("alice", "a5", "a2", "a1")
 	e.wantEvents("bob", "b3")
 	reg := e.registry()
+	// mayServe (no record given) answers for the open pairing.
+	for owner, want := range map[string]bool{"alice": true, "bob": false} {
+		if ok, err := e.srv.mayServe(reg, d.id, owner); err != nil || ok != want {
+			t.Errorf("mayServe(%s) = %v, %v", owner, ok, err)
+		}
+	}
 	want := []pairing{{"alice", 0, 3}, {"bob", 3, 4}, {"alice", 5, 0}}
 	if got := reg.Devices[d.id].Pairings; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("pairings %v, want %v", got, want)
@@ -370,7 +376,7 @@ func TestRotationRateLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if ra := resp.Header.Get("Retry-After"); resp.StatusCode != http.StatusTooManyRequests || ra != fmt.Sprint(int((22 * time.Hour).Seconds())) {
+		if ra := resp.Header.Get("Retry-After"); resp.StatusCode != http.StatusTooManyRequests || ra != fmt.Sprint(int((22*time.Hour).Seconds())) {
 			t.Errorf("429 Retry-After %q (status %d), want %d", ra, resp.StatusCode, int((22 * time.Hour).Seconds()))
 		}
 		if reg := e.registry(); reg.Devices[keys[3].id] != nil || reg.Devices[keys[2].id].RotatedTo != "" {
