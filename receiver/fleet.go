@@ -79,7 +79,9 @@ func TrustCA(dir string, caPEM []byte) ([]TrustedCA, error) {
 	}
 	err := updateRegistry(dir, func(r *registry) error {
 		for _, c := range certs {
-			r.FleetCAs[fingerprint(c.Raw)] = &fleetCA{Cert: c.Raw, Subject: c.Subject.String()}
+			if fp := fingerprint(c.Raw); r.FleetCAs[fp] == nil {
+				r.putCA(fp, &fleetCA{Cert: c.Raw, Subject: c.Subject.String()})
+			}
 		}
 		return nil
 	})
@@ -101,7 +103,7 @@ func UntrustCA(dir, fp string) error {
 		if r.FleetCAs[fp] == nil {
 			return fmt.Errorf("receiver: untrust CA %s: %w", fp, ErrNotTrusted)
 		}
-		delete(r.FleetCAs, fp)
+		r.putCA(fp, nil)
 		return nil
 	})
 }

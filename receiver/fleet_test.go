@@ -176,7 +176,7 @@ func TestFleetCADeviceAcceptedWithoutEnrolment(t *testing.T) {
 
 	reg := e.registry()
 	got := reg.Devices[d.id]
-	if got == nil || !bytes.Equal(got.SPKI, d.spki) || got.Via != ViaFleetCA+fp || got.Revoked || got.Owner != "" {
+	if got == nil || !bytes.Equal(got.SPKI, d.spki) || got.Via != ViaFleetCA+fp || got.Revoked || len(got.Pairings) != 0 {
 		t.Fatalf("registry entry after fleet admission: %+v", got)
 	}
 	if lines := e.lines.lines(); len(lines) != 1 || !strings.Contains(lines[0], "via=fleet-ca:"+fp) {
@@ -189,11 +189,12 @@ func TestFleetCADeviceAcceptedWithoutEnrolment(t *testing.T) {
 	if err := Pair(e.dir, d.id, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	if _, page, _ := e.get("/owners/alice/"); !bytes.Contains(page, []byte("ev-1")) {
-		t.Error("alice does not see her fleet device's event")
-	}
-	// Later records must keep their chain.
+	// Later records must keep their chain; they are alice's, the record
+	// stored while the device was unpaired stays visible to no one.
 	e.mustUpload(d.recordWithChain(t, "ev-2", provenance.KindStart, 2, chain), http.StatusCreated)
+	if _, page, _ := e.get("/owners/alice/"); !bytes.Contains(page, []byte("ev-2")) || bytes.Contains(page, []byte("ev-1")) {
+		t.Error("alice's page: want her fleet device's event after the pairing, and not the one before")
+	}
 	code, reply := e.upload(d.record(t, "ev-3", provenance.KindStart, 3))
 	if code != http.StatusForbidden || !strings.Contains(reply, "certificate chain") {
 		t.Errorf("fleet device without its chain: %d %q, want 403", code, reply)

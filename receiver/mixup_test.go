@@ -137,22 +137,28 @@ func TestLyingLookupIsCaughtNotServed(t *testing.T) {
 	}
 }
 
-// An unpaired device offered by the lookup is a mix-up too, and the log says
-// nobody is paired.
+// An unpaired device offered by the lookup is a mix-up too for the records
+// after the unpairing, and the log says nobody is paired; the records before
+// stay the owner's.
 func TestLookupOfferingUnpairedDevice(t *testing.T) {
 	e, _, a, _, ra, _, _ := mixupEnv(t)
 	if err := Unpair(e.dir, a.id); err != nil {
 		t.Fatal(err)
 	}
+	after := a.record(t, "after-unpair", provenance.KindStart, 3)
+	e.mustUpload(after, http.StatusCreated)
 	// The lookup (a stale cache) still says alice.
-	if evs, err := e.srv.OwnerEvents("alice"); err != nil || len(evs) != 0 {
-		t.Fatalf("alice's events after unpairing, through a stale lookup: %d, %v", len(evs), err)
+	if evs, err := e.srv.OwnerEvents("alice"); err != nil || len(evs) != 2 || evs[0].Seq != 2 {
+		t.Fatalf("alice's events after unpairing, through a stale lookup: %+v, %v; want her two from before", evs, err)
 	}
-	if code, _, _ := e.get(ownerMediaURL("alice", a, ra)); code != http.StatusNotFound {
+	if code, _, _ := e.get(ownerMediaURL("alice", a, after)); code != http.StatusNotFound {
 		t.Errorf("unpaired device's thumbnail served through a stale lookup: %d", code)
 	}
-	if n := e.srv.Stats().MixupsCaught; n != 3 {
-		t.Errorf("mix-ups caught: %d, want 3", n)
+	if code, _, _ := e.get(ownerMediaURL("alice", a, ra)); code != http.StatusOK {
+		t.Errorf("alice's thumbnail from before the unpairing: %d", code)
+	}
+	if n := e.srv.Stats().MixupsCaught; n != 2 {
+		t.Errorf("mix-ups caught: %d, want 2", n)
 	}
 	if !strings.Contains(e.logs.buf.String(), "paired_owner=(none)") {
 		t.Errorf("log does not say the device is unpaired:\n%s", e.logs.buf.String())
@@ -190,8 +196,16 @@ func TestDefaultLookupIsTheRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	evs, err = e.srv.OwnerEvents("alice")
-	if err != nil || len(evs) != 2 || evs[0].Device != b.id {
-		t.Fatalf("alice's events after bob's device was paired to her: %+v, %v", evs, err)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("alice's events after bob's device was paired to her: %+v, %v; want only her own (bob's history stays his)", evs, err)
+	}
+	e.mustUpload(b.record(t, "after", provenance.KindStart, 2), http.StatusCreated)
+	evs, err = e.srv.OwnerEvents("alice")
+	if err != nil || len(evs) != 2 || evs[0].Device != b.id || evs[0].Event != "after" {
+		t.Fatalf("alice's events after the device's next record: %+v, %v", evs, err)
+	}
+	if evs, err := e.srv.OwnerEvents("bob"); err != nil || len(evs) != 1 || evs[0].Event != "bob-ev" {
+		t.Fatalf("bob's events after the transfer: %+v, %v; want his own", evs, err)
 	}
 	if n := e.srv.Stats().MixupsCaught; n != 0 {
 		t.Errorf("mix-ups with the registry as the lookup: %d", n)

@@ -16,7 +16,8 @@ import (
 )
 
 // The registry is read per request, cheaply: a parsed copy is reused only
-// while the file on disk is the same file with the same generation.
+// while the snapshot on disk is the same file with the same generation, and
+// the journal's new lines are applied to it.
 
 func TestRegistryParsedOnceUntilItChanges(t *testing.T) {
 	e, a, _, ra, _ := twoOwners(t)
@@ -29,28 +30,35 @@ func TestRegistryParsedOnceUntilItChanges(t *testing.T) {
 	if n := e.srv.RegistryReads(); n != base {
 		t.Fatalf("15 requests with no registry change parsed it %d more times, want 0", n-base)
 	}
-	if err := Pair(e.dir, a.id, "carol"); err != nil {
-		t.Fatal(err)
-	}
+	setPairings(t, e.dir, a.id, pairing{Owner: "carol"})
 	if evs, _ := e.srv.OwnerEvents("carol"); len(evs) != 1 {
 		t.Fatalf("the request right after Pair does not see it: carol has %d events", len(evs))
 	}
+	// The change is one journal line: read and applied, the snapshot is not
+	// parsed again.
+	if n := e.srv.RegistryReads(); n != base {
+		t.Fatalf("after one change: %d parses, want %d", n, base)
+	}
+	if err := compactRegistry(e.dir); err != nil {
+		t.Fatal(err)
+	}
+	if evs, _ := e.srv.OwnerEvents("carol"); len(evs) != 1 {
+		t.Fatalf("after a compaction: carol has %d events", len(evs))
+	}
 	if n := e.srv.RegistryReads(); n != base+1 {
-		t.Fatalf("after one change: %d parses, want %d", n, base+1)
+		t.Fatalf("after a compaction: %d parses, want %d", n, base+1)
 	}
 }
 
-// TestEveryWriteSeenByTheNextRequest flips a pairing back and forth with
-// names of the same length, many times in a row: the file keeps its size and
-// may get the same inode and modification time, only the generation tells
-// the versions apart. Every request must see the write before it.
+// TestEveryWriteSeenByTheNextRequest flips the owner of a stored record back
+// and forth with names of the same length, many times in a row (a
+// correction of the registry, not a transfer: see setPairings), across
+// compactions: every request must see the write before it.
 func TestEveryWriteSeenByTheNextRequest(t *testing.T) {
 	e, a, _, ra, _ := twoOwners(t)
 	for i := range 40 {
 		owner := []string{"carol", "dave1"}[i%2]
-		if err := Pair(e.dir, a.id, owner); err != nil {
-			t.Fatal(err)
-		}
+		setPairings(t, e.dir, a.id, pairing{Owner: owner})
 		if got, err := e.srv.PairedOwner(a.id); err != nil || got != owner {
 			t.Fatalf("write %d: PairedOwner %q, %v; want %q", i, got, err, owner)
 		}
@@ -86,11 +94,23 @@ func TestRegistryWriteByAnotherProcess(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("helper process: %v\n%s", err, out)
 	}
-	if code, _, _ := e.get(ownerMediaURL("alice", a, ra)); code != http.StatusNotFound {
-		t.Errorf("alice still gets the thumbnail after another process paired the device to erin: %d", code)
+	if got, err := e.srv.PairedOwner(a.id); err != nil || got != "erin" {
+		t.Fatalf("after another process paired the device to erin: paired to %q, %v", got, err)
 	}
-	if code, _, _ := e.get(ownerMediaURL("erin", a, ra)); code != http.StatusOK {
-		t.Errorf("erin does not get the thumbnail after another process paired the device to her: %d", code)
+	// A transfer: the record from before stays alice's, the next is erin's.
+	if code, _, _ := e.get(ownerMediaURL("alice", a, ra)); code != http.StatusOK {
+		t.Errorf("alice lost her thumbnail when another process paired the device to erin: %d", code)
+	}
+	if code, _, _ := e.get(ownerMediaURL("erin", a, ra)); code != http.StatusNotFound {
+		t.Errorf("erin got the thumbnail of before her pairing: %d", code)
+	}
+	next := a.record(t, "erin-ev", provenance.KindStart, 2)
+	e.mustUpload(next, http.StatusCreated)
+	if code, _, _ := e.get(ownerMediaURL("erin", a, next)); code != http.StatusOK {
+		t.Errorf("erin does not get the thumbnail recorded after her pairing: %d", code)
+	}
+	if code, _, _ := e.get(ownerMediaURL("alice", a, next)); code != http.StatusNotFound {
+		t.Errorf("alice gets the thumbnail recorded after the transfer: %d", code)
 	}
 }
 
@@ -110,6 +130,9 @@ func TestHelperPair(t *testing.T) {
 // that keeps the generation but replaces the file is seen too.
 func TestRegistryWithoutGenerationIsReadEveryTime(t *testing.T) {
 	e, a, _, ra, _ := twoOwners(t)
+	if err := compactRegistry(e.dir); err != nil {
+		t.Fatal(err)
+	}
 	path := filepath.Join(e.dir, registryFile)
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -6,8 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -133,10 +131,10 @@ func TestRotationEndToEnd(t *testing.T) {
 	}
 	reg := e.registry()
 	o, n := reg.Devices[old.id], reg.Devices[next.id]
-	if o == nil || o.RotatedTo != next.id || o.RotatedSeq != 3 || o.Owner != "alice" {
+	if o == nil || o.RotatedTo != next.id || o.RotatedSeq != 3 || reg.ownerAt(old.id, 3) != "alice" || reg.ownerAt(old.id, 4) != "" {
 		t.Fatalf("old device after rotation: %+v", o)
 	}
-	if n == nil || !bytes.Equal(n.SPKI, next.spki) || n.Owner != "alice" || n.Via != ViaRotation+old.id || n.Revoked {
+	if n == nil || !bytes.Equal(n.SPKI, next.spki) || reg.owner(next.id) != "alice" || n.Via != ViaRotation+old.id || n.Revoked {
 		t.Fatalf("new device after rotation: %+v", n)
 	}
 	lines := e.lines.lines()
@@ -171,18 +169,11 @@ func TestRotationEndToEnd(t *testing.T) {
 	e.mustUpload(r2, http.StatusOK)
 
 	// Re-sending the rotation is idempotent and changes nothing.
-	before, err := os.ReadFile(filepath.Join(e.dir, registryFile))
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := registryBytes(t, e.dir)
 	if code, reply := e.put(rot.path(), rot.body); code != http.StatusOK {
 		t.Fatalf("re-sent rotate: %d %q", code, reply)
 	}
-	after, err := os.ReadFile(filepath.Join(e.dir, registryFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(before, after) {
+	if after := registryBytes(t, e.dir); !bytes.Equal(before, after) {
 		t.Errorf("re-sent rotate changed the registry:\n%s\n%s", before, after)
 	}
 	// Re-pairing the new device is the registry's business and sticks.
@@ -310,7 +301,7 @@ func TestRotationOfFleetDevice(t *testing.T) {
 	if code, reply := e.put(rot.path(), rot.body); code != http.StatusCreated {
 		t.Fatalf("rotate: %d %q", code, reply)
 	}
-	if got := e.registry().Devices[next.id]; got == nil || got.Owner != "carol" || got.Via != ViaRotation+old.id {
+	if got := e.registry().Devices[next.id]; got == nil || e.registry().owner(next.id) != "carol" || got.Via != ViaRotation+old.id {
 		t.Fatalf("new device %+v", got)
 	}
 	e.mustUpload(next.record(t, "ev-2", provenance.KindStart, 3), http.StatusCreated)
@@ -331,7 +322,7 @@ func TestRotationAsFirstFleetUpload(t *testing.T) {
 	if o := reg.Devices[old.id]; o == nil || o.Via != ViaFleetCA+fp || o.RotatedTo != next.id {
 		t.Fatalf("old device %+v", o)
 	}
-	if n := reg.Devices[next.id]; n == nil || n.Owner != "" {
+	if n := reg.Devices[next.id]; n == nil || len(n.Pairings) != 0 {
 		t.Fatalf("new device %+v", n)
 	}
 }

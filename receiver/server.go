@@ -30,8 +30,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/keyframe-cam/keyframe/internal/atomicfile"
 	"github.com/keyframe-cam/keyframe/internal/clock"
@@ -58,7 +60,14 @@ type Options struct {
 	// events are offered to the owner it names. nil: the registry itself.
 	// It is never trusted: see OwnerLookup.
 	OwnerLookup OwnerLookup
+	// RotationsPerDay bounds the key rotations of one device's line of keys
+	// within 24 hours (receiver clock); more are answered 429 with
+	// Retry-After. 0: DefaultRotationsPerDay; negative: no limit.
+	RotationsPerDay int
 }
+
+// DefaultRotationsPerDay is the default of Options.RotationsPerDay.
+const DefaultRotationsPerDay = 3
 
 // An OwnerLookup says which owner a device's events belong to: the index a
 // deployment may put in front of the registry (a cache, a database replica).
@@ -80,21 +89,30 @@ func (f OwnerLookupFunc) OwnerOf(device string) (string, error) { return f(devic
 
 // Rejection reasons, the keys of Stats.Rejected.
 const (
-	ReasonMalformed   = "malformed"      // 400: not a bundle, or a malformed envelope
-	ReasonTooLarge    = "too_large"      // 413: body over MaxBody
-	ReasonSignature   = "bad_signature"  // 403: the signature does not verify
-	ReasonDeviceID    = "device_id"      // 403: device or key ID is not the key's fingerprint
-	ReasonNotEnrolled = "not_enrolled"   // 403: no enrolled key for the signer
-	ReasonRevoked     = "revoked"        // 403: the signer's enrolment was revoked
-	ReasonKeyMismatch = "key_mismatch"   // 403: the enrolled key is not the signing key
-	ReasonCertificate = "certificate"    // 403: not enrolled, and no certificate chain to a trusted fleet CA naming the device
-	ReasonRotated     = "key_rotated"    // 403: the key was rotated to a new one before this record's seq (retired)
-	ReasonMedia       = "media_mismatch" // 422: media do not match their hashes
-	ReasonPath        = "path_mismatch"  // 422: the route (URL event/kind, MQTT topic device) disagrees with the signed payload
-	ReasonReplay      = "replay"         // 409: sequence at or below one already stored
-	ReasonConflict    = "conflict"       // 409: this event and kind are stored with other content
-	ReasonOverloaded  = "overloaded"     // 503: too many uploads at once
-	ReasonInternal    = "internal"       // 503 with Retry-After: storage or registry failure, or shutting down
+	ReasonMalformed   = "malformed"     // 400: not a bundle, or a malformed envelope
+	ReasonTooLarge    = "too_large"     // 413: body over MaxBody
+	ReasonSignature   = "bad_signature" // 403: the signature does not verify
+	ReasonDeviceID    = "device_id"     // 403: device or key ID is not the key's fingerprint
+	ReasonNotEnrolled = "not_enrolled"  // 403: no enrolled key for the signer
+	ReasonRevoked     = "revoked"       // 403: the signer's enrolment was revoked
+	ReasonKeyMismatch = "key_mismatch"  // 403: the enrolled key is not the signing key
+	ReasonCertificate = "certificate"   // 403: not enrolled, and no certificate chain to a trusted fleet CA naming the device
+	ReasonRotated     = "key_rotated"   // 403: the key was rotated to a new one before this record's seq (retired)
+	// ReasonRotationTarget (403): a rotate record to a key that is, or was,
+	// in the registry.
+	ReasonRotationTarget = "rotation_target"
+	// ReasonRotationPending (409): a rotate record while a rotation of the
+	// same line of keys waits for the new key's first upload.
+	ReasonRotationPending = "rotation_pending"
+	// ReasonRotationLimit (429 with Retry-After): too many rotations of one
+	// line of keys within a day.
+	ReasonRotationLimit = "rotation_limit"
+	ReasonMedia         = "media_mismatch" // 422: media do not match their hashes
+	ReasonPath          = "path_mismatch"  // 422: the route (URL event/kind, MQTT topic device) disagrees with the signed payload
+	ReasonReplay        = "replay"         // 409: sequence at or below one already stored
+	ReasonConflict      = "conflict"       // 409: this event and kind are stored with other content
+	ReasonOverloaded    = "overloaded"     // 503: too many uploads at once
+	ReasonInternal      = "internal"       // 503 with Retry-After: storage or registry failure, or shutting down
 )
 
 // Stats are the server's counters since Open.
@@ -125,6 +143,8 @@ type Server struct {
 	tmpl     *template.Template
 	regs     *registryReader
 	owners   OwnerLookup // nil: the registry
+
+	rotationsPerDay int // negative: no limit
 
 	storing sync.WaitGroup // uploads between admitRecord and their index append
 
@@ -170,6 +190,8 @@ func Open(opts Options) (*Server, error) {
 		regs:    newRegistryReader(opts.Dir),
 		owners:  opts.OwnerLookup,
 
+		rotationsPerDay: opts.RotationsPerDay,
+
 		byDevice:  map[string][]int{},
 		devLocks:  map[string]*deviceLock{},
 		mixLogged: map[[2]string]struct{}{},
@@ -182,6 +204,9 @@ func Open(opts Options) (*Server, error) {
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
+	}
+	if s.rotationsPerDay == 0 {
+		s.rotationsPerDay = DefaultRotationsPerDay
 	}
 	n := opts.MaxInFlight
 	if n <= 0 {
@@ -340,9 +365,10 @@ func (s *Server) Handler() http.Handler {
 // A rejection is the error of an upload refused: the status the upload API
 // answers, a Reason* constant and a one-line message.
 type rejection struct {
-	status int
-	reason string // a Reason* constant
-	msg    string
+	status     int
+	reason     string // a Reason* constant
+	msg        string
+	retryAfter time.Duration // for a 429 or 503: when to retry; 0: 1 s
 }
 
 func (r *rejection) Error() string {
@@ -394,8 +420,8 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		s.count(rej.reason)
 		s.log.Info("receiver: upload rejected", "status", rej.status, "reason", rej.reason, "detail", rej.msg,
 			"path", r.URL.Path, "remote", r.RemoteAddr)
-		if rej.status == http.StatusServiceUnavailable {
-			w.Header().Set("Retry-After", "1")
+		if rej.status == http.StatusServiceUnavailable || rej.status == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(rej.retryAfter/time.Second))))
 		}
 		writeLine(w, rej.status, rej.msg)
 		return
@@ -657,13 +683,13 @@ func (s *Server) admit(reg *registry, v *provenance.Verified) (admission, error)
 
 // recordAdmission writes to the registry what accepting v implies: a device
 // admitted by a fleet CA is recorded (Via), and a rotate record enrols the
-// new key, pairs it to the old device's owner and retires the old key. It
-// re-reads the registry under its lock, so a revocation since admit still
-// wins. A refusal is a *rejection. Callers hold mu.
+// new key, continues the old device's pairings on it and retires the old
+// key. It re-reads the registry under its lock, so a revocation since admit
+// still wins. A refusal is a *rejection. Callers hold mu.
 func (s *Server) recordAdmission(v *provenance.Verified, adm admission) error {
 	var rej error
 	refuse := errors.New("refused")
-	err := updateRegistry(s.dir, func(r *registry) error {
+	err := s.regs.update(func(r *registry) error {
 		d := r.Devices[v.Device]
 		if d != nil && d.Revoked {
 			rej = reject(http.StatusForbidden, ReasonRevoked, "device revoked: %s", v.Device)
@@ -671,20 +697,21 @@ func (s *Server) recordAdmission(v *provenance.Verified, adm admission) error {
 		}
 		if adm.record {
 			if d == nil {
-				d = &registration{SPKI: v.SPKI}
-				r.Devices[v.Device] = d
+				r.put(v.Device, &registration{SPKI: v.SPKI})
 			}
-			if d.Via == "" || d.byFleetCA() {
-				d.Via = adm.via
+			if d = r.Devices[v.Device]; d.Via == "" || d.byFleetCA() {
+				if d.Via != adm.via {
+					r.edit(v.Device).Via = adm.via
+				}
 			}
 		}
-		if d == nil {
+		if r.Devices[v.Device] == nil {
 			// Admitted by the registry a moment ago, gone now.
 			rej = reject(http.StatusForbidden, ReasonNotEnrolled, "device not enrolled: %s", v.Device)
 			return refuse
 		}
 		if v.Payload.Kind == provenance.KindRotate {
-			rej = applyRotation(r, d, v)
+			rej = s.applyRotation(r, v)
 			if rej != nil {
 				return refuse
 			}
@@ -707,31 +734,116 @@ func (s *Server) recordAdmission(v *provenance.Verified, adm admission) error {
 	return nil
 }
 
-// applyRotation makes the registry changes of a verified rotate record of old:
-// the new key is enrolled (ViaRotation) and paired to old's owner, and old
-// is marked rotated to it as of the record's seq. Applying the same record
-// again changes nothing. A refusal is a *rejection.
-func applyRotation(r *registry, old *registration, v *provenance.Verified) error {
+// rotationWindow is the period of the rotation rate limit.
+const rotationWindow = 24 * time.Hour
+
+// applyRotation makes the registry changes of a verified rotate record of
+// v.Device (the old key): the new key is enrolled (ViaRotation), the old
+// device's pairings continue on it from the record's seq (the new key
+// continues the old one's sequence numbers, so the same owner owns what it
+// signs next, and the old device keeps its history), and the old key is
+// retired as of that seq. Applying the same record again changes nothing.
+//
+// A rotation may not take over anything, so it is refused when:
+//   - the new key is, or ever was, in the registry (enrolled, admitted by a
+//     fleet CA, rotated to, or revoked: entries are never deleted): one
+//     holding a copy of a camera's key and an enrolled key of their own
+//     would otherwise move the camera to their owner (403 rotation_target);
+//   - a rotation is pending: the old key was already rotated to a key that
+//     has not uploaded a record yet, or the old key is itself such a key, not
+//     yet established by a record of its own (409 rotation_pending);
+//   - the device's line of keys rotated s.rotationsPerDay times in the 24
+//     hours before (receiver clock): 429 with Retry-After, which an honest
+//     camera retries.
+//
+// A refusal is a *rejection. Callers hold mu.
+func (s *Server) applyRotation(r *registry, v *provenance.Verified) error {
 	seq := v.Payload.Seq
-	if old.RotatedTo != "" && (old.RotatedTo != v.NextDevice || old.RotatedSeq != seq) {
+	old := r.Devices[v.Device]
+	if old.RotatedTo == v.NextDevice && old.RotatedSeq == seq {
+		return nil // this very record, applied before its storing failed
+	}
+	if old.RotatedTo != "" {
+		if _, uploaded := s.maxSeq[old.RotatedTo]; !uploaded {
+			return reject(http.StatusConflict, ReasonRotationPending, "device %s has a rotation pending: to device %s by its record seq %d, which has not uploaded yet",
+				v.Device, old.RotatedTo, old.RotatedSeq)
+		}
 		return reject(http.StatusConflict, ReasonConflict, "device %s was already rotated to device %s by its record seq %d", v.Device, old.RotatedTo, old.RotatedSeq)
 	}
-	first := old.RotatedTo == ""
-	nd := r.Devices[v.NextDevice]
-	switch {
+	if prev, ok := strings.CutPrefix(old.Via, ViaRotation); ok {
+		if _, uploaded := s.maxSeq[v.Device]; !uploaded {
+			return reject(http.StatusConflict, ReasonRotationPending, "device %s has a rotation pending: it was rotated to from device %s and has not uploaded a record of its own yet",
+				v.Device, prev)
+		}
+	}
+	switch nd := r.Devices[v.NextDevice]; {
 	case nd != nil && nd.Revoked:
 		return reject(http.StatusForbidden, ReasonRevoked, "the new key's device %s is revoked", v.NextDevice)
-	case nd != nil && !bytes.Equal(nd.SPKI, v.NextSPKI):
-		return reject(http.StatusForbidden, ReasonKeyMismatch, "the registry holds another key for the new device %s", v.NextDevice)
-	case nd == nil:
-		nd = &registration{SPKI: v.NextSPKI, Via: ViaRotation + v.Device}
-		r.Devices[v.NextDevice] = nd
+	case nd != nil:
+		return reject(http.StatusForbidden, ReasonRotationTarget, "the new key's device %s is, or was, already in the registry: a rotation must be to a fresh key", v.NextDevice)
 	}
-	if first && old.Owner != "" {
-		nd.Owner = old.Owner
+	if wait := s.rotationWait(r, v.Device); wait > 0 {
+		rej := reject(http.StatusTooManyRequests, ReasonRotationLimit, "device %s rotated its key %d times in the last %s; retry in %s",
+			v.Device, s.rotationsPerDay, rotationWindow, wait)
+		rej.retryAfter = wait
+		return rej
 	}
-	old.RotatedTo, old.RotatedSeq = v.NextDevice, seq
+	nd := &registration{SPKI: v.NextSPKI, Via: ViaRotation + v.Device}
+	for _, p := range old.Pairings {
+		if p.Until != 0 && p.Until <= seq {
+			continue
+		}
+		p.From = max(p.From, seq)
+		nd.Pairings = append(nd.Pairings, p)
+	}
+	r.put(v.NextDevice, nd)
+	o := r.edit(v.Device)
+	kept := o.Pairings[:0]
+	for _, p := range o.Pairings {
+		if p.From > seq {
+			continue
+		}
+		if p.Until == 0 || p.Until > seq+1 {
+			p.Until = seq + 1
+		}
+		kept = append(kept, p)
+	}
+	o.Pairings = kept
+	o.RotatedTo, o.RotatedSeq, o.RotatedAtMs = v.NextDevice, seq, s.clk.Now().UnixMilli()
 	return nil
+}
+
+// rotationWait returns how long device must wait before its line of keys
+// (device, the key it was rotated from, and so on) may rotate again: 0 if it
+// rotated fewer than s.rotationsPerDay times in the last rotationWindow.
+func (s *Server) rotationWait(r *registry, device string) time.Duration {
+	if s.rotationsPerDay < 0 {
+		return 0
+	}
+	now := s.clk.Now()
+	var n int
+	var oldest time.Time
+	cur := r.Devices[device]
+	for n < s.rotationsPerDay && cur != nil {
+		prev, ok := strings.CutPrefix(cur.Via, ViaRotation)
+		if !ok {
+			break
+		}
+		p := r.Devices[prev]
+		if p == nil {
+			break
+		}
+		at := time.UnixMilli(p.RotatedAtMs)
+		if now.Sub(at) >= rotationWindow {
+			break // older ones are older still
+		}
+		n, oldest, cur = n+1, at, p
+	}
+	if n < s.rotationsPerDay {
+		return 0
+	}
+	wait := oldest.Add(rotationWindow).Sub(now)
+	return max(wait.Round(time.Second), time.Second)
 }
 
 // appendIndex appends a record's index line and fsyncs it; its files must be

@@ -2,6 +2,7 @@ package receiver
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -9,13 +10,19 @@ import (
 )
 
 // The owner view. What an owner is offered is chosen by the OwnerLookup
-// (by default the registry); what is served is decided by the registry read
-// for this very request: an event is served to owner O only if the registry
-// pairs O with the event's verified signer (the device of its index entry,
-// which Verify established on arrival). Media and envelopes are also
+// (by default the registry), which names a device's owner now, and by the
+// registry's ended pairings of the device to the owner (a lookup knows no
+// history); what is served is decided by the registry read for this very
+// request: an event (device, seq) is served to owner O only if a pairing of
+// O covers seq on the event's verified signer (the device of its index
+// entry, which Verify established on arrival). Ownership follows the
+// device's signed sequence numbers, not the pairing of the moment: after a
+// transfer the previous owner still sees what was recorded under their
+// pairing, the new owner only what came after. Media and envelopes are also
 // re-verified from disk (provenance.Verify) before they leave (serveMedia,
-// handleOwnerEnvelope). A row, an image or an envelope the lookup offered to
-// the wrong owner is withheld and counted as a caught mix-up.
+// handleOwnerEnvelope). Events the lookup offered to an owner the registry
+// does not pair with the device now are withheld and counted as caught
+// mix-ups.
 
 // EventView is one stored record as an owner's view shows it.
 type EventView struct {
@@ -23,7 +30,7 @@ type EventView struct {
 	Event      string
 	Kind       string // provenance.KindStart, KindEnd or KindRotate
 	Seq        uint64
-	Owner      string    // the owner the registry pairs with Device, read for this view
+	Owner      string    // the owner whose pairing covers Seq, read for this view
 	Captured   time.Time // capture time from the signed payload (UTC)
 	Clock      string    // provenance.ClockSynced or ClockUnsynced
 	Received   time.Time // when the receiver stored it
@@ -119,7 +126,7 @@ func (s *Server) RegistryReads() uint64 {
 	return s.regs.parses
 }
 
-// ownerOf asks the OwnerLookup (or, without one, reg) whose device is.
+// ownerOf asks the OwnerLookup (or, without one, reg) whose device is now.
 func (s *Server) ownerOf(reg *registry, device string) (string, error) {
 	if s.owners == nil {
 		return reg.owner(device), nil
@@ -132,7 +139,12 @@ func (s *Server) ownerOf(reg *registry, device string) (string, error) {
 }
 
 // ownerEntries returns the records owner may see now, newest first, and the
-// registry read that decided it.
+// registry read that decided it: of the devices the lookup attributes to
+// owner, or that the registry paired to owner by a pairing that has ended,
+// the records a pairing
+// of owner covers. Records of a device the lookup offered although the
+// registry does not pair it with owner now, and not covered by an earlier
+// pairing of owner, are caught mix-ups.
 func (s *Server) ownerEntries(owner string) ([]*indexEntry, *registry, error) {
 	if !ValidOwner(owner) {
 		return nil, nil, fmt.Errorf("receiver: owner %q: %w", clip(owner), ErrOwner)
@@ -144,25 +156,33 @@ func (s *Server) ownerEntries(owner string) ([]*indexEntry, *registry, error) {
 	s.mu.Lock()
 	devices := s.devices // append-only: this prefix never changes
 	s.mu.Unlock()
-	var offered []string
+	type offer struct {
+		device string
+		lookup bool // offered by the lookup (not only by an earlier pairing)
+	}
+	var offered []offer
 	for _, d := range devices {
 		claimed, err := s.ownerOf(reg, d)
 		if err != nil {
 			return nil, nil, err
 		}
-		if claimed == owner {
-			offered = append(offered, d)
+		if claimed == owner || reg.hadOwner(d, owner) {
+			offered = append(offered, offer{d, claimed == owner})
 		}
 	}
 	var pos []int
 	s.mu.Lock()
-	for _, d := range offered {
-		ps := s.byDevice[d]
-		if paired := reg.owner(d); paired != owner {
-			s.mixupLocked(d, owner, paired, len(ps))
-			continue
+	for _, o := range offered {
+		current := reg.owner(o.device)
+		withheld := 0
+		for _, p := range s.byDevice[o.device] {
+			if reg.ownerAt(o.device, s.records[p].Seq) == owner {
+				pos = append(pos, p)
+			} else if o.lookup && current != owner {
+				withheld++
+			}
 		}
-		pos = append(pos, ps...)
+		s.mixupLocked(o.device, owner, current, withheld)
 	}
 	slices.Sort(pos)
 	out := make([]*indexEntry, len(pos))
@@ -173,26 +193,43 @@ func (s *Server) ownerEntries(owner string) ([]*indexEntry, *registry, error) {
 	return out, reg, nil
 }
 
-// mayServe decides whether a record of device may be served to owner: the
-// lookup must offer it and the registry read for this request must pair the
-// device with owner. It counts a denied view (the lookup does not offer it)
-// or a caught mix-up (the lookup offers it, the registry disagrees).
+// mayServe decides whether the device's records of now on (its open
+// pairing) may be served to owner: mayServeSeq for a sequence number above
+// every closed pairing. A caller serving a stored record uses mayServeEntry.
 func (s *Server) mayServe(reg *registry, device, owner string) (bool, error) {
+	return s.mayServeSeq(reg, device, math.MaxUint64, owner)
+}
+
+// mayServeEntry decides whether a stored record may be served to owner
+// (mayServeSeq of its verified signer and sequence number).
+func (s *Server) mayServeEntry(reg *registry, e *indexEntry, owner string) (bool, error) {
+	return s.mayServeSeq(reg, e.Device, e.Seq, owner)
+}
+
+// mayServeSeq decides whether the record of sequence number seq of device
+// may be served to owner: the lookup must offer the device to owner (or an
+// ended pairing of the registry must be owner's), and the registry read for
+// this request must have a pairing of owner covering seq on the device. It
+// counts a denied view, or a caught mix-up (the lookup offers the device,
+// the registry pairs it with someone else now, and no pairing of owner
+// covers seq).
+func (s *Server) mayServeSeq(reg *registry, device string, seq uint64, owner string) (bool, error) {
 	claimed, err := s.ownerOf(reg, device)
 	if err != nil {
 		return false, err
 	}
+	covered := reg.ownerAt(device, seq) == owner
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if claimed != owner {
+	switch {
+	case covered && (claimed == owner || reg.hadOwner(device, owner)):
+		return true, nil
+	case claimed == owner && reg.owner(device) != owner:
+		s.mixupLocked(device, owner, reg.owner(device), 1)
+	default:
 		s.stats.DeniedViews++
-		return false, nil
 	}
-	if paired := reg.owner(device); paired != owner {
-		s.mixupLocked(device, owner, paired, 1)
-		return false, nil
-	}
-	return true, nil
+	return false, nil
 }
 
 // mixupLocked counts n withheld events of device that the lookup offered to

@@ -71,8 +71,11 @@ func TestOwnerSeesOnlyOwnDevices(t *testing.T) {
 	}
 }
 
-// TestRepairingChangesViewsAtOnce is the 2024 incident: a device's pairing
-// changes and the very next view must follow it, with no cache in between.
+// TestRepairingChangesViewsAtOnce: a device's pairing changes and the very
+// next view must follow it, with no cache in between, and the change moves
+// no history (the pairing covers the device's sequence numbers from the
+// change on): re-pairing once handed the new owner the previous owner's
+// whole history.
 func TestRepairingChangesViewsAtOnce(t *testing.T) {
 	e, a, _, ra, _ := twoOwners(t)
 	if code, _, _ := e.get(ownerMediaURL("alice", a, ra)); code != http.StatusOK {
@@ -85,29 +88,42 @@ func TestRepairingChangesViewsAtOnce(t *testing.T) {
 	if err := Pair(e.dir, a.id, "bob"); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, _ := e.get(ownerMediaURL("alice", a, ra)); code != http.StatusNotFound {
-		t.Errorf("after re-pairing to bob, alice still gets the thumbnail: %d", code)
+	if got, _ := e.srv.PairedOwner(a.id); got != "bob" {
+		t.Fatalf("paired to %q right after Pair, want bob", got)
 	}
-	if _, page, _ := e.get("/owners/alice/"); bytes.Contains(page, []byte("alice-ev")) {
-		t.Errorf("after re-pairing to bob, alice's page still lists the event")
+	if code, _, _ := e.get(ownerMediaURL("bob", a, ra)); code != http.StatusNotFound {
+		t.Errorf("after re-pairing to bob, bob gets alice's thumbnail from before: %d", code)
 	}
-	if code, img, _ := e.get(ownerMediaURL("bob", a, ra)); code != http.StatusOK || !bytes.Equal(img, ra.thumb) {
-		t.Errorf("after re-pairing, bob cannot see the device's thumbnail: %d", code)
+	if _, page, _ := e.get("/owners/bob/"); bytes.Contains(page, []byte("alice-ev")) || !bytes.Contains(page, []byte("bob-ev")) {
+		t.Errorf("bob's page after the re-pairing: want his own event and not alice's")
 	}
-	if _, page, _ := e.get("/owners/bob/"); !bytes.Contains(page, []byte("alice-ev")) || !bytes.Contains(page, []byte("bob-ev")) {
-		t.Errorf("bob's page lacks one of his two devices' events")
+	if code, img, _ := e.get(ownerMediaURL("alice", a, ra)); code != http.StatusOK || !bytes.Equal(img, ra.thumb) {
+		t.Errorf("after re-pairing, alice lost her own thumbnail: %d", code)
+	}
+	rn := a.record(t, "bob-era", provenance.KindStart, 2)
+	e.mustUpload(rn, http.StatusCreated)
+	if code, _, _ := e.get(ownerMediaURL("bob", a, rn)); code != http.StatusOK {
+		t.Errorf("bob cannot see the device's record after the re-pairing: %d", code)
+	}
+	if code, _, _ := e.get(ownerMediaURL("alice", a, rn)); code != http.StatusNotFound {
+		t.Errorf("alice sees the device's record after the re-pairing: %d", code)
 	}
 
 	if err := Unpair(e.dir, a.id); err != nil {
 		t.Fatal(err)
 	}
+	ru := a.record(t, "unpaired", provenance.KindStart, 3)
+	e.mustUpload(ru, http.StatusCreated)
 	for _, owner := range []string{"alice", "bob"} {
-		if code, _, _ := e.get(ownerMediaURL(owner, a, ra)); code != http.StatusNotFound {
+		if code, _, _ := e.get(ownerMediaURL(owner, a, ru)); code != http.StatusNotFound {
 			t.Errorf("unpaired device's thumbnail served to %s: %d", owner, code)
 		}
 	}
+	if code, _, _ := e.get(ownerMediaURL("bob", a, rn)); code != http.StatusOK {
+		t.Errorf("bob lost his record after the unpairing: %d", code)
+	}
 	if _, page, _ := e.get("/"); !bytes.Contains(page, []byte("not paired")) {
-		t.Errorf("admin page does not show the device as unpaired")
+		t.Errorf("admin page does not show the record as unpaired")
 	}
 }
 

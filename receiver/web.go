@@ -71,7 +71,7 @@ type row struct {
 	Kind     string
 	Duration string
 	Seq      uint64
-	Owner    string // the owner paired now, or ""
+	Owner    string // the owner whose pairing covers the record, or ""
 	NoOwner  string // what to show when there is no owner
 }
 
@@ -86,7 +86,7 @@ func newRow(e *indexEntry, thumb string, reg *registry) row {
 		Event:    e.Event,
 		Kind:     e.Kind,
 		Seq:      e.Seq,
-		Owner:    reg.owner(e.Device),
+		Owner:    reg.ownerAt(e.Device, e.Seq),
 		NoOwner:  "not paired",
 	}
 	if e.DurationMs > 0 {
@@ -249,14 +249,14 @@ func (s *Server) ownerGate(w http.ResponseWriter, r *http.Request, e *indexEntry
 		s.viewUnavailable(w, err)
 		return nil, false
 	}
-	ok, err := s.mayServe(reg, e.Device, owner)
+	ok, err := s.mayServeEntry(reg, e, owner)
 	if err != nil {
 		s.viewUnavailable(w, err)
 		return nil, false
 	}
 	if !ok {
-		s.log.Info("receiver: view denied: device not paired to owner", "owner", owner, "device", e.Device,
-			"event", e.Event, "kind", e.Kind, "remote", r.RemoteAddr)
+		s.log.Info("receiver: view denied: no pairing of the owner covers the record", "owner", owner, "device", e.Device,
+			"event", e.Event, "kind", e.Kind, "seq", e.Seq, "remote", r.RemoteAddr)
 		http.NotFound(w, r)
 		return nil, false
 	}
