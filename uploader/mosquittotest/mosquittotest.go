@@ -174,15 +174,26 @@ func (b *Broker) Stop() {
 	if cmd == nil {
 		return
 	}
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
-		b.t.Logf("mosquittotest: signal broker: %v", err)
-	}
-	select {
-	case <-done:
-	case <-time.After(stopTimeout):
-		b.t.Errorf("mosquittotest: broker did not exit %s after SIGINT; killing it", stopTimeout)
-		_ = cmd.Process.Kill()
-		<-done
+	// A SIGINT that lands between mosquitto's check of its run flag and its
+	// wait for network events is noticed only when that wait ends, which on
+	// an idle broker can outlast stopTimeout: repeat the signal until it exits.
+	deadline := time.After(stopTimeout)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err := cmd.Process.Signal(os.Interrupt); err != nil {
+			b.t.Logf("mosquittotest: signal broker: %v", err)
+		}
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		case <-deadline:
+			b.t.Errorf("mosquittotest: broker did not exit %s after SIGINT; killing it", stopTimeout)
+			_ = cmd.Process.Kill()
+			<-done
+			return
+		}
 	}
 }
 
