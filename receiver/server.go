@@ -58,6 +58,13 @@ type Options struct {
 	// events are offered to the owner it names. nil: the registry itself.
 	// It is never trusted: see OwnerLookup.
 	OwnerLookup OwnerLookup
+	// TLSCertificate is the DER certificate the receiver serves over TLS
+	// (Serve sets it from ServeConfig.TLSCertFile): claim codes pin its
+	// public key. nil: no claim codes (NewClaim fails with ErrNoTLS).
+	TLSCertificate []byte
+	// Rand is the source of claim secrets and challenge nonces; nil:
+	// crypto/rand.
+	Rand io.Reader
 }
 
 // An OwnerLookup says which owner a device's events belong to: the index a
@@ -125,6 +132,7 @@ type Server struct {
 	tmpl     *template.Template
 	regs     *registryReader
 	owners   OwnerLookup // nil: the registry
+	claims   *claimState // claim codes: the TLS pin, challenges, rate limit
 
 	storing sync.WaitGroup // uploads between admitRecord and their index append
 
@@ -193,6 +201,9 @@ func Open(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("receiver: page template: %w", err)
 	}
 	s.tmpl = tmpl
+	if s.claims, err = newClaimState(opts); err != nil {
+		return nil, err
+	}
 
 	if err := mkdirDurable(s.dir); err != nil {
 		return nil, err
@@ -325,6 +336,8 @@ func (s *Server) Stats() Stats {
 //	GET /owners/{owner}/                                the events of the devices paired to owner now
 //	GET /owners/{owner}/media/{device}/{event}/{kind}/{i}  media, only if device is paired to owner now
 //	GET /owners/{owner}/envelope/{device}/{event}/{kind}   the signed envelope (COSE_Sign1), same rule
+//	POST /v1/claim/challenge                            a nonce for a claim code (anonymous; docs/claim.md)
+//	POST /v1/claim/join                                 claim code + proof of possession: enroll and pair (anonymous)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /v1/events/{event}/{kind}", s.handleUpload)
@@ -334,6 +347,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /owners/{owner}/{$}", s.handleOwnerPage)
 	mux.HandleFunc("GET /owners/{owner}/media/{device}/{event}/{kind}/{i}", s.handleOwnerMedia)
 	mux.HandleFunc("GET /owners/{owner}/envelope/{device}/{event}/{kind}", s.handleOwnerEnvelope)
+	mux.HandleFunc("POST /v1/claim/challenge", s.handleClaimChallenge)
+	mux.HandleFunc("POST /v1/claim/join", s.handleClaimJoin)
 	return mux
 }
 
