@@ -43,11 +43,12 @@ type ServeConfig struct {
 	// authenticating proxy; Serve logs a warning.
 	Public bool
 	// TLSCertFile and TLSKeyFile (PEM) make Serve serve HTTPS; both or
-	// neither.
+	// neither. Claim codes pin the certificate's key (Options.TLSCertificate
+	// is set from it when empty).
 	TLSCertFile, TLSKeyFile string
 	// ClientCAs, with TLS, makes uploads (/v1/) require a client certificate
 	// that verifies to one of these CAs (mutual TLS, RequireClientCert); the
-	// viewer pages need none.
+	// viewer pages and the claim endpoints need none.
 	ClientCAs *x509.CertPool
 	// MQTT, if set, also ingests records from a broker (NewMQTTIngest) while
 	// Serve runs; its Logger defaults to Options.Logger.
@@ -108,7 +109,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		// Claim codes pin the certificate's key (docs/claim.md).
 		kp, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
 		if err != nil {
-			return &ConfigError{fmt.Errorf("receiver: TLS certificate: %w", err)}
+			return fmt.Errorf("receiver: TLS certificate: %w", err)
 		}
 		cfg.TLSCertificate = kp.Certificate[0]
 	}
