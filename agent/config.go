@@ -435,10 +435,41 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// LoadConfig returns the defaults, overlaid with the file at path (if path is
-// not empty) and then with KEYFRAME_* variables from environ, validated.
+// LoadConfig returns the defaults, overlaid with what `keyframe join` left in
+// the data directory (upload.url and upload.ca_file, if it ran: see
+// WriteJoined), then with the file at path (if path is not empty) and then
+// with KEYFRAME_* variables from environ, validated.
 func LoadConfig(path string, environ []string) (Config, error) {
+	c, err := loadLayers(path, environ, "")
+	if err != nil {
+		return c, err
+	}
+	// The data directory comes from the file or the environment; the joined
+	// file cannot change it.
+	joined, err := joinedPath(&c)
+	if err != nil {
+		return c, err
+	}
+	if joined != "" {
+		if c, err = loadLayers(path, environ, joined); err != nil {
+			return c, err
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// loadLayers returns the defaults overlaid with the joined file (if not
+// empty), the file at path (if not empty) and environ, unvalidated.
+func loadLayers(path string, environ []string, joined string) (Config, error) {
 	c := DefaultConfig()
+	if joined != "" {
+		if err := applyJoined(joined, &c); err != nil {
+			return c, err
+		}
+	}
 	if path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -449,9 +480,6 @@ func LoadConfig(path string, environ []string) (Config, error) {
 		}
 	}
 	if err := ApplyEnv(environ, &c); err != nil {
-		return c, err
-	}
-	if err := c.Validate(); err != nil {
 		return c, err
 	}
 	return c, nil

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -322,26 +321,6 @@ func TestRotationPending(t *testing.T) {
 	if code, _ := e.put(again.path(), again.body); code != http.StatusForbidden {
 		t.Errorf("old key rotating again after its rotation: %d, want 403", code)
 	}
-}
-
-// stepClock is a clock tests move forward.
-type stepClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *stepClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *stepClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
-func (c *stepClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
 }
 
 // Rotations of one line of keys are limited per day: the one over the limit

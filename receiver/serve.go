@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/keyframe-cam/keyframe/internal/claimcode"
 )
 
 // The HTTP server limits Serve sets: a slow or idle client cannot hold a
@@ -41,11 +43,12 @@ type ServeConfig struct {
 	// authenticating proxy; Serve logs a warning.
 	Public bool
 	// TLSCertFile and TLSKeyFile (PEM) make Serve serve HTTPS; both or
-	// neither.
+	// neither. Claim codes pin the certificate's key (Options.TLSCertificate
+	// is set from it when empty).
 	TLSCertFile, TLSKeyFile string
 	// ClientCAs, with TLS, makes uploads (/v1/) require a client certificate
 	// that verifies to one of these CAs (mutual TLS, RequireClientCert); the
-	// viewer pages need none.
+	// viewer pages and the claim endpoints need none.
 	ClientCAs *x509.CertPool
 	// MQTT, if set, also ingests records from a broker (NewMQTTIngest) while
 	// Serve runs; its Logger defaults to Options.Logger.
@@ -101,6 +104,14 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	}
 	if !loop {
 		log.Warn("listening on a non-loopback address: there is no viewer authentication; put an authenticating TLS proxy in front", "listen", cfg.Listen)
+	}
+	if cfg.TLSCertFile != "" && cfg.TLSCertificate == nil {
+		// Claim codes pin the certificate's key (docs/claim.md).
+		kp, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return fmt.Errorf("receiver: TLS certificate: %w", err)
+		}
+		cfg.TLSCertificate = kp.Certificate[0]
 	}
 	srv, err := Open(cfg.Options)
 	if err != nil {
@@ -193,10 +204,11 @@ func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 // CAs): an upload (/v1/) that did not come with a verified client
 // certificate gets 401, never 403, so the device keeps the record and
 // retries (a 403 would make it quarantine the record). The viewer pages need
-// no certificate.
+// no certificate, nor do the two claim endpoints: a camera being
+// claimed has none yet, its claim code and key are its credentials.
 func RequireClientCert(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v1/") && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+		if strings.HasPrefix(r.URL.Path, "/v1/") && r.URL.Path != claimcode.ChallengePath && r.URL.Path != claimcode.JoinPath && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
 			http.Error(w, "a client certificate from the fleet CA is required for uploads", http.StatusUnauthorized)
 			return
 		}

@@ -64,6 +64,13 @@ type Options struct {
 	// within 24 hours (receiver clock); more are answered 429 with
 	// Retry-After. 0: DefaultRotationsPerDay; negative: no limit.
 	RotationsPerDay int
+	// TLSCertificate is the DER certificate the receiver serves over TLS
+	// (Serve sets it from ServeConfig.TLSCertFile): claim codes pin its
+	// public key. nil: no claim codes (NewClaim fails with ErrNoTLS).
+	TLSCertificate []byte
+	// Rand is the source of claim secrets and challenge nonces; nil:
+	// crypto/rand.
+	Rand io.Reader
 }
 
 // DefaultRotationsPerDay is the default of Options.RotationsPerDay.
@@ -143,6 +150,7 @@ type Server struct {
 	tmpl     *template.Template
 	regs     *registryReader
 	owners   OwnerLookup // nil: the registry
+	claims   *claimState // claim codes: the TLS pin, challenges, rate limit
 
 	rotationsPerDay int // negative: no limit
 
@@ -218,6 +226,9 @@ func Open(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("receiver: page template: %w", err)
 	}
 	s.tmpl = tmpl
+	if s.claims, err = newClaimState(opts); err != nil {
+		return nil, err
+	}
 
 	if err := mkdirDurable(s.dir); err != nil {
 		return nil, err
@@ -350,6 +361,8 @@ func (s *Server) Stats() Stats {
 //	GET /owners/{owner}/                                the events of the devices paired to owner now
 //	GET /owners/{owner}/media/{device}/{event}/{kind}/{i}  media, only if device is paired to owner now
 //	GET /owners/{owner}/envelope/{device}/{event}/{kind}   the signed envelope (COSE_Sign1), same rule
+//	POST /v1/claim/challenge                            a nonce for a claim code (anonymous; docs/claim.md)
+//	POST /v1/claim/join                                 claim code + proof of possession: enroll and pair (anonymous)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /v1/events/{event}/{kind}", s.handleUpload)
@@ -359,6 +372,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /owners/{owner}/{$}", s.handleOwnerPage)
 	mux.HandleFunc("GET /owners/{owner}/media/{device}/{event}/{kind}/{i}", s.handleOwnerMedia)
 	mux.HandleFunc("GET /owners/{owner}/envelope/{device}/{event}/{kind}", s.handleOwnerEnvelope)
+	mux.HandleFunc("POST /v1/claim/challenge", s.handleClaimChallenge)
+	mux.HandleFunc("POST /v1/claim/join", s.handleClaimJoin)
 	return mux
 }
 

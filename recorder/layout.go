@@ -10,6 +10,8 @@ import "path/filepath"
 //	<data_dir>/chain            the chain state (next sequence number, hash of the last envelope)
 //	<data_dir>/spool/           records waiting for upload, unless spool.dir names another directory
 //	<data_dir>/rotation.bundle  a prepared key rotation's rotate record, until the receiver accepts it
+//	<data_dir>/joined.conf      upload.url and upload.ca_file of the receiver `keyframe join` claimed the camera at
+//	<data_dir>/receiver-ca.pem  that receiver's certificate, pinned by the claim code
 //	<key>.next                  the rotation's new key, until the rotation completes
 //	<key>.retired               the old key, after the rotation completed
 type Layout struct {
@@ -21,6 +23,8 @@ type Layout struct {
 	Rotation   string // pending key rotation's upload bundle
 	NextKey    string // a pending rotation's new key
 	RetiredKey string // the key a completed rotation retired
+	Joined     string // configuration left by keyframe join (upload.url, upload.ca_file)
+	ReceiverCA string // the joined receiver's certificate (PEM), named by Joined
 }
 
 // NewLayout is the layout of the data directory dataDir. keyFile, certFile
@@ -33,6 +37,9 @@ func NewLayout(dataDir, keyFile, certFile, spoolDir string) Layout {
 		Chain:    filepath.Join(dataDir, "chain"),
 		Spool:    spoolDir,
 		Rotation: filepath.Join(dataDir, "rotation.bundle"),
+
+		Joined:     filepath.Join(dataDir, "joined.conf"),
+		ReceiverCA: filepath.Join(dataDir, "receiver-ca.pem"),
 	}
 	if l.Key == "" {
 		l.Key = filepath.Join(dataDir, "device.key")

@@ -370,6 +370,7 @@ func TestLayout(t *testing.T) {
 	want := recorder.Layout{
 		DataDir: "/data", Key: "/data/device.key", Cert: "/data/device-cert.pem", Chain: "/data/chain",
 		Spool: "/data/spool", Rotation: "/data/rotation.bundle", NextKey: "/data/device.key.next", RetiredKey: "/data/device.key.retired",
+		Joined: "/data/joined.conf", ReceiverCA: "/data/receiver-ca.pem",
 	}
 	if l != want {
 		t.Errorf("defaults %+v, want %+v", l, want)
@@ -378,6 +379,7 @@ func TestLayout(t *testing.T) {
 	want = recorder.Layout{
 		DataDir: "/data", Key: "/keys/k.pem", Cert: "/certs/c.pem", Chain: "/data/chain",
 		Spool: "/var/spool/kf", Rotation: "/data/rotation.bundle", NextKey: "/keys/k.pem.next", RetiredKey: "/keys/k.pem.retired",
+		Joined: "/data/joined.conf", ReceiverCA: "/data/receiver-ca.pem",
 	}
 	if l != want {
 		t.Errorf("overrides %+v, want %+v", l, want)

@@ -4,6 +4,7 @@
 //	keyframe run       the daemon: capture, detect, sign, spool, upload
 //	keyframe receiver  the reference verifying receiver (and enroll, pair)
 //	keyframe identity  create or show the device identity
+//	keyframe join      claim this camera for an owner with a claim code
 //	keyframe verify    check a receiver's stored events offline
 //	keyframe probe     list cameras and their formats
 //	keyframe config    print the configuration with every default
@@ -29,6 +30,7 @@ commands:
   run        run the agent: capture, detect motion, sign events, spool and upload them
   receiver   run the reference verifying receiver; also: receiver enroll|pair|unpair
   identity   create (on first use) and show the device identity: ID, key backend, public key
+  join       claim this camera for its owner: keyframe join URL CODE (the code from the receiver's page)
   verify     re-verify a receiver's stored events offline
   probe      list V4L2 cameras, formats and sizes
   config     print the configuration file with every default (or the effective one with -config)
@@ -58,6 +60,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdReceiver(rest, stdout, stderr)
 	case "identity":
 		return cmdIdentity(rest, stdout, stderr)
+	case "join":
+		return cmdJoin(rest, stdout, stderr)
 	case "verify":
 		return cmdVerify(rest, stdout, stderr)
 	case "probe":

@@ -1,0 +1,205 @@
+package join_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keyframe-cam/keyframe/internal/claimcode"
+	"github.com/keyframe-cam/keyframe/join"
+	"github.com/keyframe-cam/keyframe/receiver"
+)
+
+// selfSigned is a self-signed server certificate for 127.0.0.1, valid now.
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "receiver"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+}
+
+// tlsServer serves h over TLS with cert on 127.0.0.1 and counts the
+// requests that reach it.
+func tlsServer(t *testing.T, cert tls.Certificate, h http.Handler) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var n atomic.Int64
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		h.ServeHTTP(w, r)
+	}))
+	hs.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	hs.StartTLS()
+	t.Cleanup(hs.Close)
+	return hs, &n
+}
+
+// receiverBehind opens a receiver over a temporary directory, served over
+// TLS with cert.
+func receiverBehind(t *testing.T, cert tls.Certificate) (*receiver.Server, *httptest.Server, *atomic.Int64) {
+	t.Helper()
+	srv, err := receiver.Open(receiver.Options{Dir: t.TempDir(), TLSCertificate: cert.Certificate[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	hs, n := tlsServer(t, cert, srv.Handler())
+	return srv, hs, n
+}
+
+func deviceKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestJoin: the whole exchange with a real receiver; the result names the
+// device, the owner, the upload URL and the pinned certificate, and the
+// receiver pairs the device.
+func TestJoin(t *testing.T) {
+	cert := selfSigned(t)
+	srv, hs, _ := receiverBehind(t, cert)
+	cc, err := srv.NewClaim("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := deviceKey(t)
+	// As a person types it: lower case, spaces for dashes.
+	typed := strings.ToLower(strings.ReplaceAll(cc.Code, "-", " "))
+	res, err := join.Join(context.Background(), join.Request{URL: hs.URL, Code: typed, Key: k, Seq: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Owner != "alice" || res.UploadURL != hs.URL+"/" || string(res.Cert) != string(cert.Certificate[0]) {
+		t.Errorf("result %+v", res)
+	}
+	if o, err := srv.PairedOwner(res.Device); err != nil || o != "alice" {
+		t.Errorf("device %s paired to %q (%v), want alice", res.Device, o, err)
+	}
+
+	// The same code again: refused, and said so.
+	_, err = join.Join(context.Background(), join.Request{URL: hs.URL, Code: cc.Code, Key: deviceKey(t), Seq: 1})
+	var ref *join.RefusedError
+	if !errors.As(err, &ref) || ref.Status != http.StatusGone || !strings.Contains(err.Error(), "used already") {
+		t.Errorf("second use of a code: %v, want a refusal saying it was used", err)
+	}
+	t.Log(err)
+}
+
+// TestJoinManInTheMiddle: a server with another certificate at the URL (a
+// man in the middle, or a wrong URL) is refused during the handshake: not one
+// request reaches it, so it learns neither the code's ID nor a proof.
+func TestJoinManInTheMiddle(t *testing.T) {
+	srv, _, _ := receiverBehind(t, selfSigned(t))
+	cc, err := srv.NewClaim("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The impostor forwards to nothing; it only counts what it receives.
+	mitm, reached := tlsServer(t, selfSigned(t), http.NotFoundHandler())
+	_, err = join.Join(context.Background(), join.Request{URL: mitm.URL, Code: cc.Code, Key: deviceKey(t), Seq: 1})
+	if !errors.Is(err, join.ErrPin) {
+		t.Fatalf("join through an impostor: %v, want ErrPin", err)
+	}
+	t.Log(err)
+	if !strings.Contains(err.Error(), "wrong URL or someone in the middle") {
+		t.Errorf("message %q does not say what to suspect", err)
+	}
+	if n := reached.Load(); n != 0 {
+		t.Errorf("%d requests reached the impostor", n)
+	}
+}
+
+// TestJoinCertificateNotForHost: the pinned certificate, reached by a name it
+// does not cover, is refused before any request: keyframe run could not
+// upload there.
+func TestJoinCertificateNotForHost(t *testing.T) {
+	cert := selfSigned(t)
+	srv, hs, reached := receiverBehind(t, cert)
+	cc, err := srv.NewClaim("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := strings.Replace(hs.URL, "127.0.0.1", "localhost", 1)
+	_, err = join.Join(context.Background(), join.Request{URL: url, Code: cc.Code, Key: deviceKey(t), Seq: 1})
+	if !errors.Is(err, join.ErrCertificate) || reached.Load() != 0 {
+		t.Fatalf("join by a name the certificate does not cover: %v (%d requests), want ErrCertificate and none", err, reached.Load())
+	}
+	t.Log(err)
+}
+
+// TestJoinRefusesBeforeConnecting: a mistyped code or a URL that is not
+// https is refused without a connection.
+func TestJoinRefusesBeforeConnecting(t *testing.T) {
+	cert := selfSigned(t)
+	srv, hs, reached := receiverBehind(t, cert)
+	cc, err := srv.NewClaim("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	typo := "0" + cc.Code[1:]
+	if cc.Code[0] == '0' {
+		typo = "1" + cc.Code[1:]
+	}
+	_, err = join.Join(context.Background(), join.Request{URL: hs.URL, Code: typo, Key: deviceKey(t), Seq: 1})
+	if !errors.Is(err, join.ErrCode) || !errors.Is(err, claimcode.ErrCheck) {
+		t.Errorf("mistyped code: %v, want ErrCode (check character)", err)
+	}
+	for _, u := range []string{strings.Replace(hs.URL, "https", "http", 1), "https://", hs.URL + "/?x=1", "https://user@" + strings.TrimPrefix(hs.URL, "https://")} {
+		if _, err := join.Join(context.Background(), join.Request{URL: u, Code: cc.Code, Key: deviceKey(t), Seq: 1}); !errors.Is(err, join.ErrURL) {
+			t.Errorf("URL %q: %v, want ErrURL", u, err)
+		}
+	}
+	if n := reached.Load(); n != 0 {
+		t.Errorf("%d requests reached the receiver", n)
+	}
+}
+
+// TestJoinNetworkError: nothing listening is a network error naming the
+// receiver, not a refusal.
+func TestJoinNetworkError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	srv, _, _ := receiverBehind(t, selfSigned(t))
+	cc, err := srv.NewClaim("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = join.Join(context.Background(), join.Request{URL: "https://" + addr, Code: cc.Code, Key: deviceKey(t), Seq: 1})
+	var ref *join.RefusedError
+	if err == nil || errors.As(err, &ref) || !strings.Contains(err.Error(), "cannot reach the receiver") {
+		t.Errorf("nothing listening: %v", err)
+	}
+	t.Log(err)
+}
