@@ -183,13 +183,13 @@ func TestFleetCADeviceAcceptedWithoutEnrolment(t *testing.T) {
 		t.Errorf("event lines %q", lines)
 	}
 	// Pairing comes from the registry only, and now works for the device.
-	if code, page, _ := e.get("/owners/alice/"); code != http.StatusOK || bytes.Contains(page, []byte("ev-1")) {
+	if code, page, _ := e.getAs("alice", "/"); code != http.StatusOK || bytes.Contains(page, []byte("ev-1")) {
 		t.Errorf("unpaired fleet device shown to alice (%d)", code)
 	}
 	if err := Pair(e.dir, d.id, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	if _, page, _ := e.get("/owners/alice/"); !bytes.Contains(page, []byte("ev-1")) {
+	if _, page, _ := e.getAs("alice", "/"); !bytes.Contains(page, []byte("ev-1")) {
 		t.Error("alice does not see her fleet device's event")
 	}
 	// Later records must keep their chain.

@@ -22,8 +22,8 @@ func TestRegistryParsedOnceUntilItChanges(t *testing.T) {
 	e, a, _, ra, _ := twoOwners(t)
 	base := e.srv.RegistryReads()
 	for range 5 {
-		e.get("/owners/alice/")
-		e.get(ownerMediaURL("alice", a, ra))
+		e.getAs("alice", "/")
+		e.getAs("alice", mediaURL(a, ra))
 		e.mustUpload(ra, http.StatusOK)
 	}
 	if n := e.srv.RegistryReads(); n != base {
@@ -54,11 +54,11 @@ func TestEveryWriteSeenByTheNextRequest(t *testing.T) {
 		if got, err := e.srv.PairedOwner(a.id); err != nil || got != owner {
 			t.Fatalf("write %d: PairedOwner %q, %v; want %q", i, got, err, owner)
 		}
-		if code, _, _ := e.get(ownerMediaURL(owner, a, ra)); code != http.StatusOK {
+		if code, _, _ := e.getAs(owner, mediaURL(a, ra)); code != http.StatusOK {
 			t.Fatalf("write %d: %s cannot see the thumbnail: %d", i, owner, code)
 		}
 		other := []string{"carol", "dave1"}[(i+1)%2]
-		if code, _, _ := e.get(ownerMediaURL(other, a, ra)); code != http.StatusNotFound {
+		if code, _, _ := e.getAs(other, mediaURL(a, ra)); code != http.StatusNotFound {
 			t.Fatalf("write %d: %s, no longer paired, still gets the thumbnail: %d", i, other, code)
 		}
 	}
@@ -78,7 +78,7 @@ func TestRegistryWriteByAnotherProcess(t *testing.T) {
 		return // the helper branch runs in TestHelperPair
 	}
 	e, a, _, ra, _ := twoOwners(t)
-	if code, _, _ := e.get(ownerMediaURL("alice", a, ra)); code != http.StatusOK {
+	if code, _, _ := e.getAs("alice", mediaURL(a, ra)); code != http.StatusOK {
 		t.Fatal("alice cannot see her thumbnail")
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperPair$")
@@ -86,10 +86,10 @@ func TestRegistryWriteByAnotherProcess(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("helper process: %v\n%s", err, out)
 	}
-	if code, _, _ := e.get(ownerMediaURL("alice", a, ra)); code != http.StatusNotFound {
+	if code, _, _ := e.getAs("alice", mediaURL(a, ra)); code != http.StatusNotFound {
 		t.Errorf("alice still gets the thumbnail after another process paired the device to erin: %d", code)
 	}
-	if code, _, _ := e.get(ownerMediaURL("erin", a, ra)); code != http.StatusOK {
+	if code, _, _ := e.getAs("erin", mediaURL(a, ra)); code != http.StatusOK {
 		t.Errorf("erin does not get the thumbnail after another process paired the device to her: %d", code)
 	}
 }
@@ -131,7 +131,7 @@ func TestRegistryWithoutGenerationIsReadEveryTime(t *testing.T) {
 	}
 	base := e.srv.RegistryReads()
 	for range 3 {
-		if code, _, _ := e.get(ownerMediaURL("alice", a, ra)); code != http.StatusOK {
+		if code, _, _ := e.getAs("alice", mediaURL(a, ra)); code != http.StatusOK {
 			t.Fatalf("alice's thumbnail with a hand-written registry: %d", code)
 		}
 	}

@@ -32,6 +32,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/keyframe-cam/keyframe/internal/atomicfile"
 	"github.com/keyframe-cam/keyframe/internal/clock"
@@ -58,6 +59,22 @@ type Options struct {
 	// events are offered to the owner it names. nil: the registry itself.
 	// It is never trusted: see OwnerLookup.
 	OwnerLookup OwnerLookup
+	// AllowedHosts are the Host header values the pages and the viewer API
+	// answer, "name" (any port) or "name:port" ("[::1]:8417"); any other is
+	// refused (421), so a page that reaches the receiver by DNS rebinding
+	// reads nothing. Uploads do not depend on it. Empty: localhost,
+	// 127.0.0.1 and [::1] on any port (Serve: DefaultAllowedHosts).
+	AllowedHosts []string
+	// Rand makes session and link tokens and password salts; nil:
+	// crypto/rand.
+	Rand io.Reader
+	// Argon2 are the parameters of new password hashes; nil:
+	// DefaultArgon2().
+	Argon2 *Argon2Params
+	// SessionIdle and SessionMax end a session unused for SessionIdle or
+	// older than SessionMax, on Clock; 0: DefaultSessionIdle,
+	// DefaultSessionMax.
+	SessionIdle, SessionMax time.Duration
 }
 
 // An OwnerLookup says which owner a device's events belong to: the index a
@@ -127,6 +144,8 @@ type Server struct {
 	owners   OwnerLookup // nil: the registry
 
 	storing sync.WaitGroup // uploads between admitRecord and their index append
+
+	authState // accounts, sessions, sign-in (signin.go)
 
 	files atomicfile.Writer // writes record files; the zero Writer uses the operating system
 
@@ -205,6 +224,10 @@ func Open(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.unlock = unlock
+	if err := s.openAuth(opts); err != nil {
+		unlock()
+		return nil, err
+	}
 	if err := s.loadIndex(); err != nil {
 		unlock()
 		return nil, err
@@ -314,27 +337,6 @@ func (s *Server) Stats() Stats {
 	}
 	st.Records = len(s.records)
 	return st
-}
-
-// Handler returns the HTTP API and web pages:
-//
-//	PUT /v1/events/{event}/{kind}                       upload a bundle
-//	GET /v1/stats                                       counters (JSON)
-//	GET /                                               every stored event (admin view)
-//	GET /media/{device}/{event}/{kind}/{i}              a stored media object (admin view)
-//	GET /owners/{owner}/                                the events of the devices paired to owner now
-//	GET /owners/{owner}/media/{device}/{event}/{kind}/{i}  media, only if device is paired to owner now
-//	GET /owners/{owner}/envelope/{device}/{event}/{kind}   the signed envelope (COSE_Sign1), same rule
-func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("PUT /v1/events/{event}/{kind}", s.handleUpload)
-	mux.HandleFunc("GET /v1/stats", s.handleStats)
-	mux.HandleFunc("GET /{$}", s.handleIndexPage)
-	mux.HandleFunc("GET /media/{device}/{event}/{kind}/{i}", s.handleAdminMedia)
-	mux.HandleFunc("GET /owners/{owner}/{$}", s.handleOwnerPage)
-	mux.HandleFunc("GET /owners/{owner}/media/{device}/{event}/{kind}/{i}", s.handleOwnerMedia)
-	mux.HandleFunc("GET /owners/{owner}/envelope/{device}/{event}/{kind}", s.handleOwnerEnvelope)
-	return mux
 }
 
 // A rejection is the error of an upload refused: the status the upload API
