@@ -148,6 +148,13 @@ func (s *Server) hash(ctx context.Context, f func()) error {
 	return nil
 }
 
+// hashCount returns how many sign-in and setup hashes were computed.
+func (s *Server) hashCount() uint64 {
+	s.hashMu.Lock()
+	defer s.hashMu.Unlock()
+	return s.hashes
+}
+
 // dummyHash is checked when the account is unknown or has no password, so
 // the answer costs the same hash.
 func (s *Server) dummyHash() (string, error) {
