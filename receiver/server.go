@@ -2,7 +2,8 @@
 // records over HTTP, verifies them with package provenance before storing
 // anything, keeps the authoritative device registry (enrolled keys and owner
 // pairings), stores verified records with an append-only index, and shows them
-// on a small web page.
+// to the owner they belong to, signed in (accounts.go, session.go; who may
+// call each route is in the route table, routes.go).
 //
 // Two rules keep one owner's events from ever being shown to another:
 //
