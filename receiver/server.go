@@ -785,17 +785,6 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// snapshot returns the stored records, newest first.
-func (s *Server) snapshot() []*indexEntry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]*indexEntry, len(s.records))
-	for i, e := range s.records {
-		out[len(out)-1-i] = e
-	}
-	return out
-}
-
 // lookup returns the stored record for a device's event and kind.
 func (s *Server) lookup(device, event, kind string) *indexEntry {
 	s.mu.Lock()

@@ -111,7 +111,7 @@ func openSessions(dir string, clk clock.Clock, rnd io.Reader, log *slog.Logger, 
 	}
 	now := clk.Now()
 	for h, s := range db.Sessions {
-		if s == nil || !ValidOwner(s.Account) || st.ended(s, now) {
+		if s == nil || !ValidOwner(s.Account) || (s.Role != RoleOwner && s.Role != RoleAdmin) || st.ended(s, now) {
 			continue
 		}
 		s.saved = s.LastUsed
