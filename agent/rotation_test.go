@@ -124,7 +124,19 @@ func TestKeyRotation(t *testing.T) {
 	if err != nil || !rep.OK() {
 		t.Fatalf("CheckStore: %+v, %v", rep, err)
 	}
-	resp, err := http.Get(hs.URL + "/owners/alice/")
+	if _, err := (receiver.Accounts{Dir: rdir}).Add("alice", receiver.RoleOwner); err != nil {
+		t.Fatal(err)
+	}
+	cookie, err := srv.NewSession("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodGet, hs.URL+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.AddCookie(cookie)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -183,7 +183,7 @@ func TestFleetCADeviceAcceptedWithoutEnrolment(t *testing.T) {
 		t.Errorf("event lines %q", lines)
 	}
 	// Pairing comes from the registry only, and now works for the device.
-	if code, page, _ := e.get("/owners/alice/"); code != http.StatusOK || bytes.Contains(page, []byte("ev-1")) {
+	if code, page, _ := e.getAs("alice", "/"); code != http.StatusOK || bytes.Contains(page, []byte("ev-1")) {
 		t.Errorf("unpaired fleet device shown to alice (%d)", code)
 	}
 	if err := Pair(e.dir, d.id, "alice"); err != nil {
@@ -192,7 +192,7 @@ func TestFleetCADeviceAcceptedWithoutEnrolment(t *testing.T) {
 	// Later records must keep their chain; they are alice's, the record
 	// stored while the device was unpaired stays visible to no one.
 	e.mustUpload(d.recordWithChain(t, "ev-2", provenance.KindStart, 2, chain), http.StatusCreated)
-	if _, page, _ := e.get("/owners/alice/"); !bytes.Contains(page, []byte("ev-2")) || bytes.Contains(page, []byte("ev-1")) {
+	if _, page, _ := e.getAs("alice", "/"); !bytes.Contains(page, []byte("ev-2")) || bytes.Contains(page, []byte("ev-1")) {
 		t.Error("alice's page: want her fleet device's event after the pairing, and not the one before")
 	}
 	code, reply := e.upload(d.record(t, "ev-3", provenance.KindStart, 3))

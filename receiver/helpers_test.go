@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -141,6 +142,9 @@ type testEnv struct {
 	hs    *httptest.Server
 	lines *lineBuf
 	logs  *lineBuf
+	// cookies are the session cookies of cookieOf, by account; they
+	// outlive a reopen, as sessions do.
+	cookies map[string]*http.Cookie
 }
 
 var testNow = time.Date(2025, 11, 24, 12, 0, 0, 0, time.UTC)
@@ -164,6 +168,9 @@ func (e *testEnv) open(opts Options) {
 	opts.Logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if opts.Clock == nil {
 		opts.Clock = fixedClock{testNow}
+	}
+	if opts.Argon2 == nil {
+		opts.Argon2 = &testArgon2
 	}
 	srv, err := Open(opts)
 	if err != nil {
@@ -258,8 +265,74 @@ func mediaURL(d *testDevice, r *record) string {
 	return "/media/" + d.id + "/" + r.event + "/" + r.kind + "/0"
 }
 
-func ownerMediaURL(owner string, d *testDevice, r *record) string {
-	return "/owners/" + owner + "/media/" + d.id + "/" + r.event + "/" + r.kind + "/0"
+// testArgon2 are cheap Argon2id parameters for tests: the hashing's
+// correctness does not depend on its cost.
+var testArgon2 = Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}
+
+// account makes the account name with role unless it exists.
+func (e *testEnv) account(name string, role Role) {
+	e.t.Helper()
+	if _, err := (Accounts{Dir: e.dir}).Add(name, role); err != nil && !errors.Is(err, ErrAccountExists) {
+		e.t.Fatal(err)
+	}
+}
+
+// cookieOf returns a session cookie of name (an owner account made if
+// missing), the same one for every call with the same server.
+func (e *testEnv) cookieOf(name string) *http.Cookie {
+	e.t.Helper()
+	if c := e.cookies[name]; c != nil {
+		return c
+	}
+	e.account(name, RoleOwner)
+	c, err := e.srv.NewSession(name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if e.cookies == nil {
+		e.cookies = map[string]*http.Cookie{}
+	}
+	e.cookies[name] = c
+	return c
+}
+
+// getAs fetches path signed in as name (an owner unless made otherwise).
+func (e *testEnv) getAs(name, path string) (int, []byte, http.Header) {
+	e.t.Helper()
+	return e.do(http.MethodGet, path, nil, e.cookieOf(name))
+}
+
+// adminGet fetches path signed in as the admin "ops".
+func (e *testEnv) adminGet(path string) (int, []byte, http.Header) {
+	e.t.Helper()
+	e.account("ops", RoleAdmin)
+	return e.getAs("ops", path)
+}
+
+// do sends a request with optional cookies and returns the status, body and
+// headers.
+func (e *testEnv) do(method, path string, body io.Reader, cookies ...*http.Cookie) (int, []byte, http.Header) {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.hs.URL+path, body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := e.hs.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.StatusCode, b, resp.Header
 }
 
 // fixedClock is a clock that always says t.

@@ -93,7 +93,7 @@ func TestMQTTRoundTripStoresSignedBundle(t *testing.T) {
 	if got := env.lines.lines(); len(got) != 1 || !strings.Contains(got[0], "event=ev-1 kind=start device="+dev.id+" seq=1") {
 		t.Errorf("event lines = %q", got)
 	}
-	code, body, _ := env.get(mediaURL(dev, rec))
+	code, body, _ := env.getAs("alice", mediaURL(dev, rec))
 	if code != http.StatusOK || !bytes.Equal(body, rec.thumb) {
 		t.Errorf("stored thumbnail: status %d, %d bytes, want the sent %d bytes", code, len(body), len(rec.thumb))
 	}

@@ -92,17 +92,17 @@ func TestTransferMovesNoHistory(t *testing.T) {
 		r     *record
 		want  int
 	}{{"alice", r1, 200}, {"alice", r3, 404}, {"bob", r1, 404}, {"bob", r2, 404}, {"bob", r3, 200}} {
-		if code, _, _ := e.get(ownerMediaURL(c.owner, d, c.r)); code != c.want {
+		if code, _, _ := e.getAs(c.owner, mediaURL(d, c.r)); code != c.want {
 			t.Errorf("%s's media of %s: %d, want %d", c.owner, c.r.event, code, c.want)
 		}
-		if code, _, _ := e.get(envelopeURL(c.owner, d, c.r)); code != c.want {
+		if code, _, _ := e.getAs(c.owner, envelopeURL(d, c.r)); code != c.want {
 			t.Errorf("%s's envelope of %s: %d, want %d", c.owner, c.r.event, code, c.want)
 		}
 	}
-	if _, page, _ := e.get("/owners/bob/"); bytes.Contains(page, []byte("a1")) || bytes.Contains(page, []byte("a2")) {
+	if _, page, _ := e.getAs("bob", "/"); bytes.Contains(page, []byte("a1")) || bytes.Contains(page, []byte("a2")) {
 		t.Error("bob's page shows alice's events")
 	}
-	if _, page, _ := e.get("/owners/alice/"); bytes.Contains(page, []byte("b3")) {
+	if _, page, _ := e.getAs("alice", "/"); bytes.Contains(page, []byte("b3")) {
 		t.Error("alice's page shows bob's event")
 	}
 
@@ -254,7 +254,7 @@ func TestRotationTakeover(t *testing.T) {
 	}
 	e.wantEvents("victim", "home-1")
 	e.wantEvents("mallory", "mallory-1")
-	if code, _, _ := e.get(ownerMediaURL("mallory", v, r1)); code != http.StatusNotFound {
+	if code, _, _ := e.getAs("mallory", mediaURL(v, r1)); code != http.StatusNotFound {
 		t.Errorf("mallory gets V's thumbnail: %d", code)
 	}
 	// V goes on, as V, for its owner.

@@ -23,8 +23,8 @@ func TestRegistryParsedOnceUntilItChanges(t *testing.T) {
 	e, a, _, ra, _ := twoOwners(t)
 	base := e.srv.RegistryReads()
 	for range 5 {
-		e.get("/owners/alice/")
-		e.get(ownerMediaURL("alice", a, ra))
+		e.getAs("alice", "/")
+		e.getAs("alice", mediaURL(a, ra))
 		e.mustUpload(ra, http.StatusOK)
 	}
 	if n := e.srv.RegistryReads(); n != base {
@@ -62,11 +62,11 @@ func TestEveryWriteSeenByTheNextRequest(t *testing.T) {
 		if got, err := e.srv.PairedOwner(a.id); err != nil || got != owner {
 			t.Fatalf("write %d: PairedOwner %q, %v; want %q", i, got, err, owner)
 		}
-		if code, _, _ := e.get(ownerMediaURL(owner, a, ra)); code != http.StatusOK {
+		if code, _, _ := e.getAs(owner, mediaURL(a, ra)); code != http.StatusOK {
 			t.Fatalf("write %d: %s cannot see the thumbnail: %d", i, owner, code)
 		}
 		other := []string{"carol", "dave1"}[(i+1)%2]
-		if code, _, _ := e.get(ownerMediaURL(other, a, ra)); code != http.StatusNotFound {
+		if code, _, _ := e.getAs(other, mediaURL(a, ra)); code != http.StatusNotFound {
 			t.Fatalf("write %d: %s, no longer paired, still gets the thumbnail: %d", i, other, code)
 		}
 	}
@@ -86,7 +86,7 @@ func TestRegistryWriteByAnotherProcess(t *testing.T) {
 		return // the helper branch runs in TestHelperPair
 	}
 	e, a, _, ra, _ := twoOwners(t)
-	if code, _, _ := e.get(ownerMediaURL("alice", a, ra)); code != http.StatusOK {
+	if code, _, _ := e.getAs("alice", mediaURL(a, ra)); code != http.StatusOK {
 		t.Fatal("alice cannot see her thumbnail")
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperPair$")
@@ -98,18 +98,18 @@ func TestRegistryWriteByAnotherProcess(t *testing.T) {
 		t.Fatalf("after another process paired the device to erin: paired to %q, %v", got, err)
 	}
 	// A transfer: the record from before stays alice's, the next is erin's.
-	if code, _, _ := e.get(ownerMediaURL("alice", a, ra)); code != http.StatusOK {
+	if code, _, _ := e.getAs("alice", mediaURL(a, ra)); code != http.StatusOK {
 		t.Errorf("alice lost her thumbnail when another process paired the device to erin: %d", code)
 	}
-	if code, _, _ := e.get(ownerMediaURL("erin", a, ra)); code != http.StatusNotFound {
+	if code, _, _ := e.getAs("erin", mediaURL(a, ra)); code != http.StatusNotFound {
 		t.Errorf("erin got the thumbnail of before her pairing: %d", code)
 	}
 	next := a.record(t, "erin-ev", provenance.KindStart, 2)
 	e.mustUpload(next, http.StatusCreated)
-	if code, _, _ := e.get(ownerMediaURL("erin", a, next)); code != http.StatusOK {
+	if code, _, _ := e.getAs("erin", mediaURL(a, next)); code != http.StatusOK {
 		t.Errorf("erin does not get the thumbnail recorded after her pairing: %d", code)
 	}
-	if code, _, _ := e.get(ownerMediaURL("alice", a, next)); code != http.StatusNotFound {
+	if code, _, _ := e.getAs("alice", mediaURL(a, next)); code != http.StatusNotFound {
 		t.Errorf("alice gets the thumbnail recorded after the transfer: %d", code)
 	}
 }
@@ -154,7 +154,7 @@ func TestRegistryWithoutGenerationIsReadEveryTime(t *testing.T) {
 	}
 	base := e.srv.RegistryReads()
 	for range 3 {
-		if code, _, _ := e.get(ownerMediaURL("alice", a, ra)); code != http.StatusOK {
+		if code, _, _ := e.getAs("alice", mediaURL(a, ra)); code != http.StatusOK {
 			t.Fatalf("alice's thumbnail with a hand-written registry: %d", code)
 		}
 	}

@@ -149,11 +149,11 @@ func TestRotationEndToEnd(t *testing.T) {
 	env4 := next.sign(t, p4)
 	r4 := &record{event: "ev-2", kind: provenance.KindStart, seq: 4, thumb: thumbFor("ev-2"), env: env4, body: bundle(t, env4, thumbFor("ev-2"))}
 	e.mustUpload(r4, http.StatusCreated)
-	code, page, _ := e.get("/owners/alice/")
+	code, page, _ := e.getAs("alice", "/")
 	if code != http.StatusOK || !bytes.Contains(page, []byte(next.id)) || !bytes.Contains(page, []byte(old.id)) {
 		t.Errorf("alice's page does not show the old and the new device's events (%d)", code)
 	}
-	if code, img, _ := e.get(ownerMediaURL("alice", next, r4)); code != http.StatusOK || !bytes.Equal(img, r4.thumb) {
+	if code, img, _ := e.getAs("alice", mediaURL(next, r4)); code != http.StatusOK || !bytes.Equal(img, r4.thumb) {
 		t.Errorf("alice cannot see the new device's thumbnail: %d", code)
 	}
 

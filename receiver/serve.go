@@ -35,12 +35,14 @@ type ServeConfig struct {
 	// discard).
 	Options
 	// Listen is the address to listen on (host:port). It must bind only to
-	// the loopback interface (IsLoopback) unless Public is set: the receiver
-	// has no viewer authentication (its admin page shows every event, owner
-	// pages are selected by URL).
+	// the loopback interface (IsLoopback) unless Public is set.
+	// Options.AllowedHosts defaults to DefaultAllowedHosts of it (with the
+	// port it got).
 	Listen string
-	// Public allows a non-loopback Listen address, for a receiver behind an
-	// authenticating proxy; Serve logs a warning.
+	// Public allows a non-loopback Listen address. Every page needs a
+	// signed-in session, but passwords and session cookies then cross the
+	// network: serve TLS (TLSCertFile) or put a TLS proxy in front; Serve
+	// logs a warning without TLS.
 	Public bool
 	// TLSCertFile and TLSKeyFile (PEM) make Serve serve HTTPS; both or
 	// neither. Claim codes pin the certificate's key (Options.TLSCertificate
@@ -75,7 +77,7 @@ func (c *ServeConfig) check() (loopback bool, err error) {
 		return false, &ConfigError{err}
 	}
 	if !loop && !c.Public {
-		return false, &ConfigError{fmt.Errorf("receiver: refusing to listen on %s: it is not a loopback address, and this reference receiver has no viewer authentication (its admin page shows every event, owner pages are selected by URL); use a loopback address, or Public (-public) behind an authenticating proxy", c.Listen)}
+		return false, &ConfigError{fmt.Errorf("receiver: refusing to listen on %s: it is not a loopback address; use a loopback address, or Public (-public) with TLS (or behind a TLS proxy) and the host names people use (-allow-host)", c.Listen)}
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return false, &ConfigError{errors.New("receiver: the TLS certificate and key files go together")}
@@ -102,8 +104,8 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if !loop {
-		log.Warn("listening on a non-loopback address: there is no viewer authentication; put an authenticating TLS proxy in front", "listen", cfg.Listen)
+	if !loop && cfg.TLSCertFile == "" {
+		log.Warn("listening on a non-loopback address without TLS: passwords and session cookies cross the network in the clear; serve TLS or put a TLS proxy in front", "listen", cfg.Listen)
 	}
 	if cfg.TLSCertFile != "" && cfg.TLSCertificate == nil {
 		// Claim codes pin the certificate's key (docs/claim.md).
@@ -137,6 +139,13 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		return fmt.Errorf("receiver: %w", err)
 	}
 	defer ln.Close() // the server closes it too, except when ServeTLS fails to load the certificate
+	if len(cfg.AllowedHosts) == 0 {
+		host, _, _ := net.SplitHostPort(cfg.Listen)
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		hosts := DefaultAllowedHosts(net.JoinHostPort(host, port))
+		srv.SetAllowedHosts(hosts)
+		log.Debug("receiver: serving host names", "hosts", hosts)
+	}
 	hs := newHTTPServer(srv.Handler(), log)
 	if cfg.ClientCAs != nil {
 		hs.TLSConfig = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: cfg.ClientCAs, MinVersion: tls.VersionTLS12}
@@ -203,9 +212,10 @@ func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 // client certificates when given (tls.VerifyClientCertIfGiven with the fleet
 // CAs): an upload (/v1/) that did not come with a verified client
 // certificate gets 401, never 403, so the device keeps the record and
-// retries (a 403 would make it quarantine the record). The viewer pages need
-// no certificate, nor do the two claim endpoints: a camera being
-// claimed has none yet, its claim code and key are its credentials.
+// retries (a 403 would make it quarantine the record). The pages need no
+// certificate (they need a signed-in session), nor do the two claim
+// endpoints: a camera being claimed has none yet, its claim code and key are
+// its credentials. /v1/stats, under /v1/, needs both.
 func RequireClientCert(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/v1/") && r.URL.Path != claimcode.ChallengePath && r.URL.Path != claimcode.JoinPath && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,7 +142,9 @@ func storedRecords(t *testing.T, dir string) int {
 // TestServeRequiresClientCertForUploads: with ClientCAs, Serve answers an
 // upload without a fleet certificate 401 (never 403: the device keeps the
 // record and retries) before the upload reaches the Server, serves the
-// viewer pages without one, and stores the upload of a device with one.
+// pages without one (they need a session), and stores the upload of a
+// device with one. /v1/stats needs both: a certificate (under /v1/) and an
+// admin's session.
 func TestServeRequiresClientCertForUploads(t *testing.T) {
 	dir := t.TempDir()
 	d := newDevice(t)
@@ -170,14 +173,30 @@ func TestServeRequiresClientCertForUploads(t *testing.T) {
 	if code, body := do(t, anon, http.MethodPut, upload, r.body); code != http.StatusUnauthorized || !strings.Contains(body, "client certificate") {
 		t.Errorf("upload without a client certificate: %d %q, want 401 naming the client certificate", code, body)
 	}
-	if code, _ := do(t, anon, http.MethodGet, s.url+"owners/alice/", nil); code != http.StatusOK {
-		t.Errorf("owner page without a client certificate: %d, want 200", code)
+	if code, body := do(t, anon, http.MethodGet, s.url, nil); code != http.StatusOK || !strings.Contains(body, `action="/signin"`) {
+		t.Errorf("home page without a client certificate: %d, want 200 and the sign-in form", code)
 	}
 	if code, _ := do(t, anon, http.MethodGet, s.url+"v1/stats", nil); code != http.StatusUnauthorized {
 		t.Errorf("/v1/stats without a client certificate: %d, want 401", code)
 	}
 	if code, body := do(t, fleet, http.MethodPut, upload, r.body); code != http.StatusCreated {
 		t.Errorf("upload with the fleet certificate: %d %q, want 201", code, body)
+	}
+	if code, _ := do(t, fleet, http.MethodGet, s.url+"v1/stats", nil); code != http.StatusUnauthorized {
+		t.Errorf("/v1/stats with the fleet certificate, not signed in: %d, want 401", code)
+	}
+	if _, err := (Accounts{Dir: dir}).Add("ops", RoleAdmin); err != nil {
+		t.Fatal(err)
+	}
+	link, err := Accounts{Dir: dir}.SignInLink("ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fleet.Jar, err = cookiejar.New(nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := do(t, fleet, http.MethodGet, strings.TrimSuffix(s.url, "/")+link.Path, nil); code != http.StatusOK {
+		t.Fatalf("admin sign-in link: %d %q", code, body)
 	}
 	code, body := do(t, fleet, http.MethodGet, s.url+"v1/stats", nil)
 	var st Stats
@@ -243,7 +262,7 @@ func TestServeLoopbackGuard(t *testing.T) {
 		t.Fatalf("Ready URL %q: %v", s.url, err)
 	}
 	if code, _ := do(t, http.DefaultClient, http.MethodGet, "http://127.0.0.1:"+port+"/", nil); code != http.StatusOK {
-		t.Errorf("admin page on a public address: %d", code)
+		t.Errorf("home page on a public address, by 127.0.0.1: %d", code)
 	}
 	if err := s.wait(); err != nil {
 		t.Fatalf("Serve after cancel: %v", err)

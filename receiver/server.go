@@ -2,7 +2,8 @@
 // records over HTTP, verifies them with package provenance before storing
 // anything, keeps the authoritative device registry (enrolled keys and owner
 // pairings), stores verified records with an append-only index, and shows them
-// on a small web page.
+// to the owner they belong to, signed in (accounts.go, session.go; who may
+// call each route is in the route table, routes.go).
 //
 // Two rules keep one owner's events from ever being shown to another:
 //
@@ -68,9 +69,22 @@ type Options struct {
 	// (Serve sets it from ServeConfig.TLSCertFile): claim codes pin its
 	// public key. nil: no claim codes (NewClaim fails with ErrNoTLS).
 	TLSCertificate []byte
-	// Rand is the source of claim secrets and challenge nonces; nil:
-	// crypto/rand.
+	// AllowedHosts are the Host header values the pages and the viewer API
+	// answer, "name" (any port) or "name:port" ("[::1]:8417"); any other is
+	// refused (421), so a page that reaches the receiver by DNS rebinding
+	// reads nothing. Uploads do not depend on it. Empty: localhost,
+	// 127.0.0.1 and [::1] on any port (Serve: DefaultAllowedHosts).
+	AllowedHosts []string
+	// Rand makes session and link tokens, password salts, claim secrets
+	// and challenge nonces; nil: crypto/rand.
 	Rand io.Reader
+	// Argon2 are the parameters of new password hashes; nil:
+	// DefaultArgon2().
+	Argon2 *Argon2Params
+	// SessionIdle and SessionMax end a session unused for SessionIdle or
+	// older than SessionMax, on Clock; 0: DefaultSessionIdle,
+	// DefaultSessionMax.
+	SessionIdle, SessionMax time.Duration
 }
 
 // DefaultRotationsPerDay is the default of Options.RotationsPerDay.
@@ -155,6 +169,8 @@ type Server struct {
 	rotationsPerDay int // negative: no limit
 
 	storing sync.WaitGroup // uploads between admitRecord and their index append
+
+	authState // accounts, sessions, sign-in (signin.go)
 
 	files atomicfile.Writer // writes record files; the zero Writer uses the operating system
 
@@ -241,6 +257,10 @@ func Open(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.unlock = unlock
+	if err := s.openAuth(opts); err != nil {
+		unlock()
+		return nil, err
+	}
 	if err := s.loadIndex(); err != nil {
 		unlock()
 		return nil, err
@@ -350,31 +370,6 @@ func (s *Server) Stats() Stats {
 	}
 	st.Records = len(s.records)
 	return st
-}
-
-// Handler returns the HTTP API and web pages:
-//
-//	PUT /v1/events/{event}/{kind}                       upload a bundle
-//	GET /v1/stats                                       counters (JSON)
-//	GET /                                               every stored event (admin view)
-//	GET /media/{device}/{event}/{kind}/{i}              a stored media object (admin view)
-//	GET /owners/{owner}/                                the events of the devices paired to owner now
-//	GET /owners/{owner}/media/{device}/{event}/{kind}/{i}  media, only if device is paired to owner now
-//	GET /owners/{owner}/envelope/{device}/{event}/{kind}   the signed envelope (COSE_Sign1), same rule
-//	POST /v1/claim/challenge                            a nonce for a claim code (anonymous; docs/claim.md)
-//	POST /v1/claim/join                                 claim code + proof of possession: enroll and pair (anonymous)
-func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("PUT /v1/events/{event}/{kind}", s.handleUpload)
-	mux.HandleFunc("GET /v1/stats", s.handleStats)
-	mux.HandleFunc("GET /{$}", s.handleIndexPage)
-	mux.HandleFunc("GET /media/{device}/{event}/{kind}/{i}", s.handleAdminMedia)
-	mux.HandleFunc("GET /owners/{owner}/{$}", s.handleOwnerPage)
-	mux.HandleFunc("GET /owners/{owner}/media/{device}/{event}/{kind}/{i}", s.handleOwnerMedia)
-	mux.HandleFunc("GET /owners/{owner}/envelope/{device}/{event}/{kind}", s.handleOwnerEnvelope)
-	mux.HandleFunc("POST /v1/claim/challenge", s.handleClaimChallenge)
-	mux.HandleFunc("POST /v1/claim/join", s.handleClaimJoin)
-	return mux
 }
 
 // A rejection is the error of an upload refused: the status the upload API
@@ -907,17 +902,6 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 	if err := enc.Encode(st); err != nil {
 		s.log.Warn("receiver: write stats", "err", err)
 	}
-}
-
-// snapshot returns the stored records, newest first.
-func (s *Server) snapshot() []*indexEntry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]*indexEntry, len(s.records))
-	for i, e := range s.records {
-		out[len(out)-1-i] = e
-	}
-	return out
 }
 
 // lookup returns the stored record for a device's event and kind.

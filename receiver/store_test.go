@@ -26,11 +26,11 @@ func TestRestartKeepsEventsAndReplayState(t *testing.T) {
 	if st := e.srv.Stats(); st.Records != 2 {
 		t.Fatalf("after restart %d records, want 2", st.Records)
 	}
-	_, page, _ := e.get("/owners/alice/")
+	_, page, _ := e.getAs("alice", "/")
 	if !bytes.Contains(page, []byte("ev-1")) {
 		t.Errorf("owner page lost the event across the restart")
 	}
-	if code, img, _ := e.get(ownerMediaURL("alice", d, r2)); code != http.StatusOK || !bytes.Equal(img, r2.thumb) {
+	if code, img, _ := e.getAs("alice", mediaURL(d, r2)); code != http.StatusOK || !bytes.Equal(img, r2.thumb) {
 		t.Errorf("thumbnail lost across the restart: %d", code)
 	}
 	e.mustUpload(r2, http.StatusOK) // still idempotent
@@ -162,7 +162,7 @@ func TestCheckStore(t *testing.T) {
 		t.Errorf("problem %+v (%s) does not name the record and the media", p, p)
 	}
 	// The server refuses to show it.
-	if code, img, _ := e.get(ownerMediaURL("bob", b, rb2)); code == http.StatusOK || bytes.Equal(img, data) {
+	if code, img, _ := e.getAs("bob", mediaURL(b, rb2)); code == http.StatusOK || bytes.Equal(img, data) {
 		t.Errorf("a tampered thumbnail was served: %d", code)
 	}
 	if n := e.srv.Stats().CorruptMedia; n != 1 {

@@ -377,7 +377,7 @@ func TestStatsEndpoint(t *testing.T) {
 	e.mustUpload(d.record(t, "ev-1", provenance.KindStart, 2), http.StatusCreated)
 	e.upload(d.record(t, "ev-2", provenance.KindStart, 1)) // replay
 	e.put("/v1/events/ev-3/start", []byte("junk"))         // malformed
-	code, body, h := e.get("/v1/stats")
+	code, body, h := e.adminGet("/v1/stats")
 	if code != http.StatusOK || !strings.HasPrefix(h.Get("Content-Type"), "application/json") {
 		t.Fatalf("stats: %d %s", code, h.Get("Content-Type"))
 	}

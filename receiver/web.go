@@ -9,8 +9,8 @@ import (
 	"github.com/keyframe-cam/keyframe/provenance"
 )
 
-// pageTemplate is the event list, shared by the admin view (every event) and
-// an owner's view (the events of the devices paired to that owner now).
+// pageTemplate is a signed-in owner's event list (the events of the devices
+// paired to that owner now).
 const pageTemplate = `<!doctype html>
 <html lang="en">
 <head>
@@ -28,8 +28,10 @@ td.thumb img { max-width: 240px; max-height: 180px; display: block; }
 </style>
 </head>
 <body>
+<nav class="muted">Signed in as {{.Account}} · <a href="/sessions">sessions</a> · <form method="post" action="/signout" style="display:inline"><button>Sign out</button></form></nav>
 <h1>{{.Title}}</h1>
 <p class="muted">{{.Note}}</p>
+<form method="post" action="/claims"><button>Add a camera</button> <span class="muted">a one-time code for <code>keyframe join</code> on the camera (docs/claim.md)</span></form>
 {{if .Rows}}
 <table>
 <tr><th>thumbnail</th><th>captured</th><th>device</th><th>event</th><th>seq</th><th>status</th><th>owner</th></tr>
@@ -54,9 +56,10 @@ td.thumb img { max-width: 240px; max-height: 180px; display: block; }
 
 // page is the data of pageTemplate.
 type page struct {
-	Title string
-	Note  string
-	Rows  []row
+	Account string // the signed-in owner
+	Title   string
+	Note    string
+	Rows    []row
 }
 
 // row is one stored record on a page.
@@ -125,7 +128,7 @@ func servableImage(typ string) bool { return typ == "image/jpeg" || typ == "imag
 func setPageHeaders(w http.ResponseWriter) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'")
+	h.Set("Content-Security-Policy", "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "no-referrer")
@@ -146,50 +149,24 @@ func (s *Server) render(w http.ResponseWriter, p *page) {
 	}
 }
 
-// handleIndexPage lists every stored record, newest first: the admin view of
-// the reference receiver.
-func (s *Server) handleIndexPage(w http.ResponseWriter, r *http.Request) {
-	reg, err := s.regs.read()
-	if err != nil {
-		s.log.Error("receiver: registry unreadable", "err", err)
-		writeLine(w, http.StatusServiceUnavailable, "registry unavailable")
-		return
-	}
-	p := &page{
-		Title: "keyframe receiver: all events",
-		Note:  "Admin view of every stored record, newest first. The owner column is read from the pairing registry now.",
-	}
-	for _, e := range s.snapshot() {
-		thumb := ""
-		if i := imageIndex(e); i >= 0 {
-			thumb = "/media/" + e.Device + "/" + e.Event + "/" + e.Kind + "/" + strconv.Itoa(i)
-		}
-		p.Rows = append(p.Rows, newRow(e, thumb, reg))
-	}
-	s.render(w, p)
-}
-
-// handleOwnerPage lists the records the owner may see now (ownerEntries:
-// offered by the OwnerLookup, confirmed by the registry read now).
-func (s *Server) handleOwnerPage(w http.ResponseWriter, r *http.Request) {
-	owner := r.PathValue("owner")
-	if !ValidOwner(owner) {
-		http.NotFound(w, r)
-		return
-	}
+// ownerPage lists the records the signed-in owner may see now
+// (ownerEntries: offered by the OwnerLookup, confirmed by the registry read
+// now).
+func (s *Server) ownerPage(w http.ResponseWriter, r *http.Request, owner string) {
 	entries, reg, err := s.ownerEntries(owner)
 	if err != nil {
 		s.viewUnavailable(w, err)
 		return
 	}
 	p := &page{
-		Title: "keyframe: events for " + owner,
-		Note:  "Events signed by the devices paired to " + owner + " at this moment, newest first.",
+		Account: owner,
+		Title:   "keyframe: events for " + owner,
+		Note:    "Events signed by the devices paired to " + owner + " at this moment, newest first.",
 	}
 	for _, e := range entries {
 		thumb := ""
 		if i := imageIndex(e); i >= 0 {
-			thumb = "/owners/" + owner + "/media/" + e.Device + "/" + e.Event + "/" + e.Kind + "/" + strconv.Itoa(i)
+			thumb = "/media/" + e.Device + "/" + e.Event + "/" + e.Kind + "/" + strconv.Itoa(i)
 		}
 		p.Rows = append(p.Rows, newRow(e, thumb, reg))
 	}
@@ -218,28 +195,12 @@ func (s *Server) mediaFor(r *http.Request) (e *indexEntry, i int, ok bool) {
 	return e, i, true
 }
 
-func (s *Server) handleAdminMedia(w http.ResponseWriter, r *http.Request) {
-	e, i, ok := s.mediaFor(r)
-	if !ok {
-		http.NotFound(w, r)
-		return
-	}
-	reg, err := s.regs.read()
-	if err != nil {
-		s.log.Error("receiver: registry unreadable", "err", err)
-		writeLine(w, http.StatusServiceUnavailable, "registry unavailable")
-		return
-	}
-	s.serveMedia(w, reg, e, i)
-}
-
 // ownerGate answers an owner's request for one stored record: it returns the
 // record and the registry read for the request if it may be served, and
 // otherwise has answered (404 for an object that does not exist, is not
 // offered to the owner, or is a caught mix-up, alike; 503 if the registry or
 // the lookup cannot be read).
-func (s *Server) ownerGate(w http.ResponseWriter, r *http.Request, e *indexEntry) (*registry, bool) {
-	owner := r.PathValue("owner")
+func (s *Server) ownerGate(w http.ResponseWriter, r *http.Request, e *indexEntry, owner string) (*registry, bool) {
 	if e == nil || !ValidOwner(owner) {
 		http.NotFound(w, r)
 		return nil, false
@@ -263,16 +224,16 @@ func (s *Server) ownerGate(w http.ResponseWriter, r *http.Request, e *indexEntry
 	return reg, true
 }
 
-// handleOwnerMedia serves a media object only if its record's verified
+// handleOwnerMedia serves a media object to the signed-in owner only if its record's verified
 // signer is paired to the owner in the registry read now (and the lookup
 // offers it); otherwise it answers 404, the same as for an object that does
 // not exist, and counts a denied view or a caught mix-up.
-func (s *Server) handleOwnerMedia(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleOwnerMedia(w http.ResponseWriter, r *http.Request, u *user) {
 	e, i, ok := s.mediaFor(r)
 	if !ok {
 		e = nil
 	}
-	reg, ok := s.ownerGate(w, r, e)
+	reg, ok := s.ownerGate(w, r, e, u.name)
 	if !ok {
 		return
 	}
@@ -282,9 +243,9 @@ func (s *Server) handleOwnerMedia(w http.ResponseWriter, r *http.Request) {
 // handleOwnerEnvelope serves a record's signed envelope (COSE_Sign1, the
 // bytes the device signed) under the same rule as its media, so an owner can
 // verify it independently.
-func (s *Server) handleOwnerEnvelope(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleOwnerEnvelope(w http.ResponseWriter, r *http.Request, u *user) {
 	e := s.lookup(r.PathValue("device"), r.PathValue("event"), r.PathValue("kind"))
-	reg, ok := s.ownerGate(w, r, e)
+	reg, ok := s.ownerGate(w, r, e, u.name)
 	if !ok {
 		return
 	}

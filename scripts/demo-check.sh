@@ -2,7 +2,9 @@
 # Checks the README's promise end to end with the real binary: `make run` prints
 # the page URL and, within 30 s of the receiver answering there, the receiver's
 # `verified event=... device=...` line (the line itself, anchored: an error line
-# that mentions "verified" does not count); the page shows the event's
+# that mentions "verified" does not count); the page shows no event and no
+# thumbnail without a session; the printed `keyframe demo: sign in:` link signs
+# the demo owner in (a curl cookie jar), and the page then shows the event's
 # thumbnail; `keyframe verify` passes on the stored events and, after one byte
 # of a stored thumbnail is flipped, fails naming the event.
 set -euo pipefail
@@ -49,14 +51,32 @@ done
 echo "demo-check: first verified line $((SECONDS - start)) s after the receiver answered: $line"
 event=$(sed -n 's/^verified event=\([^ ]*\) .*/\1/p' <<<"$line")
 device=$(sed -n 's/.* device=\([^ ]*\) .*/\1/p' <<<"$line")
+kind=$(sed -n 's/.* kind=\([^ ]*\) .*/\1/p' <<<"$line")
 [ -n "$event" ] && [ -n "$device" ] || { echo "demo-check: line lacks event= or device="; exit 1; }
-page=$(curl -fsS "$url")
-grep -q "$event" <<<"$page" || { echo "demo-check: page does not list event $event"; exit 1; }
+# Without a session: the sign-in page (or 401), no event, no thumbnail.
+anon=$(curl -sS "$url")
+if grep -q -e "$event" -e "$device" -e '<img' <<<"$anon"; then
+	echo "demo-check: the page shows event data without a session"; exit 1
+fi
+grep -q 'action="/signin"' <<<"$anon" || { echo "demo-check: no sign-in form without a session"; exit 1; }
+if [ "$(curl -sS -o /dev/null -w '%{http_code}' "${url%/}/media/$device/$event/$kind/0")" = 200 ]; then
+	echo "demo-check: a thumbnail is served without a session"; exit 1
+fi
+echo "demo-check: without a session the page is the sign-in form, no event, no thumbnail"
+signin=$(sed -n 's/^keyframe demo: sign in: //p' "$work/out" | head -1)
+case "$signin" in "${url%/}/link/"?*) ;; *) cat "$work/out"; echo "demo-check: no 'keyframe demo: sign in:' link"; exit 1 ;; esac
+jar="$work/cookies"
+curl -fsS -c "$jar" -b "$jar" -o /dev/null "$signin"
+page=$(curl -fsS -b "$jar" "$url")
+grep -q "$event" <<<"$page" || { echo "demo-check: the signed-in page does not list event $event"; exit 1; }
 img=$(grep -o '<img[^>]*src="[^"]*"' <<<"$page" | grep "$event" | head -1 | sed 's/.*src="\([^"]*\)".*/\1/')
 [ -n "$img" ] || { echo "demo-check: no thumbnail for $event on the page"; exit 1; }
-curl -fsS "${url%/}$img" -o "$work/thumb.jpg"
+curl -fsS -b "$jar" "${url%/}$img" -o "$work/thumb.jpg"
+if curl -fsS -c "$jar" -b "$jar" -o /dev/null "$signin" 2>/dev/null; then
+	echo "demo-check: the one-time sign-in link worked twice"; exit 1
+fi
 [ "$(head -c 2 "$work/thumb.jpg" | od -An -tx1 | tr -d ' ')" = "ffd8" ] || { echo "demo-check: thumbnail is not a JPEG"; exit 1; }
-echo "demo-check: page lists $event with a JPEG thumbnail ($(stat -c %s "$work/thumb.jpg") bytes)"
+echo "demo-check: signed in by the one-time link, the page lists $event with a JPEG thumbnail ($(stat -c %s "$work/thumb.jpg") bytes)"
 kill -TERM $pid 2>/dev/null || true
 wait $pid 2>/dev/null || true
 bin/keyframe verify -data "$DEMO_DIR/receiver"

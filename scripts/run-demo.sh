@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make run: a local verifying receiver plus the agent, with the demo device
-# enrolled and paired, printing one line per event the receiver verified.
+# enrolled and paired to the demo owner, printing one line per event the
+# receiver verified and a one-time link that signs the demo owner in.
 # Data lives in ./.keyframe-demo (delete it to start over). Ctrl-C stops both.
 set -euo pipefail
 bin=${1:-bin/keyframe}
@@ -22,6 +23,10 @@ fi
 "$bin" identity -config "$conf" -pubout "$demo/device.pub" >/dev/null
 device=$("$bin" identity -config "$conf" -id)
 "$bin" receiver enroll -data "$demo/receiver" -key "$demo/device.pub" -owner demo >/dev/null
+if ! "$bin" receiver owner list -data "$demo/receiver" | grep -q '^demo '; then
+	"$bin" receiver owner add -data "$demo/receiver" demo >/dev/null 2>&1
+fi
+signin=$("$bin" receiver owner link -data "$demo/receiver" -url "http://$addr/" demo 2>/dev/null)
 if [ -e /dev/video0 ]; then src="camera /dev/video0"; else src="the built-in synthetic scene (no /dev/video0)"; fi
 echo "keyframe demo: device $device, paired to owner \"demo\"; source: $src"
 echo "keyframe demo: agent log in $demo/agent.log"
@@ -38,5 +43,6 @@ trap cleanup INT TERM EXIT
 pids+=($!)
 "$bin" run -config "$conf" 2>>"$demo/agent.log" &
 pids+=($!)
-echo "keyframe demo: events page http://$addr/  (owner view: http://$addr/owners/demo/)"
+echo "keyframe demo: events page http://$addr/ (sign in first)"
+echo "keyframe demo: sign in: $signin"
 wait -n "${pids[@]}" || true

@@ -612,9 +612,11 @@ func runOnce(ctx context.Context, cfg Config, ids []*identity, naive bool) (_ *R
 	defer hs2.Close()
 	cache.Arm(true)
 	log.Info("storm: phase 3: the receiver is back", "pending", st.spooled.Load()-st.delivered.Load())
+	viewTr := &http.Transport{MaxIdleConnsPerHost: 4}
+	defer viewTr.CloseIdleConnections()
 	vw := &viewer{
 		srv: srv, base: "http://" + addr, truth: newTruth(ids, cfg.Owners),
-		client:    &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}},
+		signIn:    ownerSignIn(rdir, "http://"+addr, viewTr),
 		rnd:       mrand.New(mrand.NewPCG(runSeed, 0x76696577)),
 		rate:      cfg.ViewRate,
 		httpEvery: 10,

@@ -239,7 +239,7 @@ func TestViewerCountsWhatItShouldNotSee(t *testing.T) {
 	ids := []*identity{{idx: 0, id: strings.Repeat("a", 26), owner: "owner-0"}, {idx: 1, id: strings.Repeat("b", 26), owner: "owner-1"}}
 	leak := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
-		case strings.HasSuffix(r.URL.Path, "/owners/owner-0/"):
+		case r.URL.Path == "/":
 			// A page listing the stranger's device.
 			w.Write([]byte(`<td class="mono">` + ids[1].id + `<br>`))
 		default:
@@ -313,7 +313,7 @@ func TestMeter(t *testing.T) {
 		}
 	}
 	put("/v1/events/busy/start")
-	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/owners/x/", nil)) // not an upload
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil)) // not an upload
 	if got := m.Windows(); len(got) != 4 || got[0] != 3 || got[1] != 0 || got[2] != 7 || got[3] != 2 {
 		t.Errorf("windows %v, want [3 0 7 2]", got)
 	}

@@ -3,10 +3,12 @@ package storm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/cookiejar"
 	"regexp"
 	"strconv"
 	"strings"
@@ -89,13 +91,19 @@ type viewStats struct {
 }
 
 // viewer plays owners looking at their events while the storm runs: mostly
-// through Server.OwnerEvents, every httpEvery-th view also over HTTP (the
-// page, one own thumbnail and envelope, one stranger's thumbnail), checking
-// everything it is served against the truth.
+// through Server.OwnerEvents, every httpEvery-th view also over HTTP, signed
+// in as that owner (the page, one own thumbnail and envelope, one
+// stranger's thumbnail), checking everything it is served against the
+// truth.
 type viewer struct {
-	srv       *receiver.Server
-	base      string
-	client    *http.Client
+	srv    *receiver.Server
+	base   string
+	client *http.Client
+	// signIn returns a client signed in as owner (its session cookie in
+	// the client's jar); nil: client as it is.
+	signIn func(ctx context.Context, owner string) (*http.Client, error)
+	// clients are the signed-in clients by owner (run's goroutine only).
+	clients   map[string]*http.Client
 	truth     *truth
 	rnd       *rand.Rand
 	rate      float64 // views per second
@@ -174,13 +182,72 @@ func (v *viewer) run(ctx context.Context) {
 	}
 }
 
-// get fetches a path of the receiver.
-func (v *viewer) get(ctx context.Context, path string) (int, []byte, error) {
+// ownerSignIn signs an owner in as a person would with a one-time link the
+// operator made (receiver.Accounts.SignInLink, what `keyframe receiver
+// owner link` prints): the account is made on first use, the link followed
+// with a cookie jar that keeps the session cookie.
+func ownerSignIn(dir, base string, tr http.RoundTripper) func(context.Context, string) (*http.Client, error) {
+	return func(ctx context.Context, owner string) (*http.Client, error) {
+		accts := receiver.Accounts{Dir: dir}
+		if _, err := accts.Add(owner, receiver.RoleOwner); err != nil && !errors.Is(err, receiver.ErrAccountExists) {
+			return nil, err
+		}
+		l, err := accts.SignInLink(owner)
+		if err != nil {
+			return nil, err
+		}
+		jar, err := cookiejar.New(nil)
+		if err != nil {
+			return nil, err
+		}
+		c := &http.Client{Timeout: 30 * time.Second, Transport: tr, Jar: jar}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+l.Path, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("sign-in link for %s: status %d", owner, resp.StatusCode)
+		}
+		return c, nil
+	}
+}
+
+// clientFor returns the client that views as owner, signing in on first use.
+func (v *viewer) clientFor(ctx context.Context, owner string) (*http.Client, error) {
+	if v.signIn == nil {
+		return v.client, nil
+	}
+	if c := v.clients[owner]; c != nil {
+		return c, nil
+	}
+	c, err := v.signIn(ctx, owner)
+	if err != nil {
+		return nil, err
+	}
+	if v.clients == nil {
+		v.clients = map[string]*http.Client{}
+	}
+	v.clients[owner] = c
+	return c, nil
+}
+
+// get fetches a path of the receiver signed in as owner.
+func (v *viewer) get(ctx context.Context, owner, path string) (int, []byte, error) {
+	c, err := v.clientFor(ctx, owner)
+	if err != nil {
+		return 0, nil, err
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.base+path, nil)
 	if err != nil {
 		return 0, nil, err
 	}
-	resp, err := v.client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -190,12 +257,12 @@ func (v *viewer) get(ctx context.Context, path string) (int, []byte, error) {
 }
 
 // overHTTP views owner's page, one of owner's thumbnails and envelopes, and
-// asks for a stranger's thumbnail, as a browser would.
+// asks for a stranger's thumbnail, as a browser signed in as owner would.
 func (v *viewer) overHTTP(ctx context.Context, owner string, evs []receiver.EventView) {
-	code, page, err := v.get(ctx, "/owners/"+owner+"/")
+	code, page, err := v.get(ctx, owner, "/")
 	switch {
 	case err != nil || code != http.StatusOK:
-		v.failed(ctx, "GET /owners/"+owner+"/", code, err)
+		v.failed(ctx, "GET / as "+owner, code, err)
 	default:
 		v.add(func(s *viewStats) { s.Pages++ })
 		for _, m := range pageDevice.FindAllSubmatch(page, -1) {
@@ -211,7 +278,7 @@ func (v *viewer) overHTTP(ctx context.Context, owner string, evs []receiver.Even
 		}
 		v.envelope(ctx, owner, ev)
 	}
-	// A stranger's first event, asked for in owner's name.
+	// A stranger's first event, asked for in owner's session.
 	if v.truth.owners > 1 {
 		for range 8 {
 			d := v.truth.ids[v.rnd.IntN(len(v.truth.ids))]
@@ -223,13 +290,14 @@ func (v *viewer) overHTTP(ctx context.Context, owner string, evs []receiver.Even
 	}
 }
 
-// media fetches one media object in owner's name and checks what came back.
+// media fetches one media object signed in as owner and checks what came
+// back.
 func (v *viewer) media(ctx context.Context, owner, device, event, kind string, i int, probe bool) {
-	path := "/owners/" + owner + "/media/" + device + "/" + event + "/" + kind + "/" + strconv.Itoa(i)
-	code, body, err := v.get(ctx, path)
+	path := "/media/" + device + "/" + event + "/" + kind + "/" + strconv.Itoa(i)
+	code, body, err := v.get(ctx, owner, path)
 	switch {
 	case err != nil || code >= 500:
-		v.failed(ctx, "GET "+path, code, err)
+		v.failed(ctx, "GET "+path+" as "+owner, code, err)
 	case code == http.StatusOK:
 		if why := v.truth.wrongEvent(owner, device, event); why != "" {
 			v.mistake(1, fmt.Sprintf("%s was served the thumbnail of %s/%s: %s", owner, event, kind, why))
@@ -245,14 +313,14 @@ func (v *viewer) media(ctx context.Context, owner, device, event, kind string, i
 	}
 }
 
-// envelope fetches an event's envelope in owner's name, verifies it and
+// envelope fetches an event's envelope signed in as owner, verifies it and
 // checks whose it is.
 func (v *viewer) envelope(ctx context.Context, owner string, ev receiver.EventView) {
-	path := "/owners/" + owner + "/envelope/" + ev.Device + "/" + ev.Event + "/" + ev.Kind
-	code, body, err := v.get(ctx, path)
+	path := "/envelope/" + ev.Device + "/" + ev.Event + "/" + ev.Kind
+	code, body, err := v.get(ctx, owner, path)
 	switch {
 	case err != nil || code >= 500:
-		v.failed(ctx, "GET "+path, code, err)
+		v.failed(ctx, "GET "+path+" as "+owner, code, err)
 		return
 	case code != http.StatusOK:
 		v.add(func(s *viewStats) { s.Refused++ })

@@ -25,7 +25,12 @@ const (
 	defaultReceiverListen = "127.0.0.1:8417"
 )
 
-const receiverUsage = `usage: keyframe receiver [serve] [-data DIR] [-listen ADDR] [-public]
+const receiverUsage = `usage: keyframe receiver [serve] [-data DIR] [-listen ADDR] [-public] [-allow-host HOST[:PORT],...]
+       keyframe receiver owner add  [-data DIR] [-url URL] [-admin] NAME   (prints a one-time setup link)
+       keyframe receiver owner link [-data DIR] [-url URL] NAME            (prints a one-time sign-in link)
+       keyframe receiver owner setup-link [-data DIR] [-url URL] NAME      (a new password; ends its sessions)
+       keyframe receiver owner list [-data DIR]
+       keyframe receiver admin add  [-data DIR] [-url URL] NAME            (owner add -admin)
        keyframe receiver enroll -data DIR -key FILE.pem [-owner NAME]
        keyframe receiver pair   -data DIR -device ID -owner NAME
        keyframe receiver unpair -data DIR -device ID
@@ -56,6 +61,8 @@ func cmdReceiver(args []string, stdout, stderr io.Writer) int {
 		return receiverUntrustCA(args, stdout, stderr)
 	case "cas":
 		return receiverCAs(args, stdout, stderr)
+	case "owner", "admin":
+		return cmdReceiverAccounts(sub, args, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, receiverUsage)
 		return 0
@@ -81,12 +88,13 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	data := fs.String("data", defaultReceiverData, "data directory: registry, stored events, index")
 	listen := fs.String("listen", defaultReceiverListen, "address to listen on (loopback unless -public)")
-	public := fs.Bool("public", false, "allow a non-loopback listen address (the admin page at / then shows every event to anyone who can reach it)")
+	public := fs.Bool("public", false, "allow a non-loopback listen address (serve TLS: passwords and session cookies cross the network)")
+	allowHosts := fs.String("allow-host", "", "comma-separated host names (NAME or NAME:PORT) the pages answer; default: the listen address and localhost, 127.0.0.1, [::1] with its port")
 	maxBody := fs.Int64("max-body", receiver.DefaultMaxBody, "largest accepted upload in bytes")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate (PEM; with -tls-key)")
 	tlsKey := fs.String("tls-key", "", "private key (PEM) of -tls-cert")
-	clientCA := fs.String("client-ca", "", "with -tls-cert: uploads (/v1/) must come with a client certificate from these CAs (PEM), signed with the device's key (mutual TLS); viewers need none")
+	clientCA := fs.String("client-ca", "", "with -tls-cert: uploads (/v1/) must come with a client certificate from these CAs (PEM), signed with the device's key (mutual TLS); the pages need none (they need a signed-in session)")
 	mqttURL := fs.String("mqtt", "", "also ingest records from this MQTT broker (mqtts://HOST:8883, or tcp:// to a loopback host; docs/mqtt.md)")
 	mqttCert := fs.String("mqtt-cert", "", "the receiver's client certificate for the broker (PEM; with -mqtt-key)")
 	mqttKey := fs.String("mqtt-key", "", "private key (PEM) of -mqtt-cert")
@@ -112,6 +120,11 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 		Public:      *public,
 		TLSCertFile: *tlsCert,
 		TLSKeyFile:  *tlsKey,
+	}
+	for _, h := range strings.Split(*allowHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			cfg.AllowedHosts = append(cfg.AllowedHosts, h)
+		}
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		fmt.Fprintf(stderr, "keyframe receiver: -tls-cert and -tls-key go together\n")

@@ -71,8 +71,8 @@ func TestRequireClientCert(t *testing.T) {
 	if code := get(client(), "/v1/events/e/start"); code != http.StatusUnauthorized {
 		t.Errorf("upload without a certificate: %d, want 401", code)
 	}
-	if code := get(client(), "/owners/alice/"); code != http.StatusOK {
-		t.Errorf("viewer page without a certificate: %d, want 200", code)
+	if code := get(client(), "/"); code != http.StatusOK {
+		t.Errorf("a page without a certificate: %d, want 200", code)
 	}
 	if code := get(client(tls.Certificate{Certificate: [][]byte{devDER}, PrivateKey: devKey}), "/v1/events/e/start"); code != http.StatusOK {
 		t.Errorf("upload with the device certificate: %d, want 200", code)
