@@ -147,10 +147,13 @@ func TestCrossOriginPost(t *testing.T) {
 	page := template.Must(template.New("a").Parse(`<!doctype html>
 <form id="protected" method="post" action="{{.}}/protected"><input name="x" value="1"><button>go</button></form>
 <form id="open" method="post" action="{{.}}/open"><input name="x" value="1"><button>go</button></form>`))
-	var targetB string // B's origin as the page on A names it
+	var targetB string // B's origin as the page on A names it; under mu
 	srvA := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		origin := targetB
+		mu.Unlock()
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_ = page.Execute(w, template.URL(targetB))
+		_ = page.Execute(w, template.URL(origin))
 	}))
 	t.Cleanup(srvA.Close)
 
@@ -162,8 +165,8 @@ func TestCrossOriginPost(t *testing.T) {
 		{"cross-site", "localhost", "cross-site"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			targetB = "http://" + net.JoinHostPort(tc.hostB, portB)
 			mu.Lock()
+			targetB = "http://" + net.JoinHostPort(tc.hostB, portB)
 			clear(got)
 			mu.Unlock()
 			for _, form := range []string{"protected", "open"} {
