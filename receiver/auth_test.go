@@ -3,11 +3,13 @@ package receiver
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -454,5 +456,61 @@ func TestPasswordHash(t *testing.T) {
 		if got := checkPasswordRules(pw) == nil; got != ok {
 			t.Errorf("password rules on %.20q: %v, want %v", pw, got, ok)
 		}
+	}
+}
+
+// TestSignInConcurrentAttemptsLimited: wrong passwords sent all at once
+// cannot pass the rate limit together before any of them failed: at most
+// the free attempts and the one that starts the wait are hashed.
+func TestSignInConcurrentAttemptsLimited(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.account("alice", RoleOwner)
+	e.setupPassword("alice", testPassword)
+	before := e.srv.hashCount()
+	const n = 40
+	codes := make(chan int, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			resp, _ := e.rawReq(http.MethodPost, "/signin", signInForm("alice", "wrong"), nil)
+			codes <- resp.StatusCode
+		})
+	}
+	wg.Wait()
+	close(codes)
+	limited := 0
+	for c := range codes {
+		if c == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	if hashed := int(e.srv.hashCount() - before); hashed > accountFree+1 || limited != n-hashed {
+		t.Errorf("%d concurrent wrong passwords: %d hashed, %d refused 429; want at most %d hashed, the rest refused", n, hashed, limited, accountFree+1)
+	}
+}
+
+// TestLimiterFullLocksNobodyOut: a limiter filled with an attacker's names
+// (each waiting) still lets a name it has no record of try at once: the
+// oldest record is forgotten to make room.
+func TestLimiterFullLocksNobodyOut(t *testing.T) {
+	now := testNow
+	l := newLimiter(1, time.Second, time.Minute, time.Hour, 100)
+	for i := range 100 {
+		k := fmt.Sprintf("junk-%d", i)
+		l.begin(k, now)
+		l.begin(k, now) // past the free one: waits
+		if l.begin(k, now) == 0 {
+			t.Fatalf("%s does not wait after its failures", k)
+		}
+	}
+	if d := l.begin("alice", now); d != 0 {
+		t.Fatalf("a name with no record waits %s in a full limiter", d)
+	}
+	if len(l.m) > 100 {
+		t.Errorf("the limiter grew to %d keys past its size", len(l.m))
+	}
+	l.succeed("alice", true)
+	if _, ok := l.m["alice"]; ok {
+		t.Error("a success did not forget the name")
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"html/template"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -614,6 +615,11 @@ func (s *Server) lockDevice(device string) (unlock func()) {
 // stored, and s.storing counts it until the caller calls Done. Callers hold
 // the device's lock.
 func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admission) (dup bool, err error) {
+	if e.Seq == math.MaxUint64 {
+		// Pairing intervals are [from, seq+1): the last sequence number
+		// has no successor, so no record may use it.
+		return false, reject(http.StatusBadRequest, ReasonMalformed, "seq %d is out of range (the largest is reserved)", e.Seq)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

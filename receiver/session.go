@@ -306,8 +306,14 @@ func sourceAddr(r *http.Request) string {
 // limiter counts failed sign-ins per key (an account name, a source address)
 // and, past a number of free failures, makes the key wait longer after each
 // further failure: base, 2×base, 4×base, … up to max. A key with no failure
-// for forget is forgotten. The map is bounded: when it is full of keys that
-// cannot be forgotten, new keys are refused (fail closed) until some can.
+// for forget is forgotten.
+//
+// An attempt counts as a failure from the moment it begins (begin), before
+// its password is hashed, and is taken back only when it succeeds (succeed):
+// attempts sent all at once cannot pass the check together before any of
+// them has failed. The map is bounded: when it is full, the key whose last
+// failure is oldest is forgotten to make room, so filling it locks nobody
+// out (a key with no record never waits).
 type limiter struct {
 	free   int
 	base   time.Duration
@@ -329,37 +335,19 @@ func newLimiter(free int, base, max, forget time.Duration, size int) *limiter {
 	return &limiter{free: free, base: base, max: max, forget: forget, size: size, m: map[string]*strikes{}}
 }
 
-// wait returns how long key must wait before its next attempt (0: it may go).
-func (l *limiter) wait(key string, now time.Time) time.Duration {
+// begin starts an attempt of key: if key must wait it returns how long and
+// counts nothing; otherwise it counts the attempt as a failure (succeed
+// takes it back) and returns 0.
+func (l *limiter) begin(key string, now time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.m[key]
-	if s == nil {
-		if len(l.m) >= l.size {
-			l.pruneLocked(now)
-			if len(l.m) >= l.size {
-				return l.base
-			}
-		}
-		return 0
-	}
-	if now.Before(s.until) {
+	if s != nil && now.Before(s.until) {
 		return s.until.Sub(now)
 	}
-	return 0
-}
-
-// fail records a failed attempt of key.
-func (l *limiter) fail(key string, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.m[key]
 	if s == nil {
 		if len(l.m) >= l.size {
-			l.pruneLocked(now)
-			if len(l.m) >= l.size {
-				return
-			}
+			l.makeRoomLocked(now)
 		}
 		s = &strikes{}
 		l.m[key] = s
@@ -373,13 +361,43 @@ func (l *limiter) fail(key string, now time.Time) {
 		}
 		s.until = now.Add(d)
 	}
+	return 0
 }
 
-// reset forgets key's failures (a successful sign-in of an account).
-func (l *limiter) reset(key string) {
+// succeed takes back the failure begin counted for an attempt of key that
+// succeeded. With all forget, the key's record goes (an account that signed
+// in starts afresh); otherwise one failure is taken back.
+func (l *limiter) succeed(key string, all bool) {
 	l.mu.Lock()
-	delete(l.m, key)
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	s := l.m[key]
+	if s == nil {
+		return
+	}
+	if all || s.fails <= 1 {
+		delete(l.m, key)
+		return
+	}
+	s.fails--
+	if s.fails <= l.free {
+		s.until = time.Time{}
+	}
+}
+
+// makeRoomLocked forgets the keys that may be forgotten and, if none may,
+// the key with the oldest last failure. Callers hold mu.
+func (l *limiter) makeRoomLocked(now time.Time) {
+	l.pruneLocked(now)
+	if len(l.m) < l.size {
+		return
+	}
+	oldest, at := "", time.Time{}
+	for k, s := range l.m {
+		if oldest == "" || s.last.Before(at) {
+			oldest, at = k, s.last
+		}
+	}
+	delete(l.m, oldest)
 }
 
 // pruneLocked forgets the keys that may be forgotten. Callers hold mu.

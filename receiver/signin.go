@@ -34,7 +34,7 @@ const (
 	limitBase      = time.Second // the first wait; each further failure doubles it
 	limitMax       = 15 * time.Minute
 	limitForget    = time.Hour // a key without failures this long starts afresh
-	limitKeys      = 10000     // keys a limiter remembers (fail closed beyond)
+	limitKeys      = 10000     // keys a limiter remembers (the oldest forgotten beyond)
 	signInFailText = "Wrong name or password."
 )
 
@@ -221,7 +221,16 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request, _ *user) {
 	}
 	addr := sourceAddr(r)
 	now := s.clk.Now()
-	if d := max(s.byAcct.wait(key, now), s.byAddr.wait(addr, now)); d > 0 {
+	// Each attempt counts as a failure of the name and the address before
+	// its hash is computed (taken back if it succeeds), so attempts sent at
+	// once cannot all pass this check together.
+	if d := s.byAcct.begin(key, now); d > 0 {
+		s.log.Info("receiver: sign-in refused: rate limited", "remote", r.RemoteAddr, "retry_after", d)
+		s.retryAfter(w, r, d)
+		return
+	}
+	if d := s.byAddr.begin(addr, now); d > 0 {
+		s.byAcct.succeed(key, false) // this attempt was not made
 		s.log.Info("receiver: sign-in refused: rate limited", "remote", r.RemoteAddr, "retry_after", d)
 		s.retryAfter(w, r, d)
 		return
@@ -232,19 +241,20 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request, _ *user) {
 		var err error
 		role, ok, err = s.checkSignIn(r.Context(), name, password)
 		if err != nil {
+			s.byAcct.succeed(key, false) // not a wrong password: do not count it
+			s.byAddr.succeed(addr, false)
 			s.log.Error("receiver: sign-in check failed", "err", err)
 			writeLine(w, http.StatusServiceUnavailable, "cannot sign in now, retry later")
 			return
 		}
 	}
 	if !ok {
-		s.byAcct.fail(key, now)
-		s.byAddr.fail(addr, now)
 		s.log.Info("receiver: sign-in failed", "remote", r.RemoteAddr)
 		s.signInPage(w, r, http.StatusUnauthorized, signInFailText)
 		return
 	}
-	s.byAcct.reset(key)
+	s.byAcct.succeed(key, true)
+	s.byAddr.succeed(addr, false)
 	s.startSession(w, r, name, role)
 }
 

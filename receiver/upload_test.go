@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -403,3 +404,18 @@ func TestUploadMethodAndRoute(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestLastSequenceNumberRefused: the largest sequence number has no
+// successor, which pairing intervals ([from, until)) need, so a record
+// signed with it is refused as malformed and nothing is stored.
+func TestLastSequenceNumberRefused(t *testing.T) {
+	e := newEnv(t, Options{})
+	d := newDevice(t)
+	e.enroll(d, "alice")
+	r := d.record(t, "ev-last", provenance.KindStart, math.MaxUint64)
+	e.mustUpload(r, http.StatusBadRequest)
+	if evs, err := e.srv.OwnerEvents("alice"); err != nil || len(evs) != 0 {
+		t.Errorf("after the refusal alice has %d events (%v), want none", len(evs), err)
+	}
+	e.mustUpload(d.record(t, "ev-1", provenance.KindStart, 1), http.StatusCreated)
+}
