@@ -82,7 +82,7 @@ func TestOwnerCameras(t *testing.T) {
 		t.Errorf("alice's cameras: %q, want the current one first", alice)
 	}
 	ra := rowOf(alice, a.id)
-	for _, want := range []string{"yes", "records from seq 0", "enrolled key", aliceLast, " 1"} {
+	for _, want := range []string{"now", "records from seq 0", "enrolled key", aliceLast, " 1"} {
 		if !strings.Contains(ra, want) {
 			t.Errorf("alice's camera a: %q lacks %q", ra, want)
 		}
@@ -93,7 +93,7 @@ func TestOwnerCameras(t *testing.T) {
 			t.Errorf("alice's transferred camera c: %q lacks %q", rc, want)
 		}
 	}
-	if strings.Contains(rc, bobLast) || strings.Contains(rc, "bob") || strings.Contains(rc, " yes") {
+	if strings.Contains(rc, bobLast) || strings.Contains(rc, "bob") || strings.Contains(rc, " now") {
 		t.Errorf("alice's transferred camera c shows something of bob's time: %q", rc)
 	}
 
@@ -102,7 +102,7 @@ func TestOwnerCameras(t *testing.T) {
 		t.Fatalf("bob's cameras: %q, want b and c only", bob)
 	}
 	rc = rowOf(bob, c.id)
-	for _, want := range []string{"yes", "records from seq 3", bobLast, " 1"} {
+	for _, want := range []string{"now", "records from seq 3", bobLast, " 1"} {
 		if !strings.Contains(rc, want) {
 			t.Errorf("bob's camera c: %q lacks %q", rc, want)
 		}

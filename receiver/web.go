@@ -37,11 +37,11 @@ td.thumb img { max-width: 240px; max-height: 180px; display: block; }
 <h2>Cameras</h2>
 {{if .Cameras}}
 <table id="cameras">
-<tr><th>camera</th><th>yours</th><th>verification</th><th>last upload</th><th>last capture</th><th>records you see</th></tr>
+<tr><th>camera</th><th>paired to you</th><th>verification</th><th>last upload</th><th>last capture</th><th>records you see</th></tr>
 {{range .Cameras}}
 <tr>
 <td class="mono">{{.Device}}</td>
-<td>{{if .Past}}<span class="muted">{{.Ended}}</span>{{else}}<span class="ok">yes</span>{{end}}<br><span class="muted">{{.Interval}}</span></td>
+<td>{{if .Past}}<span class="muted">{{.Ended}}</span>{{else}}<span class="ok">now</span>{{end}}<br><span class="muted">{{.Interval}}</span></td>
 <td>{{if .Revoked}}<span class="warn">{{.Verification}}</span>{{else}}{{.Verification}}{{end}}</td>
 <td>{{.LastUpload}}</td>
 <td>{{.LastCapture}}{{if .Unsynced}}<br><span class="warn">unsynced clock</span>{{end}}</td>
