@@ -208,6 +208,32 @@ func start(t testing.TB, opts ...Option) *browser {
 	return &browser{ctx: ctx, dir: dir}
 }
 
+// NewBrowserContext opens a tab in a new browser context of ctx's browser
+// (an incognito-like profile: its own cookies, storage and cache), for a
+// second person using the same browser, and returns its chromedp context.
+// The context and its tab close at t's cleanup (before the browser).
+func NewBrowserContext(t testing.TB, ctx context.Context) context.Context {
+	t.Helper()
+	nctx, cancel := chromedp.NewContext(ctx, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	// As in start: the first Run makes the tab, which lives as long as the
+	// context of that call, so it gets nctx itself and a timer bounds it.
+	made := make(chan error, 1)
+	go func() { made <- chromedp.Do(nctx) }()
+	timer := time.NewTimer(ActionTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-made:
+		if err != nil {
+			t.Fatalf("browsertest: new browser context: %v", err)
+		}
+	case <-timer.C:
+		cancel()
+		t.Fatalf("browsertest: new browser context not made within %s", ActionTimeout)
+	}
+	return nctx
+}
+
 // stop closes the browser gracefully, waits for its process, then kills any
 // process still naming dir (a renderer, a utility process or a crash
 // handler that outlived it) and waits for those to go too.
