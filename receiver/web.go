@@ -3,7 +3,9 @@ package receiver
 import (
 	"bytes"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keyframe-cam/keyframe/provenance"
@@ -32,8 +34,27 @@ td.thumb img { max-width: 240px; max-height: 180px; display: block; }
 <h1>{{.Title}}</h1>
 <p class="muted">{{.Note}}</p>
 <form method="post" action="/claims"><button>Add a camera</button> <span class="muted">a one-time code for <code>keyframe join</code> on the camera (docs/claim.md)</span></form>
+<h2>Cameras</h2>
+{{if .Cameras}}
+<table id="cameras">
+<tr><th>camera</th><th>paired to you</th><th>verification</th><th>last upload</th><th>last capture</th><th>records you see</th></tr>
+{{range .Cameras}}
+<tr>
+<td class="mono">{{.Device}}</td>
+<td>{{if .Past}}<span class="muted">{{.Ended}}</span>{{else}}<span class="ok">now</span>{{end}}<br><span class="muted">{{.Interval}}</span></td>
+<td>{{if .Revoked}}<span class="warn">{{.Verification}}</span>{{else}}{{.Verification}}{{end}}</td>
+<td>{{.LastUpload}}</td>
+<td>{{.LastCapture}}{{if .Unsynced}}<br><span class="warn">unsynced clock</span>{{end}}</td>
+<td>{{.Records}}</td>
+</tr>
+{{end}}
+</table>
+{{else}}
+<p>No cameras yet: add one with the button above.</p>
+{{end}}
+<h2>Events</h2>
 {{if .Rows}}
-<table>
+<table id="events">
 <tr><th>thumbnail</th><th>captured</th><th>device</th><th>event</th><th>seq</th><th>status</th><th>owner</th></tr>
 {{range .Rows}}
 <tr>
@@ -59,7 +80,25 @@ type page struct {
 	Account string // the signed-in owner
 	Title   string
 	Note    string
+	Cameras []camera
 	Rows    []row
+}
+
+// camera is one of the owner's cameras on the owner page: a device with a
+// pairing of the owner in the registry, now or in the past. Everything it
+// says about records comes from the records the owner may see, never from
+// those of an owner before or after.
+type camera struct {
+	Device       string // the device ID (a camera has no other name)
+	Past         bool   // no pairing of the owner is open
+	Ended        string // how a past pairing ended: "transferred", "removed", "key rotated", with the sequence number
+	Interval     string // the owner's sequence numbers of the device
+	Verification string // how the key came in, or that it is revoked or retired
+	Revoked      bool
+	LastUpload   string // when the receiver stored the newest record the owner sees, or "never"
+	LastCapture  string // the latest capture time of those records, or "never"
+	Unsynced     bool   // the latest capture's clock was not synchronised
+	Records      int    // records the owner sees of the device
 }
 
 // row is one stored record on a page.
@@ -161,7 +200,8 @@ func (s *Server) ownerPage(w http.ResponseWriter, r *http.Request, owner string)
 	p := &page{
 		Account: owner,
 		Title:   "keyframe: events for " + owner,
-		Note:    "Events signed by the devices paired to " + owner + " at this moment, newest first.",
+		Note:    "Events signed by your cameras while they were yours, newest first; each is checked against the registry again for this view.",
+		Cameras: ownerCameras(reg, owner, entries),
 	}
 	for _, e := range entries {
 		thumb := ""
@@ -171,6 +211,120 @@ func (s *Server) ownerPage(w http.ResponseWriter, r *http.Request, owner string)
 		p.Rows = append(p.Rows, newRow(e, thumb, reg))
 	}
 	s.render(w, p)
+}
+
+// ownerCameras lists the devices with a pairing of owner in reg, current
+// ones first, each by device ID. entries are the records owner may see
+// (ownerEntries, read with reg): the counts and times come from them only,
+// so a camera transferred to someone else shows nothing of its new owner's
+// records, and a revoked one none at all.
+func ownerCameras(reg *registry, owner string, entries []*indexEntry) []camera {
+	type seen struct {
+		n                int
+		received         time.Time
+		captured         int64
+		capturedUnsynced bool
+		capturedKnown    bool
+	}
+	byDevice := map[string]*seen{}
+	for _, e := range entries {
+		sn := byDevice[e.Device]
+		if sn == nil {
+			sn = &seen{}
+			byDevice[e.Device] = sn
+		}
+		sn.n++
+		if e.ReceivedAt.After(sn.received) {
+			sn.received = e.ReceivedAt
+		}
+		if !sn.capturedKnown || e.TimeUnixMs > sn.captured {
+			sn.captured, sn.capturedUnsynced, sn.capturedKnown = e.TimeUnixMs, e.Clock != provenance.ClockSynced, true
+		}
+	}
+	var out []camera
+	for id, d := range reg.Devices {
+		var mine []pairing
+		for _, p := range d.Pairings {
+			if p.Owner == owner {
+				mine = append(mine, p)
+			}
+		}
+		if len(mine) == 0 {
+			continue
+		}
+		c := camera{Device: id, Interval: intervals(mine), Revoked: d.Revoked, LastUpload: "never", LastCapture: "never"}
+		rotatedMine := true // a rotation of the key, if any, is the owner's to know
+		if last := mine[len(mine)-1]; last.Until != 0 {
+			c.Past = true
+			c.Ended, rotatedMine = ended(d, last)
+		}
+		c.Verification = verification(d, rotatedMine)
+		if sn := byDevice[id]; sn != nil {
+			c.Records = sn.n
+			c.LastUpload = sn.received.UTC().Format(time.DateTime + " UTC")
+			c.LastCapture = time.UnixMilli(sn.captured).UTC().Format(time.DateTime + " UTC")
+			c.Unsynced = sn.capturedUnsynced
+		}
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b camera) int {
+		if a.Past != b.Past {
+			if a.Past {
+				return 1
+			}
+			return -1
+		}
+		return strings.Compare(a.Device, b.Device)
+	})
+	return out
+}
+
+// intervals describes an owner's pairings of a device by sequence number.
+func intervals(ps []pairing) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		if p.Until == 0 {
+			parts[i] = "records from seq " + strconv.FormatUint(p.From, 10)
+		} else {
+			parts[i] = "records seq " + strconv.FormatUint(p.From, 10) + " to " + strconv.FormatUint(p.Until-1, 10)
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// ended says how the owner's last pairing of d, closed, ended: the key was
+// rotated (the camera goes on under its new device ID; byRotation), the
+// device was paired to another owner after it (without saying whom), or
+// unpaired.
+func ended(d *registration, last pairing) (how string, byRotation bool) {
+	at := " at seq " + strconv.FormatUint(last.Until, 10)
+	if d.RotatedTo != "" && last.Until == d.RotatedSeq+1 {
+		return "key rotated" + at, true
+	}
+	for _, p := range d.Pairings {
+		if p.Owner != last.Owner && p.From >= last.Until {
+			return "transferred" + at, false
+		}
+	}
+	return "removed" + at, false
+}
+
+// verification says how the device's key came into the registry and
+// whether it is still trusted; a rotation of the key is named only if
+// showRotation (an owner who had the camera when it rotated), so a previous
+// owner does not learn the next owner's new device ID.
+func verification(d *registration, showRotation bool) string {
+	switch {
+	case d.Revoked:
+		return "revoked: its uploads are refused and its records shown to no one"
+	case d.RotatedTo != "" && showRotation:
+		return "key retired: rotated to " + d.RotatedTo + " at seq " + strconv.FormatUint(d.RotatedSeq, 10)
+	case d.byFleetCA():
+		return "key certified by a fleet CA"
+	case strings.HasPrefix(d.Via, ViaRotation):
+		return "key rotated from " + strings.TrimPrefix(d.Via, ViaRotation)
+	}
+	return "enrolled key"
 }
 
 // viewUnavailable answers 503 when the registry or the owner lookup cannot be

@@ -5,16 +5,21 @@
 # that mentions "verified" does not count); the page shows no event and no
 # thumbnail without a session; the printed `keyframe demo: sign in:` link signs
 # the demo owner in (a curl cookie jar), and the page then shows the event's
-# thumbnail; `keyframe verify` passes on the stored events and, after one byte
+# thumbnail; the same link opened in headless chromium (if installed; under CI
+# it must be) shows the demo owner's verified event with a thumbnail the browser
+# decoded, within 30 s (internal/browsertest/democheck); `keyframe verify` passes on the stored events and, after one byte
 # of a stored thumbnail is flipped, fails naming the event.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
-trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; [ -z "${buildpid:-}" ] || wait $buildpid 2>/dev/null || true; rm -rf "$work"' EXIT
 export DEMO_DIR="$work/demo"
 export DEMO_ADDR=127.0.0.1:${DEMO_PORT:-18417}
 timeout 60 make --no-print-directory run >"$work/out" 2>&1 &
 pid=$!
+# The browser check's test binary, built meanwhile.
+"$(scripts/ensure-go.sh)" test -c -o "$work/democheck.test" ./internal/browsertest/democheck >"$work/democheck-build" 2>&1 &
+buildpid=$!
 deadline=$((SECONDS + 45)) # make builds first; the 30 s count starts at the URL
 url=""
 while [ $SECONDS -lt $deadline ]; do
@@ -65,16 +70,33 @@ fi
 echo "demo-check: without a session the page is the sign-in form, no event, no thumbnail"
 signin=$(sed -n 's/^keyframe demo: sign in: //p' "$work/out" | head -1)
 case "$signin" in "${url%/}/link/"?*) ;; *) cat "$work/out"; echo "demo-check: no 'keyframe demo: sign in:' link"; exit 1 ;; esac
+# The link in a real browser: it signs in, and the page shows a verified event
+# whose thumbnail the browser decoded. The link is then used up: curl signs in
+# with a fresh one (keyframe receiver owner link), and the printed one must fail.
+wait $buildpid || { cat "$work/democheck-build"; echo "demo-check: cannot build the browser check"; exit 1; }
+curl_link=$signin
+if DEMO_SIGNIN_URL=$signin "$work/democheck.test" -test.run '^TestDemoSignIn$' -test.v >"$work/browser" 2>&1; then
+	if grep -q -- '--- SKIP' "$work/browser"; then
+		echo "demo-check: no chromium, the link was not opened in a browser: $(grep -m1 'not installed' "$work/browser" | sed 's/^ *//')"
+	else
+		echo "demo-check: in headless chromium: $(grep -m1 -o "demo owner's page after.*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-owner.png' "$work/browser")"
+		curl_link=$(bin/keyframe receiver owner link -data "$DEMO_DIR/receiver" -url "$url" demo 2>/dev/null)
+	fi
+else
+	grep -v dbus "$work/browser" | tail -20; echo "demo-check: the sign-in link in headless chromium did not show a verified event with its thumbnail"; exit 1
+fi
 jar="$work/cookies"
-curl -fsS -c "$jar" -b "$jar" -o /dev/null "$signin"
+curl -fsS -c "$jar" -b "$jar" -o /dev/null "$curl_link"
 page=$(curl -fsS -b "$jar" "$url")
 grep -q "$event" <<<"$page" || { echo "demo-check: the signed-in page does not list event $event"; exit 1; }
 img=$(grep -o '<img[^>]*src="[^"]*"' <<<"$page" | grep "$event" | head -1 | sed 's/.*src="\([^"]*\)".*/\1/')
 [ -n "$img" ] || { echo "demo-check: no thumbnail for $event on the page"; exit 1; }
 curl -fsS -b "$jar" "${url%/}$img" -o "$work/thumb.jpg"
-if curl -fsS -c "$jar" -b "$jar" -o /dev/null "$signin" 2>/dev/null; then
-	echo "demo-check: the one-time sign-in link worked twice"; exit 1
-fi
+for l in "$signin" "$curl_link"; do
+	if curl -fsS -c "$jar" -b "$jar" -o /dev/null "$l" 2>/dev/null; then
+		echo "demo-check: a one-time sign-in link worked twice"; exit 1
+	fi
+done
 [ "$(head -c 2 "$work/thumb.jpg" | od -An -tx1 | tr -d ' ')" = "ffd8" ] || { echo "demo-check: thumbnail is not a JPEG"; exit 1; }
 echo "demo-check: signed in by the one-time link, the page lists $event with a JPEG thumbnail ($(stat -c %s "$work/thumb.jpg") bytes)"
 kill -TERM $pid 2>/dev/null || true

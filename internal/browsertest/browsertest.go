@@ -5,7 +5,8 @@
 // every process it started is gone, when the test ends. Do, Run and
 // Screenshot bound each step with ActionTimeout, so a hung page fails the
 // test instead of hanging the run; VirtualAuthenticator gives the tab a
-// virtual passkey authenticator (WebAuthn) for sign-in tests on localhost.
+// virtual passkey authenticator (WebAuthn) for sign-in tests on localhost;
+// the option TrustKey makes it accept a test server's TLS certificate.
 //
 // When chromium is not installed the test is skipped, unless the CI
 // environment variable is set: then it fails (scripts/ensure-test-deps.sh
@@ -19,6 +20,8 @@ package browsertest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -104,8 +107,8 @@ func haveBinary(t testing.TB, bin, ci string) bool {
 // handler's database, which Chromium keeps in $CHROME_CONFIG_HOME, else in
 // ~/.config, stays in the test's directory), a fixed window size, and the
 // browser's output to out.
-func flags(bin, dir string, out *logBuffer) []chromedp.ExecAllocatorOption {
-	return append(chromedp.DefaultExecAllocatorOptions[:],
+func flags(bin, dir string, out *logBuffer, o *options) []chromedp.ExecAllocatorOption {
+	f := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(bin),
 		chromedp.NoSandbox,
 		chromedp.Flag("disable-gpu", true),
@@ -116,6 +119,30 @@ func flags(bin, dir string, out *logBuffer) []chromedp.ExecAllocatorOption {
 		chromedp.WindowSize(windowWidth, windowHeight),
 		chromedp.CombinedOutput(out),
 	)
+	if len(o.trustSPKI) > 0 {
+		f = append(f, chromedp.Flag("ignore-certificate-errors-spki-list", strings.Join(o.trustSPKI, ",")))
+	}
+	return f
+}
+
+// An Option changes how New starts the browser.
+type Option func(*options)
+
+// options are what the Options set.
+type options struct {
+	trustSPKI []string // base64 SHA-256 of the trusted public keys
+}
+
+// TrustKey makes the browser accept a TLS server certificate whose public
+// key is spki (DER SubjectPublicKeyInfo, x509.Certificate's
+// RawSubjectPublicKeyInfo), such as a test server's self-signed one,
+// whatever its issuer: Chromium's --ignore-certificate-errors-spki-list
+// (honoured with a --user-data-dir, which New always gives). Certificates of
+// any other key are checked as usual, so a test that trusts its own server
+// still sees every other TLS error.
+func TrustKey(spki []byte) Option {
+	sum := sha256.Sum256(spki)
+	return func(o *options) { o.trustSPKI = append(o.trustSPKI, base64.StdEncoding.EncodeToString(sum[:])) }
 }
 
 // browser is one running chromium of a test.
@@ -129,15 +156,19 @@ type browser struct {
 // killed) and no process it started is left. Use Do, Run and Screenshot on
 // the context; a chromedp call of one's own should derive a context with a
 // timeout from it.
-func New(t testing.TB) context.Context {
+func New(t testing.TB, opts ...Option) context.Context {
 	t.Helper()
-	return start(t).ctx
+	return start(t, opts...).ctx
 }
 
 // start is New, also returning the browser's directory (the tests look for
 // processes by it).
-func start(t testing.TB) *browser {
+func start(t testing.TB, opts ...Option) *browser {
 	t.Helper()
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	bin := Binary()
 	if !haveBinary(t, bin, os.Getenv("CI")) {
 		return nil
@@ -148,7 +179,7 @@ func start(t testing.TB) *browser {
 	// Not t.Context(): that is cancelled before the cleanup, which would kill
 	// the browser instead of closing it.
 	log := &logBuffer{}
-	allocCtx, allocCancel := chromedp.NewExecAllocator(context.Background(), flags(bin, dir, log)...)
+	allocCtx, allocCancel := chromedp.NewExecAllocator(context.Background(), flags(bin, dir, log, &o)...)
 	ctx, _ := chromedp.NewContext(allocCtx, chromedp.WithErrorf(log.printf))
 	t.Cleanup(func() {
 		stop(t, ctx, allocCancel, dir)
@@ -175,6 +206,32 @@ func start(t testing.TB) *browser {
 	}
 	t.Logf("browsertest: %s started in %s", bin, time.Since(began).Round(time.Millisecond))
 	return &browser{ctx: ctx, dir: dir}
+}
+
+// NewBrowserContext opens a tab in a new browser context of ctx's browser
+// (an incognito-like profile: its own cookies, storage and cache), for a
+// second person using the same browser, and returns its chromedp context.
+// The context and its tab close at t's cleanup (before the browser).
+func NewBrowserContext(t testing.TB, ctx context.Context) context.Context {
+	t.Helper()
+	nctx, cancel := chromedp.NewContext(ctx, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	// As in start: the first Run makes the tab, which lives as long as the
+	// context of that call, so it gets nctx itself and a timer bounds it.
+	made := make(chan error, 1)
+	go func() { made <- chromedp.Do(nctx) }()
+	timer := time.NewTimer(ActionTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-made:
+		if err != nil {
+			t.Fatalf("browsertest: new browser context: %v", err)
+		}
+	case <-timer.C:
+		cancel()
+		t.Fatalf("browsertest: new browser context not made within %s", ActionTimeout)
+	}
+	return nctx
 }
 
 // stop closes the browser gracefully, waits for its process, then kills any

@@ -3,10 +3,18 @@ package browsertest
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"html/template"
 	"image/png"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -316,4 +324,62 @@ func TestHungPageFails(t *testing.T) {
 		t.Fatalf("navigation to a page that never answers: %v, want a timeout", err)
 	}
 	Do(t, ctx, chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(chromedp.ID("ok")))
+}
+
+// TestTrustKey: a page over TLS with a self-signed certificate loads in a
+// browser told to trust its key, and not in one that was not (nor in the
+// first for a server with another key).
+func TestTrustKey(t *testing.T) {
+	page := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("<!doctype html><p id=ok>over TLS</p>"))
+	})
+	trusted := httptest.NewTLSServer(page)
+	t.Cleanup(trusted.Close)
+	other := httptest.NewUnstartedServer(page)
+	cert, err := tls.X509KeyPair(otherCertPEM(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	other.StartTLS()
+	t.Cleanup(other.Close)
+
+	loads := func(ctx context.Context, url string) error {
+		_, err := RunErr(ctx, chromedp.Steps(chromedp.Navigate(url), chromedp.WaitVisible(chromedp.ID("ok"))))
+		return err
+	}
+	ctx := New(t, TrustKey(trusted.Certificate().RawSubjectPublicKeyInfo))
+	if err := loads(ctx, trusted.URL); err != nil {
+		t.Errorf("the trusted server's page: %v", err)
+	}
+	if err := loads(ctx, other.URL); err == nil || !strings.Contains(err.Error(), "ERR_CERT") {
+		t.Errorf("a server with another key: %v, want a certificate error", err)
+	}
+	if err := loads(New(t), trusted.URL); err == nil || !strings.Contains(err.Error(), "ERR_CERT") {
+		t.Errorf("without TrustKey: %v, want a certificate error", err)
+	}
+}
+
+// otherCertPEM returns a self-signed certificate for 127.0.0.1 and its key,
+// PEM.
+func otherCertPEM(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "other"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 }
