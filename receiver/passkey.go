@@ -841,12 +841,13 @@ type passkeyRow struct {
 }
 
 // passkeyData adds what the pages need for the passkey buttons to data: the
-// reason they are not offered here (PasskeyWhy), else nothing.
+// reason they are not offered here (PasskeyWhy), else Passkeys.
 func passkeyData(r *http.Request, data map[string]any) map[string]any {
 	if _, why := passkeyRP(r); why != "" {
 		data["PasskeyWhy"] = why
+		return data
 	}
-	data["Passkeys"] = true
+	data["Passkeys"] = true // the page loads the script (passkeyPageCSP)
 	return data
 }
 
