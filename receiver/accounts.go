@@ -29,8 +29,9 @@ import (
 // accounts.json in the data directory: an owner sees the events of the
 // devices paired to them, an admin operates the fleet and sees no media
 // (docs/accounts.md). The file holds each account's role and its password
-// as an Argon2id hash, never the password, and the SHA-256 of each pending
-// one-time link, never the link. Like the registry it is replaced
+// as an Argon2id hash, never the password, its passkeys' public keys
+// (passkey.go), and the SHA-256 of each pending one-time link, never the
+// link. Like the registry it is replaced
 // atomically under a flock (accounts.lock), so the CLI (owner add, owner
 // link) changes it while a receiver runs and the receiver consumes links
 // and sets passwords in the same file.

@@ -264,7 +264,7 @@ func TestPasskeyRegisterAndSignIn(t *testing.T) {
 	// refused if it tries).
 	k2 := *k
 	resp, body = e.pk("/passkeys/register/begin", "{}", e.cookieOf("alice"))
-	if !bytes.Contains(body, []byte(b64u.EncodeToString(k.id))) {
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(b64u.EncodeToString(k.id))) {
 		t.Errorf("registration options do not exclude the registered passkey: %s", body)
 	}
 	if resp, _ := e.pk("/passkeys/register/finish", k2.create(t, parseOptions(t, body), e.origin()), e.cookieOf("alice")); resp.StatusCode != http.StatusBadRequest {
