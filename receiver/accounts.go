@@ -29,8 +29,9 @@ import (
 // accounts.json in the data directory: an owner sees the events of the
 // devices paired to them, an admin operates the fleet and sees no media
 // (docs/accounts.md). The file holds each account's role and its password
-// as an Argon2id hash, never the password, and the SHA-256 of each pending
-// one-time link, never the link. Like the registry it is replaced
+// as an Argon2id hash, never the password, its passkeys' public keys
+// (passkey.go), and the SHA-256 of each pending one-time link, never the
+// link. Like the registry it is replaced
 // atomically under a flock (accounts.lock), so the CLI (owner add, owner
 // link) changes it while a receiver runs and the receiver consumes links
 // and sets passwords in the same file.
@@ -114,6 +115,12 @@ type account struct {
 	// ($argon2id$v=19$m=…,t=…,p=…$salt$hash), "" until one is set.
 	Password string    `json:"password,omitempty"`
 	Created  time.Time `json:"created"`
+	// UserHandle is the WebAuthn user handle of the account's passkeys:
+	// random (passkeyHandleBytes), made at the first passkey, never the
+	// name, so a passkey tells no one whose it is.
+	UserHandle []byte `json:"user_handle,omitempty"`
+	// Passkeys are the account's WebAuthn credentials (passkey.go).
+	Passkeys []*passkey `json:"passkeys,omitempty"`
 }
 
 // link is a pending one-time link.
@@ -154,7 +161,7 @@ func loadAccounts(dir string) (*accountsDB, error) {
 		db.Links = map[string]*link{}
 	}
 	for name, a := range db.Accounts {
-		if a == nil || !ValidOwner(name) || (a.Role != RoleOwner && a.Role != RoleAdmin) {
+		if a == nil || !ValidOwner(name) || (a.Role != RoleOwner && a.Role != RoleAdmin) || !a.passkeysWellFormed() {
 			return nil, fmt.Errorf("receiver: accounts %s: account %q is malformed", path, clip(name))
 		}
 	}
@@ -221,6 +228,7 @@ type AccountInfo struct {
 	Name        string
 	Role        Role
 	HasPassword bool
+	Passkeys    int
 	Created     time.Time
 }
 
@@ -303,7 +311,7 @@ func (a Accounts) List() ([]AccountInfo, error) {
 	}
 	out := make([]AccountInfo, 0, len(db.Accounts))
 	for name, acc := range db.Accounts {
-		out = append(out, AccountInfo{Name: name, Role: acc.Role, HasPassword: acc.Password != "", Created: acc.Created})
+		out = append(out, AccountInfo{Name: name, Role: acc.Role, HasPassword: acc.Password != "", Passkeys: len(acc.Passkeys), Created: acc.Created})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -363,10 +371,11 @@ func peekLink(dir, tok, purpose string, now time.Time) (string, error) {
 }
 
 // useLink uses up a valid pending link of purpose and returns its account
-// and role; with a password hash (a setup link) it also sets the account's
-// password, in the same write. A link is used once: the write that removes
-// it is made under the accounts lock.
-func useLink(dir, tok, purpose, passwordHash string, now time.Time) (name string, role Role, err error) {
+// and role; change (if not nil) changes the account in the same write (a
+// setup link's new password or passkey), and an error of change leaves the
+// link unused. A link is used once: the write that removes it is made under
+// the accounts lock.
+func useLink(dir, tok, purpose string, now time.Time, change func(db *accountsDB, name string, acc *account) error) (name string, role Role, err error) {
 	h, ok := tokenHash(tok)
 	if !ok {
 		return "", "", ErrLink
@@ -380,10 +389,12 @@ func useLink(dir, tok, purpose, passwordHash string, now time.Time) (name string
 		if acc == nil {
 			return ErrLink
 		}
-		delete(db.Links, h)
-		if passwordHash != "" {
-			acc.Password = passwordHash
+		if change != nil {
+			if err := change(db, l.Account, acc); err != nil {
+				return err
+			}
 		}
+		delete(db.Links, h)
 		name, role = l.Account, acc.Role
 		return nil
 	})

@@ -95,11 +95,22 @@ func (s *Server) routes() []route {
 		{pattern: "POST /setup/{token}", access: accessAnonymous, serve: s.handleSetup},
 		{pattern: "GET /link/{token}", access: accessAnonymous, serve: s.handleLink},
 		{pattern: "POST /link/{token}", access: accessAnonymous, serve: s.handleLink},
+		// Passkeys (passkey.go): the script of the buttons; a sign-in with a
+		// passkey (the assertion is the credential); registering one with a
+		// setup link (the link's token is the credential).
+		{pattern: "GET /static/passkey.js", access: accessAnonymous, serve: s.handlePasskeyJS},
+		{pattern: "POST /passkey/signin/begin", access: accessAnonymous, serve: s.handlePasskeySignInBegin},
+		{pattern: "POST /passkey/signin/finish", access: accessAnonymous, serve: s.handlePasskeySignIn},
+		{pattern: "POST /setup/{token}/passkey/begin", access: accessAnonymous, serve: s.handleSetupPasskeyBegin},
+		{pattern: "POST /setup/{token}/passkey/finish", access: accessAnonymous, serve: s.handleSetupPasskey},
 
 		// One's own account.
 		{pattern: "POST /signout", access: accessSignedIn, serve: s.handleSignOut},
 		{pattern: "GET /sessions", access: accessSignedIn, serve: s.handleSessions},
 		{pattern: "POST /sessions/revoke", access: accessSignedIn, serve: s.handleRevoke},
+		{pattern: "POST /passkeys/register/begin", access: accessSignedIn, serve: s.handlePasskeyRegisterBegin},
+		{pattern: "POST /passkeys/register/finish", access: accessSignedIn, serve: s.handlePasskeyRegister},
+		{pattern: "POST /passkeys/remove", access: accessSignedIn, serve: s.handlePasskeyRemove},
 
 		// The home page: an owner's events, an admin's fleet.
 		{pattern: "GET /{$}", access: accessSignedIn, data: true, signIn: true, serve: s.handleHome},

@@ -341,10 +341,38 @@ func newLimiter(free int, base, max, forget time.Duration, size int) *limiter {
 func (l *limiter) begin(key string, now time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	s := l.m[key]
-	if s != nil && now.Before(s.until) {
+	if s := l.m[key]; s != nil && now.Before(s.until) {
 		return s.until.Sub(now)
 	}
+	l.countLocked(key, now)
+	return 0
+}
+
+// wait returns how long key must wait before its next attempt (0: it may
+// go), counting nothing: for attempts whose failure is counted afterwards
+// with fail because they cost little (a passkey's signature check).
+func (l *limiter) wait(key string, now time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s := l.m[key]; s != nil && now.Before(s.until) {
+		return s.until.Sub(now)
+	}
+	return 0
+}
+
+// fail counts a failed attempt of key.
+func (l *limiter) fail(key string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.countLocked(key, now)
+}
+
+// reset forgets key's failures (a successful sign-in of an account).
+func (l *limiter) reset(key string) { l.succeed(key, true) }
+
+// countLocked counts one failure of key. Callers hold mu.
+func (l *limiter) countLocked(key string, now time.Time) {
+	s := l.m[key]
 	if s == nil {
 		if len(l.m) >= l.size {
 			l.makeRoomLocked(now)
@@ -361,7 +389,6 @@ func (l *limiter) begin(key string, now time.Time) time.Duration {
 		}
 		s.until = now.Add(d)
 	}
-	return 0
 }
 
 // succeed takes back the failure begin counted for an attempt of key that

@@ -48,6 +48,7 @@ type authState struct {
 	byAcct  *limiter
 	byAddr  *limiter
 	authT   *template.Template
+	pk      *ceremonies // pending passkey ceremonies (passkey.go)
 
 	dummyOnce sync.Once
 	dummy     string
@@ -76,6 +77,7 @@ func (s *Server) openAuth(opts Options) error {
 	s.hashing = make(chan struct{}, maxHashing)
 	s.byAcct = newLimiter(accountFree, limitBase, limitMax, limitForget, limitKeys)
 	s.byAddr = newLimiter(addressFree, limitBase, limitMax, limitForget, limitKeys)
+	s.pk = newCeremonies()
 	t, err := template.New("auth").Parse(authTemplates)
 	if err != nil {
 		return fmt.Errorf("receiver: sign-in templates: %w", err)
@@ -271,8 +273,14 @@ func (s *Server) handleSignOut(w http.ResponseWriter, r *http.Request, u *user) 
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-// handleSessions lists the account's sessions with a revoke button each.
+// handleSessions shows the account page: the account's sessions with a
+// revoke button each, and its passkeys.
 func (s *Server) handleSessions(w http.ResponseWriter, r *http.Request, u *user) {
+	s.accountPage(w, r, u, http.StatusOK, "")
+}
+
+// accountPage renders the account page with a message and status.
+func (s *Server) accountPage(w http.ResponseWriter, r *http.Request, u *user, status int, msg string) {
 	type row struct {
 		ID, Agent, Addr, Created, LastUsed string
 		Current                            bool
@@ -283,7 +291,11 @@ func (s *Server) handleSessions(w http.ResponseWriter, r *http.Request, u *user)
 			Created: ss.Created.UTC().Format(time.DateTime + " UTC"), LastUsed: ss.LastUsed.UTC().Format(time.DateTime + " UTC"),
 			Current: ss.ID == u.sess.ID})
 	}
-	s.renderAuth(w, http.StatusOK, "sessions", map[string]any{"Account": u.name, "Rows": rows})
+	keys, err := s.passkeyRows(u.name)
+	if err != nil {
+		s.log.Error("receiver: accounts unreadable", "err", err)
+	}
+	s.renderAuth(w, status, "sessions", passkeyData(r, map[string]any{"Account": u.name, "Rows": rows, "Keys": keys, "Message": msg}))
 }
 
 // handleRevoke ends one of the account's sessions.
@@ -319,7 +331,7 @@ func (s *Server) handleSetupPage(w http.ResponseWriter, r *http.Request, _ *user
 		s.linkError(w, err)
 		return
 	}
-	s.renderAuth(w, http.StatusOK, "setup", map[string]any{"Account": name, "Rules": PasswordRules})
+	s.renderAuth(w, http.StatusOK, "setup", passkeyData(r, map[string]any{"Account": name, "Rules": PasswordRules, "Action": "/setup/" + r.PathValue("token")}))
 }
 
 func (s *Server) linkError(w http.ResponseWriter, err error) {
@@ -354,7 +366,7 @@ func (s *Server) handleSetup(w http.ResponseWriter, r *http.Request, _ *user) {
 		msg = "The two passwords differ."
 	}
 	if msg != "" {
-		s.renderAuth(w, http.StatusBadRequest, "setup", map[string]any{"Account": name, "Rules": PasswordRules, "Message": msg})
+		s.renderAuth(w, http.StatusBadRequest, "setup", passkeyData(r, map[string]any{"Account": name, "Rules": PasswordRules, "Message": msg, "Action": "/setup/" + tok}))
 		return
 	}
 	var encoded string
@@ -364,7 +376,10 @@ func (s *Server) handleSetup(w http.ResponseWriter, r *http.Request, _ *user) {
 		writeLine(w, http.StatusServiceUnavailable, "cannot set the password now, retry later")
 		return
 	}
-	name, role, err := useLink(s.dir, tok, linkSetup, encoded, s.clk.Now())
+	name, role, err := useLink(s.dir, tok, linkSetup, s.clk.Now(), func(_ *accountsDB, _ string, acc *account) error {
+		acc.Password = encoded
+		return nil
+	})
 	if err != nil {
 		s.linkError(w, err)
 		return
@@ -396,7 +411,7 @@ func (s *Server) handleLink(w http.ResponseWriter, r *http.Request, _ *user) {
 			return
 		}
 	}
-	name, role, err := useLink(s.dir, tok, linkSignIn, "", s.clk.Now())
+	name, role, err := useLink(s.dir, tok, linkSignIn, s.clk.Now(), nil)
 	if err != nil {
 		s.linkError(w, err)
 		return
@@ -414,7 +429,7 @@ func (s *Server) handleLink(w http.ResponseWriter, r *http.Request, _ *user) {
 
 // signInPage shows the sign-in form with a message and status.
 func (s *Server) signInPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
-	s.renderAuth(w, status, "signin", map[string]any{"Message": msg})
+	s.renderAuth(w, status, "signin", passkeyData(r, map[string]any{"Message": msg}))
 }
 
 func (s *Server) renderAuth(w http.ResponseWriter, status int, name string, data any) {
@@ -425,6 +440,9 @@ func (s *Server) renderAuth(w http.ResponseWriter, status int, name string, data
 		return
 	}
 	setPageHeaders(w)
+	if m, ok := data.(map[string]any); ok && m["Passkeys"] == true {
+		w.Header().Set("Content-Security-Policy", passkeyPageCSP) // the passkey script, from this origin
+	}
 	w.WriteHeader(status)
 	if _, err := w.Write(buf.Bytes()); err != nil {
 		s.log.Debug("receiver: write page", "err", err)
@@ -518,6 +536,7 @@ nav form { display: inline; }
 <label>Password <input name="password" type="password" autocomplete="current-password" required maxlength="1024"></label>
 <button>Sign in</button>
 </form>
+{{template "passkey" .}}
 <p class="muted">No password yet, or forgotten? The receiver's operator can give you a one-time link (keyframe receiver owner link NAME).</p>
 </body></html>
 {{end}}
@@ -531,8 +550,16 @@ nav form { display: inline; }
 <button>Set the password and sign in</button>
 </form>
 <p class="muted">{{.Rules}}. Setting it signs out every other session of {{.Account}}.</p>
+<h2>Or a passkey</h2>
+{{if .PasskeyWhy}}<p class="muted">{{.PasskeyWhy}}</p>{{else}}<p>Instead of a password (or besides: a password can be set later with a new setup link), register a passkey of this device for {{.Account}}. It signs out every other session of {{.Account}} too.</p>
+<p><button type="button" id="passkey-setup" data-passkey="register" data-begin="{{.Action}}/passkey/begin" data-finish="{{.Action}}/passkey/finish" hidden>Register a passkey and sign in</button></p>
+<p id="passkey-status" class="warn" role="status"></p>
+<script src="/static/passkey.js"></script>{{end}}
 </body></html>
 {{end}}
+{{define "passkey"}}{{if .PasskeyWhy}}<p class="muted" id="passkey-why">{{.PasskeyWhy}}</p>{{else}}<p><button type="button" id="passkey-signin" data-passkey="signin" data-begin="/passkey/signin/begin" data-finish="/passkey/signin/finish" hidden>Sign in with a passkey</button></p>
+<p id="passkey-status" class="warn" role="status"></p>
+<script src="/static/passkey.js"></script>{{end}}{{end}}
 {{define "confirm"}}{{template "head" "keyframe: sign in"}}
 <h1>Sign in</h1>
 <form method="post" action="{{.Action}}"><button>Sign in with this link</button></form>
@@ -558,7 +585,24 @@ nav form { display: inline; }
 {{end}}
 {{define "sessions"}}{{template "head" "keyframe: sessions"}}
 {{template "nav" .Account}}
-<h1>Sessions of {{.Account}}</h1>
+<h1>Account {{.Account}}</h1>
+{{if .Message}}<p class="warn">{{.Message}}</p>{{end}}
+<h2>Passkeys</h2>
+{{if .Keys}}
+<table id="passkeys">
+<tr><th>passkey</th><th>added</th><th>last used</th><th>authenticator</th><th>transports</th><th></th></tr>
+{{range .Keys}}
+<tr><td class="mono">{{.Short}}</td><td>{{.Created}}</td><td>{{.LastUsed}}</td><td class="mono">{{.AAGUID}}</td><td>{{.Transports}}</td>
+<td><form method="post" action="/passkeys/remove"><input type="hidden" name="id" value="{{.ID}}"><button>Remove</button></form></td></tr>
+{{end}}
+</table>
+{{else}}
+<p>No passkeys.</p>
+{{end}}
+{{if .PasskeyWhy}}<p class="muted">{{.PasskeyWhy}}</p>{{else}}<p><button type="button" id="passkey-add" data-passkey="register" data-begin="/passkeys/register/begin" data-finish="/passkeys/register/finish" hidden>Add a passkey</button></p>
+<p id="passkey-status" class="warn" role="status"></p>
+<script src="/static/passkey.js"></script>{{end}}
+<h2>Sessions</h2>
 <table>
 <tr><th>signed in</th><th>last used</th><th>browser</th><th>from</th><th></th></tr>
 {{range .Rows}}
