@@ -369,7 +369,16 @@ func TestSignInLink(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || len(resp.Cookies()) != 0 || !bytes.Contains(body, []byte(`method="post"`)) {
 		t.Fatalf("a link opened from another site: %d, cookies %v", resp.StatusCode, resp.Cookies())
 	}
+	// Fetched without a person's navigation (a link scanner, a preview,
+	// curl, a browser without Fetch Metadata): the page names the account
+	// and uses nothing up.
 	resp, body = e.rawReq(http.MethodGet, l.Path, "", nil)
+	if resp.StatusCode != http.StatusOK || len(resp.Cookies()) != 0 || !bytes.Contains(body, []byte("Sign in as alice")) || !bytes.Contains(body, []byte(`method="post"`)) {
+		t.Fatalf("the link fetched by a program: %d, cookies %v\n%s", resp.StatusCode, resp.Cookies(), body)
+	}
+	// Opened by a person in a browser (typed, pasted, from another program):
+	// signed in at once.
+	resp, body = e.rawReq(http.MethodGet, l.Path, "", map[string]string{"Sec-Fetch-Site": "none", "Sec-Fetch-User": "?1"})
 	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("Signed in as alice")) {
 		t.Fatalf("the link: %d\n%s", resp.StatusCode, body)
 	}

@@ -195,7 +195,7 @@ func TestServeRequiresClientCertForUploads(t *testing.T) {
 	if fleet.Jar, err = cookiejar.New(nil); err != nil {
 		t.Fatal(err)
 	}
-	if code, body := do(t, fleet, http.MethodGet, strings.TrimSuffix(s.url, "/")+link.Path, nil); code != http.StatusOK {
+	if code, body := do(t, fleet, http.MethodPost, strings.TrimSuffix(s.url, "/")+link.Path, nil); code != http.StatusOK {
 		t.Fatalf("admin sign-in link: %d %q", code, body)
 	}
 	code, body := do(t, fleet, http.MethodGet, s.url+"v1/stats", nil)

@@ -400,16 +400,23 @@ func (s *Server) handleSetup(w http.ResponseWriter, r *http.Request, _ *user) {
 // cookie goes along.
 func (s *Server) handleLink(w http.ResponseWriter, r *http.Request, _ *user) {
 	tok := r.PathValue("token")
-	if r.Method == http.MethodGet {
-		switch r.Header.Get("Sec-Fetch-Site") {
-		case "cross-site", "same-site":
-			if _, err := peekLink(s.dir, tok, linkSignIn, s.clk.Now()); err != nil {
-				s.linkError(w, err)
-				return
-			}
-			s.renderAuth(w, http.StatusOK, "confirm", map[string]any{"Action": "/link/" + tok})
-			return
-		}
+	// Look before taking the accounts lock: a flood of made-up links costs
+	// a read, not the lock the CLI and sign-ins need.
+	account, err := peekLink(s.dir, tok, linkSignIn, s.clk.Now())
+	if err != nil {
+		s.linkError(w, err)
+		return
+	}
+	// A GET signs in at once only when a person opened the link themselves
+	// in a browser that says so (Fetch Metadata: no site sent it, and a user
+	// activated the navigation: typed, pasted, opened from another program).
+	// A link scanner, a preview, curl or an old browser, and any page of
+	// another site, get a page naming the account and a button that posts
+	// from the receiver's own origin: fetching the link uses nothing up, and
+	// no site can sign a visitor into someone else's account.
+	if r.Method == http.MethodGet && (r.Header.Get("Sec-Fetch-Site") != "none" || r.Header.Get("Sec-Fetch-User") != "?1") {
+		s.renderAuth(w, http.StatusOK, "confirm", map[string]any{"Action": "/link/" + tok, "Account": account})
+		return
 	}
 	name, role, err := useLink(s.dir, tok, linkSignIn, s.clk.Now(), nil)
 	if err != nil {
@@ -561,8 +568,9 @@ nav form { display: inline; }
 <p id="passkey-status" class="warn" role="status"></p>
 <script src="/static/passkey.js"></script>{{end}}{{end}}
 {{define "confirm"}}{{template "head" "keyframe: sign in"}}
-<h1>Sign in</h1>
-<form method="post" action="{{.Action}}"><button>Sign in with this link</button></form>
+<h1>Sign in as {{.Account}}</h1>
+<p>This one-time link signs this browser in as <strong>{{.Account}}</strong>. If you did not ask for it, or that is not your account, close this page.</p>
+<form method="post" action="{{.Action}}"><button>Sign in as {{.Account}}</button></form>
 <p class="muted">The link works once.</p>
 </body></html>
 {{end}}

@@ -201,7 +201,8 @@ func ownerSignIn(dir, base string, tr http.RoundTripper) func(context.Context, s
 			return nil, err
 		}
 		c := &http.Client{Timeout: 30 * time.Second, Transport: tr, Jar: jar}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+l.Path, nil)
+		// A program posts the link (a GET only shows the confirm page).
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+l.Path, nil)
 		if err != nil {
 			return nil, err
 		}

@@ -71,8 +71,17 @@ func TestReceiverOwnerAddAndLink(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	if code, page := get(link); code != http.StatusOK || !strings.Contains(page, "Signed in as alice") {
-		t.Fatalf("following the sign-in link: %d\n%s", code, page)
+	if code, page := get(link); code != http.StatusOK || !strings.Contains(page, "Sign in as alice") || strings.Contains(page, "Signed in") {
+		t.Fatalf("fetching the sign-in link (no browser): %d, want the page naming alice with a button\n%s", code, page)
+	}
+	resp, err := c.Post(link, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), "Signed in as alice") {
+		t.Fatalf("posting the sign-in link: %d\n%s", resp.StatusCode, page)
 	}
 	if code, page := get(hs.URL + "/"); code != http.StatusOK || !strings.Contains(page, "events for alice") {
 		t.Fatalf("the page after the sign-in link: %d\n%s", code, page)
