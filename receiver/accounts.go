@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -121,6 +122,9 @@ type account struct {
 	UserHandle []byte `json:"user_handle,omitempty"`
 	// Passkeys are the account's WebAuthn credentials (passkey.go).
 	Passkeys []*passkey `json:"passkeys,omitempty"`
+	// SessionsNotBefore ends every session of the account signed in before
+	// it (Accounts.Reset): the receiver checks it at each request.
+	SessionsNotBefore time.Time `json:"sessions_not_before,omitzero"`
 }
 
 // link is a pending one-time link.
@@ -281,6 +285,38 @@ func (a Accounts) SignInLink(name string) (Link, error) {
 // (which also ends its sessions).
 func (a Accounts) SetupLink(name string) (Link, error) {
 	return a.newLink(name, linkSetup, "/setup/")
+}
+
+// Reset is what an operator does for an account that may be in the wrong
+// hands: in one write it removes the account's password and passkeys, ends
+// every session signed in until now (the receiver checks
+// SessionsNotBefore at each request, so this works from another process
+// while it runs), and makes a one-time setup link for new credentials.
+func (a Accounts) Reset(name string) (Link, error) {
+	tok, hash, err := newToken(a.Rand)
+	if err != nil {
+		return Link{}, err
+	}
+	now := a.now()
+	exp := now.Add(a.ttl())
+	err = updateAccounts(a.Dir, now, func(db *accountsDB) error {
+		acc := db.Accounts[name]
+		if acc == nil {
+			return fmt.Errorf("receiver: account %q: %w", clip(name), ErrNoAccount)
+		}
+		acc.Password, acc.Passkeys, acc.SessionsNotBefore = "", nil, now.UTC()
+		for h, l := range db.Links {
+			if l.Account == name {
+				delete(db.Links, h) // links made before the reset are void too
+			}
+		}
+		db.Links[hash] = &link{Account: name, Purpose: linkSetup, Expires: exp.UTC()}
+		return nil
+	})
+	if err != nil {
+		return Link{}, err
+	}
+	return Link{Path: "/setup/" + tok, Expires: exp}, nil
 }
 
 func (a Accounts) newLink(name, purpose, prefix string) (Link, error) {
@@ -500,4 +536,48 @@ func parseHash(encoded string) (p Argon2Params, salt, key []byte, err error) {
 		return bad("hash")
 	}
 	return Argon2Params{Time: uint32(t), MemoryKiB: uint32(m), Threads: uint8(th)}, salt, key, nil
+}
+
+// accountsReader gives sessions the accounts file as it is now, parsing it
+// again only when it changed (another file, size or modification time), so
+// each request costs a stat, not a parse.
+type accountsReader struct {
+	dir string
+
+	mu   sync.Mutex
+	info os.FileInfo
+	db   *accountsDB
+}
+
+// stillValid reports whether sess's account exists with the session's role
+// and was not reset after the session signed in.
+func (ar *accountsReader) stillValid(sess *session) (bool, error) {
+	db, err := ar.read()
+	if err != nil {
+		return false, err
+	}
+	acc := db.Accounts[sess.Account]
+	return acc != nil && acc.Role == sess.Role && !sess.Created.Before(acc.SessionsNotBefore), nil
+}
+
+func (ar *accountsReader) read() (*accountsDB, error) {
+	ar.mu.Lock()
+	defer ar.mu.Unlock()
+	fi, err := os.Stat(filepath.Join(ar.dir, accountsFile))
+	if errors.Is(err, os.ErrNotExist) {
+		ar.info, ar.db = nil, emptyAccounts()
+		return ar.db, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("receiver: accounts: %w", err)
+	}
+	if ar.db != nil && ar.info != nil && os.SameFile(fi, ar.info) && fi.Size() == ar.info.Size() && fi.ModTime().Equal(ar.info.ModTime()) {
+		return ar.db, nil
+	}
+	db, err := loadAccounts(ar.dir)
+	if err != nil {
+		return nil, err
+	}
+	ar.info, ar.db = fi, db
+	return db, nil
 }

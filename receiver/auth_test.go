@@ -523,3 +523,52 @@ func TestLimiterFullLocksNobodyOut(t *testing.T) {
 		t.Error("a success did not forget the name")
 	}
 }
+
+// TestResetEndsSessionsAndCredentials: an operator's Reset (`keyframe
+// receiver owner setup-link`), made by another process while the receiver
+// runs, ends the account's sessions at the next request, and its old
+// password no longer signs in; the setup link it prints sets a new one. A
+// role changed in the file ends the sessions of the old role too.
+func TestResetEndsSessionsAndCredentials(t *testing.T) {
+	clk := &stepClock{t: testNow}
+	e := newEnv(t, Options{Clock: clk})
+	e.account("alice", RoleOwner)
+	c := e.setupPassword("alice", testPassword)
+	if code, page, _ := e.do(http.MethodGet, "/sessions", nil, c); code != http.StatusOK || !bytes.Contains(page, []byte("alice")) {
+		t.Fatalf("alice's session before the reset: %d", code)
+	}
+	clk.add(time.Second)
+	l, err := (Accounts{Dir: e.dir, Clock: clk}).Reset("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := e.do(http.MethodGet, "/sessions", nil, c); code != http.StatusUnauthorized {
+		t.Errorf("alice's session after the reset: %d, want 401", code)
+	}
+	if resp, _ := e.rawReq(http.MethodPost, "/signin", signInForm("alice", testPassword), nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the old password after the reset: %d, want 401", resp.StatusCode)
+	}
+	if _, err := (Accounts{Dir: e.dir}).Reset("nobody"); !errors.Is(err, ErrNoAccount) {
+		t.Errorf("reset of no account: %v", err)
+	}
+	resp, _ := e.rawReq(http.MethodPost, l.Path, "password="+url.QueryEscape(testPassword+"-new")+"&confirm="+url.QueryEscape(testPassword+"-new"), nil)
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the reset's setup link: %d", resp.StatusCode)
+	}
+	c2 := sessionCookieOf(t, resp)
+	if code, _, _ := e.do(http.MethodGet, "/sessions", nil, c2); code != http.StatusOK {
+		t.Errorf("the session the setup link made: %d", code)
+	}
+
+	// The role changed by another process: the owner session ends.
+	err = updateAccounts(e.dir, clk.Now(), func(db *accountsDB) error {
+		db.Accounts["alice"].Role = RoleAdmin
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := e.do(http.MethodGet, "/sessions", nil, c2); code != http.StatusUnauthorized {
+		t.Errorf("an owner session after the account became an admin: %d, want 401", code)
+	}
+}

@@ -197,6 +197,19 @@ func (s *Server) signedIn(r *http.Request) *user {
 	if sess == nil {
 		return nil
 	}
+	// The account as accounts.json says now (another process may have reset
+	// it, changed its role or removed it): a session outlives none of these.
+	if ok, err := s.standing.stillValid(sess); !ok {
+		if err != nil {
+			s.log.Error("receiver: cannot read the accounts; session not accepted", "err", err)
+			return nil
+		}
+		if err := s.sess.end(hash); err != nil {
+			s.log.Error("receiver: end a session of a reset account", "err", err)
+		}
+		s.log.Info("receiver: session ended: its account was reset, changed or removed", "account", sess.Account)
+		return nil
+	}
 	return &user{name: sess.Account, role: sess.Role, sess: sess, hash: hash}
 }
 

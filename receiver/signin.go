@@ -50,6 +50,8 @@ type authState struct {
 	authT   *template.Template
 	pk      *ceremonies // pending passkey ceremonies (passkey.go)
 
+	standing *accountsReader // accounts.json as of the last change, for sessions
+
 	dummyOnce sync.Once
 	dummy     string
 	dummyErr  error
@@ -78,6 +80,7 @@ func (s *Server) openAuth(opts Options) error {
 	s.byAcct = newLimiter(accountFree, limitBase, limitMax, limitForget, limitKeys)
 	s.byAddr = newLimiter(addressFree, limitBase, limitMax, limitForget, limitKeys)
 	s.pk = newCeremonies()
+	s.standing = &accountsReader{dir: s.dir}
 	t, err := template.New("auth").Parse(authTemplates)
 	if err != nil {
 		return fmt.Errorf("receiver: sign-in templates: %w", err)

@@ -28,7 +28,7 @@ const (
 const receiverUsage = `usage: keyframe receiver [serve] [-data DIR] [-listen ADDR] [-public] [-allow-host HOST[:PORT],...]
        keyframe receiver owner add  [-data DIR] [-url URL] [-admin] NAME   (prints a one-time setup link)
        keyframe receiver owner link [-data DIR] [-url URL] NAME            (prints a one-time sign-in link)
-       keyframe receiver owner setup-link [-data DIR] [-url URL] NAME      (a new password; ends its sessions)
+       keyframe receiver owner setup-link [-data DIR] [-url URL] NAME      (reset: password, passkeys and sessions removed; a setup link)
        keyframe receiver owner list [-data DIR]
        keyframe receiver admin add  [-data DIR] [-url URL] NAME            (owner add -admin)
        keyframe receiver enroll -data DIR -key FILE.pem [-owner NAME]

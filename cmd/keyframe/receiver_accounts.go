@@ -86,8 +86,8 @@ func cmdReceiverAccounts(kind string, args []string, stdout, stderr io.Writer) i
 		link, err = accts.SignInLink(name)
 		what = fmt.Sprintf("one-time sign-in link for %s (once, within %s)", name, receiver.DefaultLinkTTL)
 	case "setup-link":
-		link, err = accts.SetupLink(name)
-		what = fmt.Sprintf("one-time link to set a new password for %s (once, within %s; ends its sessions)", name, receiver.DefaultLinkTTL)
+		link, err = accts.Reset(name)
+		what = fmt.Sprintf("%s's password, passkeys and sessions are removed; one-time link to set new ones (once, within %s)", name, receiver.DefaultLinkTTL)
 	default:
 		fmt.Fprintf(stderr, "keyframe receiver %s: unknown subcommand %q\n%s", kind, sub, receiverUsage)
 		return 2
