@@ -386,7 +386,19 @@ func (c *claimState) allow(addr netip.Prefix, now time.Time) bool {
 				}
 			}
 			if len(c.rate) >= maxRateAddrs {
-				return false
+				// Full of live windows: forget the oldest rather than
+				// refuse every new address (one attacker with many
+				// prefixes must not stop honest cameras from joining; a
+				// code's secret and its burn after MaxClaimFailures wrong
+				// proofs are what protect it).
+				var oldest netip.Prefix
+				var at time.Time
+				for a, o := range c.rate {
+					if at.IsZero() || o.start.Before(at) {
+						oldest, at = a, o.start
+					}
+				}
+				delete(c.rate, oldest)
 			}
 		}
 		w = &rateWindow{start: now}
