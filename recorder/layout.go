@@ -10,6 +10,7 @@ import "path/filepath"
 //	<data_dir>/chain            the chain state (next sequence number, hash of the last envelope)
 //	<data_dir>/spool/           records waiting for upload, unless spool.dir names another directory
 //	<data_dir>/rotation.bundle  a prepared key rotation's rotate record, until the receiver accepts it
+//	<data_dir>/rotation.done    the SHA-256 of the last completed rotation's rotate envelope (hex)
 //	<data_dir>/joined.conf      upload.url and upload.ca_file of the receiver `keyframe join` claimed the camera at
 //	<data_dir>/receiver-ca.pem  that receiver's certificate, pinned by the claim code
 //	<key>.next                  the rotation's new key, until the rotation completes
@@ -21,6 +22,7 @@ type Layout struct {
 	Chain      string // chain state file
 	Spool      string // spool directory
 	Rotation   string // pending key rotation's upload bundle
+	Rotated    string // the last completed rotation's envelope hash
 	NextKey    string // a pending rotation's new key
 	RetiredKey string // the key a completed rotation retired
 	Joined     string // configuration left by keyframe join (upload.url, upload.ca_file)
@@ -37,6 +39,7 @@ func NewLayout(dataDir, keyFile, certFile, spoolDir string) Layout {
 		Chain:    filepath.Join(dataDir, "chain"),
 		Spool:    spoolDir,
 		Rotation: filepath.Join(dataDir, "rotation.bundle"),
+		Rotated:  filepath.Join(dataDir, "rotation.done"),
 
 		Joined:     filepath.Join(dataDir, "joined.conf"),
 		ReceiverCA: filepath.Join(dataDir, "receiver-ca.pem"),

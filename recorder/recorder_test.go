@@ -369,7 +369,7 @@ func TestLayout(t *testing.T) {
 	l := recorder.NewLayout("/data", "", "", "")
 	want := recorder.Layout{
 		DataDir: "/data", Key: "/data/device.key", Cert: "/data/device-cert.pem", Chain: "/data/chain",
-		Spool: "/data/spool", Rotation: "/data/rotation.bundle", NextKey: "/data/device.key.next", RetiredKey: "/data/device.key.retired",
+		Spool: "/data/spool", Rotation: "/data/rotation.bundle", Rotated: "/data/rotation.done", NextKey: "/data/device.key.next", RetiredKey: "/data/device.key.retired",
 		Joined: "/data/joined.conf", ReceiverCA: "/data/receiver-ca.pem",
 	}
 	if l != want {
@@ -378,7 +378,7 @@ func TestLayout(t *testing.T) {
 	l = recorder.NewLayout("/data", "/keys/k.pem", "/certs/c.pem", "/var/spool/kf")
 	want = recorder.Layout{
 		DataDir: "/data", Key: "/keys/k.pem", Cert: "/certs/c.pem", Chain: "/data/chain",
-		Spool: "/var/spool/kf", Rotation: "/data/rotation.bundle", NextKey: "/keys/k.pem.next", RetiredKey: "/keys/k.pem.retired",
+		Spool: "/var/spool/kf", Rotation: "/data/rotation.bundle", Rotated: "/data/rotation.done", NextKey: "/keys/k.pem.next", RetiredKey: "/keys/k.pem.retired",
 		Joined: "/data/joined.conf", ReceiverCA: "/data/receiver-ca.pem",
 	}
 	if l != want {

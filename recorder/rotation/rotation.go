@@ -23,6 +23,7 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/keyframe-cam/keyframe/internal/atomicfile"
 	"github.com/keyframe-cam/keyframe/provenance"
@@ -44,6 +46,13 @@ const EventPrefix = "rotate-"
 // ErrPending is returned (wrapped) by Prepare when a rotation is already
 // pending: it must be completed before another one starts.
 var ErrPending = errors.New("a key rotation is already pending")
+
+// ErrUnused is returned (wrapped) by Prepare when the key the last rotation
+// made has signed no record yet: a receiver refuses a rotation of a key
+// that has stored no record of its own (its rotate record would be
+// quarantined and the camera stranded), so let the camera record an event
+// first.
+var ErrUnused = errors.New("the current key has signed no record since the last rotation: let the camera record an event, then rotate")
 
 // Request is what Prepare needs.
 type Request struct {
@@ -92,6 +101,9 @@ func Prepare(req Request) (*Pending, error) {
 	}
 	if req.Old == nil || req.New == nil || req.Chain == nil {
 		return nil, errors.New("rotation: prepare: old key, new key and chain state are required")
+	}
+	if err := checkUsed(l, req.Chain); err != nil {
+		return nil, err
 	}
 	nextPub, err := publicKeyOfFile(l.NextKey)
 	if err != nil {
@@ -236,6 +248,11 @@ func Complete(l recorder.Layout) error {
 			return err
 		}
 	}
+	if l.Rotated != "" {
+		if err := atomicfile.WriteFile(l.Rotated, []byte(hex.EncodeToString(v.Hash[:])+"\n"), 0o600); err != nil {
+			return fmt.Errorf("rotation: %w", err)
+		}
+	}
 	if err := os.Remove(p.BundlePath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("rotation: remove bundle: %w", err)
 	}
@@ -314,4 +331,31 @@ func sameKey(a, b crypto.PublicKey) bool {
 	da, err1 := x509.MarshalPKIXPublicKey(a)
 	db, err2 := x509.MarshalPKIXPublicKey(b)
 	return err1 == nil && err2 == nil && bytes.Equal(da, db)
+}
+
+// checkUsed refuses (ErrUnused) while the chain's last record is the rotate
+// record of the last completed rotation: the current key has signed nothing.
+func checkUsed(l recorder.Layout, chain recorder.ChainStore) error {
+	if l.Rotated == "" {
+		return nil
+	}
+	b, err := os.ReadFile(l.Rotated)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("rotation: %w", err)
+	}
+	last, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil {
+		return fmt.Errorf("rotation: %s: %w", l.Rotated, err)
+	}
+	c, err := chain.Load()
+	if err != nil {
+		return fmt.Errorf("rotation: %w", err)
+	}
+	if bytes.Equal(c.Prev, last) {
+		return fmt.Errorf("rotation: %w", ErrUnused)
+	}
+	return nil
 }

@@ -340,3 +340,39 @@ func TestRotationWithCertificate(t *testing.T) {
 		t.Error("the new key's certificate was moved")
 	}
 }
+
+// TestPrepareRefusesAnUnusedKey: right after a completed rotation the new
+// key has signed nothing; a second rotation then would be refused by the
+// receiver (it stores a rotation of a key only once that key stored a record
+// of its own) and strand the camera, so Prepare refuses it until the chain
+// has moved past the rotate record.
+func TestPrepareRefusesAnUnusedKey(t *testing.T) {
+	d := newDevice(t)
+	if _, err := rotation.Prepare(d.request()); err != nil {
+		t.Fatal(err)
+	}
+	if err := rotation.Complete(d.layout); err != nil {
+		t.Fatal(err)
+	}
+	// A third key for the next rotation, the second key now the device's.
+	third := newKey(t)
+	writeKey(t, d.layout.NextKey, third)
+	req := d.request()
+	req.Old, req.New = d.new, third
+	if _, err := rotation.Prepare(req); !errors.Is(err, rotation.ErrUnused) {
+		t.Fatalf("a rotation before the new key signed anything: %v, want ErrUnused", err)
+	}
+	if _, err := os.Stat(d.layout.Rotation); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused rotation left a bundle (%v)", err)
+	}
+	// The new key signs a record: the chain moves past the rotate record.
+	next := sha256.Sum256([]byte("the new key's first event"))
+	d.chain.next, d.chain.prev = d.chain.next+1, next[:]
+	p, err := rotation.Prepare(req)
+	if err != nil {
+		t.Fatalf("a rotation after the new key signed a record: %v", err)
+	}
+	if p.OldDevice != id(t, d.new) || p.NewDevice != id(t, third) {
+		t.Errorf("pending %+v", p)
+	}
+}
