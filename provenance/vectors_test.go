@@ -962,8 +962,9 @@ func checkSignature(env []byte, pub crypto.PublicKey) error {
 	return nil
 }
 
-// FuzzVerify: no input makes Verify or UnmarshalBundle panic, every failure
-// has exactly one class, and whatever verifies re-encodes to its own payload.
+// FuzzVerify: no input makes Verify or UnmarshalBundle panic, Verify
+// allocates within verifyBudget of the input's size, every failure has
+// exactly one class, and whatever verifies re-encodes to its own payload.
 // Seeds are the vectors.
 func FuzzVerify(f *testing.F) {
 	m := readManifest(f)
@@ -976,7 +977,11 @@ func FuzzVerify(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0xd2, 0x84, 0x40, 0xa0, 0x40, 0x40})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		v, err := provenance.Verify(data, nil, nil)
+		var v *provenance.Verified
+		var err error
+		if n := allocated(func() { v, err = provenance.Verify(data, nil, nil) }); n > verifyBudget(len(data)) {
+			t.Fatalf("Verify allocated %d bytes for %d bytes of input, budget %d", n, len(data), verifyBudget(len(data)))
+		}
 		if c := classOf(err); c == "" {
 			t.Fatalf("Verify: error of no single class: %v", err)
 		}
