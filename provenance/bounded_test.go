@@ -287,3 +287,20 @@ func TestVerifyNonCanonical(t *testing.T) {
 		})
 	}
 }
+
+// Version 1 writes Ed25519 as alg -8 (EdDSA) and refuses RFC 9864's -19
+// (Ed25519), which would give the same record a second header.
+func TestVerifyEd25519Alg19(t *testing.T) {
+	key := newEd25519(t)
+	payload, err := provenance.MarshalPayload(samplePayload(idOf(t, key), thumb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := withHeader(stdHeaders(cose.AlgorithmEdDSA, idOf(t, key), spkiOf(t, key)), 1, int64(-19))
+	env, err := rawEnvelope{protected: hs, payload: payload}.build(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = provenance.Verify(env, [][]byte{thumb}, nil)
+	wantClass(t, err, "malformed")
+}
