@@ -281,7 +281,7 @@ func TestVerifyX5Chain(t *testing.T) {
 		want string
 	}{
 		{"leaf as bstr", f.leaf, "ok"},
-		{"array of one", []any{f.leaf}, "ok"},
+		{"array of one (RFC 9360: bstr / [2* bstr])", []any{f.leaf}, "malformed"},
 		{"array of four", []any{f.leaf, f.inter.der, f.root.der, f.root.der}, "ok"},
 		{"leaf for another key", []any{otherLeaf, f.inter.der}, "key"},
 		{"intermediate first", []any{f.inter.der, f.leaf}, "key"},

@@ -416,14 +416,22 @@ type opened struct {
 // chain, signature, key ID, content type. Error messages start with
 // "provenance: " and then what.
 func openSign1(data []byte, contentType string, allowChain bool, wantSPKI []byte, what string) (*opened, error) {
+	// keyframe's own reader comes first: it allocates nothing, refuses any
+	// encoding but the canonical one and anything a record does not carry,
+	// and bounds every count, so go-cose decodes only a small structure
+	// already known to be well-formed.
+	parts, err := splitSign1(data)
+	if err != nil {
+		return nil, fmt.Errorf("provenance: %s%w", what, err)
+	}
+	if err := checkProtected(parts.protected, allowChain); err != nil {
+		return nil, fmt.Errorf("provenance: %s%w", what, err)
+	}
 	o := &opened{}
 	msg := &o.msg
 	if err := msg.UnmarshalCBOR(data); err != nil {
 		return nil, fmt.Errorf("provenance: %s%w: %w", what, ErrMalformed, err)
 	}
-	// The unprotected header is not signed: anything in it could be changed
-	// in transit without breaking the signature, and would change the
-	// envelope's hash. It must be empty.
 	if len(msg.Headers.Unprotected) != 0 {
 		return nil, fmt.Errorf("provenance: %s%w: unprotected header is not empty", what, ErrMalformed)
 	}

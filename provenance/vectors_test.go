@@ -528,6 +528,34 @@ func TestGenerateVectors(t *testing.T) {
 	resigned("bad-next-key-on-start", "a start record with a next_key field", "malformed", keyA, hdrA,
 		editStart(func(m map[string]any) { m["next_key"] = spkiOf(t, keyN.signer) }))
 
+	// Encodings that are not the canonical one (docs/envelope.md §3): each
+	// keeps ok-start's signature valid or is signed again, so only the
+	// shortest-form and duplicate-label rules catch them. They come last so
+	// that the older vectors' bytes stay as they were.
+	sp := sign1Split(t, startEnv)
+	noncanon := func(name, breaks string, env []byte) {
+		t.Helper()
+		add(vector{Name: name, Breaks: breaks, Envelope: name + ".cose", Media: startMedia, Expect: "malformed", SignedBy: pubA}, env)
+	}
+	noncanon("bad-noncanonical-signature-length", "ok-start with the signature's length as 59 00 40 instead of 58 40",
+		sp.frame(nil, nil, nil, []byte{0x59, 0x00, byte(len(sp.sig))}))
+	noncanon("bad-noncanonical-payload-length", "ok-start with the payload's length in 4 bytes (5a) instead of 2 (59)",
+		sp.frame(nil, nil, longHead(2, len(sp.payload)), nil))
+	noncanon("bad-noncanonical-unprotected", "ok-start with the empty unprotected map as b8 00 instead of a0",
+		sp.frame(nil, []byte{0xb8, 0x00}, nil, nil))
+	noncanon("bad-indefinite-payload", "ok-start with the payload as an indefinite-length bstr of one chunk (5f ... ff)",
+		sp.frame(nil, nil, []byte{0x5f}, nil, 0xff))
+	dupProt := slices.Concat([]byte{0xa5}, sp.prot[1:], []byte{0x04}, mustDet(t, []byte(idA)))
+	if sp.prot[0] != 0xa4 {
+		t.Fatalf("ok-start's protected header starts %x, want a4", sp.prot[0])
+	}
+	dupSig, err := signProtected(a, dupProt, startPayload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noncanon("bad-duplicate-header", "protected header with kid (4) twice, same value; signed by device-a",
+		(&splitEnv{prot: dupProt, payload: startPayload, sig: dupSig}).frame(nil, nil, nil, nil))
+
 	// The generator checks its own output; TestVectors checks the files.
 	for _, v := range vectors {
 		got := verifyVector(t, v)
@@ -962,8 +990,9 @@ func checkSignature(env []byte, pub crypto.PublicKey) error {
 	return nil
 }
 
-// FuzzVerify: no input makes Verify or UnmarshalBundle panic, every failure
-// has exactly one class, and whatever verifies re-encodes to its own payload.
+// FuzzVerify: no input makes Verify or UnmarshalBundle panic, Verify
+// allocates within verifyBudget of the input's size, every failure has
+// exactly one class, and whatever verifies re-encodes to its own payload.
 // Seeds are the vectors.
 func FuzzVerify(f *testing.F) {
 	m := readManifest(f)
@@ -976,7 +1005,11 @@ func FuzzVerify(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0xd2, 0x84, 0x40, 0xa0, 0x40, 0x40})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		v, err := provenance.Verify(data, nil, nil)
+		var v *provenance.Verified
+		var err error
+		if n := allocated(func() { v, err = provenance.Verify(data, nil, nil) }); n > verifyBudget(len(data)) {
+			t.Fatalf("Verify allocated %d bytes for %d bytes of input, budget %d", n, len(data), verifyBudget(len(data)))
+		}
 		if c := classOf(err); c == "" {
 			t.Fatalf("Verify: error of no single class: %v", err)
 		}
