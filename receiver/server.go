@@ -132,9 +132,14 @@ const (
 	ReasonMedia         = "media_mismatch" // 422: media do not match their hashes
 	ReasonPath          = "path_mismatch"  // 422: the route (URL event/kind, MQTT topic device) disagrees with the signed payload
 	ReasonReplay        = "replay"         // 409: sequence at or below one already stored
-	ReasonConflict      = "conflict"       // 409: this event and kind are stored with other content
-	ReasonOverloaded    = "overloaded"     // 503: too many uploads at once
-	ReasonInternal      = "internal"       // 503 with Retry-After: storage or registry failure, or shutting down
+	ReasonSeqRange      = "seq_range"      // 400: seq at or above 2^63, or a device's first record at or above 2^62
+	// ReasonSeqJump (429 with Retry-After): seq further past the device's
+	// highest stored one than SeqJumpBase plus SeqJumpPerSecond per second
+	// since that one was stored.
+	ReasonSeqJump    = "seq_jump"
+	ReasonConflict   = "conflict"   // 409: this event and kind are stored with other content
+	ReasonOverloaded = "overloaded" // 503: too many uploads at once
+	ReasonInternal   = "internal"   // 503 with Retry-After: storage or registry failure, or shutting down
 )
 
 // Stats are the server's counters since Open.
@@ -180,11 +185,12 @@ type Server struct {
 	devLocks map[string]*deviceLock // upload locks of the devices uploading now
 	index    indexHandle
 	indexLen int64
-	records  []*indexEntry     // in index order (arrival order)
-	byKey    map[string]int    // recordKey → position in records
-	maxSeq   map[string]uint64 // device → highest stored sequence
-	devices  []string          // devices with stored records, in order of their first record
-	byDevice map[string][]int  // device → positions of its records in records, ascending
+	records  []*indexEntry        // in index order (arrival order)
+	byKey    map[string]int       // recordKey → position in records
+	maxSeq   map[string]uint64    // device → highest stored sequence
+	maxSeqAt map[string]time.Time // device → when its highest stored sequence was received
+	devices  []string             // devices with stored records, in order of their first record
+	byDevice map[string][]int     // device → positions of its records in records, ascending
 	stats    Stats
 	// mixLogged holds the (device, claimed owner) pairs whose mix-up was
 	// logged, so a faulty lookup does not flood the log; bounded by
@@ -204,16 +210,17 @@ func Open(opts Options) (*Server, error) {
 		return nil, errors.New("receiver: no data directory")
 	}
 	s := &Server{
-		dir:     opts.Dir,
-		log:     opts.Logger,
-		events:  opts.Events,
-		maxBody: opts.MaxBody,
-		clk:     clock.Or(opts.Clock),
-		byKey:   map[string]int{},
-		maxSeq:  map[string]uint64{},
-		stats:   Stats{Rejected: map[string]uint64{}},
-		regs:    newRegistryReader(opts.Dir),
-		owners:  opts.OwnerLookup,
+		dir:      opts.Dir,
+		log:      opts.Logger,
+		events:   opts.Events,
+		maxBody:  opts.MaxBody,
+		clk:      clock.Or(opts.Clock),
+		byKey:    map[string]int{},
+		maxSeq:   map[string]uint64{},
+		maxSeqAt: map[string]time.Time{},
+		stats:    Stats{Rejected: map[string]uint64{}},
+		regs:     newRegistryReader(opts.Dir),
+		owners:   opts.OwnerLookup,
 
 		rotationsPerDay: opts.RotationsPerDay,
 
@@ -334,6 +341,7 @@ func (s *Server) addRecord(e *indexEntry) {
 	s.byDevice[e.Device] = append(s.byDevice[e.Device], pos)
 	if max, ok := s.maxSeq[e.Device]; !ok || e.Seq > max {
 		s.maxSeq[e.Device] = e.Seq
+		s.maxSeqAt[e.Device] = e.ReceivedAt
 	}
 }
 
@@ -615,10 +623,10 @@ func (s *Server) lockDevice(device string) (unlock func()) {
 // stored, and s.storing counts it until the caller calls Done. Callers hold
 // the device's lock.
 func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admission) (dup bool, err error) {
-	if e.Seq == math.MaxUint64 {
-		// Pairing intervals are [from, seq+1): the last sequence number
-		// has no successor, so no record may use it.
-		return false, reject(http.StatusBadRequest, ReasonMalformed, "seq %d is out of range (the largest is reserved)", e.Seq)
+	if e.Seq > MaxSeq {
+		// Pairing intervals are [from, seq+1), and a device must always
+		// have sequence numbers left above its highest stored one.
+		return false, reject(http.StatusBadRequest, ReasonSeqRange, "seq %d is out of range (at most %d)", e.Seq, uint64(MaxSeq))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -640,6 +648,9 @@ func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admissio
 	if max, ok := s.maxSeq[e.Device]; ok && e.Seq <= max {
 		return false, reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, max)
 	}
+	if err := s.checkSeqJump(e); err != nil {
+		return false, err
+	}
 	// A device admitted by its certificate is recorded, and a rotation takes
 	// effect, in the registry before the record is stored: if storing fails
 	// the device sends it again and the registry change is a no-op then.
@@ -651,6 +662,57 @@ func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admissio
 	s.storing.Add(1)
 	return false, nil
 }
+
+// The sequence numbers a receiver accepts (docs/envelope.md §5.1).
+const (
+	// MaxSeq is the largest sequence number accepted: 2^63-1.
+	MaxSeq = math.MaxInt64
+	// MaxFirstSeq is the largest sequence number of a device's first
+	// stored record: 2^62-1, which leaves it 2^62 more.
+	MaxFirstSeq = 1<<62 - 1
+	// SeqJumpBase is how far past a device's highest stored sequence
+	// number a record may always go (a crash leaves a gap of one).
+	SeqJumpBase = 1_000_000
+	// SeqJumpPerSecond widens the jump allowed per second (receiver
+	// clock) since the device's highest stored record was received.
+	SeqJumpPerSecond = 1000
+)
+
+// checkSeqJump refuses e if its seq is implausibly far from the device's
+// stored ones: a first record at or above 2^62 (400), or a jump past the
+// highest stored seq of more than SeqJumpBase plus SeqJumpPerSecond per
+// second since it was received (429, Retry-After the time until it would
+// be accepted). A refused record changes nothing, so one bad record cannot
+// lock the device out of the sequence numbers above its stored ones.
+// Callers hold mu.
+func (s *Server) checkSeqJump(e *indexEntry) error {
+	last, ok := s.maxSeq[e.Device]
+	if !ok {
+		if e.Seq > MaxFirstSeq {
+			return reject(http.StatusBadRequest, ReasonSeqRange, "seq %d is out of range for a device's first record (at most %d)", e.Seq, uint64(MaxFirstSeq))
+		}
+		return nil
+	}
+	if e.Seq-last <= SeqJumpBase {
+		return nil
+	}
+	since := max(0, s.clk.Now().Sub(s.maxSeqAt[e.Device]))
+	over := e.Seq - last - SeqJumpBase
+	if allowed := uint64(since/time.Second) * SeqJumpPerSecond; over <= allowed {
+		return nil
+	}
+	wait := maxSeqJumpRetry
+	if need := (over + SeqJumpPerSecond - 1) / SeqJumpPerSecond; need < uint64(maxSeqJumpRetry/time.Second) {
+		wait = time.Duration(need)*time.Second - since
+	}
+	rej := reject(http.StatusTooManyRequests, ReasonSeqJump, "seq %d jumps %d past the highest stored seq %d of device %s: more than %d plus %d per second since it was stored",
+		e.Seq, e.Seq-last, last, e.Device, SeqJumpBase, SeqJumpPerSecond)
+	rej.retryAfter = min(max(wait, time.Second), maxSeqJumpRetry)
+	return rej
+}
+
+// maxSeqJumpRetry bounds the Retry-After of a refused sequence jump.
+const maxSeqJumpRetry = time.Hour
 
 // admission says how a verified signer was let in.
 type admission struct {
