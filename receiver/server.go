@@ -49,14 +49,29 @@ const DefaultMaxBody = 4 << 20
 // DefaultMaxInFlight is the default number of uploads handled at once.
 const DefaultMaxInFlight = 16
 
+// Defaults of Options.MinUploadRate (bytes a second) and UploadGrace.
+const (
+	DefaultMinUploadRate = 8 << 10
+	DefaultUploadGrace   = 10 * time.Second
+)
+
 // Options configure a Server.
 type Options struct {
 	Dir         string       // data directory: registry, index, stored events (created if missing)
 	Logger      *slog.Logger // nil: discard
 	Events      io.Writer    // one "verified ..." line per newly stored record; nil: none
 	MaxBody     int64        // largest accepted upload body in bytes; 0: DefaultMaxBody
-	MaxInFlight int          // uploads handled at once, more get 503 with Retry-After; 0: DefaultMaxInFlight
-	Clock       clock.Clock  // received_at and certificate validity; nil: the system clock (Serve gives it to the MQTT ingest too)
+	MaxInFlight int          // uploads verified and stored at once (after their body is read), more get 503 with Retry-After; 0: DefaultMaxInFlight
+	// MinUploadRate and UploadGrace bound how slowly an upload body may
+	// arrive: after UploadGrace, at least MinUploadRate bytes a second on
+	// average since the body began; a slower one is cut and answered 408
+	// (the agent retries it). The body is read before the upload takes one
+	// of the MaxInFlight slots, so slow bodies hold no slot. 0:
+	// DefaultMinUploadRate, DefaultUploadGrace; a negative rate: no bound
+	// (the HTTP server's read timeout still applies).
+	MinUploadRate int64
+	UploadGrace   time.Duration
+	Clock         clock.Clock // received_at and certificate validity; nil: the system clock (Serve gives it to the MQTT ingest too)
 	// OwnerLookup selects the events of an owner's view (the owner page,
 	// OwnerEvents, and the owner media and envelope endpoints): a device's
 	// events are offered to the owner it names. nil: the registry itself.
@@ -139,6 +154,7 @@ const (
 	ReasonSeqJump    = "seq_jump"
 	ReasonConflict   = "conflict"   // 409: this event and kind are stored with other content
 	ReasonOverloaded = "overloaded" // 503: too many uploads at once
+	ReasonSlowBody   = "slow_body"  // 408: the body arrived slower than Options.MinUploadRate after UploadGrace
 	ReasonInternal   = "internal"   // 503 with Retry-After: storage or registry failure, or shutting down
 )
 
@@ -164,6 +180,8 @@ type Server struct {
 	log      *slog.Logger
 	events   io.Writer
 	maxBody  int64
+	minRate  int64         // bytes a second; ≤ 0: none
+	grace    time.Duration // before minRate applies
 	clk      clock.Clock
 	inflight chan struct{}
 	unlock   func()
@@ -214,6 +232,8 @@ func Open(opts Options) (*Server, error) {
 		log:      opts.Logger,
 		events:   opts.Events,
 		maxBody:  opts.MaxBody,
+		minRate:  opts.MinUploadRate,
+		grace:    opts.UploadGrace,
 		clk:      clock.Or(opts.Clock),
 		byKey:    map[string]int{},
 		maxSeq:   map[string]uint64{},
@@ -236,6 +256,12 @@ func Open(opts Options) (*Server, error) {
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
+	}
+	if s.minRate == 0 {
+		s.minRate = DefaultMinUploadRate
+	}
+	if s.grace <= 0 {
+		s.grace = DefaultUploadGrace
 	}
 	if s.rotationsPerDay == 0 {
 		s.rotationsPerDay = DefaultRotationsPerDay
@@ -423,17 +449,19 @@ func classify(err error) error {
 }
 
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
-	select {
-	case s.inflight <- struct{}{}:
-		defer func() { <-s.inflight }()
-	default:
-		s.count(ReasonOverloaded)
-		s.log.Info("receiver: upload refused", "reason", ReasonOverloaded, "remote", r.RemoteAddr)
-		w.Header().Set("Retry-After", "1")
-		writeLine(w, http.StatusServiceUnavailable, "overloaded: too many uploads at once, retry later")
-		return
+	// The body first, under its size and rate bounds, and only then a slot:
+	// a slow client holds a connection, never a slot.
+	body, err := s.readBody(w, r)
+	var res IngestResult
+	if err == nil {
+		select {
+		case s.inflight <- struct{}{}:
+			res, err = s.ingest(body, Claim{Event: r.PathValue("event"), Kind: r.PathValue("kind"), CheckEventKind: true})
+			<-s.inflight
+		default:
+			err = reject(http.StatusServiceUnavailable, ReasonOverloaded, "overloaded: too many uploads at once, retry later")
+		}
 	}
-	res, err := s.upload(r)
 	if err != nil {
 		rej := asRejection(err)
 		s.count(rej.reason)
@@ -442,23 +470,57 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		if rej.status == http.StatusServiceUnavailable || rej.status == http.StatusTooManyRequests {
 			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(rej.retryAfter/time.Second))))
 		}
+		if rej.status == http.StatusRequestTimeout {
+			w.Header().Set("Connection", "close")
+		}
 		writeLine(w, rej.status, rej.msg)
 		return
 	}
 	writeLine(w, res.Status, res.Message)
 }
 
-// upload reads one bundle from an HTTP request and ingests it; the URL's
-// event and kind must agree with the signed payload.
-func (s *Server) upload(r *http.Request) (IngestResult, error) {
+// readBody reads an upload's body: at most maxBody bytes (413 beyond), and
+// after grace at least minRate bytes a second on average since it began
+// (408 when slower: the connection's read deadline moves on as bytes
+// arrive). The deadline is the network's, so it runs on the system clock.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > s.maxBody {
-		return IngestResult{}, reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body of %d bytes is over the limit of %d", r.ContentLength, s.maxBody)
+		return nil, reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body of %d bytes is over the limit of %d", r.ContentLength, s.maxBody)
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, s.maxBody+1))
-	if err != nil {
-		return IngestResult{}, reject(http.StatusBadRequest, ReasonMalformed, "read body: %s", oneLine(err.Error()))
+	rc := http.NewResponseController(w)
+	start := time.Now()
+	deadline := func(n int) time.Time {
+		return start.Add(s.grace + time.Duration(float64(n)/float64(s.minRate)*float64(time.Second)))
 	}
-	return s.ingest(body, Claim{Event: r.PathValue("event"), Kind: r.PathValue("kind"), CheckEventKind: true})
+	paced := s.minRate > 0 && rc.SetReadDeadline(deadline(0)) == nil
+	lr := io.LimitReader(r.Body, s.maxBody+1)
+	var body []byte
+	chunk := make([]byte, 32<<10)
+	for {
+		n, err := lr.Read(chunk)
+		body = append(body, chunk[:n]...)
+		if paced && n > 0 {
+			rc.SetReadDeadline(deadline(len(body)))
+		}
+		if err == io.EOF {
+			break
+		}
+		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+			return nil, reject(http.StatusRequestTimeout, ReasonSlowBody, "body arrived slower than %d bytes a second after %s, retry", s.minRate, s.grace)
+		}
+		if err != nil {
+			return nil, reject(http.StatusBadRequest, ReasonMalformed, "read body: %s", oneLine(err.Error()))
+		}
+	}
+	if int64(len(body)) > s.maxBody {
+		return nil, reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body is over the limit of %d bytes", s.maxBody)
+	}
+	if paced {
+		// Verification is not the client's time; a refused body keeps
+		// its deadline, so nothing more is read from a slow client.
+		rc.SetReadDeadline(time.Time{})
+	}
+	return body, nil
 }
 
 // Claim is what the route a bundle came by says about it (an HTTP path, an
