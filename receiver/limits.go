@@ -23,7 +23,7 @@ const (
 	DefaultUploadsPerAddr = 600
 	// UploadRateWindow is the window of ServeConfig.UploadsPerAddr.
 	UploadRateWindow = time.Minute
-	// maxRateAddrs bounds the addresses an addrRate tracks at once.
+	// maxUploadRateAddrs bounds the addresses an uploadRate tracks at once.
 	maxUploadRateAddrs = 65536
 )
 
