@@ -329,7 +329,9 @@ func (s *ingestSession) onMessage(_ paho.Client, msg paho.Message) {
 		m.count(func(st *MQTTStats) { st.Stored++ })
 	case res.Status == http.StatusOK:
 		m.count(func(st *MQTTStats) { st.Duplicates++ })
-	case res.Status == http.StatusServiceUnavailable || res.Status == http.StatusTooManyRequests:
+	case (res.Status == http.StatusServiceUnavailable || res.Status == http.StatusTooManyRequests) && res.Reason != ReasonSeqJump:
+		// A sequence jump is refused, not deferred: waiting for its
+		// allowance would hold every device's messages behind it.
 		s.deferring.Store(true)
 		m.count(func(st *MQTTStats) { st.Deferred++ })
 		m.log.Warn("receiver: mqtt: cannot store a record now; leaving it unacknowledged and reconnecting so the broker delivers it again",

@@ -399,3 +399,24 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestMQTTSeqJumpRefusedNotDeferred: over MQTT a record whose seq jumps
+// implausibly far (429 seq_jump over HTTP) is refused and acknowledged, not
+// deferred: deferring would hold every device's later messages behind it
+// until the jump's allowance, for ever for a jump near 2^62. The device's
+// next record in sequence is stored.
+func TestMQTTSeqJumpRefusedNotDeferred(t *testing.T) {
+	b := mosquittotest.Start(t)
+	env := newEnv(t, Options{})
+	dev := newDevice(t)
+	env.enroll(dev, "alice")
+	ing := startIngest(t, b, env.srv, nil)
+	tr := startTransport(t, b, dev, nil)
+	send(t, tr, dev.record(t, "ev-1", provenance.KindStart, 1))
+	send(t, tr, dev.record(t, "ev-jump", provenance.KindStart, 1<<40))
+	send(t, tr, dev.record(t, "ev-2", provenance.KindStart, 2))
+	waitFor(t, "two records stored", func() bool { return env.srv.Stats().Stored == 2 })
+	if st := ing.Stats(); st.Refused != 1 || st.Deferred != 0 || env.srv.Stats().Rejected[ReasonSeqJump] != 1 {
+		t.Errorf("ingest stats %+v, seq_jump %d; want 1 refused, none deferred, 1 seq_jump", st, env.srv.Stats().Rejected[ReasonSeqJump])
+	}
+}

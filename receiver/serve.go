@@ -9,11 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/keyframe-cam/keyframe/internal/claimcode"
+	"github.com/keyframe-cam/keyframe/internal/clock"
 )
 
 // The HTTP server limits Serve sets: a slow or idle client cannot hold a
@@ -55,6 +57,22 @@ type ServeConfig struct {
 	// MQTT, if set, also ingests records from a broker (NewMQTTIngest) while
 	// Serve runs; its Logger defaults to Options.Logger.
 	MQTT *MQTTConfig
+	// MaxConns bounds the connections open at once: one accepted over it
+	// is closed at once. 0: DefaultMaxConns (1024); negative: no bound.
+	MaxConns int
+	// MaxConnsPerAddr bounds the connections open at once from one source
+	// address (an IPv6 address by its /64): one accepted over it is closed
+	// at once, so one client cannot take the descriptors others need.
+	// Behind a proxy every connection has the proxy's address: raise it
+	// there. 0: DefaultMaxConnsPerAddr (32); negative: no bound.
+	MaxConnsPerAddr int
+	// UploadsPerAddr bounds the upload requests (PUT /v1/events/) of one
+	// source address per UploadRateWindow (a minute), counted before the
+	// body is read or anything verified; more are answered 429 with
+	// Retry-After, which the agent retries without losing the record.
+	// Behind a proxy: raise it. 0: DefaultUploadsPerAddr (600); negative:
+	// no limit.
+	UploadsPerAddr int
 	// Ready, if set, is called once Serve listens, with the URL it serves
 	// (http://ADDR/ or https://ADDR/).
 	Ready func(url string)
@@ -139,6 +157,11 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		return fmt.Errorf("receiver: %w", err)
 	}
 	defer ln.Close() // the server closes it too, except when ServeTLS fails to load the certificate
+	if maxConns, perAddr := limitOr(cfg.MaxConns, DefaultMaxConns), limitOr(cfg.MaxConnsPerAddr, DefaultMaxConnsPerAddr); maxConns > 0 || perAddr > 0 {
+		ln = newConnLimit(ln, maxConns, perAddr, func(remote net.Addr, total bool) {
+			log.Debug("receiver: connection refused over the limit", "remote", remote.String(), "all", total)
+		})
+	}
 	if len(cfg.AllowedHosts) == 0 {
 		host, _, _ := net.SplitHostPort(cfg.Listen)
 		_, port, _ := net.SplitHostPort(ln.Addr().String())
@@ -150,6 +173,10 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if cfg.ClientCAs != nil {
 		hs.TLSConfig = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: cfg.ClientCAs, MinVersion: tls.VersionTLS12}
 		hs.Handler = RequireClientCert(hs.Handler)
+	}
+	if n := limitOr(cfg.UploadsPerAddr, DefaultUploadsPerAddr); n > 0 {
+		hs.Handler = &uploadRate{next: hs.Handler, n: n, clk: clock.Or(cfg.Clock), windows: map[netip.Prefix]*rateWindow{},
+			log: func(remote string) { log.Debug("receiver: upload refused over the address's rate", "remote", remote) }}
 	}
 
 	mctx, stopMQTT := context.WithCancel(ctx)
@@ -192,6 +219,15 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	stopMQTT()
 	mqttDone.Wait()
 	return srv.Close()
+}
+
+// limitOr returns n, or def for 0; a negative n (no limit) is returned as
+// is.
+func limitOr(n, def int) int {
+	if n == 0 {
+		return def
+	}
+	return n
 }
 
 // newHTTPServer returns the HTTP server of Serve for h, with its timeouts

@@ -49,14 +49,29 @@ const DefaultMaxBody = 4 << 20
 // DefaultMaxInFlight is the default number of uploads handled at once.
 const DefaultMaxInFlight = 16
 
+// Defaults of Options.MinUploadRate (bytes a second) and UploadGrace.
+const (
+	DefaultMinUploadRate = 8 << 10
+	DefaultUploadGrace   = 10 * time.Second
+)
+
 // Options configure a Server.
 type Options struct {
 	Dir         string       // data directory: registry, index, stored events (created if missing)
 	Logger      *slog.Logger // nil: discard
 	Events      io.Writer    // one "verified ..." line per newly stored record; nil: none
 	MaxBody     int64        // largest accepted upload body in bytes; 0: DefaultMaxBody
-	MaxInFlight int          // uploads handled at once, more get 503 with Retry-After; 0: DefaultMaxInFlight
-	Clock       clock.Clock  // received_at and certificate validity; nil: the system clock (Serve gives it to the MQTT ingest too)
+	MaxInFlight int          // uploads verified and stored at once (after their body is read), more get 503 with Retry-After; 0: DefaultMaxInFlight
+	// MinUploadRate and UploadGrace bound how slowly an upload body may
+	// arrive: after UploadGrace, at least MinUploadRate bytes a second on
+	// average since the body began; a slower one is cut and answered 408
+	// (the agent retries it). The body is read before the upload takes one
+	// of the MaxInFlight slots, so slow bodies hold no slot. 0:
+	// DefaultMinUploadRate, DefaultUploadGrace; a negative rate: no bound
+	// (the HTTP server's read timeout still applies).
+	MinUploadRate int64
+	UploadGrace   time.Duration
+	Clock         clock.Clock // received_at and certificate validity; nil: the system clock (Serve gives it to the MQTT ingest too)
 	// OwnerLookup selects the events of an owner's view (the owner page,
 	// OwnerEvents, and the owner media and envelope endpoints): a device's
 	// events are offered to the owner it names. nil: the registry itself.
@@ -132,9 +147,15 @@ const (
 	ReasonMedia         = "media_mismatch" // 422: media do not match their hashes
 	ReasonPath          = "path_mismatch"  // 422: the route (URL event/kind, MQTT topic device) disagrees with the signed payload
 	ReasonReplay        = "replay"         // 409: sequence at or below one already stored
-	ReasonConflict      = "conflict"       // 409: this event and kind are stored with other content
-	ReasonOverloaded    = "overloaded"     // 503: too many uploads at once
-	ReasonInternal      = "internal"       // 503 with Retry-After: storage or registry failure, or shutting down
+	ReasonSeqRange      = "seq_range"      // 400: seq at or above 2^63, or a device's first record at or above 2^62
+	// ReasonSeqJump (429 with Retry-After): seq further past the device's
+	// highest stored one than SeqJumpBase plus SeqJumpPerSecond per second
+	// since that one was stored.
+	ReasonSeqJump    = "seq_jump"
+	ReasonConflict   = "conflict"   // 409: this event and kind are stored with other content
+	ReasonOverloaded = "overloaded" // 503: too many uploads at once
+	ReasonSlowBody   = "slow_body"  // 408: the body arrived slower than Options.MinUploadRate after UploadGrace
+	ReasonInternal   = "internal"   // 503 with Retry-After: storage or registry failure, or shutting down
 )
 
 // Stats are the server's counters since Open.
@@ -159,6 +180,8 @@ type Server struct {
 	log      *slog.Logger
 	events   io.Writer
 	maxBody  int64
+	minRate  int64         // bytes a second; ≤ 0: none
+	grace    time.Duration // before minRate applies
 	clk      clock.Clock
 	inflight chan struct{}
 	unlock   func()
@@ -180,11 +203,12 @@ type Server struct {
 	devLocks map[string]*deviceLock // upload locks of the devices uploading now
 	index    indexHandle
 	indexLen int64
-	records  []*indexEntry     // in index order (arrival order)
-	byKey    map[string]int    // recordKey → position in records
-	maxSeq   map[string]uint64 // device → highest stored sequence
-	devices  []string          // devices with stored records, in order of their first record
-	byDevice map[string][]int  // device → positions of its records in records, ascending
+	records  []*indexEntry        // in index order (arrival order)
+	byKey    map[string]int       // recordKey → position in records
+	maxSeq   map[string]uint64    // device → highest stored sequence
+	maxSeqAt map[string]time.Time // device → when its highest stored sequence was received
+	devices  []string             // devices with stored records, in order of their first record
+	byDevice map[string][]int     // device → positions of its records in records, ascending
 	stats    Stats
 	// mixLogged holds the (device, claimed owner) pairs whose mix-up was
 	// logged, so a faulty lookup does not flood the log; bounded by
@@ -204,16 +228,19 @@ func Open(opts Options) (*Server, error) {
 		return nil, errors.New("receiver: no data directory")
 	}
 	s := &Server{
-		dir:     opts.Dir,
-		log:     opts.Logger,
-		events:  opts.Events,
-		maxBody: opts.MaxBody,
-		clk:     clock.Or(opts.Clock),
-		byKey:   map[string]int{},
-		maxSeq:  map[string]uint64{},
-		stats:   Stats{Rejected: map[string]uint64{}},
-		regs:    newRegistryReader(opts.Dir),
-		owners:  opts.OwnerLookup,
+		dir:      opts.Dir,
+		log:      opts.Logger,
+		events:   opts.Events,
+		maxBody:  opts.MaxBody,
+		minRate:  opts.MinUploadRate,
+		grace:    opts.UploadGrace,
+		clk:      clock.Or(opts.Clock),
+		byKey:    map[string]int{},
+		maxSeq:   map[string]uint64{},
+		maxSeqAt: map[string]time.Time{},
+		stats:    Stats{Rejected: map[string]uint64{}},
+		regs:     newRegistryReader(opts.Dir),
+		owners:   opts.OwnerLookup,
 
 		rotationsPerDay: opts.RotationsPerDay,
 
@@ -229,6 +256,12 @@ func Open(opts Options) (*Server, error) {
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
+	}
+	if s.minRate == 0 {
+		s.minRate = DefaultMinUploadRate
+	}
+	if s.grace <= 0 {
+		s.grace = DefaultUploadGrace
 	}
 	if s.rotationsPerDay == 0 {
 		s.rotationsPerDay = DefaultRotationsPerDay
@@ -334,6 +367,7 @@ func (s *Server) addRecord(e *indexEntry) {
 	s.byDevice[e.Device] = append(s.byDevice[e.Device], pos)
 	if max, ok := s.maxSeq[e.Device]; !ok || e.Seq > max {
 		s.maxSeq[e.Device] = e.Seq
+		s.maxSeqAt[e.Device] = e.ReceivedAt
 	}
 }
 
@@ -415,17 +449,19 @@ func classify(err error) error {
 }
 
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
-	select {
-	case s.inflight <- struct{}{}:
-		defer func() { <-s.inflight }()
-	default:
-		s.count(ReasonOverloaded)
-		s.log.Info("receiver: upload refused", "reason", ReasonOverloaded, "remote", r.RemoteAddr)
-		w.Header().Set("Retry-After", "1")
-		writeLine(w, http.StatusServiceUnavailable, "overloaded: too many uploads at once, retry later")
-		return
+	// The body first, under its size and rate bounds, and only then a slot:
+	// a slow client holds a connection, never a slot.
+	body, err := s.readBody(w, r)
+	var res IngestResult
+	if err == nil {
+		select {
+		case s.inflight <- struct{}{}:
+			res, err = s.ingest(body, Claim{Event: r.PathValue("event"), Kind: r.PathValue("kind"), CheckEventKind: true})
+			<-s.inflight
+		default:
+			err = reject(http.StatusServiceUnavailable, ReasonOverloaded, "overloaded: too many uploads at once, retry later")
+		}
 	}
-	res, err := s.upload(r)
 	if err != nil {
 		rej := asRejection(err)
 		s.count(rej.reason)
@@ -434,23 +470,57 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		if rej.status == http.StatusServiceUnavailable || rej.status == http.StatusTooManyRequests {
 			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(rej.retryAfter/time.Second))))
 		}
+		if rej.status == http.StatusRequestTimeout {
+			w.Header().Set("Connection", "close")
+		}
 		writeLine(w, rej.status, rej.msg)
 		return
 	}
 	writeLine(w, res.Status, res.Message)
 }
 
-// upload reads one bundle from an HTTP request and ingests it; the URL's
-// event and kind must agree with the signed payload.
-func (s *Server) upload(r *http.Request) (IngestResult, error) {
+// readBody reads an upload's body: at most maxBody bytes (413 beyond), and
+// after grace at least minRate bytes a second on average since it began
+// (408 when slower: the connection's read deadline moves on as bytes
+// arrive). The deadline is the network's, so it runs on the system clock.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > s.maxBody {
-		return IngestResult{}, reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body of %d bytes is over the limit of %d", r.ContentLength, s.maxBody)
+		return nil, reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body of %d bytes is over the limit of %d", r.ContentLength, s.maxBody)
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, s.maxBody+1))
-	if err != nil {
-		return IngestResult{}, reject(http.StatusBadRequest, ReasonMalformed, "read body: %s", oneLine(err.Error()))
+	rc := http.NewResponseController(w)
+	start := time.Now()
+	deadline := func(n int) time.Time {
+		return start.Add(s.grace + time.Duration(float64(n)/float64(s.minRate)*float64(time.Second)))
 	}
-	return s.ingest(body, Claim{Event: r.PathValue("event"), Kind: r.PathValue("kind"), CheckEventKind: true})
+	paced := s.minRate > 0 && rc.SetReadDeadline(deadline(0)) == nil
+	lr := io.LimitReader(r.Body, s.maxBody+1)
+	var body []byte
+	chunk := make([]byte, 32<<10)
+	for {
+		n, err := lr.Read(chunk)
+		body = append(body, chunk[:n]...)
+		if paced && n > 0 {
+			rc.SetReadDeadline(deadline(len(body)))
+		}
+		if err == io.EOF {
+			break
+		}
+		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+			return nil, reject(http.StatusRequestTimeout, ReasonSlowBody, "body arrived slower than %d bytes a second after %s, retry", s.minRate, s.grace)
+		}
+		if err != nil {
+			return nil, reject(http.StatusBadRequest, ReasonMalformed, "read body: %s", oneLine(err.Error()))
+		}
+	}
+	if int64(len(body)) > s.maxBody {
+		return nil, reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body is over the limit of %d bytes", s.maxBody)
+	}
+	if paced {
+		// Verification is not the client's time; a refused body keeps
+		// its deadline, so nothing more is read from a slow client.
+		rc.SetReadDeadline(time.Time{})
+	}
+	return body, nil
 }
 
 // Claim is what the route a bundle came by says about it (an HTTP path, an
@@ -615,10 +685,10 @@ func (s *Server) lockDevice(device string) (unlock func()) {
 // stored, and s.storing counts it until the caller calls Done. Callers hold
 // the device's lock.
 func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admission) (dup bool, err error) {
-	if e.Seq == math.MaxUint64 {
-		// Pairing intervals are [from, seq+1): the last sequence number
-		// has no successor, so no record may use it.
-		return false, reject(http.StatusBadRequest, ReasonMalformed, "seq %d is out of range (the largest is reserved)", e.Seq)
+	if e.Seq > MaxSeq {
+		// Pairing intervals are [from, seq+1), and a device must always
+		// have sequence numbers left above its highest stored one.
+		return false, reject(http.StatusBadRequest, ReasonSeqRange, "seq %d is out of range (at most %d)", e.Seq, uint64(MaxSeq))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -640,6 +710,9 @@ func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admissio
 	if max, ok := s.maxSeq[e.Device]; ok && e.Seq <= max {
 		return false, reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, max)
 	}
+	if err := s.checkSeqJump(e); err != nil {
+		return false, err
+	}
 	// A device admitted by its certificate is recorded, and a rotation takes
 	// effect, in the registry before the record is stored: if storing fails
 	// the device sends it again and the registry change is a no-op then.
@@ -651,6 +724,57 @@ func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admissio
 	s.storing.Add(1)
 	return false, nil
 }
+
+// The sequence numbers a receiver accepts (docs/envelope.md §5.1).
+const (
+	// MaxSeq is the largest sequence number accepted: 2^63-1.
+	MaxSeq = math.MaxInt64
+	// MaxFirstSeq is the largest sequence number of a device's first
+	// stored record: 2^62-1, which leaves it 2^62 more.
+	MaxFirstSeq = 1<<62 - 1
+	// SeqJumpBase is how far past a device's highest stored sequence
+	// number a record may always go (a crash leaves a gap of one).
+	SeqJumpBase = 1_000_000
+	// SeqJumpPerSecond widens the jump allowed per second (receiver
+	// clock) since the device's highest stored record was received.
+	SeqJumpPerSecond = 1000
+)
+
+// checkSeqJump refuses e if its seq is implausibly far from the device's
+// stored ones: a first record at or above 2^62 (400), or a jump past the
+// highest stored seq of more than SeqJumpBase plus SeqJumpPerSecond per
+// second since it was received (429, Retry-After the time until it would
+// be accepted). A refused record changes nothing, so one bad record cannot
+// lock the device out of the sequence numbers above its stored ones.
+// Callers hold mu.
+func (s *Server) checkSeqJump(e *indexEntry) error {
+	last, ok := s.maxSeq[e.Device]
+	if !ok {
+		if e.Seq > MaxFirstSeq {
+			return reject(http.StatusBadRequest, ReasonSeqRange, "seq %d is out of range for a device's first record (at most %d)", e.Seq, uint64(MaxFirstSeq))
+		}
+		return nil
+	}
+	if e.Seq-last <= SeqJumpBase {
+		return nil
+	}
+	since := max(0, s.clk.Now().Sub(s.maxSeqAt[e.Device]))
+	over := e.Seq - last - SeqJumpBase
+	if allowed := uint64(since/time.Second) * SeqJumpPerSecond; over <= allowed {
+		return nil
+	}
+	wait := maxSeqJumpRetry
+	if need := (over + SeqJumpPerSecond - 1) / SeqJumpPerSecond; need < uint64(maxSeqJumpRetry/time.Second) {
+		wait = time.Duration(need)*time.Second - since
+	}
+	rej := reject(http.StatusTooManyRequests, ReasonSeqJump, "seq %d jumps %d past the highest stored seq %d of device %s: more than %d plus %d per second since it was stored",
+		e.Seq, e.Seq-last, last, e.Device, SeqJumpBase, SeqJumpPerSecond)
+	rej.retryAfter = min(max(wait, time.Second), maxSeqJumpRetry)
+	return rej
+}
+
+// maxSeqJumpRetry bounds the Retry-After of a refused sequence jump.
+const maxSeqJumpRetry = time.Hour
 
 // admission says how a verified signer was let in.
 type admission struct {
