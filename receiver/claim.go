@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"html/template"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -249,8 +248,7 @@ type claimState struct {
 	nonceMu sync.Mutex
 	nonces  map[string]pendingNonce // hex nonce → its claim
 
-	rateMu sync.Mutex
-	rate   map[netip.Prefix]*rateWindow
+	rate *windows // claim requests per source prefix
 }
 
 // pendingNonce is a challenge handed out and not yet answered.
@@ -259,17 +257,11 @@ type pendingNonce struct {
 	expires time.Time
 }
 
-// rateWindow counts the claim requests of one address in a window.
-type rateWindow struct {
-	start time.Time
-	n     int
-}
-
 func newClaimState(opts Options) (*claimState, error) {
 	c := &claimState{
 		rand:   opts.Rand,
 		nonces: map[string]pendingNonce{},
-		rate:   map[netip.Prefix]*rateWindow{},
+		rate:   newWindows(claimRateWindow, maxRateAddrs),
 	}
 	if c.rand == nil {
 		c.rand = rand.Reader
@@ -353,59 +345,11 @@ func baseURL(r *http.Request) string {
 	return scheme + "://" + clip(r.Host) + "/"
 }
 
-// claimAddr is the rate-limit key of a request's source: its IP, an IPv6
-// address by its /64 (one host can hold a whole /64).
-func claimAddr(r *http.Request) netip.Prefix {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.Prefix{}
-	}
-	ip = ip.Unmap()
-	if ip.Is4() {
-		return netip.PrefixFrom(ip, 32)
-	}
-	p, _ := ip.WithZone("").Prefix(64)
-	return p
-}
-
 // allow counts a claim request of addr at now and reports whether it is
 // within the limit.
 func (c *claimState) allow(addr netip.Prefix, now time.Time) bool {
-	c.rateMu.Lock()
-	defer c.rateMu.Unlock()
-	w := c.rate[addr]
-	if w == nil || !now.Before(w.start.Add(claimRateWindow)) {
-		if w == nil && len(c.rate) >= maxRateAddrs {
-			for a, o := range c.rate {
-				if !now.Before(o.start.Add(claimRateWindow)) {
-					delete(c.rate, a)
-				}
-			}
-			if len(c.rate) >= maxRateAddrs {
-				// Full of live windows: forget the oldest rather than
-				// refuse every new address (one attacker with many
-				// prefixes must not stop honest cameras from joining; a
-				// code's secret and its burn after MaxClaimFailures wrong
-				// proofs are what protect it).
-				var oldest netip.Prefix
-				var at time.Time
-				for a, o := range c.rate {
-					if at.IsZero() || o.start.Before(at) {
-						oldest, at = a, o.start
-					}
-				}
-				delete(c.rate, oldest)
-			}
-		}
-		w = &rateWindow{start: now}
-		c.rate[addr] = w
-	}
-	w.n++
-	return w.n <= claimRatePerAddr
+	n, _ := c.rate.count(addr, now)
+	return n <= claimRatePerAddr
 }
 
 // newNonce hands out a fresh nonce for claim id, replacing any earlier one of
@@ -490,7 +434,7 @@ func claimStatus(w http.ResponseWriter, c *claimRecord, now time.Time) bool {
 // an open claim code, named by its ID.
 func (s *Server) handleClaimChallenge(w http.ResponseWriter, r *http.Request) {
 	now := s.clk.Now()
-	if !s.claims.allow(claimAddr(r), now) {
+	if !s.claims.allow(sourcePrefix(r.RemoteAddr), now) {
 		w.Header().Set("Retry-After", fmt.Sprint(int(claimRateWindow/time.Second)))
 		writeLine(w, http.StatusTooManyRequests, "too many claim attempts from this address, retry later")
 		return
@@ -531,7 +475,7 @@ var errClaimRefused = errors.New("refused")
 // to the code's owner. Every refusal leaves the registry as it was.
 func (s *Server) handleClaimJoin(w http.ResponseWriter, r *http.Request) {
 	now := s.clk.Now()
-	if !s.claims.allow(claimAddr(r), now) {
+	if !s.claims.allow(sourcePrefix(r.RemoteAddr), now) {
 		w.Header().Set("Retry-After", fmt.Sprint(int(claimRateWindow/time.Second)))
 		writeLine(w, http.StatusTooManyRequests, "too many claim attempts from this address, retry later")
 		return

@@ -131,8 +131,7 @@ type uploadRate struct {
 	clk  clock.Clock
 	log  func(remote string)
 
-	mu      sync.Mutex
-	windows map[netip.Prefix]*rateWindow
+	windows *windows
 }
 
 func (u *uploadRate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -153,31 +152,66 @@ func (u *uploadRate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // allow counts a request of key at now: within the limit, or how long until
 // its window ends.
 func (u *uploadRate) allow(key netip.Prefix, now time.Time) (time.Duration, bool) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	win := u.windows[key]
-	if win == nil || !now.Before(win.start.Add(UploadRateWindow)) {
-		if win == nil && len(u.windows) >= maxUploadRateAddrs {
-			for k, o := range u.windows {
-				if !now.Before(o.start.Add(UploadRateWindow)) {
-					delete(u.windows, k)
-				}
-			}
-			if len(u.windows) >= maxUploadRateAddrs {
-				// Full of live windows: forget one rather than refuse
-				// every new address.
-				for k := range u.windows {
-					delete(u.windows, k)
-					break
-				}
-			}
-		}
-		win = &rateWindow{start: now}
-		u.windows[key] = win
-	}
-	win.n++
-	if win.n <= u.n {
+	n, ends := u.windows.count(key, now)
+	if n <= u.n {
 		return 0, true
 	}
-	return win.start.Add(UploadRateWindow).Sub(now), false
+	return ends.Sub(now), false
+}
+
+// windows counts the requests of each source prefix in fixed windows of a
+// length: the per-address rate limits of uploads and of claim requests. It
+// is bounded: when full of live windows it forgets the oldest rather than
+// refuse every new address (one client with many prefixes must not lock
+// out the rest).
+type windows struct {
+	length time.Duration
+	size   int
+
+	mu sync.Mutex
+	m  map[netip.Prefix]*rateWindow
+}
+
+// rateWindow counts the requests of one prefix since start.
+type rateWindow struct {
+	start time.Time
+	n     int
+}
+
+func newWindows(length time.Duration, size int) *windows {
+	return &windows{length: length, size: size, m: map[netip.Prefix]*rateWindow{}}
+}
+
+// count counts a request of key at now and returns the requests of key in
+// its window so far (this one included) and when the window ends.
+func (ws *windows) count(key netip.Prefix, now time.Time) (n int, ends time.Time) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.m[key]
+	if w == nil || !now.Before(w.start.Add(ws.length)) {
+		if w == nil && len(ws.m) >= ws.size {
+			ws.makeRoomLocked(now)
+		}
+		w = &rateWindow{start: now}
+		ws.m[key] = w
+	}
+	w.n++
+	return w.n, w.start.Add(ws.length)
+}
+
+// makeRoomLocked drops the ended windows and, if none has ended, the
+// oldest. Callers hold mu.
+func (ws *windows) makeRoomLocked(now time.Time) {
+	var oldest netip.Prefix
+	var at time.Time
+	for k, w := range ws.m {
+		if !now.Before(w.start.Add(ws.length)) {
+			delete(ws.m, k)
+		} else if at.IsZero() || w.start.Before(at) {
+			oldest, at = k, w.start
+		}
+	}
+	if len(ws.m) >= ws.size {
+		delete(ws.m, oldest)
+	}
 }

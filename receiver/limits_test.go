@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -264,5 +265,31 @@ func TestUploadRatePerAddr(t *testing.T) {
 	clk.add(40 * time.Second)
 	if code, _ := put(a); code != http.StatusCreated {
 		t.Fatalf("upload from 127.0.0.1 in the next window: %d, want 201", code)
+	}
+}
+
+// TestWindowsFullForgetOldest: the per-address windows, full of live ones
+// (an attacker's many prefixes), forget the oldest for a new address, which
+// is counted from 1 and not refused; ended windows go first.
+func TestWindowsFullForgetOldest(t *testing.T) {
+	ws := newWindows(time.Minute, 3)
+	now := testNow
+	for i := range 3 {
+		ws.count(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 32), now.Add(time.Duration(i)*time.Second))
+	}
+	fresh := netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, 1}), 32)
+	if n, _ := ws.count(fresh, now.Add(5*time.Second)); n != 1 {
+		t.Errorf("a new address in full windows: count %d, want 1", n)
+	}
+	if len(ws.m) != 3 {
+		t.Errorf("%d windows, want the bound 3", len(ws.m))
+	}
+	if _, ok := ws.m[netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, 0}), 32)]; ok {
+		t.Error("the oldest window was kept")
+	}
+	// After a minute every window has ended: all dropped for the next one.
+	ws.count(netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, 2}), 32), now.Add(2*time.Minute))
+	if n, _ := ws.count(fresh, now.Add(2*time.Minute)); n != 1 || len(ws.m) != 2 {
+		t.Errorf("after the windows ended: count %d, %d windows; want 1 and 2", n, len(ws.m))
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -175,7 +174,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		hs.Handler = RequireClientCert(hs.Handler)
 	}
 	if n := limitOr(cfg.UploadsPerAddr, DefaultUploadsPerAddr); n > 0 {
-		hs.Handler = &uploadRate{next: hs.Handler, n: n, clk: clock.Or(cfg.Clock), windows: map[netip.Prefix]*rateWindow{},
+		hs.Handler = &uploadRate{next: hs.Handler, n: n, clk: clock.Or(cfg.Clock), windows: newWindows(UploadRateWindow, maxUploadRateAddrs),
 			log: func(remote string) { log.Debug("receiver: upload refused over the address's rate", "remote", remote) }}
 	}
 

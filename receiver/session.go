@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -289,18 +288,14 @@ func (st *sessionStore) list(account string) []session {
 // proxy: the per-address limit then counts all clients together, and the
 // per-account limit still holds.
 func sourceAddr(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
+	p := sourcePrefix(r.RemoteAddr)
+	switch {
+	case !p.IsValid():
+		return r.RemoteAddr
+	case p.Addr().Is4():
+		return p.Addr().String()
 	}
-	ip := net.ParseIP(host)
-	if ip == nil {
-		return host
-	}
-	if ip.To4() == nil {
-		return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
-	}
-	return ip.String()
+	return p.String()
 }
 
 // limiter counts failed sign-ins per key (an account name, a source address)
