@@ -155,7 +155,11 @@ const (
 	ReasonConflict   = "conflict"   // 409: this event and kind are stored with other content
 	ReasonOverloaded = "overloaded" // 503: too many uploads at once
 	ReasonSlowBody   = "slow_body"  // 408: the body arrived slower than Options.MinUploadRate after UploadGrace
-	ReasonInternal   = "internal"   // 503 with Retry-After: storage or registry failure, or shutting down
+	// ReasonQuota: 429 with Retry-After: the device is over one of its
+	// record or byte quotas; the record is taken when it is sent again
+	// after the quota's window.
+	ReasonQuota    = "quota"
+	ReasonInternal = "internal" // 503 with Retry-After: storage or registry failure, or shutting down
 )
 
 // Stats are the server's counters since Open.
@@ -535,11 +539,13 @@ type Claim struct {
 
 // IngestResult is the outcome of Ingest: Status is the HTTP status the
 // upload API would have answered (201 stored, 200 identical re-send, 4xx/503
-// refused), Reason a Reason* constant when refused, Message a one-line text.
+// refused), Reason a Reason* constant when refused, Message a one-line text,
+// RetryAfter (for a 429 or 503) when the same record may be sent again.
 type IngestResult struct {
-	Status  int
-	Reason  string
-	Message string
+	Status     int
+	Reason     string
+	Message    string
+	RetryAfter time.Duration
 }
 
 // Stored reports whether the record is now stored (new or an identical
@@ -557,7 +563,11 @@ func (s *Server) Ingest(bundle []byte, c Claim) IngestResult {
 		s.count(rej.reason)
 		s.log.Info("receiver: upload rejected", "status", rej.status, "reason", rej.reason, "detail", rej.msg,
 			"device_claimed", clip(c.Device), "event_claimed", clip(c.Event))
-		return IngestResult{Status: rej.status, Reason: rej.reason, Message: rej.msg}
+		res := IngestResult{Status: rej.status, Reason: rej.reason, Message: rej.msg}
+		if rej.status == http.StatusServiceUnavailable || rej.status == http.StatusTooManyRequests {
+			res.RetryAfter = max(time.Second, rej.retryAfter)
+		}
+		return res
 	}
 	return res
 }
