@@ -201,9 +201,9 @@ func TestCountWrittenBeforeTheNextWindowsFirstRecord(t *testing.T) {
 func TestKeyIsLevelAndMessageNotAttrs(t *testing.T) {
 	log, h, out, _ := newTest(Config{Burst: 1})
 	log.Info("command handled", "command", "a")
-	log.Info("command handled", "command", "b")     // same key: other attrs do not open a new one
-	log.Warn("command handled", "command", "c")     // another level: another key
-	log.With("x", 1).Info("command handled")        // attrs of the logger: same key
+	log.Info("command handled", "command", "b")        // same key: other attrs do not open a new one
+	log.Warn("command handled", "command", "c")        // another level: another key
+	log.With("x", 1).Info("command handled")           // attrs of the logger: same key
 	log.WithGroup("g").Info("command handled", "y", 2) // a group: same key
 	log.Info("another message")
 	if got := out.all(); len(got) != 3 {
