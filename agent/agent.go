@@ -28,6 +28,7 @@ import (
 	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/capture"
 	"github.com/keyframe-cam/keyframe/internal/clock"
+	"github.com/keyframe-cam/keyframe/internal/logthrottle"
 	"github.com/keyframe-cam/keyframe/motion"
 	"github.com/keyframe-cam/keyframe/provenance"
 	"github.com/keyframe-cam/keyframe/recorder"
@@ -208,7 +209,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		deps.SinceBoot = board.SinceBoot
 	}
 	if deps.Logger == nil {
-		deps.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		deps.Logger, _ = logthrottle.NewText(os.Stderr, slog.LevelInfo)
 	}
 	if deps.Board == nil {
 		fs, err := board.NewFS("/")

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/internal/logthrottle"
 	"github.com/keyframe-cam/keyframe/receiver"
 )
 
@@ -112,7 +113,8 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "keyframe receiver: -log-level: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log, throttle := logthrottle.NewText(stderr, level) // repeated lines rate-limited: a flood of refusals writes counts
+	defer throttle.Flush()
 	out := &syncWriter{w: stdout}
 	cfg := receiver.ServeConfig{
 		Options:     receiver.Options{Dir: *data, Logger: log, Events: out, MaxBody: *maxBody},

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/keyframe-cam/keyframe/agent"
+	"github.com/keyframe-cam/keyframe/internal/logthrottle"
 )
 
 // loadConfig parses the common -config flag's file plus KEYFRAME_* variables.
@@ -40,7 +41,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "keyframe: log.level: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log, throttle := logthrottle.NewText(stderr, level) // repeated lines rate-limited: the flash must outlive a flood
+	defer throttle.Flush()
 	log.Info("keyframe starting", "version", version)
 	c.Version = version
 	a, err := agent.New(c, agent.Deps{Logger: log, Rand: rand.Reader})
