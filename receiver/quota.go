@@ -3,6 +3,7 @@ package receiver
 import (
 	"fmt"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -201,38 +202,52 @@ func (s *Server) checkQuota(device string, size int64) error {
 // DefaultBodyBudget is the default of Options.BodyBudget.
 const DefaultBodyBudget = 32 << 20
 
-// byteBudget bounds the bytes of upload bodies held at once, from the first
-// byte read until the upload is answered.
+// byteBudget bounds the bytes of upload bodies held at once, in all and
+// from one source address (sourcePrefix), from the first byte read until
+// the upload is answered.
 type byteBudget struct {
-	mu   sync.Mutex
-	free int64 // negative budget: unbounded (never taken from)
-	inf  bool
+	total, perAddr int64 // ≤ 0: no bound
+
+	mu     sync.Mutex
+	used   int64
+	byAddr map[netip.Prefix]int64
 }
 
-func newByteBudget(n int64) *byteBudget {
-	return &byteBudget{free: n, inf: n < 0}
+func newByteBudget(total, perAddr int64) *byteBudget {
+	return &byteBudget{total: total, perAddr: perAddr, byAddr: map[netip.Prefix]int64{}}
 }
 
-// take reserves n bytes if they are free.
-func (b *byteBudget) take(n int64) bool {
-	if b.inf || n <= 0 {
+// take reserves n bytes for key if they fit both bounds.
+func (b *byteBudget) take(key netip.Prefix, n int64) bool {
+	if n <= 0 {
 		return true
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if n > b.free {
+	if b.total > 0 && b.used+n > b.total || b.perAddr > 0 && b.byAddr[key]+n > b.perAddr {
 		return false
 	}
-	b.free -= n
+	b.used += n
+	b.byAddr[key] += n
 	return true
 }
 
-// give returns n bytes taken.
-func (b *byteBudget) give(n int64) {
-	if b.inf || n <= 0 {
+// give returns n bytes key took.
+func (b *byteBudget) give(key netip.Prefix, n int64) {
+	if n <= 0 {
 		return
 	}
 	b.mu.Lock()
-	b.free += n
-	b.mu.Unlock()
+	defer b.mu.Unlock()
+	b.used -= n
+	if b.byAddr[key] -= n; b.byAddr[key] <= 0 {
+		delete(b.byAddr, key)
+	}
+}
+
+// inUse returns the bytes held, in all and by key.
+func (b *byteBudget) inUse(key netip.Prefix) (total, byKey int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used, b.byAddr[key]
 }

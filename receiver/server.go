@@ -31,6 +31,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -79,6 +80,12 @@ type Options struct {
 	// Retry-After (the agent retries it). It must be at least MaxBody. 0:
 	// DefaultBodyBudget (32 MiB); negative: no bound.
 	BodyBudget int64
+	// BodyBudgetPerAddr bounds the part of BodyBudget the uploads of one
+	// source address (an IPv6 address by its /64) hold at once, so slow
+	// bodies from one client cannot take all of it; at least MaxBody.
+	// Behind a proxy every upload has the proxy's address: raise it there.
+	// 0: a quarter of BodyBudget (at least MaxBody); negative: no bound.
+	BodyBudgetPerAddr int64
 	// Quota bounds the new records and bytes each device may store per
 	// hour and per day (429 with Retry-After beyond; see Quota). The zero
 	// Quota: the defaults.
@@ -295,7 +302,14 @@ func Open(opts Options) (*Server, error) {
 	if budget > 0 && budget < s.maxBody {
 		return nil, fmt.Errorf("receiver: body budget (%d bytes) is below the largest upload (MaxBody %d): such an upload could never be read", budget, s.maxBody)
 	}
-	s.bodies = newByteBudget(budget)
+	perAddr := opts.BodyBudgetPerAddr
+	if perAddr == 0 && budget > 0 {
+		perAddr = max(budget/4, s.maxBody)
+	}
+	if perAddr > 0 && perAddr < s.maxBody {
+		return nil, fmt.Errorf("receiver: body budget per address (%d bytes) is below the largest upload (MaxBody %d): such an upload could never be read", perAddr, s.maxBody)
+	}
+	s.bodies = newByteBudget(budget, perAddr)
 	q := opts.Quota.withDefaults()
 	if err := q.check(s.maxBody); err != nil {
 		return nil, err
@@ -496,8 +510,9 @@ func classify(err error) error {
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	// The body first, under its size, rate and memory bounds, and only then
 	// a slot: a slow client holds a connection, never a slot.
-	body, held, err := s.readBody(w, r)
-	defer s.bodies.give(held)
+	key := sourcePrefix(r.RemoteAddr)
+	body, held, err := s.readBody(w, r, key)
+	defer s.bodies.give(key, held)
 	var res IngestResult
 	if err == nil {
 		c := Claim{Event: r.PathValue("event"), Kind: r.PathValue("kind"), CheckEventKind: true}
@@ -537,20 +552,20 @@ const bodyChunk = 32 << 10
 // after grace at least minRate bytes a second on average since it began
 // (408 when slower: the connection's read deadline moves on as bytes
 // arrive). The deadline is the network's, so it runs on the system clock.
-// Its buffer is taken from the body budget first (503 when it does not
-// fit): a body of known length in one exact allocation, one of unknown
+// Its buffer is taken from the body budget first, in all and of the source
+// address key (503 when it does not fit): a body of known length in one exact allocation, one of unknown
 // length as it grows. held is what was taken, to give back when the upload
 // is answered (also on an error).
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, held int64, err error) {
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, key netip.Prefix) (body []byte, held int64, err error) {
 	if r.ContentLength > s.maxBody {
 		return nil, 0, reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body of %d bytes is over the limit of %d", r.ContentLength, s.maxBody)
 	}
 	known := r.ContentLength >= 0
 	size := r.ContentLength
 	if !known {
-		size = min(bodyChunk, s.maxBody+1)
+		size = min(bodyChunk, s.maxBody)
 	}
-	if !s.bodies.take(size) {
+	if !s.bodies.take(key, size) {
 		return nil, 0, s.overBudget()
 	}
 	held = size
@@ -571,15 +586,15 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, 
 		case len(body) < cap(body):
 			n, err = lr.Read(body[len(body):min(cap(body), len(body)+bodyChunk)])
 			body = body[:len(body)+n]
-		case known || int64(len(body)) > s.maxBody:
+		case known || int64(cap(body)) >= s.maxBody:
 			// Full: only the end of the body may come now.
 			n, err = lr.Read(one[:])
 			if n > 0 {
 				return nil, held, reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body is over its length or the limit of %d bytes", s.maxBody)
 			}
 		default:
-			grow := min(2*int64(cap(body)), s.maxBody+1) - int64(cap(body))
-			if !s.bodies.take(grow) {
+			grow := min(2*int64(cap(body)), s.maxBody) - int64(cap(body))
+			if !s.bodies.take(key, grow) {
 				return nil, held, s.overBudget()
 			}
 			held += grow
