@@ -90,7 +90,7 @@ type Options struct {
 	// hour and per day (429 with Retry-After beyond; see Quota). The zero
 	// Quota: the defaults.
 	Quota Quota
-	Clock         clock.Clock // received_at and certificate validity; nil: the system clock (Serve gives it to the MQTT ingest too)
+	Clock clock.Clock // received_at and certificate validity; nil: the system clock (Serve gives it to the MQTT ingest too)
 	// OwnerLookup selects the events of an owner's view (the owner page,
 	// OwnerEvents, and the owner media and envelope endpoints): a device's
 	// events are offered to the owner it names. nil: the registry itself.
@@ -155,9 +155,9 @@ const (
 	// ReasonClientCert (403): the upload came with a verified client
 	// certificate (mutual TLS) for another key than the record's signer
 	// (or, for a rotate record, the key it rotates to).
-	ReasonClientCert = "client_cert"
-	ReasonCertificate = "certificate"   // 403: not enrolled, and no certificate chain to a trusted fleet CA naming the device
-	ReasonRotated     = "key_rotated"   // 403: the key was rotated to a new one before this record's seq (retired)
+	ReasonClientCert  = "client_cert"
+	ReasonCertificate = "certificate" // 403: not enrolled, and no certificate chain to a trusted fleet CA naming the device
+	ReasonRotated     = "key_rotated" // 403: the key was rotated to a new one before this record's seq (retired)
 	// ReasonRotationTarget (403): a rotate record to a key that is, or was,
 	// in the registry.
 	ReasonRotationTarget = "rotation_target"
