@@ -3,6 +3,7 @@ package receiver
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"io/fs"
 	"net/http"
@@ -333,5 +334,39 @@ func TestBodyUnknownLength(t *testing.T) {
 	}
 	if code := put(d.record(t, "ev-1", provenance.KindStart, 1).body); code != http.StatusCreated {
 		t.Errorf("a chunked record: %d, want 201", code)
+	}
+}
+
+// TestCertifiesRotation: a rotate record is signed by the old key while the
+// agent already presents the new key's certificate; either key's
+// certificate may carry it, and no other. Any other record needs its
+// signer's.
+func TestCertifiesRotation(t *testing.T) {
+	oldKey, newKey, stranger := newDevice(t), newDevice(t), newDevice(t)
+	ca := newCA(t, "fleet CA", nil)
+	cert := func(d *testDevice) *x509.Certificate {
+		c, err := x509.ParseCertificate(clientCert(t, ca, d).Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	rotate := &provenance.Verified{Device: oldKey.id, NextDevice: newKey.id, Payload: &provenance.Payload{Kind: provenance.KindRotate}}
+	start := &provenance.Verified{Device: oldKey.id, Payload: &provenance.Payload{Kind: provenance.KindStart}}
+	for _, c := range []struct {
+		name string
+		cert *testDevice
+		v    *provenance.Verified
+		ok   bool
+	}{
+		{"rotate, old key's certificate", oldKey, rotate, true},
+		{"rotate, new key's certificate", newKey, rotate, true},
+		{"rotate, a stranger's certificate", stranger, rotate, false},
+		{"start, signer's certificate", oldKey, start, true},
+		{"start, another key's certificate", newKey, start, false},
+	} {
+		if err := certifies(cert(c.cert), c.v); (err == nil) != c.ok {
+			t.Errorf("%s: %v, want accepted %v", c.name, err, c.ok)
+		}
 	}
 }
