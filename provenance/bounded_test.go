@@ -304,3 +304,75 @@ func TestVerifyEd25519Alg19(t *testing.T) {
 	_, err = provenance.Verify(env, [][]byte{thumb}, nil)
 	wantClass(t, err, "malformed")
 }
+
+// TestMaxMedia: a record carries at most provenance.MaxMedia media objects.
+// A payload listing more is malformed even when every object matches, Sign
+// refuses to write one, and a bundle framing more is refused from its head,
+// before any object is read: 1,024 empty media objects cost a fixed few
+// allocations, nothing proportional to their number.
+func TestMaxMedia(t *testing.T) {
+	key := newP256(t)
+	for _, n := range []int{provenance.MaxMedia, provenance.MaxMedia + 1} {
+		p := samplePayload(idOf(t, key), thumb)
+		media := make([][]byte, n)
+		p.Media = p.Media[:0]
+		for i := range media {
+			media[i] = []byte{byte(i)}
+			p.Media = append(p.Media, provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", media[i]))
+		}
+		b, err := provenance.MarshalPayload(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = verifyErr(signRaw(t, key, b), media)
+		_, signErr := provenance.Sign(nil, key, p)
+		wire, _ := (&provenance.Bundle{Envelope: signRaw(t, key, b), Media: media}).Marshal()
+		_, bundleErr := provenance.UnmarshalBundle(wire)
+		if n <= provenance.MaxMedia {
+			if err != nil || signErr != nil || bundleErr != nil {
+				t.Errorf("%d media: Verify %v, Sign %v, UnmarshalBundle %v; want all accepted", n, err, signErr, bundleErr)
+			}
+			continue
+		}
+		if !errors.Is(err, provenance.ErrMalformed) || !errors.Is(signErr, provenance.ErrMalformed) || !errors.Is(bundleErr, provenance.ErrMalformed) {
+			t.Errorf("%d media: Verify %v, Sign %v, UnmarshalBundle %v; want all ErrMalformed", n, err, signErr, bundleErr)
+		}
+	}
+
+	// [envelope, [1024 × h'']]: the bundle of the attack.
+	bomb := append(cborHead(4, 2), cborHead(2, 3)...)
+	bomb = append(bomb, 0xd2, 0x84, 0x40)
+	bomb = append(bomb, cborHead(4, 1024)...)
+	for range 1024 {
+		bomb = append(bomb, 0x40)
+	}
+	var err error
+	got := allocated(func() { _, err = provenance.UnmarshalBundle(bomb) })
+	if !errors.Is(err, provenance.ErrMalformed) {
+		t.Fatalf("UnmarshalBundle of 1,024 media objects: %v, want ErrMalformed", err)
+	}
+	t.Logf("a bundle of 1,024 empty media objects (%d bytes): refused (%v), %d bytes allocated", len(bomb), err, got)
+	if got > 4<<10 {
+		t.Errorf("refusing 1,024 media objects allocated %d bytes, want at most 4 KiB", got)
+	}
+}
+
+// TestBundleAnyForm: the bundle is framing, not hashed: a head in a longer
+// form than its shortest is accepted there (docs/envelope.md §7), and the
+// envelope and media are the bundle's own bytes, not copies.
+func TestBundleAnyForm(t *testing.T) {
+	env := []byte{0xd2, 0x84, 1, 2, 3}
+	long := []byte{0x98, 2, 0x58, 5} // array(2) and bstr(5) in their one-byte forms
+	long = append(long, env...)
+	long = append(long, 0x98, 1, 0x41, 'a')
+	b, err := provenance.UnmarshalBundle(long)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b.Envelope, env) || len(b.Media) != 1 || string(b.Media[0]) != "a" {
+		t.Fatalf("bundle %x %q", b.Envelope, b.Media)
+	}
+	if &b.Envelope[0] != &long[4] {
+		t.Error("the envelope was copied out of the bundle")
+	}
+}

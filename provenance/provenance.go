@@ -67,6 +67,12 @@ const (
 	ClockUnsynced = "unsynced" // no evidence the clock is set (a board without RTC boots in 1970)
 )
 
+// MaxMedia is the most media objects one record may carry (its payload's
+// media list, and its bundle): a thumbnail today, and room for a clip, its
+// initialisation segment and a few more; a verifier refuses more before
+// reading or hashing any (docs/envelope.md §4, §7).
+const MaxMedia = 8
+
 // Media roles.
 const (
 	RoleThumbnail     = "thumbnail"
@@ -548,6 +554,9 @@ func checkPayload(p *Payload, spki []byte) error {
 	case p.Time.Clock != ClockSynced && p.Time.Clock != ClockUnsynced:
 		return bad("time.clock", fmt.Sprintf("%q is not synced or unsynced", p.Time.Clock))
 	}
+	if len(p.Media) > MaxMedia {
+		return bad("media", fmt.Sprintf("lists %d objects, at most %d", len(p.Media), MaxMedia))
+	}
 	for i, m := range p.Media {
 		if len(m.SHA256) != sha256.Size {
 			return bad(fmt.Sprintf("media[%d].sha256", i), "is not 32 bytes")
@@ -598,17 +607,16 @@ func (b *Bundle) Marshal() ([]byte, error) {
 	return out, nil
 }
 
-// UnmarshalBundle decodes a bundle; it checks only the framing, not the
-// envelope (use Verify).
+// UnmarshalBundle decodes a bundle; it checks only the framing (and the
+// number of media objects, at most MaxMedia), not the envelope (use
+// Verify). The envelope and media it returns are slices of data, which
+// must not change while they are used.
 func UnmarshalBundle(data []byte) (*Bundle, error) {
-	var b Bundle
-	if err := decMode.Unmarshal(data, &b); err != nil {
-		return nil, fmt.Errorf("provenance: %w: bundle: %w", ErrMalformed, err)
+	b, err := splitBundle(data)
+	if err != nil {
+		return nil, fmt.Errorf("provenance: %w", err)
 	}
-	if len(b.Envelope) == 0 {
-		return nil, fmt.Errorf("provenance: %w: bundle has no envelope", ErrMalformed)
-	}
-	return &b, nil
+	return b, nil
 }
 
 // HashEnvelope returns the SHA-256 of an envelope's bytes: the value the next

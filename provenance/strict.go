@@ -36,6 +36,10 @@ const maxProtectedLabels = 5
 type cborReader struct {
 	b   []byte
 	off int
+	// anyForm accepts a head whose argument is not in its shortest form
+	// (the bundle's framing, which is not hashed); definite lengths are
+	// still required.
+	anyForm bool
 }
 
 // head reads one head: its major type and argument. what names the item for
@@ -78,7 +82,7 @@ func (r *cborReader) head(what string) (major byte, arg uint64, err error) {
 	case 8:
 		min = 1 << 32
 	}
-	if arg < min {
+	if arg < min && !r.anyForm {
 		return 0, 0, fmt.Errorf("%w: %w: %s: argument %d not in its shortest form", ErrMalformed, ErrNonCanonical, what, arg)
 	}
 	return major, arg, nil
@@ -267,4 +271,46 @@ func checkX5Chain(r *cborReader) error {
 		return nil
 	}
 	return fmt.Errorf("%w: x5chain is major type %d, not a bstr or an array of bstr", ErrMalformed, m)
+}
+
+// splitBundle reads an upload bundle, [envelope: bstr, [* media: bstr]]
+// (docs/envelope.md §7): definite lengths in any form (the bundle is not
+// hashed), a non-empty envelope, at most MaxMedia media objects, nothing
+// after. The envelope and media are slices of data: nothing is copied, and
+// a bundle over the media limit is refused from its head alone, before any
+// object is read.
+func splitBundle(data []byte) (*Bundle, error) {
+	r := &cborReader{b: data, anyForm: true}
+	if n, err := r.expect(majorArray, "bundle"); err != nil {
+		return nil, err
+	} else if n != 2 {
+		return nil, fmt.Errorf("%w: bundle array of %d, want 2", ErrMalformed, n)
+	}
+	env, err := r.bytes("bundle envelope", -1)
+	if err != nil {
+		return nil, err
+	}
+	if len(env) == 0 {
+		return nil, fmt.Errorf("%w: bundle has no envelope", ErrMalformed)
+	}
+	n, err := r.expect(majorArray, "bundle media")
+	if err != nil {
+		return nil, err
+	}
+	if n > MaxMedia {
+		return nil, fmt.Errorf("%w: bundle has %d media objects, at most %d", ErrMalformed, n, MaxMedia)
+	}
+	b := &Bundle{Envelope: env}
+	if n > 0 {
+		b.Media = make([][]byte, n)
+	}
+	for i := range b.Media {
+		if b.Media[i], err = r.bytes(fmt.Sprintf("bundle media object %d", i), -1); err != nil {
+			return nil, err
+		}
+	}
+	if r.off != len(data) {
+		return nil, fmt.Errorf("%w: %d bytes after the bundle", ErrMalformed, len(data)-r.off)
+	}
+	return b, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyframe-cam/keyframe/internal/claimcode"
 	"github.com/keyframe-cam/keyframe/internal/clock"
+	"github.com/keyframe-cam/keyframe/provenance"
 )
 
 // The HTTP server limits Serve sets: a slow or idle client cannot hold a
@@ -51,7 +52,10 @@ type ServeConfig struct {
 	TLSCertFile, TLSKeyFile string
 	// ClientCAs, with TLS, makes uploads (/v1/) require a client certificate
 	// that verifies to one of these CAs (mutual TLS, RequireClientCert); the
-	// viewer pages and the claim endpoints need none.
+	// viewer pages and the claim endpoints need none. The certificate must
+	// be for the key that signed the record it carries (or, for a rotate
+	// record, the key it rotates to): 403 client_cert otherwise. A client
+	// certificate for the key of a revoked device fails the handshake.
 	ClientCAs *x509.CertPool
 	// MQTT, if set, also ingests records from a broker (NewMQTTIngest) while
 	// Serve runs; its Logger defaults to Options.Logger.
@@ -170,7 +174,8 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	}
 	hs := newHTTPServer(srv.Handler(), log)
 	if cfg.ClientCAs != nil {
-		hs.TLSConfig = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: cfg.ClientCAs, MinVersion: tls.VersionTLS12}
+		hs.TLSConfig = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: cfg.ClientCAs, MinVersion: tls.VersionTLS12,
+			VerifyConnection: func(cs tls.ConnectionState) error { return srv.refuseRevoked(cs, log) }}
 		hs.Handler = RequireClientCert(hs.Handler)
 	}
 	if n := limitOr(cfg.UploadsPerAddr, DefaultUploadsPerAddr); n > 0 {
@@ -259,4 +264,29 @@ func RequireClientCert(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// refuseRevoked fails a TLS handshake whose verified client certificate is
+// for the key of a device the registry says is revoked: such a device is
+// refused before it can send anything. The registry is read as for an
+// upload (a few stat calls when it has not changed); when it cannot be
+// read the handshake goes on and the upload meets the same check.
+func (s *Server) refuseRevoked(cs tls.ConnectionState, log *slog.Logger) error {
+	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	id, err := provenance.DeviceID(cs.VerifiedChains[0][0].PublicKey)
+	if err != nil {
+		return nil // not a device key: no record can be signed by it
+	}
+	reg, err := s.regs.read()
+	if err != nil {
+		return nil
+	}
+	if d := reg.Devices[id]; d != nil && d.Revoked {
+		s.count(ReasonRevoked)
+		log.Info("receiver: handshake refused: the client certificate is for a revoked device", "device", id)
+		return fmt.Errorf("receiver: device %s is revoked", id)
+	}
+	return nil
 }

@@ -21,6 +21,7 @@ package receiver
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -71,7 +73,24 @@ type Options struct {
 	// (the HTTP server's read timeout still applies).
 	MinUploadRate int64
 	UploadGrace   time.Duration
-	Clock         clock.Clock // received_at and certificate validity; nil: the system clock (Serve gives it to the MQTT ingest too)
+	// BodyBudget bounds the bytes of upload bodies held at once, from the
+	// first byte read until the upload is answered (a body of known length
+	// takes its Content-Length at once, one of unknown length as its
+	// buffer grows); an upload that does not fit is answered 503 with
+	// Retry-After (the agent retries it). It must be at least MaxBody. 0:
+	// DefaultBodyBudget (32 MiB); negative: no bound.
+	BodyBudget int64
+	// BodyBudgetPerAddr bounds the part of BodyBudget the uploads of one
+	// source address (an IPv6 address by its /64) hold at once, so slow
+	// bodies from one client cannot take all of it; at least MaxBody.
+	// Behind a proxy every upload has the proxy's address: raise it there.
+	// 0: a quarter of BodyBudget (at least MaxBody); negative: no bound.
+	BodyBudgetPerAddr int64
+	// Quota bounds the new records and bytes each device may store per
+	// hour and per day (429 with Retry-After beyond; see Quota). The zero
+	// Quota: the defaults.
+	Quota Quota
+	Clock clock.Clock // received_at and certificate validity; nil: the system clock (Serve gives it to the MQTT ingest too)
 	// OwnerLookup selects the events of an owner's view (the owner page,
 	// OwnerEvents, and the owner media and envelope endpoints): a device's
 	// events are offered to the owner it names. nil: the registry itself.
@@ -133,8 +152,12 @@ const (
 	ReasonNotEnrolled = "not_enrolled"  // 403: no enrolled key for the signer
 	ReasonRevoked     = "revoked"       // 403: the signer's enrolment was revoked
 	ReasonKeyMismatch = "key_mismatch"  // 403: the enrolled key is not the signing key
-	ReasonCertificate = "certificate"   // 403: not enrolled, and no certificate chain to a trusted fleet CA naming the device
-	ReasonRotated     = "key_rotated"   // 403: the key was rotated to a new one before this record's seq (retired)
+	// ReasonClientCert (403): the upload came with a verified client
+	// certificate (mutual TLS) for another key than the record's signer
+	// (or, for a rotate record, the key it rotates to).
+	ReasonClientCert  = "client_cert"
+	ReasonCertificate = "certificate" // 403: not enrolled, and no certificate chain to a trusted fleet CA naming the device
+	ReasonRotated     = "key_rotated" // 403: the key was rotated to a new one before this record's seq (retired)
 	// ReasonRotationTarget (403): a rotate record to a key that is, or was,
 	// in the registry.
 	ReasonRotationTarget = "rotation_target"
@@ -188,6 +211,8 @@ type Server struct {
 	grace    time.Duration // before minRate applies
 	clk      clock.Clock
 	inflight chan struct{}
+	bodies   *byteBudget // upload body bytes held at once
+	quotas   *quotas     // per-device records and bytes
 	unlock   func()
 	tmpl     *template.Template
 	regs     *registryReader
@@ -270,6 +295,26 @@ func Open(opts Options) (*Server, error) {
 	if s.rotationsPerDay == 0 {
 		s.rotationsPerDay = DefaultRotationsPerDay
 	}
+	budget := opts.BodyBudget
+	if budget == 0 {
+		budget = DefaultBodyBudget
+	}
+	if budget > 0 && budget < s.maxBody {
+		return nil, fmt.Errorf("receiver: body budget (%d bytes) is below the largest upload (MaxBody %d): such an upload could never be read", budget, s.maxBody)
+	}
+	perAddr := opts.BodyBudgetPerAddr
+	if perAddr == 0 && budget > 0 {
+		perAddr = max(budget/4, s.maxBody)
+	}
+	if perAddr > 0 && perAddr < s.maxBody {
+		return nil, fmt.Errorf("receiver: body budget per address (%d bytes) is below the largest upload (MaxBody %d): such an upload could never be read", perAddr, s.maxBody)
+	}
+	s.bodies = newByteBudget(budget, perAddr)
+	q := opts.Quota.withDefaults()
+	if err := q.check(s.maxBody); err != nil {
+		return nil, err
+	}
+	s.quotas = newQuotas(q)
 	n := opts.MaxInFlight
 	if n <= 0 {
 		n = DefaultMaxInFlight
@@ -331,6 +376,15 @@ func (s *Server) loadIndex() error {
 			return fmt.Errorf("receiver: index %s line %d is corrupt (%v): the replay check needs every line; repair or remove it (keyframe verify names the records)", path, l.n, l.err)
 		}
 		s.addRecord(l.entry)
+		if now := s.clk.Now(); now.Sub(l.entry.ReceivedAt) < quotaDay {
+			// The quota windows go on across a restart, as near as the
+			// index tells: it has the media's sizes, not the envelope's.
+			var size int64
+			for _, m := range l.entry.Media {
+				size += int64(min(m.Size, math.MaxInt32))
+			}
+			s.quotas.add(l.entry.Device, size, l.entry.ReceivedAt)
+		}
 	}
 	if pi.torn != nil {
 		s.log.Warn("receiver: ignoring torn last index line (an append interrupted by a crash, never acknowledged)", "index", path, "err", pi.torn)
@@ -418,6 +472,7 @@ type rejection struct {
 	reason     string // a Reason* constant
 	msg        string
 	retryAfter time.Duration // for a 429 or 503: when to retry; 0: 1 s
+	unread     bool          // the body was not read to its end: close the connection
 }
 
 func (r *rejection) Error() string {
@@ -453,14 +508,20 @@ func classify(err error) error {
 }
 
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
-	// The body first, under its size and rate bounds, and only then a slot:
-	// a slow client holds a connection, never a slot.
-	body, err := s.readBody(w, r)
+	// The body first, under its size, rate and memory bounds, and only then
+	// a slot: a slow client holds a connection, never a slot.
+	key := sourcePrefix(r.RemoteAddr)
+	body, held, err := s.readBody(w, r, key)
+	defer s.bodies.give(key, held)
 	var res IngestResult
 	if err == nil {
+		c := Claim{Event: r.PathValue("event"), Kind: r.PathValue("kind"), CheckEventKind: true}
+		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+			c.ClientCert = r.TLS.VerifiedChains[0][0]
+		}
 		select {
 		case s.inflight <- struct{}{}:
-			res, err = s.ingest(body, Claim{Event: r.PathValue("event"), Kind: r.PathValue("kind"), CheckEventKind: true})
+			res, err = s.ingest(body, c)
 			<-s.inflight
 		default:
 			err = reject(http.StatusServiceUnavailable, ReasonOverloaded, "overloaded: too many uploads at once, retry later")
@@ -474,7 +535,7 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		if rej.status == http.StatusServiceUnavailable || rej.status == http.StatusTooManyRequests {
 			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(rej.retryAfter/time.Second))))
 		}
-		if rej.status == http.StatusRequestTimeout {
+		if rej.status == http.StatusRequestTimeout || rej.unread {
 			w.Header().Set("Connection", "close")
 		}
 		writeLine(w, rej.status, rej.msg)
@@ -483,14 +544,33 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	writeLine(w, res.Status, res.Message)
 }
 
+// bodyChunk is the first buffer of a body of unknown length, and the size
+// of each read.
+const bodyChunk = 32 << 10
+
 // readBody reads an upload's body: at most maxBody bytes (413 beyond), and
 // after grace at least minRate bytes a second on average since it began
 // (408 when slower: the connection's read deadline moves on as bytes
 // arrive). The deadline is the network's, so it runs on the system clock.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+// Its buffer is taken from the body budget first, in all and of the source
+// address key (503 when it does not fit): a body of known length in one exact allocation, one of unknown
+// length as it grows. held is what was taken, to give back when the upload
+// is answered (also on an error).
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, key netip.Prefix) (body []byte, held int64, err error) {
 	if r.ContentLength > s.maxBody {
-		return nil, reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body of %d bytes is over the limit of %d", r.ContentLength, s.maxBody)
+		return nil, 0, reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body of %d bytes is over the limit of %d", r.ContentLength, s.maxBody)
 	}
+	known := r.ContentLength >= 0
+	size := r.ContentLength
+	if !known {
+		size = min(bodyChunk, s.maxBody)
+	}
+	if !s.bodies.take(key, size) {
+		return nil, 0, s.overBudget()
+	}
+	held = size
+	body = make([]byte, 0, size)
+
 	rc := http.NewResponseController(w)
 	start := time.Now()
 	deadline := func(n int) time.Time {
@@ -498,11 +578,29 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 	}
 	paced := s.minRate > 0 && rc.SetReadDeadline(deadline(0)) == nil
 	lr := io.LimitReader(r.Body, s.maxBody+1)
-	var body []byte
-	chunk := make([]byte, 32<<10)
+	var one [1]byte
 	for {
-		n, err := lr.Read(chunk)
-		body = append(body, chunk[:n]...)
+		var n int
+		var err error
+		switch {
+		case len(body) < cap(body):
+			n, err = lr.Read(body[len(body):min(cap(body), len(body)+bodyChunk)])
+			body = body[:len(body)+n]
+		case known || int64(cap(body)) >= s.maxBody:
+			// Full: only the end of the body may come now.
+			n, err = lr.Read(one[:])
+			if n > 0 {
+				return nil, held, reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body is over its length or the limit of %d bytes", s.maxBody)
+			}
+		default:
+			grow := min(2*int64(cap(body)), s.maxBody) - int64(cap(body))
+			if !s.bodies.take(key, grow) {
+				return nil, held, s.overBudget()
+			}
+			held += grow
+			body = append(make([]byte, 0, int64(cap(body))+grow), body...)
+			continue
+		}
 		if paced && n > 0 {
 			rc.SetReadDeadline(deadline(len(body)))
 		}
@@ -510,21 +608,29 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 			break
 		}
 		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
-			return nil, reject(http.StatusRequestTimeout, ReasonSlowBody, "body arrived slower than %d bytes a second after %s, retry", s.minRate, s.grace)
+			return nil, held, reject(http.StatusRequestTimeout, ReasonSlowBody, "body arrived slower than %d bytes a second after %s, retry", s.minRate, s.grace)
 		}
 		if err != nil {
-			return nil, reject(http.StatusBadRequest, ReasonMalformed, "read body: %s", oneLine(err.Error()))
+			return nil, held, reject(http.StatusBadRequest, ReasonMalformed, "read body: %s", oneLine(err.Error()))
 		}
 	}
 	if int64(len(body)) > s.maxBody {
-		return nil, reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body is over the limit of %d bytes", s.maxBody)
+		return nil, held, reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, "body is over the limit of %d bytes", s.maxBody)
 	}
 	if paced {
 		// Verification is not the client's time; a refused body keeps
 		// its deadline, so nothing more is read from a slow client.
 		rc.SetReadDeadline(time.Time{})
 	}
-	return body, nil
+	return body, held, nil
+}
+
+// overBudget is the refusal of a body that does not fit the body budget:
+// 503, the body left unread (the connection is closed).
+func (s *Server) overBudget() error {
+	rej := reject(http.StatusServiceUnavailable, ReasonOverloaded, "overloaded: too many upload bodies in progress, retry later")
+	rej.unread = true
+	return rej
 }
 
 // Claim is what the route a bundle came by says about it (an HTTP path, an
@@ -535,6 +641,11 @@ type Claim struct {
 	Device         string
 	Event, Kind    string
 	CheckEventKind bool
+	// ClientCert is the verified client certificate the record came with
+	// (mutual TLS; the HTTP upload API sets it): it must be for the
+	// record's signing key, or for a rotate record the key it rotates to
+	// (403 client_cert otherwise). nil: not checked.
+	ClientCert *x509.Certificate
 }
 
 // IngestResult is the outcome of Ingest: Status is the HTTP status the
@@ -586,6 +697,11 @@ func (s *Server) ingest(body []byte, c Claim) (IngestResult, error) {
 	if err != nil {
 		return IngestResult{}, classify(err)
 	}
+	if c.ClientCert != nil {
+		if err := certifies(c.ClientCert, v); err != nil {
+			return IngestResult{}, err
+		}
+	}
 	// From here on the device is the verified signer, nothing else. The
 	// registry is read now, from disk.
 	reg, err := s.regs.read()
@@ -606,13 +722,17 @@ func (s *Server) ingest(body []byte, c Claim) (IngestResult, error) {
 		return IngestResult{}, reject(http.StatusUnprocessableEntity, ReasonPath, "route says device %q, the signature is device %s", clip(c.Device), v.Device)
 	}
 	e := entryFromVerified(v, s.clk.Now())
+	size := int64(len(b.Envelope))
+	for _, m := range b.Media {
+		size += int64(len(m))
+	}
 
 	// One upload per device at a time: its checks below stay true while its
 	// files are written without holding mu, so uploads of different devices
 	// write (and fsync) their files in parallel.
 	unlockDevice := s.lockDevice(e.Device)
 	defer unlockDevice()
-	dup, err := s.admitRecord(e, v, adm)
+	dup, err := s.admitRecord(e, v, adm, size)
 	if err != nil {
 		return IngestResult{}, err
 	}
@@ -638,6 +758,7 @@ func (s *Server) ingest(body []byte, c Claim) (IngestResult, error) {
 	}
 	s.addRecord(e)
 	s.stats.Stored++
+	s.quotas.add(e.Device, size, e.ReceivedAt)
 	thumb := uint64(0)
 	for _, m := range p.Media {
 		if m.Role == provenance.RoleThumbnail {
@@ -688,13 +809,13 @@ func (s *Server) lockDevice(device string) (unlock func()) {
 	}
 }
 
-// admitRecord makes the checks of a verified record against the store
-// (identical re-send, replay, conflict) and records its admission in the
+// admitRecord makes the checks of a verified record of size bytes against
+// the store (identical re-send, replay, conflict, sequence jump, quota) and records its admission in the
 // registry if needed. With dup the record is an identical re-send, stored
 // already; with an error (a *rejection) it is refused; otherwise it may be
 // stored, and s.storing counts it until the caller calls Done. Callers hold
 // the device's lock.
-func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admission) (dup bool, err error) {
+func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admission, size int64) (dup bool, err error) {
 	if e.Seq > MaxSeq {
 		// Pairing intervals are [from, seq+1), and a device must always
 		// have sequence numbers left above its highest stored one.
@@ -721,6 +842,11 @@ func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admissio
 		return false, reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, max)
 	}
 	if err := s.checkSeqJump(e); err != nil {
+		return false, err
+	}
+	// A new record within the device's quotas: checked before anything is
+	// written, so a refusal costs no fsync.
+	if err := s.checkQuota(e.Device, size); err != nil {
 		return false, err
 	}
 	// A device admitted by its certificate is recorded, and a rotation takes
@@ -785,6 +911,18 @@ func (s *Server) checkSeqJump(e *indexEntry) error {
 
 // maxSeqJumpRetry bounds the Retry-After of a refused sequence jump.
 const maxSeqJumpRetry = time.Hour
+
+// certifies refuses v unless cert is for its signing key or, for a rotate
+// record, the key it rotates to (the agent presents the certificate of the
+// key it signs with; during a rotation that is already the new key, while
+// the rotate record is the old key's).
+func certifies(cert *x509.Certificate, v *provenance.Verified) error {
+	id, err := provenance.DeviceID(cert.PublicKey)
+	if err == nil && (id == v.Device || v.Payload.Kind == provenance.KindRotate && id == v.NextDevice) {
+		return nil
+	}
+	return reject(http.StatusForbidden, ReasonClientCert, "the client certificate (%s) is not for device %s, which signed the record", clip(cert.Subject.CommonName), v.Device)
+}
 
 // admission says how a verified signer was let in.
 type admission struct {

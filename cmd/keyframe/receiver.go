@@ -26,7 +26,8 @@ const (
 	defaultReceiverListen = "127.0.0.1:8417"
 )
 
-const receiverUsage = `usage: keyframe receiver [serve] [-data DIR] [-listen ADDR] [-public] [-allow-host HOST[:PORT],...]
+const receiverUsage = `usage: keyframe receiver [serve] [-data DIR] [-listen ADDR] [-public] [-allow-host HOST[:PORT],...] [limits]
+         (limits: -max-conns, -quota-records-hour, -body-budget, ...: keyframe receiver -h, docs/config.md)
        keyframe receiver owner add  [-data DIR] [-url URL] [-admin] NAME   (prints a one-time setup link)
        keyframe receiver owner link [-data DIR] [-url URL] NAME            (prints a one-time sign-in link)
        keyframe receiver owner setup-link [-data DIR] [-url URL] NAME      (reset: password, passkeys and sessions removed; a setup link)
@@ -101,6 +102,8 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 	mqttKey := fs.String("mqtt-key", "", "private key (PEM) of -mqtt-cert")
 	mqttCA := fs.String("mqtt-ca", "", "CA certificates (PEM) trusted for the broker, in addition to the system's")
 	mqttUser := fs.String("mqtt-user", "", "username for a broker that authenticates by password (password from KEYFRAME_MQTT_PASSWORD)")
+	var limits receiverLimits
+	limits.addFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -122,6 +125,14 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 		Public:      *public,
 		TLSCertFile: *tlsCert,
 		TLSKeyFile:  *tlsKey,
+	}
+	if *maxBody <= 0 {
+		fmt.Fprintf(stderr, "keyframe receiver: -max-body %d: want a positive number of bytes\n", *maxBody)
+		return 2
+	}
+	if err := limits.apply(&cfg); err != nil {
+		fmt.Fprintf(stderr, "keyframe receiver: %v\n", err)
+		return 2
 	}
 	for _, h := range strings.Split(*allowHosts, ",") {
 		if h = strings.TrimSpace(h); h != "" {
