@@ -92,14 +92,23 @@ func TestSlowBodiesHoldNoSlot(t *testing.T) {
 }
 
 // TestSlowBodyCut: a body that arrives slower than MinUploadRate after
-// UploadGrace is cut with 408 (which the agent retries), counted as
+// UploadGrace, or pauses longer than UploadGrace after a fast start, is cut
+// with 408 (which the agent retries), counted as
 // slow_body, and holds nothing afterwards.
 func TestSlowBodyCut(t *testing.T) {
 	e := newEnv(t, Options{MinUploadRate: 1000, UploadGrace: 100 * time.Millisecond})
 	addr := strings.TrimPrefix(e.hs.URL, "http://")
-	for _, trickle := range []bool{false, true} {
+	for _, way := range []string{"stall", "trickle", "burst then stall"} {
+		trickle := way == "trickle"
 		c := dialFrom(t, "127.0.0.1", addr)
 		br := startSlowBody(t, c, addr)
+		if way == "burst then stall" {
+			// 50,000 bytes at once earn 50 s at 1000 bytes a second; the
+			// pause bound (UploadGrace) cuts the stall after them anyway.
+			if _, err := c.Write(make([]byte, 50_000)); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if trickle { // a byte every 20 ms: 50 bytes a second, below 1000
 			go func() {
 				for {
@@ -112,16 +121,16 @@ func TestSlowBodyCut(t *testing.T) {
 		}
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
-			t.Fatalf("trickle %v: %v", trickle, err)
+			t.Fatalf("%s: %v", way, err)
 		}
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusRequestTimeout {
-			t.Errorf("trickle %v: %d, want 408", trickle, resp.StatusCode)
+			t.Errorf("%s: %d, want 408", way, resp.StatusCode)
 		}
 		c.Close()
 	}
-	if n := e.srv.Stats().Rejected[ReasonSlowBody]; n != 2 {
-		t.Errorf("slow_body refusals %d, want 2", n)
+	if n := e.srv.Stats().Rejected[ReasonSlowBody]; n != 3 {
+		t.Errorf("slow_body refusals %d, want 3", n)
 	}
 	// A body at full speed is stored as ever.
 	d := newDevice(t)

@@ -66,7 +66,8 @@ type Options struct {
 	MaxInFlight int          // uploads verified and stored at once (after their body is read), more get 503 with Retry-After; 0: DefaultMaxInFlight
 	// MinUploadRate and UploadGrace bound how slowly an upload body may
 	// arrive: after UploadGrace, at least MinUploadRate bytes a second on
-	// average since the body began; a slower one is cut and answered 408
+	// average since the body began, and no pause between reads longer than
+	// UploadGrace; a slower one is cut and answered 408
 	// (the agent retries it). The body is read before the upload takes one
 	// of the MaxInFlight slots, so slow bodies hold no slot. 0:
 	// DefaultMinUploadRate, DefaultUploadGrace; a negative rate: no bound
@@ -549,12 +550,14 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 const bodyChunk = 32 << 10
 
 // readBody reads an upload's body: at most maxBody bytes (413 beyond), and
-// after grace at least minRate bytes a second on average since it began
-// (408 when slower: the connection's read deadline moves on as bytes
-// arrive). The deadline is the network's, so it runs on the system clock.
-// Its buffer is taken from the body budget first, in all and of the source
-// address key (503 when it does not fit): a body of known length in one exact allocation, one of unknown
-// length as it grows. held is what was taken, to give back when the upload
+// after grace at least minRate bytes a second on average since it began,
+// and never a pause longer than grace between reads (408 when slower: the
+// connection's read deadline moves on as bytes arrive; without the pause
+// bound a client that sent 4 MB at once could then hold its share of the
+// body budget for 8 minutes). The deadline is the network's, so it runs on
+// the system clock. Its buffer is taken from the body budget first, in all
+// and of the source address key (503 when it does not fit): a body of known
+// length in one exact allocation, one of unknown length as it grows. held is what was taken, to give back when the upload
 // is answered (also on an error).
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, key netip.Prefix) (body []byte, held int64, err error) {
 	if r.ContentLength > s.maxBody {
@@ -574,7 +577,11 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, key netip.Pref
 	rc := http.NewResponseController(w)
 	start := time.Now()
 	deadline := func(n int) time.Time {
-		return start.Add(s.grace + time.Duration(float64(n)/float64(s.minRate)*float64(time.Second)))
+		avg := start.Add(s.grace + time.Duration(float64(n)/float64(s.minRate)*float64(time.Second)))
+		if pause := time.Now().Add(s.grace); pause.Before(avg) {
+			return pause
+		}
+		return avg
 	}
 	paced := s.minRate > 0 && rc.SetReadDeadline(deadline(0)) == nil
 	lr := io.LimitReader(r.Body, s.maxBody+1)
@@ -608,7 +615,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, key netip.Pref
 			break
 		}
 		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
-			return nil, held, reject(http.StatusRequestTimeout, ReasonSlowBody, "body arrived slower than %d bytes a second after %s, retry", s.minRate, s.grace)
+			return nil, held, reject(http.StatusRequestTimeout, ReasonSlowBody, "body arrived slower than %d bytes a second, or paused longer than %s, retry", s.minRate, s.grace)
 		}
 		if err != nil {
 			return nil, held, reject(http.StatusBadRequest, ReasonMalformed, "read body: %s", oneLine(err.Error()))
