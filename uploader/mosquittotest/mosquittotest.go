@@ -42,17 +42,30 @@ const (
 	HomeAssistant = "homeassistant"
 )
 
-// DefaultACL is the broker's ACL: a device (username = its ID) may read and
-// write under keyframe/<id>/ and write its own Home Assistant discovery
-// configs; the receiver reads events; Home Assistant reads the states and
-// sends commands. It is the ACL docs/mqtt.md recommends.
+// DefaultACL is the broker's ACL: a device (username = its ID) may publish
+// its events, status, motion, thumbnail, command replies and its own Home
+// Assistant discovery configs, read its commands and acks, and publish and
+// read its identity probe; it may not publish on its ack topic. The
+// receiver reads events and writes acks; Home Assistant reads the states
+// and sends commands. It is the ACL docs/mqtt.md gives (a test compares
+// them).
 const DefaultACL = `# keyframe devices: username = certificate CN = device ID
-pattern readwrite keyframe/%u/#
+pattern write keyframe/%u/events/+/+
+pattern write keyframe/%u/status
+pattern write keyframe/%u/motion
+pattern write keyframe/%u/thumbnail
+pattern write keyframe/%u/state
+pattern readwrite keyframe/%u/probe
+pattern read keyframe/%u/cmd/+
+pattern read keyframe/%u/ack
 pattern write homeassistant/+/keyframe_%u/#
 
+# the receiver (certificate CN "receiver")
 user receiver
 topic read keyframe/+/events/#
+topic write keyframe/+/ack
 
+# Home Assistant (certificate CN "homeassistant")
 user homeassistant
 topic read keyframe/+/status
 topic read keyframe/+/motion
@@ -60,6 +73,18 @@ topic read keyframe/+/thumbnail
 topic read keyframe/+/state
 topic write keyframe/+/cmd/#
 topic read homeassistant/#
+`
+
+// Limits are the broker settings docs/mqtt.md prescribes for keyframe, which
+// the test broker runs with (a test compares them with the document):
+// max_packet_size is the receiver's default body limit plus
+// mqttlink.PacketOverhead; a larger packet disconnects its sender before
+// anyone reads it. The queue limits bound what the broker holds for the
+// receiver while it is away; a message beyond them is dropped, which the
+// devices' end-to-end acks make up for by sending again.
+const Limits = `max_packet_size 4195328
+max_queued_messages 10000
+max_queued_bytes 268435456
 `
 
 // readyTimeout bounds the wait for the broker to listen; stopTimeout the wait
@@ -314,7 +339,7 @@ allow_anonymous false
 acl_file %s
 persistence true
 persistence_location %s/
-log_dest stderr
+%slog_dest stderr
 log_type all
 connection_messages true
 
@@ -324,7 +349,7 @@ certfile %s
 keyfile %s
 require_certificate true
 use_identity_as_username true
-`, filepath.Join(b.dir, "acl"), filepath.Join(b.dir, "data"), port,
+`, filepath.Join(b.dir, "acl"), filepath.Join(b.dir, "data"), Limits, port,
 		filepath.Join(b.dir, "ca.pem"), filepath.Join(b.dir, "server.pem"), filepath.Join(b.dir, "server.key"))
 	b.conf = b.writeFile("mosquitto.conf", []byte(c.String()))
 }
