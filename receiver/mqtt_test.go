@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -99,29 +100,40 @@ func TestMQTTRoundTripStoresSignedBundle(t *testing.T) {
 	}
 
 	// A bundle the receiver refuses (not CBOR) is logged, counted and
-	// acknowledged: not retried, not stored.
-	send(t, tr, &record{event: "ev-2", kind: provenance.KindStart, seq: 2, body: []byte("not a bundle")})
-	waitFor(t, "the refusal", func() bool { return env.srv.Stats().Rejected[ReasonMalformed] == 1 })
+	// acknowledged, to the broker and to the device, which gets the same
+	// permanent error as from an HTTP 400: not retried, not stored.
+	err := sendErr(t, tr, &record{event: "ev-2", kind: provenance.KindStart, seq: 2, body: []byte("not a bundle")})
+	if se := (*uploader.StatusError)(nil); !errors.As(err, &se) || se.Code != http.StatusBadRequest || !se.Permanent() ||
+		!strings.HasPrefix(se.Reason, ReasonMalformed+": ") {
+		t.Errorf("Send of a malformed bundle = %v, want a permanent 400 %s", err, ReasonMalformed)
+	}
 	// A bundle of this device on its topic but for another event is refused
 	// too: the topic's event must agree with the signed payload.
 	other := dev.record(t, "ev-3", provenance.KindStart, 3)
-	send(t, tr, &record{event: "ev-4", kind: provenance.KindStart, seq: 3, body: other.body})
-	waitFor(t, "the path refusal", func() bool { return env.srv.Stats().Rejected[ReasonPath] == 1 })
+	err = sendErr(t, tr, &record{event: "ev-4", kind: provenance.KindStart, seq: 3, body: other.body})
+	if se := (*uploader.StatusError)(nil); !errors.As(err, &se) || se.Code != http.StatusUnprocessableEntity || !se.Permanent() {
+		t.Errorf("Send on another event's topic = %v, want a permanent 422", err)
+	}
+	// Sent again, a stored record is answered as a duplicate: success.
+	send(t, tr, rec)
+	if n := env.srv.Stats().Duplicates; n != 1 {
+		t.Errorf("re-send: %d duplicates, want 1", n)
+	}
 
 	st := ing.Stats()
-	if st.Received != 3 || st.Stored != 1 || st.Refused != 2 || st.Deferred != 0 || st.BadTopic != 0 {
-		t.Errorf("ingest stats = %+v, want 3 received, 1 stored, 2 refused", st)
+	if st.Received != 4 || st.Stored != 1 || st.Duplicates != 1 || st.Refused != 2 || st.Deferred != 0 || st.BadTopic != 0 || st.Acks != 4 {
+		t.Errorf("ingest stats = %+v, want 4 received, 1 stored, 1 duplicate, 2 refused, 4 acks", st)
 	}
 	// Refused messages were acknowledged: a reconnect of the receiver's
 	// persistent session does not bring them back.
 	ing.net.Cut()
 	waitFor(t, "the receiver to reconnect", func() bool { s := ing.Stats(); return s.Connects == 2 && s.Connected })
 	time.Sleep(quietWait)
-	if st := ing.Stats(); st.Received != 3 {
-		t.Errorf("after a reconnect, %d messages received, want still 3 (refused ones are acknowledged)", st.Received)
+	if st := ing.Stats(); st.Received != 4 {
+		t.Errorf("after a reconnect, %d messages received, want still 4 (refused ones are acknowledged)", st.Received)
 	}
-	if got := env.srv.Stats(); got.Stored != 1 || got.Duplicates != 0 {
-		t.Errorf("server stats = %+v, want 1 stored and no duplicate", got)
+	if got := env.srv.Stats(); got.Stored != 1 || got.Duplicates != 1 {
+		t.Errorf("server stats = %+v, want 1 stored and 1 duplicate", got)
 	}
 }
 
@@ -173,12 +185,17 @@ func TestMQTTIngestDefersWhenStoreFailsAndBrokerRedelivers(t *testing.T) {
 	// connection when the first fails.
 	flaky := &flakyIngester{srv: env.srv, gate: make(chan struct{})}
 	ing := startIngest(t, b, flaky, nil)
-	tr := startTransport(t, b, dev, nil)
+	// Published with the device's certificate without waiting for acks, so
+	// that all are on their way at once.
+	raw := connectRaw(t, b, dev.id, "device-raw")
 
 	recs := make([]*record, 4)
 	for i := range recs {
 		recs[i] = dev.record(t, fmt.Sprintf("ev-%d", i+1), provenance.KindStart, uint64(i+1))
-		send(t, tr, recs[i])
+		tok := raw.Publish("keyframe/"+dev.id+"/events/"+recs[i].event+"/start", 1, false, recs[i].body)
+		if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+			t.Fatalf("publish %s: %v", recs[i].event, tok.Error())
+		}
 	}
 	close(flaky.gate)
 	waitFor(t, "every record to be stored", func() bool { return env.srv.Stats().Stored == uint64(len(recs)) })
@@ -302,7 +319,8 @@ func testLogger(t *testing.T) *slog.Logger {
 
 type testIngest struct {
 	*MQTTIngest
-	net *mosquittotest.Net
+	net  *mosquittotest.Net
+	stop func() // ends Run (the broker keeps the session)
 }
 
 // startIngest runs an MQTT ingest as user "receiver" with short reconnect
@@ -326,14 +344,18 @@ func startIngest(t *testing.T, b *mosquittotest.Broker, srv Ingester, mod func(*
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("ingest Run returned %v", err)
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("ingest Run returned %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	waitFor(t, "the ingest to subscribe", func() bool { return m.Stats().Connected })
-	return &testIngest{m, tn}
+	return &testIngest{m, tn, stop}
 }
 
 // startTransport runs the device's MQTT transport with its device key as
@@ -366,13 +388,20 @@ func startTransport(t *testing.T, b *mosquittotest.Broker, d *testDevice, mod fu
 	return m
 }
 
+// send sends r through the device's transport, which returns once the
+// receiver acknowledged it as stored.
 func send(t *testing.T, tr *uploader.MQTT, r *record) {
+	t.Helper()
+	if err := sendErr(t, tr, r); err != nil {
+		t.Fatalf("Send %s: %v", r.event, err)
+	}
+}
+
+func sendErr(t *testing.T, tr *uploader.MQTT, r *record) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
 	defer cancel()
-	if err := tr.Send(ctx, uploader.Record{Seq: r.seq, Event: r.event, Kind: r.kind, Data: r.body}); err != nil {
-		t.Fatalf("Send %s: %v", r.event, err)
-	}
+	return tr.Send(ctx, uploader.Record{Seq: r.seq, Event: r.event, Kind: r.kind, Data: r.body})
 }
 
 // connectRaw connects a plain paho client as user cn.
@@ -401,10 +430,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // TestMQTTSeqJumpRefusedNotDeferred: over MQTT a record whose seq jumps
-// implausibly far (429 seq_jump over HTTP) is refused and acknowledged, not
-// deferred: deferring would hold every device's later messages behind it
-// until the jump's allowance, for ever for a jump near 2^62. The device's
-// next record in sequence is stored.
+// implausibly far (429 seq_jump, as over HTTP) is answered to the device
+// with its retry delay and acknowledged to the broker, not deferred:
+// deferring would hold every device's later messages behind it until the
+// jump's allowance, for ever for a jump near 2^62. The device's next record
+// in sequence is stored.
 func TestMQTTSeqJumpRefusedNotDeferred(t *testing.T) {
 	b := mosquittotest.Start(t)
 	env := newEnv(t, Options{})
@@ -413,10 +443,13 @@ func TestMQTTSeqJumpRefusedNotDeferred(t *testing.T) {
 	ing := startIngest(t, b, env.srv, nil)
 	tr := startTransport(t, b, dev, nil)
 	send(t, tr, dev.record(t, "ev-1", provenance.KindStart, 1))
-	send(t, tr, dev.record(t, "ev-jump", provenance.KindStart, 1<<40))
+	err := sendErr(t, tr, dev.record(t, "ev-jump", provenance.KindStart, 1<<40))
+	if se := (*uploader.StatusError)(nil); !errors.As(err, &se) || se.Code != http.StatusTooManyRequests || se.Permanent() || se.RetryAfter < time.Second {
+		t.Errorf("Send of a seq jump = %v, want a retryable 429 with a delay", err)
+	}
 	send(t, tr, dev.record(t, "ev-2", provenance.KindStart, 2))
 	waitFor(t, "two records stored", func() bool { return env.srv.Stats().Stored == 2 })
-	if st := ing.Stats(); st.Refused != 1 || st.Deferred != 0 || env.srv.Stats().Rejected[ReasonSeqJump] != 1 {
-		t.Errorf("ingest stats %+v, seq_jump %d; want 1 refused, none deferred, 1 seq_jump", st, env.srv.Stats().Rejected[ReasonSeqJump])
+	if st := ing.Stats(); st.Throttled != 1 || st.Deferred != 0 || env.srv.Stats().Rejected[ReasonSeqJump] != 1 {
+		t.Errorf("ingest stats %+v, seq_jump %d; want 1 throttled, none deferred, 1 seq_jump", st, env.srv.Stats().Rejected[ReasonSeqJump])
 	}
 }
