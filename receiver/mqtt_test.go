@@ -453,3 +453,187 @@ func TestMQTTSeqJumpRefusedNotDeferred(t *testing.T) {
 		t.Errorf("ingest stats %+v, seq_jump %d; want 1 throttled, none deferred, 1 seq_jump", st, env.srv.Stats().Rejected[ReasonSeqJump])
 	}
 }
+
+// --- attacks (issue 13) ---
+
+// TestMQTTFloodLosesNoRecordOfAnotherDevice: with the receiver away, device
+// M floods its own event topic past the broker's queue limit for the
+// receiver (max_queued_messages, mosquittotest.Limits as docs/mqtt.md
+// prescribes), so the broker drops what comes next, after acknowledging it.
+// Device V's genuine record is among what is dropped: V's Send must not
+// report success (the record stays in its spool), and once the receiver is
+// back V's record is stored.
+func TestMQTTFloodLosesNoRecordOfAnotherDevice(t *testing.T) {
+	b := mosquittotest.Start(t)
+	env := newEnv(t, Options{})
+	devM, devV := newDevice(t), newDevice(t)
+	env.enroll(devM, "mallory")
+	env.enroll(devV, "victim")
+	ing := startIngest(t, b, env.srv, nil)
+	ing.stop() // away; the broker keeps its session and queues for it
+
+	const queueLimit, flood = 10000, 10050
+	if !strings.Contains(mosquittotest.Limits, fmt.Sprintf("max_queued_messages %d\n", queueLimit)) {
+		t.Fatalf("the documented queue limit is not %d: update the test", queueLimit)
+	}
+	m := connectRaw(t, b, devM.id, "flooder")
+	toks := make([]paho.Token, 0, flood)
+	for i := range flood {
+		toks = append(toks, m.Publish("keyframe/"+devM.id+"/events/junk/start", 1, false, fmt.Sprintf("junk %d", i)))
+	}
+	for _, tok := range toks {
+		if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+			t.Fatalf("flood publish: %v", tok.Error())
+		}
+	}
+	waitFor(t, "the broker to drop messages for the receiver", func() bool {
+		return strings.Contains(b.Log(), "Outgoing messages are being dropped for client "+DefaultMQTTClientID)
+	})
+
+	// V, through the real transport, spool and upload loop.
+	tr := startTransport(t, b, devV, func(c *uploader.MQTTConfig) { c.AckTimeout = 500 * time.Millisecond })
+	sp, err := uploader.OpenSpool(uploader.SpoolConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := uploader.New(uploader.Config{
+		BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond,
+		RetryWindow: 50 * time.Millisecond, QuickRetry: 50 * time.Millisecond, Rate: 1e12,
+	}, sp, tr, nil, nil, testLogger(t))
+	rec := devV.record(t, "ev-v", provenance.KindStart, 1)
+	if err := sp.Put(uploader.Record{Seq: rec.seq, Event: rec.event, Kind: rec.kind, Data: rec.body}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- up.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "V's sends to be taken by the broker and not acknowledged", func() bool {
+		return tr.Stats().Published >= 2 && tr.Stats().AckTimeouts >= 2
+	})
+	if us, p := up.Stats(), sp.Stats().Pending; us.Sent != 0 || p != 1 {
+		t.Fatalf("with the receiver away, V's uploader sent %d and its spool holds %d records; want 0 sent, the record kept", us.Sent, p)
+	}
+	publishedOffline := tr.Stats().Published
+
+	ing = startIngest(t, b, env.srv, nil)
+	waitFor(t, "V's record to be stored", func() bool { return env.srv.lookup(devV.id, rec.event, rec.kind) != nil })
+	waitFor(t, "V's spool to drain", func() bool { return sp.Stats().Pending == 0 })
+	st, ist, ts := env.srv.Stats(), ing.Stats(), tr.Stats()
+	t.Logf("flood of %d junk messages against a queue of %d: the receiver got %d of them back (the broker dropped the rest); "+
+		"V published its record %d times while the receiver was away (broker PUBACKs, no receiver ack: kept in its spool), %d in all; "+
+		"V's record stored %d, duplicates %d, lost 0",
+		flood, queueLimit, st.Rejected[ReasonMalformed], publishedOffline, ts.Published, st.Stored, st.Duplicates)
+	if st.Stored != 1 || up.Stats().Sent != 1 || up.Stats().Quarantined != 0 {
+		t.Errorf("server stored %d, V's uploader sent %d and quarantined %d; want V's one record stored and sent once", st.Stored, up.Stats().Sent, up.Stats().Quarantined)
+	}
+	if n := st.Rejected[ReasonMalformed]; n > queueLimit+uint64(20) || ist.Refused != n {
+		t.Errorf("%d junk messages ingested (ingest refused %d); want at most the queue (%d) plus the in-flight window", n, ist.Refused, queueLimit)
+	}
+}
+
+// TestMQTTRetainedEventMessagesAreIgnored: retained messages on event topics
+// are handed over again on every subscribe; the ingest counts and
+// acknowledges them without ingesting, so they cost nothing at a reconnect,
+// and a victim's record is stored as usual.
+func TestMQTTRetainedEventMessagesAreIgnored(t *testing.T) {
+	b := mosquittotest.Start(t)
+	env := newEnv(t, Options{})
+	devM, devV := newDevice(t), newDevice(t)
+	env.enroll(devM, "mallory")
+	env.enroll(devV, "victim")
+	ing := startIngest(t, b, env.srv, nil)
+	m := connectRaw(t, b, devM.id, "retainer")
+	junk := bytes.Repeat([]byte{0xbf}, 64<<10) // not a bundle
+	for i := range 3 {
+		tok := m.Publish(fmt.Sprintf("keyframe/%s/events/junk-%d/start", devM.id, i), 1, true, junk)
+		if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+			t.Fatalf("retained publish: %v", tok.Error())
+		}
+	}
+	// Published while the receiver is subscribed they arrive as live
+	// messages (the retain flag cleared) and are refused like any junk.
+	waitFor(t, "the live copies to be refused", func() bool { return ing.Stats().Refused == 3 })
+	for round := 1; round <= 2; round++ {
+		ing.net.Cut()
+		waitFor(t, "the retained copies after a reconnect", func() bool { return ing.Stats().Retained == uint64(3*round) })
+	}
+	tr := startTransport(t, b, devV, nil)
+	rec := devV.record(t, "ev-v", provenance.KindStart, 1)
+	send(t, tr, rec)
+	st, ist := env.srv.Stats(), ing.Stats()
+	t.Logf("3 retained junk messages: ingested %d times over 2 reconnects (ignored %d); V's record stored %d",
+		st.Rejected[ReasonMalformed]-3, ist.Retained, st.Stored)
+	if st.Rejected[ReasonMalformed] != 3 || st.Stored != 1 || ist.Retained != 6 || ist.Deferred != 0 {
+		t.Errorf("server %+v, ingest %+v: want the junk ingested only live (3), 6 retained copies ignored, V's record stored", st, ist)
+	}
+}
+
+// TestMQTTOversizedPublishRefusedByTheBroker: under the documented
+// max_packet_size a publish larger than the receiver's body limit plus the
+// topic's overhead is refused by the broker (its sender is disconnected)
+// and never reaches the receiver.
+func TestMQTTOversizedPublishRefusedByTheBroker(t *testing.T) {
+	b := mosquittotest.Start(t)
+	env := newEnv(t, Options{})
+	devM, devV := newDevice(t), newDevice(t)
+	env.enroll(devM, "mallory")
+	env.enroll(devV, "victim")
+	ing := startIngest(t, b, env.srv, nil)
+	m := connectRaw(t, b, devM.id, "oversized")
+	size := mqttlink.DefaultMaxPayload + mqttlink.PacketOverhead
+	tok := m.Publish("keyframe/"+devM.id+"/events/big/start", 1, false, make([]byte, size))
+	tok.WaitTimeout(waitTimeout)
+	waitFor(t, "the broker to disconnect the sender", func() bool { return !m.IsConnectionOpen() })
+	tr := startTransport(t, b, devV, nil)
+	send(t, tr, devV.record(t, "ev-v", provenance.KindStart, 1))
+	// The largest payload a device sends (MaxPayload, the receiver's body
+	// limit) still passes the broker: this one is junk, refused by Ingest.
+	err := sendErr(t, tr, &record{event: "ev-max", kind: provenance.KindStart, seq: 2, body: make([]byte, mqttlink.DefaultMaxPayload)})
+	if se := (*uploader.StatusError)(nil); !errors.As(err, &se) || se.Code != http.StatusBadRequest {
+		t.Errorf("Send of a %d-byte payload = %v, want it delivered and refused as malformed (400)", mqttlink.DefaultMaxPayload, err)
+	}
+	ist := ing.Stats()
+	var brokerSaid string
+	for _, l := range strings.Split(b.Log(), "\n") {
+		if strings.Contains(l, "oversized disconnected") {
+			brokerSaid += l + "; "
+		}
+	}
+	t.Logf("a %d-byte payload against max_packet_size %d: publish error %v; broker: %sthe receiver got %d messages (V's two), oversized %d",
+		size, size, tok.Error(), brokerSaid, ist.Received, ist.Oversized)
+	if ist.Received != 2 || ist.Stored != 1 || ist.Refused != 1 || ist.Oversized != 0 {
+		t.Errorf("ingest stats %+v: want only V's two messages received", ist)
+	}
+}
+
+// TestMQTTOversizedMessageCutNotRead: a broker that does deliver a message
+// over the receiver's limit (here the receiver's MaxPayload is below the
+// broker's limit) has it cut by the framing reader: never read into memory,
+// answered 413 to its device (which quarantines it, as after an HTTP 413),
+// acknowledged to the broker, so it is not redelivered for ever; the ingest
+// goes on without reconnecting.
+func TestMQTTOversizedMessageCutNotRead(t *testing.T) {
+	b := mosquittotest.Start(t)
+	env := newEnv(t, Options{})
+	dev := newDevice(t)
+	env.enroll(dev, "alice")
+	const limit = 64 << 10
+	ing := startIngest(t, b, env.srv, func(c *MQTTConfig) { c.MaxPayload = limit })
+	tr := startTransport(t, b, dev, nil)
+	big := &record{event: "ev-big", kind: provenance.KindStart, seq: 1, body: bytes.Repeat([]byte{0xa5}, 3<<20)}
+	err := sendErr(t, tr, big)
+	if se := (*uploader.StatusError)(nil); !errors.As(err, &se) || se.Code != http.StatusRequestEntityTooLarge || !se.Permanent() {
+		t.Errorf("Send of a %d-byte bundle to a receiver limited to %d = %v, want a permanent 413", len(big.body), limit, err)
+	}
+	send(t, tr, dev.record(t, "ev-2", provenance.KindStart, 2))
+	ing.net.Cut() // a reconnect does not bring the cut message back
+	waitFor(t, "the receiver to reconnect", func() bool { s := ing.Stats(); return s.Connects == 2 && s.Connected })
+	time.Sleep(quietWait)
+	ist := ing.Stats()
+	t.Logf("a %d-byte message against a %d-byte limit: oversized %d, answered 413 to the device; next record stored %d; received %d after a reconnect",
+		len(big.body), limit, ist.Oversized, ist.Stored, ist.Received)
+	if ist.Oversized != 1 || ist.Stored != 1 || ist.Received != 2 || ist.Losses != 1 {
+		t.Errorf("ingest stats %+v: want 1 oversized, 1 stored, 2 received, only the one loss the test caused", ist)
+	}
+}
