@@ -346,6 +346,38 @@ func TestMQTTCommandsOnlyFromTheDevicesOwnTopic(t *testing.T) {
 	}
 }
 
+// TestMQTTOversizedCommandIsNotReadNorRun: a command far over
+// MaxCommandPayload (1 MiB, under the broker's packet limit) is cut by the
+// framing reader before it is read: answered with an error, never run, and
+// the connection stays up for the next command.
+func TestMQTTOversizedCommandIsNotReadNorRun(t *testing.T) {
+	b := mosquittotest.Start(t)
+	calls := make(chan string, 4)
+	dev := startDevice(t, b, func(c *MQTTConfig) {
+		c.OnCommand = func(ctx context.Context, name string, payload []byte) (any, error) {
+			calls <- name
+			return nil, nil
+		}
+	})
+	states := subscribe(t, b, mosquittotest.HomeAssistant, "keyframe/"+dev.id+"/state")
+	ha := connectClient(t, b, mosquittotest.HomeAssistant, "ha")
+	const size = 1 << 20
+	publish(t, ha, "keyframe/"+dev.id+"/cmd/snapshot", strings.Repeat("x", size), false)
+	rep := nextReply(t, states)
+	if rep.OK || rep.Command != CommandSnapshot || !strings.Contains(rep.Error, "not read") {
+		t.Errorf("reply to a %d-byte snapshot command = %+v, want an error", size, rep)
+	}
+	publish(t, ha, "keyframe/"+dev.id+"/cmd/status", "", false)
+	if c := nextCall(t, calls); c != CommandStatus {
+		t.Errorf("handler called for %q, want only the status command", c)
+	}
+	st := dev.m.Stats()
+	t.Logf("a %d-byte command: refused unread (%q); handler calls: status only; connects %d, losses %d", size, rep.Error, st.Connects, st.Losses)
+	if st.Connects != 1 || st.Losses != 0 || st.CommandsRefused != 1 || st.Commands != 1 {
+		t.Errorf("stats %+v: want one connection, 1 refused, 1 command", st)
+	}
+}
+
 func TestMQTTStatusOnlineOfflineAndLastWill(t *testing.T) {
 	b := mosquittotest.Start(t)
 	tn := &mosquittotest.Net{}
