@@ -55,6 +55,22 @@ func TestMQTTIngestParsesOnlyEventTopics(t *testing.T) {
 	}
 }
 
+// The ingest's default payload limit is the Server's default body limit, and
+// the device's: the broker's max_packet_size (docs/mqtt.md) is sized on it.
+func TestMQTTPayloadLimitIsTheBodyLimit(t *testing.T) {
+	if DefaultMaxBody != mqttlink.DefaultMaxPayload || uploader.DefaultMaxPayload != mqttlink.DefaultMaxPayload {
+		t.Errorf("DefaultMaxBody %d, uploader.DefaultMaxPayload %d, mqttlink.DefaultMaxPayload %d: want one value",
+			DefaultMaxBody, uploader.DefaultMaxPayload, mqttlink.DefaultMaxPayload)
+	}
+	m, err := NewMQTTIngest(MQTTConfig{Broker: "tls://b.example", Username: "receiver"}, &fakeIngester{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.limit != DefaultMaxBody+mqttlink.PacketOverhead {
+		t.Errorf("packet limit %d, want %d", m.limit, DefaultMaxBody+mqttlink.PacketOverhead)
+	}
+}
+
 func TestNewMQTTIngestRejectsBadConfig(t *testing.T) {
 	good := MQTTConfig{Broker: "tls://b.example", Username: "receiver"}
 	for name, mod := range map[string]func(*MQTTConfig){
@@ -66,6 +82,7 @@ func TestNewMQTTIngestRejectsBadConfig(t *testing.T) {
 		"empty prefix level":          func(c *MQTTConfig) { c.TopicPrefix = "k//f" },
 		"prefix over 128 bytes":       func(c *MQTTConfig) { c.TopicPrefix = strings.Repeat("k", 129) },
 		"prefix not UTF-8":            func(c *MQTTConfig) { c.TopicPrefix = "k\xff" },
+		"negative MaxPayload":         func(c *MQTTConfig) { c.MaxPayload = -1 },
 	} {
 		c := good
 		mod(&c)

@@ -51,7 +51,7 @@ const (
 	MaxThumbnail = 4 << 20
 	// DefaultMaxPayload is MQTTConfig.MaxPayload's default, the receiver's
 	// default body limit.
-	DefaultMaxPayload = 4 << 20
+	DefaultMaxPayload = mqttlink.DefaultMaxPayload
 
 	// Defaults of MQTTConfig.
 	DefaultKeepAlive      = mqttlink.DefaultKeepAlive
