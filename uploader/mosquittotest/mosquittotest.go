@@ -75,17 +75,52 @@ topic write keyframe/+/cmd/#
 topic read homeassistant/#
 `
 
-// Limits are the broker settings docs/mqtt.md prescribes for keyframe, which
-// the test broker runs with (a test compares them with the document):
+// Limits are the broker settings docs/mqtt.md prescribes for keyframe:
 // max_packet_size is the receiver's default body limit plus
-// mqttlink.PacketOverhead; a larger packet disconnects its sender before
-// anyone reads it. The queue limits bound what the broker holds for the
-// receiver while it is away; a message beyond them is dropped, which the
-// devices' end-to-end acks make up for by sending again.
+// mqttlink.PacketOverhead, so the largest record passes and a larger packet
+// disconnects its sender before anyone reads it. The queue limits bound
+// what the broker holds for the receiver while it is away; a message beyond
+// them is dropped, which the devices' end-to-end acks make up for by
+// sending again.
 const Limits = `max_packet_size 4195328
 max_queued_messages 10000
 max_queued_bytes 268435456
 `
+
+// Paths are the places and the listener a Config names.
+type Paths struct {
+	ACL, Persistence string // the ACL file; the persistence directory, ending in "/"
+	Listener         string // the listener line's arguments: "8883", or "port address"
+	CA, Cert, Key    string // the client CA, the broker's certificate and key (PEM)
+}
+
+// Config returns keyframe's Mosquitto configuration: mutual TLS with the
+// certificate's CN as the username, no anonymous access, the ACL,
+// persistence and Limits. docs/mqtt.md gives it with its paths and the
+// test broker runs it with its own (a test compares them).
+func Config(p Paths) string {
+	return "per_listener_settings false\n" +
+		"allow_anonymous false\n" +
+		"acl_file " + p.ACL + "\n" +
+		"persistence true\n" +
+		"persistence_location " + p.Persistence + "\n" +
+		Limits +
+		"\n" +
+		"listener " + p.Listener + "\n" +
+		"cafile " + p.CA + "\n" +
+		"certfile " + p.Cert + "\n" +
+		"keyfile " + p.Key + "\n" +
+		"require_certificate true\n" +
+		"use_identity_as_username true\n"
+}
+
+// DocConfig is Config with the paths docs/mqtt.md uses.
+func DocConfig() string {
+	return Config(Paths{
+		ACL: "/etc/mosquitto/keyframe.acl", Persistence: "/var/lib/mosquitto/", Listener: "8883",
+		CA: "/etc/mosquitto/ca/keyframe-ca.pem", Cert: "/etc/mosquitto/certs/broker.pem", Key: "/etc/mosquitto/certs/broker.key",
+	})
+}
 
 // readyTimeout bounds the wait for the broker to listen; stopTimeout the wait
 // for it to exit after SIGINT; portTimeout how long Restart waits for its
@@ -334,23 +369,12 @@ func (b *Broker) writeConfig(port int) {
 		// cannot read the test's private files.
 		c.WriteString("user root\n")
 	}
-	fmt.Fprintf(&c, `per_listener_settings false
-allow_anonymous false
-acl_file %s
-persistence true
-persistence_location %s/
-%slog_dest stderr
-log_type all
-connection_messages true
-
-listener %d 127.0.0.1
-cafile %s
-certfile %s
-keyfile %s
-require_certificate true
-use_identity_as_username true
-`, filepath.Join(b.dir, "acl"), filepath.Join(b.dir, "data"), Limits, port,
-		filepath.Join(b.dir, "ca.pem"), filepath.Join(b.dir, "server.pem"), filepath.Join(b.dir, "server.key"))
+	c.WriteString(Config(Paths{
+		ACL: filepath.Join(b.dir, "acl"), Persistence: filepath.Join(b.dir, "data") + "/",
+		Listener: strconv.Itoa(port) + " 127.0.0.1",
+		CA:       filepath.Join(b.dir, "ca.pem"), Cert: filepath.Join(b.dir, "server.pem"), Key: filepath.Join(b.dir, "server.key"),
+	}))
+	c.WriteString("log_dest stderr\nlog_type all\nconnection_messages true\n")
 	b.conf = b.writeFile("mosquitto.conf", []byte(c.String()))
 }
 
