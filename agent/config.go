@@ -54,19 +54,20 @@ type Config struct {
 	SpoolMaxBytes int64
 	SpoolPolicy   string
 
-	UploadURL     string
-	MQTTPrefix    string // MQTT topic prefix
-	HADiscovery   bool   // publish Home Assistant MQTT discovery
-	Version       string // software version, for Home Assistant and MQTT status (set by the binary, not the file)
-	UploadCAFile  string
-	BackoffBase   time.Duration
-	BackoffCap    time.Duration
-	RetryWindow   time.Duration
-	QuickRetry    time.Duration
-	RetryAfterCap time.Duration
-	StableAfter   time.Duration
-	UploadRate    float64
-	UploadTimeout time.Duration
+	UploadURL      string
+	MQTTPrefix     string        // MQTT topic prefix
+	HADiscovery    bool          // publish Home Assistant MQTT discovery
+	MQTTAckTimeout time.Duration // how long an MQTT send waits for the receiver's ack
+	Version        string        // software version, for Home Assistant and MQTT status (set by the binary, not the file)
+	UploadCAFile   string
+	BackoffBase    time.Duration
+	BackoffCap     time.Duration
+	RetryWindow    time.Duration
+	QuickRetry     time.Duration
+	RetryAfterCap  time.Duration
+	StableAfter    time.Duration
+	UploadRate     float64
+	UploadTimeout  time.Duration
 
 	WatchdogDevice  string
 	WatchdogTimeout time.Duration
@@ -266,6 +267,7 @@ func Fields() []Field {
 		strField("upload.url", "where records go: a receiver's base URL (https://, or http:// to a loopback address only) or an MQTT broker (mqtts://HOST:8883, or tcp:// to a loopback address only; docs/mqtt.md)", func(c *Config) *string { return &c.UploadURL }),
 		strField("upload.mqtt_prefix", "MQTT topic prefix: records go to <prefix>/<device>/events/<event>/<kind>", func(c *Config) *string { return &c.MQTTPrefix }),
 		boolField("upload.ha_discovery", "with an MQTT upload.url, announce a motion binary_sensor and a camera entity to Home Assistant (MQTT discovery)", func(c *Config) *bool { return &c.HADiscovery }),
+		durField("upload.mqtt_ack_timeout", "with an MQTT upload.url, how long a record sent waits for the receiver's acknowledgement before it is sent again (it leaves the spool only when acknowledged)", time.Second, time.Hour, func(c *Config) *time.Duration { return &c.MQTTAckTimeout }),
 		strField("upload.ca_file", "PEM file of CA certificates trusted for an https:// upload.url, in addition to the system's; empty = system roots only", func(c *Config) *string { return &c.UploadCAFile }),
 		durField("upload.backoff_base", "retry delay ceiling after the first failure (full jitter: uniform(0, max(retry_window, min(cap, base*2^n))))", 10*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.BackoffBase }),
 		durField("upload.backoff_cap", "largest retry delay ceiling", 100*time.Millisecond, 24*time.Hour, func(c *Config) *time.Duration { return &c.BackoffCap }),
@@ -318,6 +320,7 @@ func DefaultConfig() Config {
 		StableAfter:     time.Minute,
 		UploadRate:      5,
 		UploadTimeout:   30 * time.Second,
+		MQTTAckTimeout:  uploader.DefaultAckTimeout,
 		WatchdogTimeout: 30 * time.Second,
 		WatchdogStall:   20 * time.Second,
 		LogLevel:        "info",

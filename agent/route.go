@@ -162,6 +162,7 @@ func (a *Agent) transport(cert *tls.Certificate) (tr uploader.Transport, m *uplo
 			StableAfter: c.StableAfter,
 		},
 		SendTimeout: c.UploadTimeout,
+		AckTimeout:  c.MQTTAckTimeout,
 		Clock:       a.deps.Clock,
 		Logger:      a.log,
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/keyframe-cam/keyframe/internal/backoff"
 	"github.com/keyframe-cam/keyframe/internal/clock"
 	"github.com/keyframe-cam/keyframe/internal/mqttlink"
+	"github.com/keyframe-cam/keyframe/provenance"
 )
 
 // DefaultMQTTClientID is the receiver's MQTT client ID when
@@ -53,6 +54,13 @@ type MQTTConfig struct {
 	// theirs (mqttlink.CheckTopicPrefix).
 	TopicPrefix string
 
+	// MaxPayload is the largest message payload read (the Server's
+	// MaxBody); 0 means mqttlink.DefaultMaxPayload. A larger message is
+	// never read into memory: the connection's framing reader
+	// (mqttlink.LimitConn) cuts it to nothing, and it is acknowledged to
+	// the device as 413 and to the broker.
+	MaxPayload int
+
 	KeepAlive, ConnectTimeout time.Duration
 	mqttlink.Schedule         // the reconnect delays
 
@@ -77,9 +85,14 @@ type MQTTStats struct {
 	Received     uint64 `json:"received"`   // messages handled (a redelivered one counts again)
 	Stored       uint64 `json:"stored"`     // newly stored
 	Duplicates   uint64 `json:"duplicates"` // identical re-sends, acknowledged
-	Refused      uint64 `json:"refused"`    // refused by Ingest (4xx): logged and counted by it, acknowledged, never retried
+	Refused      uint64 `json:"refused"`    // refused by Ingest (4xx but 429): logged and counted by it, acknowledged, never retried
+	Throttled    uint64 `json:"throttled"`  // answered 429 by Ingest (quota, seq_jump): the device is told when to retry, the message acknowledged
 	BadTopic     uint64 `json:"bad_topic"`  // not an event topic: logged, acknowledged, not ingested
+	Retained     uint64 `json:"retained"`   // retained messages on event topics: ignored, acknowledged, never ingested
+	Oversized    uint64 `json:"oversized"`  // over MaxPayload: cut unread, refused (413), acknowledged
 	Deferred     uint64 `json:"deferred"`   // not acknowledged (the store answered 503) or held back after one: redelivered by the broker
+	Acks         uint64 `json:"acks"`       // acks published to devices on <prefix>/<device>/ack
+	AckErrors    uint64 `json:"ack_errors"` // messages that could not be acked (a topic level that is not an ID, no connection)
 	LastError    string `json:"last_error,omitempty"`
 }
 
@@ -88,17 +101,27 @@ type MQTTStats struct {
 // (the Server) with the topic's device, event and kind as the Claim, so a
 // bundle is stored only if its verified signer is the device of its topic.
 //
-// It acknowledges a message only after Ingest returned: a stored record is
-// durable before the broker forgets it. A bundle Ingest refuses (400, 403,
-// 409, 413, 422) is logged and counted (by Ingest, and in Refused here) and
-// acknowledged: it is not retried. When Ingest answers 503 (the store
-// failed, or the server is shutting down) the message is left
-// unacknowledged, as is every message after it on that connection (so the
-// per-device sequence order holds), and the connection is dropped: the
-// broker delivers them again after the reconnect. That needs the persistent
-// session the ingest uses (clean session off), which also keeps records
-// published while the receiver is away; the broker should persist sessions
-// across its own restarts (Mosquitto: persistence true).
+// Every message Ingest answered is acknowledged twice, once Ingest returned
+// (so a stored record is durable first): to its device, with an
+// mqttlink.Ack on <prefix>/<device>/ack naming the payload's SHA-256 and
+// the outcome (201 stored, 200 duplicate, 429 with retry_after, other 4xx
+// refused), which the device waits for before it removes the record from
+// its spool; then to the broker (PUBACK). A crash between the two leaves a
+// record stored but unacknowledged to the device: the device sends it again
+// and is answered 200. A bundle Ingest refuses is logged and counted (by
+// Ingest, and in Refused here), never retried; a 429 (the device's quota, a
+// sequence jump) is counted in Throttled and is the device's to retry,
+// so one device over its quota does not hold the others up. When Ingest
+// answers 503 (the store failed, or the server is shutting down) the
+// message is left unacknowledged, as is every message after it on that
+// connection (so the per-device sequence order holds), and the connection
+// is dropped: the broker delivers them again after the reconnect. That
+// needs the persistent session the ingest uses (clean session off), which
+// also keeps records published while the receiver is away.
+//
+// A retained message on an event topic is never ingested (the broker would
+// hand it over again on every subscribe): it is counted, logged and
+// acknowledged. A message over MaxPayload is not read: see MaxPayload.
 //
 // The connection is kept up by mqttlink.Redialer: paho's own reconnect is
 // off, every reconnect waits a full-jitter delay.
@@ -111,6 +134,7 @@ type MQTTIngest struct {
 	log    *slog.Logger
 	redial *mqttlink.Redialer
 	filter string
+	limit  int // largest remaining length of a packet read
 
 	running atomic.Bool
 
@@ -153,9 +177,16 @@ func NewMQTTIngest(cfg MQTTConfig, srv Ingester) (*MQTTIngest, error) {
 	}
 	def(&cfg.KeepAlive, mqttlink.DefaultKeepAlive)
 	def(&cfg.ConnectTimeout, mqttlink.DefaultConnectTimeout)
+	if cfg.MaxPayload < 0 {
+		return nil, fmt.Errorf("receiver: mqtt: MaxPayload %d is negative", cfg.MaxPayload)
+	}
+	if cfg.MaxPayload == 0 {
+		cfg.MaxPayload = mqttlink.DefaultMaxPayload
+	}
 	m := &MQTTIngest{
 		cfg: cfg, srv: srv, broker: u, clk: clock.Or(cfg.Clock), log: cfg.Logger,
 		filter: mqttlink.EventFilter(cfg.TopicPrefix),
+		limit:  cfg.MaxPayload + mqttlink.PacketOverhead,
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -262,7 +293,11 @@ func (m *MQTTIngest) dial(ctx context.Context) (mqttlink.Session, error) {
 	opts.SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) {
 		dctx, cancel := context.WithTimeout(ctx, m.cfg.ConnectTimeout)
 		defer cancel()
-		return mqttlink.DialBroker(dctx, m.broker, m.tls, m.cfg.Dial)
+		c, err := mqttlink.DialBroker(dctx, m.broker, m.tls, m.cfg.Dial)
+		if err != nil {
+			return nil, err
+		}
+		return mqttlink.LimitConn(c, m.limit), nil
 	})
 	opts.SetConnectionLostHandler(func(_ paho.Client, err error) {
 		if err == nil {
@@ -315,34 +350,92 @@ func (s *ingestSession) onMessage(_ paho.Client, msg paho.Message) {
 		return // not acknowledged: delivered again after the reconnect
 	}
 	m.count(func(st *MQTTStats) { st.Received++ })
-	device, event, kind, ok := m.parseTopic(msg.Topic())
-	if !ok {
+	topic, payload := msg.Topic(), msg.Payload()
+	orig, size, cutSum, cut := mqttlink.ParseCut(topic)
+	if cut {
+		topic = orig
+	}
+	device, event, kind, ok := m.parseTopic(topic)
+	switch {
+	case !ok:
 		m.count(func(st *MQTTStats) { st.BadTopic++ })
 		m.log.Warn("receiver: mqtt: message on a topic that is not <prefix>/<device>/events/<event>/<kind>; dropped",
-			"topic", clip(msg.Topic()), "bytes", len(msg.Payload()))
-		msg.Ack()
-		return
+			"topic", clip(topic), "bytes", max(size, len(payload)))
+	case msg.Retained():
+		// Handed over on every subscribe: ingesting it would repeat its
+		// cost at each reconnect. A device never retains a record.
+		var n uint64
+		m.count(func(st *MQTTStats) { st.Retained++; n = st.Retained })
+		if n&(n-1) == 0 { // the 1st, 2nd, 4th, 8th...: bounded lines
+			m.log.Warn("receiver: mqtt: ignored a retained message on an event topic (devices never retain records; clear it at the broker)",
+				"topic", clip(topic), "device", clip(device), "retained_so_far", n)
+		}
+	case cut:
+		var n uint64
+		m.count(func(st *MQTTStats) { st.Oversized++; n = st.Oversized })
+		if n&(n-1) == 0 {
+			m.log.Warn("receiver: mqtt: refused a message over the payload limit without reading it (set the broker's max_packet_size, docs/mqtt.md)",
+				"device", clip(device), "event", clip(event), "bytes", size, "limit", m.cfg.MaxPayload, "oversized_so_far", n)
+		}
+		s.ack(device, mqttlink.NewAck(cutSum, event, kind, http.StatusRequestEntityTooLarge,
+			fmt.Sprintf("%s: %d bytes is over the limit of %d", ReasonTooLarge, size, m.cfg.MaxPayload), 0))
+	default:
+		if !s.ingest(msg, device, event, kind) {
+			return
+		}
 	}
+	msg.Ack()
+}
+
+// ingest hands an event message to the Ingester and acks its outcome to
+// the device; false means the message is deferred (no PUBACK).
+func (s *ingestSession) ingest(msg paho.Message, device, event, kind string) bool {
+	m := s.m
 	res := m.srv.Ingest(msg.Payload(), Claim{Device: device, Event: event, Kind: kind, CheckEventKind: true})
-	switch {
-	case res.Status == http.StatusCreated:
+	switch res.Status {
+	case http.StatusCreated:
 		m.count(func(st *MQTTStats) { st.Stored++ })
-	case res.Status == http.StatusOK:
+	case http.StatusOK:
 		m.count(func(st *MQTTStats) { st.Duplicates++ })
-	case (res.Status == http.StatusServiceUnavailable || res.Status == http.StatusTooManyRequests) && res.Reason != ReasonSeqJump:
-		// A sequence jump is refused, not deferred: waiting for its
-		// allowance would hold every device's messages behind it.
+	case http.StatusServiceUnavailable:
 		s.deferring.Store(true)
 		m.count(func(st *MQTTStats) { st.Deferred++ })
 		m.log.Warn("receiver: mqtt: cannot store a record now; leaving it unacknowledged and reconnecting so the broker delivers it again",
 			"device", clip(device), "event", clip(event), "kind", clip(kind), "reason", res.Reason, "detail", res.Message)
 		s.lose(errDeferred)
-		return
+		return false
+	case http.StatusTooManyRequests:
+		// The device's to retry (it is told when): waiting here would hold
+		// every other device's messages behind this one.
+		m.count(func(st *MQTTStats) { st.Throttled++ })
 	default:
-		// Ingest logged and counted the refusal; acknowledging drops it.
+		// Ingest logged and counted the refusal.
 		m.count(func(st *MQTTStats) { st.Refused++ })
 	}
-	msg.Ack()
+	reason := res.Reason
+	if res.Message != "" {
+		reason += ": " + res.Message
+	}
+	s.ack(device, mqttlink.NewAck(mqttlink.PayloadSum(msg.Payload()), event, kind, res.Status, reason, res.RetryAfter))
+	return true
+}
+
+// ack publishes a to device's ack topic at QoS 1, without waiting for the
+// broker (this runs inside paho's message handler, and a lost ack only
+// makes the device send the record again).
+func (s *ingestSession) ack(device string, a mqttlink.Ack) {
+	m := s.m
+	b, err := a.Marshal()
+	if err == nil && !provenance.ValidID(device) {
+		err = errors.New("the topic's device is not a device ID")
+	}
+	if err != nil {
+		m.count(func(st *MQTTStats) { st.AckErrors++ })
+		m.log.Warn("receiver: mqtt: cannot acknowledge a message to its device", "device", clip(device), "err", err)
+		return
+	}
+	s.c.Publish(mqttlink.AckTopic(m.cfg.TopicPrefix, device), 1, false, b)
+	m.count(func(st *MQTTStats) { st.Acks++ })
 }
 
 // parseTopic splits <prefix>/<device>/events/<event>/<kind>, the topic the

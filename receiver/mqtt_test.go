@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,6 +55,22 @@ func TestMQTTIngestParsesOnlyEventTopics(t *testing.T) {
 	}
 }
 
+// The ingest's default payload limit is the Server's default body limit, and
+// the device's: the broker's max_packet_size (docs/mqtt.md) is sized on it.
+func TestMQTTPayloadLimitIsTheBodyLimit(t *testing.T) {
+	if DefaultMaxBody != mqttlink.DefaultMaxPayload || uploader.DefaultMaxPayload != mqttlink.DefaultMaxPayload {
+		t.Errorf("DefaultMaxBody %d, uploader.DefaultMaxPayload %d, mqttlink.DefaultMaxPayload %d: want one value",
+			DefaultMaxBody, uploader.DefaultMaxPayload, mqttlink.DefaultMaxPayload)
+	}
+	m, err := NewMQTTIngest(MQTTConfig{Broker: "tls://b.example", Username: "receiver"}, &fakeIngester{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.limit != DefaultMaxBody+mqttlink.PacketOverhead {
+		t.Errorf("packet limit %d, want %d", m.limit, DefaultMaxBody+mqttlink.PacketOverhead)
+	}
+}
+
 func TestNewMQTTIngestRejectsBadConfig(t *testing.T) {
 	good := MQTTConfig{Broker: "tls://b.example", Username: "receiver"}
 	for name, mod := range map[string]func(*MQTTConfig){
@@ -65,6 +82,7 @@ func TestNewMQTTIngestRejectsBadConfig(t *testing.T) {
 		"empty prefix level":          func(c *MQTTConfig) { c.TopicPrefix = "k//f" },
 		"prefix over 128 bytes":       func(c *MQTTConfig) { c.TopicPrefix = strings.Repeat("k", 129) },
 		"prefix not UTF-8":            func(c *MQTTConfig) { c.TopicPrefix = "k\xff" },
+		"negative MaxPayload":         func(c *MQTTConfig) { c.MaxPayload = -1 },
 	} {
 		c := good
 		mod(&c)
@@ -99,29 +117,42 @@ func TestMQTTRoundTripStoresSignedBundle(t *testing.T) {
 	}
 
 	// A bundle the receiver refuses (not CBOR) is logged, counted and
-	// acknowledged: not retried, not stored.
-	send(t, tr, &record{event: "ev-2", kind: provenance.KindStart, seq: 2, body: []byte("not a bundle")})
-	waitFor(t, "the refusal", func() bool { return env.srv.Stats().Rejected[ReasonMalformed] == 1 })
+	// acknowledged, to the broker and to the device, which gets the same
+	// permanent error as from an HTTP 400: not retried, not stored.
+	err := sendErr(t, tr, &record{event: "ev-2", kind: provenance.KindStart, seq: 2, body: []byte("not a bundle")})
+	if se := (*uploader.StatusError)(nil); !errors.As(err, &se) || se.Code != http.StatusBadRequest || !se.Permanent() ||
+		!strings.HasPrefix(se.Reason, ReasonMalformed+": ") {
+		t.Errorf("Send of a malformed bundle = %v, want a permanent 400 %s", err, ReasonMalformed)
+	}
 	// A bundle of this device on its topic but for another event is refused
 	// too: the topic's event must agree with the signed payload.
 	other := dev.record(t, "ev-3", provenance.KindStart, 3)
-	send(t, tr, &record{event: "ev-4", kind: provenance.KindStart, seq: 3, body: other.body})
-	waitFor(t, "the path refusal", func() bool { return env.srv.Stats().Rejected[ReasonPath] == 1 })
+	err = sendErr(t, tr, &record{event: "ev-4", kind: provenance.KindStart, seq: 3, body: other.body})
+	if se := (*uploader.StatusError)(nil); !errors.As(err, &se) || se.Code != http.StatusUnprocessableEntity || !se.Permanent() {
+		t.Errorf("Send on another event's topic = %v, want a permanent 422", err)
+	}
+	// Sent again, a stored record is answered as a duplicate: success.
+	send(t, tr, rec)
+	if n := env.srv.Stats().Duplicates; n != 1 {
+		t.Errorf("re-send: %d duplicates, want 1", n)
+	}
 
 	st := ing.Stats()
-	if st.Received != 3 || st.Stored != 1 || st.Refused != 2 || st.Deferred != 0 || st.BadTopic != 0 {
-		t.Errorf("ingest stats = %+v, want 3 received, 1 stored, 2 refused", st)
+	if st.Received != 4 || st.Stored != 1 || st.Duplicates != 1 || st.Refused != 2 || st.Deferred != 0 || st.BadTopic != 0 || st.Acks != 4 {
+		t.Errorf("ingest stats = %+v, want 4 received, 1 stored, 1 duplicate, 2 refused, 4 acks", st)
 	}
 	// Refused messages were acknowledged: a reconnect of the receiver's
-	// persistent session does not bring them back.
+	// persistent session does not bring them back. (The device has its ack
+	// before the broker its PUBACK: let that reach the broker first.)
+	time.Sleep(quietWait)
 	ing.net.Cut()
 	waitFor(t, "the receiver to reconnect", func() bool { s := ing.Stats(); return s.Connects == 2 && s.Connected })
 	time.Sleep(quietWait)
-	if st := ing.Stats(); st.Received != 3 {
-		t.Errorf("after a reconnect, %d messages received, want still 3 (refused ones are acknowledged)", st.Received)
+	if st := ing.Stats(); st.Received != 4 {
+		t.Errorf("after a reconnect, %d messages received, want still 4 (refused ones are acknowledged)", st.Received)
 	}
-	if got := env.srv.Stats(); got.Stored != 1 || got.Duplicates != 0 {
-		t.Errorf("server stats = %+v, want 1 stored and no duplicate", got)
+	if got := env.srv.Stats(); got.Stored != 1 || got.Duplicates != 1 {
+		t.Errorf("server stats = %+v, want 1 stored and 1 duplicate", got)
 	}
 }
 
@@ -173,12 +204,17 @@ func TestMQTTIngestDefersWhenStoreFailsAndBrokerRedelivers(t *testing.T) {
 	// connection when the first fails.
 	flaky := &flakyIngester{srv: env.srv, gate: make(chan struct{})}
 	ing := startIngest(t, b, flaky, nil)
-	tr := startTransport(t, b, dev, nil)
+	// Published with the device's certificate without waiting for acks, so
+	// that all are on their way at once.
+	raw := connectRaw(t, b, dev.id, "device-raw")
 
 	recs := make([]*record, 4)
 	for i := range recs {
 		recs[i] = dev.record(t, fmt.Sprintf("ev-%d", i+1), provenance.KindStart, uint64(i+1))
-		send(t, tr, recs[i])
+		tok := raw.Publish("keyframe/"+dev.id+"/events/"+recs[i].event+"/start", 1, false, recs[i].body)
+		if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+			t.Fatalf("publish %s: %v", recs[i].event, tok.Error())
+		}
 	}
 	close(flaky.gate)
 	waitFor(t, "every record to be stored", func() bool { return env.srv.Stats().Stored == uint64(len(recs)) })
@@ -302,7 +338,8 @@ func testLogger(t *testing.T) *slog.Logger {
 
 type testIngest struct {
 	*MQTTIngest
-	net *mosquittotest.Net
+	net  *mosquittotest.Net
+	stop func() // ends Run (the broker keeps the session)
 }
 
 // startIngest runs an MQTT ingest as user "receiver" with short reconnect
@@ -326,14 +363,18 @@ func startIngest(t *testing.T, b *mosquittotest.Broker, srv Ingester, mod func(*
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("ingest Run returned %v", err)
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("ingest Run returned %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	waitFor(t, "the ingest to subscribe", func() bool { return m.Stats().Connected })
-	return &testIngest{m, tn}
+	return &testIngest{m, tn, stop}
 }
 
 // startTransport runs the device's MQTT transport with its device key as
@@ -366,13 +407,20 @@ func startTransport(t *testing.T, b *mosquittotest.Broker, d *testDevice, mod fu
 	return m
 }
 
+// send sends r through the device's transport, which returns once the
+// receiver acknowledged it as stored.
 func send(t *testing.T, tr *uploader.MQTT, r *record) {
+	t.Helper()
+	if err := sendErr(t, tr, r); err != nil {
+		t.Fatalf("Send %s: %v", r.event, err)
+	}
+}
+
+func sendErr(t *testing.T, tr *uploader.MQTT, r *record) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
 	defer cancel()
-	if err := tr.Send(ctx, uploader.Record{Seq: r.seq, Event: r.event, Kind: r.kind, Data: r.body}); err != nil {
-		t.Fatalf("Send %s: %v", r.event, err)
-	}
+	return tr.Send(ctx, uploader.Record{Seq: r.seq, Event: r.event, Kind: r.kind, Data: r.body})
 }
 
 // connectRaw connects a plain paho client as user cn.
@@ -401,10 +449,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // TestMQTTSeqJumpRefusedNotDeferred: over MQTT a record whose seq jumps
-// implausibly far (429 seq_jump over HTTP) is refused and acknowledged, not
-// deferred: deferring would hold every device's later messages behind it
-// until the jump's allowance, for ever for a jump near 2^62. The device's
-// next record in sequence is stored.
+// implausibly far (429 seq_jump, as over HTTP) is answered to the device
+// with its retry delay and acknowledged to the broker, not deferred:
+// deferring would hold every device's later messages behind it until the
+// jump's allowance, for ever for a jump near 2^62. The device's next record
+// in sequence is stored.
 func TestMQTTSeqJumpRefusedNotDeferred(t *testing.T) {
 	b := mosquittotest.Start(t)
 	env := newEnv(t, Options{})
@@ -413,10 +462,201 @@ func TestMQTTSeqJumpRefusedNotDeferred(t *testing.T) {
 	ing := startIngest(t, b, env.srv, nil)
 	tr := startTransport(t, b, dev, nil)
 	send(t, tr, dev.record(t, "ev-1", provenance.KindStart, 1))
-	send(t, tr, dev.record(t, "ev-jump", provenance.KindStart, 1<<40))
+	err := sendErr(t, tr, dev.record(t, "ev-jump", provenance.KindStart, 1<<40))
+	if se := (*uploader.StatusError)(nil); !errors.As(err, &se) || se.Code != http.StatusTooManyRequests || se.Permanent() || se.RetryAfter < time.Second {
+		t.Errorf("Send of a seq jump = %v, want a retryable 429 with a delay", err)
+	}
 	send(t, tr, dev.record(t, "ev-2", provenance.KindStart, 2))
 	waitFor(t, "two records stored", func() bool { return env.srv.Stats().Stored == 2 })
-	if st := ing.Stats(); st.Refused != 1 || st.Deferred != 0 || env.srv.Stats().Rejected[ReasonSeqJump] != 1 {
-		t.Errorf("ingest stats %+v, seq_jump %d; want 1 refused, none deferred, 1 seq_jump", st, env.srv.Stats().Rejected[ReasonSeqJump])
+	if st := ing.Stats(); st.Throttled != 1 || st.Deferred != 0 || env.srv.Stats().Rejected[ReasonSeqJump] != 1 {
+		t.Errorf("ingest stats %+v, seq_jump %d; want 1 throttled, none deferred, 1 seq_jump", st, env.srv.Stats().Rejected[ReasonSeqJump])
+	}
+}
+
+// --- attacks (issue 13) ---
+
+// TestMQTTFloodLosesNoRecordOfAnotherDevice: with the receiver away, device
+// M floods its own event topic past the broker's queue limit for the
+// receiver (max_queued_messages, mosquittotest.Limits as docs/mqtt.md
+// prescribes), so the broker drops what comes next, after acknowledging it.
+// Device V's genuine record is among what is dropped: V's Send must not
+// report success (the record stays in its spool), and once the receiver is
+// back V's record is stored.
+func TestMQTTFloodLosesNoRecordOfAnotherDevice(t *testing.T) {
+	b := mosquittotest.Start(t)
+	env := newEnv(t, Options{})
+	devM, devV := newDevice(t), newDevice(t)
+	env.enroll(devM, "mallory")
+	env.enroll(devV, "victim")
+	ing := startIngest(t, b, env.srv, nil)
+	ing.stop() // away; the broker keeps its session and queues for it
+
+	const queueLimit, flood = 10000, 10050
+	if !strings.Contains(mosquittotest.Limits, fmt.Sprintf("max_queued_messages %d\n", queueLimit)) {
+		t.Fatalf("the documented queue limit is not %d: update the test", queueLimit)
+	}
+	m := connectRaw(t, b, devM.id, "flooder")
+	toks := make([]paho.Token, 0, flood)
+	for i := range flood {
+		toks = append(toks, m.Publish("keyframe/"+devM.id+"/events/junk/start", 1, false, fmt.Sprintf("junk %d", i)))
+	}
+	for _, tok := range toks {
+		if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+			t.Fatalf("flood publish: %v", tok.Error())
+		}
+	}
+	waitFor(t, "the broker to drop messages for the receiver", func() bool {
+		return strings.Contains(b.Log(), "Outgoing messages are being dropped for client "+DefaultMQTTClientID)
+	})
+
+	// V, through the real transport, spool and upload loop.
+	tr := startTransport(t, b, devV, func(c *uploader.MQTTConfig) { c.AckTimeout = 500 * time.Millisecond })
+	sp, err := uploader.OpenSpool(uploader.SpoolConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := uploader.New(uploader.Config{
+		BackoffBase: 10 * time.Millisecond, BackoffCap: 100 * time.Millisecond,
+		RetryWindow: 50 * time.Millisecond, QuickRetry: 50 * time.Millisecond, Rate: 1e12,
+	}, sp, tr, nil, nil, testLogger(t))
+	rec := devV.record(t, "ev-v", provenance.KindStart, 1)
+	if err := sp.Put(uploader.Record{Seq: rec.seq, Event: rec.event, Kind: rec.kind, Data: rec.body}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- up.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "V's sends to be taken by the broker and not acknowledged", func() bool {
+		return tr.Stats().Published >= 2 && tr.Stats().AckTimeouts >= 2
+	})
+	if us, p := up.Stats(), sp.Stats().Pending; us.Sent != 0 || p != 1 {
+		t.Fatalf("with the receiver away, V's uploader sent %d and its spool holds %d records; want 0 sent, the record kept", us.Sent, p)
+	}
+	publishedOffline := tr.Stats().Published
+
+	ing = startIngest(t, b, env.srv, nil)
+	waitFor(t, "V's record to be stored", func() bool { return env.srv.lookup(devV.id, rec.event, rec.kind) != nil })
+	waitFor(t, "V's spool to drain", func() bool { return sp.Stats().Pending == 0 })
+	st, ist, ts := env.srv.Stats(), ing.Stats(), tr.Stats()
+	t.Logf("flood of %d junk messages against a queue of %d: the receiver got %d of them back (the broker dropped the rest); "+
+		"V published its record %d times while the receiver was away (broker PUBACKs, no receiver ack: kept in its spool), %d in all; "+
+		"V's record stored %d, duplicates %d, lost 0",
+		flood, queueLimit, st.Rejected[ReasonMalformed], publishedOffline, ts.Published, st.Stored, st.Duplicates)
+	if st.Stored != 1 || up.Stats().Sent != 1 || up.Stats().Quarantined != 0 {
+		t.Errorf("server stored %d, V's uploader sent %d and quarantined %d; want V's one record stored and sent once", st.Stored, up.Stats().Sent, up.Stats().Quarantined)
+	}
+	if n := st.Rejected[ReasonMalformed]; n > queueLimit+uint64(20) || ist.Refused != n {
+		t.Errorf("%d junk messages ingested (ingest refused %d); want at most the queue (%d) plus the in-flight window", n, ist.Refused, queueLimit)
+	}
+}
+
+// TestMQTTRetainedEventMessagesAreIgnored: retained messages on event topics
+// are handed over again on every subscribe; the ingest counts and
+// acknowledges them without ingesting, so they cost nothing at a reconnect,
+// and a victim's record is stored as usual.
+func TestMQTTRetainedEventMessagesAreIgnored(t *testing.T) {
+	b := mosquittotest.Start(t)
+	env := newEnv(t, Options{})
+	devM, devV := newDevice(t), newDevice(t)
+	env.enroll(devM, "mallory")
+	env.enroll(devV, "victim")
+	ing := startIngest(t, b, env.srv, nil)
+	m := connectRaw(t, b, devM.id, "retainer")
+	junk := bytes.Repeat([]byte{0xbf}, 64<<10) // not a bundle
+	for i := range 3 {
+		tok := m.Publish(fmt.Sprintf("keyframe/%s/events/junk-%d/start", devM.id, i), 1, true, junk)
+		if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+			t.Fatalf("retained publish: %v", tok.Error())
+		}
+	}
+	// Published while the receiver is subscribed they arrive as live
+	// messages (the retain flag cleared) and are refused like any junk.
+	waitFor(t, "the live copies to be refused", func() bool { return ing.Stats().Refused == 3 })
+	// Let their PUBACKs reach the broker: one still in flight at the cut
+	// below would be delivered again, as a live message.
+	time.Sleep(quietWait)
+	for round := 1; round <= 2; round++ {
+		ing.net.Cut()
+		waitFor(t, "the retained copies after a reconnect", func() bool { return ing.Stats().Retained == uint64(3*round) })
+	}
+	tr := startTransport(t, b, devV, nil)
+	rec := devV.record(t, "ev-v", provenance.KindStart, 1)
+	send(t, tr, rec)
+	st, ist := env.srv.Stats(), ing.Stats()
+	t.Logf("3 retained junk messages: ingested %d times over 2 reconnects (ignored %d); V's record stored %d",
+		st.Rejected[ReasonMalformed]-3, ist.Retained, st.Stored)
+	if st.Rejected[ReasonMalformed] != 3 || st.Stored != 1 || ist.Retained != 6 || ist.Deferred != 0 {
+		t.Errorf("server %+v, ingest %+v: want the junk ingested only live (3), 6 retained copies ignored, V's record stored", st, ist)
+	}
+}
+
+// TestMQTTOversizedPublishRefusedByTheBroker: under the documented
+// max_packet_size a publish larger than the receiver's body limit plus the
+// topic's overhead is refused by the broker (its sender is disconnected)
+// and never reaches the receiver.
+func TestMQTTOversizedPublishRefusedByTheBroker(t *testing.T) {
+	b := mosquittotest.Start(t)
+	env := newEnv(t, Options{})
+	devM, devV := newDevice(t), newDevice(t)
+	env.enroll(devM, "mallory")
+	env.enroll(devV, "victim")
+	ing := startIngest(t, b, env.srv, nil)
+	m := connectRaw(t, b, devM.id, "oversized")
+	size := mqttlink.DefaultMaxPayload + mqttlink.PacketOverhead
+	tok := m.Publish("keyframe/"+devM.id+"/events/big/start", 1, false, make([]byte, size))
+	tok.WaitTimeout(waitTimeout)
+	waitFor(t, "the broker to disconnect the sender", func() bool { return !m.IsConnectionOpen() })
+	tr := startTransport(t, b, devV, nil)
+	send(t, tr, devV.record(t, "ev-v", provenance.KindStart, 1))
+	// The largest payload a device sends (MaxPayload, the receiver's body
+	// limit) still passes the broker: this one is junk, refused by Ingest.
+	err := sendErr(t, tr, &record{event: "ev-max", kind: provenance.KindStart, seq: 2, body: make([]byte, mqttlink.DefaultMaxPayload)})
+	if se := (*uploader.StatusError)(nil); !errors.As(err, &se) || se.Code != http.StatusBadRequest {
+		t.Errorf("Send of a %d-byte payload = %v, want it delivered and refused as malformed (400)", mqttlink.DefaultMaxPayload, err)
+	}
+	ist := ing.Stats()
+	var brokerSaid string
+	for _, l := range strings.Split(b.Log(), "\n") {
+		if strings.Contains(l, "oversized disconnected") {
+			brokerSaid += l + "; "
+		}
+	}
+	t.Logf("a %d-byte payload against max_packet_size %d: publish error %v; broker: %sthe receiver got %d messages (V's two), oversized %d",
+		size, size, tok.Error(), brokerSaid, ist.Received, ist.Oversized)
+	if ist.Received != 2 || ist.Stored != 1 || ist.Refused != 1 || ist.Oversized != 0 {
+		t.Errorf("ingest stats %+v: want only V's two messages received", ist)
+	}
+}
+
+// TestMQTTOversizedMessageCutNotRead: a broker that does deliver a message
+// over the receiver's limit (here the receiver's MaxPayload is below the
+// broker's limit) has it cut by the framing reader: never read into memory,
+// answered 413 to its device (which quarantines it, as after an HTTP 413),
+// acknowledged to the broker, so it is not redelivered for ever; the ingest
+// goes on without reconnecting.
+func TestMQTTOversizedMessageCutNotRead(t *testing.T) {
+	b := mosquittotest.Start(t)
+	env := newEnv(t, Options{})
+	dev := newDevice(t)
+	env.enroll(dev, "alice")
+	const limit = 64 << 10
+	ing := startIngest(t, b, env.srv, func(c *MQTTConfig) { c.MaxPayload = limit })
+	tr := startTransport(t, b, dev, nil)
+	big := &record{event: "ev-big", kind: provenance.KindStart, seq: 1, body: bytes.Repeat([]byte{0xa5}, 3<<20)}
+	err := sendErr(t, tr, big)
+	if se := (*uploader.StatusError)(nil); !errors.As(err, &se) || se.Code != http.StatusRequestEntityTooLarge || !se.Permanent() {
+		t.Errorf("Send of a %d-byte bundle to a receiver limited to %d = %v, want a permanent 413", len(big.body), limit, err)
+	}
+	send(t, tr, dev.record(t, "ev-2", provenance.KindStart, 2))
+	time.Sleep(quietWait) // the PUBACKs follow the acks the device has seen
+	ing.net.Cut()         // a reconnect does not bring the cut message back
+	waitFor(t, "the receiver to reconnect", func() bool { s := ing.Stats(); return s.Connects == 2 && s.Connected })
+	time.Sleep(quietWait)
+	ist := ing.Stats()
+	t.Logf("a %d-byte message against a %d-byte limit: oversized %d, answered 413 to the device; next record stored %d; received %d after a reconnect",
+		len(big.body), limit, ist.Oversized, ist.Stored, ist.Received)
+	if ist.Oversized != 1 || ist.Stored != 1 || ist.Received != 2 || ist.Losses != 1 {
+		t.Errorf("ingest stats %+v: want 1 oversized, 1 stored, 2 received, only the one loss the test caused", ist)
 	}
 }

@@ -151,6 +151,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		if mc.Logger == nil {
 			mc.Logger = log
 		}
+		if mc.MaxPayload == 0 && cfg.Options.MaxBody > 0 {
+			mc.MaxPayload = int(cfg.Options.MaxBody)
+		}
 		if ing, err = NewMQTTIngest(mc, srv); err != nil {
 			return &ConfigError{err}
 		}

@@ -15,8 +15,9 @@
 //   - HTTP PUTs a record to the receiver's /v1/events/<event>/<kind>; a 2xx
 //     acknowledges it.
 //   - MQTT publishes it at QoS 1 on <prefix>/<device>/events/<event>/<kind>
-//     to a broker the receiver subscribes to; the broker's PUBACK
-//     acknowledges it. It also publishes the device's status, motion state
+//     to a broker the receiver subscribes to; the receiver's ack on
+//     <prefix>/<device>/ack acknowledges it (not the broker's PUBACK,
+//     which a broker gives for messages it then drops). It also publishes the device's status, motion state
 //     and thumbnail for Home Assistant (with discovery) and answers
 //     commands on <prefix>/<device>/cmd/<name>. The broker URL rules, the
 //     reconnect loop and the topic layout are shared with the receiver in

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,12 +51,14 @@ const (
 	MaxThumbnail = 4 << 20
 	// DefaultMaxPayload is MQTTConfig.MaxPayload's default, the receiver's
 	// default body limit.
-	DefaultMaxPayload = 4 << 20
+	DefaultMaxPayload = mqttlink.DefaultMaxPayload
 
 	// Defaults of MQTTConfig.
 	DefaultKeepAlive      = mqttlink.DefaultKeepAlive
 	DefaultConnectTimeout = mqttlink.DefaultConnectTimeout
 	DefaultSendTimeout    = 30 * time.Second
+	// DefaultAckTimeout is MQTTConfig.AckTimeout's default.
+	DefaultAckTimeout = time.Minute
 
 	// commandQueue is how many commands wait for the handler; more are
 	// dropped, logged and counted.
@@ -114,8 +117,11 @@ type MQTTConfig struct {
 
 	// KeepAlive is the MQTT keep-alive; ConnectTimeout bounds a connection
 	// attempt (TCP, TLS, CONNECT); SendTimeout bounds the wait for a PUBACK
-	// (Send also stops at its context's end).
-	KeepAlive, ConnectTimeout, SendTimeout time.Duration
+	// (Send also stops at its context's end); AckTimeout bounds Send's wait,
+	// after the PUBACK, for the receiver's ack of the record (default
+	// DefaultAckTimeout): without it in time the record stays in the spool
+	// and is sent again.
+	KeepAlive, ConnectTimeout, SendTimeout, AckTimeout time.Duration
 	// Schedule shapes the reconnect delays.
 	mqttlink.Schedule
 
@@ -133,6 +139,10 @@ type MQTTStats struct {
 	Losses          int    `json:"losses"`           // connections lost
 	DialFailures    int    `json:"dial_failures"`    // failed connection attempts
 	Published       int    `json:"published"`        // event records acknowledged (PUBACK) by the broker
+	Acked           int    `json:"acked"`            // event records the receiver acknowledged as stored (201) or already stored (200)
+	AckRefused      int    `json:"ack_refused"`      // event records the receiver answered with a 4xx (429 included)
+	AckTimeouts     int    `json:"ack_timeouts"`     // sends that got no ack in AckTimeout (or lost the connection first): sent again later
+	BadAcks         int    `json:"bad_acks"`         // malformed, cut or retained messages on the ack topic: ignored
 	Commands        int    `json:"commands"`         // commands answered successfully
 	CommandsRefused int    `json:"commands_refused"` // unknown, oversized, retained, failed or off-topic commands
 	CommandsDropped int    `json:"commands_dropped"` // commands dropped because the queue was full
@@ -142,17 +152,19 @@ type MQTTStats struct {
 // MQTT is an MQTT 3.1.1 transport for one device (paho.mqtt.golang
 // underneath). It implements Transport: Send publishes a record's bundle at
 // QoS 1 on <prefix>/<device>/events/<event>/<kind> and returns once the
-// broker acknowledged it (PUBACK). Run keeps the connection up with its own
+// receiver acknowledged it on <prefix>/<device>/ack (an mqttlink.Ack naming
+// the bundle's SHA-256), not when the broker did. Run keeps the connection up with its own
 // jittered reconnect loop (paho's auto-reconnect and connect-retry are off,
 // its store is in memory only: the Spool is the source of truth). On every
 // connect it publishes the retained status "online" (with "offline" as the
 // retained last will), Home Assistant discovery, and the last motion state
 // and thumbnail; it subscribes to <prefix>/<device>/cmd/+.
 //
-// A PUBACK means the broker took the record, not that a receiver stored it:
-// the receiver must hold a persistent session (clean session off, QoS 1) on
-// a broker with persistence, so records published while it is away wait for
-// it (docs/mqtt.md).
+// A PUBACK means only that the broker took the record: a broker drops
+// messages it acknowledged (a full queue, a size limit, a refused topic),
+// so the spool keeps a record until the receiver's ack (docs/mqtt.md).
+// Every packet read from the broker is bounded (mqttlink.LimitConn): a
+// command over MaxCommandPayload is never read into memory, nor run.
 type MQTT struct {
 	cfg    MQTTConfig
 	broker *url.URL
@@ -167,6 +179,7 @@ type MQTT struct {
 	running atomic.Bool
 
 	mu     sync.Mutex
+	acks   []*ackWait // Sends waiting for their ack
 	cur    *mqttSession
 	motion string // last motion payload, "" if none yet
 	thumb  []byte // last thumbnail, nil if none yet
@@ -175,7 +188,13 @@ type MQTT struct {
 
 type mqttTopics struct {
 	status, motion, thumbnail, state string
-	cmdPrefix, cmdFilter, probe      string
+	cmdPrefix, cmdFilter, probe, ack string
+}
+
+// ackWait is a Send waiting for the receiver's ack of the payload sum.
+type ackWait struct {
+	sum, event, kind string
+	ch               chan mqttlink.Ack // buffered: one ack
 }
 
 // NewMQTT checks cfg and returns a transport; Run connects it.
@@ -216,6 +235,7 @@ func NewMQTT(cfg MQTTConfig) (*MQTT, error) {
 	def(&cfg.KeepAlive, DefaultKeepAlive)
 	def(&cfg.ConnectTimeout, DefaultConnectTimeout)
 	def(&cfg.SendTimeout, DefaultSendTimeout)
+	def(&cfg.AckTimeout, DefaultAckTimeout)
 	if cfg.MaxPayload < 0 {
 		return nil, fmt.Errorf("uploader: mqtt: MaxPayload %d is negative", cfg.MaxPayload)
 	}
@@ -255,6 +275,7 @@ func NewMQTT(cfg MQTTConfig) (*MQTT, error) {
 		cmdPrefix: base + "cmd/",
 		cmdFilter: base + "cmd/+",
 		probe:     base + "probe",
+		ack:       mqttlink.AckTopic(cfg.TopicPrefix, cfg.DeviceID),
 	}
 	if !cfg.NoDiscovery {
 		m.retain, err = discovery(cfg, m.topics)
@@ -310,11 +331,14 @@ func (m *MQTT) Run(ctx context.Context) error {
 	return err
 }
 
-// Send publishes r's bundle at QoS 1 and returns nil once the broker sent
-// its PUBACK. Without a connection it fails at once with ErrNotConnected; a
-// lost connection, SendTimeout or ctx end it with an error. All of these are
-// retried by the Uploader; an invalid event or kind, or a bundle over
-// MaxPayload, is a permanent error.
+// Send publishes r's bundle at QoS 1 and waits, up to AckTimeout, for the
+// receiver's ack of it. It returns nil once the receiver stored it (or had
+// it already); a *StatusError for a refusal (permanent for 400, 403, 409,
+// 413, 422, as over HTTP) or a 429 (with its RetryAfter). Without a
+// connection it fails at once with ErrNotConnected; a lost connection,
+// SendTimeout (for the PUBACK), AckTimeout or ctx end it with an error. All
+// but the permanent refusals are retried by the Uploader; an invalid event
+// or kind, or a bundle over MaxPayload, is a permanent error.
 func (m *MQTT) Send(ctx context.Context, r Record) error {
 	if !provenance.ValidID(r.Event) || !validKind(r.Kind) {
 		return &permanentError{fmt.Errorf("uploader: mqtt: send %d: invalid event %q or kind %q", r.Seq, r.Event, r.Kind)}
@@ -326,14 +350,76 @@ func (m *MQTT) Send(ctx context.Context, r Record) error {
 	if s == nil {
 		return fmt.Errorf("uploader: mqtt: send %d (%s/%s): %w", r.Seq, r.Event, r.Kind, ErrNotConnected)
 	}
+	// Waiting before publishing: the ack may overtake the PUBACK.
+	w := &ackWait{sum: mqttlink.PayloadSum(r.Data), event: r.Event, kind: r.Kind, ch: make(chan mqttlink.Ack, 1)}
+	m.mu.Lock()
+	m.acks = append(m.acks, w)
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.acks = slices.DeleteFunc(m.acks, func(x *ackWait) bool { return x == w })
+		m.mu.Unlock()
+	}()
 	tok := s.c.Publish(mqttlink.EventTopic(m.cfg.TopicPrefix, m.cfg.DeviceID, r.Event, r.Kind), 1, false, r.Data)
 	if err := m.await(ctx, tok, m.cfg.SendTimeout); err != nil {
 		return fmt.Errorf("uploader: mqtt: send %d (%s/%s): %w", r.Seq, r.Event, r.Kind, err)
 	}
+	m.count(func(st *MQTTStats) { st.Published++ })
+	var a mqttlink.Ack
+	select {
+	case a = <-w.ch:
+	case <-ctx.Done():
+		return fmt.Errorf("uploader: mqtt: send %d (%s/%s): waiting for the receiver's ack: %w", r.Seq, r.Event, r.Kind, ctx.Err())
+	case <-s.gone:
+		m.count(func(st *MQTTStats) { st.AckTimeouts++ })
+		return fmt.Errorf("uploader: mqtt: send %d (%s/%s): the connection was lost before the receiver's ack; will send again", r.Seq, r.Event, r.Kind)
+	case <-m.clk.After(m.cfg.AckTimeout):
+		m.count(func(st *MQTTStats) { st.AckTimeouts++ })
+		return fmt.Errorf("uploader: mqtt: send %d (%s/%s): %w: no ack from the receiver within %s (the broker took the record; the receiver may be away); will send again",
+			r.Seq, r.Event, r.Kind, errNoAck, m.cfg.AckTimeout)
+	}
+	if a.Status == 200 || a.Status == 201 {
+		m.count(func(st *MQTTStats) { st.Acked++ })
+		return nil
+	}
+	m.count(func(st *MQTTStats) { st.AckRefused++ })
+	return &StatusError{Code: a.Status, Reason: a.Reason, RetryAfter: time.Duration(a.RetryAfter) * time.Second}
+}
+
+// receiveAck hands an ack to the Send waiting for it. An ack nobody waits
+// for (a late one, for a send that timed out) is dropped.
+func (m *MQTT) receiveAck(payload []byte, retained, cut bool) {
+	a, err := mqttlink.ParseAck(payload)
+	switch {
+	case cut:
+		err = errors.New("ack over the packet limit")
+	case retained:
+		err = errors.New("retained ack")
+	}
+	if err != nil {
+		var n int
+		m.count(func(st *MQTTStats) { st.BadAcks++; n = st.BadAcks })
+		if n&(n-1) == 0 { // the 1st, 2nd, 4th...: bounded lines
+			m.log.Warn("uploader: mqtt: ignored a bad message on the ack topic", "err", err, "bad_acks", n)
+		}
+		return
+	}
 	m.mu.Lock()
-	m.stats.Published++
+	defer m.mu.Unlock()
+	for _, w := range m.acks {
+		if w.sum == a.SHA256 && w.event == a.Event && w.kind == a.Kind {
+			select {
+			case w.ch <- a:
+			default:
+			}
+		}
+	}
+}
+
+func (m *MQTT) count(f func(*MQTTStats)) {
+	m.mu.Lock()
+	f(&m.stats)
 	m.mu.Unlock()
-	return nil
 }
 
 // PublishMotion publishes the retained motion state ("ON"/"OFF") for Home
@@ -424,7 +510,11 @@ type mqttSession struct {
 	close sync.Once
 	nonce string        // the identity probe's payload
 	echo  chan struct{} // the probe came back
+	gone  chan struct{} // closed when the connection is lost or closed
+	once  sync.Once     // closes gone
 }
+
+func (s *mqttSession) ended() { s.once.Do(func() { close(s.gone) }) }
 
 func (s *mqttSession) Lost() <-chan error { return s.lost }
 
@@ -433,6 +523,7 @@ func (s *mqttSession) Lost() <-chan error { return s.lost }
 func (s *mqttSession) Close() {
 	s.close.Do(func() {
 		s.m.dropCurrent(s)
+		defer s.ended()
 		if s.c.IsConnectionOpen() {
 			tok := s.c.Publish(s.m.topics.status, 1, true, StatusOffline)
 			if err := s.m.await(context.Background(), tok, closeTimeout); err != nil {
@@ -446,6 +537,7 @@ func (s *mqttSession) Close() {
 // connLost is paho's connection-lost callback.
 func (s *mqttSession) connLost(_ paho.Client, err error) {
 	s.m.dropCurrent(s)
+	s.ended()
 	if err == nil {
 		err = errClosed
 	}
@@ -458,22 +550,29 @@ func (s *mqttSession) connLost(_ paho.Client, err error) {
 // onMessage is paho's message callback. It must not block (paho's router
 // waits for it): commands go to a bounded queue.
 func (s *mqttSession) onMessage(_ paho.Client, msg paho.Message) {
-	if msg.Topic() == s.m.topics.probe {
-		if string(msg.Payload()) == s.nonce {
+	topic, cutSize := msg.Topic(), -1
+	if orig, size, _, ok := mqttlink.ParseCut(topic); ok {
+		topic, cutSize = orig, size // over the packet limit: not read
+	}
+	switch topic {
+	case s.m.topics.probe:
+		if cutSize < 0 && string(msg.Payload()) == s.nonce {
 			select {
 			case s.echo <- struct{}{}:
 			default:
 			}
 		}
-		return
+	case s.m.topics.ack:
+		s.m.receiveAck(msg.Payload(), msg.Retained(), cutSize >= 0)
+	default:
+		s.m.receiveCommand(s, topic, msg.Payload(), msg.Retained(), cutSize)
 	}
-	s.m.receiveCommand(s, msg.Topic(), msg.Payload(), msg.Retained())
 }
 
 // dial makes one connection: connect, subscribe to the command topic,
 // publish the retained status, discovery and last states.
 func (m *MQTT) dial(ctx context.Context) (mqttlink.Session, error) {
-	s := &mqttSession{m: m, lost: make(chan error, 1), nonce: rand.Text(), echo: make(chan struct{}, 1)}
+	s := &mqttSession{m: m, lost: make(chan error, 1), nonce: rand.Text(), echo: make(chan struct{}, 1), gone: make(chan struct{})}
 	opts := paho.NewClientOptions()
 	opts.AddBroker(m.broker.String())
 	opts.SetClientID("keyframe-" + m.cfg.DeviceID)
@@ -493,7 +592,13 @@ func (m *MQTT) dial(ctx context.Context) (mqttlink.Session, error) {
 	opts.SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) {
 		dctx, cancel := context.WithTimeout(ctx, m.cfg.ConnectTimeout)
 		defer cancel()
-		return mqttlink.DialBroker(dctx, m.broker, m.tls, m.cfg.Dial)
+		c, err := mqttlink.DialBroker(dctx, m.broker, m.tls, m.cfg.Dial)
+		if err != nil {
+			return nil, err
+		}
+		// Commands (MaxCommandPayload), acks and the probe are small:
+		// nothing larger is read into memory.
+		return mqttlink.LimitConn(c, MaxCommandPayload+mqttlink.PacketOverhead), nil
 	})
 	opts.SetConnectionLostHandler(s.connLost)
 	opts.SetDefaultPublishHandler(s.onMessage)
@@ -509,7 +614,7 @@ func (m *MQTT) dial(ctx context.Context) (mqttlink.Session, error) {
 		s.Close()
 		return nil, err
 	}
-	filters := map[string]byte{m.topics.cmdFilter: 1, m.topics.probe: 1}
+	filters := map[string]byte{m.topics.cmdFilter: 1, m.topics.probe: 1, m.topics.ack: 1}
 	stok := s.c.SubscribeMultiple(filters, s.onMessage)
 	if err := m.await(ctx, stok, m.cfg.SendTimeout); err != nil {
 		return fail(fmt.Errorf("uploader: mqtt: subscribe %s: %w", m.topics.cmdFilter, err))

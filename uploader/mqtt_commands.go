@@ -45,8 +45,10 @@ func (m *MQTT) commandName(topic string) (string, bool) {
 }
 
 // receiveCommand checks a received message's topic again (the broker's
-// routing is not trusted) and queues it for the handler.
-func (m *MQTT) receiveCommand(s *mqttSession, topic string, payload []byte, retained bool) {
+// routing is not trusted) and queues it for the handler. cutSize is the
+// size of a payload that was over the packet limit and not read (-1: none):
+// such a command is answered with an error, never run.
+func (m *MQTT) receiveCommand(s *mqttSession, topic string, payload []byte, retained bool, cutSize int) {
 	name, ok := m.commandName(topic)
 	if !ok {
 		m.refused()
@@ -60,6 +62,8 @@ func (m *MQTT) receiveCommand(s *mqttSession, topic string, payload []byte, reta
 	}
 	c := command{name: name, sess: s}
 	switch {
+	case cutSize >= 0:
+		c.err = fmt.Errorf("payload of %d bytes is over the limit of %d (not read)", cutSize, MaxCommandPayload)
 	case len(payload) > MaxCommandPayload:
 		c.err = fmt.Errorf("payload of %d bytes is over the limit of %d", len(payload), MaxCommandPayload)
 	case name != CommandSnapshot && name != CommandStatus:

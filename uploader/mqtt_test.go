@@ -125,56 +125,151 @@ func TestReceivedCommandTopicIsCheckedAgain(t *testing.T) {
 		"keyframe/" + id + "x/cmd/snapshot",
 		"",
 	} {
-		m.receiveCommand(nil, topic, nil, false)
+		m.receiveCommand(nil, topic, nil, false, -1)
 	}
-	m.receiveCommand(nil, "keyframe/"+id+"/cmd/snapshot", nil, true) // retained
+	m.receiveCommand(nil, "keyframe/"+id+"/cmd/snapshot", nil, true, -1) // retained
 	if n := len(m.cmds); n != 0 {
 		t.Fatalf("%d foreign or retained messages were queued as commands", n)
 	}
 	if got := m.Stats().CommandsRefused; got != 9 {
 		t.Errorf("CommandsRefused = %d, want 9", got)
 	}
-	m.receiveCommand(nil, "keyframe/"+id+"/cmd/snapshot", []byte("x"), false)
+	m.receiveCommand(nil, "keyframe/"+id+"/cmd/snapshot", []byte("x"), false, -1)
 	if c := <-m.cmds; c.name != CommandSnapshot || c.err != nil || string(c.payload) != "x" {
 		t.Errorf("own snapshot command queued as %+v", c)
 	}
-	m.receiveCommand(nil, "keyframe/"+id+"/cmd/snapshot", make([]byte, MaxCommandPayload+1), false)
+	m.receiveCommand(nil, "keyframe/"+id+"/cmd/snapshot", make([]byte, MaxCommandPayload+1), false, -1)
 	if c := <-m.cmds; c.err == nil {
 		t.Error("an oversized command was queued without an error")
 	}
+	// One cut by the framing reader (not read: an empty payload) is
+	// answered with an error, never run as the empty snapshot it looks like.
+	m.receiveCommand(nil, "keyframe/"+id+"/cmd/snapshot", nil, false, 200<<20)
+	if c := <-m.cmds; c.err == nil || !strings.Contains(c.err.Error(), "not read") {
+		t.Errorf("a cut command was queued as %+v", c)
+	}
 	// A full queue drops and counts.
 	for range commandQueue + 2 {
-		m.receiveCommand(nil, "keyframe/"+id+"/cmd/status", nil, false)
+		m.receiveCommand(nil, "keyframe/"+id+"/cmd/status", nil, false, -1)
 	}
 	if got := m.Stats().CommandsDropped; got != 2 {
 		t.Errorf("CommandsDropped = %d, want 2", got)
 	}
 }
 
-func TestMQTTSendIsAcknowledgedAndDelivered(t *testing.T) {
-	b := mosquittotest.Start(t)
-	dev := startDevice(t, b, nil)
-	sub := subscribe(t, b, mosquittotest.Receiver, "keyframe/+/events/+/+")
+// fakeReceiver subscribes as the receiver and answers each event message
+// on its device's ack topic with answer's Ack (none if answer returns false).
+func fakeReceiver(t *testing.T, b *mosquittotest.Broker, answer func(topic string, payload []byte) (mqttlink.Ack, bool)) *subscription {
+	t.Helper()
+	c := connectClient(t, b, mosquittotest.Receiver, "fake-receiver-"+strconv.FormatInt(clientSeq.Add(1), 10))
+	s := &subscription{ch: make(chan received, 64)}
+	tok := c.Subscribe("keyframe/+/events/+/+", 1, func(_ paho.Client, m paho.Message) {
+		s.ch <- received{m.Topic(), append([]byte(nil), m.Payload()...), m.Qos(), m.Retained()}
+		a, ok := answer(m.Topic(), m.Payload())
+		if !ok {
+			return
+		}
+		b, err := a.Marshal()
+		if err != nil {
+			t.Errorf("ack: %v", err)
+			return
+		}
+		dev, _, _, _ := mqttlink.ParseEventTopic("keyframe", m.Topic())
+		// First an ack of another payload, which must not end the wait.
+		decoy := a
+		decoy.SHA256, decoy.Status, decoy.Reason, decoy.RetryAfter = mqttlink.PayloadSum([]byte("decoy")), 201, "", 0
+		db, _ := decoy.Marshal()
+		c.Publish(mqttlink.AckTopic("keyframe", dev), 1, false, db)
+		c.Publish(mqttlink.AckTopic("keyframe", dev), 1, false, b)
+	})
+	if err := wait(tok); err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	return s
+}
 
+func TestMQTTSendReturnsOnlyOnTheReceiversAck(t *testing.T) {
+	b := mosquittotest.Start(t)
+	dev := startDevice(t, b, func(c *MQTTConfig) { c.AckTimeout = time.Second })
+	var status atomic.Int64
+	status.Store(201)
+	sub := fakeReceiver(t, b, func(topic string, p []byte) (mqttlink.Ack, bool) {
+		_, ev, kind, _ := mqttlink.ParseEventTopic("keyframe", topic)
+		st := int(status.Load())
+		if st == 0 {
+			return mqttlink.Ack{}, false
+		}
+		return mqttlink.NewAck(mqttlink.PayloadSum(p), ev, kind, st, "why", 3*time.Second), true
+	})
 	data := bytes.Repeat([]byte("bundle-bytes "), 1000)
 	r := Record{Seq: 7, Event: "ev-7", Kind: provenance.KindEnd, Data: data}
-	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
-	defer cancel()
-	if err := dev.m.Send(ctx, r); err != nil {
+	send := func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
+		defer cancel()
+		return dev.m.Send(ctx, r)
+	}
+	if err := send(); err != nil {
 		t.Fatalf("Send: %v", err)
 	}
 	msg := sub.next(t)
 	if want := "keyframe/" + dev.id + "/events/ev-7/end"; msg.topic != want {
 		t.Errorf("topic %q, want %q", msg.topic, want)
 	}
-	if !bytes.Equal(msg.payload, data) {
-		t.Errorf("payload of %d bytes differs from the record's %d", len(msg.payload), len(data))
+	if !bytes.Equal(msg.payload, data) || msg.qos != 1 || msg.retained {
+		t.Errorf("delivered %d bytes with qos %d retained %v, want the record's %d at qos 1 not retained", len(msg.payload), msg.qos, msg.retained, len(data))
 	}
-	if msg.qos != 1 || msg.retained {
-		t.Errorf("delivered with qos %d retained %v, want qos 1 not retained", msg.qos, msg.retained)
+
+	// A refusal is the HTTP transport's permanent error; a 429 a retryable
+	// one with its delay; no ack at all a retryable error after AckTimeout.
+	status.Store(409)
+	err := send()
+	var se *StatusError
+	if !errors.As(err, &se) || se.Code != 409 || !se.Permanent() || se.Reason != "why" {
+		t.Errorf("409 ack: Send = %v, want a permanent 409", err)
 	}
-	if st := dev.m.Stats(); st.Published != 1 || !st.Connected || st.Connects != 1 {
-		t.Errorf("stats = %+v, want 1 published, connected once", st)
+	status.Store(429)
+	if err := send(); !errors.As(err, &se) || se.Code != 429 || se.Permanent() || se.RetryAfter != 3*time.Second {
+		t.Errorf("429 ack: Send = %v, want a retryable 429 after 3s", err)
+	}
+	status.Store(0)
+	if err := send(); err == nil || !errors.Is(err, errNoAck) {
+		t.Errorf("no ack: Send = %v, want errNoAck", err)
+	} else if p, ok := err.(interface{ Permanent() bool }); ok && p.Permanent() {
+		t.Errorf("no ack: Send = %v is permanent", err)
+	}
+	st := dev.m.Stats()
+	if st.Published != 4 || st.Acked != 1 || st.AckRefused != 2 || st.AckTimeouts != 1 || !st.Connected || st.Connects != 1 {
+		t.Errorf("stats = %+v, want 4 published, 1 acked, 2 refused, 1 timeout, connected once", st)
+	}
+}
+
+// TestMQTTDeviceCannotAckItself: the ack topic is the receiver's alone. A
+// device (its own certificate) publishing a valid ack for its own pending
+// record on its own ack topic is acknowledged by the broker and dropped; the
+// record is not taken as delivered.
+func TestMQTTDeviceCannotAckItself(t *testing.T) {
+	b := mosquittotest.Start(t)
+	dev := startDevice(t, b, func(c *MQTTConfig) { c.AckTimeout = 2 * time.Second })
+	self := connectClient(t, b, dev.id, "self-acker")
+	r := Record{Seq: 1, Event: "ev-1", Kind: provenance.KindStart, Data: []byte("never seen by a receiver")}
+	ack, err := mqttlink.NewAck(mqttlink.PayloadSum(r.Data), r.Event, r.Kind, 201, "", 0).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- dev.m.Send(t.Context(), r) }()
+	waitFor(t, "the publish", func() bool { return dev.m.Stats().Published == 1 })
+	publish(t, self, mqttlink.AckTopic("keyframe", dev.id), string(ack), false)
+	if err := <-done; !errors.Is(err, errNoAck) {
+		t.Errorf("Send after the device's own ack = %v, want no ack (errNoAck)", err)
+	}
+	denied := strings.Count(b.Log(), "Denied PUBLISH from self-acker")
+	t.Logf("device's own ack: Send = no ack; broker denials logged: %d; device stats %+v", denied, dev.m.Stats())
+	if denied != 1 {
+		t.Errorf("the broker logged %d denials of the device's ack, want 1", denied)
+	}
+	if st := dev.m.Stats(); st.Acked != 0 || st.BadAcks != 0 {
+		t.Errorf("stats %+v: the device's own ack reached it", st)
 	}
 }
 
@@ -248,6 +343,38 @@ func TestMQTTCommandsOnlyFromTheDevicesOwnTopic(t *testing.T) {
 	}
 	if !strings.Contains(b.Log(), "Denied PUBLISH from other") {
 		t.Errorf("the broker did not log denying the other device's command")
+	}
+}
+
+// TestMQTTOversizedCommandIsNotReadNorRun: a command far over
+// MaxCommandPayload (1 MiB, under the broker's packet limit) is cut by the
+// framing reader before it is read: answered with an error, never run, and
+// the connection stays up for the next command.
+func TestMQTTOversizedCommandIsNotReadNorRun(t *testing.T) {
+	b := mosquittotest.Start(t)
+	calls := make(chan string, 4)
+	dev := startDevice(t, b, func(c *MQTTConfig) {
+		c.OnCommand = func(ctx context.Context, name string, payload []byte) (any, error) {
+			calls <- name
+			return nil, nil
+		}
+	})
+	states := subscribe(t, b, mosquittotest.HomeAssistant, "keyframe/"+dev.id+"/state")
+	ha := connectClient(t, b, mosquittotest.HomeAssistant, "ha")
+	const size = 1 << 20
+	publish(t, ha, "keyframe/"+dev.id+"/cmd/snapshot", strings.Repeat("x", size), false)
+	rep := nextReply(t, states)
+	if rep.OK || rep.Command != CommandSnapshot || !strings.Contains(rep.Error, "not read") {
+		t.Errorf("reply to a %d-byte snapshot command = %+v, want an error", size, rep)
+	}
+	publish(t, ha, "keyframe/"+dev.id+"/cmd/status", "", false)
+	if c := nextCall(t, calls); c != CommandStatus {
+		t.Errorf("handler called for %q, want only the status command", c)
+	}
+	st := dev.m.Stats()
+	t.Logf("a %d-byte command: refused unread (%q); handler calls: status only; connects %d, losses %d", size, rep.Error, st.Connects, st.Losses)
+	if st.Connects != 1 || st.Losses != 0 || st.CommandsRefused != 1 || st.Commands != 1 {
+		t.Errorf("stats %+v: want one connection, 1 refused, 1 command", st)
 	}
 }
 

@@ -42,17 +42,30 @@ const (
 	HomeAssistant = "homeassistant"
 )
 
-// DefaultACL is the broker's ACL: a device (username = its ID) may read and
-// write under keyframe/<id>/ and write its own Home Assistant discovery
-// configs; the receiver reads events; Home Assistant reads the states and
-// sends commands. It is the ACL docs/mqtt.md recommends.
+// DefaultACL is the broker's ACL: a device (username = its ID) may publish
+// its events, status, motion, thumbnail, command replies and its own Home
+// Assistant discovery configs, read its commands and acks, and publish and
+// read its identity probe; it may not publish on its ack topic. The
+// receiver reads events and writes acks; Home Assistant reads the states
+// and sends commands. It is the ACL docs/mqtt.md gives (a test compares
+// them).
 const DefaultACL = `# keyframe devices: username = certificate CN = device ID
-pattern readwrite keyframe/%u/#
+pattern write keyframe/%u/events/+/+
+pattern write keyframe/%u/status
+pattern write keyframe/%u/motion
+pattern write keyframe/%u/thumbnail
+pattern write keyframe/%u/state
+pattern readwrite keyframe/%u/probe
+pattern read keyframe/%u/cmd/+
+pattern read keyframe/%u/ack
 pattern write homeassistant/+/keyframe_%u/#
 
+# the receiver (certificate CN "receiver")
 user receiver
 topic read keyframe/+/events/#
+topic write keyframe/+/ack
 
+# Home Assistant (certificate CN "homeassistant")
 user homeassistant
 topic read keyframe/+/status
 topic read keyframe/+/motion
@@ -61,6 +74,53 @@ topic read keyframe/+/state
 topic write keyframe/+/cmd/#
 topic read homeassistant/#
 `
+
+// Limits are the broker settings docs/mqtt.md prescribes for keyframe:
+// max_packet_size is the receiver's default body limit plus
+// mqttlink.PacketOverhead, so the largest record passes and a larger packet
+// disconnects its sender before anyone reads it. The queue limits bound
+// what the broker holds for the receiver while it is away; a message beyond
+// them is dropped, which the devices' end-to-end acks make up for by
+// sending again.
+const Limits = `max_packet_size 4195328
+max_queued_messages 10000
+max_queued_bytes 268435456
+`
+
+// Paths are the places and the listener a Config names.
+type Paths struct {
+	ACL, Persistence string // the ACL file; the persistence directory, ending in "/"
+	Listener         string // the listener line's arguments: "8883", or "port address"
+	CA, Cert, Key    string // the client CA, the broker's certificate and key (PEM)
+}
+
+// Config returns keyframe's Mosquitto configuration: mutual TLS with the
+// certificate's CN as the username, no anonymous access, the ACL,
+// persistence and Limits. docs/mqtt.md gives it with its paths and the
+// test broker runs it with its own (a test compares them).
+func Config(p Paths) string {
+	return "per_listener_settings false\n" +
+		"allow_anonymous false\n" +
+		"acl_file " + p.ACL + "\n" +
+		"persistence true\n" +
+		"persistence_location " + p.Persistence + "\n" +
+		Limits +
+		"\n" +
+		"listener " + p.Listener + "\n" +
+		"cafile " + p.CA + "\n" +
+		"certfile " + p.Cert + "\n" +
+		"keyfile " + p.Key + "\n" +
+		"require_certificate true\n" +
+		"use_identity_as_username true\n"
+}
+
+// DocConfig is Config with the paths docs/mqtt.md uses.
+func DocConfig() string {
+	return Config(Paths{
+		ACL: "/etc/mosquitto/keyframe.acl", Persistence: "/var/lib/mosquitto/", Listener: "8883",
+		CA: "/etc/mosquitto/ca/keyframe-ca.pem", Cert: "/etc/mosquitto/certs/broker.pem", Key: "/etc/mosquitto/certs/broker.key",
+	})
+}
 
 // readyTimeout bounds the wait for the broker to listen; stopTimeout the wait
 // for it to exit after SIGINT; portTimeout how long Restart waits for its
@@ -309,23 +369,12 @@ func (b *Broker) writeConfig(port int) {
 		// cannot read the test's private files.
 		c.WriteString("user root\n")
 	}
-	fmt.Fprintf(&c, `per_listener_settings false
-allow_anonymous false
-acl_file %s
-persistence true
-persistence_location %s/
-log_dest stderr
-log_type all
-connection_messages true
-
-listener %d 127.0.0.1
-cafile %s
-certfile %s
-keyfile %s
-require_certificate true
-use_identity_as_username true
-`, filepath.Join(b.dir, "acl"), filepath.Join(b.dir, "data"), port,
-		filepath.Join(b.dir, "ca.pem"), filepath.Join(b.dir, "server.pem"), filepath.Join(b.dir, "server.key"))
+	c.WriteString(Config(Paths{
+		ACL: filepath.Join(b.dir, "acl"), Persistence: filepath.Join(b.dir, "data") + "/",
+		Listener: strconv.Itoa(port) + " 127.0.0.1",
+		CA:       filepath.Join(b.dir, "ca.pem"), Cert: filepath.Join(b.dir, "server.pem"), Key: filepath.Join(b.dir, "server.key"),
+	}))
+	c.WriteString("log_dest stderr\nlog_type all\nconnection_messages true\n")
 	b.conf = b.writeFile("mosquitto.conf", []byte(c.String()))
 }
 

@@ -4,11 +4,14 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/keyframe-cam/keyframe/internal/mqttlink"
 )
 
 // connect connects an MQTT client over tc and returns it or the error.
@@ -117,5 +120,23 @@ func TestMissingBinarySkipsOutsideCIAndFailsInCI(t *testing.T) {
 	r = &recordTB{TB: t}
 	if !haveBinary(r, "/usr/sbin/mosquitto", "true") || r.skipped != "" || r.fatal != "" {
 		t.Errorf("with a binary: skipped %q, fatal %q", r.skipped, r.fatal)
+	}
+}
+
+// TestDocsGiveTheTestBrokersConfiguration: docs/mqtt.md's Mosquitto
+// configuration and ACL are the ones the test broker runs, and its
+// max_packet_size admits the largest record with its topic.
+func TestDocsGiveTheTestBrokersConfiguration(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/mqtt.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"configuration": DocConfig(), "ACL": DefaultACL} {
+		if !strings.Contains(string(doc), "```\n"+want+"```\n") {
+			t.Errorf("docs/mqtt.md does not give the test broker's %s as a block; want:\n%s", name, want)
+		}
+	}
+	if want := fmt.Sprintf("max_packet_size %d\n", mqttlink.DefaultMaxPayload+mqttlink.PacketOverhead); !strings.Contains(Limits, want) {
+		t.Errorf("Limits lack %q", want)
 	}
 }
