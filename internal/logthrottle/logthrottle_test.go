@@ -145,11 +145,13 @@ func TestBurstPassesThenCountsAndWritesTheCountAtTheWindowsEnd(t *testing.T) {
 			t.Errorf("stats %+v, want 5 passed, 15 suppressed, no summary yet, 1 key", st)
 		}
 
+		synctest.Wait() // the count goroutine waits on the clock before it moves
 		clk.Advance(DefaultWindow - time.Second)
 		synctest.Wait()
 		if n := len(out.all()); n != DefaultBurst {
 			t.Fatalf("%d lines before the window ended, want %d", n, DefaultBurst)
 		}
+		synctest.Wait() // the count goroutine waits on the clock before it moves
 		clk.Advance(time.Second)
 		synctest.Wait()
 		got = out.all()
@@ -259,6 +261,7 @@ func TestKeyTableBoundedAndOverflowCounted(t *testing.T) {
 		if st.Overflowed != 3*(distinct-maxKeys) || st.Passed+st.Suppressed != 3*distinct {
 			t.Errorf("stats %+v: want %d overflowed, %d records", st, 3*(distinct-maxKeys), 3*distinct)
 		}
+		synctest.Wait() // the count goroutine waits on the clock before it moves
 		clk.Advance(DefaultWindow)
 		synctest.Wait()
 		over := out.matching(OverflowMessage)
@@ -334,6 +337,7 @@ func TestConcurrentUse(t *testing.T) {
 		if st.Passed+st.Suppressed != workers*each {
 			t.Errorf("stats %+v: want %d records in all", st, workers*each)
 		}
+		synctest.Wait() // the count goroutine waits on the clock before it moves
 		clk.Advance(DefaultWindow)
 		synctest.Wait()
 		if err := h.Flush(); err != nil {
