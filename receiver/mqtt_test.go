@@ -475,6 +475,46 @@ func TestMQTTSeqJumpRefusedNotDeferred(t *testing.T) {
 
 // --- attacks (issue 13) ---
 
+// TestMQTTDeviceOverQuotaDoesNotStallOthers: a device over its quota floods
+// valid records over MQTT; each is refused 429 quota, answered with its
+// delay and acknowledged to the broker (never deferred), so the one ingest
+// connection goes on, and another device's record sent after the flood is
+// stored.
+func TestMQTTDeviceOverQuotaDoesNotStallOthers(t *testing.T) {
+	b := mosquittotest.Start(t)
+	env := newEnv(t, Options{Quota: Quota{RecordsPerHour: 2}})
+	devA, devV := newDevice(t), newDevice(t)
+	env.enroll(devA, "mallory")
+	env.enroll(devV, "victim")
+	ing := startIngest(t, b, env.srv, nil)
+
+	const flood = 200
+	a := connectRaw(t, b, devA.id, "over-quota")
+	toks := make([]paho.Token, 0, flood)
+	for i := range flood {
+		r := devA.record(t, fmt.Sprintf("ev-a%d", i), provenance.KindStart, uint64(i+1))
+		toks = append(toks, a.Publish(mqttlink.EventTopic(mqttlink.DefaultTopicPrefix, devA.id, r.event, r.kind), 1, false, r.body))
+	}
+	for _, tok := range toks {
+		if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+			t.Fatalf("flood publish: %v", tok.Error())
+		}
+	}
+	tr := startTransport(t, b, devV, nil)
+	send(t, tr, devV.record(t, "ev-v", provenance.KindStart, 1))
+	waitFor(t, "the flood to be handled", func() bool { return ing.Stats().Received >= flood+1 })
+	st, ist := env.srv.Stats(), ing.Stats()
+	t.Logf("%d records of a device with a quota of 2 an hour: stored %d, refused quota %d (throttled %d, deferred %d); the other device's record stored after them",
+		flood, st.Stored-1, st.Rejected[ReasonQuota], ist.Throttled, ist.Deferred)
+	if st.Stored != 3 || st.Rejected[ReasonQuota] != flood-2 || ist.Throttled != flood-2 || ist.Deferred != 0 {
+		t.Errorf("stored %d, quota refusals %d, throttled %d, deferred %d; want 3 stored (2 of the flood, the victim's), %d refused and throttled, none deferred",
+			st.Stored, st.Rejected[ReasonQuota], ist.Throttled, ist.Deferred, flood-2)
+	}
+	if env.srv.lookup(devV.id, "ev-v", provenance.KindStart) == nil {
+		t.Error("the other device's record is not stored")
+	}
+}
+
 // TestMQTTFloodLosesNoRecordOfAnotherDevice: with the receiver away, device
 // M floods its own event topic past the broker's queue limit for the
 // receiver (max_queued_messages, mosquittotest.Limits as docs/mqtt.md
