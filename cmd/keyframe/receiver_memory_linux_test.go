@@ -102,6 +102,9 @@ func TestHeaderBombMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a receiver process and sends it 64 MB")
 	}
+	if raceEnabled {
+		t.Skip("memory bound not measurable under the race detector (its shadow memory triples the receiver's size); make unit runs it")
+	}
 	dir := t.TempDir()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	spki, _ := x509.MarshalPKIXPublicKey(key.Public())
