@@ -3,11 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -106,12 +101,7 @@ func TestHeaderBombMemory(t *testing.T) {
 		t.Skip("memory bound not measurable under the race detector (its shadow memory triples the receiver's size); make unit runs it")
 	}
 	dir := t.TempDir()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	spki, _ := x509.MarshalPKIXPublicKey(key.Public())
-	id, err := receiver.Enroll(dir, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, id := enrolledKey(t, dir)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestReceiverChild$")
 	cmd.Env = append(os.Environ(), childArgsEnv+"="+strings.Join([]string{"serve", "-data", dir, "-listen", "127.0.0.1:0", "-log-level", "warn"}, "\n"))
 	stdout, err := cmd.StdoutPipe()
@@ -147,19 +137,8 @@ func TestHeaderBombMemory(t *testing.T) {
 	seq := uint64(0)
 	upload := func(from string) (int, string) {
 		seq++
-		thumb := []byte("thumbnail " + strconv.FormatUint(seq, 10))
-		p := &provenance.Payload{Device: id, Event: "ev-" + strconv.FormatUint(seq, 10), Kind: provenance.KindStart, Seq: seq, Boot: "b",
-			Time:  provenance.Time{UnixMs: 1, Clock: provenance.ClockSynced},
-			Media: []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", thumb)}, KeyStore: "file"}
-		env, err := provenance.Sign(rand.Reader, key, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := (&provenance.Bundle{Envelope: env, Media: [][]byte{thumb}}).Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return put(t, from, base+"/v1/events/"+p.Event+"/start", body)
+		event := "ev-" + strconv.FormatUint(seq, 10)
+		return put(t, from, base+"/v1/events/"+event+"/start", signedBundle(t, key, id, event, seq))
 	}
 	// Idle: started, and one record stored (the code it runs is paged in).
 	if code, reply := upload("127.0.0.1"); code != http.StatusCreated {

@@ -2,11 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"net/http/httptest"
 	"strconv"
 	"sync"
@@ -45,12 +40,7 @@ func (c *movedClock) add(d time.Duration) {
 // the receiver's hour has passed, every record is stored.
 func TestQuotaBurstLosesNothing(t *testing.T) {
 	dir := t.TempDir()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	spki, _ := x509.MarshalPKIXPublicKey(key.Public())
-	id, err := receiver.Enroll(dir, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, id := enrolledKey(t, dir)
 	clk := &movedClock{}
 	srv, err := receiver.Open(receiver.Options{Dir: dir, Clock: clk, Quota: receiver.Quota{RecordsPerHour: 3}})
 	if err != nil {
@@ -71,20 +61,9 @@ func TestQuotaBurstLosesNothing(t *testing.T) {
 	}
 	const records = 8
 	for i := range records {
-		seq := uint64(i + 1)
-		thumb := []byte("thumbnail " + strconv.Itoa(i))
-		p := &provenance.Payload{Device: id, Event: "ev-" + strconv.Itoa(i), Kind: provenance.KindStart, Seq: seq, Boot: "b",
-			Time:  provenance.Time{UnixMs: 1, Clock: provenance.ClockSynced},
-			Media: []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", thumb)}, KeyStore: "file"}
-		env, err := provenance.Sign(rand.Reader, key, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := (&provenance.Bundle{Envelope: env, Media: [][]byte{thumb}}).Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sp.Put(uploader.Record{Seq: seq, Event: p.Event, Kind: p.Kind, Data: body}); err != nil {
+		seq, event := uint64(i+1), "ev-"+strconv.Itoa(i)
+		body := signedBundle(t, key, id, event, seq)
+		if err := sp.Put(uploader.Record{Seq: seq, Event: event, Kind: provenance.KindStart, Data: body}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -3,11 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
@@ -31,12 +26,7 @@ import (
 // such an attack).
 func TestSlowBodiesAgentStores(t *testing.T) {
 	dir := t.TempDir()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	spki, _ := x509.MarshalPKIXPublicKey(key.Public())
-	id, err := receiver.Enroll(dir, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, id := enrolledKey(t, dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready, served := make(chan string, 1), make(chan error, 1)
 	go func() {
@@ -68,20 +58,9 @@ func TestSlowBodiesAgentStores(t *testing.T) {
 	}
 	const records = 20
 	for i := range records {
-		seq := uint64(i + 1)
-		thumb := []byte("thumbnail " + strconv.Itoa(i))
-		p := &provenance.Payload{Device: id, Event: "ev-" + strconv.Itoa(i), Kind: provenance.KindStart, Seq: seq, Boot: "b",
-			Time:  provenance.Time{UnixMs: 1, Clock: provenance.ClockSynced},
-			Media: []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", thumb)}, KeyStore: "file"}
-		env, err := provenance.Sign(rand.Reader, key, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := (&provenance.Bundle{Envelope: env, Media: [][]byte{thumb}}).Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sp.Put(uploader.Record{Seq: seq, Event: p.Event, Kind: p.Kind, Data: body}); err != nil {
+		seq, event := uint64(i+1), "ev-"+strconv.Itoa(i)
+		body := signedBundle(t, key, id, event, seq)
+		if err := sp.Put(uploader.Record{Seq: seq, Event: event, Kind: provenance.KindStart, Data: body}); err != nil {
 			t.Fatal(err)
 		}
 	}
