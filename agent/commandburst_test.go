@@ -1,14 +1,9 @@
 package agent
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
-	"encoding/pem"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -42,24 +37,7 @@ func TestCommandBurstLogsStayBounded(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(dir, 160, 120)
 	cfg.UploadURL = broker.URL
-	cfg.UploadCAFile = filepath.Join(dir, "broker-ca.pem")
-	if err := os.WriteFile(cfg.UploadCAFile, broker.CAPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	key, device, _, err := Identity(&cfg, rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var chain bytes.Buffer
-	for _, der := range broker.ClientCert(device, key.Public()) {
-		pem.Encode(&chain, &pem.Block{Type: "CERTIFICATE", Bytes: der})
-	}
-	if err := os.WriteFile(CertPath(&cfg), chain.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	key, device := brokerIdentity(t, broker, &cfg, dir)
 	closeKey(key)
 
 	// The attacker: Home Assistant's identity, which may send commands.

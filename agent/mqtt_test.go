@@ -45,24 +45,7 @@ func mqttEndToEnd(t *testing.T, tpm string) {
 	if tpm != "" {
 		cfg.KeyBackend, cfg.TPM, keystore = board.BackendTPM, tpm, board.BackendTPM
 	}
-	cfg.UploadCAFile = filepath.Join(dir, "broker-ca.pem")
-	if err := os.WriteFile(cfg.UploadCAFile, broker.CAPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	key, device, _, err := Identity(&cfg, rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var chain bytes.Buffer
-	for _, der := range broker.ClientCert(device, key.Public()) {
-		pem.Encode(&chain, &pem.Block{Type: "CERTIFICATE", Bytes: der})
-	}
-	if err := os.WriteFile(CertPath(&cfg), chain.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	key, device := brokerIdentity(t, broker, &cfg, dir)
 	pub, err := board.PublicKeyPEM(key.Public())
 	if err != nil {
 		t.Fatal(err)
@@ -158,4 +141,31 @@ func mqttEndToEnd(t *testing.T, tpm string) {
 	if err := <-done; err != nil {
 		t.Fatalf("agent: %v", err)
 	}
+}
+
+// brokerIdentity makes the device key of cfg (in cfg.DataDir) and installs
+// a client certificate for it from broker's CA, and the broker's CA as
+// cfg.UploadCAFile (in dir): what a device needs to connect to broker. The
+// caller closes the key.
+func brokerIdentity(t *testing.T, broker *mosquittotest.Broker, cfg *Config, dir string) (board.Key, string) {
+	t.Helper()
+	cfg.UploadCAFile = filepath.Join(dir, "broker-ca.pem")
+	if err := os.WriteFile(cfg.UploadCAFile, broker.CAPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	key, device, _, err := Identity(cfg, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chain bytes.Buffer
+	for _, der := range broker.ClientCert(device, key.Public()) {
+		pem.Encode(&chain, &pem.Block{Type: "CERTIFICATE", Bytes: der})
+	}
+	if err := os.WriteFile(CertPath(cfg), chain.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return key, device
 }
