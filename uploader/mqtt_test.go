@@ -371,6 +371,10 @@ func TestMQTTOversizedCommandIsNotReadNorRun(t *testing.T) {
 	if c := nextCall(t, calls); c != CommandStatus {
 		t.Errorf("handler called for %q, want only the status command", c)
 	}
+	// The command is counted before its reply is published: wait for it.
+	if rep := nextReply(t, states); !rep.OK || rep.Command != CommandStatus {
+		t.Errorf("reply to status = %+v, want ok", rep)
+	}
 	st := dev.m.Stats()
 	t.Logf("a %d-byte command: refused unread (%q); handler calls: status only; connects %d, losses %d", size, rep.Error, st.Connects, st.Losses)
 	if st.Connects != 1 || st.Losses != 0 || st.CommandsRefused != 1 || st.Commands != 1 {
