@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -642,20 +643,11 @@ func (s *Server) finishRegistration(w http.ResponseWriter, r *http.Request, body
 	}
 	p := newPasskey(cred, now)
 	for _, t := range parsed.Response.Transports {
-		if len(p.Transports) < 8 && len(t) <= 32 && !contains(p.Transports, string(t)) {
+		if len(p.Transports) < 8 && len(t) <= 32 && !slices.Contains(p.Transports, string(t)) {
 			p.Transports = append(p.Transports, string(t))
 		}
 	}
 	return p, c
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // addPasskey adds p to the account name of db, whose user handle must

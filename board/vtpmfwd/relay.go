@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/keyframe-cam/keyframe/internal/backoff"
 )
 
 // TPM 2.0 framing: every command and response starts with a 10-byte header,
@@ -93,8 +95,9 @@ type Relay struct {
 	ConnectWait time.Duration
 	// Timeout bounds one command's exchange with the TPM.
 	Timeout time.Duration
-	// Backoff is the first delay between dial attempts; it doubles up to
-	// BackoffCap, and each delay is drawn at random below it (full jitter).
+	// Backoff is the ceiling of the first delay between dial attempts; it
+	// doubles up to BackoffCap, and each delay is drawn at random below it
+	// (full jitter, internal/backoff).
 	Backoff, BackoffCap time.Duration
 	// Rand draws the jitter.
 	Rand *rand.Rand
@@ -293,7 +296,8 @@ func (r *Relay) Connect(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.ConnectWait)
 	defer cancel()
-	delay := max(r.Backoff, time.Millisecond)
+	base := max(r.Backoff, time.Millisecond)
+	bo := backoff.Backoff{Base: base, Cap: max(r.BackoffCap, base), Rand: r.Rand}
 	for failures := 0; ; failures++ {
 		c, err := r.Dial(ctx)
 		if err == nil {
@@ -307,15 +311,13 @@ func (r *Relay) Connect(ctx context.Context) error {
 			r.Log.Warn("cannot reach the TPM; retrying", "err", err)
 			r.lastErr = msg
 		}
-		wait := time.Duration(r.Rand.Int64N(int64(delay))) + 1
-		t := time.NewTimer(wait)
+		t := time.NewTimer(bo.Next())
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return fmt.Errorf("vtpmfwd: no connection to the TPM within %v: %w", r.ConnectWait, err)
 		case <-t.C:
 		}
-		delay = max(min(2*delay, r.BackoffCap), time.Millisecond)
 	}
 }
 
