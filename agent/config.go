@@ -230,7 +230,9 @@ func Fields() []Field {
 		floatField("motion.contrast_step", "contrast ratio beyond which (or below whose inverse) a change is global (IR switch, lamp); smaller changes are compensated", 1.05, 4, func(c *Config) *float64 { return &c.Motion.ContrastStep }),
 		floatField("motion.background_rate", "background learning rate per frame for still pixels", 0.001, 0.5, func(c *Config) *float64 { return &c.Motion.BackgroundRate }),
 		intField("motion.min_motion_frames", "consecutive motion frames before an event starts", 1, 100, func(c *Config) *int { return &c.Motion.MinMotionFrames }),
-		intField("motion.absorb_frames", "frames a pixel may stay changed before it becomes background (a parked car)", 1, 65535, func(c *Config) *int { return &c.Motion.AbsorbFrames }),
+		intField("motion.absorb_frames", "frames a pixel may stay changed while nothing in its blob moves before it becomes background (a parked car, a box put down)", 1, 65535, func(c *Config) *int { return &c.Motion.AbsorbFrames }),
+		intField("motion.hold_frames", "frames a pixel may stay changed at most while its blob still moves a little (a person sitting: a hand, the head) before it becomes background; at or below absorb_frames holds nothing", 1, 65535, func(c *Config) *int { return &c.Motion.HoldFrames }),
+		intField("motion.ghost_frames", "frames a still blob whose edge is in the background but not in the frame (the place a parked car left) is ignored before the background is re-seeded there; 0 = no ghost detection (try 5)", 0, 255, func(c *Config) *int { return &c.Motion.GhostFrames }),
 		{"motion.mask", "polygons never analysed (an on-screen clock): \"x,y x,y x,y; ...\" with x, y fractions of the frame; empty = none",
 			func(c *Config) string { return motion.FormatPolygons(c.Motion.Mask) },
 			func(c *Config, v string) error {

@@ -38,6 +38,10 @@ func TestConfigValidate(t *testing.T) {
 		{"BackgroundRate", func(c *Config) { c.BackgroundRate = 0.51 }},
 		{"AbsorbFrames", func(c *Config) { c.AbsorbFrames = 0 }},
 		{"AbsorbFrames", func(c *Config) { c.AbsorbFrames = 65536 }},
+		{"HoldFrames", func(c *Config) { c.HoldFrames = 0 }},
+		{"HoldFrames", func(c *Config) { c.HoldFrames = 65536 }},
+		{"GhostFrames", func(c *Config) { c.GhostFrames = -1 }},
+		{"GhostFrames", func(c *Config) { c.GhostFrames = 256 }},
 		{"MinMotionFrames", func(c *Config) { c.MinMotionFrames = 0 }},
 		{"MinMotionFrames", func(c *Config) { c.MinMotionFrames = 101 }},
 		{"EventGap", func(c *Config) { c.EventGap = -time.Nanosecond }},
@@ -70,9 +74,11 @@ func TestConfigValidate(t *testing.T) {
 		func(c *Config) { c.MinArea, c.LightSwitch, c.BackgroundRate = 0.5, 1, 0.5 },
 		func(c *Config) {
 			c.AbsorbFrames, c.MinMotionFrames, c.EventGap, c.PostRoll, c.MaxLength = 1, 1, 0, 0, time.Second
+			c.HoldFrames, c.GhostFrames = 1, 0
 		},
 		func(c *Config) {
 			c.AbsorbFrames, c.MinMotionFrames, c.EventGap, c.PostRoll, c.MaxLength = 65535, 100, time.Hour, time.Hour, 24*time.Hour
+			c.HoldFrames, c.GhostFrames = 65535, 255
 		},
 	} {
 		c := DefaultConfig()

@@ -30,10 +30,16 @@
 //     8-connected blobs are labelled (union-find, no recursion). Motion is a
 //     blob of at least [Config.MinArea] of the frame (and, with
 //     [Config.Zones], with pixels in a zone).
-//  7. The background learns at [Config.BackgroundRate] where the pixel has
-//     not changed; a pixel that stays changed (or shadowed) for
-//     [Config.AbsorbFrames] frames is taken into the background (a parked
-//     car).
+//  7. Blobs are classified: moved (some pixels changed by more than twice
+//     the threshold since the previous frame, or near a blob that did), a
+//     ghost (with [Config.GhostFrames]: still, its border an edge of the
+//     background but not of the frame; never motion), or still.
+//  8. The background learns at [Config.BackgroundRate] where the pixel has
+//     not changed; a changed pixel whose blob has not moved for
+//     [Config.AbsorbFrames] frames (a parked car), or that has been changed
+//     for [Config.HoldFrames] frames in all (a person sitting, moving a
+//     little now and then), is taken into the background, and so is a
+//     ghost's after GhostFrames frames.
 //
 // The first frames seed the background (Result.Warming). All buffers are
 // sized on the first frame and on a size change, so Step allocates nothing
@@ -103,6 +109,11 @@ const (
 	// minSpreadLevels: a scene whose interquartile range is below this
 	// many levels is too flat to measure contrast on.
 	minSpreadLevels = 6
+	// A blob within 1/nearMarginDiv of the analysed width (at least 2
+	// pixels) of a moving blob moves with it; at most maxMovers moving
+	// blobs are compared (Detector.nearMotion).
+	nearMarginDiv = 40
+	maxMovers     = 64
 )
 
 // Result is what Step found in one frame.
@@ -148,7 +159,23 @@ type blob struct {
 	area           int32
 	x0, y0, x1, y1 int32
 	zones          uint32 // Config.Zones the blob has pixels in (bit i: Zones[i])
+	// moving counts the pixels that changed by more than twice the
+	// threshold since the previous frame.
+	moving int32
+	// Along the blob's border with still pixels (border pairs of a blob
+	// pixel and a still 4-neighbour outside it): the sums of the level
+	// steps across the border in the frame and in the background, in whole
+	// levels.
+	border          int32
+	stepCur, stepBg int64 // 8.8 fixed point
+	kind            uint8 // blobMoved, blobGhost (set for every label of a blob)
 }
+
+// Values of blob.kind.
+const (
+	blobMoved = 1 // some of its pixels moved since the previous frame
+	blobGhost = 2 // a ghost: see Detector.classify
+)
 
 // Detector finds motion in a stream of luma planes. Make it with
 // NewDetector (the zero Detector rejects every frame). It is not safe for
@@ -171,12 +198,17 @@ type Detector struct {
 	gainLo   int32  // 1/ContrastStep and ContrastStep in 8.8 fixed point
 	gainHi   int32
 	absorb   uint16 // AbsorbFrames
+	hold     uint16 // max(HoldFrames, AbsorbFrames)
+	ghostN   uint8  // GhostFrames (0: no ghost detection)
 
 	// Buffers, sized by resize.
 	acc    []uint32 // one output row of box sums
 	cur    []uint16 // analysed frame, 8.8 fixed point
 	bg     []uint16 // background, 8.8 fixed point
+	before []uint16 // the previous analysed frame (swapped with cur)
 	age    []uint16 // consecutive frames each pixel has been changed
+	still  []uint16 // of those, frames since its blob last moved
+	ghost  []uint8  // consecutive frames each pixel has been in a ghost blob
 	dev    []uint16 // per-pixel variability: mean absolute difference, 8.8 fixed point
 	over   []uint8  // overChanged where the pixel passed the global threshold (before the per-pixel one), overShadow where it was then found to be shadow
 	prev   []uint8  // 1 where the pixel was changed in the previous frame
@@ -199,6 +231,7 @@ type Detector struct {
 	noise     int32 // noise estimate, 8.8 fixed point
 	pivot     int32 // the background's median level (8.8), measured by gain
 	nextLabel int32 // labels used in the last findBlobs
+	labelled  bool  // findBlobs ran on this frame (labels and blobs are current)
 	last      Result
 	stats     Stats
 }
@@ -217,6 +250,8 @@ func NewDetector(c Config) (*Detector, error) {
 		gainLo:   int32(math.Round(256 / c.ContrastStep)),
 		gainHi:   int32(math.Round(256 * c.ContrastStep)),
 		absorb:   uint16(c.AbsorbFrames),
+		hold:     uint16(max(c.HoldFrames, c.AbsorbFrames)),
+		ghostN:   uint8(c.GhostFrames),
 	}, nil
 }
 
@@ -252,6 +287,7 @@ func (d *Detector) step(p plane, w, h int) Result {
 		d.resize(w, h)
 	}
 	d.stats.Frames++
+	d.cur, d.before = d.before, d.cur
 	d.downscale(p)
 
 	if d.warm < warmFrames {
@@ -291,8 +327,10 @@ func (d *Detector) step(p plane, w, h int) Result {
 	}
 	var res Result
 	d.nextLabel = 1
+	d.labelled = false
 	if kept := d.despeckle(); kept >= int(d.minPix) {
-		res = d.findBlobs()
+		res = d.findBlobs(thr)
+		d.labelled = true
 	}
 	d.update(off, gain)
 	return res
@@ -339,8 +377,11 @@ func (d *Detector) resize(w, h int) {
 	maxLabels := (d.sw+1)/2*((d.sh+1)/2) + 1
 	d.acc = make([]uint32, d.sw)
 	d.cur = make([]uint16, n)
+	d.before = make([]uint16, n)
 	d.bg = make([]uint16, n)
 	d.age = make([]uint16, n)
+	d.still = make([]uint16, n)
+	d.ghost = make([]uint8, n)
 	d.dev = make([]uint16, n)
 	d.over = make([]uint8, n)
 	d.prev = make([]uint8, n)
@@ -505,6 +546,8 @@ func (d *Detector) warmUp() {
 	if d.warm == 0 {
 		copy(d.bg, d.cur)
 		clear(d.age)
+		clear(d.still)
+		clear(d.ghost)
 		clear(d.dev)
 		clear(d.prev)
 	} else {
@@ -638,6 +681,8 @@ func (d *Detector) global() Result {
 func (d *Detector) reseed() {
 	copy(d.bg, d.cur)
 	clear(d.age)
+	clear(d.still)
+	clear(d.ghost)
 	clear(d.prev)
 	d.stats.Globals++
 }
@@ -789,10 +834,12 @@ func (d *Detector) despeckle() int {
 	return kept
 }
 
-// findBlobs labels the 8-connected blobs of d.mask and reports those of at
-// least MinArea.
-func (d *Detector) findBlobs() Result {
-	pw := d.pw
+// findBlobs labels the 8-connected blobs of d.mask, classifies them
+// (Detector.classify) and reports those of at least MinArea that are not
+// ghosts; thr is the global threshold.
+func (d *Detector) findBlobs(thr int32) Result {
+	pw, sw, sh := d.pw, d.sw, d.sh
+	move := 2 * thr
 	next := int32(1)
 	for y := 1; y <= d.sh; y++ {
 		for x := 1; x <= d.sw; x++ {
@@ -827,8 +874,25 @@ func (d *Detector) findBlobs() Result {
 			d.labels[p] = l
 			b := &d.blobs[l]
 			b.area++
+			i := (y-1)*sw + x - 1
 			if d.zone != nil {
-				b.zones |= d.zone[(y-1)*d.sw+x-1]
+				b.zones |= d.zone[i]
+			}
+			if abs32(int32(d.cur[i])-int32(d.before[i])) > move {
+				b.moving++
+			}
+			// The border with the pixels outside the mask, within the frame.
+			if x > 1 && d.mask[p-1] == 0 {
+				d.border(b, i, i-1)
+			}
+			if x < sw && d.mask[p+1] == 0 {
+				d.border(b, i, i+1)
+			}
+			if y > 1 && d.mask[p-pw] == 0 {
+				d.border(b, i, i-sw)
+			}
+			if y < sh && d.mask[p+pw] == 0 {
+				d.border(b, i, i+sw)
 			}
 			// y0 needs no update: a label's first pixel is its topmost.
 			b.x0, b.x1 = min(b.x0, int32(x)), max(b.x1, int32(x))
@@ -848,6 +912,22 @@ func (d *Detector) findBlobs() Result {
 			into.x0, into.y0 = min(into.x0, b.x0), min(into.y0, b.y0)
 			into.x1, into.y1 = max(into.x1, b.x1), max(into.y1, b.y1)
 			into.zones |= b.zones
+			into.moving += b.moving
+			into.border += b.border
+			into.stepCur += b.stepCur
+			into.stepBg += b.stepBg
+		}
+	}
+	for l := int32(1); l < next; l++ {
+		if d.parent[l] == l {
+			d.blobs[l].kind = d.classify(&d.blobs[l], thr)
+		}
+	}
+	d.nearMotion(next)
+	for l := int32(1); l < next; l++ {
+		// Every label carries its blob's kind, for Detector.update.
+		if r := d.find(l); r != l {
+			d.blobs[l].kind = d.blobs[r].kind
 		}
 	}
 	for l := int32(1); l < next; l++ {
@@ -871,10 +951,78 @@ func (d *Detector) findBlobs() Result {
 	return res
 }
 
-// counts reports whether a root blob is motion: at least MinArea, and in a
-// zone when there are zones.
+// border adds to b the pair of its pixel i and the pixel j outside its
+// mask, when j is still (unchanged: a sample of the background as it is).
+func (d *Detector) border(b *blob, i, j int) {
+	if d.over[j] != 0 {
+		return
+	}
+	b.border++
+	b.stepCur += int64(abs32(int32(d.cur[i]) - int32(d.cur[j])))
+	b.stepBg += int64(abs32(int32(d.bg[i]) - int32(d.bg[j])))
+}
+
+// classify returns the kind of a root blob:
+//
+//   - blobMoved when at least max(2, 1 %) of its pixels changed by more
+//     than twice the threshold thr since the previous frame: something in
+//     it moves (a walking person, or a sitting one moving a hand);
+//   - blobGhost when it did not move and its border is an edge of the
+//     background but not of the frame: across the border with the still
+//     pixels around it, the background steps by at least thr on average
+//     and by more than twice what the frame does. An object in front of
+//     the background is the other way round (the frame has the object's
+//     edge; the background continues under it). Ghosts are left where an
+//     object that had become background went away: the frame shows what
+//     surrounds the place, the background still holds the object;
+//   - 0 otherwise (a still object).
+func (d *Detector) classify(b *blob, thr int32) uint8 {
+	if b.moving >= max(2, b.area/100) {
+		return blobMoved
+	}
+	if d.ghostN > 0 && b.border > 0 && b.stepBg >= int64(b.border)*int64(thr) && b.stepBg > 2*b.stepCur {
+		return blobGhost
+	}
+	return 0
+}
+
+// nearMotion makes a still or ghost root blob moved when its box, grown by
+// nearMargin, overlaps the grown box of a moved blob: one object often
+// falls apart into several blobs (a person whose legs stand still while the
+// arms move, a car and the shadow of its roof), and the parts that do not
+// move belong to one that does. Only the first maxMovers moved blobs are
+// compared, so a frame of many blobs costs a bounded time.
+func (d *Detector) nearMotion(next int32) {
+	m := int32(max(2, d.sw/nearMarginDiv))
+	var movers [maxMovers]blob
+	n := 0
+	for l := int32(1); l < next && n < maxMovers; l++ {
+		if b := d.blobs[l]; d.parent[l] == l && b.kind == blobMoved {
+			movers[n] = b
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	for l := int32(1); l < next; l++ {
+		b := &d.blobs[l]
+		if d.parent[l] != l || b.kind == blobMoved {
+			continue
+		}
+		for _, o := range movers[:n] {
+			if b.x0-m <= o.x1+m && o.x0-m <= b.x1+m && b.y0-m <= o.y1+m && o.y0-m <= b.y1+m {
+				b.kind = blobMoved
+				break
+			}
+		}
+	}
+}
+
+// counts reports whether a root blob is motion: at least MinArea, not a
+// ghost, and in a zone when there are zones.
 func (d *Detector) counts(b blob) bool {
-	return b.area >= d.minPix && (d.zone == nil || b.zones != 0)
+	return b.area >= d.minPix && b.kind != blobGhost && (d.zone == nil || b.zones != 0)
 }
 
 // inputBox scales an inclusive padded analysis box to input pixels; a box
@@ -913,24 +1061,30 @@ func (d *Detector) union(a, b int32) int32 {
 
 // update teaches the background the frame: still pixels learn at
 // BackgroundRate, changed ones are held out until they have been changed
-// for AbsorbFrames frames. Each pixel's variability learns from still frames
+// for AbsorbFrames frames since their blob last moved, or for
+// max(HoldFrames, AbsorbFrames) frames in all; pixels of a ghost blob are
+// re-seeded from the frame after GhostFrames frames. Each pixel's variability learns from still frames
 // and from the frames where it turns changed (flicker turns on and off;
 // an object that stays changed teaches nothing). The noise estimate moves
 // toward the mean absolute difference of the pixels outside the despeckled
 // mask (noise speckles count, blobs do not).
 func (d *Detector) update(off, gain int32) {
-	rate, absorb, sw := d.rateQ, d.absorb, d.sw
+	rate, absorb, hold, ghostN, sw := d.rateQ, d.absorb, d.hold, d.ghostN, d.sw
+	labelled := d.labelled
 	var sum int64
 	var cnt int
 	for y := range d.sh {
 		cur := d.cur[y*sw:][:sw]
 		bg := d.bg[y*sw:][:sw]
 		age := d.age[y*sw:][:sw]
+		calm := d.still[y*sw:][:sw]
+		ghost := d.ghost[y*sw:][:sw]
 		dev := d.dev[y*sw:][:sw]
 		prev := d.prev[y*sw:][:sw]
 		over := d.over[y*sw:][:sw]
 		raw := d.raw[(y+1)*d.pw+1:][:sw]
 		mask := d.mask[(y+1)*d.pw+1:][:sw]
+		labels := d.labels[(y+1)*d.pw+1:][:sw]
 		for x, c := range cur {
 			b := int32(bg[x])
 			if gain != 256 {
@@ -943,7 +1097,7 @@ func (d *Detector) update(off, gain int32) {
 			dv := int32(dev[x])
 			if over[x] == 0 {
 				// Most pixels: unchanged (raw is a subset of over).
-				prev[x], age[x] = 0, 0
+				prev[x], age[x], calm[x], ghost[x] = 0, 0, 0, 0
 				dev[x] = uint16(dv + (e-dv)>>devShift)
 				bg[x] = uint16(int32(bg[x]) + ((int32(c)-int32(bg[x]))*rate+1<<15)>>16)
 				continue
@@ -951,7 +1105,7 @@ func (d *Detector) update(off, gain int32) {
 			if over[x] >= overShadow {
 				// Held out like a changed pixel (a lasting shadow is
 				// absorbed), teaching no variability.
-				prev[x] = 0
+				prev[x], calm[x], ghost[x] = 0, 0, 0
 				if age[x]++; age[x] >= absorb {
 					bg[x], age[x] = c, 0
 				}
@@ -962,14 +1116,30 @@ func (d *Detector) update(off, gain int32) {
 					dev[x] = uint16(min(dv+(e-dv)>>onsetShift, 65535))
 				}
 				prev[x] = 1
-				if age[x]++; age[x] >= absorb {
-					bg[x], age[x] = c, 0
+				var kind uint8
+				if labelled && mask[x] != 0 {
+					kind = d.blobs[labels[x]].kind
+				}
+				if kind == blobGhost {
+					if ghost[x]++; ghost[x] >= ghostN {
+						bg[x], age[x], calm[x], ghost[x] = c, 0, 0, 0
+					}
+					continue
+				}
+				ghost[x] = 0
+				if kind == blobMoved {
+					calm[x] = 0
+				} else {
+					calm[x]++ // at most absorb: reset below
+				}
+				if age[x]++; calm[x] >= absorb || age[x] >= hold {
+					bg[x], age[x], calm[x] = c, 0, 0
 				}
 				continue
 			}
 			prev[x] = 0
 			dev[x] = uint16(dv + (e-dv)>>devShift)
-			age[x] = 0
+			age[x], calm[x], ghost[x] = 0, 0, 0
 			r := int32(c) - int32(bg[x])
 			bg[x] = uint16(int32(bg[x]) + (r*rate+1<<15)>>16)
 		}

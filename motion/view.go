@@ -11,6 +11,7 @@ const (
 	StateNoise                // changed, removed by the despeckle filter
 	StateSmall                // changed, in a blob smaller than MinArea (or, with zones, in no zone)
 	StateMotion               // changed, in a blob that counts as motion
+	StateGhost                // changed, in a ghost blob (where an object that had become background left): ignored, soon re-seeded
 )
 
 // View is what the detector saw in the last frame, for tuning aids (keyframe
@@ -61,6 +62,8 @@ func (d *Detector) View(v *View) {
 			case d.raw[p] == 0 && d.mask[p] == 0:
 			case d.mask[p] == 0:
 				s = StateNoise
+			case d.blobs[d.find(d.labels[p])].kind == blobGhost:
+				s = StateGhost
 			case d.counts(d.blobs[d.find(d.labels[p])]):
 				s = StateMotion
 			default:

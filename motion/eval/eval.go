@@ -24,8 +24,10 @@
 //     the last frame.
 //
 // Scoring (Score, Overall) follows the data set's README and
-// docs/motion-eval.md, the same as scripts/peers: frame precision, recall
-// and F1 over the frames labelled 1 or 0; ground-truth events are runs of
+// docs/motion-eval.md, the same as scripts/peers: the first frame of a
+// sequence is don't care whatever its label (nothing came before it to
+// compare with); frame precision, recall and F1 over the frames labelled 1
+// or 0; ground-truth events are runs of
 // label-1 frames merged across gaps of at most Options.GapFrames frames;
 // event precision is the fraction of predicted events that overlap a
 // ground-truth event, event recall the fraction of ground-truth events
@@ -33,6 +35,12 @@
 // predicted events overlapping none × 1000 / label-0 frames. Overall is the
 // mean over the sequences with positive frames, plus the events raised on
 // the others (all false alarms).
+//
+// Event endings (Tails): an event's tail is the time from the last labelled
+// motion frame it was open on to the frame that closed it (EventGap after
+// its last motion frame, or the sequence's end), mean and max per sequence
+// and over all events; BestWithoutMotion counts the events on labelled
+// motion whose best frame (the thumbnail) is not labelled motion.
 //
 // Unlike package motion, this package reads files and measures wall time
 // (ms_per_frame, informational): it is a harness, not part of the agent.
@@ -111,12 +119,24 @@ type SequenceResult struct {
 	FalseEventsPer1000Quiet *float64 `json:"false_events_per_1000_quiet"`
 
 	Frames      int `json:"frames"`       // frames fed to the detector
-	Positives   int `json:"positives"`    // label-1 frames
-	Negatives   int `json:"negatives"`    // label-0 frames
+	Positives   int `json:"positives"`    // label-1 frames (the first frame is never counted)
+	Negatives   int `json:"negatives"`    // label-0 frames (nor here)
 	Flagged     int `json:"flagged"`      // frames with Result.Motion (any label)
 	Events      int `json:"events"`       // predicted events
 	FalseEvents int `json:"false_events"` // predicted events overlapping no ground-truth event
 	TruthEvents int `json:"truth_events"` // ground-truth events
+
+	// Event tails (Tails): frames from the last labelled motion frame an
+	// event was open on to the frame that closed it, mean and max over the
+	// TailEvents events open on labelled motion (nil without one), and the
+	// same in seconds at Options.FPS. BestWithoutMotion counts the events
+	// overlapping a ground-truth event whose best frame is not labelled 1.
+	TailEvents        int      `json:"tail_events"`
+	TailMeanFrames    *float64 `json:"tail_mean_frames"`
+	TailMaxFrames     *int     `json:"tail_max_frames"`
+	TailMeanSeconds   *float64 `json:"tail_mean_s"`
+	TailMaxSeconds    *float64 `json:"tail_max_s"`
+	BestWithoutMotion int      `json:"best_without_motion"`
 	// MsPerFrame is the wall time of Detector.Step and Lifecycle.Observe per
 	// frame, decoding excluded: informational, it depends on the machine.
 	MsPerFrame float64 `json:"ms_per_frame"`
@@ -128,6 +148,8 @@ type SequenceResult struct {
 	// the Lifecycle's events, in frame indices (set by RunSequence).
 	FramePredictions []bool `json:"-"`
 	PredictedEvents  []Span `json:"-"`
+	// EventFrames are the same events with their best and closing frames.
+	EventFrames []Event `json:"-"`
 }
 
 // OverallResult combines the sequences: see Overall.
@@ -142,10 +164,33 @@ type OverallResult struct {
 	// EventsOnQuietSequences counts the events raised on the sequences
 	// without positive frames: every one is a false alarm.
 	EventsOnQuietSequences int `json:"events_on_quiet_sequences"`
+	// TailMeanSeconds is the mean event tail over the events of every
+	// sequence open on labelled motion (pooled, TailEvents of them), and
+	// TailMaxSeconds the longest; nil without such an event.
+	// BestWithoutMotion sums the sequences' counts, of TrueEvents events
+	// overlapping a ground-truth event.
+	TailEvents        int      `json:"tail_events"`
+	TailMeanSeconds   *float64 `json:"tail_mean_s"`
+	TailMaxSeconds    *float64 `json:"tail_max_s"`
+	BestWithoutMotion int      `json:"best_without_motion"`
+	TrueEvents        int      `json:"true_events"`
 	// ScoredSequences have positive frames and make the means;
 	// QuietSequences have none.
 	ScoredSequences int `json:"scored_sequences"`
 	QuietSequences  int `json:"quiet_sequences"`
+}
+
+// setSeconds fills the tails in seconds from those in frames.
+func (r *SequenceResult) setSeconds(fps float64) {
+	r.TailMeanSeconds, r.TailMaxSeconds = nil, nil
+	if r.TailMeanFrames != nil {
+		v := *r.TailMeanFrames / fps
+		r.TailMeanSeconds = &v
+	}
+	if r.TailMaxFrames != nil {
+		v := float64(*r.TailMaxFrames) / fps
+		r.TailMaxSeconds = &v
+	}
 }
 
 // Skip is a directory Run left out, and why.
@@ -311,8 +356,9 @@ func RunSequence(dir string, cfg motion.Config, opts Options) (SequenceResult, e
 	var (
 		f       capture.Frame
 		flags   = make([]bool, 0, len(files))
-		events  []Span
+		events  []Event
 		open    = -1 // the open event's trigger frame
+		best    = -1 // and its best frame
 		elapsed time.Duration
 	)
 	for i := 0; ; i++ {
@@ -337,25 +383,36 @@ func RunSequence(dir string, cfg motion.Config, opts Options) (SequenceResult, e
 		flags = append(flags, res.Motion)
 		if dec.End && open >= 0 {
 			// The frame that decided the end is not part of the event.
-			events = append(events, Span{open, max(open, min(index(dec.Summary.End), i-1))})
+			events = append(events, Event{Span{open, max(open, min(index(dec.Summary.End), i-1))}, best, i})
 			open = -1
 		}
 		if dec.Start {
 			open = i
+		}
+		if dec.Best {
+			best = i
 		}
 	}
 	if len(flags) != len(files) {
 		return SequenceResult{}, fmt.Errorf("eval: %s: %d frames played of %d files", dir, len(flags), len(files))
 	}
 	if dec := lc.Flush(at(len(flags) - 1)); dec.End && open >= 0 {
-		events = append(events, Span{open, max(open, min(index(dec.Summary.End), len(flags)-1))})
+		events = append(events, Event{Span{open, max(open, min(index(dec.Summary.End), len(flags)-1))}, best, len(flags)})
 	}
 
-	r, err := Score(labels, flags, events, opts.GapFrames)
+	spans := make([]Span, len(events))
+	for i, e := range events {
+		spans[i] = e.Span
+	}
+	r, err := Score(labels, flags, spans, opts.GapFrames)
 	if err != nil {
 		return SequenceResult{}, err
 	}
-	r.FramePredictions, r.PredictedEvents = flags, events
+	if err := Tails(labels, events, opts.GapFrames, &r); err != nil {
+		return SequenceResult{}, err
+	}
+	r.setSeconds(opts.FPS)
+	r.FramePredictions, r.PredictedEvents, r.EventFrames = flags, spans, events
 	r.Labels = from
 	r.MsPerFrame = float64(elapsed) / float64(time.Millisecond) / float64(len(flags))
 	return r, nil

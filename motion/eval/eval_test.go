@@ -190,6 +190,16 @@ func TestRunSequenceEventSpan(t *testing.T) {
 			if len(r.PredictedEvents) != 1 || r.PredictedEvents[0] != want {
 				t.Errorf("events %v, want [%v] (motion frames %d..%d)", r.PredictedEvents, want, first, last)
 			}
+			// The frame that closes the event: EventGap after the last
+			// motion frame, or past the end (flushed).
+			closed := min(last+int(math.Round(tt.gap.Seconds()*tt.fps)), seqFrames)
+			if len(r.EventFrames) != 1 || r.EventFrames[0].Closed != closed || r.EventFrames[0].Best < want.First || r.EventFrames[0].Best > last {
+				t.Errorf("event frames %+v, want closed at %d and a best frame in [%d, %d]", r.EventFrames, closed, want.First, last)
+			}
+			if r.TailEvents != 1 || r.TailMaxFrames == nil || *r.TailMaxFrames != closed-objLast || r.BestWithoutMotion != 0 {
+				t.Errorf("tail events %d, max %v frames, best without motion %d; want 1, %d, 0", r.TailEvents, deref2(r.TailMaxFrames), r.BestWithoutMotion, closed-objLast)
+			}
+			near(t, "tail_max_s", r.TailMaxSeconds, float64(closed-objLast)/tt.fps)
 		})
 	}
 }
@@ -213,6 +223,13 @@ func motionRun(t *testing.T, flags []bool, labels []Label) (int, int) {
 		}
 	}
 	return first, last
+}
+
+func deref2(p *int) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }
 
 func deref(p *float64) any {

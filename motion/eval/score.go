@@ -54,6 +54,10 @@ func Runs(marked []bool, gap int) []Span {
 // not positive, so they neither start nor extend an event, but a gap of
 // them is bridged like any other).
 //
+// The first frame is DontCare whatever its label (the data set's README:
+// no detector has an earlier frame to compare it with), so a ground-truth
+// event made only of it is no event.
+//
 // Frame metrics count only Positive and Negative frames. On a sequence
 // without Positive frames, Precision, Recall, F1 and the event metrics are
 // nil: every event there is a false alarm, counted in
@@ -73,6 +77,12 @@ func Score(labels []Label, flags []bool, predicted []Span, gap int) (SequenceRes
 	var tp, fp, fn int
 	positive := make([]bool, len(labels))
 	for i, l := range labels {
+		if l != Positive && l != Negative && l != DontCare {
+			return SequenceResult{}, fmt.Errorf("eval: frame %d: label %d is not 1, 0 or -1", i, l)
+		}
+		if i == 0 {
+			l = DontCare
+		}
 		switch l {
 		case Positive:
 			r.Positives++
@@ -87,9 +97,6 @@ func Score(labels []Label, flags []bool, predicted []Span, gap int) (SequenceRes
 			if flags[i] {
 				fp++
 			}
-		case DontCare:
-		default:
-			return SequenceResult{}, fmt.Errorf("eval: frame %d: label %d is not 1, 0 or -1", i, l)
 		}
 		if flags[i] {
 			r.Flagged++
@@ -156,7 +163,9 @@ func ratio(num, den int) *float64 {
 // metric is the mean over the sequences with Positive frames (a sequence
 // where the metric is nil is left out of that mean; nil when none is left),
 // and the events raised on sequences without Positive frames, all false
-// alarms, are summed.
+// alarms, are summed. The event tails are pooled over every sequence (the
+// mean over all their events open on labelled motion, the longest of
+// them), and the best frames without motion summed.
 func Overall(seqs map[string]SequenceResult) OverallResult {
 	var o OverallResult
 	var m [6]mean
@@ -171,6 +180,25 @@ func Overall(seqs map[string]SequenceResult) OverallResult {
 		for i, v := range []*float64{s.Precision, s.Recall, s.F1, s.EventPrecision, s.EventRecall, s.FalseEventsPer1000Quiet} {
 			m[i].add(v)
 		}
+	}
+	var tailSum float64
+	for _, name := range slices.Sorted(maps.Keys(seqs)) {
+		s := seqs[name]
+		o.BestWithoutMotion += s.BestWithoutMotion
+		o.TrueEvents += s.Events - s.FalseEvents
+		if s.TailEvents == 0 || s.TailMeanSeconds == nil || s.TailMaxSeconds == nil {
+			continue
+		}
+		o.TailEvents += s.TailEvents
+		tailSum += *s.TailMeanSeconds * float64(s.TailEvents)
+		if o.TailMaxSeconds == nil || *s.TailMaxSeconds > *o.TailMaxSeconds {
+			v := *s.TailMaxSeconds
+			o.TailMaxSeconds = &v
+		}
+	}
+	if o.TailEvents > 0 {
+		v := tailSum / float64(o.TailEvents)
+		o.TailMeanSeconds = &v
 	}
 	o.Precision, o.Recall, o.F1 = m[0].value(), m[1].value(), m[2].value()
 	o.EventPrecision, o.EventRecall, o.FalseEventsPer1000Quiet = m[3].value(), m[4].value(), m[5].value()
@@ -195,4 +223,66 @@ func (m *mean) value() *float64 {
 	}
 	v := m.sum / float64(m.n)
 	return &v
+}
+
+// Event is a predicted event as the Lifecycle raised it, in frame indices.
+type Event struct {
+	// Span runs from the trigger frame to the frame of Summary.End.
+	Span
+	// Best is the frame the Lifecycle last marked Best: the event's
+	// thumbnail.
+	Best int
+	// Closed is the frame that decided the end (it is not part of the
+	// event), or the number of frames when the sequence ended with the
+	// event open.
+	Closed int
+}
+
+// Tails measures how events end against the labels: an event's tail is
+// the number of frames from the last Positive frame it was open on (First
+// to Closed-1) to the frame that closed it, so an event that closes the
+// frame after the last labelled motion has a tail of 1. Events open on no
+// Positive frame have no tail. The first frame is DontCare as in Score.
+//
+// It fills TailEvents, TailMeanFrames and TailMaxFrames, and
+// BestWithoutMotion, the events overlapping a ground-truth event (Runs of
+// the Positive frames with gap tolerance gap) whose best frame is not
+// Positive.
+func Tails(labels []Label, events []Event, gap int, r *SequenceResult) error {
+	positive := make([]bool, len(labels))
+	for i, l := range labels {
+		positive[i] = l == Positive && i > 0
+	}
+	truth := Runs(positive, gap)
+	sum := 0
+	r.TailEvents, r.TailMaxFrames, r.TailMeanFrames, r.BestWithoutMotion = 0, nil, nil, 0
+	for _, e := range events {
+		if e.First < 0 || e.Last < e.First || e.Closed <= e.Last || e.Closed > len(labels) || e.Best < e.First || e.Best > e.Last {
+			return fmt.Errorf("eval: event [%d, %d] best %d closed %d outside frames [0, %d] or out of order", e.First, e.Last, e.Best, e.Closed, len(labels)-1)
+		}
+		if overlapsAny(e.Span, truth) && !positive[e.Best] {
+			r.BestWithoutMotion++
+		}
+		last := -1
+		for i := e.Closed - 1; i >= e.First; i-- {
+			if positive[i] {
+				last = i
+				break
+			}
+		}
+		if last < 0 {
+			continue
+		}
+		tail := e.Closed - last
+		r.TailEvents++
+		sum += tail
+		if r.TailMaxFrames == nil || tail > *r.TailMaxFrames {
+			r.TailMaxFrames = &tail
+		}
+	}
+	if r.TailEvents > 0 {
+		m := float64(sum) / float64(r.TailEvents)
+		r.TailMeanFrames = &m
+	}
+	return nil
 }

@@ -75,8 +75,9 @@ func TestRuns(t *testing.T) {
 }
 
 func TestScoreFrames(t *testing.T) {
-	// tp: frames 1, 2; fn: frame 3; fp: frames 5, 6; tn: 0, 7. The
-	// don't-care frames 8 and 9 are flagged and must not count.
+	// tp: frames 1, 2; fn: frame 3; fp: frames 5, 6; tn: 7. The
+	// don't-care frames 8 and 9 are flagged and must not count, nor does
+	// frame 0 (the first frame is never scored).
 	labels := labelsOf("0111x000xx")
 	flags := flagsOf(".##..##.##")
 	r, err := Score(labels, flags, nil, 10)
@@ -86,8 +87,8 @@ func TestScoreFrames(t *testing.T) {
 	near(t, "precision", r.Precision, 2.0/4)
 	near(t, "recall", r.Recall, 2.0/3)
 	near(t, "f1", r.F1, 2*(0.5*(2.0/3))/(0.5+2.0/3))
-	if r.Frames != 10 || r.Positives != 3 || r.Negatives != 4 || r.Flagged != 6 {
-		t.Errorf("counts frames %d positives %d negatives %d flagged %d, want 10 3 4 6", r.Frames, r.Positives, r.Negatives, r.Flagged)
+	if r.Frames != 10 || r.Positives != 3 || r.Negatives != 3 || r.Flagged != 6 {
+		t.Errorf("counts frames %d positives %d negatives %d flagged %d, want 10 3 3 6", r.Frames, r.Positives, r.Negatives, r.Flagged)
 	}
 	// No predicted events: event precision 0/0, recall 0 of 1.
 	isNil(t, "event_precision", r.EventPrecision)
@@ -132,7 +133,7 @@ func TestScoreEvents(t *testing.T) {
 	}
 	near(t, "event_precision", r.EventPrecision, 3.0/5)
 	near(t, "event_recall", r.EventRecall, 2.0/3)
-	near(t, "false_events_per_1000_quiet", r.FalseEventsPer1000Quiet, 2*1000.0/50)
+	near(t, "false_events_per_1000_quiet", r.FalseEventsPer1000Quiet, 2*1000.0/49) // frame 0 is not scored
 
 	// With gap 3 the first truth event splits into [2, 4] and [9, 10]:
 	// [6, 7] then overlaps neither.
@@ -149,7 +150,7 @@ func TestScoreEvents(t *testing.T) {
 func TestScoreDontCareDoesNotJoinOrStart(t *testing.T) {
 	// -1 frames are not positive: "1xxx1" with gap 2 stays two events, and
 	// an event on -1 frames alone is not a ground-truth event.
-	r, err := Score(labelsOf("1xxx1000xx"), make([]bool, 10), []Span{{8, 9}}, 2)
+	r, err := Score(labelsOf("01xxx1000xx"), make([]bool, 11), []Span{{9, 10}}, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,6 +161,66 @@ func TestScoreDontCareDoesNotJoinOrStart(t *testing.T) {
 	near(t, "event_precision", r.EventPrecision, 0)
 }
 
+// TestScoreFirstFrameDontCare: the first frame is not scored whatever its
+// label, so a ground-truth event of that frame alone is no event (the
+// data set's README), and a flag on it is neither right nor wrong.
+func TestScoreFirstFrameDontCare(t *testing.T) {
+	r, err := Score(labelsOf("100001111"), flagsOf("#....####"), []Span{{5, 8}}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Positives != 4 || r.Negatives != 4 || r.TruthEvents != 1 {
+		t.Errorf("positives %d negatives %d truth events %d, want 4 4 1", r.Positives, r.Negatives, r.TruthEvents)
+	}
+	near(t, "precision", r.Precision, 1)
+	near(t, "recall", r.Recall, 1)
+	near(t, "event_recall", r.EventRecall, 1)
+	// Labelled 0 and flagged: still not a false positive.
+	r, err = Score(labelsOf("0011"), flagsOf("#.##"), nil, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	near(t, "precision", r.Precision, 1)
+}
+
+func TestTails(t *testing.T) {
+	// Motion at 2..5 and 20..21 (one ground-truth event each with gap 3);
+	// frame 0 is labelled 1 but is never scored.
+	labels := labelsOf("1" + "01111" + "00000000000000" + "11" + "00000000")
+	events := []Event{
+		{Span{2, 7}, 4, 9},     // last motion 5, closed at 9: tail 4
+		{Span{12, 14}, 13, 15}, // on quiet frames only: no tail; not a true event
+		{Span{19, 23}, 23, 30}, // last motion 21, open at the end: tail 9; best on a quiet frame
+	}
+	var r SequenceResult
+	if err := Tails(labels, events, 3, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.TailEvents != 2 || r.BestWithoutMotion != 1 {
+		t.Errorf("tail events %d, best without motion %d, want 2 1", r.TailEvents, r.BestWithoutMotion)
+	}
+	if r.TailMaxFrames == nil || *r.TailMaxFrames != 9 {
+		t.Errorf("tail max %v, want 9", r.TailMaxFrames)
+	}
+	near(t, "tail mean", r.TailMeanFrames, 6.5)
+	r.setSeconds(10)
+	near(t, "tail mean s", r.TailMeanSeconds, 0.65)
+	near(t, "tail max s", r.TailMaxSeconds, 0.9)
+
+	// Frame 0's label does not make a tail.
+	if err := Tails(labelsOf("1000"), []Event{{Span{0, 1}, 0, 2}}, 3, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.TailEvents != 0 || r.TailMeanFrames != nil || r.TailMaxFrames != nil || r.BestWithoutMotion != 0 {
+		t.Errorf("frame 0 only: %+v, want no tail", r)
+	}
+	for _, e := range []Event{{Span{2, 1}, 2, 3}, {Span{0, 1}, 2, 3}, {Span{0, 1}, 0, 1}, {Span{0, 1}, 0, 5}} {
+		if err := Tails(labelsOf("0110"), []Event{e}, 3, &r); err == nil {
+			t.Errorf("event %+v: no error", e)
+		}
+	}
+}
+
 func TestScoreNoPositives(t *testing.T) {
 	r, err := Score(labelsOf("0000x00000"), flagsOf("..##......"), []Span{{2, 3}, {5, 9}}, 10)
 	if err != nil {
@@ -168,7 +229,7 @@ func TestScoreNoPositives(t *testing.T) {
 	for name, v := range map[string]*float64{"precision": r.Precision, "recall": r.Recall, "f1": r.F1, "event_precision": r.EventPrecision, "event_recall": r.EventRecall} {
 		isNil(t, name, v)
 	}
-	near(t, "false_events_per_1000_quiet", r.FalseEventsPer1000Quiet, 2*1000.0/9)
+	near(t, "false_events_per_1000_quiet", r.FalseEventsPer1000Quiet, 2*1000.0/8) // frame 0 is not scored
 	if r.Events != 2 || r.FalseEvents != 2 {
 		t.Errorf("events %d false %d, want 2 2", r.Events, r.FalseEvents)
 	}
@@ -200,12 +261,14 @@ func TestScoreErrors(t *testing.T) {
 func TestOverall(t *testing.T) {
 	f := func(v float64) *float64 { return &v }
 	seqs := map[string]SequenceResult{
-		"a": {Precision: f(1), Recall: f(0.5), F1: f(2.0 / 3), EventPrecision: f(1), EventRecall: f(1), FalseEventsPer1000Quiet: f(0), Positives: 4, Events: 1},
+		"a": {Precision: f(1), Recall: f(0.5), F1: f(2.0 / 3), EventPrecision: f(1), EventRecall: f(1), FalseEventsPer1000Quiet: f(0), Positives: 4, Events: 1,
+			TailEvents: 1, TailMeanSeconds: f(4), TailMaxSeconds: f(4), BestWithoutMotion: 1},
 		// Precision nil (nothing flagged): left out of the precision mean.
-		"b": {Recall: f(0), F1: f(0), EventRecall: f(0), FalseEventsPer1000Quiet: f(10), Positives: 2},
+		"b": {Recall: f(0), F1: f(0), EventRecall: f(0), FalseEventsPer1000Quiet: f(10), Positives: 2, Events: 4, FalseEvents: 1,
+			TailEvents: 3, TailMeanSeconds: f(2), TailMaxSeconds: f(3), BestWithoutMotion: 2},
 		// No positives: not in the means, its events summed.
-		"q1": {FalseEventsPer1000Quiet: f(20), Events: 2},
-		"q2": {FalseEventsPer1000Quiet: f(5), Events: 1},
+		"q1": {FalseEventsPer1000Quiet: f(20), Events: 2, FalseEvents: 2},
+		"q2": {FalseEventsPer1000Quiet: f(5), Events: 1, FalseEvents: 1},
 	}
 	o := Overall(seqs)
 	near(t, "precision", o.Precision, 1)
@@ -216,6 +279,12 @@ func TestOverall(t *testing.T) {
 	near(t, "false_events_per_1000_quiet", o.FalseEventsPer1000Quiet, 5)
 	if o.EventsOnQuietSequences != 3 || o.ScoredSequences != 2 || o.QuietSequences != 2 {
 		t.Errorf("quiet events %d scored %d quiet %d, want 3 2 2", o.EventsOnQuietSequences, o.ScoredSequences, o.QuietSequences)
+	}
+	// Tails pooled over the events: (4 + 3×2)/4; the longest 4.
+	near(t, "tail_mean_s", o.TailMeanSeconds, 2.5)
+	near(t, "tail_max_s", o.TailMaxSeconds, 4)
+	if o.TailEvents != 4 || o.BestWithoutMotion != 3 || o.TrueEvents != 4 {
+		t.Errorf("tail events %d best without motion %d true events %d, want 4 3 4", o.TailEvents, o.BestWithoutMotion, o.TrueEvents)
 	}
 
 	o = Overall(map[string]SequenceResult{"q": {Events: 4}})

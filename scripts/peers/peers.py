@@ -88,7 +88,10 @@ def ratio(num, den):
 def score(labels, flags, ms_per_frame=None):
     """Scores per-frame predictions against labels (1, 0 or -1 per frame).
 
-    Frame metrics count only frames labelled 0 or 1. Ground-truth events are
+    The first frame is don't care whatever its label (the data set's README:
+    no detector has an earlier frame to compare it with), as in
+    `keyframe eval`. Frame metrics count only frames labelled 0 or 1.
+    Ground-truth events are
     runs of label-1 frames merged across gaps of <= EVENT_GAP frames (frames
     of any label in the gap). Predicted events are the same grouping of the
     flagged frames (all of them, even one that covers only don't-care frames,
@@ -96,6 +99,7 @@ def score(labels, flags, ms_per_frame=None):
     """
     if len(labels) != len(flags):
         raise ValueError("labels and flags differ in length")
+    labels = [-1] + list(labels[1:]) if labels else []
     tp = fp = fn = 0
     for lab, f in zip(labels, flags):
         if lab == 1:

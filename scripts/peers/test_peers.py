@@ -37,8 +37,9 @@ class Score(unittest.TestCase):
         self.assertEqual(r["events"], 3)
         self.assertAlmostEqual(r["event_precision"], 1 / 3)
         self.assertAlmostEqual(r["event_recall"], 1.0)
-        self.assertAlmostEqual(r["false_events_per_1000_quiet"], 2 * 1000 / 70)
-        self.assertEqual((r["frames"], r["positives"], r["negatives"]), (85, 10, 70))
+        # Frame 0 is not scored: 69 quiet frames.
+        self.assertAlmostEqual(r["false_events_per_1000_quiet"], 2 * 1000 / 69)
+        self.assertEqual((r["frames"], r["positives"], r["negatives"]), (85, 10, 69))
         self.assertEqual(r["ms_per_frame"], 1.5)
 
     def test_truth_events_merge_across_gap(self):
@@ -52,6 +53,20 @@ class Score(unittest.TestCase):
         r = peers.score(labels, flags)
         self.assertEqual(r["event_recall"], 0.5)
 
+    def test_first_frame_dont_care(self):
+        # The first frame is never scored: a ground-truth event of frame 0
+        # alone is no event, and a flag on it is neither right nor wrong.
+        labels = [1, 0, 0, 0, 0, 1, 1, 1, 1]
+        flags = [True, False, False, False, False, True, True, True, True]
+        r = peers.score(labels, flags)
+        self.assertEqual((r["positives"], r["negatives"]), (4, 4))
+        self.assertEqual((r["precision"], r["recall"], r["event_recall"]), (1.0, 1.0, 1.0))
+        # The flag on frame 0 still joins the predicted event (events
+        # group flagged frames of any label).
+        self.assertEqual(r["events"], 1)
+        r = peers.score([0, 0, 1, 1], [True, False, True, True])
+        self.assertEqual(r["precision"], 1.0)
+
     def test_no_positives(self):
         labels = [0] * 50
         flags = [i in (10, 40) for i in range(50)]
@@ -59,7 +74,7 @@ class Score(unittest.TestCase):
         for k in ("precision", "recall", "f1", "event_precision", "event_recall"):
             self.assertIsNone(r[k], k)
         self.assertEqual(r["events"], 2)
-        self.assertAlmostEqual(r["false_events_per_1000_quiet"], 2 * 1000 / 50)
+        self.assertAlmostEqual(r["false_events_per_1000_quiet"], 2 * 1000 / 49)  # frame 0 is not scored
 
     def test_nothing_flagged(self):
         labels = [0] * 5 + [1] * 5
@@ -77,7 +92,7 @@ class Score(unittest.TestCase):
 
     def test_overall(self):
         a = peers.score([0] * 5 + [1] * 5, [False] * 5 + [True] * 5)
-        b = peers.score([0] * 5 + [1] * 5, [True] * 10)
+        b = peers.score([0] * 6 + [1] * 5, [True] * 11)  # frame 0 not scored: 5 tp, 5 fp
         q = peers.score([0] * 20, [i == 3 for i in range(20)])
         o = peers.overall({"a": a, "b": b, "q": q})
         self.assertAlmostEqual(o["f1"], (a["f1"] + b["f1"]) / 2)
