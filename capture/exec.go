@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -608,4 +609,59 @@ func (s *jpegScanner) next(b []byte) (int, bool, error) {
 			s.entropy = true
 		}
 	}
+}
+
+// ParseCommand splits a command line (capture.exec) into its arguments
+// without a shell: arguments are separated by spaces or tabs, and an
+// argument in double quotes may hold spaces (with Go's escapes: \" \\ \t).
+// There are no variables, globs, pipes or redirections: an unquoted
+// argument holding one of | ; & < > $ ` is refused, naming it, so that a
+// command meant for a shell is not run without one (write sh -c "..." to
+// have one).
+func ParseCommand(s string) ([]string, error) {
+	var argv []string
+	for i := 0; ; {
+		for i < len(s) && (s[i] == ' ' || s[i] == '\t') {
+			i++
+		}
+		if i == len(s) {
+			break
+		}
+		if s[i] == '"' {
+			j := i + 1
+			for j < len(s) && s[j] != '"' {
+				if s[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			if j >= len(s) {
+				return nil, fmt.Errorf("capture: command %q: unterminated quote at byte %d", s, i)
+			}
+			arg, err := strconv.Unquote(s[i : j+1])
+			if err != nil {
+				return nil, fmt.Errorf("capture: command %q: argument %s: %w", s, s[i:j+1], err)
+			}
+			if j+1 < len(s) && s[j+1] != ' ' && s[j+1] != '\t' {
+				return nil, fmt.Errorf("capture: command %q: a quoted argument must end at a space (byte %d)", s, j+1)
+			}
+			argv = append(argv, arg)
+			i = j + 1
+			continue
+		}
+		j := i
+		for j < len(s) && s[j] != ' ' && s[j] != '\t' {
+			j++
+		}
+		arg := s[i:j]
+		if k := strings.IndexAny(arg, "|;&<>$`\""); k >= 0 {
+			return nil, fmt.Errorf("capture: command %q: argument %q holds %q: the command runs without a shell (quote it, or run sh -c \"...\")", s, arg, arg[k])
+		}
+		argv = append(argv, arg)
+		i = j
+	}
+	if len(argv) == 0 {
+		return nil, errors.New("capture: command is empty")
+	}
+	return argv, nil
 }

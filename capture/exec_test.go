@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"image"
 	"image/jpeg"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -47,6 +49,37 @@ func TestJPEGScanner(t *testing.T) {
 		s = jpegScanner{}
 		if _, _, err := s.next(bad); err == nil {
 			t.Errorf("% x: no error", bad)
+		}
+	}
+}
+
+func TestParseCommand(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want []string
+		err  string
+	}{
+		{"rpicam-vid -t 0 -n --codec mjpeg -o -", []string{"rpicam-vid", "-t", "0", "-n", "--codec", "mjpeg", "-o", "-"}, ""},
+		{"  ffmpeg\t-i  \"/media/my clips/a b.mp4\" -f mjpeg -", []string{"ffmpeg", "-i", "/media/my clips/a b.mp4", "-f", "mjpeg", "-"}, ""},
+		{`sh -c "rpicam-vid -o - | cat"`, []string{"sh", "-c", "rpicam-vid -o - | cat"}, ""},
+		{`a "b\"c"`, []string{"a", `b"c`}, ""},
+		{"", nil, "empty"},
+		{"rpicam-vid -o - | cat", nil, "without a shell"},
+		{"cam > out", nil, "without a shell"},
+		{"echo $HOME", nil, "without a shell"},
+		{`a "b`, nil, "unterminated quote"},
+		{`a "b"c`, nil, "must end at a space"},
+		{`a b"c"`, nil, "without a shell"},
+	} {
+		got, err := ParseCommand(c.in)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%q: %q, %v; want an error with %q", c.in, got, err, c.err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("%q: %q, %v; want %q", c.in, got, err, c.want)
 		}
 	}
 }
