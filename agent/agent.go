@@ -20,10 +20,12 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/capture"
@@ -47,6 +49,9 @@ type Deps struct {
 	Synced    func() bool    // whether the wall clock is synchronised
 	Logger    *slog.Logger   // agent and subsystem logs
 	Source    capture.Source // if not nil, used instead of opening one from the config
+	// SourceInfo is what records name as the source of an injected Source;
+	// nil: records name none.
+	SourceInfo *provenance.Source
 	// Watchdog, if not nil, is used instead of opening watchdog.device.
 	Watchdog *board.Watchdog
 }
@@ -156,8 +161,11 @@ type Agent struct {
 	certMu   sync.Mutex
 	cert     *tls.Certificate
 	pub      *publisher
-	frames   atomic.Uint64 // frames analysed
-	events   atomic.Uint64 // events started
+	// src is what records name as their frames' source: set when a
+	// source opens (by the frame loop's goroutine, which alone reads it).
+	src    *provenance.Source
+	frames atomic.Uint64 // frames analysed
+	events atomic.Uint64 // events started
 }
 
 // health is what the watchdog loop reads from the frame loop.
@@ -424,25 +432,81 @@ func (a *Agent) drain(ctx context.Context) {
 
 func (a *Agent) openSource() (capture.Source, string, error) {
 	c := &a.cfg
-	kind := c.Source
-	if kind == "auto" {
-		kind = "synthetic"
-		if _, err := os.Stat(c.Device); err == nil {
-			kind = "v4l2"
-		}
-	}
-	switch kind {
-	case "v4l2":
+	switch c.Source {
+	case "auto", "v4l2":
 		src, err := a.openV4L2()
-		return src, kind, err
+		return src, "v4l2", err
+	case "exec":
+		src, err := a.openExec()
+		return src, "exec", err
 	case "synthetic":
 		src, err := capture.NewSynthetic(capture.SyntheticConfig{Width: c.Width, Height: c.Height, FPS: c.FPS, Seed: c.Seed}, a.deps.Clock)
-		return src, kind, err
+		if err == nil {
+			a.src = &provenance.Source{Kind: provenance.SourceSynthetic}
+			a.log.Warn("capture.source = synthetic: frames come from a generated scene, not a camera; every record says so (source synthetic)")
+		}
+		return src, "synthetic", err
 	case "dir":
 		src, err := capture.OpenDir(capture.DirConfig{Dir: c.Dir, FPS: c.FPS, Loop: c.LoopDir, Logger: a.log}, a.deps.Clock)
-		return src, kind, err
+		if err == nil {
+			a.src = &provenance.Source{Kind: provenance.SourceImages, Name: sourceText(filepath.Base(filepath.Clean(c.Dir)))}
+			a.log.Warn("capture.source = dir: frames come from still images, not a camera; every record says so (source images)", "dir", c.Dir)
+		}
+		return src, "dir", err
 	}
-	return nil, kind, fmt.Errorf("agent: unknown source %q", kind)
+	return nil, c.Source, fmt.Errorf("agent: unknown source %q", c.Source)
+}
+
+// sourceText cuts s to what a record's source may hold (valid UTF-8).
+func sourceText(s string) string {
+	s = strings.ToValidUTF8(s, "?")
+	for len(s) > provenance.MaxSourceText {
+		_, n := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-n]
+	}
+	return s
+}
+
+// v4l2Source is what records name for an open camera: its card and bus.
+func v4l2Source(v *capture.V4L2) *provenance.Source {
+	g := v.Geometry()
+	return &provenance.Source{Kind: provenance.SourceV4L2, Name: sourceText(g.Card), Bus: sourceText(g.Bus)}
+}
+
+// openExec starts the frame command once (so a command that cannot start
+// fails at start, naming itself), then keeps it running: a command that
+// exits or stalls is stopped and started again with backoff.
+func (a *Agent) openExec() (capture.Source, error) {
+	c := &a.cfg
+	argv, err := capture.ParseCommand(c.Exec)
+	if err != nil {
+		return nil, fmt.Errorf("agent: capture.exec: %w", err)
+	}
+	format, err := capture.ParseExecFormat(c.ExecFormat)
+	if err != nil {
+		return nil, fmt.Errorf("agent: capture.exec_format: %w", err)
+	}
+	ec := capture.ExecConfig{Argv: argv, Format: format, Width: c.Width, Height: c.Height, MaxJPEG: c.ExecMaxJPEG, Logger: a.log}
+	first, err := capture.OpenExec(ec, a.deps.Clock)
+	if err != nil {
+		return nil, fmt.Errorf("agent: capture.exec: %w", err)
+	}
+	a.src = &provenance.Source{Kind: provenance.SourceExec, Name: sourceText(first.Name())}
+	var pending capture.Source = first
+	open := func() (capture.Source, error) {
+		if pending != nil {
+			s := pending
+			pending = nil
+			return s, nil
+		}
+		e, err := capture.OpenExec(ec, a.deps.Clock)
+		if err != nil {
+			return nil, err
+		}
+		a.src = &provenance.Source{Kind: provenance.SourceExec, Name: sourceText(e.Name())}
+		return e, nil
+	}
+	return capture.Reopening(open, capture.ReopenConfig{Base: c.SourceRetry, Cap: c.RetryCap, Stall: c.Stall}, a.deps.Clock, a.log), nil
 }
 
 // openV4L2 opens the camera once (so a wrong setting fails at start, naming
@@ -460,14 +524,23 @@ func (a *Agent) openV4L2() (capture.Source, error) {
 	}
 	vc := capture.V4L2Config{Device: c.Device, Width: c.Width, Height: c.Height, FPS: c.FPS, Buffers: c.Buffers,
 		Stall: c.Stall, Format: format, Controls: controls, Logger: a.log}
-	first, err := capture.OpenV4L2(vc, a.deps.Clock)
-	if err != nil {
-		return nil, err
+	var pending capture.Source
+	first, absent := capture.OpenV4L2(vc, a.deps.Clock)
+	switch {
+	case absent == nil:
+		g := first.Geometry()
+		a.log.Info("camera format negotiated", "device", c.Device, "card", g.Card, "bus", g.Bus, "format", g.Format.String(), "width", g.Width, "height", g.Height,
+			"stride", g.Stride, "fps", g.FPS, "buffers", g.Buffers)
+		a.src = v4l2Source(first)
+		pending = first
+	case errors.Is(absent, capture.ErrNoDevice):
+		// Never a made-up scene in place of a camera: wait for it.
+		a.log.Warn("no camera: waiting for it; nothing is recorded or uploaded until it appears "+
+			"(keyframe never substitutes a synthetic scene; set capture.source = synthetic for a demo, or exec for a Raspberry Pi camera module)",
+			"device", c.Device, "source", c.Source, "err", absent)
+	default:
+		return nil, absent
 	}
-	g := first.Geometry()
-	a.log.Info("camera format negotiated", "device", c.Device, "format", g.Format.String(), "width", g.Width, "height", g.Height,
-		"stride", g.Stride, "fps", g.FPS, "buffers", g.Buffers)
-	var pending capture.Source = first
 	open := func() (capture.Source, error) {
 		if pending != nil {
 			s := pending
@@ -479,10 +552,11 @@ func (a *Agent) openV4L2() (capture.Source, error) {
 			return nil, err
 		}
 		g := v.Geometry()
-		a.log.Info("camera reopened", "device", c.Device, "format", g.Format.String(), "width", g.Width, "height", g.Height)
+		a.log.Info("camera opened", "device", c.Device, "card", g.Card, "bus", g.Bus, "format", g.Format.String(), "width", g.Width, "height", g.Height)
+		a.src = v4l2Source(v)
 		return v, nil
 	}
-	return capture.Reopening(open, capture.ReopenConfig{Base: c.SourceRetry, Cap: c.RetryCap, Stall: c.Stall}, a.deps.Clock, a.log), nil
+	return capture.Reopening(open, capture.ReopenConfig{Base: c.SourceRetry, Cap: c.RetryCap, Stall: c.Stall, Absent: absent}, a.deps.Clock, a.log), nil
 }
 
 // capture is the frame loop: one frame in, at most a detector step, a lifecycle
@@ -490,6 +564,7 @@ func (a *Agent) openV4L2() (capture.Source, error) {
 func (a *Agent) capture(ctx context.Context) error {
 	src := a.deps.Source
 	kind := "injected"
+	a.src = a.deps.SourceInfo
 	if src == nil {
 		var err error
 		src, kind, err = a.openSource()
@@ -507,13 +582,14 @@ func (a *Agent) capture(ctx context.Context) error {
 
 	var frame, best capture.Frame
 	var bestStamp recorder.Stamp
+	var bestSrc *provenance.Source
 	var event string
 	var last time.Time
 	for {
 		err := src.Next(ctx, &frame)
 		if err != nil {
 			if event != "" {
-				a.finish(life.Flush(last), event, &best, bestStamp)
+				a.finish(life.Flush(last), event, &best, bestStamp, bestSrc)
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -528,36 +604,36 @@ func (a *Agent) capture(ctx context.Context) error {
 		res := det.StepPlane(pix, frame.Width, frame.Height, stride, step)
 		d := life.Observe(frame.Time, res)
 		if d.End && event != "" {
-			a.finish(d, event, &best, bestStamp)
+			a.finish(d, event, &best, bestStamp, bestSrc)
 			event = ""
 		}
 		if d.Start {
 			if event, err = newEventID(frame.Time, a.deps.Rand); err != nil {
 				return err
 			}
-			a.emit(event, provenance.KindStart, &frame, d.Summary, a.stamp.Now())
+			a.emit(event, provenance.KindStart, &frame, d.Summary, a.stamp.Now(), a.src)
 		}
 		if d.Best {
 			frame.CopyTo(&best)
 			// The clock quality and boot time of the capture, not of the
 			// moment the end record is signed (an NTP step may come in
 			// between).
-			bestStamp = a.stamp.Now()
+			bestStamp, bestSrc = a.stamp.Now(), a.src
 		}
 	}
 }
 
-func (a *Agent) finish(d motion.Decision, event string, best *capture.Frame, st recorder.Stamp) {
+func (a *Agent) finish(d motion.Decision, event string, best *capture.Frame, st recorder.Stamp, src *provenance.Source) {
 	if !d.End {
 		return
 	}
-	a.emit(event, provenance.KindEnd, best, d.Summary, st)
+	a.emit(event, provenance.KindEnd, best, d.Summary, st, src)
 }
 
 // emit makes one signed record of the event from frame and spools it. Errors
 // are logged: a record that cannot be made is lost, and says so.
-func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary, st recorder.Stamp) {
-	thumb, err := a.record(event, kind, f, s, st)
+func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary, st recorder.Stamp, src *provenance.Source) {
+	thumb, err := a.record(event, kind, f, s, st, src)
 	if err != nil {
 		a.log.Error("event record lost", "event", event, "kind", kind, "err", err)
 		return
@@ -577,8 +653,8 @@ func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary, st 
 	a.log.Info("event "+kind, attrs...)
 }
 
-// record signs and spools one record of frame f, captured at st.
-func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary, st recorder.Stamp) ([]byte, error) {
+// record signs and spools one record of frame f, captured at st from src.
+func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary, st recorder.Stamp, src *provenance.Source) ([]byte, error) {
 	a.thumb.Reset()
 	region := image.Rect(0, 0, f.Width, f.Height)
 	if a.cfg.ThumbCrop {
@@ -608,6 +684,7 @@ func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary, s
 		},
 		Media:    []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", thumb)},
 		KeyStore: a.key.Backend(),
+		Source:   src,
 	}
 	// Seq and Prev come from the chain, which advances durably before the
 	// record is spooled.

@@ -29,7 +29,10 @@ type Config struct {
 	TPMHandle  uint32 // persistent handle of the TPM-held key
 	CertFile   string // device certificate chain (PEM); empty = DataDir/device-cert.pem
 
-	Source      string // auto, v4l2, synthetic, dir
+	Source      string // auto, v4l2, exec, synthetic, dir
+	Exec        string // the command of source exec, split without a shell
+	ExecFormat  string // what the command writes: mjpeg, yuv420, yuyv
+	ExecMaxJPEG int    // largest MJPEG frame of the command, bytes
 	Device      string // V4L2 device
 	Dir         string // image-sequence directory (Source "dir")
 	Width       int
@@ -198,7 +201,19 @@ func Fields() []Field {
 				return nil
 			}},
 
-		strField("capture.source", "frame source: auto (V4L2 device if it exists, else synthetic), v4l2, synthetic, dir", func(c *Config) *string { return &c.Source }, "auto", "v4l2", "synthetic", "dir"),
+		strField("capture.source", "frame source: auto or v4l2 (the camera capture.device; without one keyframe waits for it and records nothing, never a made-up scene), exec (frames a command writes, capture.exec), synthetic (a generated scene), dir (images in capture.dir); every record names its source, and synthetic and dir are not cameras", func(c *Config) *string { return &c.Source }, "auto", "v4l2", "exec", "synthetic", "dir"),
+		parsedField("capture.exec", "command of source exec, run without a shell, writing frames of capture.width x capture.height to its stdout, e.g. \"rpicam-vid -t 0 -n --codec mjpeg -o -\" (a Raspberry Pi camera module); restarted with backoff when it exits", func(c *Config) *string { return &c.Exec }, func(v string) error {
+			if v == "" {
+				return nil
+			}
+			_, err := capture.ParseCommand(v)
+			return err
+		}),
+		parsedField("capture.exec_format", "what capture.exec writes: mjpeg (JPEG images back to back), yuv420 (raw I420, no row padding) or yuyv (raw packed 4:2:2)", func(c *Config) *string { return &c.ExecFormat }, func(v string) error {
+			_, err := capture.ParseExecFormat(v)
+			return err
+		}),
+		intField("capture.exec_max_jpeg", "largest MJPEG frame of capture.exec in bytes; a larger one restarts the command", capture.MinExecMaxJPEG, 64<<20, func(c *Config) *int { return &c.ExecMaxJPEG }),
 		strField("capture.device", "V4L2 capture device", func(c *Config) *string { return &c.Device }),
 		strField("capture.dir", "image-sequence directory (JPEG/PNG/BMP in name order) for source dir", func(c *Config) *string { return &c.Dir }),
 		intField("capture.width", "requested frame width in pixels", 16, 4096, func(c *Config) *int { return &c.Width }),
@@ -297,6 +312,8 @@ func DefaultConfig() Config {
 		TPMHandle:       board.DefaultTPMHandle,
 		Source:          "auto",
 		Device:          "/dev/video0",
+		ExecFormat:      "mjpeg",
+		ExecMaxJPEG:     capture.DefaultExecMaxJPEG,
 		Width:           640,
 		Height:          480,
 		FPS:             10,
@@ -425,6 +442,9 @@ func (c *Config) Validate() error {
 	if c.Source == "v4l2" && c.FPS == 0 {
 		return fmt.Errorf("agent: config capture.fps: 0 (as fast as possible) is only for dir and synthetic sources")
 	}
+	if err := c.validateSource(); err != nil {
+		return err
+	}
 	if c.SourceRetry > c.RetryCap {
 		return fmt.Errorf("agent: config capture.retry: %v is above capture.retry_cap %v", c.SourceRetry, c.RetryCap)
 	}
@@ -436,6 +456,24 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Motion.Validate(); err != nil {
 		return fmt.Errorf("agent: config: %w", err)
+	}
+	return nil
+}
+
+// validateSource checks the settings of the exec and camera sources.
+func (c *Config) validateSource() error {
+	switch c.Source {
+	case "auto":
+		if c.FPS == 0 {
+			return fmt.Errorf("agent: config capture.fps: 0 (as fast as possible) is only for dir and synthetic sources")
+		}
+	case "exec":
+		if c.Exec == "" {
+			return fmt.Errorf("agent: config capture.exec: must be set when capture.source = exec")
+		}
+		if f, _ := capture.ParseExecFormat(c.ExecFormat); f != capture.FormatMJPEG && (c.Width%2 != 0 || c.Height%2 != 0) {
+			return fmt.Errorf("agent: config capture.width: %dx%d: raw %s frames need an even width and height", c.Width, c.Height, c.ExecFormat)
+		}
 	}
 	return nil
 }

@@ -144,3 +144,35 @@ func TestConfigDocInSync(t *testing.T) {
 		t.Fatal("docs/config.md does not contain the current defaults: regenerate its block with `keyframe config`")
 	}
 }
+
+// TestValidateSource: exec needs a command (and even sides for raw
+// frames); a shell pipeline, an unknown exec format and fps 0 on the camera
+// are refused, naming the key.
+func TestValidateSource(t *testing.T) {
+	for _, c := range []struct {
+		text, want string
+	}{
+		{"capture.source = exec", "capture.exec"},
+		{"capture.source = exec\ncapture.exec = rpicam-vid -o - | cat", "capture.exec"},
+		{"capture.source = exec\ncapture.exec_format = h264", "capture.exec_format"},
+		{"capture.source = exec\ncapture.exec = cam\ncapture.exec_format = yuv420\ncapture.width = 321", "capture.width"},
+		{"capture.exec_max_jpeg = 100", "capture.exec_max_jpeg"},
+		{"capture.fps = 0", "capture.fps"},
+	} {
+		cfg := DefaultConfig()
+		err := ParseConfig(strings.NewReader(c.text), "test.conf", &cfg)
+		if err == nil {
+			err = cfg.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want an error naming %s", c.text, err, c.want)
+		}
+	}
+	cfg := DefaultConfig()
+	if err := ParseConfig(strings.NewReader("capture.source = exec\ncapture.exec = rpicam-vid -t 0 -n --codec mjpeg -o -"), "pi.conf", &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

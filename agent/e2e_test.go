@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -70,6 +71,22 @@ func TestEndToEndSynthetic(t *testing.T) {
 	t.Run("fleet certificate, never enrolled", func(t *testing.T) { endToEnd(t, e2eOptions{fleet: true}) })
 }
 
+// TestEndToEndExec runs the agent on frames Debian's ffmpeg writes to its
+// stdout (as rpicam-vid does for a Raspberry Pi camera module): a box
+// crossing a grey scene, as MJPEG and as raw YUV 4:2:0, through the
+// detector to verified start and end records that name the command.
+func TestEndToEndExec(t *testing.T) {
+	if _, err := exec.LookPath("ffmpeg"); err != nil {
+		msg := "ffmpeg not found (Debian: apt-get install ffmpeg; scripts/ensure-test-deps.sh installs it)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg + "; CI is set, so this is a failure")
+		}
+		t.Skip(msg + "; skipping (set CI to make this a failure)")
+	}
+	t.Run("mjpeg", func(t *testing.T) { endToEnd(t, e2eOptions{exec: "mjpeg"}) })
+	t.Run("yuv420", func(t *testing.T) { endToEnd(t, e2eOptions{exec: "yuv420"}) })
+}
+
 // e2eOptions vary an end-to-end run: HTTPS, thumbnails cropped around the
 // motion (thumbnail.crop), and the device key in a (software) TPM.
 type e2eOptions struct {
@@ -77,6 +94,7 @@ type e2eOptions struct {
 	mtls      bool   // the receiver requires a client certificate from a fleet CA
 	fleet     bool   // the device is not enrolled: the receiver trusts the fleet CA of its certificate (x5chain)
 	tpm       string // device.tpm for the tpm key backend; empty = file key
+	exec      string // capture.exec_format of an ffmpeg frame command; empty = the synthetic scene
 }
 
 // endToEnd runs one agent against one receiver.
@@ -87,6 +105,17 @@ func endToEnd(t *testing.T, o e2eOptions) {
 
 	cfg := testConfig(dir, 320, 240)
 	cfg.ThumbCrop = crop
+	source := "source=synthetic NOT-FROM-A-CAMERA"
+	if o.exec != "" {
+		out := "-f mjpeg -q:v 5"
+		if o.exec == "yuv420" {
+			out = "-f rawvideo -pix_fmt yuv420p"
+		}
+		cfg.Source, cfg.ExecFormat, cfg.FPS = "exec", o.exec, 10
+		cfg.Exec = `ffmpeg -hide_banner -loglevel error -re -f lavfi -i "color=c=0x505050:s=320x240:r=10:d=8[bg];color=c=white:s=50x50:r=10[box];[bg][box]overlay=x=t*100-60:y=90:shortest=1" ` + out + " -"
+		cfg.Motion.EventGap, cfg.Motion.PostRoll = time.Second, 0
+		source = "source=exec"
+	}
 	keystore := board.BackendFile
 	if o.tpm != "" {
 		cfg.KeyBackend, cfg.TPM, keystore = board.BackendTPM, o.tpm, board.BackendTPM
@@ -177,8 +206,9 @@ func endToEnd(t *testing.T, o e2eOptions) {
 		t.Fatalf("agent: %v", err)
 	}
 	for _, l := range lines.lines {
-		if !strings.Contains(l, "verified") || !strings.Contains(l, "device="+device) || !strings.Contains(l, "keystore="+keystore) {
-			t.Errorf("receiver line %q does not say verified for device %s with keystore %s", l, device, keystore)
+		if !strings.Contains(l, "verified") || !strings.Contains(l, "device="+device) || !strings.Contains(l, "keystore="+keystore) ||
+			!strings.HasSuffix(l, source) {
+			t.Errorf("receiver line %q does not say verified for device %s with keystore %s and %s", l, device, keystore, source)
 		}
 	}
 	rep, err := receiver.CheckStore(rdir)

@@ -1,6 +1,8 @@
 // Package capture produces camera frames for keyframe: from a V4L2 device
-// (its own MMAP streaming over golang.org/x/sys/unix), from a directory of
-// still images, or from a synthetic scene that runs on any machine.
+// (its own MMAP streaming over golang.org/x/sys/unix), from the output of a
+// command (exec: MJPEG or raw YUV, e.g. rpicam-vid for a Raspberry Pi camera
+// module), from a directory of still images, or from a synthetic scene that
+// runs on any machine.
 // [Reopening] keeps a source alive across unplugs, driver errors and stalls.
 //
 // Every source fills a caller-owned [Frame] and reuses its buffers, so a

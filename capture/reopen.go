@@ -27,6 +27,11 @@ type ReopenConfig struct {
 	Stall time.Duration
 	// Rand draws the jittered waits; nil means a randomly seeded generator.
 	Rand backoff.Rand
+	// Absent, if not nil, is why the caller's own first open failed, which
+	// the caller has already said: the Reopener starts in an outage, waits
+	// before its first attempt, and logs a failure only when its message
+	// differs from Absent's (the recovery is logged as usual).
+	Absent error
 }
 
 // Reopening defaults.
@@ -112,6 +117,10 @@ func Reopening(open func() (Source, error), cfg ReopenConfig, clk clock.Clock, l
 	r.bo = backoff.Backoff{Base: base, Cap: r.cap, Rand: backoff.OrRandom(cfg.Rand)}
 	if r.log == nil {
 		r.log = slog.Default()
+	}
+	if cfg.Absent != nil {
+		r.startOutage()
+		r.attempts, r.lastErr = 1, cfg.Absent.Error()
 	}
 	return r
 }

@@ -366,3 +366,38 @@ func TestReopeningDoesNotAllocate(t *testing.T) {
 }
 
 var _ Source = (*Reopener)(nil)
+
+// TestReopeningAbsent: a caller that found the camera absent and said so
+// hands the error over: the Reopener waits before its first attempt, logs
+// no second warning for the same error, and logs the camera's arrival
+// (counting the caller's attempt).
+func TestReopeningAbsent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		absent := fmt.Errorf("%w: open /dev/video0: no such file or directory", ErrNoDevice)
+		cam := &fakeSource{name: "cam", frames: -1}
+		o := &opener{results: []any{absent, absent, cam}}
+		var logs bytes.Buffer
+		start := time.Now()
+		r := Reopening(o.open, ReopenConfig{Base: time.Second, Cap: 4 * time.Second, Absent: absent, Rand: newRecordingRand()}, nil, debugLogger(&logs))
+		defer r.Close()
+		if !r.Stats().Down {
+			t.Error("a Reopener told the camera is absent is not down")
+		}
+		var f Frame
+		if err := r.Next(context.Background(), &f); err != nil {
+			t.Fatal(err)
+		}
+		if len(o.times) != 3 {
+			t.Fatalf("%d opens, want 3", len(o.times))
+		}
+		if !o.times[0].After(start) {
+			t.Error("the first attempt did not wait: the caller had just tried")
+		}
+		if n := strings.Count(logs.String(), "level=WARN"); n != 0 {
+			t.Errorf("%d warnings for the absence the caller reported:\n%s", n, logs.String())
+		}
+		if !strings.Contains(logs.String(), "camera back after 4 attempts") {
+			t.Errorf("no recovery line:\n%s", logs.String())
+		}
+	})
+}

@@ -194,6 +194,10 @@ type V4L2Geometry struct {
 	Interval Interval
 	FPS      float64
 	Buffers  int // driver buffers in use
+	// Card and Bus are the driver's device name and bus location
+	// (VIDIOC_QUERYCAP), e.g. "HD Pro Webcam C920" and
+	// "usb-0000:01:00.0-1.2": what a record names as its source.
+	Card, Bus string
 }
 
 // DeviceInfo describes one V4L2 capture node found by [Probe].

@@ -385,6 +385,7 @@ type V4L2 struct {
 	jpeg      []byte // an MJPEG frame between requeue and decoding
 	broken    error  // the device is gone: every Next returns this
 	count     v4l2Counters
+	card, bus string // VIDIOC_QUERYCAP's card name and bus info
 }
 
 // OpenV4L2 opens the camera, chooses and sets its format, frame rate and
@@ -423,6 +424,7 @@ func openV4L2(dev v4l2Device, cfg V4L2Config, clk clock.Clock, mono func() time.
 	}
 	caps := nodeCaps(c.Capabilities, c.DeviceCaps)
 	card := cString(c.Card[:])
+	v.card, v.bus = card, cString(c.BusInfo[:])
 	if caps&capVideoCapture == 0 {
 		return nil, fmt.Errorf("%w: %s (%s): not a video capture node", ErrNoDevice, v.path, card)
 	}
@@ -696,6 +698,7 @@ func (v *V4L2) Geometry() V4L2Geometry {
 		Format: v.geo.format, Width: v.geo.width, Height: v.geo.height,
 		Stride: v.geo.stride, SizeImage: v.geo.sizeImage,
 		Interval: v.interval, FPS: v.interval.FPS(), Buffers: v.nbufs,
+		Card: v.card, Bus: v.bus,
 	}
 }
 

@@ -797,7 +797,8 @@ func TestV4L2OpenSequence(t *testing.T) {
 	cfg.FPS = 15
 	v := mustOpenFake(t, d, cfg)
 	g := v.Geometry()
-	want := V4L2Geometry{Format: FormatYUYV, Width: 4, Height: 2, Stride: 12, SizeImage: 24, Interval: Interval{1, 15}, FPS: 15, Buffers: 3}
+	want := V4L2Geometry{Format: FormatYUYV, Width: 4, Height: 2, Stride: 12, SizeImage: 24, Interval: Interval{1, 15}, FPS: 15, Buffers: 3,
+		Card: "Fake Camera", Bus: "platform:fake"} // QUERYCAP's card and bus: what records name
 	if g != want {
 		t.Errorf("Geometry = %+v, want %+v", g, want)
 	}

@@ -105,6 +105,38 @@ type Payload struct {
 	// NextKey is the new key's DER SubjectPublicKeyInfo in a KindRotate
 	// record, and absent (empty) in every other kind.
 	NextKey []byte `cbor:"next_key,omitempty"`
+	// Source says where the record's frames came from (a camera, a
+	// command, a synthetic scene, a directory of images); absent in rotate
+	// records and in records of agents that predate it.
+	Source *Source `cbor:"source,omitempty"`
+}
+
+// Frame source kinds (Source.Kind).
+const (
+	SourceV4L2      = "v4l2"      // a V4L2 camera; Name is the driver's card name, Bus its bus info
+	SourceExec      = "exec"      // frames a command wrote to its output (e.g. rpicam-vid); Name is the command's name
+	SourceSynthetic = "synthetic" // a generated scene, no camera at all
+	SourceImages    = "images"    // a directory of still images; Name is the directory's name
+)
+
+// MaxSourceText is the longest Source.Name or Source.Bus, in bytes.
+const MaxSourceText = 128
+
+// Source is where a record's frames came from, as the device states it: a
+// camera's card and bus names are the driver's word, like everything else in
+// the payload (docs/envelope.md §4).
+type Source struct {
+	Kind string `cbor:"kind"` // SourceV4L2, SourceExec, SourceSynthetic, SourceImages, or a later kind
+	Name string `cbor:"name"` // v4l2: card name; exec: the command's name; images: the directory's name; synthetic: ""
+	Bus  string `cbor:"bus"`  // v4l2: bus info (e.g. usb-0000:01:00.0-1.2); "" otherwise
+}
+
+// FromCamera reports whether the source is a camera: V4L2, or a command
+// (the way a Raspberry Pi camera module is read through libcamera). A
+// synthetic scene, a directory of images, an unknown kind and an absent
+// source are not.
+func (s *Source) FromCamera() bool {
+	return s != nil && (s.Kind == SourceV4L2 || s.Kind == SourceExec)
 }
 
 // Time is a capture time with the quality of the clock it was read from.
@@ -562,6 +594,18 @@ func checkPayload(p *Payload, spki []byte) error {
 			return bad(fmt.Sprintf("media[%d].sha256", i), "is not 32 bytes")
 		}
 	}
+	if p.Source != nil {
+		switch {
+		case p.Kind == KindRotate:
+			return bad("source", "is not allowed in a rotate record (it has no frame)")
+		case !validSourceKind(p.Source.Kind):
+			return bad("source.kind", fmt.Sprintf("%q is not 1-32 characters of [a-z0-9-]", p.Source.Kind))
+		case len(p.Source.Name) > MaxSourceText:
+			return bad("source.name", fmt.Sprintf("is %d bytes, at most %d", len(p.Source.Name), MaxSourceText))
+		case len(p.Source.Bus) > MaxSourceText:
+			return bad("source.bus", fmt.Sprintf("is %d bytes, at most %d", len(p.Source.Bus), MaxSourceText))
+		}
+	}
 	if p.Kind != KindRotate {
 		if len(p.NextKey) != 0 {
 			return bad("next_key", "is only allowed in a rotate record")
@@ -579,6 +623,20 @@ func validID(s string) bool {
 	}
 	for _, c := range s {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// validSourceKind reports whether k is a well-formed source kind: 1 to 32
+// characters of a-z, 0-9 and '-'.
+func validSourceKind(k string) bool {
+	if len(k) == 0 || len(k) > 32 {
+		return false
+	}
+	for _, c := range k {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
 			return false
 		}
 	}

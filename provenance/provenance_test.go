@@ -212,6 +212,17 @@ func mutations(otherDevice string, otherSPKI []byte) []mutation {
 		{"keystore", func(p *provenance.Payload) { p.KeyStore = "tpm" }, "ok"},
 		// next_key belongs to rotate records only.
 		{"next_key", func(p *provenance.Payload) { p.NextKey = otherSPKI }, "malformed"},
+		// source is optional: a record may name its frames' source, in
+		// the form §4.3 gives.
+		{"source", func(p *provenance.Payload) { p.Source = &provenance.Source{Kind: provenance.SourceSynthetic} }, "ok"},
+		{"source", func(p *provenance.Payload) {
+			p.Source = &provenance.Source{Kind: provenance.SourceV4L2, Name: "vivid", Bus: "platform:vivid-000"}
+		}, "ok"},
+		{"source", func(p *provenance.Payload) { p.Source = &provenance.Source{Kind: "V4L2"} }, "malformed"},
+		{"source", func(p *provenance.Payload) { p.Source = &provenance.Source{} }, "malformed"},
+		{"source", func(p *provenance.Payload) {
+			p.Source = &provenance.Source{Kind: provenance.SourceExec, Name: strings.Repeat("x", provenance.MaxSourceText+1)}
+		}, "malformed"},
 	}
 }
 

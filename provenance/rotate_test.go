@@ -240,3 +240,34 @@ func TestRotateVerify(t *testing.T) {
 	})
 	wantClass(t, verifyErr(spliced, b.Media), "signature")
 }
+
+// TestRotateRefusesSource: a rotate record carries no frame, so it names no
+// frame source.
+func TestRotateRefusesSource(t *testing.T) {
+	old, next := newP256(t), newP256(t)
+	p := rotatePayload(t, old)
+	p.Source = &provenance.Source{Kind: provenance.SourceV4L2, Name: "vivid"}
+	if _, err := provenance.Rotate(nil, old, next, p, nil); !errors.Is(err, provenance.ErrMalformed) {
+		t.Fatalf("Rotate with a source: %v, want ErrMalformed", err)
+	}
+}
+
+// TestSourceFromCamera: V4L2 and exec sources are cameras; a synthetic
+// scene, images, an unknown kind and an absent source are not.
+func TestSourceFromCamera(t *testing.T) {
+	for _, c := range []struct {
+		s    *provenance.Source
+		want bool
+	}{
+		{&provenance.Source{Kind: provenance.SourceV4L2, Name: "vivid"}, true},
+		{&provenance.Source{Kind: provenance.SourceExec, Name: "rpicam-vid"}, true},
+		{&provenance.Source{Kind: provenance.SourceSynthetic}, false},
+		{&provenance.Source{Kind: provenance.SourceImages, Name: "clips"}, false},
+		{&provenance.Source{Kind: "rtsp"}, false},
+		{nil, false},
+	} {
+		if got := c.s.FromCamera(); got != c.want {
+			t.Errorf("%+v FromCamera = %v, want %v", c.s, got, c.want)
+		}
+	}
+}

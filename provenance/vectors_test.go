@@ -556,6 +556,48 @@ func TestGenerateVectors(t *testing.T) {
 	noncanon("bad-duplicate-header", "protected header with kid (4) twice, same value; signed by device-a",
 		(&splitEnv{prot: dupProt, payload: startPayload, sig: dupSig}).frame(nil, nil, nil, nil))
 
+	// Frame sources (docs/envelope.md §4.3): device-b's first two records
+	// name a V4L2 camera and a synthetic scene. They come last so that the
+	// older vectors' bytes stay as they were; an absent source keeps the
+	// older records' encoding.
+	cam := *start
+	cam.Device, cam.Event, cam.Boot = idB, "0mz4kd7f9h1j3k5m7n9p2q", "5d2c8a41-7e3b-4c9f-b6a0-1f2e3d4c5b6a"
+	cam.Time = provenance.Time{UnixMs: 1764000240000, BootMs: 120000, Clock: provenance.ClockSynced}
+	cam.Source = &provenance.Source{Kind: provenance.SourceV4L2, Name: "HD Pro Webcam C920", Bus: "usb-0000:01:00.0-1.2"}
+	camEnv := ok("ok-source-v4l2", keyB, &cam, "start.jpg", startJPG, "")
+	camHash := sha256.Sum256(camEnv)
+	synth := cam
+	synth.Kind, synth.Seq, synth.Prev = provenance.KindEnd, 2, camHash[:]
+	synth.Time = provenance.Time{UnixMs: 1764000246000, BootMs: 126000, Clock: provenance.ClockSynced}
+	synth.Motion = provenance.Motion{DurationMs: 6000, Frames: 60, PeakAreaPPM: 52000, Box: [4]int32{100, 60, 260, 220}, Width: 640, Height: 480}
+	synth.Media = []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", endJPG)}
+	synth.Source = &provenance.Source{Kind: provenance.SourceSynthetic}
+	ok("ok-source-synthetic", keyB, &synth, "end.jpg", endJPG, "ok-source-v4l2")
+	hdrB := stdHeaders(cose.AlgorithmES256, idB, spkiOf(t, b))
+	camPayload, err := provenance.MarshalPayload(&cam)
+	if err != nil {
+		t.Fatal(err)
+	}
+	editCam := func(f func(m map[string]any)) []byte {
+		m := payloadMap(t, camPayload)
+		f(m)
+		return mustDet(t, m)
+	}
+	resignedB := func(name, breaks string, payload []byte) {
+		t.Helper()
+		env, err := rawEnvelope{protected: hdrB, payload: payload}.build(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add(vector{Name: name, Breaks: breaks, Envelope: name + ".cose", Media: startMedia, Expect: "malformed", SignedBy: pubB}, env)
+	}
+	resignedB("bad-source-kind", `ok-source-v4l2 with source kind "V4L2" (upper case; re-signed)`,
+		editCam(func(m map[string]any) { m["source"].(map[any]any)["kind"] = "V4L2" }))
+	resignedB("bad-source-extra-field", `ok-source-v4l2 with an extra source field "serial" (re-signed)`,
+		editCam(func(m map[string]any) { m["source"].(map[any]any)["serial"] = "1234" }))
+	resignedB("bad-source-no-bus", "ok-source-v4l2 with the source's bus field left out (re-signed)",
+		editCam(func(m map[string]any) { delete(m["source"].(map[any]any), "bus") }))
+
 	// The generator checks its own output; TestVectors checks the files.
 	for _, v := range vectors {
 		got := verifyVector(t, v)

@@ -781,6 +781,12 @@ func (s *Server) ingest(body []byte, c Claim) (IngestResult, error) {
 	if e.NextDevice != "" {
 		line += " next_device=" + e.NextDevice
 	}
+	if e.Source != nil {
+		line += " source=" + token(e.Source.Kind)
+	}
+	if !e.fromCamera() && e.Kind != provenance.KindRotate {
+		line += " NOT-FROM-A-CAMERA"
+	}
 	line += "\n"
 	if _, err := io.WriteString(s.events, line); err != nil {
 		s.log.Warn("receiver: cannot write event line", "err", err)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keyframe-cam/keyframe/internal/atomicfile"
@@ -47,6 +48,37 @@ type indexEntry struct {
 	Envelope   string       `json:"envelope_sha256"` // hex SHA-256 of the envelope bytes
 	ReceivedAt time.Time    `json:"received_at"`
 	NextDevice string       `json:"next_device,omitempty"` // a rotate record: the device ID of the new key
+	Source     *indexSource `json:"source,omitempty"`      // the frames' source the payload names; nil: none named
+}
+
+// indexSource is a record's signed frame source (provenance.Source).
+type indexSource struct {
+	Kind string `json:"kind"`
+	Name string `json:"name,omitempty"`
+	Bus  string `json:"bus,omitempty"`
+}
+
+// fromCamera reports whether the record names a camera as its source.
+func (e *indexEntry) fromCamera() bool {
+	return e.Source != nil && (&provenance.Source{Kind: e.Source.Kind}).FromCamera()
+}
+
+// sourceText says where a record's frames came from, for pages and lines.
+func (e *indexEntry) sourceText() string {
+	s := e.Source
+	switch {
+	case s == nil:
+		return "source not stated"
+	case s.Kind == provenance.SourceV4L2:
+		return strings.TrimSpace("camera " + s.Name + " " + s.Bus)
+	case s.Kind == provenance.SourceExec:
+		return "camera via command " + s.Name
+	case s.Kind == provenance.SourceSynthetic:
+		return "synthetic scene"
+	case s.Kind == provenance.SourceImages:
+		return "still images " + s.Name
+	}
+	return "source " + s.Kind
 }
 
 // indexMedia describes one stored media object.
@@ -105,6 +137,9 @@ func entryFromVerified(v *provenance.Verified, received time.Time) *indexEntry {
 		Envelope:   hex.EncodeToString(v.Hash[:]),
 		ReceivedAt: received.UTC(),
 		NextDevice: v.NextDevice,
+	}
+	if s := p.Source; s != nil {
+		e.Source = &indexSource{Kind: s.Kind, Name: s.Name, Bus: s.Bus}
 	}
 	for i, m := range p.Media {
 		e.Media[i] = indexMedia{Role: m.Role, Type: m.Type, Size: m.Size, SHA256: hex.EncodeToString(m.SHA256)}

@@ -39,6 +39,11 @@ type EventView struct {
 	Envelope   string      // hex SHA-256 of the envelope
 	Media      []MediaView // in payload order
 	NextDevice string      // a rotate record: the new key's device
+	// Source is where the frames came from, as the signed payload says
+	// ("camera HD Pro Webcam C920 usb-...", "synthetic scene", "source not
+	// stated"); FromCamera is false for anything that is not a camera.
+	Source     string
+	FromCamera bool
 }
 
 // MediaView describes one media object of an EventView.
@@ -82,6 +87,8 @@ func newEventView(e *indexEntry, owner string) EventView {
 		Envelope:   e.Envelope,
 		Media:      make([]MediaView, len(e.Media)),
 		NextDevice: e.NextDevice,
+		Source:     e.sourceText(),
+		FromCamera: e.fromCamera(),
 	}
 	for i, m := range e.Media {
 		v.Media[i] = MediaView(m)

@@ -27,6 +27,7 @@ td.thumb img { max-width: 240px; max-height: 180px; display: block; }
 .warn { color: #a40; font-weight: bold; }
 .ok { color: #070; font-weight: bold; }
 .muted { color: #777; }
+.notcam { color: #fff; background: #a40; font-weight: bold; padding: 0 .3em; }
 </style>
 </head>
 <body>
@@ -60,7 +61,7 @@ td.thumb img { max-width: 240px; max-height: 180px; display: block; }
 <tr>
 <td class="thumb">{{if .Thumb}}<img src="{{.Thumb}}" alt="thumbnail of event {{.Event}} ({{.Kind}})">{{else}}<span class="muted">no image</span>{{end}}</td>
 <td>{{.Captured}}{{if .Unsynced}}<br><span class="warn">unsynced clock</span>{{end}}<br><span class="muted">received {{.Received}}</span></td>
-<td class="mono">{{.Device}}<br><span class="muted">key: {{.KeyStore}}</span></td>
+<td class="mono">{{.Device}}<br><span class="muted">key: {{.KeyStore}}</span><br>{{if .NotCamera}}<span class="notcam" title="the signed record names no camera as the source of its frames">not from a camera</span> <span class="muted">{{.Source}}</span>{{else}}<span class="muted">{{.Source}}</span>{{end}}</td>
 <td class="mono">{{.Event}}<br>{{.Kind}}{{if .Duration}} <span class="muted">({{.Duration}})</span>{{end}}</td>
 <td>{{.Seq}}</td>
 <td><span class="ok">verified</span><br><span class="muted">signature, device ID, media hashes and enrolled key checked on arrival</span></td>
@@ -115,6 +116,10 @@ type row struct {
 	Seq      uint64
 	Owner    string // the owner whose pairing covers the record, or ""
 	NoOwner  string // what to show when there is no owner
+	// Source says where the frames came from; NotCamera marks a record
+	// whose signed source is no camera (synthetic, images, unknown, none).
+	Source    string
+	NotCamera bool
 }
 
 func newRow(e *indexEntry, thumb string, reg *registry) row {
@@ -130,6 +135,9 @@ func newRow(e *indexEntry, thumb string, reg *registry) row {
 		Seq:      e.Seq,
 		Owner:    reg.ownerAt(e.Device, e.Seq),
 		NoOwner:  "not paired",
+	}
+	if e.Kind != provenance.KindRotate {
+		r.Source, r.NotCamera = e.sourceText(), !e.fromCamera()
 	}
 	if e.DurationMs > 0 {
 		r.Duration = (time.Duration(e.DurationMs) * time.Millisecond).String()

@@ -1,8 +1,10 @@
 #!/bin/sh
 # Installs the real parts the tests start for themselves when they are
 # missing: swtpm (a software TPM 2.0, for the TPM key backend), mosquitto
-# (an MQTT broker, for the MQTT transport) and chromium (a real browser,
-# driven headless for the web pages' tests; internal/browsertest). Debian
+# (an MQTT broker, for the MQTT transport), chromium (a real browser,
+# driven headless for the web pages' tests; internal/browsertest) and ffmpeg
+# (a frame command writing MJPEG and raw YUV to stdout, for the exec source's
+# tests, as rpicam-vid does on a Raspberry Pi). Debian
 # packages only, with apt (apt-get update first; chromium is about 124 MB to
 # download, 412 MB installed). Without root or sudo it says what to install
 # and goes on: those tests then skip with that message, except in CI (CI
@@ -12,16 +14,17 @@ need=""
 command -v swtpm >/dev/null 2>&1 || need="$need swtpm swtpm-tools"
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need="$need mosquitto"
 [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1 || need="$need chromium"
+command -v ffmpeg >/dev/null 2>&1 || need="$need ffmpeg"
 [ -n "$need" ] || exit 0
 sudo=""
 if [ "$(id -u)" != 0 ]; then
 	if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; else
-		echo "ensure-test-deps: not root and no sudo: install$need (Debian) to run the TPM, MQTT and browser tests; they skip without them" >&2
+		echo "ensure-test-deps: not root and no sudo: install$need (Debian) to run the TPM, MQTT, browser and exec-source tests; they skip without them" >&2
 		exit 0
 	fi
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-	echo "ensure-test-deps: no apt-get: install$need to run the TPM, MQTT and browser tests; they skip without them" >&2
+	echo "ensure-test-deps: no apt-get: install$need to run the TPM, MQTT, browser and exec-source tests; they skip without them" >&2
 	exit 0
 fi
 echo "ensure-test-deps: installing$need" >&2

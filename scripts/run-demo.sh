@@ -27,7 +27,20 @@ if ! "$bin" receiver owner list -data "$demo/receiver" | grep -q '^demo '; then
 	"$bin" receiver owner add -data "$demo/receiver" demo >/dev/null 2>&1
 fi
 signin=$("$bin" receiver owner link -data "$demo/receiver" -url "http://$addr/" demo 2>/dev/null)
-if [ -e /dev/video0 ]; then src="camera /dev/video0"; else src="the built-in synthetic scene (no /dev/video0)"; fi
+# keyframe never falls back to a synthetic scene by itself: the demo names
+# its source (the camera if there is one, else the synthetic scene, which
+# every record then says is not a camera). Edit agent.conf to change it.
+if ! grep -q '^capture.source' "$conf"; then
+	if [ -e /dev/video0 ]; then kind=v4l2; else kind=synthetic; fi
+	printf '# Chosen by the demo: v4l2 when /dev/video0 exists, else synthetic (records say "not from a camera").\ncapture.source = %s\n' "$kind" >>"$conf"
+fi
+kind=$(sed -n 's/^capture.source *= *//p' "$conf" | tail -n 1)
+case $kind in
+synthetic) src="the built-in synthetic scene, NOT a camera (records and the page say so)" ;;
+dir) src="still images, NOT a camera (records and the page say so)" ;;
+exec) src="the command in capture.exec" ;;
+*) src="camera $(sed -n 's/^capture.device *= *//p' "$conf" | tail -n 1)" ; [ "$src" = "camera " ] && src="camera /dev/video0" ;;
+esac
 echo "keyframe demo: device $device, paired to owner \"demo\"; source: $src"
 echo "keyframe demo: agent log in $demo/agent.log"
 
