@@ -13,6 +13,10 @@ func TestDispatch(t *testing.T) {
 	if code := dispatch([]string{"frobnicate"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "unknown command") {
 		t.Fatalf("unknown command: code %d, stderr %q", code, errb.String())
 	}
+	errb.Reset()
+	if code := dispatch([]string{"receiver", "enroll", "-data", "d"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "keyframe-receiver enroll -data d") {
+		t.Fatalf("receiver on the camera's binary: code %d, stderr %q", code, errb.String())
+	}
 	out.Reset()
 	if code := dispatch([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "keyframe ") {
 		t.Fatalf("version: code %d, out %q", code, out.String())
@@ -43,6 +47,38 @@ func TestIdentityStable(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "pub.pem")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSubcommandHelp: -h is a request, not a mistake: exit 0, the usage
+// (with the subcommands of a command that has them) and the flags on stdout.
+func TestSubcommandHelp(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"run", "-h"}, []string{"usage: keyframe run", "-config"}},
+		{[]string{"identity", "-h"}, []string{"keyframe identity csr", "keyframe identity rotate", "-pubout"}},
+		{[]string{"identity", "rotate", "-h"}, []string{"keyframe identity cert install"}},
+		{[]string{"join", "-help"}, []string{"usage: keyframe join", "-timeout"}},
+		{[]string{"config", "-h"}, []string{"usage: keyframe config"}},
+		{[]string{"probe", "-h"}, []string{"-dev"}},
+		{[]string{"tune", "-h"}, []string{"-motion-only"}},
+		{[]string{"watchdog", "status", "-h"}, []string{"keyframe watchdog status", "-root"}},
+	} {
+		var out, errb bytes.Buffer
+		if code := dispatch(c.args, &out, &errb); code != 0 {
+			t.Errorf("%v: exit %d, want 0 (stderr %q)", c.args, code, errb.String())
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%v: stdout lacks %q:\n%s", c.args, w, out.String())
+			}
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := dispatch([]string{"run", "-nonsense"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "-nonsense") || !strings.Contains(errb.String(), "keyframe run -h") {
+		t.Errorf("a bad flag: exit %d, stderr %q", code, errb.String())
 	}
 }
 
