@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -90,5 +91,25 @@ func TestConfigErrorExits2(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := dispatch([]string{"run", "-config", conf}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "capture.width") {
 		t.Fatalf("bad config: code %d, stderr %q", code, errb.String())
+	}
+}
+
+// TestConfigErrorsOneALine: every mistake of a file is printed, one line
+// each, prefixed with the command.
+func TestConfigErrorsOneALine(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "bad.conf")
+	if err := os.WriteFile(conf, []byte("capture.width = huge\ncapture.widht = 1\nmotion.noise_floor = 999\nnonsense\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := dispatch([]string{"config", "-config", conf}, &out, &errb)
+	lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+	if code != 2 || out.Len() != 0 || len(lines) != 4 {
+		t.Fatalf("config with four mistakes: code %d, stdout %d bytes, stderr %q", code, out.Len(), errb.String())
+	}
+	for i, l := range lines {
+		if !strings.HasPrefix(l, "keyframe: agent: config "+conf+":"+strconv.Itoa(i+1)+":") {
+			t.Errorf("line %d: %q", i+1, l)
+		}
 	}
 }
