@@ -57,7 +57,7 @@ func main() {
 // start with a flag, the receiver itself (serve).
 func dispatch(args []string, stdout, stderr io.Writer) int {
 	cmd := "serve"
-	if len(args) > 0 && (!strings.HasPrefix(args[0], "-") || isVersionOrHelp(args[0])) {
+	if len(args) > 0 && (!strings.HasPrefix(args[0], "-") || isVersionFlag(args[0])) {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
@@ -98,7 +98,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-func isVersionOrHelp(a string) bool {
+// isVersionFlag: -version is the version command, not the receiver's flag.
+func isVersionFlag(a string) bool {
 	return a == "-version" || a == "--version"
 }
 
