@@ -14,12 +14,16 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 all: build
 
+# Two binaries: keyframe, the camera's (scripts/build-keyframe.sh: sized for a camera, at
+# most 8 MiB for linux/arm GOARM=6), and keyframe-receiver (the receiver, verify, eval, storm).
 build:
-	$(BUILD) -o bin/keyframe ./cmd/keyframe
+	@[ -x bin/keyframe ] || echo "build: compiling keyframe and keyframe-receiver (the first build takes a minute or two)"
+	scripts/build-keyframe.sh bin/keyframe $(VERSION)
+	$(BUILD) -o bin/keyframe-receiver ./cmd/keyframe-receiver
 
 ## run: a local receiver plus the agent (on /dev/video0 if present, else the synthetic scene)
 run: build
-	scripts/run-demo.sh bin/keyframe
+	scripts/run-demo.sh bin/keyframe bin/keyframe-receiver
 
 ## test: formatting, vet, staticcheck, unit and end-to-end tests, cross-builds
 test: lint unit cross
@@ -50,12 +54,17 @@ lint:
 
 ## cross: static binaries for linux/arm (GOARM=6, 7) and linux/arm64
 cross:
-	GOOS=linux GOARCH=arm GOARM=6 $(BUILD) -o bin/keyframe-linux-armv6 ./cmd/keyframe
-	GOOS=linux GOARCH=arm GOARM=7 $(BUILD) -o bin/keyframe-linux-armv7 ./cmd/keyframe
-	GOOS=linux GOARCH=arm64 $(BUILD) -o bin/keyframe-linux-arm64 ./cmd/keyframe
-	@for b in bin/keyframe-linux-armv6 bin/keyframe-linux-armv7 bin/keyframe-linux-arm64; do \
+	GOOS=linux GOARCH=arm GOARM=6 scripts/build-keyframe.sh bin/keyframe-linux-armv6 $(VERSION)
+	GOOS=linux GOARCH=arm GOARM=7 scripts/build-keyframe.sh bin/keyframe-linux-armv7 $(VERSION)
+	GOOS=linux GOARCH=arm64 scripts/build-keyframe.sh bin/keyframe-linux-arm64 $(VERSION)
+	GOOS=linux GOARCH=arm GOARM=6 $(BUILD) -o bin/keyframe-receiver-linux-armv6 ./cmd/keyframe-receiver
+	GOOS=linux GOARCH=arm GOARM=7 $(BUILD) -o bin/keyframe-receiver-linux-armv7 ./cmd/keyframe-receiver
+	GOOS=linux GOARCH=arm64 $(BUILD) -o bin/keyframe-receiver-linux-arm64 ./cmd/keyframe-receiver
+	@for b in bin/keyframe-linux-armv6 bin/keyframe-linux-armv7 bin/keyframe-linux-arm64 \
+	  bin/keyframe-receiver-linux-armv6 bin/keyframe-receiver-linux-armv7 bin/keyframe-receiver-linux-arm64; do \
 	  file $$b 2>/dev/null | grep -q 'statically linked' || { readelf -l $$b 2>/dev/null | grep -q INTERP && { echo "$$b is not static"; exit 1; }; }; \
-	  printf '%-28s %s bytes\n' $$b $$(stat -c %s $$b); done
+	  printf '%-37s %9s bytes\n' $$b $$(stat -c %s $$b); done; \
+	  echo "the camera's binary (keyframe) for linux/arm GOARM=6 must stay at most 8 MiB (8388608 bytes): TestDeviceBinarySize"
 
 config-doc: build
 	scripts/gen-config-doc.sh bin/keyframe
@@ -81,7 +90,7 @@ bench-mog2:
 ## eval: score the detector on labelled footage (MOTION_DATA, default ../shared/motion-data)
 eval: build
 	@[ -d "$(MOTION_DATA)" ] || { echo "eval: $(MOTION_DATA) not found: the labelled footage is not part of the repo; pass MOTION_DATA=DIR"; exit 1; }
-	bin/keyframe eval $(MOTION_DATA)
+	bin/keyframe-receiver eval $(MOTION_DATA)
 
 ## eval-peers: keyframe, a Frigate-style pipeline and OpenCV MOG2 side by side
 eval-peers: build
@@ -93,7 +102,7 @@ eval-peers: build
 ## twice or shown to the wrong owner. STORM_FLAGS="--devices 10000 --mixup-rate 0.01" for the full run.
 STORM_FLAGS ?= --devices 2000 --outage 5s
 storm: build
-	bin/keyframe storm $(STORM_FLAGS)
+	bin/keyframe-receiver storm $(STORM_FLAGS)
 
 clean:
 	rm -rf bin

@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -351,6 +352,8 @@ func DefaultConfig() Config {
 const (
 	maxConfigValue = 64 << 10
 	maxConfigLine  = 8*maxConfigValue + 1024
+	// maxConfigErrors bounds the mistakes reported for one file.
+	maxConfigErrors = 20
 )
 
 // ParseConfig reads a configuration file over the defaults. The format is one
@@ -361,6 +364,11 @@ func ParseConfig(r io.Reader, name string, c *Config) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), maxConfigLine)
 	seen := map[string]int{}
+	var errs []error // every mistake, not only the first (at most maxConfigErrors)
+	bad := func(err error) bool {
+		errs = append(errs, err)
+		return len(errs) >= maxConfigErrors
+	}
 	for line := 1; sc.Scan(); line++ {
 		text := strings.TrimSpace(sc.Text())
 		if text == "" || strings.HasPrefix(text, "#") {
@@ -368,25 +376,39 @@ func ParseConfig(r io.Reader, name string, c *Config) error {
 		}
 		key, val, ok := strings.Cut(text, "=")
 		if !ok {
-			return fmt.Errorf("agent: config %s:%d: want \"key = value\", have %q", name, line, text)
+			if bad(fmt.Errorf("agent: config %s:%d: want \"key = value\", have %q", name, line, text)) {
+				break
+			}
+			continue
 		}
 		key, val = strings.TrimSpace(key), strings.TrimSpace(val)
 		f, ok := fields[key]
 		if !ok {
-			return fmt.Errorf("agent: config %s:%d: unknown key %q", name, line, key)
+			if bad(fmt.Errorf("agent: config %s:%d: unknown key %q", name, line, key)) {
+				break
+			}
+			continue
 		}
 		if prev, dup := seen[key]; dup {
-			return fmt.Errorf("agent: config %s:%d: %s already set on line %d", name, line, key, prev)
+			if bad(fmt.Errorf("agent: config %s:%d: %s already set on line %d", name, line, key, prev)) {
+				break
+			}
+			continue
 		}
 		seen[key] = line
 		if err := f.set(c, unquote(val)); err != nil {
-			return fmt.Errorf("agent: config %s:%d: %s: %w", name, line, key, err)
+			if bad(fmt.Errorf("agent: config %s:%d: %s: %w", name, line, key, err)) {
+				break
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("agent: config %s: %w", name, err)
+		errs = append(errs, fmt.Errorf("agent: config %s: %w", name, err))
 	}
-	return nil
+	if len(errs) >= maxConfigErrors {
+		errs = append(errs, fmt.Errorf("agent: config %s: stopped after %d mistakes", name, maxConfigErrors))
+	}
+	return errors.Join(errs...)
 }
 
 func unquote(v string) string {
@@ -433,31 +455,33 @@ func ApplyEnv(environ []string, c *Config) error {
 
 // Validate checks values that depend on each other.
 func (c *Config) Validate() error {
+	var errs []error // every mistake, not only the first
+	bad := func(err error) { errs = append(errs, err) }
 	if c.DataDir == "" {
-		return fmt.Errorf("agent: config device.data_dir: must not be empty")
+		bad(fmt.Errorf("agent: config device.data_dir: must not be empty"))
 	}
 	if c.Source == "dir" && c.Dir == "" {
-		return fmt.Errorf("agent: config capture.dir: must be set when capture.source = dir")
+		bad(fmt.Errorf("agent: config capture.dir: must be set when capture.source = dir"))
 	}
 	if c.Source == "v4l2" && c.FPS == 0 {
-		return fmt.Errorf("agent: config capture.fps: 0 (as fast as possible) is only for dir and synthetic sources")
+		bad(fmt.Errorf("agent: config capture.fps: 0 (as fast as possible) is only for dir and synthetic sources"))
 	}
 	if err := c.validateSource(); err != nil {
 		return err
 	}
 	if c.SourceRetry > c.RetryCap {
-		return fmt.Errorf("agent: config capture.retry: %v is above capture.retry_cap %v", c.SourceRetry, c.RetryCap)
+		bad(fmt.Errorf("agent: config capture.retry: %v is above capture.retry_cap %v", c.SourceRetry, c.RetryCap))
 	}
 	if c.BackoffBase > c.BackoffCap {
-		return fmt.Errorf("agent: config upload.backoff_base: %v is above upload.backoff_cap %v", c.BackoffBase, c.BackoffCap)
+		bad(fmt.Errorf("agent: config upload.backoff_base: %v is above upload.backoff_cap %v", c.BackoffBase, c.BackoffCap))
 	}
 	if c.UploadURL == "" {
-		return fmt.Errorf("agent: config upload.url: must not be empty")
+		bad(fmt.Errorf("agent: config upload.url: must not be empty"))
 	}
 	if err := c.Motion.Validate(); err != nil {
-		return fmt.Errorf("agent: config: %w", err)
+		bad(fmt.Errorf("agent: config: %w", err))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // validateSource checks the settings of the exec and camera sources.
@@ -518,9 +542,11 @@ func loadLayers(path string, environ []string, joined string) (Config, error) {
 		if err != nil {
 			return c, fmt.Errorf("agent: config: %w", err)
 		}
-		if err := ParseConfig(bytes.NewReader(b), path, &c); err != nil {
+		fileErr := ParseConfig(bytes.NewReader(b), path, &c)
+		if err := errors.Join(fileErr, ApplyEnv(environ, &c)); err != nil {
 			return c, err
 		}
+		return c, nil
 	}
 	if err := ApplyEnv(environ, &c); err != nil {
 		return c, err

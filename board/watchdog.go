@@ -6,7 +6,6 @@ import (
 	"math"
 	"os"
 	"path"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -267,7 +266,20 @@ type WatchdogInfo struct {
 	Options WatchdogFlags
 }
 
-var watchdogNameRE = regexp.MustCompile(`^watchdog[0-9]+$`)
+// isWatchdogName reports whether name is "watchdog" followed by one or more
+// decimal digits (the kernel's watchdogN).
+func isWatchdogName(name string) bool {
+	n, ok := strings.CutPrefix(name, "watchdog")
+	if !ok || n == "" {
+		return false
+	}
+	for _, c := range n {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
 
 // WatchdogName returns the sysfs name of the watchdog behind a device node
 // path: "watchdog1" for /dev/watchdog1, and "watchdog0" for the legacy
@@ -277,14 +289,14 @@ func WatchdogName(devPath string) (string, error) {
 	if base == "watchdog" {
 		return "watchdog0", nil
 	}
-	if !watchdogNameRE.MatchString(base) {
+	if !isWatchdogName(base) {
 		return "", fmt.Errorf("board: %q is not a watchdog device node (want /dev/watchdog or /dev/watchdogN)", devPath)
 	}
 	return base, nil
 }
 
 func watchdogSysDir(name string) (string, error) {
-	if !watchdogNameRE.MatchString(name) {
+	if !isWatchdogName(name) {
 		return "", fmt.Errorf("board: %q is not a watchdog name (want watchdogN)", name)
 	}
 	return "/sys/class/watchdog/" + name, nil
@@ -299,7 +311,7 @@ func (fs *FS) WatchdogNames() ([]string, error) {
 	}
 	var names []string
 	for _, e := range ents {
-		if watchdogNameRE.MatchString(e.Name()) {
+		if isWatchdogName(e.Name()) {
 			names = append(names, e.Name())
 		}
 	}

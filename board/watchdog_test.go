@@ -640,7 +640,7 @@ func TestWatchdogName(t *testing.T) {
 			t.Errorf("WatchdogName(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"/dev/video0", "/dev/watchdogs", "/dev/watchdog0/..", ""} {
+	for _, bad := range []string{"/dev/video0", "/dev/watchdogs", "/dev/watchdog0/..", "/dev/watchdog1a", "/dev/watchdog-1", "/dev/awatchdog1", ""} {
 		if got, err := board.WatchdogName(bad); err == nil {
 			t.Errorf("WatchdogName(%q) = %q, want error", bad, got)
 		}

@@ -101,7 +101,7 @@ func serveTLS(t *testing.T, ctx context.Context, dir, certFile, keyFile string) 
 }
 
 // signInByLink makes the owner account name and signs the tab in with a
-// one-time sign-in link, as `keyframe receiver owner add` then `owner link`
+// one-time sign-in link, as `keyframe-receiver owner add` then `owner link`
 // would give.
 func signInByLink(t *testing.T, ctx context.Context, dir, base, name string) {
 	t.Helper()

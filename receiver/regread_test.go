@@ -79,7 +79,7 @@ func TestEveryWriteSeenByTheNextRequest(t *testing.T) {
 }
 
 // TestRegistryWriteByAnotherProcess pairs a device from another process (the
-// test binary run again, as `keyframe receiver pair` would) and checks the
+// test binary run again, as `keyframe-receiver pair` would) and checks the
 // very next request follows it.
 func TestRegistryWriteByAnotherProcess(t *testing.T) {
 	if os.Getenv("KEYFRAME_TEST_PAIR_DIR") != "" {

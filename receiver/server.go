@@ -374,7 +374,7 @@ func (s *Server) loadIndex() error {
 	for _, l := range pi.lines {
 		if l.err != nil {
 			f.Close()
-			return fmt.Errorf("receiver: index %s line %d is corrupt (%v): the replay check needs every line; repair or remove it (keyframe verify names the records)", path, l.n, l.err)
+			return fmt.Errorf("receiver: index %s line %d is corrupt (%v): the replay check needs every line; repair or remove it (keyframe-receiver verify names the records)", path, l.n, l.err)
 		}
 		s.addRecord(l.entry)
 		if now := s.clk.Now(); now.Sub(l.entry.ReceivedAt) < quotaDay {

@@ -547,7 +547,7 @@ nav form { display: inline; }
 <button>Sign in</button>
 </form>
 {{template "passkey" .}}
-<p class="muted">No password yet, or forgotten? The receiver's operator can give you a one-time link (keyframe receiver owner link NAME).</p>
+<p class="muted">No password yet, or forgotten? The receiver's operator can give you a one-time link (keyframe-receiver owner link NAME).</p>
 </body></html>
 {{end}}
 {{define "setup"}}{{template "head" "keyframe: choose a password"}}

@@ -7,7 +7,7 @@
 # the demo owner in (a curl cookie jar), and the page then shows the event's
 # thumbnail; the same link opened in headless chromium (if installed; under CI
 # it must be) shows the demo owner's verified event with a thumbnail the browser
-# decoded, within 30 s (internal/browsertest/democheck); `keyframe verify` passes on the stored events and, after one byte
+# decoded, within 30 s (internal/browsertest/democheck); `keyframe-receiver verify` passes on the stored events and, after one byte
 # of a stored thumbnail is flipped, fails naming the event.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,7 +72,7 @@ signin=$(sed -n 's/^keyframe demo: sign in: //p' "$work/out" | head -1)
 case "$signin" in "${url%/}/link/"?*) ;; *) cat "$work/out"; echo "demo-check: no 'keyframe demo: sign in:' link"; exit 1 ;; esac
 # The link in a real browser: it signs in, and the page shows a verified event
 # whose thumbnail the browser decoded. The link is then used up: curl signs in
-# with a fresh one (keyframe receiver owner link), and the printed one must fail.
+# with a fresh one (keyframe-receiver owner link), and the printed one must fail.
 wait $buildpid || { cat "$work/democheck-build"; echo "demo-check: cannot build the browser check"; exit 1; }
 curl_link=$signin
 if DEMO_SIGNIN_URL=$signin "$work/democheck.test" -test.run '^TestDemoSignIn$' -test.v >"$work/browser" 2>&1; then
@@ -80,7 +80,7 @@ if DEMO_SIGNIN_URL=$signin "$work/democheck.test" -test.run '^TestDemoSignIn$' -
 		echo "demo-check: no chromium, the link was not opened in a browser: $(grep -m1 'not installed' "$work/browser" | sed 's/^ *//')"
 	else
 		echo "demo-check: in headless chromium: $(grep -m1 -o "demo owner's page after.*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-owner.png' "$work/browser")"
-		curl_link=$(bin/keyframe receiver owner link -data "$DEMO_DIR/receiver" -url "$url" demo 2>/dev/null)
+		curl_link=$(bin/keyframe-receiver owner link -data "$DEMO_DIR/receiver" -url "$url" demo 2>/dev/null)
 	fi
 else
 	grep -v dbus "$work/browser" | tail -20; echo "demo-check: the sign-in link in headless chromium did not show a verified event with its thumbnail"; exit 1
@@ -104,12 +104,12 @@ done
 echo "demo-check: signed in by the one-time link, the page lists $event with a JPEG thumbnail ($(stat -c %s "$work/thumb.jpg") bytes)"
 kill -TERM $pid 2>/dev/null || true
 wait $pid 2>/dev/null || true
-bin/keyframe verify -data "$DEMO_DIR/receiver"
+bin/keyframe-receiver verify -data "$DEMO_DIR/receiver"
 victim=$(find "$DEMO_DIR/receiver" -name "*$event*" -name '*.jpg' | head -1)
 [ -n "$victim" ] || { echo "demo-check: stored thumbnail of $event not found"; exit 1; }
 b=$(dd if="$victim" bs=1 skip=100 count=1 status=none | od -An -tu1 | tr -d ' ')
 printf "\\$(printf '%03o' $((255 - b)))" | dd of="$victim" bs=1 seek=100 count=1 conv=notrunc status=none
-if out=$(bin/keyframe verify -data "$DEMO_DIR/receiver" 2>&1); then
+if out=$(bin/keyframe-receiver verify -data "$DEMO_DIR/receiver" 2>&1); then
 	echo "$out"; echo "demo-check: verify passed after a thumbnail byte was flipped"; exit 1
 fi
 grep -q "$event" <<<"$out" || { echo "$out"; echo "demo-check: verify failed but did not name $event"; exit 1; }

@@ -27,7 +27,7 @@ if ! command -v apt-get >/dev/null 2>&1; then
 	echo "ensure-test-deps: no apt-get: install$need to run the TPM, MQTT, browser and exec-source tests; they skip without them" >&2
 	exit 0
 fi
-echo "ensure-test-deps: installing$need" >&2
+echo "ensure-test-deps: installing$need with apt-get (Debian packages, with what they depend on): the TPM, MQTT and browser tests start them; install them yourself to skip this step" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq >&2
 # shellcheck disable=SC2086

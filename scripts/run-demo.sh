@@ -2,9 +2,12 @@
 # make run: a local verifying receiver plus the agent, with the demo device
 # enrolled and paired to the demo owner, printing one line per event the
 # receiver verified and a one-time link that signs the demo owner in.
-# Data lives in ./.keyframe-demo (delete it to start over). Ctrl-C stops both.
+# Data lives in ./.keyframe-demo (DEMO_DIR; delete it to start over); the receiver
+# listens on 127.0.0.1:8417 (DEMO_ADDR). Ctrl-C stops both. If the receiver
+# cannot listen (the port taken), the demo stops and exits 1.
 set -euo pipefail
 bin=${1:-bin/keyframe}
+recv=${2:-bin/keyframe-receiver}
 demo=${DEMO_DIR:-.keyframe-demo}
 addr=${DEMO_ADDR:-127.0.0.1:8417}
 mkdir -p "$demo"
@@ -22,11 +25,11 @@ CONF
 fi
 "$bin" identity -config "$conf" -pubout "$demo/device.pub" >/dev/null
 device=$("$bin" identity -config "$conf" -id)
-"$bin" receiver enroll -data "$demo/receiver" -key "$demo/device.pub" -owner demo >/dev/null
-if ! "$bin" receiver owner list -data "$demo/receiver" | grep -q '^demo '; then
-	"$bin" receiver owner add -data "$demo/receiver" demo >/dev/null 2>&1
+"$recv" enroll -data "$demo/receiver" -key "$demo/device.pub" -owner demo >/dev/null
+if ! "$recv" owner list -data "$demo/receiver" | grep -q '^demo '; then
+	"$recv" owner add -data "$demo/receiver" demo >/dev/null 2>&1
 fi
-signin=$("$bin" receiver owner link -data "$demo/receiver" -url "http://$addr/" demo 2>/dev/null)
+signin=$("$recv" owner link -data "$demo/receiver" -url "http://$addr/" demo 2>/dev/null)
 # keyframe never falls back to a synthetic scene by itself: the demo names
 # its source (the camera if there is one, else the synthetic scene, which
 # every record then says is not a camera). Edit agent.conf to change it.
@@ -47,15 +50,23 @@ echo "keyframe demo: agent log in $demo/agent.log"
 pids=()
 cleanup() {
 	trap - INT TERM EXIT
+	stopping=1
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 }
 trap cleanup INT TERM EXIT
 
-"$bin" receiver -data "$demo/receiver" -listen "$addr" -log-level warn &
-pids+=($!)
+"$recv" -data "$demo/receiver" -listen "$addr" -log-level warn &
+rpid=$!
+pids+=($rpid)
 "$bin" run -config "$conf" 2>>"$demo/agent.log" &
 pids+=($!)
 echo "keyframe demo: events page http://$addr/ (sign in first)"
 echo "keyframe demo: sign in: $signin"
+# The demo ends when either ends; the receiver ending first (it could not
+# listen: the port is taken?) is a failure.
 wait -n "${pids[@]}" || true
+if [ -z "${stopping:-}" ] && ! kill -0 "$rpid" 2>/dev/null; then
+	echo "keyframe demo: the receiver stopped (is $addr taken? set DEMO_ADDR=127.0.0.1:PORT)" >&2
+	exit 1
+fi

@@ -183,7 +183,7 @@ func (v *viewer) run(ctx context.Context) {
 }
 
 // ownerSignIn signs an owner in as a person would with a one-time link the
-// operator made (receiver.Accounts.SignInLink, what `keyframe receiver
+// operator made (receiver.Accounts.SignInLink, what `keyframe-receiver
 // owner link` prints): the account is made on first use, the link followed
 // with a cookie jar that keeps the session cookie.
 func ownerSignIn(dir, base string, tr http.RoundTripper) func(context.Context, string) (*http.Client, error) {

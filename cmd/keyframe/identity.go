@@ -15,6 +15,7 @@ import (
 	"github.com/keyframe-cam/keyframe/agent"
 	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/internal/atomicfile"
+	"github.com/keyframe-cam/keyframe/internal/cli"
 	"github.com/keyframe-cam/keyframe/provenance"
 	"github.com/keyframe-cam/keyframe/recorder"
 	"github.com/keyframe-cam/keyframe/recorder/rotation"
@@ -44,19 +45,19 @@ func cmdIdentity(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 	}
-	fs := flag.NewFlagSet("identity", flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe identity", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (device.data_dir, device.key_file)")
 	pubOut := fs.String("pubout", "", "also write the public key (PEM) to this file, e.g. for enrolling the device at a receiver")
 	idOnly := fs.Bool("id", false, "print only the device ID")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args, identityUsage, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "keyframe identity: unexpected argument %q\n%s", fs.Arg(0), identityUsage)
 		return 2
 	}
-	c, ok := loadConfig(*cfgPath, stderr)
+	c, ok := cli.LoadConfig("keyframe", *cfgPath, stderr)
 	if !ok {
 		return 2
 	}
@@ -97,18 +98,18 @@ func closeKey(k board.Key) {
 
 // identityCSR writes a certificate signing request for the device key.
 func identityCSR(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("identity csr", flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe identity csr", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (device.data_dir, device.key_file)")
 	out := fs.String("out", "", "write the request (PEM) to this file instead of standard output")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args, identityUsage, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "keyframe identity csr: unexpected argument %q\n%s", fs.Arg(0), identityUsage)
 		return 2
 	}
-	c, ok := loadConfig(*cfgPath, stderr)
+	c, ok := cli.LoadConfig("keyframe", *cfgPath, stderr)
 	if !ok {
 		return 2
 	}
@@ -139,18 +140,18 @@ func identityCSR(args []string, stdout, stderr io.Writer) int {
 // identityCertInstall checks a device certificate chain against the device
 // key and installs it as the device certificate file.
 func identityCertInstall(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("identity cert install", flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe identity cert install", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (device.data_dir, device.key_file)")
 	dest := fs.String("cert", "", "install to this file (default: device.cert_file, or <data_dir>/device-cert.pem)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args, identityUsage, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintf(stderr, "keyframe identity cert install: want one certificate file (PEM: device certificate first, then intermediates)\n%s", identityUsage)
 		return 2
 	}
-	c, ok := loadConfig(*cfgPath, stderr)
+	c, ok := cli.LoadConfig("keyframe", *cfgPath, stderr)
 	if !ok {
 		return 2
 	}
@@ -201,17 +202,17 @@ func installCert(src, dest string, key board.Key, now time.Time) (*x509.Certific
 // identityRotate prepares a key rotation: a new key next to the old one and
 // the rotate record, signed by both, for the agent to upload.
 func identityRotate(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("identity rotate", flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe identity rotate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (device.data_dir, device.key_file)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args, identityUsage, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "keyframe identity rotate: unexpected argument %q\n%s", fs.Arg(0), identityUsage)
 		return 2
 	}
-	c, ok := loadConfig(*cfgPath, stderr)
+	c, ok := cli.LoadConfig("keyframe", *cfgPath, stderr)
 	if !ok {
 		return 2
 	}

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/keyframe-cam/keyframe/agent"
+	"github.com/keyframe-cam/keyframe/internal/cli"
 	"github.com/keyframe-cam/keyframe/join"
 	"github.com/keyframe-cam/keyframe/recorder"
 	"github.com/keyframe-cam/keyframe/recorder/rotation"
@@ -37,13 +38,12 @@ func cmdJoin(args []string, stdout, stderr io.Writer) int {
 
 // runJoin is keyframe join with its context and environment.
 func runJoin(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("join", flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe join", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, joinUsage); fs.PrintDefaults() }
 	cfgPath := fs.String("config", "", "configuration file (device.data_dir, the device key)")
 	timeout := fs.Duration("timeout", join.DefaultTimeout, "give up after this long")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args, joinUsage, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() < 2 {
 		fmt.Fprint(stderr, joinUsage)
@@ -53,7 +53,7 @@ func runJoin(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 	url, code := fs.Arg(0), strings.Join(fs.Args()[1:], "-")
 	c, err := agent.LoadConfig(*cfgPath, environ)
 	if err != nil {
-		fmt.Fprintf(stderr, "keyframe join: %v\n", err)
+		cli.PrintError(stderr, "keyframe join", err)
 		return 2
 	}
 	fail := func(err error) int {

@@ -1,17 +1,15 @@
-// Command keyframe is the camera agent and its reference receiver in one
-// static binary.
+// Command keyframe is the camera agent: the one static binary a camera
+// carries. The reference receiver and the tools that go with it (verify,
+// eval, storm) are in a second binary, keyframe-receiver, so that none of
+// their code is on the camera.
 //
 //	keyframe run       the daemon: capture, detect, sign, spool, upload
-//	keyframe receiver  the reference verifying receiver (and enroll, pair)
 //	keyframe identity  create or show the device identity
 //	keyframe join      claim this camera for an owner with a claim code
-//	keyframe verify    check a receiver's stored events offline
 //	keyframe probe     list cameras and their formats
 //	keyframe config    print the configuration with every default
 //	keyframe watchdog  show the hardware watchdog's state and boot status
-//	keyframe eval      score the motion detector on labelled image sequences
 //	keyframe tune      draw what the motion detector saw, frame by frame
-//	keyframe storm     the outage storm harness: a fleet reconnecting at once, a mixed-up owner cache
 //	keyframe version   print the version
 package main
 
@@ -19,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -28,19 +27,16 @@ const usage = `usage: keyframe <command> [flags]
 
 commands:
   run        run the agent: capture, detect motion, sign events, spool and upload them
-  receiver   run the reference verifying receiver; also: receiver enroll|pair|unpair
-  identity   create (on first use) and show the device identity: ID, key backend, public key
+  identity   create (on first use) and show the device identity: ID, key backend, public key; also: identity csr|cert install|rotate
   join       claim this camera for its owner: keyframe join URL CODE (the code from the receiver's page)
-  verify     re-verify a receiver's stored events offline
   probe      list V4L2 cameras, formats and sizes
   config     print the configuration file with every default (or the effective one with -config)
   watchdog   watchdog status: identity, timeout, boot status (reads sysfs; never arms it)
-  eval       score the motion detector on labelled image sequences (precision, recall, F1, events)
   tune       write images of what the motion detector saw per frame (mask, blobs, status) for a sequence or camera
-  storm      simulate a fleet's outage and reconnect storm against a real receiver: lost, duplicated, misattributed, peak load
   version    print the version
 
-Run "keyframe <command> -h" for a command's flags.
+The receiver and its tools (receiver, verify, eval, storm) are in the
+keyframe-receiver binary. Run "keyframe <command> -h" for a command's flags.
 `
 
 func main() {
@@ -56,32 +52,35 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "run":
 		return cmdRun(rest, stdout, stderr)
-	case "receiver":
-		return cmdReceiver(rest, stdout, stderr)
 	case "identity":
 		return cmdIdentity(rest, stdout, stderr)
 	case "join":
 		return cmdJoin(rest, stdout, stderr)
-	case "verify":
-		return cmdVerify(rest, stdout, stderr)
 	case "probe":
 		return cmdProbe(rest, stdout, stderr)
 	case "config":
 		return cmdConfig(rest, stdout, stderr)
 	case "watchdog":
 		return cmdWatchdog(rest, stdout, stderr)
-	case "eval":
-		return cmdEval(rest, stdout, stderr)
 	case "tune":
 		return cmdTune(rest, stdout, stderr)
-	case "storm":
-		return cmdStorm(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "keyframe %s\n", version)
 		return 0
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	}
+	switch cmd {
+	case "receiver", "verify", "eval", "storm":
+		// Moved to the receiver's binary: say where, with the command to type.
+		moved := args
+		if cmd == "receiver" {
+			moved = rest
+		}
+		fmt.Fprintf(stderr, "keyframe: %s is not on the camera's binary; it is in keyframe-receiver: %s\n",
+			cmd, strings.TrimSpace("keyframe-receiver "+strings.Join(moved, " ")))
+		return 2
 	}
 	fmt.Fprintf(stderr, "keyframe: unknown command %q\n\n%s", cmd, usage)
 	return 2

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,19 +8,23 @@ import (
 	"strings"
 
 	"github.com/keyframe-cam/keyframe/capture"
+	"github.com/keyframe-cam/keyframe/internal/cli"
 )
+
+const probeUsage = `usage: keyframe probe [-dev /dev]
+
+Lists the V4L2 capture devices (videoN under -dev) with their driver, formats,
+frame sizes and rates, and controls.
+`
 
 // cmdProbe lists the V4L2 capture devices under -dev with their formats,
 // frame sizes and rates, and controls.
 func cmdProbe(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe probe", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dev := fs.String("dev", "/dev", "directory holding the videoN device nodes")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := cli.Parse(fs, args, probeUsage, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "keyframe probe: unexpected arguments %q\n", fs.Args())

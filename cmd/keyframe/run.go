@@ -12,27 +12,34 @@ import (
 	"syscall"
 
 	"github.com/keyframe-cam/keyframe/agent"
+	"github.com/keyframe-cam/keyframe/internal/cli"
 	"github.com/keyframe-cam/keyframe/internal/logthrottle"
 )
 
-// loadConfig parses the common -config flag's file plus KEYFRAME_* variables.
-func loadConfig(path string, stderr io.Writer) (agent.Config, bool) {
-	c, err := agent.LoadConfig(path, os.Environ())
-	if err != nil {
-		fmt.Fprintf(stderr, "keyframe: %v\n", err)
-		return c, false
-	}
-	return c, true
-}
+const runUsage = `usage: keyframe run [-config FILE]
+
+Runs the agent: captures frames, detects motion, signs each event's records
+(COSE), keeps them in the spool and uploads them (HTTPS or MQTT) until
+stopped. The configuration is the defaults, overlaid with what keyframe join
+wrote, the file and KEYFRAME_* variables (keyframe config prints them all).
+`
+
+const configUsage = `usage: keyframe config [-config FILE]
+
+Prints a configuration file with every key, its description and its value:
+the defaults, or with -config the effective configuration (the file, what
+keyframe join wrote and KEYFRAME_* variables), after checking it. A file with
+mistakes is refused with every mistake named (file, line, key).
+`
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (see keyframe config); KEYFRAME_* variables override it")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args, runUsage, stdout, stderr); !ok {
+		return code
 	}
-	c, ok := loadConfig(*cfgPath, stderr)
+	c, ok := cli.LoadConfig("keyframe", *cfgPath, stderr)
 	if !ok {
 		return 2
 	}
@@ -61,16 +68,16 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdConfig(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("config", flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe config", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "show the effective configuration from this file and KEYFRAME_* variables")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args, configUsage, stdout, stderr); !ok {
+		return code
 	}
 	c := agent.DefaultConfig()
 	if *cfgPath != "" {
 		var ok bool
-		if c, ok = loadConfig(*cfgPath, stderr); !ok {
+		if c, ok = cli.LoadConfig("keyframe", *cfgPath, stderr); !ok {
 			return 2
 		}
 	}

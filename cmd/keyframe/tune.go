@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/keyframe-cam/keyframe/capture"
+	"github.com/keyframe-cam/keyframe/internal/cli"
 	"github.com/keyframe-cam/keyframe/motion/tune"
 )
 
@@ -39,12 +40,8 @@ const tuneLiveFrames = 3000
 // missing directory, a camera that cannot be opened, an output directory
 // that is not empty), and 2 on a usage or configuration error.
 func cmdTune(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("tune", flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe tune", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, tuneUsage)
-		fs.PrintDefaults()
-	}
 	cfgPath := fs.String("config", "", "configuration file whose motion.* settings (and capture.* for -device) are used (see keyframe config); KEYFRAME_* variables override it")
 	out := fs.String("out", "keyframe-tune", "output directory (created; refused when not empty unless -force)")
 	every := fs.Int("every", 1, "write every Nth frame (with -motion-only: every Nth motion frame)")
@@ -55,11 +52,8 @@ func cmdTune(args []string, stdout, stderr io.Writer) int {
 	sheet := fs.Bool("sheet", false, "also write "+tune.SheetName+": a grid of up to 48 downsized images spread over the run")
 	force := fs.Bool("force", false, "write into a non-empty output directory (files of the same names are replaced)")
 	device := fs.String("device", "", "V4L2 camera to read instead of a directory, e.g. /dev/video0")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := cli.Parse(fs, args, tuneUsage, stdout, stderr); !ok {
+		return code
 	}
 	switch {
 	case fs.NArg() == 0 && *device == "":
@@ -81,7 +75,7 @@ func cmdTune(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "keyframe tune: -max %d: want 1..%d\n", *maxImages, tune.HardMax)
 		return 2
 	}
-	c, ok := loadConfig(*cfgPath, stderr)
+	c, ok := cli.LoadConfig("keyframe", *cfgPath, stderr)
 	if !ok {
 		return 2
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/keyframe-cam/keyframe/board"
+	"github.com/keyframe-cam/keyframe/internal/cli"
 )
 
 const watchdogUsage = `usage: keyframe watchdog status [-root /] [-dev /dev/watchdog0]
@@ -27,16 +28,12 @@ func cmdWatchdog(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, watchdogUsage)
 		return 2
 	}
-	fl := flag.NewFlagSet("watchdog status", flag.ContinueOnError)
+	fl := flag.NewFlagSet("keyframe watchdog status", flag.ContinueOnError)
 	fl.SetOutput(stderr)
-	fl.Usage = func() { fmt.Fprint(stderr, watchdogUsage) }
 	root := fl.String("root", "/", "machine root holding /sys")
 	dev := fl.String("dev", "/dev/watchdog0", "watchdog device node (/dev/watchdog or /dev/watchdogN)")
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := cli.Parse(fl, args, watchdogUsage, stdout, stderr); !ok {
+		return code
 	}
 	if fl.NArg() > 0 {
 		fmt.Fprintf(stderr, "keyframe watchdog status: unexpected arguments %q\n", fl.Args())

@@ -198,7 +198,7 @@ type Skip struct {
 	Dir, Reason string
 }
 
-// Report is the result of Run. Its JSON is that of `keyframe eval --json`:
+// Report is the result of Run. Its JSON is that of `keyframe-receiver eval --json`:
 // {"sequences": {NAME: {...}}, "overall": {...}}.
 type Report struct {
 	Sequences map[string]SequenceResult `json:"sequences"`

@@ -4,8 +4,6 @@ import (
 	"image"
 	"image/color"
 	"image/draw"
-
-	xdraw "golang.org/x/image/draw"
 )
 
 // Contact sheet layout.
@@ -46,7 +44,7 @@ func (s *sheet) add(overlay *image.RGBA, area image.Rectangle, label string) {
 		s.h = max(1, cellWidth*area.Dy()/area.Dx())
 	}
 	img := image.NewRGBA(image.Rect(0, 0, cellWidth, s.h))
-	xdraw.ApproxBiLinear.Scale(img, img.Bounds(), overlay, area, xdraw.Src, nil)
+	shrink(img, overlay, area)
 	s.cells = append(s.cells, cell{img, label})
 	if len(s.cells) > sheetCells {
 		j := 0
@@ -75,4 +73,37 @@ func (s *sheet) render() *image.RGBA {
 		l.text(c.label, colText)
 	}
 	return img
+}
+
+// shrink scales the area of src down (or up) to fill dst, each pixel of dst
+// the mean of the pixels of src it covers (a box filter: a sheet cell is a
+// few times smaller than a frame).
+func shrink(dst, src *image.RGBA, area image.Rectangle) {
+	area = area.Intersect(src.Rect)
+	dw, dh := dst.Rect.Dx(), dst.Rect.Dy()
+	if area.Empty() || dw == 0 || dh == 0 {
+		return
+	}
+	sw, sh := area.Dx(), area.Dy()
+	for y := range dh {
+		y0 := area.Min.Y + y*sh/dh
+		y1 := max(y0+1, area.Min.Y+(y+1)*sh/dh)
+		for x := range dw {
+			x0 := area.Min.X + x*sw/dw
+			x1 := max(x0+1, area.Min.X+(x+1)*sw/dw)
+			var r, g, b, a, n uint32
+			for sy := y0; sy < y1; sy++ {
+				row := src.Pix[src.PixOffset(x0, sy):src.PixOffset(x1, sy)]
+				for i := 0; i+3 < len(row); i += 4 {
+					r += uint32(row[i])
+					g += uint32(row[i+1])
+					b += uint32(row[i+2])
+					a += uint32(row[i+3])
+					n++
+				}
+			}
+			o := dst.PixOffset(dst.Rect.Min.X+x, dst.Rect.Min.Y+y)
+			dst.Pix[o], dst.Pix[o+1], dst.Pix[o+2], dst.Pix[o+3] = uint8(r/n), uint8(g/n), uint8(b/n), uint8(a/n)
+		}
+	}
 }

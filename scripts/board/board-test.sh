@@ -35,7 +35,7 @@
 # BOARD_CANARY_SECONDS (10), BOARD_FORMAT_SECONDS (15).
 # BOARD_ALLOW_MISSING_KEYS=1 runs a scenario whose configuration keys the binary lacks.
 #
-# Needs bin/keyframe (make build) and bin/keyframe-linux-arm64 or -armv7 (make cross),
+# Needs bin/keyframe and bin/keyframe-receiver (make build) and bin/keyframe-linux-arm64 or -armv7 (make cross),
 # and Go (scripts/ensure-go.sh) for the guest tools camctl and vtpmfwd; installs qemu-system-arm, kmod, cpio,
 # openssl and (for the TPM) swtpm with apt-get if they are missing.
 # The kernel is cached in ~/.cache/keyframe/board/ARCH (BOARD_CACHE); each run's
@@ -47,6 +47,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 here=$root/scripts/board
 arch=${ARCH:-arm64}
 kf=$root/bin/keyframe
+kr=$root/bin/keyframe-receiver
 work=${BOARD_WORK:-$root/bin/board-test/$arch}
 cache=${BOARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/keyframe/board/$arch}
 case $arch in
@@ -421,11 +422,11 @@ start_receiver() {
 	local d=$1 pub=$2 try port i
 	rm -rf "$d"
 	mkdir -p "$d"
-	"$kf" receiver enroll -data "$d/data" -key "$pub" -owner board >/dev/null
+	"$kr" enroll -data "$d/data" -key "$pub" -owner board >/dev/null
 	for try in 1 2 3 4 5; do
 		port=$((20000 + RANDOM % 30000))
 		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then continue; fi
-		"$kf" receiver -data "$d/data" -listen "127.0.0.1:$port" \
+		"$kr" -data "$d/data" -listen "127.0.0.1:$port" \
 			-tls-cert "$work/pki/server.pem" -tls-key "$work/pki/server.key" \
 			>"$d/stdout" 2>"$d/stderr" &
 		recv_pid=$!
@@ -712,6 +713,7 @@ run_scenario() {
 
 # --- main ------------------------------------------------------------------------------
 [ -x "$kf" ] || die "no $kf: run make build (or make board-test)"
+[ -x "$kr" ] || die "no $kr: run make build (or make board-test)"
 [ -x "$guest_bin" ] || die "no $guest_bin: run make cross (or make board-test)"
 for s in "${scenarios[@]}"; do
 	case " ${all[*]} " in
@@ -735,6 +737,8 @@ mkdir -p "$work/bin"
 # The run uses its own copies of both binaries: a rebuild of bin/ while it runs
 # (make build in another shell) must not mix versions between scenarios.
 cp "$kf" "$work/bin/keyframe"
+cp "$kr" "$work/bin/keyframe-receiver"
+kr=$work/bin/keyframe-receiver
 cp "$guest_bin" "$work/bin/$(basename "$guest_bin")"
 kf=$work/bin/keyframe
 guest_bin=$work/bin/$(basename "$guest_bin")

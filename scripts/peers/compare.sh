@@ -3,7 +3,7 @@
 #
 #   scripts/peers/compare.sh DATA_DIR
 #
-# It runs `bin/keyframe eval --json DATA_DIR` and both peers of peers.py (through
+# It runs `bin/keyframe-receiver eval --json DATA_DIR` and both peers of peers.py (through
 # run.sh, which installs OpenCV from Debian if needed), all with the same
 # scoring, and prints one table: a row per sequence and the overall row (mean
 # over the sequences with positive frames); per tool the frame F1, the event
@@ -22,7 +22,7 @@ if [ ! -d "$data" ]; then
 fi
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-keyframe=${KEYFRAME_BIN:-$root/bin/keyframe}
+keyframe=${KEYFRAME_BIN:-$root/bin/keyframe-receiver}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 

@@ -17,61 +17,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/internal/cli"
 	"github.com/keyframe-cam/keyframe/internal/logthrottle"
 	"github.com/keyframe-cam/keyframe/receiver"
 )
-
-const (
-	defaultReceiverData   = "./keyframe-receiver"
-	defaultReceiverListen = "127.0.0.1:8417"
-)
-
-const receiverUsage = `usage: keyframe receiver [serve] [-data DIR] [-listen ADDR] [-public] [-allow-host HOST[:PORT],...] [limits]
-         (limits: -max-conns, -quota-records-hour, -body-budget, ...: keyframe receiver -h, docs/config.md)
-       keyframe receiver owner add  [-data DIR] [-url URL] [-admin] NAME   (prints a one-time setup link)
-       keyframe receiver owner link [-data DIR] [-url URL] NAME            (prints a one-time sign-in link)
-       keyframe receiver owner setup-link [-data DIR] [-url URL] NAME      (reset: password, passkeys and sessions removed; a setup link)
-       keyframe receiver owner list [-data DIR]
-       keyframe receiver admin add  [-data DIR] [-url URL] NAME            (owner add -admin)
-       keyframe receiver enroll -data DIR -key FILE.pem [-owner NAME]
-       keyframe receiver pair   -data DIR -device ID -owner NAME
-       keyframe receiver unpair -data DIR -device ID
-       keyframe receiver revoke -data DIR -device ID
-       keyframe receiver trust-ca   -data DIR CA.pem
-       keyframe receiver untrust-ca -data DIR (CA.pem | -fingerprint SHA256)
-       keyframe receiver cas        -data DIR
-`
-
-// cmdReceiver runs the reference receiver or changes its registry.
-func cmdReceiver(args []string, stdout, stderr io.Writer) int {
-	sub := "serve"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		sub, args = args[0], args[1:]
-	}
-	switch sub {
-	case "serve":
-		return receiverServe(args, stdout, stderr)
-	case "enroll":
-		return receiverEnroll(args, stdout, stderr)
-	case "pair":
-		return receiverPair(args, stdout, stderr)
-	case "unpair", "revoke":
-		return receiverUnpair(sub, args, stdout, stderr)
-	case "trust-ca":
-		return receiverTrustCA(args, stdout, stderr)
-	case "untrust-ca":
-		return receiverUntrustCA(args, stdout, stderr)
-	case "cas":
-		return receiverCAs(args, stdout, stderr)
-	case "owner", "admin":
-		return cmdReceiverAccounts(sub, args, stdout, stderr)
-	case "help":
-		fmt.Fprint(stdout, receiverUsage)
-		return 0
-	}
-	fmt.Fprintf(stderr, "keyframe receiver: unknown subcommand %q\n%s", sub, receiverUsage)
-	return 2
-}
 
 // syncWriter serialises writes to stdout from the server's goroutines.
 type syncWriter struct {
@@ -86,7 +35,7 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 }
 
 func receiverServe(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("receiver", flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe-receiver", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := fs.String("data", defaultReceiverData, "data directory: registry, stored events, index")
 	listen := fs.String("listen", defaultReceiverListen, "address to listen on (loopback unless -public)")
@@ -104,16 +53,16 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 	mqttUser := fs.String("mqtt-user", "", "username for a broker that authenticates by password (password from KEYFRAME_MQTT_PASSWORD)")
 	var limits receiverLimits
 	limits.addFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args, receiverUsage, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "keyframe receiver: unexpected argument %q\n%s", fs.Arg(0), receiverUsage)
+		fmt.Fprintf(stderr, "keyframe-receiver: unexpected argument %q\n%s", fs.Arg(0), receiverUsage)
 		return 2
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(stderr, "keyframe receiver: -log-level: %v\n", err)
+		fmt.Fprintf(stderr, "keyframe-receiver: -log-level: %v\n", err)
 		return 2
 	}
 	log, throttle := logthrottle.NewText(stderr, level) // repeated lines rate-limited: a flood of refusals writes counts
@@ -127,11 +76,11 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 		TLSKeyFile:  *tlsKey,
 	}
 	if *maxBody <= 0 {
-		fmt.Fprintf(stderr, "keyframe receiver: -max-body %d: want a positive number of bytes\n", *maxBody)
+		fmt.Fprintf(stderr, "keyframe-receiver: -max-body %d: want a positive number of bytes\n", *maxBody)
 		return 2
 	}
 	if err := limits.apply(&cfg); err != nil {
-		fmt.Fprintf(stderr, "keyframe receiver: %v\n", err)
+		fmt.Fprintf(stderr, "keyframe-receiver: %v\n", err)
 		return 2
 	}
 	for _, h := range strings.Split(*allowHosts, ",") {
@@ -140,17 +89,17 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
-		fmt.Fprintf(stderr, "keyframe receiver: -tls-cert and -tls-key go together\n")
+		fmt.Fprintf(stderr, "keyframe-receiver: -tls-cert and -tls-key go together\n")
 		return 2
 	}
 	if *clientCA != "" {
 		if *tlsCert == "" {
-			fmt.Fprintf(stderr, "keyframe receiver: -client-ca needs -tls-cert and -tls-key\n")
+			fmt.Fprintf(stderr, "keyframe-receiver: -client-ca needs -tls-cert and -tls-key\n")
 			return 2
 		}
 		pool, err := certPool(*clientCA, false)
 		if err != nil {
-			fmt.Fprintf(stderr, "keyframe receiver: -client-ca: %v\n", err)
+			fmt.Fprintf(stderr, "keyframe-receiver: -client-ca: %v\n", err)
 			return 2
 		}
 		cfg.ClientCAs = pool
@@ -158,13 +107,13 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 	if *mqttURL != "" {
 		mc := receiver.MQTTConfig{Broker: *mqttURL, Username: *mqttUser, Password: os.Getenv("KEYFRAME_MQTT_PASSWORD"), Logger: log}
 		if (*mqttCert == "") != (*mqttKey == "") {
-			fmt.Fprintf(stderr, "keyframe receiver: -mqtt-cert and -mqtt-key go together\n")
+			fmt.Fprintf(stderr, "keyframe-receiver: -mqtt-cert and -mqtt-key go together\n")
 			return 2
 		}
 		if *mqttCert != "" {
 			c, err := tls.LoadX509KeyPair(*mqttCert, *mqttKey)
 			if err != nil {
-				fmt.Fprintf(stderr, "keyframe receiver: -mqtt-cert: %v\n", err)
+				fmt.Fprintf(stderr, "keyframe-receiver: -mqtt-cert: %v\n", err)
 				return 2
 			}
 			mc.Certificate = &c
@@ -172,7 +121,7 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 		if *mqttCA != "" {
 			pool, err := certPool(*mqttCA, true)
 			if err != nil {
-				fmt.Fprintf(stderr, "keyframe receiver: -mqtt-ca: %v\n", err)
+				fmt.Fprintf(stderr, "keyframe-receiver: -mqtt-ca: %v\n", err)
 				return 2
 			}
 			mc.RootCAs = pool
@@ -188,7 +137,7 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := receiver.Serve(ctx, cfg); err != nil {
-		fmt.Fprintf(stderr, "keyframe receiver: %v\n", err)
+		fmt.Fprintf(stderr, "keyframe-receiver: %v\n", err)
 		if ce := (*receiver.ConfigError)(nil); errors.As(err, &ce) {
 			return 2
 		}
@@ -198,35 +147,35 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 }
 
 func receiverEnroll(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("receiver enroll", flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe-receiver enroll", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := fs.String("data", defaultReceiverData, "data directory")
 	keyFile := fs.String("key", "", "the device's public key, PEM \"PUBLIC KEY\" (keyframe identity -pubout writes it)")
 	owner := fs.String("owner", "", "also pair the device to this owner")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args, receiverUsage, stdout, stderr); !ok {
+		return code
 	}
 	if *keyFile == "" || fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "keyframe receiver enroll: -key is required\n%s", receiverUsage)
+		fmt.Fprintf(stderr, "keyframe-receiver enroll: -key is required\n%s", receiverUsage)
 		return 2
 	}
 	if *owner != "" && !receiver.ValidOwner(*owner) {
-		fmt.Fprintf(stderr, "keyframe receiver enroll: -owner %q: %v\n", *owner, receiver.ErrOwner)
+		fmt.Fprintf(stderr, "keyframe-receiver enroll: -owner %q: %v\n", *owner, receiver.ErrOwner)
 		return 2
 	}
 	pem, err := os.ReadFile(*keyFile)
 	if err != nil {
-		fmt.Fprintf(stderr, "keyframe receiver enroll: %v\n", err)
+		fmt.Fprintf(stderr, "keyframe-receiver enroll: %v\n", err)
 		return 1
 	}
 	id, err := receiver.Enroll(*data, pem)
 	if err != nil {
-		fmt.Fprintf(stderr, "keyframe receiver enroll: %v\n", err)
+		fmt.Fprintf(stderr, "keyframe-receiver enroll: %v\n", err)
 		return 1
 	}
 	if *owner != "" {
 		if err := receiver.Pair(*data, id, *owner); err != nil {
-			fmt.Fprintf(stderr, "keyframe receiver enroll: %v\n", err)
+			fmt.Fprintf(stderr, "keyframe-receiver enroll: %v\n", err)
 			return 1
 		}
 	}
@@ -235,20 +184,20 @@ func receiverEnroll(args []string, stdout, stderr io.Writer) int {
 }
 
 func receiverPair(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("receiver pair", flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe-receiver pair", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := fs.String("data", defaultReceiverData, "data directory")
 	device := fs.String("device", "", "device ID (as enroll printed it)")
 	owner := fs.String("owner", "", "owner name: 1-64 characters of a-z, 0-9, '_' and '-'")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args, receiverUsage, stdout, stderr); !ok {
+		return code
 	}
 	if *device == "" || *owner == "" || fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "keyframe receiver pair: -device and -owner are required\n%s", receiverUsage)
+		fmt.Fprintf(stderr, "keyframe-receiver pair: -device and -owner are required\n%s", receiverUsage)
 		return 2
 	}
 	if err := receiver.Pair(*data, *device, *owner); err != nil {
-		fmt.Fprintf(stderr, "keyframe receiver pair: %v\n", err)
+		fmt.Fprintf(stderr, "keyframe-receiver pair: %v\n", err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "paired %s to %s\n", *device, *owner)
@@ -256,15 +205,15 @@ func receiverPair(args []string, stdout, stderr io.Writer) int {
 }
 
 func receiverUnpair(sub string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("receiver "+sub, flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe-receiver "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := fs.String("data", defaultReceiverData, "data directory")
 	device := fs.String("device", "", "device ID")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args, receiverUsage, stdout, stderr); !ok {
+		return code
 	}
 	if *device == "" || fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "keyframe receiver %s: -device is required\n%s", sub, receiverUsage)
+		fmt.Fprintf(stderr, "keyframe-receiver %s: -device is required\n%s", sub, receiverUsage)
 		return 2
 	}
 	do, done := receiver.Unpair, "unpaired"
@@ -272,7 +221,7 @@ func receiverUnpair(sub string, args []string, stdout, stderr io.Writer) int {
 		do, done = receiver.Revoke, "revoked"
 	}
 	if err := do(*data, *device); err != nil {
-		fmt.Fprintf(stderr, "keyframe receiver %s: %v\n", sub, err)
+		fmt.Fprintf(stderr, "keyframe-receiver %s: %v\n", sub, err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s %s\n", done, *device)
@@ -287,24 +236,24 @@ func dataFlag(fs *flag.FlagSet) *string {
 }
 
 func receiverTrustCA(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("receiver trust-ca", flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe-receiver trust-ca", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := dataFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args, receiverUsage, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintf(stderr, "keyframe receiver trust-ca: want one CA certificate file (PEM)\n%s", receiverUsage)
+		fmt.Fprintf(stderr, "keyframe-receiver trust-ca: want one CA certificate file (PEM)\n%s", receiverUsage)
 		return 2
 	}
 	pem, err := os.ReadFile(fs.Arg(0))
 	if err != nil {
-		fmt.Fprintf(stderr, "keyframe receiver trust-ca: %v\n", err)
+		fmt.Fprintf(stderr, "keyframe-receiver trust-ca: %v\n", err)
 		return 1
 	}
 	cas, err := receiver.TrustCA(*data, pem)
 	if err != nil {
-		fmt.Fprintf(stderr, "keyframe receiver trust-ca: %v\n", err)
+		fmt.Fprintf(stderr, "keyframe-receiver trust-ca: %v\n", err)
 		return 1
 	}
 	for _, ca := range cas {
@@ -314,12 +263,12 @@ func receiverTrustCA(args []string, stdout, stderr io.Writer) int {
 }
 
 func receiverUntrustCA(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("receiver untrust-ca", flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe-receiver untrust-ca", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := dataFlag(fs)
 	fp := fs.String("fingerprint", "", "SHA-256 fingerprint of the CA certificate (as trust-ca and cas print it)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args, receiverUsage, stdout, stderr); !ok {
+		return code
 	}
 	var fps []string
 	switch {
@@ -328,7 +277,7 @@ func receiverUntrustCA(args []string, stdout, stderr io.Writer) int {
 	case *fp == "" && fs.NArg() == 1:
 		b, err := os.ReadFile(fs.Arg(0))
 		if err != nil {
-			fmt.Fprintf(stderr, "keyframe receiver untrust-ca: %v\n", err)
+			fmt.Fprintf(stderr, "keyframe-receiver untrust-ca: %v\n", err)
 			return 1
 		}
 		for rest := b; ; {
@@ -341,16 +290,16 @@ func receiverUntrustCA(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 		if len(fps) == 0 {
-			fmt.Fprintf(stderr, "keyframe receiver untrust-ca: %s: no PEM CERTIFICATE block\n", fs.Arg(0))
+			fmt.Fprintf(stderr, "keyframe-receiver untrust-ca: %s: no PEM CERTIFICATE block\n", fs.Arg(0))
 			return 1
 		}
 	default:
-		fmt.Fprintf(stderr, "keyframe receiver untrust-ca: want a CA certificate file or -fingerprint\n%s", receiverUsage)
+		fmt.Fprintf(stderr, "keyframe-receiver untrust-ca: want a CA certificate file or -fingerprint\n%s", receiverUsage)
 		return 2
 	}
 	for _, f := range fps {
 		if err := receiver.UntrustCA(*data, f); err != nil {
-			fmt.Fprintf(stderr, "keyframe receiver untrust-ca: %v\n", err)
+			fmt.Fprintf(stderr, "keyframe-receiver untrust-ca: %v\n", err)
 			return 1
 		}
 		fmt.Fprintf(stdout, "untrusted fleet CA %s\n", f)
@@ -359,19 +308,19 @@ func receiverUntrustCA(args []string, stdout, stderr io.Writer) int {
 }
 
 func receiverCAs(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("receiver cas", flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe-receiver cas", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := dataFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args, receiverUsage, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "keyframe receiver cas: unexpected argument %q\n%s", fs.Arg(0), receiverUsage)
+		fmt.Fprintf(stderr, "keyframe-receiver cas: unexpected argument %q\n%s", fs.Arg(0), receiverUsage)
 		return 2
 	}
 	cas, err := receiver.TrustedCAs(*data)
 	if err != nil {
-		fmt.Fprintf(stderr, "keyframe receiver cas: %v\n", err)
+		fmt.Fprintf(stderr, "keyframe-receiver cas: %v\n", err)
 		return 1
 	}
 	for _, ca := range cas {

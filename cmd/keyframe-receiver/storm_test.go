@@ -23,8 +23,8 @@ func TestStormFlags(t *testing.T) {
 		}
 	}
 	var out, errb bytes.Buffer
-	if code := dispatch([]string{"storm", "-h"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "control_peak_rps") {
-		t.Errorf("storm -h: exit %d, %q", code, errb.String())
+	if code := dispatch([]string{"storm", "-h"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "control_peak_rps") || !strings.Contains(out.String(), "-mixup-rate") {
+		t.Errorf("storm -h: exit %d, stdout %q", code, out.String())
 	}
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,11 +10,12 @@ import (
 	"os"
 	"os/signal"
 
+	"github.com/keyframe-cam/keyframe/internal/cli"
 	"github.com/keyframe-cam/keyframe/storm"
 	"github.com/keyframe-cam/keyframe/uploader"
 )
 
-const stormUsage = `usage: keyframe storm [--devices N] [--events E] [--outage DURATION] [--mixup-rate R]
+const stormUsage = `usage: keyframe-receiver storm [--devices N] [--events E] [--outage DURATION] [--mixup-rate R]
                       [--owners M] [--json] [--control=true] [flags]
 
 Reproduces the outage keyframe exists for: N simulated devices (own keys, own
@@ -35,12 +35,8 @@ otherwise, 2 on a usage error. See docs/storm.md.
 
 // cmdStorm runs the storm harness.
 func cmdStorm(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("storm", flag.ContinueOnError)
+	fs := flag.NewFlagSet("keyframe-receiver storm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, stormUsage)
-		fs.PrintDefaults()
-	}
 	var cfg storm.Config
 	fs.IntVar(&cfg.Devices, "devices", storm.DefaultDevices, "simulated devices")
 	fs.IntVar(&cfg.Events, "events", storm.DefaultEvents, "events each device records during the outage (a start and an end record each)")
@@ -65,31 +61,28 @@ func cmdStorm(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&cfg.Uploader.Rate, "rate", uploader.DefaultRate, "devices' upload rate limit, records per second")
 	verbose := fs.Bool("v", false, "log the phases to stderr")
 	receiverLog := fs.String("receiver-log", "", "write the receiver's warnings (each mix-up caught, once per device and owner) to this file")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := cli.Parse(fs, args, stormUsage, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "keyframe storm: unexpected argument %q\n\n%s", fs.Arg(0), stormUsage)
+		fmt.Fprintf(stderr, "keyframe-receiver storm: unexpected argument %q\n\n%s", fs.Arg(0), stormUsage)
 		return 2
 	}
 	switch {
 	case cfg.Devices < 1:
-		fmt.Fprintf(stderr, "keyframe storm: --devices %d: want at least 1\n", cfg.Devices)
+		fmt.Fprintf(stderr, "keyframe-receiver storm: --devices %d: want at least 1\n", cfg.Devices)
 		return 2
 	case cfg.Events < 1:
-		fmt.Fprintf(stderr, "keyframe storm: --events %d: want at least 1\n", cfg.Events)
+		fmt.Fprintf(stderr, "keyframe-receiver storm: --events %d: want at least 1\n", cfg.Events)
 		return 2
 	case cfg.Outage <= 0:
-		fmt.Fprintf(stderr, "keyframe storm: --outage %v: want a positive duration\n", cfg.Outage)
+		fmt.Fprintf(stderr, "keyframe-receiver storm: --outage %v: want a positive duration\n", cfg.Outage)
 		return 2
 	case !(cfg.MixupRate >= 0 && cfg.MixupRate <= 1):
-		fmt.Fprintf(stderr, "keyframe storm: --mixup-rate %v: want 0 to 1\n", cfg.MixupRate)
+		fmt.Fprintf(stderr, "keyframe-receiver storm: --mixup-rate %v: want 0 to 1\n", cfg.MixupRate)
 		return 2
 	case cfg.Owners < 0 || cfg.Owners > cfg.Devices:
-		fmt.Fprintf(stderr, "keyframe storm: --owners %d: want 1 to --devices (0: default)\n", cfg.Owners)
+		fmt.Fprintf(stderr, "keyframe-receiver storm: --owners %d: want 1 to --devices (0: default)\n", cfg.Owners)
 		return 2
 	}
 	if *verbose {
@@ -98,7 +91,7 @@ func cmdStorm(args []string, stdout, stderr io.Writer) int {
 	if *receiverLog != "" {
 		f, err := os.Create(*receiverLog)
 		if err != nil {
-			fmt.Fprintf(stderr, "keyframe storm: %v\n", err)
+			fmt.Fprintf(stderr, "keyframe-receiver storm: %v\n", err)
 			return 2
 		}
 		defer f.Close()
@@ -108,7 +101,7 @@ func cmdStorm(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	res, err := storm.Run(ctx, cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "keyframe: %v\n", err)
+		fmt.Fprintf(stderr, "keyframe-receiver: %v\n", err)
 		return 1
 	}
 	if !*asJSON {
@@ -118,12 +111,12 @@ func cmdStorm(args []string, stdout, stderr io.Writer) int {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(res); err != nil {
-			fmt.Fprintf(stderr, "keyframe: storm: %v\n", err)
+			fmt.Fprintf(stderr, "keyframe-receiver storm: %v\n", err)
 			return 1
 		}
 	}
 	if !res.OK() {
-		fmt.Fprintln(stderr, "keyframe storm: FAILED: records were lost, duplicated or misattributed, or a run did not drain")
+		fmt.Fprintln(stderr, "keyframe-receiver storm: FAILED: records were lost, duplicated or misattributed, or a run did not drain")
 		return 1
 	}
 	return 0

@@ -11,7 +11,7 @@ import (
 	"github.com/keyframe-cam/keyframe/receiver"
 )
 
-// TestReceiverPairUnpair drives `keyframe receiver enroll|pair|unpair` on a
+// TestReceiverPairUnpair drives `keyframe-receiver enroll|pair|unpair` on a
 // data directory a running receiver serves, and reads each change back
 // through the receiver (Server.PairedOwner reads the registry on disk): pair
 // sets the owner, pairing again replaces it, unpair clears it; bad input is
@@ -30,7 +30,7 @@ func TestReceiverPairUnpair(t *testing.T) {
 		return code, out.String(), errb.String()
 	}
 
-	code, out, errs := run("receiver", "enroll", "-data", dir, "-key", keyFile)
+	code, out, errs := run("enroll", "-data", dir, "-key", keyFile)
 	id := strings.TrimSpace(out)
 	if code != 0 || !receiver.ValidDeviceID(id) {
 		t.Fatalf("enroll: code %d, stdout %q, stderr %q", code, out, errs)
@@ -52,13 +52,13 @@ func TestReceiverPairUnpair(t *testing.T) {
 		t.Fatalf("enrolled without -owner: paired to %q", o)
 	}
 
-	if code, out, errs := run("receiver", "pair", "-data", dir, "-device", id, "-owner", "alice"); code != 0 || out != "paired "+id+" to alice\n" {
+	if code, out, errs := run("pair", "-data", dir, "-device", id, "-owner", "alice"); code != 0 || out != "paired "+id+" to alice\n" {
 		t.Fatalf("pair: code %d, stdout %q, stderr %q", code, out, errs)
 	}
 	if o := owner(); o != "alice" {
 		t.Fatalf("after pair: owner %q, want alice", o)
 	}
-	if code, _, errs := run("receiver", "pair", "-data", dir, "-device", id, "-owner", "bob"); code != 0 {
+	if code, _, errs := run("pair", "-data", dir, "-device", id, "-owner", "bob"); code != 0 {
 		t.Fatalf("pair again: code %d, stderr %q", code, errs)
 	}
 	if o := owner(); o != "bob" {
@@ -84,7 +84,7 @@ func TestReceiverPairUnpair(t *testing.T) {
 		{[]string{"unpair", "-data", dir, "-device", stranger}, 0, stranger + ": device not enrolled"},
 		{[]string{"unpair", "-data", dir}, 2, "-device is required"},
 	} {
-		code, out, errs := run(append([]string{"receiver"}, c.args...)...)
+		code, out, errs := run(c.args...)
 		if code == 0 || (c.code != 0 && code != c.code) || !strings.Contains(errs, c.msg) {
 			t.Errorf("receiver %q: code %d, stderr %q; want a failure (code %d if not 0) naming %q", c.args, code, errs, c.code, c.msg)
 		}
@@ -96,14 +96,14 @@ func TestReceiverPairUnpair(t *testing.T) {
 		}
 	}
 
-	if code, out, errs := run("receiver", "unpair", "-data", dir, "-device", id); code != 0 || out != "unpaired "+id+"\n" {
+	if code, out, errs := run("unpair", "-data", dir, "-device", id); code != 0 || out != "unpaired "+id+"\n" {
 		t.Fatalf("unpair: code %d, stdout %q, stderr %q", code, out, errs)
 	}
 	if o := owner(); o != "" {
 		t.Fatalf("after unpair: owner %q, want none", o)
 	}
 	// Unpairing is not revoking: the device can be paired again.
-	if code, _, errs := run("receiver", "pair", "-data", dir, "-device", id, "-owner", "carol"); code != 0 || owner() != "carol" {
+	if code, _, errs := run("pair", "-data", dir, "-device", id, "-owner", "carol"); code != 0 || owner() != "carol" {
 		t.Fatalf("pair after unpair: code %d, stderr %q, owner %q", code, errs, owner())
 	}
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/keyframe-cam/keyframe/receiver"
 )
 
-// TestReceiverOwnerAddAndLink drives `keyframe receiver owner add|link|list`
+// TestReceiverOwnerAddAndLink drives `keyframe-receiver owner add|link|list`
 // and `admin add` on the data directory of a running receiver: add prints a
 // one-time setup link under -url, link a sign-in link that the receiver
 // honours once; a taken name, an unknown account and a malformed name are
@@ -33,28 +33,28 @@ func TestReceiverOwnerAddAndLink(t *testing.T) {
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 
-	code, out, errs := run("receiver", "owner", "add", "-data", dir, "alice")
+	code, out, errs := run("owner", "add", "-data", dir, "alice")
 	if code != 0 || !strings.HasPrefix(out, defaultReceiverURL+"setup/") || !strings.Contains(errs, "added owner alice") {
 		t.Fatalf("owner add: %d %q %q", code, out, errs)
 	}
-	if code, _, errs := run("receiver", "owner", "add", "-data", dir, "alice"); code != 1 || !strings.Contains(errs, "account exists") {
+	if code, _, errs := run("owner", "add", "-data", dir, "alice"); code != 1 || !strings.Contains(errs, "account exists") {
 		t.Errorf("owner add again: %d %q", code, errs)
 	}
-	if code, _, errs := run("receiver", "owner", "add", "-data", dir, "Alice!"); code != 2 || !strings.Contains(errs, "invalid owner name") {
+	if code, _, errs := run("owner", "add", "-data", dir, "Alice!"); code != 2 || !strings.Contains(errs, "invalid owner name") {
 		t.Errorf("owner add of a malformed name: %d %q", code, errs)
 	}
-	if code, out, _ := run("receiver", "admin", "add", "ops", "-data", dir, "-url", hs.URL); code != 0 || !strings.HasPrefix(out, hs.URL+"/setup/") {
+	if code, out, _ := run("admin", "add", "ops", "-data", dir, "-url", hs.URL); code != 0 || !strings.HasPrefix(out, hs.URL+"/setup/") {
 		t.Errorf("admin add: %d %q", code, out)
 	}
-	if code, _, errs := run("receiver", "owner", "link", "-data", dir, "nobody"); code != 1 || !strings.Contains(errs, "no such account") {
+	if code, _, errs := run("owner", "link", "-data", dir, "nobody"); code != 1 || !strings.Contains(errs, "no such account") {
 		t.Errorf("owner link of no account: %d %q", code, errs)
 	}
-	code, out, errs = run("receiver", "owner", "link", "-data", dir, "-url", hs.URL+"/", "alice")
+	code, out, errs = run("owner", "link", "-data", dir, "-url", hs.URL+"/", "alice")
 	link := strings.TrimSpace(out)
 	if code != 0 || !strings.HasPrefix(link, hs.URL+"/link/") {
 		t.Fatalf("owner link: %d %q %q", code, out, errs)
 	}
-	code, out, _ = run("receiver", "owner", "list", "-data", dir)
+	code, out, _ = run("owner", "list", "-data", dir)
 	if code != 0 || !strings.Contains(out, "alice owner (no password yet") || !strings.Contains(out, "ops admin") {
 		t.Errorf("owner list: %d %q", code, out)
 	}

@@ -68,7 +68,7 @@ func TestReceiverLimitFlagErrors(t *testing.T) {
 		{[]string{"-max-body", "0"}, "-max-body"},
 	} {
 		var stdout, stderr bytes.Buffer
-		code := cmdReceiver(append([]string{"-data", t.TempDir()}, c.args...), &stdout, &stderr)
+		code := dispatch(append([]string{"-data", t.TempDir()}, c.args...), &stdout, &stderr)
 		if code != 2 || !strings.Contains(stderr.String(), c.flag) {
 			t.Errorf("%v: exit %d, stderr %q; want 2 naming %s", c.args, code, firstLine(stderr.String()), c.flag)
 		}

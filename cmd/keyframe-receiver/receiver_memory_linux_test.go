@@ -20,7 +20,7 @@ import (
 )
 
 // childArgsEnv, set only in the environment of a child this test starts,
-// makes TestReceiverChild run `keyframe receiver` with these arguments
+// makes TestReceiverChild run `keyframe-receiver` with these arguments
 // (separated by newlines) in that child process.
 const childArgsEnv = "RECEIVER_CHILD_ARGS"
 
@@ -31,7 +31,7 @@ func TestReceiverChild(t *testing.T) {
 	if args == "" {
 		t.Skip("runs only as the child process of TestHeaderBombMemory")
 	}
-	os.Exit(cmdReceiver(strings.Split(args, "\n"), os.Stdout, os.Stderr))
+	os.Exit(dispatch(strings.Split(args, "\n"), os.Stdout, os.Stderr))
 }
 
 // procStatus returns a field of /proc/PID/status in bytes (VmRSS, VmHWM).
@@ -88,7 +88,7 @@ func headerBombBundle(size int) []byte {
 }
 
 // TestHeaderBombMemory is the acceptance test of issue 13's memory bound:
-// a real receiver process (keyframe receiver, defaults) is sent the 4 MB
+// a real receiver process (keyframe-receiver, defaults) is sent the 4 MB
 // header bomb 16 times in parallel, from 16 source addresses; its peak
 // resident memory (VmHWM) must stay under 64 MB above its idle resident
 // memory. Every bomb is answered 4xx or 503, and a legitimate record is

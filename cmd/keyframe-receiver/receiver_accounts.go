@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/internal/cli"
 	"github.com/keyframe-cam/keyframe/receiver"
 )
 
@@ -15,15 +16,19 @@ import (
 // print: the default listen address.
 const defaultReceiverURL = "http://" + defaultReceiverListen + "/"
 
-// cmdReceiverAccounts runs `keyframe receiver owner|admin SUB ...`: accounts
+// cmdReceiverAccounts runs `keyframe-receiver owner|admin SUB ...`: accounts
 // and their one-time links, in the data directory a receiver may be serving.
 func cmdReceiverAccounts(kind string, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintf(stderr, "keyframe receiver %s: want a subcommand (add, link, setup-link, list)\n%s", kind, receiverUsage)
+		fmt.Fprintf(stderr, "keyframe-receiver %s: want a subcommand (add, link, setup-link, list)\n%s", kind, receiverUsage)
 		return 2
 	}
 	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("receiver "+kind+" "+sub, flag.ContinueOnError)
+	if sub == "-h" || sub == "-help" || sub == "--help" || sub == "help" {
+		fmt.Fprint(stdout, receiverUsage)
+		return 0
+	}
+	fs := flag.NewFlagSet("keyframe-receiver "+kind+" "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := dataFlag(fs)
 	base := fs.String("url", defaultReceiverURL, "the receiver's URL as people reach it: the printed link starts with it")
@@ -36,24 +41,24 @@ func cmdReceiverAccounts(kind string, args []string, stdout, stderr io.Writer) i
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		name, args = args[0], args[1:]
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args, receiverUsage, stdout, stderr); !ok {
+		return code
 	}
 	if name == "" && fs.NArg() > 0 {
 		name = fs.Arg(0)
-		if err := fs.Parse(fs.Args()[1:]); err != nil {
-			return 2
+		if code, ok := cli.Parse(fs, fs.Args()[1:], receiverUsage, stdout, stderr); !ok {
+			return code
 		}
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "keyframe receiver %s %s: unexpected argument %q\n%s", kind, sub, fs.Arg(0), receiverUsage)
+		fmt.Fprintf(stderr, "keyframe-receiver %s %s: unexpected argument %q\n%s", kind, sub, fs.Arg(0), receiverUsage)
 		return 2
 	}
 	accts := receiver.Accounts{Dir: *data}
 	if sub == "list" {
 		list, err := accts.List()
 		if err != nil {
-			fmt.Fprintf(stderr, "keyframe receiver %s list: %v\n", kind, err)
+			fmt.Fprintf(stderr, "keyframe-receiver %s list: %v\n", kind, err)
 			return 1
 		}
 		for _, a := range list {
@@ -66,7 +71,7 @@ func cmdReceiverAccounts(kind string, args []string, stdout, stderr io.Writer) i
 		return 0
 	}
 	if name == "" {
-		fmt.Fprintf(stderr, "keyframe receiver %s %s: want a NAME\n%s", kind, sub, receiverUsage)
+		fmt.Fprintf(stderr, "keyframe-receiver %s %s: want a NAME\n%s", kind, sub, receiverUsage)
 		return 2
 	}
 	var (
@@ -89,11 +94,11 @@ func cmdReceiverAccounts(kind string, args []string, stdout, stderr io.Writer) i
 		link, err = accts.Reset(name)
 		what = fmt.Sprintf("%s's password, passkeys and sessions are removed; one-time link to set new ones (once, within %s)", name, receiver.DefaultLinkTTL)
 	default:
-		fmt.Fprintf(stderr, "keyframe receiver %s: unknown subcommand %q\n%s", kind, sub, receiverUsage)
+		fmt.Fprintf(stderr, "keyframe-receiver %s: unknown subcommand %q\n%s", kind, sub, receiverUsage)
 		return 2
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "keyframe receiver %s %s: %v\n", kind, sub, err)
+		fmt.Fprintf(stderr, "keyframe-receiver %s %s: %v\n", kind, sub, err)
 		if errors.Is(err, receiver.ErrOwner) {
 			return 2
 		}

@@ -85,7 +85,7 @@ func newReceiverStore(t *testing.T) (dir, id string) {
 	return dir, id
 }
 
-// TestVerifyExitCodes runs `keyframe verify` as a script would: exit 0 on a
+// TestVerifyExitCodes runs `keyframe-receiver verify` as a script would: exit 0 on a
 // good store, 1 with the failed event named when a stored media byte is
 // flipped, 2 with the path named for a directory that is not there. CI's
 // scripts rely on the code, not on the text.
@@ -123,7 +123,7 @@ func TestVerifyExitCodes(t *testing.T) {
 
 	missing := filepath.Join(t.TempDir(), "no-such-receiver")
 	code, out, errs = run("verify", "-data", missing)
-	if code != 2 || !strings.Contains(errs, "keyframe verify: ") || !strings.Contains(errs, missing) || !strings.Contains(errs, "no such file or directory") {
+	if code != 2 || !strings.Contains(errs, "keyframe-receiver verify: ") || !strings.Contains(errs, missing) || !strings.Contains(errs, "no such file or directory") {
 		t.Errorf("verify of a missing directory: code %d, stderr %q; want 2 and the path named", code, errs)
 	}
 	if out != "" {
