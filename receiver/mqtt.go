@@ -36,8 +36,13 @@ const subackFailure = 0x80
 // schedule's backoff defaults, the same as the devices').
 type MQTTConfig struct {
 	// Broker is the broker URL, checked by mqttlink.CheckBrokerURL: tls://
-	// (mqtts://, ssl://), or tcp:// only to a loopback host.
+	// (mqtts://, ssl://), or tcp:// only to a loopback host, or to a
+	// private-network one with AllowPlaintextLAN.
 	Broker string
+	// AllowPlaintextLAN allows a tcp:// Broker on a private network
+	// (mqttlink.URLRules): the password and the records (still signed)
+	// then cross the LAN in the clear.
+	AllowPlaintextLAN bool
 	// ClientID names the receiver's persistent session; "" means
 	// DefaultMQTTClientID. Two receivers must not share one.
 	ClientID string
@@ -148,7 +153,7 @@ func NewMQTTIngest(cfg MQTTConfig, srv Ingester) (*MQTTIngest, error) {
 	if srv == nil {
 		return nil, errors.New("receiver: mqtt: no Ingester")
 	}
-	u, err := mqttlink.CheckBrokerURL(cfg.Broker)
+	u, err := mqttlink.CheckBrokerURL(cfg.Broker, mqttlink.URLRules{PlaintextLAN: cfg.AllowPlaintextLAN})
 	if err != nil {
 		return nil, fmt.Errorf("receiver: mqtt: %w", err)
 	}
@@ -312,7 +317,7 @@ func (m *MQTTIngest) dial(ctx context.Context) (mqttlink.Session, error) {
 	tok := s.c.Connect()
 	if err := m.await(ctx, tok, m.cfg.ConnectTimeout+time.Second); err != nil {
 		go func() { <-tok.Done(); s.c.Disconnect(0) }()
-		return nil, fmt.Errorf("receiver: mqtt: connect to %s: %w", m.broker.Host, err)
+		return nil, fmt.Errorf("receiver: mqtt: connect to %s: %w", m.broker.Host, mqttlink.ExplainConnect(err, m.cfg.Username))
 	}
 	stok := s.c.Subscribe(m.filter, 1, s.onMessage)
 	err := m.await(ctx, stok, m.cfg.ConnectTimeout)
