@@ -54,6 +54,10 @@ type MQTTConfig struct {
 	// Username and Password, for brokers that authenticate by password.
 	// At least a certificate or a username is required.
 	Username, Password string
+	// PasswordFile, if set and Password is empty, is read for the password
+	// by NewMQTTIngest (mqttlink.ReadPasswordFile: its first line; not
+	// readable by other users).
+	PasswordFile string
 	// TopicPrefix is the devices' topic prefix; "" means
 	// mqttlink.DefaultTopicPrefix. It is checked as the devices check
 	// theirs (mqttlink.CheckTopicPrefix).
@@ -171,6 +175,11 @@ func NewMQTTIngest(cfg MQTTConfig, srv Ingester) (*MQTTIngest, error) {
 	}
 	if cfg.Certificate == nil && cfg.Username == "" {
 		return nil, errors.New("receiver: mqtt: no credentials: set Certificate or Username")
+	}
+	if cfg.Password == "" && cfg.PasswordFile != "" {
+		if cfg.Password, err = mqttlink.ReadPasswordFile(cfg.PasswordFile); err != nil {
+			return nil, fmt.Errorf("receiver: mqtt: password file: %w", err)
+		}
 	}
 	if cfg.Password != "" && cfg.Username == "" {
 		return nil, errors.New("receiver: mqtt: Password without Username")
