@@ -460,7 +460,7 @@ func (c *Config) Validate() error {
 func (c *Config) validateMQTTAuth() error {
 	if !isMQTT(c.UploadURL) {
 		if c.MQTTUsername != "" || c.MQTTPasswordFile != "" {
-			return fmt.Errorf("agent: config upload.mqtt_username: set, but upload.url %q is not an MQTT broker (mqtts://)", c.UploadURL)
+			return fmt.Errorf("agent: config upload.mqtt_username, upload.mqtt_password_file: for an MQTT upload.url (mqtts://), and upload.url %q is not one", c.UploadURL)
 		}
 		return nil
 	}

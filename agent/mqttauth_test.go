@@ -45,7 +45,7 @@ func TestMQTTPasswordConfig(t *testing.T) {
 		{url: "mqtts://203.0.113.9", user: "camera", pwFile: "/etc/keyframe/mqtt.pw"},
 		{url: "tcp://127.0.0.1:1883", user: "camera"},
 		{url: "mqtts://broker.example", pwFile: "/etc/keyframe/mqtt.pw", want: "upload.mqtt_password_file: needs upload.mqtt_username"},
-		{url: "https://receiver.example", user: "camera", want: "upload.mqtt_username: set, but upload.url"},
+		{url: "https://receiver.example", user: "camera", want: "for an MQTT upload.url (mqtts://), and upload.url"},
 	} {
 		cfg := DefaultConfig()
 		cfg.UploadURL, cfg.MQTTUsername, cfg.MQTTPasswordFile, cfg.MQTTPlaintextLAN = c.url, c.user, c.pwFile, c.lan
