@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/capture"
+	"github.com/keyframe-cam/keyframe/internal/mqttlink"
 	"github.com/keyframe-cam/keyframe/motion"
 	"github.com/keyframe-cam/keyframe/uploader"
 )
@@ -72,6 +73,14 @@ type Config struct {
 	StableAfter    time.Duration
 	UploadRate     float64
 	UploadTimeout  time.Duration
+
+	// A broker that authenticates by password (Home Assistant's Mosquitto
+	// add-on): the username, the file the password is read from at start
+	// (never the password itself: it is never logged nor printed), and the
+	// opt-in to clear text on a private network (MQTTPlaintextLAN).
+	MQTTUsername     string
+	MQTTPasswordFile string
+	MQTTPlaintextLAN bool
 
 	WatchdogDevice  string
 	WatchdogTimeout time.Duration
@@ -282,9 +291,12 @@ func Fields() []Field {
 		intField("spool.max_bytes", "most bytes of unsent records kept on disk", int64(64<<10), int64(1<<40), func(c *Config) *int64 { return &c.SpoolMaxBytes }),
 		strField("spool.policy", "when the spool is full: refuse-new (new events are refused and counted) or drop-oldest (oldest unsent moved to quarantine, counted)", func(c *Config) *string { return &c.SpoolPolicy }, "refuse-new", "drop-oldest"),
 
-		strField("upload.url", "where records go: a receiver's base URL (https://, or http:// to a loopback address only) or an MQTT broker (mqtts://HOST:8883, or tcp:// to a loopback address only; docs/mqtt.md)", func(c *Config) *string { return &c.UploadURL }),
+		strField("upload.url", "where records go: a receiver's base URL (https://, or http:// to a loopback address only) or an MQTT broker (mqtts://HOST:8883, or tcp:// to a loopback address only, or to a private-network one with upload.mqtt_allow_plaintext_lan; docs/mqtt.md)", func(c *Config) *string { return &c.UploadURL }),
 		strField("upload.mqtt_prefix", "MQTT topic prefix: records go to <prefix>/<device>/events/<event>/<kind>", func(c *Config) *string { return &c.MQTTPrefix }),
 		boolField("upload.ha_discovery", "with an MQTT upload.url, announce a motion binary_sensor and a camera entity to Home Assistant (MQTT discovery)", func(c *Config) *bool { return &c.HADiscovery }),
+		strField("upload.mqtt_username", "with an MQTT upload.url, the username for a broker that authenticates by password (Home Assistant's Mosquitto add-on); empty = none (a client certificate, device.cert_file)", func(c *Config) *string { return &c.MQTTUsername }),
+		strField("upload.mqtt_password_file", "with upload.mqtt_username, a file holding the broker password (one line; not readable by others, e.g. mode 0600), read at start; the password is never logged nor printed by keyframe config", func(c *Config) *string { return &c.MQTTPasswordFile }),
+		boolField("upload.mqtt_allow_plaintext_lan", "allow an mqtt:// (tcp://, no TLS) upload.url to a private-network address (10/8, 172.16/12, 192.168/16, fc00::/7, link-local; a host name must resolve to one): the username and password, the records and the thumbnails then cross the LAN in the clear, readable by anyone on it (records stay signed, so a change is detected; thumbnails and the password are not protected); prefer mqtts://", func(c *Config) *bool { return &c.MQTTPlaintextLAN }),
 		durField("upload.mqtt_ack_timeout", "with an MQTT upload.url, how long a record sent waits for the receiver's acknowledgement before it is sent again (it leaves the spool only when acknowledged)", time.Second, time.Hour, func(c *Config) *time.Duration { return &c.MQTTAckTimeout }),
 		strField("upload.ca_file", "PEM file of CA certificates trusted for an https:// upload.url, in addition to the system's; empty = system roots only", func(c *Config) *string { return &c.UploadCAFile }),
 		durField("upload.backoff_base", "retry delay ceiling after the first failure (full jitter: uniform(0, max(retry_window, min(cap, base*2^n))))", 10*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.BackoffBase }),
@@ -478,6 +490,9 @@ func (c *Config) Validate() error {
 	if c.UploadURL == "" {
 		bad(fmt.Errorf("agent: config upload.url: must not be empty"))
 	}
+	if err := c.validateMQTTAuth(); err != nil {
+		return err
+	}
 	if err := c.Motion.Validate(); err != nil {
 		bad(fmt.Errorf("agent: config: %w", err))
 	}
@@ -498,6 +513,28 @@ func (c *Config) validateSource() error {
 		if f, _ := capture.ParseExecFormat(c.ExecFormat); f != capture.FormatMJPEG && (c.Width%2 != 0 || c.Height%2 != 0) {
 			return fmt.Errorf("agent: config capture.width: %dx%d: raw %s frames need an even width and height", c.Width, c.Height, c.ExecFormat)
 		}
+	}
+	return nil
+}
+
+// validateMQTTAuth checks the MQTT URL against the plain-text rules
+// (mqttlink.CheckBrokerURL with upload.mqtt_allow_plaintext_lan) and the
+// password settings. The password file is read at start, not here.
+func (c *Config) validateMQTTAuth() error {
+	if !isMQTT(c.UploadURL) {
+		if c.MQTTUsername != "" || c.MQTTPasswordFile != "" {
+			return fmt.Errorf("agent: config upload.mqtt_username, upload.mqtt_password_file: for an MQTT upload.url (mqtts://), and upload.url %q is not one", c.UploadURL)
+		}
+		return nil
+	}
+	if _, err := mqttlink.CheckBrokerURL(c.UploadURL, mqttlink.URLRules{PlaintextLAN: c.MQTTPlaintextLAN}); err != nil {
+		if errors.Is(err, mqttlink.ErrPlaintextNotLoopback) {
+			return fmt.Errorf("agent: config upload.url: %w (upload.mqtt_allow_plaintext_lan = true allows a private-network address: see its description for what crosses the LAN in the clear)", err)
+		}
+		return fmt.Errorf("agent: config upload.url: %w", err)
+	}
+	if c.MQTTPasswordFile != "" && c.MQTTUsername == "" {
+		return fmt.Errorf("agent: config upload.mqtt_password_file: needs upload.mqtt_username")
 	}
 	return nil
 }

@@ -146,14 +146,21 @@ func (a *Agent) transport(cert *tls.Certificate) (tr uploader.Transport, m *uplo
 	if err != nil {
 		return nil, nil, err
 	}
+	password, err := readPassword(c.MQTTPasswordFile)
+	if err != nil {
+		return nil, nil, err
+	}
 	mc := uploader.MQTTConfig{
-		Broker:      c.UploadURL,
-		DeviceID:    a.device,
-		RootCAs:     pool,
-		TopicPrefix: c.MQTTPrefix,
-		NoDiscovery: !c.HADiscovery,
-		SWVersion:   c.Version,
-		OnCommand:   a.command,
+		Broker:            c.UploadURL,
+		AllowPlaintextLAN: c.MQTTPlaintextLAN,
+		Username:          c.MQTTUsername,
+		Password:          password,
+		DeviceID:          a.device,
+		RootCAs:           pool,
+		TopicPrefix:       c.MQTTPrefix,
+		NoDiscovery:       !c.HADiscovery,
+		SWVersion:         c.Version,
+		OnCommand:         a.command,
 		Schedule: mqttlink.Schedule{
 			BackoffBase: c.BackoffBase,
 			BackoffCap:  c.BackoffCap,
@@ -168,7 +175,7 @@ func (a *Agent) transport(cert *tls.Certificate) (tr uploader.Transport, m *uplo
 	}
 	if cert != nil {
 		mc.ClientChain, mc.ClientKey = cert.Certificate, a.key
-	} else {
+	} else if c.MQTTUsername == "" {
 		a.log.Warn("no device certificate for MQTT: brokers that require client certificates will refuse the connection", "device.cert_file", CertPath(c))
 	}
 	m, err = uploader.NewMQTT(mc)
@@ -176,6 +183,19 @@ func (a *Agent) transport(cert *tls.Certificate) (tr uploader.Transport, m *uplo
 		return nil, nil, fmt.Errorf("agent: upload.url: %w", err)
 	}
 	return m, m, nil
+}
+
+// readPassword reads the MQTT password from path (upload.mqtt_password_file;
+// "" is no password), as mqttlink.ReadPasswordFile does.
+func readPassword(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	pw, err := mqttlink.ReadPasswordFile(path)
+	if err != nil {
+		return "", fmt.Errorf("agent: upload.mqtt_password_file: %w", err)
+	}
+	return pw, nil
 }
 
 // snapshotPending in publisher.snap: the MQTT snapshot command asked for

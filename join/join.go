@@ -84,7 +84,11 @@ type Result struct {
 	Device    string // the enrolled device ID
 	Owner     string // the owner it is paired to
 	UploadURL string // where to upload records
-	Cert      []byte // DER of the receiver's certificate, pinned by the code
+	// Cert is the DER of the certificate the code pins, what the camera
+	// trusts from now on: the receiver's own CA when the receiver made its
+	// certificate itself (docs/claim.md; its renewals keep verifying), or
+	// else the receiver's certificate.
+	Cert []byte
 }
 
 // Join claims the device for the owner of req.Code at the receiver at
@@ -196,18 +200,30 @@ func (p *pinner) verify(cs tls.ConnectionState) error {
 		return ErrPin
 	}
 	leaf := cs.PeerCertificates[0]
-	if !p.code.MatchesSPKI(leaf.RawSubjectPublicKeyInfo) {
+	// The code pins the receiver's certificate, or the CA that issued it
+	// (a receiver's own CA, sent after its certificate in the handshake).
+	pinned := -1
+	for i, c := range cs.PeerCertificates {
+		if p.code.MatchesSPKI(c.RawSubjectPublicKeyInfo) && (i == 0 || c.IsCA) {
+			pinned = i
+			break
+		}
+	}
+	if pinned < 0 {
 		return fmt.Errorf("%w (it presented %q, whose key has pin %s; the code pins %s)", ErrPin, leaf.Subject.String(), claimcode.Pin(leaf.RawSubjectPublicKeyInfo), p.code.Pin())
 	}
-	// keyframe run verifies the receiver the usual way, with this
+	// keyframe run verifies the receiver the usual way, with the pinned
 	// certificate as a trusted root: it must pass that check too.
-	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: p.host, CurrentTime: p.clk.Now()}); err != nil {
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(cs.PeerCertificates[pinned])
+	for _, c := range cs.PeerCertificates[1:max(pinned, 1)] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: p.host, CurrentTime: p.clk.Now()}); err != nil {
 		return fmt.Errorf("%w: %w", ErrCertificate, err)
 	}
 	p.mu.Lock()
-	p.cert = leaf.Raw
+	p.cert = cs.PeerCertificates[pinned].Raw
 	p.mu.Unlock()
 	return nil
 }

@@ -1,6 +1,7 @@
 package join_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,11 +9,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -202,4 +206,95 @@ func TestJoinNetworkError(t *testing.T) {
 		t.Errorf("nothing listening: %v", err)
 	}
 	t.Log(err)
+}
+
+// serveSelf runs the receiver over dir with its own CA's certificate for
+// names on 127.0.0.1 and returns its URL and a stop function.
+func serveSelf(t *testing.T, dir string, names ...string) (string, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready, done := make(chan string, 1), make(chan error, 1)
+	go func() {
+		done <- receiver.Serve(ctx, receiver.ServeConfig{Options: receiver.Options{Dir: dir}, Listen: "127.0.0.1:0",
+			TLS: receiver.TLSSelf, TLSNames: names, Ready: func(u string) { ready <- u }})
+	}()
+	select {
+	case u := <-ready:
+		stop := func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		}
+		return u, stop
+	case err := <-done:
+		cancel()
+		t.Fatalf("Serve: %v", err)
+	}
+	return "", nil
+}
+
+// leafOf is the certificate a server at url presents, verified with only
+// trusted (DER) as a root.
+func leafOf(t *testing.T, url string, trusted []byte) ([]byte, error) {
+	t.Helper()
+	ca, err := x509.ParseCertificate(trusted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	c, err := tls.Dial("tcp", strings.TrimSuffix(strings.TrimPrefix(url, "https://"), "/"), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].Raw, nil
+}
+
+// TestJoinSelfMadeCA: a receiver serving HTTPS with its own CA pins the CA
+// in its claim codes; the camera joins trusting only it, keeps the CA, and
+// still trusts the receiver after it issues itself another certificate
+// (new names); a name the certificate does not cover is refused.
+func TestJoinSelfMadeCA(t *testing.T) {
+	dir := t.TempDir()
+	url, stop := serveSelf(t, dir, "127.0.0.1")
+	caPEM, err := os.ReadFile(filepath.Join(dir, receiver.SelfCertDir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(caPEM)
+	if blk == nil {
+		t.Fatal("no CA certificate")
+	}
+	cc, err := receiver.IssueClaim(dir, blk.Bytes, "alice", time.Now(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := strings.Replace(url, "127.0.0.1", "localhost", 1)
+	if _, err := join.Join(context.Background(), join.Request{URL: byName, Code: cc.Code, Key: deviceKey(t), Seq: 1}); !errors.Is(err, join.ErrCertificate) {
+		t.Errorf("join by a name the certificate does not cover: %v, want ErrCertificate", err)
+	}
+	res, err := join.Join(context.Background(), join.Request{URL: url, Code: cc.Code, Key: deviceKey(t), Seq: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(res.Cert, blk.Bytes) || res.Owner != "alice" {
+		t.Fatalf("joined %s, pinned certificate is the CA: %v; want alice's and the CA", res.Owner, bytes.Equal(res.Cert, blk.Bytes))
+	}
+	first, err := leafOf(t, url, res.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+
+	url, stop = serveSelf(t, dir, "127.0.0.1", "kf.test")
+	defer stop()
+	second, err := leafOf(t, url, res.Cert)
+	if err != nil {
+		t.Fatalf("the renewed certificate does not verify with the pinned CA: %v", err)
+	}
+	if bytes.Equal(first, second) {
+		t.Error("new names: the receiver served the same certificate")
+	}
 }

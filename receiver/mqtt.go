@@ -36,8 +36,13 @@ const subackFailure = 0x80
 // schedule's backoff defaults, the same as the devices').
 type MQTTConfig struct {
 	// Broker is the broker URL, checked by mqttlink.CheckBrokerURL: tls://
-	// (mqtts://, ssl://), or tcp:// only to a loopback host.
+	// (mqtts://, ssl://), or tcp:// only to a loopback host, or to a
+	// private-network one with AllowPlaintextLAN.
 	Broker string
+	// AllowPlaintextLAN allows a tcp:// Broker on a private network
+	// (mqttlink.URLRules): the password and the records (still signed)
+	// then cross the LAN in the clear.
+	AllowPlaintextLAN bool
 	// ClientID names the receiver's persistent session; "" means
 	// DefaultMQTTClientID. Two receivers must not share one.
 	ClientID string
@@ -49,6 +54,10 @@ type MQTTConfig struct {
 	// Username and Password, for brokers that authenticate by password.
 	// At least a certificate or a username is required.
 	Username, Password string
+	// PasswordFile, if set and Password is empty, is read for the password
+	// by NewMQTTIngest (mqttlink.ReadPasswordFile: its first line; not
+	// readable by other users).
+	PasswordFile string
 	// TopicPrefix is the devices' topic prefix; "" means
 	// mqttlink.DefaultTopicPrefix. It is checked as the devices check
 	// theirs (mqttlink.CheckTopicPrefix).
@@ -148,7 +157,7 @@ func NewMQTTIngest(cfg MQTTConfig, srv Ingester) (*MQTTIngest, error) {
 	if srv == nil {
 		return nil, errors.New("receiver: mqtt: no Ingester")
 	}
-	u, err := mqttlink.CheckBrokerURL(cfg.Broker)
+	u, err := mqttlink.CheckBrokerURL(cfg.Broker, mqttlink.URLRules{PlaintextLAN: cfg.AllowPlaintextLAN})
 	if err != nil {
 		return nil, fmt.Errorf("receiver: mqtt: %w", err)
 	}
@@ -166,6 +175,11 @@ func NewMQTTIngest(cfg MQTTConfig, srv Ingester) (*MQTTIngest, error) {
 	}
 	if cfg.Certificate == nil && cfg.Username == "" {
 		return nil, errors.New("receiver: mqtt: no credentials: set Certificate or Username")
+	}
+	if cfg.Password == "" && cfg.PasswordFile != "" {
+		if cfg.Password, err = mqttlink.ReadPasswordFile(cfg.PasswordFile); err != nil {
+			return nil, fmt.Errorf("receiver: mqtt: password file: %w", err)
+		}
 	}
 	if cfg.Password != "" && cfg.Username == "" {
 		return nil, errors.New("receiver: mqtt: Password without Username")
@@ -312,7 +326,7 @@ func (m *MQTTIngest) dial(ctx context.Context) (mqttlink.Session, error) {
 	tok := s.c.Connect()
 	if err := m.await(ctx, tok, m.cfg.ConnectTimeout+time.Second); err != nil {
 		go func() { <-tok.Done(); s.c.Disconnect(0) }()
-		return nil, fmt.Errorf("receiver: mqtt: connect to %s: %w", m.broker.Host, err)
+		return nil, fmt.Errorf("receiver: mqtt: connect to %s: %w", m.broker.Host, mqttlink.ExplainConnect(err, m.cfg.Username))
 	}
 	stok := s.c.Subscribe(m.filter, 1, s.onMessage)
 	err := m.await(ctx, stok, m.cfg.ConnectTimeout)

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -50,6 +52,16 @@ type ServeConfig struct {
 	// neither. Claim codes pin the certificate's key (Options.TLSCertificate
 	// is set from it when empty).
 	TLSCertFile, TLSKeyFile string
+	// TLS is the HTTPS mode: TLSAuto ("" too) serves TLSCertFile if set,
+	// else TLSSelf on a non-loopback Listen, else plain HTTP on loopback;
+	// TLSSelf serves a certificate from the receiver's own CA (SelfCert,
+	// under Dir/SelfCertDir; claim codes pin the CA: Options.TLSCertificate
+	// is set to it when empty); TLSOff serves plain HTTP.
+	TLS string
+	// TLSNames are the host names and addresses of TLSSelf's certificate;
+	// empty: DefaultTLSNames. Options.AllowedHosts, when empty, answers
+	// them too (with the port Serve listens on).
+	TLSNames []string
 	// ClientCAs, with TLS, makes uploads (/v1/) require a client certificate
 	// that verifies to one of these CAs (mutual TLS, RequireClientCert); the
 	// viewer pages and the claim endpoints need none. The certificate must
@@ -91,6 +103,28 @@ func (e *ConfigError) Error() string { return e.Err.Error() }
 // Unwrap returns the underlying error.
 func (e *ConfigError) Unwrap() error { return e.Err }
 
+// tlsMode resolves c.TLS for a listen address that is loopback or not:
+// "files", TLSSelf or TLSOff.
+func (c *ServeConfig) tlsMode(loopback bool) (string, error) {
+	files := c.TLSCertFile != "" || c.TLSKeyFile != ""
+	switch c.TLS {
+	case "", TLSAuto:
+		switch {
+		case files:
+			return "files", nil
+		case !loopback:
+			return TLSSelf, nil
+		}
+		return TLSOff, nil
+	case TLSSelf, TLSOff:
+		if files {
+			return "", &ConfigError{fmt.Errorf("receiver: TLS mode %q takes no certificate and key files (-tls-cert, -tls-key): use auto", c.TLS)}
+		}
+		return c.TLS, nil
+	}
+	return "", &ConfigError{fmt.Errorf("receiver: TLS mode %q: want auto, self or off", clip(c.TLS))}
+}
+
 // check returns the listen address's loopback status, or a *ConfigError.
 func (c *ServeConfig) check() (loopback bool, err error) {
 	loop, err := IsLoopback(c.Listen)
@@ -103,8 +137,12 @@ func (c *ServeConfig) check() (loopback bool, err error) {
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return false, &ConfigError{errors.New("receiver: the TLS certificate and key files go together")}
 	}
-	if c.ClientCAs != nil && c.TLSCertFile == "" {
-		return false, &ConfigError{errors.New("receiver: client CAs need a TLS certificate and key")}
+	mode, err := c.tlsMode(loop)
+	if err != nil {
+		return false, err
+	}
+	if c.ClientCAs != nil && mode == TLSOff {
+		return false, &ConfigError{errors.New("receiver: client CAs need TLS (a certificate and key, or -tls self)")}
 	}
 	return loop, nil
 }
@@ -125,8 +163,23 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if !loop && cfg.TLSCertFile == "" {
+	mode, _ := cfg.tlsMode(loop) // checked
+	if !loop && mode == TLSOff {
 		log.Warn("listening on a non-loopback address without TLS: passwords and session cookies cross the network in the clear; serve TLS or put a TLS proxy in front", "listen", cfg.Listen)
+	}
+	var self *SelfCert
+	if mode == TLSSelf {
+		names := cfg.TLSNames
+		if len(names) == 0 {
+			names = DefaultTLSNames()
+		}
+		if self, err = LoadSelfCert(filepath.Join(cfg.Dir, SelfCertDir), names, cfg.Clock, cfg.Rand, log); err != nil {
+			return err
+		}
+		if cfg.TLSCertificate == nil {
+			cfg.TLSCertificate = self.CA().Raw // claim codes pin the CA: renewals keep joined cameras
+		}
+		log.Info("receiver: HTTPS with the receiver's own CA: trust it in browsers, or check its fingerprint", "ca", filepath.Join(cfg.Dir, SelfCertDir, selfCAFile), "sha256", fingerprint(self.CA().Raw), "hosts", self.Hosts())
 	}
 	if cfg.TLSCertFile != "" && cfg.TLSCertificate == nil {
 		// Claim codes pin the certificate's key (docs/claim.md).
@@ -172,6 +225,13 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		host, _, _ := net.SplitHostPort(cfg.Listen)
 		_, port, _ := net.SplitHostPort(ln.Addr().String())
 		hosts := DefaultAllowedHosts(net.JoinHostPort(host, port))
+		if self != nil {
+			for _, h := range self.Hosts() {
+				if hp := net.JoinHostPort(h, port); !slices.Contains(hosts, hp) {
+					hosts = append(hosts, hp)
+				}
+			}
+		}
 		srv.SetAllowedHosts(hosts)
 		log.Debug("receiver: serving host names", "hosts", hosts)
 	}
@@ -180,6 +240,12 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		hs.TLSConfig = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: cfg.ClientCAs, MinVersion: tls.VersionTLS12,
 			VerifyConnection: func(cs tls.ConnectionState) error { return srv.refuseRevoked(cs, log) }}
 		hs.Handler = RequireClientCert(hs.Handler)
+	}
+	if self != nil {
+		if hs.TLSConfig == nil {
+			hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		hs.TLSConfig.GetCertificate = self.GetCertificate
 	}
 	if n := limitOr(cfg.UploadsPerAddr, DefaultUploadsPerAddr); n > 0 {
 		hs.Handler = &uploadRate{next: hs.Handler, n: n, clk: clock.Or(cfg.Clock), windows: newWindows(UploadRateWindow, maxUploadRateAddrs),
@@ -199,10 +265,14 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	}
 	errc := make(chan error, 1)
 	scheme := "http"
-	if cfg.TLSCertFile != "" {
+	switch {
+	case cfg.TLSCertFile != "":
 		scheme = "https"
 		go func() { errc <- hs.ServeTLS(ln, cfg.TLSCertFile, cfg.TLSKeyFile) }()
-	} else {
+	case self != nil:
+		scheme = "https"
+		go func() { errc <- hs.ServeTLS(ln, "", "") }()
+	default:
 		go func() { errc <- hs.Serve(ln) }()
 	}
 	if cfg.Ready != nil {

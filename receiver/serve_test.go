@@ -227,7 +227,9 @@ func TestServeRequiresClientCertForUploads(t *testing.T) {
 }
 
 // TestServeLoopbackGuard: Serve refuses an address that is not loopback
-// (or not an address) unless Public, before it opens anything.
+// (or not an address) unless Public, before it opens anything; a Public
+// one serves HTTPS with the receiver's own CA, or plain HTTP with a warning
+// when TLS is off.
 func TestServeLoopbackGuard(t *testing.T) {
 	// Done already: a Serve that wrongly starts returns at once.
 	done, cancel := context.WithCancel(t.Context())
@@ -247,12 +249,12 @@ func TestServeLoopbackGuard(t *testing.T) {
 		t.Errorf("refusal %v does not say why", err)
 	}
 
-	// Public: served, with a warning.
+	// Public with TLS off: served, with a warning.
 	var logs lineBuf
 	dir := t.TempDir()
 	s := startServe(t, ServeConfig{
 		Options: Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))},
-		Listen:  "0.0.0.0:0", Public: true,
+		Listen:  "0.0.0.0:0", Public: true, TLS: TLSOff,
 	})
 	if !strings.Contains(logs.buf.String(), "non-loopback") {
 		t.Errorf("no warning for a public address:\n%s", logs.buf.String())
@@ -263,6 +265,34 @@ func TestServeLoopbackGuard(t *testing.T) {
 	}
 	if code, _ := do(t, http.DefaultClient, http.MethodGet, "http://127.0.0.1:"+port+"/", nil); code != http.StatusOK {
 		t.Errorf("home page on a public address, by 127.0.0.1: %d", code)
+	}
+	if err := s.wait(); err != nil {
+		t.Fatalf("Serve after cancel: %v", err)
+	}
+
+	// Public by default: HTTPS with the receiver's own CA, no warning.
+	var tlsLogs lineBuf
+	dir = t.TempDir()
+	s = startServe(t, ServeConfig{
+		Options: Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(&tlsLogs, nil))},
+		Listen:  "0.0.0.0:0", Public: true,
+	})
+	if strings.Contains(tlsLogs.buf.String(), "non-loopback") {
+		t.Errorf("a warning about clear text with HTTPS:\n%s", tlsLogs.buf.String())
+	}
+	if _, port, err = net.SplitHostPort(strings.TrimSuffix(strings.TrimPrefix(s.url, "https://"), "/")); err != nil {
+		t.Fatalf("Ready URL %q: %v", s.url, err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, SelfCertDir, selfCAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	defer client.CloseIdleConnections()
+	if code, _ := do(t, client, http.MethodGet, "https://127.0.0.1:"+port+"/", nil); code != http.StatusOK {
+		t.Errorf("home page over HTTPS on a public address, by 127.0.0.1: %d", code)
 	}
 	if err := s.wait(); err != nil {
 		t.Fatalf("Serve after cancel: %v", err)

@@ -77,9 +77,14 @@ var ErrNotConnected = errors.New("not connected to the MQTT broker")
 // their defaults.
 type MQTTConfig struct {
 	// Broker is the broker URL: tls://host[:8883] (also mqtts:// and
-	// ssl://), or tcp://host[:1883] only for a loopback host (see
+	// ssl://), or tcp://host[:1883] only for a loopback host, or a
+	// private-network one with AllowPlaintextLAN (see
 	// mqttlink.CheckBrokerURL).
 	Broker string
+	// AllowPlaintextLAN allows a tcp:// Broker on a private network
+	// (mqttlink.URLRules): the password, records (still signed) and
+	// thumbnails then cross the LAN in the clear.
+	AllowPlaintextLAN bool
 	// DeviceID is the device's ID (provenance.DeviceID); the topics are
 	// under <TopicPrefix>/<DeviceID>/. With Mosquitto's
 	// use_identity_as_username it must equal the certificate's CN.
@@ -199,7 +204,7 @@ type ackWait struct {
 
 // NewMQTT checks cfg and returns a transport; Run connects it.
 func NewMQTT(cfg MQTTConfig) (*MQTT, error) {
-	u, err := mqttlink.CheckBrokerURL(cfg.Broker)
+	u, err := mqttlink.CheckBrokerURL(cfg.Broker, mqttlink.URLRules{PlaintextLAN: cfg.AllowPlaintextLAN})
 	if err != nil {
 		return nil, fmt.Errorf("uploader: mqtt: %w", err)
 	}
@@ -607,7 +612,7 @@ func (m *MQTT) dial(ctx context.Context) (mqttlink.Session, error) {
 	tok := s.c.Connect()
 	if err := m.await(ctx, tok, m.cfg.ConnectTimeout+time.Second); err != nil {
 		go func() { <-tok.Done(); s.c.Disconnect(0) }()
-		return nil, fmt.Errorf("uploader: mqtt: connect to %s: %w", m.broker.Host, err)
+		return nil, fmt.Errorf("uploader: mqtt: connect to %s: %w", m.broker.Host, mqttlink.ExplainConnect(err, m.cfg.Username))
 	}
 	fail := func(err error) (mqttlink.Session, error) {
 		// "online" may be out already: Close says "offline" again.

@@ -26,7 +26,7 @@ const (
 	defaultReceiverListen = "127.0.0.1:8417"
 )
 
-const receiverUsage = `usage: keyframe-receiver [serve] [-data DIR] [-listen ADDR] [-public] [-allow-host HOST[:PORT],...] [limits]
+const receiverUsage = `usage: keyframe-receiver [serve] [-data DIR] [-listen ADDR] [-public] [-tls auto|self|off] [-tls-names NAME,...] [-allow-host HOST[:PORT],...] [limits]
          (limits: -max-conns, -quota-records-hour, -body-budget, ...: keyframe-receiver -h, docs/config.md)
        keyframe-receiver owner add  [-data DIR] [-url URL] [-admin] NAME   (prints a one-time setup link)
        keyframe-receiver owner link [-data DIR] [-url URL] NAME            (prints a one-time sign-in link)

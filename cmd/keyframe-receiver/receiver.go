@@ -50,7 +50,11 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 	mqttCert := fs.String("mqtt-cert", "", "the receiver's client certificate for the broker (PEM; with -mqtt-key)")
 	mqttKey := fs.String("mqtt-key", "", "private key (PEM) of -mqtt-cert")
 	mqttCA := fs.String("mqtt-ca", "", "CA certificates (PEM) trusted for the broker, in addition to the system's")
-	mqttUser := fs.String("mqtt-user", "", "username for a broker that authenticates by password (password from KEYFRAME_MQTT_PASSWORD)")
+	mqttUser := fs.String("mqtt-user", "", "username for a broker that authenticates by password (password from -mqtt-password-file or KEYFRAME_MQTT_PASSWORD)")
+	mqttPasswordFile := fs.String("mqtt-password-file", "", "file holding the -mqtt-user password (its first line; not readable by other users)")
+	mqttPlainLAN := fs.Bool("mqtt-allow-plaintext-lan", false, "allow -mqtt tcp:// to a private-network address (RFC 1918, fc00::/7, link-local): the password and the records (still signed) cross the LAN in the clear")
+	tlsMode := fs.String("tls", receiver.TLSAuto, "HTTPS: auto (-tls-cert and -tls-key if given; else, on a non-loopback -listen, self), self (the receiver's own CA and a certificate for -tls-names, made on first start under DATA/tls/; claim codes pin the CA), off")
+	tlsNames := fs.String("tls-names", "", "comma-separated host names and addresses of the self-made certificate; default: the host name, HOST.local, localhost and the machine's addresses")
 	var limits receiverLimits
 	limits.addFlags(fs)
 	if code, ok := cli.Parse(fs, args, receiverUsage, stdout, stderr); !ok {
@@ -74,6 +78,8 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 		Public:      *public,
 		TLSCertFile: *tlsCert,
 		TLSKeyFile:  *tlsKey,
+		TLS:         *tlsMode,
+		TLSNames:    strings.FieldsFunc(*tlsNames, func(r rune) bool { return r == ',' || r == ' ' }),
 	}
 	if *maxBody <= 0 {
 		fmt.Fprintf(stderr, "keyframe-receiver: -max-body %d: want a positive number of bytes\n", *maxBody)
@@ -92,11 +98,7 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "keyframe-receiver: -tls-cert and -tls-key go together\n")
 		return 2
 	}
-	if *clientCA != "" {
-		if *tlsCert == "" {
-			fmt.Fprintf(stderr, "keyframe-receiver: -client-ca needs -tls-cert and -tls-key\n")
-			return 2
-		}
+	if *clientCA != "" { // Serve refuses it without TLS
 		pool, err := certPool(*clientCA, false)
 		if err != nil {
 			fmt.Fprintf(stderr, "keyframe-receiver: -client-ca: %v\n", err)
@@ -105,7 +107,8 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 		cfg.ClientCAs = pool
 	}
 	if *mqttURL != "" {
-		mc := receiver.MQTTConfig{Broker: *mqttURL, Username: *mqttUser, Password: os.Getenv("KEYFRAME_MQTT_PASSWORD"), Logger: log}
+		mc := receiver.MQTTConfig{Broker: *mqttURL, Username: *mqttUser, Password: os.Getenv("KEYFRAME_MQTT_PASSWORD"), Logger: log,
+			PasswordFile: *mqttPasswordFile, AllowPlaintextLAN: *mqttPlainLAN}
 		if (*mqttCert == "") != (*mqttKey == "") {
 			fmt.Fprintf(stderr, "keyframe-receiver: -mqtt-cert and -mqtt-key go together\n")
 			return 2

@@ -4,6 +4,10 @@
 // taken as the username, and keyframe's ACL (DefaultACL). Stop and Restart
 // keep the port and the persistence directory, for outage tests.
 //
+// StartPasswords starts the other kind a home has: Home Assistant's
+// Mosquitto add-on, which authenticates by username and password, over TLS
+// or in clear text on the LAN.
+//
 // When the mosquitto binary is not installed the test is skipped, unless the
 // CI environment variable is set: then it fails.
 package mosquittotest
@@ -148,6 +152,7 @@ type Broker struct {
 	conf   string
 	caCert *x509.Certificate
 	caKey  *ecdsa.PrivateKey
+	host   net.IP // the listener's address (127.0.0.1 unless a PasswordConfig names one)
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -417,7 +422,7 @@ func (b *Broker) makeCA() {
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		IPAddresses:  b.serverIPs(),
 		DNSNames:     []string{"localhost"},
 	}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, b.caCert, srvKey.Public(), caKey)
@@ -431,6 +436,15 @@ func (b *Broker) makeCA() {
 	b.writeFile("ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
 	b.writeFile("server.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}))
 	b.writeFile("server.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+}
+
+// serverIPs are the addresses the broker's certificate names.
+func (b *Broker) serverIPs() []net.IP {
+	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
+	if b.host != nil && !b.host.Equal(ips[0]) {
+		ips = append(ips, b.host)
+	}
+	return ips
 }
 
 func (b *Broker) serial() *big.Int {
@@ -452,8 +466,11 @@ func (b *Broker) writeFile(name string, data []byte) string {
 }
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort() (int, error) { return freePortOn("127.0.0.1") }
+
+// freePortOn returns a TCP port on host that was free a moment ago.
+func freePortOn(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return 0, fmt.Errorf("mosquittotest: find a free port: %w", err)
 	}
@@ -490,4 +507,167 @@ func (s *syncBuffer) From(n int) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return string(s.buf.Bytes()[n:])
+}
+
+// PasswordConfig is a broker that authenticates by username and password,
+// as Home Assistant's Mosquitto add-on does: no client certificates.
+type PasswordConfig struct {
+	// Users maps each username to its password (at least one).
+	Users map[string]string
+	// TLS makes the listener TLS (a certificate from the throwaway CA, for
+	// 127.0.0.1, localhost and Host; RootCAs trusts it); otherwise it is
+	// clear-text MQTT, the add-on's default on port 1883.
+	TLS bool
+	// Host is the address to listen on (an IP); "" means 127.0.0.1.
+	Host string
+	// ACL is the ACL file's text; "" means none, as in the add-on's
+	// default: every user may read and write every topic.
+	ACL string
+}
+
+// PasswordsBinary returns the path of mosquitto_passwd, or "" if not found.
+func PasswordsBinary() string {
+	if p, err := exec.LookPath("mosquitto_passwd"); err == nil {
+		return p
+	}
+	return ""
+}
+
+// PasswordConfigText returns the Mosquitto configuration of a password
+// broker: no anonymous access, the password file, the ACL file when acl is
+// not "", persistence, Limits and the listener (with its certificate when
+// cert is not "").
+func PasswordConfigText(passwords, acl, persistence, listener, cert, key string) string {
+	var c strings.Builder
+	c.WriteString("per_listener_settings false\nallow_anonymous false\npassword_file " + passwords + "\n")
+	if acl != "" {
+		c.WriteString("acl_file " + acl + "\n")
+	}
+	c.WriteString("persistence true\npersistence_location " + persistence + "\n" + Limits + "\nlistener " + listener + "\n")
+	if cert != "" {
+		c.WriteString("certfile " + cert + "\nkeyfile " + key + "\n")
+	}
+	return c.String()
+}
+
+// StartPasswords starts a broker that authenticates by username and
+// password (pc) for t and stops it at t's cleanup. URL is tls://ADDR with
+// pc.TLS, else tcp://ADDR. Without mosquitto or mosquitto_passwd the test is
+// skipped (failed under CI).
+func StartPasswords(t testing.TB, pc PasswordConfig) *Broker {
+	t.Helper()
+	bin := Binary()
+	if !haveBinary(t, bin, os.Getenv("CI")) {
+		return nil
+	}
+	passwd := PasswordsBinary()
+	if passwd == "" {
+		const msg = "mosquittotest: mosquitto_passwd is not installed (Debian: apt-get install mosquitto)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg + "; CI is set, so this is a failure")
+		}
+		t.Skip(msg + "; skipping (set CI to make this a failure)")
+	}
+	if len(pc.Users) == 0 {
+		t.Fatal("mosquittotest: StartPasswords: no users")
+	}
+	host := net.IPv4(127, 0, 0, 1)
+	if pc.Host != "" {
+		if host = net.ParseIP(pc.Host); host == nil {
+			t.Fatalf("mosquittotest: StartPasswords: Host %q is not an IP address", pc.Host)
+		}
+	}
+	b := &Broker{t: t, bin: bin, dir: t.TempDir(), out: &syncBuffer{}, host: host}
+	b.makeCA()
+	if err := os.Mkdir(filepath.Join(b.dir, "data"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pwFile := filepath.Join(b.dir, "passwords")
+	for user, pw := range pc.Users {
+		args := []string{"-b", pwFile, user, pw}
+		if _, err := os.Stat(pwFile); errors.Is(err, os.ErrNotExist) {
+			args = append([]string{"-c"}, args...)
+		}
+		if out, err := exec.Command(passwd, args...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquittotest: mosquitto_passwd: %v\n%s", err, out)
+		}
+	}
+	if err := os.Chmod(pwFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	acl := ""
+	if pc.ACL != "" {
+		acl = b.writeFile("acl", []byte(pc.ACL))
+	}
+	t.Cleanup(func() {
+		b.Stop()
+		if t.Failed() {
+			t.Logf("mosquittotest: broker output:\n%s", b.Log())
+		}
+	})
+	scheme, cert, key := "tcp", "", ""
+	if pc.TLS {
+		scheme, cert, key = "tls", filepath.Join(b.dir, "server.pem"), filepath.Join(b.dir, "server.key")
+	}
+	var lastErr error
+	for range 3 {
+		port, err := freePortOn(host.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Addr = net.JoinHostPort(host.String(), strconv.Itoa(port))
+		b.URL = scheme + "://" + b.Addr
+		var c strings.Builder
+		if os.Geteuid() == 0 {
+			c.WriteString("user root\n")
+		}
+		c.WriteString(PasswordConfigText(pwFile, acl, filepath.Join(b.dir, "data")+"/", strconv.Itoa(port)+" "+host.String(), cert, key))
+		c.WriteString("log_dest stderr\nlog_type all\nconnection_messages true\n")
+		b.conf = b.writeFile("mosquitto.conf", []byte(c.String()))
+		if lastErr = b.start(); lastErr == nil {
+			return b
+		}
+	}
+	t.Fatalf("mosquittotest: %v\n%s", lastErr, b.Log())
+	return nil
+}
+
+// ServerName is the name a TLS client verifies the broker's certificate
+// with: its listening address.
+func (b *Broker) ServerName() string {
+	host, _, _ := net.SplitHostPort(b.Addr)
+	return host
+}
+
+// LANAddr returns an address of this machine on a private network (RFC 1918
+// or an IPv6 unique local address; IPv4 first), where a clear-text LAN
+// broker can listen. Without one the test is skipped (failed under CI).
+func LANAddr(t testing.TB) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatalf("mosquittotest: interface addresses: %v", err)
+	}
+	var v6 string
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok || !n.IP.IsPrivate() {
+			continue
+		}
+		if n.IP.To4() != nil {
+			return n.IP.String()
+		}
+		if v6 == "" {
+			v6 = n.IP.String()
+		}
+	}
+	if v6 != "" {
+		return v6
+	}
+	const msg = "mosquittotest: this machine has no private-network address (RFC 1918 or fc00::/7) for a LAN broker"
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg + "; CI is set, so this is a failure")
+	}
+	t.Skip(msg + "; skipping (set CI to make this a failure)")
+	return ""
 }

@@ -140,3 +140,52 @@ func TestDocsGiveTheTestBrokersConfiguration(t *testing.T) {
 		t.Errorf("Limits lack %q", want)
 	}
 }
+
+// connectPassword connects an MQTT client with a username and password
+// (over TLS when the broker's URL is tls://) and returns it or the error.
+func connectPassword(t *testing.T, b *Broker, id, user, password string) (paho.Client, error) {
+	t.Helper()
+	opts := paho.NewClientOptions().AddBroker(b.URL).SetClientID(id).SetUsername(user).SetPassword(password).
+		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetProtocolVersion(4)
+	if strings.HasPrefix(b.URL, "tls://") {
+		opts.SetTLSConfig(&tls.Config{RootCAs: b.RootCAs, ServerName: b.ServerName(), MinVersion: tls.VersionTLS12})
+	}
+	c := paho.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(10 * time.Second) {
+		t.Fatal("connect did not complete")
+	}
+	if tok.Error() != nil {
+		return nil, tok.Error()
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	return c, nil
+}
+
+// TestPasswordBroker: the broker of Home Assistant's Mosquitto add-on lets
+// in a user with the right password, over TLS and in clear text on a
+// private address, and refuses a wrong password, an unknown user and no
+// credentials.
+func TestPasswordBroker(t *testing.T) {
+	for name, useTLS := range map[string]bool{"tls": true, "plain lan": false} {
+		t.Run(name, func(t *testing.T) {
+			pc := PasswordConfig{TLS: useTLS}
+			if !useTLS {
+				pc.Host = LANAddr(t)
+			}
+			pc.Users = map[string]string{"camera": "s3cret pass", "ha": "other"}
+			b := StartPasswords(t, pc)
+			if want := map[bool]string{true: "tls://", false: "tcp://"}[pc.TLS]; !strings.HasPrefix(b.URL, want) {
+				t.Fatalf("URL %q, want %s...", b.URL, want)
+			}
+			if _, err := connectPassword(t, b, "good", "camera", "s3cret pass"); err != nil {
+				t.Fatalf("the right password: %v\n%s", err, b.Log())
+			}
+			for _, c := range []struct{ user, pw string }{{"camera", "wrong"}, {"nobody", "s3cret pass"}, {"", ""}} {
+				if _, err := connectPassword(t, b, "bad", c.user, c.pw); err == nil {
+					t.Errorf("user %q with password %q was let in", c.user, c.pw)
+				}
+			}
+		})
+	}
+}
