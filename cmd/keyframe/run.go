@@ -13,6 +13,7 @@ import (
 
 	"github.com/keyframe-cam/keyframe/agent"
 	"github.com/keyframe-cam/keyframe/internal/logthrottle"
+	"github.com/keyframe-cam/keyframe/internal/sdnotify"
 )
 
 // loadConfig parses the common -config flag's file plus KEYFRAME_* variables.
@@ -45,7 +46,18 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	defer throttle.Flush()
 	log.Info("keyframe starting", "version", version)
 	c.Version = version
-	a, err := agent.New(c, agent.Deps{Logger: log, Rand: rand.Reader})
+	deps := agent.Deps{Logger: log, Rand: rand.Reader}
+	// Under systemd (Type=notify): READY=1, and WatchdogSec= keepalives
+	// under the hardware watchdog's health checks.
+	service, err := sdnotify.FromEnv(os.Getenv, os.Getpid())
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	if service != nil {
+		deps.Service = service
+	}
+	a, err := agent.New(c, deps)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
