@@ -76,8 +76,20 @@ func cmdConfig(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("config", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "show the effective configuration from this file and KEYFRAME_* variables")
+	template := fs.Bool("template", false, "print a configuration file with every key and default commented out (the packages' /etc/keyframe/keyframe.conf)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *template {
+		if *cfgPath != "" {
+			fmt.Fprintln(stderr, "keyframe: config: -template takes no -config")
+			return 2
+		}
+		if err := agent.WriteConfigTemplate(stdout); err != nil {
+			fmt.Fprintf(stderr, "keyframe: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	c := agent.DefaultConfig()
 	if *cfgPath != "" {
