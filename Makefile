@@ -114,3 +114,11 @@ BOARD_SCENARIOS ?=
 .PHONY: board-test
 board-test: build cross
 	ARCH=$(BOARD_ARCH) scripts/board/board-test.sh $(BOARD_SCENARIOS)
+
+## dist: Debian packages keyframe and keyframe-receiver for armhf (GOARM=6), arm64 and amd64
+## in dist/, built with nfpm (docs/packages.md); check-units: their systemd units' checks
+.PHONY: dist check-units
+dist:
+	GO=$(GO) VERSION=$(VERSION) scripts/dist.sh
+check-units: dist
+	scripts/check-units.sh dist

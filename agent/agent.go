@@ -54,6 +54,20 @@ type Deps struct {
 	SourceInfo *provenance.Source
 	// Watchdog, if not nil, is used instead of opening watchdog.device.
 	Watchdog *board.Watchdog
+	// Service is the service manager the agent reports to (systemd's
+	// notification socket, internal/sdnotify); nil: none.
+	Service ServiceManager
+}
+
+// ServiceManager is what the agent tells the service manager that started
+// it (sd_notify(3); *sdnotify.Notifier): that it is ready, keepalives for
+// the service watchdog while healthy, and that it is stopping.
+type ServiceManager interface {
+	Ready(status string) error
+	Watchdog() error
+	Stopping() error
+	// WatchdogTimeout is the service watchdog's timeout; 0: none.
+	WatchdogTimeout() time.Duration
 }
 
 // Identity loads (or creates) the device key named by the configuration.
@@ -359,6 +373,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Wait()
 		return err
 	}
+	if a.deps.Service != nil {
+		if err := a.deps.Service.Ready("device " + a.device); err != nil {
+			a.log.Warn("cannot tell the service manager the agent is ready", "err", err)
+		}
+		defer func() {
+			if err := a.deps.Service.Stopping(); err != nil {
+				a.log.Warn("cannot tell the service manager the agent is stopping", "err", err)
+			}
+		}()
+	}
 	err := a.capture(ctx)
 	if errors.Is(err, capture.ErrEndOfStream) {
 		a.log.Info("source ended; waiting for the spool to drain")
@@ -376,32 +400,44 @@ func (a *Agent) Run(ctx context.Context) error {
 // startWatchdog opens the configured hardware watchdog and pets it from its
 // own goroutine only while frames arrive and the spool can be written, so a
 // stalled pipeline resets the board. An orderly stop disarms it (magic close).
+// The service manager's watchdog (systemd's WatchdogSec=) is fed on the same
+// ticks under the same checks, with or without a hardware watchdog.
 func (a *Agent) startWatchdog(ctx context.Context, wg *sync.WaitGroup) error {
-	dog := a.deps.Watchdog
-	if dog == nil {
-		if a.cfg.WatchdogDevice == "" {
-			return nil
-		}
-		var err error
-		if dog, err = a.deps.Board.OpenWatchdog(a.cfg.WatchdogDevice); err != nil {
-			if errors.Is(err, board.ErrAbsent) {
-				a.log.Warn("no hardware watchdog; running without one", "device", a.cfg.WatchdogDevice, "err", err)
-				return nil
-			}
+	dog, err := a.openWatchdog()
+	if err != nil {
+		return err
+	}
+	var service time.Duration
+	if a.deps.Service != nil {
+		service = a.deps.Service.WatchdogTimeout()
+	}
+	if dog == nil && service == 0 {
+		return nil
+	}
+	var interval time.Duration
+	if dog != nil {
+		timeout, err := dog.SetTimeout(a.cfg.WatchdogTimeout)
+		if err != nil {
+			dog.Close()
 			return fmt.Errorf("agent: watchdog: %w", err)
 		}
+		boot, _ := dog.BootStatus()
+		a.log.Info("watchdog armed", "device", a.cfg.WatchdogDevice, "identity", dog.Identity(), "timeout", timeout, "bootstatus", boot.String())
+		interval = max(timeout/4, 250*time.Millisecond)
 	}
-	timeout, err := dog.SetTimeout(a.cfg.WatchdogTimeout)
-	if err != nil {
-		dog.Close()
-		return fmt.Errorf("agent: watchdog: %w", err)
+	var keepalive func() error
+	if service > 0 {
+		a.log.Info("service watchdog: keepalives while healthy", "timeout", service)
+		keepalive = a.deps.Service.Watchdog
+		if iv := service / 4; interval == 0 || iv < interval {
+			interval = iv
+		}
 	}
-	boot, _ := dog.BootStatus()
-	a.log.Info("watchdog armed", "device", a.cfg.WatchdogDevice, "identity", dog.Identity(), "timeout", timeout, "bootstatus", boot.String())
 	a.health.frame(a.deps.Clock.Now())
 	loop := &board.WatchdogLoop{
-		Dog:      dog,
-		Interval: max(timeout/4, 250*time.Millisecond),
+		Dog:       dog,
+		Keepalive: keepalive,
+		Interval:  interval,
 		Checks: []board.HealthCheck{
 			board.StallCheck("frames", a.cfg.WatchdogStall, a.health.lastFrameAt),
 			{Name: "spool", Check: a.health.spoolCheck},
@@ -417,6 +453,26 @@ func (a *Agent) startWatchdog(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 	}()
 	return nil
+}
+
+// openWatchdog opens the hardware watchdog (Deps.Watchdog, else
+// watchdog.device); nil without one.
+func (a *Agent) openWatchdog() (*board.Watchdog, error) {
+	if a.deps.Watchdog != nil {
+		return a.deps.Watchdog, nil
+	}
+	if a.cfg.WatchdogDevice == "" {
+		return nil, nil
+	}
+	dog, err := a.deps.Board.OpenWatchdog(a.cfg.WatchdogDevice)
+	if err != nil {
+		if errors.Is(err, board.ErrAbsent) {
+			a.log.Warn("no hardware watchdog; running without one", "device", a.cfg.WatchdogDevice, "err", err)
+			return nil, nil
+		}
+		return nil, fmt.Errorf("agent: watchdog: %w", err)
+	}
+	return dog, nil
 }
 
 // drain waits until the spool is empty or ctx ends.

@@ -609,6 +609,30 @@ func WriteConfig(w io.Writer, c *Config) error {
 	return bw.Flush()
 }
 
+// WriteConfigTemplate writes a configuration file in which every key stands
+// with its default and description, commented out: the file the Debian
+// package installs as /etc/keyframe/keyframe.conf (packaging/keyframe.conf,
+// kept equal to this by a test). Uncommenting a line gives the default.
+func WriteConfigTemplate(w io.Writer) error {
+	c := DefaultConfig()
+	bw := bufio.NewWriter(w)
+	fmt.Fprintln(bw, "# keyframe configuration: every key with its default, commented out.")
+	fmt.Fprintln(bw, "# Uncomment a line and change its value; a key left commented takes the default shown.")
+	fmt.Fprintln(bw, "# Each key can be overridden by an environment variable: capture.width -> KEYFRAME_CAPTURE_WIDTH.")
+	fmt.Fprintln(bw, "# `keyframe join URL CODE` sets upload.url and upload.ca_file in <data_dir>/joined.conf;")
+	fmt.Fprintln(bw, "# a key set here wins over it. `keyframe config -config FILE` prints the effective configuration.")
+	section := ""
+	for _, f := range Fields() {
+		s, _, _ := strings.Cut(f.Name, ".")
+		if s != section {
+			fmt.Fprintf(bw, "\n")
+			section = s
+		}
+		fmt.Fprintf(bw, "# %s\n#%s = %s\n", f.Desc, f.Name, quoteIfNeeded(f.get(&c)))
+	}
+	return bw.Flush()
+}
+
 func quoteIfNeeded(v string) string {
 	if v == "" || strings.ContainsAny(v, "#\"") || strings.TrimSpace(v) != v || strings.ContainsFunc(v, unicode.IsControl) {
 		return strconv.Quote(v)

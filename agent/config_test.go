@@ -176,3 +176,60 @@ func TestValidateSource(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestConfigTemplate: the template names every key once, commented out; as
+// it stands it sets nothing, and with every key uncommented it gives the
+// defaults (so the values written there are the defaults, and valid).
+func TestConfigTemplate(t *testing.T) {
+	var buf bytes.Buffer
+	if err := WriteConfigTemplate(&buf); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := buf.String()
+	for _, f := range Fields() {
+		if n := strings.Count(tmpl, "\n#"+f.Name+" = "); n != 1 {
+			t.Errorf("%s appears %d times commented out, want once", f.Name, n)
+		}
+	}
+	got := DefaultConfig()
+	got.Width, got.DataDir = 1, "/unchanged"
+	want := got
+	if err := ParseConfig(strings.NewReader(tmpl), "template", &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("the template as installed sets keys:\n got %+v\nwant %+v", got, want)
+	}
+	var uncommented strings.Builder
+	for _, line := range strings.SplitAfter(tmpl, "\n") {
+		if name, _, ok := strings.Cut(line, " = "); ok && strings.HasPrefix(name, "#") && !strings.Contains(name, " ") {
+			line = line[1:]
+		}
+		uncommented.WriteString(line)
+	}
+	got = DefaultConfig()
+	got.Width, got.DataDir = 1, "/unchanged"
+	if err := ParseConfig(strings.NewReader(uncommented.String()), "uncommented", &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, DefaultConfig()) {
+		t.Fatalf("the template uncommented is not the defaults:\n got %+v\nwant %+v", got, DefaultConfig())
+	}
+}
+
+// TestConffileInSync keeps the package's /etc/keyframe/keyframe.conf
+// (packaging/keyframe.conf) equal to the template; `make config-doc`
+// regenerates it.
+func TestConffileInSync(t *testing.T) {
+	file, err := os.ReadFile("../packaging/keyframe.conf")
+	if err != nil {
+		t.Fatalf("packaging/keyframe.conf: %v", err)
+	}
+	var buf bytes.Buffer
+	if err := WriteConfigTemplate(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(file, buf.Bytes()) {
+		t.Fatal("packaging/keyframe.conf is not the current template: run `make config-doc` (keyframe config -template)")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -183,6 +184,99 @@ func TestWatchdogNotPettedWhileSpoolFails(t *testing.T) {
 		dev.Unlock()
 		if pets == 0 || dev.Expired(time.Now()) {
 			t.Fatalf("spool writable again: %d pets since, expired=%v; want it petted again", pets, dev.Expired(time.Now()))
+		}
+	})
+}
+
+// fakeService records what the agent tells the service manager, with the
+// time of each message.
+type fakeService struct {
+	timeout time.Duration
+	mu      sync.Mutex
+	log     []string
+	at      []time.Time
+}
+
+func (s *fakeService) add(m string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.log = append(s.log, m)
+	s.at = append(s.at, time.Now())
+	return nil
+}
+
+func (s *fakeService) Ready(status string) error      { return s.add("READY " + status) }
+func (s *fakeService) Watchdog() error                { return s.add("WATCHDOG") }
+func (s *fakeService) Stopping() error                { return s.add("STOPPING") }
+func (s *fakeService) WatchdogTimeout() time.Duration { return s.timeout }
+
+// count returns how many messages m were sent, and the time of the last.
+func (s *fakeService) count(m string) (int, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, last := 0, time.Time{}
+	for i, x := range s.log {
+		if x == m {
+			n, last = n+1, s.at[i]
+		}
+	}
+	return n, last
+}
+
+// TestServiceWatchdogFedOnlyWhileFramesArrive: without a hardware watchdog,
+// systemd's service watchdog (WatchdogSec=) gets keepalives under the same
+// checks: while frames flow, and none once they stop, so systemd restarts a
+// stalled agent. READY comes first, STOPPING on an orderly stop.
+func TestServiceWatchdogFedOnlyWhileFramesArrive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.DataDir = filepath.Join(t.TempDir(), "device")
+		cfg.Width, cfg.Height, cfg.FPS = 160, 120, 10
+		cfg.WatchdogStall = 2 * time.Second
+		stop := make(chan struct{})
+		svc := &fakeService{timeout: 4 * time.Second}
+		a, err := New(cfg, Deps{
+			Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Source:  &gatedSource{stop: stop},
+			Service: svc,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx) }()
+
+		time.Sleep(12 * time.Second)
+		healthy, last := svc.count("WATCHDOG")
+		if healthy < 11 || time.Since(last) > 2*time.Second {
+			t.Fatalf("healthy pipeline: %d keepalives, the last %v ago; want one every second (timeout 4 s)", healthy, time.Since(last))
+		}
+		svc.mu.Lock()
+		first := svc.log[0]
+		svc.mu.Unlock()
+		if first != "READY device "+a.device {
+			t.Fatalf("first message %q, want READY with the device ID", first)
+		}
+
+		close(stop) // the camera stops delivering
+		stopped := time.Now()
+		time.Sleep(10 * time.Second)
+		n, last := svc.count("WATCHDOG")
+		if since := last.Sub(stopped); since > 3*time.Second {
+			t.Fatalf("keepalive %v after the frames stopped (stall limit 2 s)", since)
+		}
+		if n-healthy > 3 {
+			t.Fatalf("%d keepalives after the frames stopped", n-healthy)
+		}
+
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := svc.count("STOPPING"); n != 1 {
+			t.Fatalf("STOPPING sent %d times, want once; log %v", n, svc.log)
 		}
 	})
 }

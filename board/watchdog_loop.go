@@ -48,11 +48,13 @@ type HealthFailure struct {
 
 // WatchdogStats counts what a WatchdogLoop did.
 type WatchdogStats struct {
-	Pets        uint64        // keepalives the driver accepted
-	Skipped     uint64        // ticks with a failing check, on which the watchdog was not petted
-	PetErrors   uint64        // keepalives the driver refused
-	Failing     []string      // names of the checks failing now
-	LastFailure HealthFailure // the latest failed check; zero if none ever failed
+	Pets            uint64        // keepalives the driver accepted
+	Skipped         uint64        // ticks with a failing check, on which the watchdog was not petted
+	PetErrors       uint64        // keepalives the driver refused
+	Keepalives      uint64        // Keepalive calls that succeeded
+	KeepaliveErrors uint64        // Keepalive calls that failed
+	Failing         []string      // names of the checks failing now
+	LastFailure     HealthFailure // the latest failed check; zero if none ever failed
 }
 
 // WatchdogLoop pets a watchdog only while the board is healthy (u-root's
@@ -61,13 +63,19 @@ type WatchdogStats struct {
 // not pet, so a stalled board resets once the watchdog timeout runs out, and
 // the resulting reboot shows WatchdogCardReset in the boot status.
 //
+// Keepalive, if set, is a second watchdog fed under the same rule: it is
+// called on exactly the ticks on which Dog is petted (systemd's service
+// watchdog, sd_notify WATCHDOG=1). Dog may then be nil: the loop runs for
+// Keepalive alone.
+//
 // Set the fields, then call Run once; Stats may be called concurrently.
 type WatchdogLoop struct {
-	Dog      *Watchdog
-	Interval time.Duration // time between checks; must be below the watchdog timeout
-	Checks   []HealthCheck
-	Clock    clock.Clock  // nil: the system clock
-	Logger   *slog.Logger // nil: no logs
+	Dog       *Watchdog
+	Keepalive func() error
+	Interval  time.Duration // time between checks; must be below the watchdog timeout (and Keepalive's)
+	Checks    []HealthCheck
+	Clock     clock.Clock  // nil: the system clock
+	Logger    *slog.Logger // nil: no logs
 
 	mu    sync.Mutex
 	stats WatchdogStats
@@ -92,7 +100,7 @@ func (l *WatchdogLoop) Stats() WatchdogStats {
 // after an orderly shutdown, including when the watchdog stays armed because
 // of nowayout (that is logged: the board will reset); otherwise the error.
 func (l *WatchdogLoop) Run(ctx context.Context) error {
-	if l.Dog == nil {
+	if l.Dog == nil && l.Keepalive == nil {
 		return errors.New("board: watchdog loop: no watchdog")
 	}
 	log := l.Logger
@@ -104,12 +112,16 @@ func (l *WatchdogLoop) Run(ctx context.Context) error {
 	if err != nil {
 		return errors.Join(err, l.close(log))
 	}
-	log.Info("watchdog: petting while healthy", "watchdog", l.Dog.Identity(),
+	identity := "none"
+	if l.Dog != nil {
+		identity = l.Dog.Identity()
+	}
+	log.Info("watchdog: petting while healthy", "watchdog", identity, "keepalive", l.Keepalive != nil,
 		"interval", l.Interval, "timeout", timeout, "checks", len(l.Checks))
 
 	failing := make([]bool, len(l.Checks))
 	since := make([]time.Time, len(l.Checks))
-	petFailing := false
+	petFailing, keepaliveFailing := false, false
 	for {
 		if ctx.Err() != nil {
 			return l.close(log)
@@ -143,7 +155,25 @@ func (l *WatchdogLoop) Run(ctx context.Context) error {
 			l.stats.Skipped++
 		}
 		l.mu.Unlock()
-		if healthy {
+		if healthy && l.Keepalive != nil {
+			err := l.Keepalive()
+			l.mu.Lock()
+			if err != nil {
+				l.stats.KeepaliveErrors++
+			} else {
+				l.stats.Keepalives++
+			}
+			l.mu.Unlock()
+			switch {
+			case err != nil && !keepaliveFailing:
+				keepaliveFailing = true
+				log.Error("watchdog: keepalive to the service manager failed: it restarts the service if this persists", "err", err)
+			case err == nil && keepaliveFailing:
+				keepaliveFailing = false
+				log.Info("watchdog: keepalive to the service manager works again")
+			}
+		}
+		if healthy && l.Dog != nil {
 			err := l.Dog.Pet()
 			l.mu.Lock()
 			if err != nil {
@@ -180,6 +210,9 @@ func (l *WatchdogLoop) validate(log *slog.Logger) (time.Duration, error) {
 			return 0, fmt.Errorf("board: watchdog loop: check %d (%q) has no function", i, c.Name)
 		}
 	}
+	if l.Dog == nil {
+		return 0, nil
+	}
 	timeout, err := l.Dog.Timeout()
 	switch {
 	case err != nil:
@@ -195,6 +228,9 @@ func (l *WatchdogLoop) validate(log *slog.Logger) (time.Duration, error) {
 }
 
 func (l *WatchdogLoop) close(log *slog.Logger) error {
+	if l.Dog == nil {
+		return nil
+	}
 	err := l.Dog.Close()
 	switch {
 	case err == nil:

@@ -646,3 +646,72 @@ func TestWatchdogName(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchdogLoopKeepaliveFollowsPets: the second watchdog (systemd's) is
+// fed on exactly the ticks on which the hardware one is petted, and not while
+// a check fails.
+func TestWatchdogLoopKeepaliveFollowsPets(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		fake := boardtest.NewWatchdog(5)
+		var ticks []time.Duration // when Keepalive was called, from start
+		l := &board.WatchdogLoop{
+			Dog:       board.NewWatchdog(fake),
+			Keepalive: func() error { ticks = append(ticks, time.Since(start)); return nil },
+			Interval:  time.Second,
+			Checks: []board.HealthCheck{{Name: "camera", Check: func(now time.Time) error {
+				if d := now.Sub(start); d >= 3*time.Second && d < 6*time.Second {
+					return errors.New("no frame")
+				}
+				return nil
+			}}},
+		}
+		stop := runLoop(t, l)
+		time.Sleep(8*time.Second + time.Second/2)
+		synctest.Wait()
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		want := []time.Duration{0, time.Second, 2 * time.Second, 6 * time.Second, 7 * time.Second, 8 * time.Second}
+		if !reflect.DeepEqual(ticks, want) {
+			t.Fatalf("keepalives at %v, want %v (none while the camera check fails)", ticks, want)
+		}
+		st := l.Stats()
+		if pets, _, _ := snapshot(fake); st.Keepalives != uint64(len(want)) || pets != len(want) || st.Skipped != 3 {
+			t.Fatalf("Stats = %+v, pets = %d", st, pets)
+		}
+	})
+}
+
+// TestWatchdogLoopKeepaliveOnly runs the loop without a hardware watchdog:
+// a failing keepalive is logged once, its recovery once.
+func TestWatchdogLoopKeepaliveOnly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		var logs logBuf
+		l := &board.WatchdogLoop{
+			Keepalive: func() error {
+				if d := time.Since(start); d >= 2*time.Second && d < 5*time.Second {
+					return errors.New("connection refused")
+				}
+				return nil
+			},
+			Interval: time.Second,
+			Checks:   []board.HealthCheck{{Name: "ok", Check: func(time.Time) error { return nil }}},
+			Logger:   newLogger(&logs),
+		}
+		stop := runLoop(t, l)
+		time.Sleep(6*time.Second + time.Second/2)
+		synctest.Wait()
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		st := l.Stats()
+		if st.Keepalives != 4 || st.KeepaliveErrors != 3 || st.Pets != 0 {
+			t.Fatalf("Stats = %+v; want 4 keepalives (0,1,5,6s), 3 errors (2,3,4s)", st)
+		}
+		if logs.count("keepalive to the service manager failed") != 1 || logs.count("works again") != 1 {
+			t.Fatalf("logs:\n%s", logs.String())
+		}
+	})
+}

@@ -70,3 +70,20 @@ func TestConfigCommand(t *testing.T) {
 		t.Errorf("config -config of a missing file: code %d, stderr %q", code, errs)
 	}
 }
+
+// TestConfigTemplateCommand: `keyframe config -template` prints the
+// commented-out template (the packages' conffile); with -config it is refused.
+func TestConfigTemplateCommand(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := dispatch([]string{"config", "-template"}, &out, &errb); code != 0 || errb.Len() != 0 {
+		t.Fatalf("config -template: code %d, stderr %q", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "\n#capture.width = 640\n") || strings.Contains(out.String(), "\ncapture.width = ") {
+		t.Fatalf("config -template does not comment the keys out:\n%s", out.String())
+	}
+	out.Reset()
+	errb.Reset()
+	if code := dispatch([]string{"config", "-template", "-config", "x.conf"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "-template") {
+		t.Fatalf("config -template -config: code %d, stderr %q", code, errb.String())
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/keyframe-cam/keyframe/agent"
 	"github.com/keyframe-cam/keyframe/internal/cli"
 	"github.com/keyframe-cam/keyframe/internal/logthrottle"
+	"github.com/keyframe-cam/keyframe/internal/sdnotify"
 )
 
 const runUsage = `usage: keyframe run [-config FILE]
@@ -24,12 +25,13 @@ stopped. The configuration is the defaults, overlaid with what keyframe join
 wrote, the file and KEYFRAME_* variables (keyframe config prints them all).
 `
 
-const configUsage = `usage: keyframe config [-config FILE]
+const configUsage = `usage: keyframe config [-config FILE] [-template]
 
 Prints a configuration file with every key, its description and its value:
 the defaults, or with -config the effective configuration (the file, what
 keyframe join wrote and KEYFRAME_* variables), after checking it. A file with
-mistakes is refused with every mistake named (file, line, key).
+mistakes is refused with every mistake named (file, line, key). -template
+prints every key and default commented out (the packages' conffile).
 `
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
@@ -52,7 +54,18 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	defer throttle.Flush()
 	log.Info("keyframe starting", "version", version)
 	c.Version = version
-	a, err := agent.New(c, agent.Deps{Logger: log, Rand: rand.Reader})
+	deps := agent.Deps{Logger: log, Rand: rand.Reader}
+	// Under systemd (Type=notify): READY=1, and WatchdogSec= keepalives
+	// under the hardware watchdog's health checks.
+	service, err := sdnotify.FromEnv(os.Getenv, os.Getpid())
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	if service != nil {
+		deps.Service = service
+	}
+	a, err := agent.New(c, deps)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
@@ -71,8 +84,20 @@ func cmdConfig(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keyframe config", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "show the effective configuration from this file and KEYFRAME_* variables")
+	template := fs.Bool("template", false, "print a configuration file with every key and default commented out (the packages' /etc/keyframe/keyframe.conf)")
 	if code, ok := cli.Parse(fs, args, configUsage, stdout, stderr); !ok {
 		return code
+	}
+	if *template {
+		if *cfgPath != "" {
+			fmt.Fprintln(stderr, "keyframe: config: -template takes no -config")
+			return 2
+		}
+		if err := agent.WriteConfigTemplate(stdout); err != nil {
+			fmt.Fprintf(stderr, "keyframe: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	c := agent.DefaultConfig()
 	if *cfgPath != "" {
