@@ -475,11 +475,8 @@ func (c *Config) Validate() error {
 	if c.Source == "dir" && c.Dir == "" {
 		bad(fmt.Errorf("agent: config capture.dir: must be set when capture.source = dir"))
 	}
-	if c.Source == "v4l2" && c.FPS == 0 {
-		bad(fmt.Errorf("agent: config capture.fps: 0 (as fast as possible) is only for dir and synthetic sources"))
-	}
 	if err := c.validateSource(); err != nil {
-		return err
+		bad(err)
 	}
 	if c.SourceRetry > c.RetryCap {
 		bad(fmt.Errorf("agent: config capture.retry: %v is above capture.retry_cap %v", c.SourceRetry, c.RetryCap))
@@ -491,7 +488,7 @@ func (c *Config) Validate() error {
 		bad(fmt.Errorf("agent: config upload.url: must not be empty"))
 	}
 	if err := c.validateMQTTAuth(); err != nil {
-		return err
+		bad(err)
 	}
 	if err := c.Motion.Validate(); err != nil {
 		bad(fmt.Errorf("agent: config: %w", err))
@@ -502,7 +499,7 @@ func (c *Config) Validate() error {
 // validateSource checks the settings of the exec and camera sources.
 func (c *Config) validateSource() error {
 	switch c.Source {
-	case "auto":
+	case "auto", "v4l2":
 		if c.FPS == 0 {
 			return fmt.Errorf("agent: config capture.fps: 0 (as fast as possible) is only for dir and synthetic sources")
 		}

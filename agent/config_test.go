@@ -128,6 +128,22 @@ func TestValidateCrossField(t *testing.T) {
 	}
 }
 
+// TestValidateReportsEveryMistake: the source's and the MQTT settings'
+// checks add to the other mistakes instead of hiding them.
+func TestValidateReportsEveryMistake(t *testing.T) {
+	c := DefaultConfig()
+	c.DataDir = ""
+	c.Source, c.Exec = "exec", ""
+	c.UploadURL, c.MQTTUsername = "https://cloud.example/", "cam"
+	c.BackoffBase = time.Hour
+	err := c.Validate()
+	for _, key := range []string{"device.data_dir", "capture.exec", "upload.mqtt_username", "upload.backoff_base"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("Validate: %v, want a mistake naming %s", err, key)
+		}
+	}
+}
+
 // TestConfigDocInSync keeps docs/config.md true: it must contain the default
 // configuration exactly as `keyframe config` prints it.
 func TestConfigDocInSync(t *testing.T) {

@@ -7,7 +7,8 @@
 # is the one the acceptance names). Neither needs systemd running as PID 1,
 # so this works in a container. It also checks that the packaged
 # /etc/keyframe/keyframe.conf is a conffile and what the packaged binary's
-# `keyframe config -template` prints. docs/packages.md
+# `keyframe config -template` prints, and that each packaged binary accepts its
+# unit's command line. docs/packages.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-dist}
@@ -50,6 +51,28 @@ for u in "${units[@]}"; do
 	else
 		echo "check-units: $u exposure ${score:-unknown}, over $max:"
 		grep '✗' <<<"$out" || echo "$out"
+		fail=1
+	fi
+done
+
+# Each unit's command line as systemd runs it (its EnvironmentFile's flags
+# expanded), with -h appended: the packaged binary must accept every word of
+# it (a wrong subcommand or flag exits 2 and the unit would restart forever).
+for u in "${units[@]}"; do
+	line=$(sed -n 's/^ExecStart=//p' "$root/usr/lib/systemd/system/$u")
+	words=$(
+		set -a
+		for f in $(sed -n 's/^EnvironmentFile=-\{0,1\}//p' "$root/usr/lib/systemd/system/$u"); do
+			[ -f "$root$f" ] && . "$root$f"
+		done
+		eval "printf '%s\n' $line"
+	)
+	mapfile -t argv <<<"$words"
+	if out=$("$root${argv[0]}" "${argv[@]:1}" -h 2>&1); then
+		echo "check-units: $u: $line: accepted"
+	else
+		echo "check-units: $u: the packaged binary refuses its command line $line:"
+		echo "$out" | head -n 5
 		fail=1
 	fi
 done
