@@ -47,7 +47,7 @@ func cmdIdentity(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("keyframe identity", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "configuration file (device.data_dir, device.key_file)")
+	cfgPath := configFlag(fs, systemConfig, "configuration file (device.data_dir, device.key_file)")
 	pubOut := fs.String("pubout", "", "also write the public key (PEM) to this file, e.g. for enrolling the device at a receiver")
 	idOnly := fs.Bool("id", false, "print only the device ID")
 	if code, ok := cli.Parse(fs, args, identityUsage, stdout, stderr); !ok {
@@ -100,7 +100,7 @@ func closeKey(k board.Key) {
 func identityCSR(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keyframe identity csr", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "configuration file (device.data_dir, device.key_file)")
+	cfgPath := configFlag(fs, systemConfig, "configuration file (device.data_dir, device.key_file)")
 	out := fs.String("out", "", "write the request (PEM) to this file instead of standard output")
 	if code, ok := cli.Parse(fs, args, identityUsage, stdout, stderr); !ok {
 		return code
@@ -142,7 +142,7 @@ func identityCSR(args []string, stdout, stderr io.Writer) int {
 func identityCertInstall(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keyframe identity cert install", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "configuration file (device.data_dir, device.key_file)")
+	cfgPath := configFlag(fs, systemConfig, "configuration file (device.data_dir, device.key_file)")
 	dest := fs.String("cert", "", "install to this file (default: device.cert_file, or <data_dir>/device-cert.pem)")
 	if code, ok := cli.Parse(fs, args, identityUsage, stdout, stderr); !ok {
 		return code
@@ -204,7 +204,7 @@ func installCert(src, dest string, key board.Key, now time.Time) (*x509.Certific
 func identityRotate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keyframe identity rotate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "configuration file (device.data_dir, device.key_file)")
+	cfgPath := configFlag(fs, systemConfig, "configuration file (device.data_dir, device.key_file)")
 	if code, ok := cli.Parse(fs, args, identityUsage, stdout, stderr); !ok {
 		return code
 	}

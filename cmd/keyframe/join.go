@@ -40,7 +40,7 @@ func cmdJoin(args []string, stdout, stderr io.Writer) int {
 func runJoin(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keyframe join", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "configuration file (device.data_dir, the device key)")
+	cfgPath := configFlag(fs, systemConfig, "configuration file (device.data_dir, the device key)")
 	timeout := fs.Duration("timeout", join.DefaultTimeout, "give up after this long")
 	if code, ok := cli.Parse(fs, args, joinUsage, stdout, stderr); !ok {
 		return code

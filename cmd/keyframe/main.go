@@ -14,6 +14,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -84,4 +85,21 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "keyframe: unknown command %q\n\n%s", cmd, usage)
 	return 2
+}
+
+// systemConfig is the packages' configuration file (packaging/keyframe.conf),
+// the one keyframe.service runs with.
+const systemConfig = "/etc/keyframe/keyframe.conf"
+
+// configFlag defines -config for a command that acts on the camera's
+// identity (identity, join): its default is the file at system when that
+// exists, so that `sudo -u keyframe keyframe join URL CODE` on an installed
+// camera uses the service's key (a TPM-held one, say) rather than the
+// built-in defaults.
+func configFlag(fs *flag.FlagSet, system, usage string) *string {
+	def := ""
+	if _, err := os.Stat(system); err == nil {
+		def = system
+	}
+	return fs.String("config", def, usage+"; default: "+system+" when it exists")
 }

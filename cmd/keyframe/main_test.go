@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -111,5 +112,27 @@ func TestConfigErrorsOneALine(t *testing.T) {
 		if !strings.HasPrefix(l, "keyframe: agent: config "+conf+":"+strconv.Itoa(i+1)+":") {
 			t.Errorf("line %d: %q", i+1, l)
 		}
+	}
+}
+
+// TestConfigFlagDefault: identity and join default -config to the packages'
+// file when it exists (so the service's key is the one joined), else to none.
+func TestConfigFlagDefault(t *testing.T) {
+	dir := t.TempDir()
+	system := filepath.Join(dir, "keyframe.conf")
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	if got := *configFlag(fs, system, "configuration file"); got != "" {
+		t.Fatalf("without %s: default %q, want none", system, got)
+	}
+	if err := os.WriteFile(system, []byte("device.key_backend = tpm\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs = flag.NewFlagSet("t", flag.ContinueOnError)
+	p := configFlag(fs, system, "configuration file")
+	if *p != system {
+		t.Fatalf("with %s: default %q", system, *p)
+	}
+	if err := fs.Parse([]string{"-config", "other.conf"}); err != nil || *p != "other.conf" {
+		t.Fatalf("-config other.conf: %q, %v", *p, err)
 	}
 }
