@@ -136,7 +136,7 @@ func TestEventPage(t *testing.T) {
 		t.Errorf("both frames are there, yet the page says only one is")
 	}
 	code, env, h := e.getAs("alice", "/envelope/"+d.id+"/ev-1/start")
-	if code != http.StatusOK || !strings.HasPrefix(h.Get("Content-Type"), "application/cose") || !strings.Contains(h.Get("Content-Disposition"), "attachment") || len(env) == 0 {
+	if code != http.StatusOK || !strings.HasPrefix(h.Get("Content-Type"), "application/cose") || !strings.Contains(h.Get("Content-Disposition"), `attachment; filename="`+d.id+`-ev-1-start.cose"`) || len(env) == 0 {
 		t.Errorf("envelope download: %d %q %q", code, h.Get("Content-Type"), h.Get("Content-Disposition"))
 	}
 	for _, who := range []string{"bob"} {

@@ -61,8 +61,8 @@ const pageTemplate = `<!doctype html>
 <td class="thumb"><a href="{{.Link}}">{{if .Thumb}}<img src="{{.Thumb}}" alt="{{.ThumbWhat}} of event {{.Event}}">{{else}}<span class="muted">no image</span>{{end}}</a><span class="mono small"><a href="{{.Link}}">{{.Event}}</a></span></td>
 <td>{{.Captured}}{{if .Unsynced}}<br><a class="warn" href="#unsynced" title="` + unsyncedTitle + `">unsynced clock</a>{{end}}<br><span class="muted">received {{.Received}}</span></td>
 <td>{{if .Rotate}}key rotation{{else if .InProgress}}<span class="ok">in progress</span><br><span class="muted">no end record yet</span>{{else}}{{.Duration}}{{if .NoStart}}<br><span class="muted">start record not stored</span>{{end}}{{end}}<br><span class="muted">{{.Kinds}}</span></td>
-<td class="mono">{{.Device}}<br>{{if .NotCamera}}<span class="notcam" title="the signed record names no camera as the source of its frames">not from a camera</span> <span class="muted">{{.Source}}</span>{{else}}<span class="muted">{{.Source}}</span>{{end}}<br><span class="muted">key: {{.KeyStore}}</span></td>
-<td><span class="ok">verified</span><br><span class="muted">signature, device ID, media hashes and enrolled key checked on arrival</span><br><span class="muted">seq {{.Seqs}}</span></td>
+<td class="mono small">{{.Device}}<br>{{if .NotCamera}}<span class="notcam" title="the signed record names no camera as the source of its frames">not from a camera</span> <span class="muted">{{.Source}}</span>{{else}}<span class="muted">{{.Source}}</span>{{end}}<br><span class="muted">key: {{.KeyStore}}</span></td>
+<td><span class="ok">verified</span><span class="long"><br><span class="muted">signature, device ID, media hashes and enrolled key checked on arrival</span></span> <span class="muted">seq {{.Seqs}}</span></td>
 </tr>
 {{end}}
 </tbody>
@@ -103,9 +103,11 @@ dl.facts dd { margin: 0; }
 @media (max-width: 640px) {
   body { margin: .5em; padding: 0 .3em; }
   #events thead { display: none; }
-  #events tr { display: block; border-bottom: 2px solid #ccc; padding: .4em 0; }
-  #events td { display: block; border: 0; padding: .15em 0; }
-  td.thumb img { width: 100%; }
+  #events tr { display: grid; grid-template-columns: 132px 1fr; column-gap: .6em; border-bottom: 1px solid #ccc; padding: .5em 0; }
+  #events td { display: block; border: 0; padding: 0; font-size: .92em; }
+  #events td.thumb { grid-row: span 4; }
+  td.thumb img { width: 132px; }
+  .long { display: none; }
   dl.facts { grid-template-columns: 1fr; }
   dl.facts dt { font-weight: bold; margin-top: .4em; }
 }`
@@ -390,7 +392,8 @@ func (s *Server) handleOwnerEnvelope(w http.ResponseWriter, r *http.Request, u *
 	}
 	h := w.Header()
 	h.Set("Content-Type", `application/cose; cose-type="cose-sign1"`)
-	h.Set("Content-Disposition", "attachment")
+	// The name is made of IDs (letters, digits, '-', '_'): nothing to quote.
+	h.Set("Content-Disposition", `attachment; filename="`+e.Device+"-"+e.Event+"-"+e.Kind+`.cose"`)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
 	h.Set("Cache-Control", "no-store")
