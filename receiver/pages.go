@@ -748,6 +748,10 @@ const eventsJS = `"use strict";
     refresh(d.event);
   });
   es.addEventListener("resync", function () { refresh(); });
+  // A stream ends now and then and the browser opens it again: whatever
+  // was stored in between comes with a refresh.
+  var opened = false;
+  es.addEventListener("open", function () { if (opened) { refresh(); } opened = true; });
 })();
 `
 

@@ -224,8 +224,8 @@ func TestDeleteEvent(t *testing.T) {
 		}
 	}
 	check("after deleting")
-	if got := e.srv.Stats().Deleted; got != 2 {
-		t.Errorf("stats deleted %d, want 2", got)
+	if st := e.srv.Stats(); st.Deleted != 2 || st.Records != 1 {
+		t.Errorf("stats deleted %d, records %d; want 2, 1", st.Deleted, st.Records)
 	}
 	// A re-send is answered as a duplicate and stays deleted; a replay of
 	// its sequence number is still refused.
@@ -233,6 +233,9 @@ func TestDeleteEvent(t *testing.T) {
 	e.close()
 	e.open(Options{})
 	check("after a restart and a re-send")
+	if st := e.srv.Stats(); st.Records != 1 {
+		t.Errorf("after a restart: stats records %d, want 1", st.Records)
+	}
 	rep, err := CheckStore(e.dir)
 	if err != nil || !rep.OK() || rep.Deleted != 2 || rep.Verified != 1 {
 		t.Errorf("CheckStore: %+v %v, want 1 verified, 2 deleted, no problem", rep, err)

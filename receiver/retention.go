@@ -90,8 +90,9 @@ func (s *Server) loadDeletions() error {
 		return err
 	}
 	for k := range del {
-		if i, ok := s.byKey[k]; ok {
+		if i, ok := s.byKey[k]; ok && !s.records[i].deleted {
 			s.records[i].deleted = true
+			s.nDeleted++
 			s.removeFiles(s.records[i])
 		}
 	}
@@ -178,6 +179,7 @@ func (s *Server) deleteRecords(es []*indexEntry, owner, by string) (int, error) 
 	for _, e := range es {
 		if !e.deleted {
 			e.deleted = true
+			s.nDeleted++
 			n++
 		}
 		s.removeFiles(e)

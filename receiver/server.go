@@ -205,7 +205,7 @@ type Stats struct {
 	// registry does not pair with the event's verified signer: each one was
 	// withheld (a row of an owner's list, a media object or an envelope).
 	MixupsCaught uint64 `json:"mixups_caught"`
-	Records      int    `json:"records"` // records in the store
+	Records      int    `json:"records"` // records in the store (not deleted)
 	Deleted      uint64 `json:"deleted"` // records deleted since Open, by their owner or by retention
 }
 
@@ -253,6 +253,7 @@ type Server struct {
 	devices  []string             // devices with stored records, in order of their first record
 	byDevice map[string][]int     // device → positions of its records in records, ascending
 	stats    Stats
+	nDeleted int // records marked deleted (retention.go)
 	// mixLogged holds the (device, claimed owner) pairs whose mix-up was
 	// logged, so a faulty lookup does not flood the log; bounded by
 	// maxMixLogged, beyond which mix-ups are only counted.
@@ -484,7 +485,7 @@ func (s *Server) Stats() Stats {
 	for k, v := range s.stats.Rejected {
 		st.Rejected[k] = v
 	}
-	st.Records = len(s.records)
+	st.Records = len(s.records) - s.nDeleted
 	return st
 }
 
