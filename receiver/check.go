@@ -67,7 +67,7 @@ func CheckStore(dir string) (Report, error) {
 	if pi.torn != nil {
 		rep.Torn = pi.torn.Error()
 	}
-	deleted, err := readDeletions(dir)
+	deleted, _, err := readDeletions(dir)
 	if err != nil {
 		return rep, err
 	}

@@ -464,3 +464,47 @@ func TestHealthAndFavicon(t *testing.T) {
 		t.Errorf("favicon: %d %q %q", code, h.Get("Content-Type"), h.Get("Content-Security-Policy"))
 	}
 }
+
+// TestDeletionsTornAndCorrupt: a torn last line of deleted.jsonl (a crash
+// while appending) is cut off at open and deletes nothing; a corrupt line
+// before the last refuses to open, naming the file.
+func TestDeletionsTornAndCorrupt(t *testing.T) {
+	e := newEnv(t, Options{})
+	d := newDevice(t)
+	e.enroll(d, "alice")
+	e.mustUpload(d.record(t, "ev-1", provenance.KindStart, 1), http.StatusCreated)
+	e.mustUpload(d.record(t, "ev-2", provenance.KindStart, 2), http.StatusCreated)
+	if resp, _ := e.rawReq(http.MethodPost, "/events/"+d.id+"/ev-1/delete", "confirm=yes", nil, e.cookieOf("alice")); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("delete: %d", resp.StatusCode)
+	}
+	e.close()
+	path := e.dir + "/" + deletedFile
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	torn := append(bytes.Clone(good), []byte(`{"device":"`+d.id+`","event":"ev-2","kind":"start","at":"2025-11-24T12:00:00Z","by":"owner","owner":"alice"}`)...)
+	if err := os.WriteFile(path, torn, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.open(Options{})
+	evs, err := e.srv.OwnerEvents("alice")
+	if err != nil || len(evs) != 1 || evs[0].Event != "ev-2" {
+		t.Errorf("after a torn deletion line: %+v %v, want ev-2 only", evs, err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, good) {
+		t.Errorf("the torn line was not cut off: %q", got)
+	}
+	e.close()
+	if err := os.WriteFile(path, append([]byte("{not json\n"), good...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(Options{Dir: e.dir})
+	if err == nil || !strings.Contains(err.Error(), deletedFile+" line 1") {
+		t.Errorf("open with a corrupt deletion line: %v", err)
+	}
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.open(Options{})
+}

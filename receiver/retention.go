@@ -1,7 +1,6 @@
 package receiver
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -51,43 +50,48 @@ type deletion struct {
 }
 
 // readDeletions reads deleted.jsonl in dir; a missing file is no deletion.
-// A torn last line (a crash while appending, whose files were then never
-// removed) is ignored.
-func readDeletions(dir string) (map[string]bool, error) {
+// A last line without its newline is torn (a crash while appending: its
+// files were never removed, and it was never acknowledged): it is not a
+// deletion, and goodLen ends before it.
+func readDeletions(dir string) (del map[string]bool, goodLen int64, err error) {
 	data, err := os.ReadFile(filepath.Join(dir, deletedFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return map[string]bool{}, nil
+		return map[string]bool{}, 0, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("receiver: read %s: %w", deletedFile, err)
+		return nil, 0, fmt.Errorf("receiver: read %s: %w", deletedFile, err)
 	}
-	out := map[string]bool{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	n := 0
-	for sc.Scan() {
-		n++
-		var d deletion
-		if err := json.Unmarshal(sc.Bytes(), &d); err != nil {
-			if len(sc.Bytes()) > 0 && !bytes.HasSuffix(data, []byte("\n")) && n == bytes.Count(data, []byte("\n"))+1 {
-				break // torn last line
-			}
-			return nil, fmt.Errorf("receiver: %s line %d: %w", deletedFile, n, err)
+	good := data[:bytes.LastIndexByte(data, '\n')+1]
+	del = map[string]bool{}
+	for n, line := range bytes.Split(bytes.TrimSuffix(good, []byte("\n")), []byte("\n")) {
+		if len(good) == 0 {
+			break
 		}
-		out[recordKey(d.Device, d.Event, d.Kind)] = true
+		var d deletion
+		dec := json.NewDecoder(bytes.NewReader(line))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&d); err != nil {
+			return nil, 0, fmt.Errorf("receiver: %s line %d: %w", deletedFile, n+1, err)
+		}
+		del[recordKey(d.Device, d.Event, d.Kind)] = true
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("receiver: read %s: %w", deletedFile, err)
-	}
-	return out, nil
+	return del, int64(len(good)), nil
 }
 
-// loadDeletions marks the records deleted.jsonl names and removes their
-// files if a crash left any. Callers own s exclusively (Open).
+// loadDeletions marks the records deleted.jsonl names, removes any of their
+// files a crash left behind, and cuts a torn last line off. Callers own s
+// exclusively (Open).
 func (s *Server) loadDeletions() error {
-	del, err := readDeletions(s.dir)
+	del, goodLen, err := readDeletions(s.dir)
 	if err != nil {
 		return err
+	}
+	path := filepath.Join(s.dir, deletedFile)
+	if st, err := os.Stat(path); err == nil && st.Size() > goodLen {
+		s.log.Warn("receiver: ignoring torn last line of the deletions (an append interrupted by a crash)", "file", path)
+		if err := os.Truncate(path, goodLen); err != nil {
+			return fmt.Errorf("receiver: cut torn deletion line: %w", err)
+		}
 	}
 	for k := range del {
 		if i, ok := s.byKey[k]; ok && !s.records[i].deleted {
