@@ -100,8 +100,15 @@ func TestBrowserEventPages(t *testing.T) {
 	}
 	browsertest.Screenshot(t, ctx, "list-1280")
 
-	// Live: a new event appears without a reload.
+	// Live: a new event appears without a reload, once the page's stream
+	// is open (a record stored before it opens is not streamed).
 	browsertest.Do(t, ctx, chromedp.Evaluate[chromedp.Void](`window.notReloaded = true`))
+	for i := 0; e.srv.hub.open() == 0; i++ {
+		if i == 1000 {
+			t.Fatal("the page opened no live stream within 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	uploadScene(t, e, d, "gate-4", provenance.KindStart, 6, provenance.ClockSynced, cam)
 	first := browsertest.Run(t, ctx, chromedp.Poll[string](`(() => { const r = document.querySelector("#events tbody tr"); return r && r.innerText.includes("gate-4") && window.notReloaded && r.className === "new" ? r.innerText : false })()`,
 		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second)))
