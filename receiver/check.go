@@ -15,6 +15,7 @@ import (
 type Report struct {
 	Records  int       // index lines that name a record (good or bad)
 	Verified int       // records that passed every check
+	Deleted  int       // records deleted (by their owner or by retention): their files are gone by design
 	Problems []Problem // one per record (or index line) that failed
 	// Torn describes a torn last index line (a crash during an append, never
 	// acknowledged to the device); it is not a failure. Empty if none.
@@ -66,6 +67,10 @@ func CheckStore(dir string) (Report, error) {
 	if pi.torn != nil {
 		rep.Torn = pi.torn.Error()
 	}
+	deleted, _, err := readDeletions(dir)
+	if err != nil {
+		return rep, err
+	}
 	for _, l := range pi.lines {
 		rep.Records++
 		if l.err != nil {
@@ -74,6 +79,10 @@ func CheckStore(dir string) (Report, error) {
 				p.Device, p.Event, p.Kind = l.entry.Device, l.entry.Event, l.entry.Kind
 			}
 			rep.Problems = append(rep.Problems, p)
+			continue
+		}
+		if deleted[l.entry.key()] {
+			rep.Deleted++
 			continue
 		}
 		if reason := checkRecord(dir, reg, l.entry); reason != "" {
@@ -97,24 +106,30 @@ func checkRecord(dir string, reg *registry, e *indexEntry) string {
 // and the index entry agreeing with the signed payload. It returns the bytes,
 // or why the record fails ("" if it does not).
 func verifyStored(dir string, reg *registry, e *indexEntry) (envelope []byte, media [][]byte, reason string) {
+	env, media, _, reason := verifyStoredFull(dir, reg, e)
+	return env, media, reason
+}
+
+// verifyStoredFull is verifyStored that also returns the verification.
+func verifyStoredFull(dir string, reg *registry, e *indexEntry) (envelope []byte, media [][]byte, v *provenance.Verified, reason string) {
 	env, err := os.ReadFile(envelopePath(dir, e))
 	if err != nil {
-		return nil, nil, "envelope: " + err.Error()
+		return nil, nil, nil, "envelope: " + err.Error()
 	}
 	media = make([][]byte, len(e.Media))
 	for i := range e.Media {
 		if media[i], err = os.ReadFile(mediaPath(dir, e, i)); err != nil {
-			return nil, nil, fmt.Sprintf("media %d: %v", i, err)
+			return nil, nil, nil, fmt.Sprintf("media %d: %v", i, err)
 		}
 	}
-	v, err := provenance.Verify(env, media, nil)
+	v, err = provenance.Verify(env, media, nil)
 	if err != nil {
-		return nil, nil, err.Error()
+		return nil, nil, nil, err.Error()
 	}
 	if reason := checkVerified(reg, e, v); reason != "" {
-		return nil, nil, reason
+		return nil, nil, nil, reason
 	}
-	return env, media, ""
+	return env, media, v, ""
 }
 
 // checkVerified checks a stored record's verification result against the

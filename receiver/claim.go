@@ -287,7 +287,7 @@ func (s *Server) NewClaim(owner string) (ClaimCode, error) {
 // claimPageTemplate shows a new claim code to its owner.
 const claimPageTemplate = `<!doctype html>
 <html lang="en">
-<head><meta charset="utf-8"><title>Add a camera</title>
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="/favicon.ico" type="image/svg+xml"><title>Add a camera</title>
 <style>body { font-family: sans-serif; margin: 1.5em; color: #222; } .code { font-family: monospace; font-size: 1.6em; letter-spacing: .05em; } .muted { color: #777; }</style>
 </head>
 <body>

@@ -78,6 +78,9 @@ type route struct {
 	// signIn: without a session the route shows the sign-in page (200)
 	// instead of answering 401.
 	signIn bool
+	// stream: the route answers a live stream (server-sent events) that
+	// stays open until the client goes or its lifetime ends.
+	stream bool
 	// serve handles the request; u is nil for anonymous and device routes.
 	serve func(w http.ResponseWriter, r *http.Request, u *user)
 }
@@ -129,6 +132,21 @@ func (s *Server) routes() []route {
 		{pattern: "POST /claims", access: accessOwner, serve: func(w http.ResponseWriter, r *http.Request, u *user) { s.handleNewClaim(w, r, u.name) }},
 		{pattern: "POST /v1/claim/challenge", access: accessAnonymous, serve: anon(s.handleClaimChallenge)},
 		{pattern: "POST /v1/claim/join", access: accessAnonymous, serve: anon(s.handleClaimJoin)},
+
+		// An owner's events (pages.go): one event with its records, its
+		// deletion; the live stream of the owner's new events (a signed-in
+		// route: the handler refuses an admin, and streams each owner only
+		// what a pairing of theirs covers); the owner's retention.
+		{pattern: "GET /events/{device}/{event}", access: accessOwner, data: true, serve: s.handleEventPage},
+		{pattern: "POST /events/{device}/{event}/delete", access: accessOwner, serve: s.handleDeleteEvent},
+		{pattern: "GET /events/stream", access: accessSignedIn, data: true, stream: true, serve: s.handleStream},
+		{pattern: "GET /settings", access: accessSignedIn, serve: s.handleSettings},
+		{pattern: "POST /settings", access: accessSignedIn, serve: s.handleSettings},
+		{pattern: "GET /static/events.js", access: accessAnonymous, serve: s.handleEventsJS},
+
+		// For monitors and browsers: "ok" or not, and the icon.
+		{pattern: "GET /healthz", access: accessAnonymous, serve: s.handleHealth},
+		{pattern: "GET /favicon.ico", access: accessAnonymous, serve: s.handleFavicon},
 
 		// The fleet.
 		{pattern: "GET /v1/stats", access: accessAdmin, data: true, serve: anon(s.handleStats)},

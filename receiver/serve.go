@@ -252,10 +252,13 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			log: func(remote string) { log.Debug("receiver: upload refused over the address's rate", "remote", remote) }}
 	}
 
+	hs.RegisterOnShutdown(srv.hub.shutdown) // live streams end, so the shutdown need not wait for them
+
 	mctx, stopMQTT := context.WithCancel(ctx)
 	var mqttDone sync.WaitGroup
 	defer mqttDone.Wait()
 	defer stopMQTT()
+	mqttDone.Go(func() { srv.sweepLoop(mctx, cfg.Clock, log) })
 	if ing != nil {
 		mqttDone.Go(func() {
 			if err := ing.Run(mctx); err != nil && !errors.Is(err, context.Canceled) {

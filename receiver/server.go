@@ -121,6 +121,14 @@ type Options struct {
 	// older than SessionMax, on Clock; 0: DefaultSessionIdle,
 	// DefaultSessionMax.
 	SessionIdle, SessionMax time.Duration
+	// MaxStreams and MaxStreamsPerOwner bound the live event streams
+	// (server-sent events) open at once, in all and of one owner; more are
+	// answered 429. 0: DefaultMaxStreams, DefaultMaxStreamsPerOwner.
+	MaxStreams, MaxStreamsPerOwner int
+	// StreamLifetime ends a live stream after this long (the browser
+	// reconnects by itself); it must stay below the HTTP server's write
+	// timeout. 0: DefaultStreamLifetime.
+	StreamLifetime time.Duration
 }
 
 // DefaultRotationsPerDay is the default of Options.RotationsPerDay.
@@ -197,7 +205,8 @@ type Stats struct {
 	// registry does not pair with the event's verified signer: each one was
 	// withheld (a row of an owner's list, a media object or an envelope).
 	MixupsCaught uint64 `json:"mixups_caught"`
-	Records      int    `json:"records"` // records in the store
+	Records      int    `json:"records"` // records in the store (not deleted)
+	Deleted      uint64 `json:"deleted"` // records deleted since Open, by their owner or by retention
 }
 
 // Server is a verifying receiver over one data directory. Only one Server may
@@ -216,6 +225,7 @@ type Server struct {
 	quotas   *quotas     // per-device records and bytes
 	unlock   func()
 	tmpl     *template.Template
+	pages    *template.Template // the event and retention pages (pages.go)
 	regs     *registryReader
 	owners   OwnerLookup // nil: the registry
 	claims   *claimState // claim codes: the TLS pin, challenges, rate limit
@@ -227,6 +237,9 @@ type Server struct {
 	authState // accounts, sessions, sign-in (signin.go)
 
 	files atomicfile.Writer // writes record files; the zero Writer uses the operating system
+
+	hub   *hub       // the owners' live streams (pages.go)
+	retMu sync.Mutex // serialises retention.json's read-modify-write
 
 	mu       sync.Mutex // guards everything below
 	closed   bool
@@ -240,6 +253,7 @@ type Server struct {
 	devices  []string             // devices with stored records, in order of their first record
 	byDevice map[string][]int     // device → positions of its records in records, ascending
 	stats    Stats
+	nDeleted int // records marked deleted (retention.go)
 	// mixLogged holds the (device, claimed owner) pairs whose mix-up was
 	// logged, so a faulty lookup does not flood the log; bounded by
 	// maxMixLogged, beyond which mix-ups are only counted.
@@ -326,6 +340,10 @@ func Open(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("receiver: page template: %w", err)
 	}
 	s.tmpl = tmpl
+	if err := s.parsePages(); err != nil {
+		return nil, err
+	}
+	s.hub = newHub(opts.MaxStreams, opts.MaxStreamsPerOwner, opts.StreamLifetime)
 	if s.claims, err = newClaimState(opts); err != nil {
 		return nil, err
 	}
@@ -346,6 +364,11 @@ func Open(opts Options) (*Server, error) {
 		return nil, err
 	}
 	if err := s.loadIndex(); err != nil {
+		unlock()
+		return nil, err
+	}
+	if err := s.loadDeletions(); err != nil {
+		s.index.Close()
 		unlock()
 		return nil, err
 	}
@@ -462,7 +485,7 @@ func (s *Server) Stats() Stats {
 	for k, v := range s.stats.Rejected {
 		st.Rejected[k] = v
 	}
-	st.Records = len(s.records)
+	st.Records = len(s.records) - s.nDeleted
 	return st
 }
 
@@ -765,6 +788,7 @@ func (s *Server) ingest(body []byte, c Claim) (IngestResult, error) {
 	}
 	s.addRecord(e)
 	s.stats.Stored++
+	s.hub.publish(e)
 	s.quotas.add(e.Device, size, e.ReceivedAt)
 	thumb := uint64(0)
 	for _, m := range p.Media {
@@ -1200,7 +1224,7 @@ func (s *Server) lookup(device, event, kind string) *indexEntry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i, ok := s.byKey[recordKey(device, event, kind)]
-	if !ok {
+	if !ok || s.records[i].deleted {
 		return nil
 	}
 	return s.records[i]

@@ -523,6 +523,8 @@ const authTemplates = `
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="/favicon.ico" type="image/svg+xml">
 <title>{{.}}</title>
 <style>
 body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 60em; }

@@ -49,6 +49,8 @@ type indexEntry struct {
 	ReceivedAt time.Time    `json:"received_at"`
 	NextDevice string       `json:"next_device,omitempty"` // a rotate record: the device ID of the new key
 	Source     *indexSource `json:"source,omitempty"`      // the frames' source the payload names; nil: none named
+
+	deleted bool // named in deleted.jsonl (retention.go): shown to no one
 }
 
 // indexSource is a record's signed frame source (provenance.Source).

@@ -183,6 +183,9 @@ func (s *Server) ownerEntries(owner string) ([]*indexEntry, *registry, error) {
 		current := reg.owner(o.device)
 		withheld := 0
 		for _, p := range s.byDevice[o.device] {
+			if s.records[p].deleted {
+				continue
+			}
 			if reg.ownerAt(o.device, s.records[p].Seq) == owner {
 				pos = append(pos, p)
 			} else if o.lookup && current != owner {

@@ -17,26 +17,21 @@ const pageTemplate = `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="/favicon.ico" type="image/svg+xml">
 <title>{{.Title}}</title>
 <style>
-body { font-family: sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; }
-th, td { border-bottom: 1px solid #ddd; padding: .4em .6em; text-align: left; vertical-align: top; }
-td.thumb img { max-width: 240px; max-height: 180px; display: block; }
-.mono { font-family: monospace; }
-.warn { color: #a40; font-weight: bold; }
-.ok { color: #070; font-weight: bold; }
-.muted { color: #777; }
-.notcam { color: #fff; background: #a40; font-weight: bold; padding: 0 .3em; }
+` + pageStyle + `
 </style>
 </head>
 <body>
-<nav class="muted">Signed in as {{.Account}} · <a href="/sessions">sessions</a> · <form method="post" action="/signout" style="display:inline"><button>Sign out</button></form></nav>
+<nav class="muted">Signed in as {{.Account}} · <a href="/">events</a> · <a href="/settings">retention</a> · <a href="/sessions">sessions</a> · <form method="post" action="/signout" style="display:inline"><button>Sign out</button></form></nav>
 <h1>{{.Title}}</h1>
 <p class="muted">{{.Note}}</p>
 <form method="post" action="/claims"><button>Add a camera</button> <span class="muted">a one-time code for <code>keyframe join</code> on the camera (docs/claim.md)</span></form>
 <h2>Cameras</h2>
 {{if .Cameras}}
+<div class="scroll">
 <table id="cameras">
 <tr><th>camera</th><th>paired to you</th><th>verification</th><th>last upload</th><th>last capture</th><th>records you see</th></tr>
 {{range .Cameras}}
@@ -45,36 +40,83 @@ td.thumb img { max-width: 240px; max-height: 180px; display: block; }
 <td>{{if .Past}}<span class="muted">{{.Ended}}</span>{{else}}<span class="ok">now</span>{{end}}<br><span class="muted">{{.Interval}}</span></td>
 <td>{{if .Revoked}}<span class="warn">{{.Verification}}</span>{{else}}{{.Verification}}{{end}}</td>
 <td>{{.LastUpload}}</td>
-<td>{{.LastCapture}}{{if .Unsynced}}<br><span class="warn">unsynced clock</span>{{end}}</td>
+<td>{{.LastCapture}}{{if .Unsynced}}<br><a class="warn" href="#unsynced" title="` + unsyncedTitle + `">unsynced clock</a>{{end}}</td>
 <td>{{.Records}}</td>
 </tr>
 {{end}}
 </table>
+</div>
 {{else}}
 <p>No cameras yet: add one with the button above.</p>
 {{end}}
 <h2>Events</h2>
+<p class="muted" id="live"{{if .Live}} data-stream="/events/stream"{{end}}>{{if .Live}}Newest first; new events appear here as they arrive.{{else}}Older events; <a href="/">back to the newest</a>.{{end}}</p>
+<div id="eventlist">
 {{if .Rows}}
 <table id="events">
-<tr><th>thumbnail</th><th>captured</th><th>device</th><th>event</th><th>seq</th><th>status</th><th>owner</th></tr>
+<thead><tr><th>event</th><th>when</th><th>duration</th><th>camera</th><th>status</th></tr></thead>
+<tbody>
 {{range .Rows}}
 <tr>
-<td class="thumb">{{if .Thumb}}<img src="{{.Thumb}}" alt="thumbnail of event {{.Event}} ({{.Kind}})">{{else}}<span class="muted">no image</span>{{end}}</td>
-<td>{{.Captured}}{{if .Unsynced}}<br><span class="warn">unsynced clock</span>{{end}}<br><span class="muted">received {{.Received}}</span></td>
-<td class="mono">{{.Device}}<br><span class="muted">key: {{.KeyStore}}</span><br>{{if .NotCamera}}<span class="notcam" title="the signed record names no camera as the source of its frames">not from a camera</span> <span class="muted">{{.Source}}</span>{{else}}<span class="muted">{{.Source}}</span>{{end}}</td>
-<td class="mono">{{.Event}}<br>{{.Kind}}{{if .Duration}} <span class="muted">({{.Duration}})</span>{{end}}</td>
-<td>{{.Seq}}</td>
-<td><span class="ok">verified</span><br><span class="muted">signature, device ID, media hashes and enrolled key checked on arrival</span></td>
-<td>{{if .Owner}}{{.Owner}}{{else}}<span class="muted">{{.NoOwner}}</span>{{end}}</td>
+<td class="thumb"><a href="{{.Link}}">{{if .Thumb}}<img src="{{.Thumb}}" alt="{{.ThumbWhat}} of event {{.Event}}">{{else}}<span class="muted">no image</span>{{end}}</a><span class="mono small"><a href="{{.Link}}">{{.Event}}</a></span></td>
+<td>{{.Captured}}{{if .Unsynced}}<br><a class="warn" href="#unsynced" title="` + unsyncedTitle + `">unsynced clock</a>{{end}}<br><span class="muted">received {{.Received}}</span></td>
+<td>{{if .Rotate}}key rotation{{else if .InProgress}}<span class="ok">in progress</span><br><span class="muted">no end record yet</span>{{else}}{{.Duration}}{{if .NoStart}}<br><span class="muted">start record not stored</span>{{end}}{{end}}<br><span class="muted">{{.Kinds}}</span></td>
+<td class="mono small">{{.Device}}<br>{{if .NotCamera}}<span class="notcam" title="the signed record names no camera as the source of its frames">not from a camera</span> <span class="muted">{{.Source}}</span>{{else}}<span class="muted">{{.Source}}</span>{{end}}<br><span class="muted">key: {{.KeyStore}}</span></td>
+<td><span class="ok">verified</span><span class="long"><br><span class="muted">signature, device ID, media hashes and enrolled key checked on arrival</span></span> <span class="muted">seq {{.Seqs}}</span></td>
 </tr>
 {{end}}
+</tbody>
 </table>
 {{else}}
 <p>No events.</p>
 {{end}}
+</div>
+<p id="pager">{{if .Newer}}<a href="/">newest</a> {{end}}{{if .Older}}<a href="{{.Older}}" rel="next">older events →</a>{{end}}</p>
+<h2 id="unsynced">“Unsynced clock”</h2>
+<p class="muted">` + unsyncedText + `</p>
+{{if .Live}}<script src="/static/events.js"></script>{{end}}
 </body>
 </html>
 `
+
+// pageStyle is the style of the owner's pages: one column on a phone.
+const pageStyle = `body { font-family: system-ui, sans-serif; margin: 1em auto; padding: 0 1em; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border-bottom: 1px solid #ddd; padding: .4em .6em; text-align: left; vertical-align: top; }
+td.thumb img { width: 200px; max-width: 100%; height: auto; display: block; }
+.scroll { overflow-x: auto; }
+.mono { font-family: monospace; word-break: break-all; }
+.small { font-size: .85em; }
+.warn { color: #a40; font-weight: bold; }
+.ok { color: #070; font-weight: bold; }
+.muted { color: #666; }
+.notcam { color: #fff; background: #a40; font-weight: bold; padding: 0 .3em; }
+tr.new { background: #ffd; }
+.frames { display: flex; flex-wrap: wrap; gap: 1em; }
+.frame { flex: 1 1 420px; min-width: 0; }
+.frame figure { position: relative; margin: 0; }
+.frame img { width: 100%; height: auto; display: block; image-rendering: auto; }
+.frame svg { position: absolute; left: 0; top: 0; width: 100%; height: 100%; }
+pre { background: #f6f6f6; padding: .6em; overflow-x: auto; font-size: .85em; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .2em 1em; }
+dl.facts dd { margin: 0; }
+@media (max-width: 640px) {
+  body { margin: .5em; padding: 0 .3em; }
+  #events thead { display: none; }
+  #events tr { display: grid; grid-template-columns: 132px 1fr; column-gap: .6em; border-bottom: 1px solid #ccc; padding: .5em 0; }
+  #events td { display: block; border: 0; padding: 0; font-size: .92em; }
+  #events td.thumb { grid-row: span 4; }
+  td.thumb img { width: 132px; }
+  .long { display: none; }
+  dl.facts { grid-template-columns: 1fr; }
+  dl.facts dt { font-weight: bold; margin-top: .4em; }
+}`
+
+// unsyncedText explains the "unsynced clock" mark wherever it appears.
+const unsyncedText = `The camera said, in the signed record, that its clock was not known to be set when it took the frame (no NTP or real-time clock yet; a board without a clock battery starts in 1970). The capture time shown is the camera's own and may be wrong, even by years; the time the receiver stored the record ("received") is the receiver's clock. The signature is valid either way: only the time is in doubt. Give the camera network time (NTP) to clear the mark on later events.`
+
+// unsyncedTitle is the short form of unsyncedText, for a tooltip.
+const unsyncedTitle = `the camera's clock was not known to be set: the capture time may be wrong; see “Unsynced clock” below`
 
 // page is the data of pageTemplate.
 type page struct {
@@ -82,7 +124,10 @@ type page struct {
 	Title   string
 	Note    string
 	Cameras []camera
-	Rows    []row
+	Rows    []eventRow
+	Live    bool   // the first page: updated live
+	Newer   bool   // an older page: link to the newest
+	Older   string // the next page's URL, or ""
 }
 
 // camera is one of the owner's cameras on the owner page: a device with a
@@ -100,54 +145,6 @@ type camera struct {
 	LastCapture  string // the latest capture time of those records, or "never"
 	Unsynced     bool   // the latest capture's clock was not synchronised
 	Records      int    // records the owner sees of the device
-}
-
-// row is one stored record on a page.
-type row struct {
-	Thumb    string // media URL, or "" if the record has no image
-	Captured string
-	Unsynced bool
-	Received string
-	Device   string
-	KeyStore string
-	Event    string
-	Kind     string
-	Duration string
-	Seq      uint64
-	Owner    string // the owner whose pairing covers the record, or ""
-	NoOwner  string // what to show when there is no owner
-	// Source says where the frames came from; NotCamera marks a record
-	// whose signed source is no camera (synthetic, images, unknown, none).
-	Source    string
-	NotCamera bool
-}
-
-func newRow(e *indexEntry, thumb string, reg *registry) row {
-	r := row{
-		Thumb:    thumb,
-		Captured: time.UnixMilli(e.TimeUnixMs).UTC().Format("2006-01-02 15:04:05.000 UTC"),
-		Unsynced: e.Clock != provenance.ClockSynced,
-		Received: e.ReceivedAt.UTC().Format("2006-01-02 15:04:05 UTC"),
-		Device:   e.Device,
-		KeyStore: e.KeyStore,
-		Event:    e.Event,
-		Kind:     e.Kind,
-		Seq:      e.Seq,
-		Owner:    reg.ownerAt(e.Device, e.Seq),
-		NoOwner:  "not paired",
-	}
-	if e.Kind != provenance.KindRotate {
-		r.Source, r.NotCamera = e.sourceText(), !e.fromCamera()
-	}
-	if e.DurationMs > 0 {
-		r.Duration = (time.Duration(e.DurationMs) * time.Millisecond).String()
-	}
-	if d := reg.Devices[e.Device]; d == nil {
-		r.NoOwner = "not enrolled"
-	} else if d.Revoked {
-		r.NoOwner = "revoked"
-	}
-	return r
 }
 
 // imageIndex returns the index of the record's thumbnail (or first image), or -1.
@@ -190,35 +187,13 @@ func (s *Server) render(w http.ResponseWriter, p *page) {
 		return
 	}
 	setPageHeaders(w)
+	if p.Live {
+		w.Header().Set("Content-Security-Policy", passkeyPageCSP) // the live list's script, from this origin, and its stream
+	}
 	w.WriteHeader(http.StatusOK)
 	if _, err := w.Write(buf.Bytes()); err != nil {
 		s.log.Debug("receiver: write page", "err", err)
 	}
-}
-
-// ownerPage lists the records the signed-in owner may see now
-// (ownerEntries: offered by the OwnerLookup, confirmed by the registry read
-// now).
-func (s *Server) ownerPage(w http.ResponseWriter, r *http.Request, owner string) {
-	entries, reg, err := s.ownerEntries(owner)
-	if err != nil {
-		s.viewUnavailable(w, err)
-		return
-	}
-	p := &page{
-		Account: owner,
-		Title:   "keyframe: events for " + owner,
-		Note:    "Events signed by your cameras while they were yours, newest first; each is checked against the registry again for this view.",
-		Cameras: ownerCameras(reg, owner, entries),
-	}
-	for _, e := range entries {
-		thumb := ""
-		if i := imageIndex(e); i >= 0 {
-			thumb = "/media/" + e.Device + "/" + e.Event + "/" + e.Kind + "/" + strconv.Itoa(i)
-		}
-		p.Rows = append(p.Rows, newRow(e, thumb, reg))
-	}
-	s.render(w, p)
 }
 
 // ownerCameras lists the devices with a pairing of owner in reg, current
@@ -417,7 +392,8 @@ func (s *Server) handleOwnerEnvelope(w http.ResponseWriter, r *http.Request, u *
 	}
 	h := w.Header()
 	h.Set("Content-Type", `application/cose; cose-type="cose-sign1"`)
-	h.Set("Content-Disposition", "attachment")
+	// The name is made of IDs (letters, digits, '-', '_'): nothing to quote.
+	h.Set("Content-Disposition", `attachment; filename="`+e.Device+"-"+e.Event+"-"+e.Kind+`.cose"`)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
 	h.Set("Cache-Control", "no-store")
