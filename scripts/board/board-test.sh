@@ -470,7 +470,7 @@ guest_val() { sed -n "s/^BOARD: $2.*/\1/p" "$1" | tr -d '\r' | head -1; }
 # matched from the start of the line (an error line that mentions a format is no
 # negotiated format).
 negotiated() {
-	sed -n 's/^AGENT: time=[^ ]* level=INFO msg="camera format negotiated" device=[^ ]* format=\([A-Z0-9]*\) .*/\1/p' "$1" | head -1
+	sed -n 's/^AGENT: time=[^ ]* level=INFO msg="camera format negotiated" .* format=\([A-Z0-9]*\) .*/\1/p' "$1" | head -1
 }
 
 # check_frames LOG: the agent processed at least MIN_FRAME_SHARE x FPS x its run
