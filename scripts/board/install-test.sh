@@ -277,7 +277,7 @@ EOF
 reasons=()
 device=""
 boot() {
-	local glog=$work/guest.log q0 qrc=0 pub enrolled=""
+	local glog=$work/guest.log q0 qrc=0 pub enrolled="" first=""
 	q0=$(date +%s)
 	timeout -k 5 "$limit" "${qemu[@]}" -smp 2 -m 1024 -nographic -no-reboot \
 		-kernel "$(ls "$cache"/kernel/boot/vmlinuz-*)" -initrd "$work/initrd.cpio.gz" \
@@ -297,6 +297,10 @@ boot() {
 			enrolled=1
 			start_receiver "$recv_port"
 		fi
+		if [ -n "$enrolled" ] && [ -z "$first" ] && grep -q '^verified .* kind=start ' "$work/receiver/stdout"; then
+			first=$(($(date +%s) - q0))
+			log "the receiver verified the board's first event ${first}s after the board was started"
+		fi
 		sleep 1
 	done
 	wait "$qemu_pid" || qrc=$?
@@ -304,7 +308,7 @@ boot() {
 	# The board's own lines, without the console's "[ uptime] unit[pid]: " prefix.
 	tr -d '\r' <"$glog" >"$glog.tmp" && mv "$glog.tmp" "$glog"
 	sed -n 's/^\(\[ *[0-9.]*\] [^ :]*\[[0-9]*\]: \)\{0,1\}\(\(BOARD\|DPKG\|AGENT\): \)/\2/p' "$glog" >"$work/board.log"
-	log "qemu ran $(($(date +%s) - q0))s"
+	log "qemu ran $(($(date +%s) - q0))s${first:+; first event verified after ${first}s}"
 	case $qrc in
 	0) ;;
 	124) reasons+=("qemu ran into the ${limit}s timeout (INSTALL_TIMEOUT)") ;;
