@@ -115,6 +115,13 @@ BOARD_SCENARIOS ?=
 board-test: build cross
 	ARCH=$(BOARD_ARCH) scripts/board/board-test.sh $(BOARD_SCENARIOS)
 
+## board-install-test: the keyframe .deb installed with dpkg -i on an emulated Debian board
+## (systemd, a cached debootstrap root file system, vivid); the service, as the keyframe
+## user, must get an event verified by a host receiver; ARCH=armhf too (docs/board-test.md)
+.PHONY: board-install-test
+board-install-test: dist build
+	ARCH=$(BOARD_ARCH) scripts/board/install-test.sh
+
 ## dist: Debian packages keyframe and keyframe-receiver for armhf (GOARM=6), arm64 and amd64
 ## in dist/, built with nfpm (docs/packages.md); check-units: their systemd units' checks
 .PHONY: dist check-units
