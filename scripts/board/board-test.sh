@@ -119,24 +119,9 @@ format_of() {
 # is_format SCENARIO: SCENARIO is a format scenario (motion with capture.format).
 is_format() { [ -n "$(format_of "$1")" ]; }
 
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-log() { echo "board-test[$arch]: $*"; }
-die() { echo "board-test[$arch]: $*" >&2; exit 1; }
-
-step_names=()
-step_times=()
-# step NAME CMD...: runs CMD, records its time for the summary.
-step() {
-	local name=$1 t
-	shift
-	t=$(now)
-	log "== $name"
-	"$@"
-	step_names+=("$name")
-	step_times+=("$(since "$t")")
-	log "== $name: ${step_times[-1]}s"
-}
+prog="board-test[$arch]"
+# shellcheck source=scripts/board/steps.sh
+. "$root/scripts/board/steps.sh"
 
 t_total=$(now)
 

@@ -61,22 +61,9 @@ if [ -z "$deb" ]; then
 	for f in "$root"/dist/keyframe_*_"$arch".deb; do [ -f "$f" ] && deb=$f; done
 fi
 
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-log() { echo "install-test[$arch]: $*"; }
-die() { echo "install-test[$arch]: $*" >&2; exit 1; }
-step_names=()
-step_times=()
-step() {
-	local name=$1 t
-	shift
-	t=$(now)
-	log "== $name"
-	"$@"
-	step_names+=("$name")
-	step_times+=("$(since "$t")")
-	log "== $name: ${step_times[-1]}s"
-}
+prog="install-test[$arch]"
+# shellcheck source=scripts/board/steps.sh
+. "$root/scripts/board/steps.sh"
 t_total=$(now)
 
 if [ -z "$deb" ] || [ ! -f "$deb" ]; then die "no keyframe package for $arch (run make dist, or name the .deb)"; fi
