@@ -5,7 +5,8 @@
 # /root/board: the .deb, the receiver's CA, board.env with the receiver's URL):
 # install the package, make the device key as the service's user, point the agent
 # at the receiver and the camera, restart the service; then it reports what
-# systemd says of the service and its journal, and powers the board off.
+# systemd says of the service, installs the package again (an upgrade) and
+# reports what it kept, then its journal, and powers the board off.
 # Every line meant for the host starts with "BOARD: ", "DPKG: " or "AGENT: ".
 set -u
 # shellcheck source=/dev/null # written by install-test.sh
@@ -91,4 +92,29 @@ if [ "${pid:-0}" != 0 ] && [ -d "/proc/$pid" ]; then
 else
 	say "process user none"
 fi
-finish "boot ${t_boot}s, dpkg -i done at ${t_inst}s, service restarted at ${t_start}s, reported at $(up)s (uptime)"
+t_report=$(up)
+
+# 5. An upgrade: dpkg -i of the package again (prerm upgrade, postinst configure
+# with the installed version, as for a newer one). The key, the chain state and
+# the owner's configuration stay as they were, the service runs again, and its
+# next event continues the chain (a lost chain state would start again at 1,
+# which the receiver refuses as a replay).
+starts() { journalctl -b -u keyframe -o cat | sed -n 's/.*msg="event start" .* seq=\([0-9]*\) .*/\1/p'; }
+kept() {
+	echo "key $(sha256sum /var/lib/keyframe/device.key | cut -c1-16)" \
+		"conf $(sha256sum /etc/keyframe/keyframe.conf | cut -c1-16)" \
+		"chain $(test -s /var/lib/keyframe/chain && echo present || echo missing)" \
+		"device $(runuser -u keyframe -- keyframe identity -id 2>/dev/null)"
+}
+n_before=$(starts | wc -l)
+say "before upgrade: $(kept) last event seq $(starts | tail -1)"
+dpkg -i "$deb" 2>&1 | sed 's/^/DPKG: /'
+say "after upgrade: $(kept)"
+i=0
+while [ "$(starts | wc -l)" -le "$n_before" ] && [ "$i" -lt 90 ]; do
+	i=$((i + 1))
+	sleep 1
+done
+say "after upgrade: first event seq $(starts | sed -n "$((n_before + 1))p")"
+systemctl show keyframe -p ActiveState -p NRestarts | sed 's/^/BOARD: upgraded show /'
+finish "boot ${t_boot}s, dpkg -i done at ${t_inst}s, service restarted at ${t_start}s, reported at ${t_report}s, upgraded and reported at $(up)s (uptime)"

@@ -331,9 +331,28 @@ check() {
 	# keepalives (sd_notify WATCHDOG=1) came.
 	restarts=$(sed -n 's/^BOARD: show NRestarts=//p' "$glog" | tail -1)
 	[ "$restarts" = 0 ] || reasons+=("systemctl show keyframe: NRestarts='$restarts', want 0")
+	# The upgrade (dpkg -i again) kept the key, the configuration and the chain:
+	# the next event's start record continues the sequence and is verified.
+	local before after seq_before seq_after
+	before=$(sed -n 's/^BOARD: before upgrade: \(.*\) last event seq .*/\1/p' "$glog" | tail -1)
+	seq_before=$(sed -n 's/^BOARD: before upgrade: .* last event seq \([0-9]*\)$/\1/p' "$glog" | tail -1)
+	after=$(sed -n 's/^BOARD: after upgrade: \(key .*\)$/\1/p' "$glog" | tail -1)
+	seq_after=$(sed -n 's/^BOARD: after upgrade: first event seq \([0-9]*\)$/\1/p' "$glog" | tail -1)
+	if [ -z "$before" ] || [ "$before" != "$after" ]; then
+		reasons+=("the upgrade changed what it must keep: before '$before', after '$after'")
+	elif [[ $before != *"chain present"* ]]; then
+		reasons+=("no chain state before the upgrade: $before")
+	fi
+	if [ -z "$seq_after" ] || [ -z "$seq_before" ] || [ "$seq_after" -le "$seq_before" ]; then
+		reasons+=("after the upgrade no event continued the chain (last seq before ${seq_before:-none}, first after ${seq_after:-none})")
+	elif ! grep " device=$device " <<<"$verified" | grep " kind=start " | grep -q " seq=$seq_after "; then
+		reasons+=("the receiver did not verify the start record seq=$seq_after made after the upgrade")
+	fi
+	[ "$(sed -n 's/^BOARD: upgraded show ActiveState=//p' "$glog" | tail -1)" = active ] ||
+		reasons+=("keyframe.service is not active after the upgrade")
 	grep -q '^BOARD: installed keyframe ' "$glog" || reasons+=("dpkg -i did not install the package")
 	grep -q '^BOARD: done' "$glog" || reasons+=("the board did not finish its part")
-	log "device $device: $n_dev records verified, $n_start events (kind=start, source=v4l2); service User=$user, ActiveState=$active, NRestarts=$restarts, process user $pid_user"
+	log "device $device: $n_dev records verified, $n_start events (kind=start, source=v4l2); service User=$user, ActiveState=$active, NRestarts=$restarts, process user $pid_user; upgrade kept $after, events seq ${seq_before:-?} then ${seq_after:-?}"
 }
 
 # --- main ----------------------------------------------------------------------------
