@@ -240,7 +240,19 @@ func TestBrowserClaimFlow(t *testing.T) {
 	if n := strings.Count(txt, "verified"); n < events {
 		t.Errorf("alice's page: %d events, %d marked verified", events, n)
 	}
-	srcs := browsertest.Run(t, tab, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#events img")].map(i => i.getAttribute("src"))`))
+	// One snapshot of the list's pictures once each has loaded or failed
+	// (the list refreshes itself as events arrive, so sources and loaded
+	// counts must come from the same moment).
+	type pictures struct {
+		Srcs   []string `json:"srcs"`
+		Loaded int      `json:"loaded"`
+	}
+	pics := browsertest.Run(t, tab, chromedp.Poll[pictures](`(() => {
+		const im = [...document.querySelectorAll("#events img")];
+		if (im.length === 0 || !im.every(i => i.complete)) return null;
+		return {srcs: im.map(i => i.getAttribute("src")), loaded: im.filter(i => i.naturalWidth > 0).length};
+	})()`, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second)))
+	srcs, loaded := pics.Srcs, pics.Loaded
 	if len(srcs) == 0 {
 		t.Fatal("no thumbnails on alice's page")
 	}
@@ -249,8 +261,6 @@ func TestBrowserClaimFlow(t *testing.T) {
 			t.Errorf("a thumbnail of another device on alice's page: %s", s)
 		}
 	}
-	loaded := browsertest.Run(t, tab, chromedp.Poll[int](`[...document.images].every(i => i.complete) && [...document.images].filter(i => i.naturalWidth > 0).length`,
-		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second)))
 	if loaded != len(srcs) {
 		t.Errorf("%d of %d thumbnails loaded on alice's page", loaded, len(srcs))
 	}
