@@ -99,22 +99,30 @@ t_report=$(up)
 # the owner's configuration stay as they were, the service runs again, and its
 # next event continues the chain (a lost chain state would start again at 1,
 # which the receiver refuses as a replay).
-starts() { journalctl -b -u keyframe -o cat | sed -n 's/.*msg="event start" .* seq=\([0-9]*\) .*/\1/p'; }
+# starts [JOURNALCTL MATCH]: the sequence numbers of the "event start" lines
+# of the service (or of the match, such as _PID=N), oldest first.
+starts() {
+	[ $# -gt 0 ] || set -- -u keyframe
+	journalctl -b "$@" -o cat | sed -n 's/.*msg="event start" .* seq=\([0-9]*\) .*/\1/p'
+}
 kept() {
 	echo "key $(sha256sum /var/lib/keyframe/device.key | cut -c1-16)" \
 		"conf $(sha256sum /etc/keyframe/keyframe.conf | cut -c1-16)" \
 		"chain $(test -s /var/lib/keyframe/chain && echo present || echo missing)" \
 		"device $(runuser -u keyframe -- keyframe identity -id 2>/dev/null)"
 }
-n_before=$(starts | wc -l)
-say "before upgrade: $(kept) last event seq $(starts | tail -1)"
+last=$(starts | tail -1)
+say "before upgrade: $(kept) last event seq $last"
 dpkg -i "$deb" 2>&1 | sed 's/^/DPKG: /'
 say "after upgrade: $(kept)"
+# The events of the process the upgrade started (an event the old one began
+# after $last was read is not counted as after the upgrade).
+pid=$(systemctl show keyframe -p MainPID --value)
 i=0
-while [ "$(starts | wc -l)" -le "$n_before" ] && [ "$i" -lt 90 ]; do
+while [ -z "$(starts _PID="$pid")" ] && [ "$i" -lt 90 ]; do
 	i=$((i + 1))
 	sleep 1
 done
-say "after upgrade: first event seq $(starts | sed -n "$((n_before + 1))p")"
+say "after upgrade: first event seq $(starts _PID="$pid" | head -1)"
 systemctl show keyframe -p ActiveState -p NRestarts | sed 's/^/BOARD: upgraded show /'
 finish "boot ${t_boot}s, dpkg -i done at ${t_inst}s, service restarted at ${t_start}s, reported at ${t_report}s, upgraded and reported at $(up)s (uptime)"
