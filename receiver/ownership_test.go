@@ -76,17 +76,17 @@ func TestTransferMovesNoHistory(t *testing.T) {
 	e := newEnv(t, Options{})
 	d := newDevice(t)
 	e.enroll(d, "alice")
-	r1, r2 := d.record(t, "a1", provenance.KindStart, 1), d.record(t, "a2", provenance.KindStart, 2)
+	r1, r2 := d.record(t, "alice-ev1", provenance.KindStart, 1), d.record(t, "alice-ev2", provenance.KindStart, 2)
 	e.mustUpload(r1, http.StatusCreated)
 	e.mustUpload(r2, http.StatusCreated)
 
 	if err := Pair(e.dir, d.id, "bob"); err != nil {
 		t.Fatal(err)
 	}
-	r3 := d.record(t, "b3", provenance.KindStart, 3)
+	r3 := d.record(t, "bob-ev3", provenance.KindStart, 3)
 	e.mustUpload(r3, http.StatusCreated)
-	e.wantEvents("alice", "a2", "a1")
-	e.wantEvents("bob", "b3")
+	e.wantEvents("alice", "alice-ev2", "alice-ev1")
+	e.wantEvents("bob", "bob-ev3")
 	for _, c := range []struct {
 		owner string
 		r     *record
@@ -99,10 +99,10 @@ func TestTransferMovesNoHistory(t *testing.T) {
 			t.Errorf("%s's envelope of %s: %d, want %d", c.owner, c.r.event, code, c.want)
 		}
 	}
-	if _, page, _ := e.getAs("bob", "/"); bytes.Contains(page, []byte("a1")) || bytes.Contains(page, []byte("a2")) {
+	if _, page, _ := e.getAs("bob", "/"); bytes.Contains(page, []byte("alice-ev1")) || bytes.Contains(page, []byte("alice-ev2")) {
 		t.Error("bob's page shows alice's events")
 	}
-	if _, page, _ := e.getAs("alice", "/"); bytes.Contains(page, []byte("b3")) {
+	if _, page, _ := e.getAs("alice", "/"); bytes.Contains(page, []byte("bob-ev3")) {
 		t.Error("alice's page shows bob's event")
 	}
 
@@ -115,9 +115,9 @@ func TestTransferMovesNoHistory(t *testing.T) {
 	if err := Pair(e.dir, d.id, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	e.mustUpload(d.record(t, "a5", provenance.KindStart, 5), http.StatusCreated)
-	e.wantEvents("alice", "a5", "a2", "a1")
-	e.wantEvents("bob", "b3")
+	e.mustUpload(d.record(t, "alice-ev5", provenance.KindStart, 5), http.StatusCreated)
+	e.wantEvents("alice", "alice-ev5", "alice-ev2", "alice-ev1")
+	e.wantEvents("bob", "bob-ev3")
 	reg := e.registry()
 	// mayServe (no record given) answers for the open pairing.
 	for owner, want := range map[string]bool{"alice": true, "bob": false} {
@@ -135,8 +135,8 @@ func TestTransferMovesNoHistory(t *testing.T) {
 	// The same survives a restart.
 	e.close()
 	e.open(Options{})
-	e.wantEvents("alice", "a5", "a2", "a1")
-	e.wantEvents("bob", "b3")
+	e.wantEvents("alice", "alice-ev5", "alice-ev2", "alice-ev1")
+	e.wantEvents("bob", "bob-ev3")
 }
 
 // PairFrom begins at the device's signed sequence number, never below a
