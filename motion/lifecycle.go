@@ -51,9 +51,10 @@ type Summary struct {
 }
 
 // Lifecycle turns per-frame Results into events. The best frame is the one
-// with the largest motion area whose box does not touch the frame's edge; a
-// frame touching the edge is chosen only while no frame inside has been
-// seen. Make it with NewLifecycle. It is not safe for concurrent use.
+// with the largest motion area, where a frame whose box touches the frame's
+// edge counts half its area: a whole object beats a cut-off one of up to
+// twice its size, but a person cut off by the edge still beats a small blob
+// elsewhere (a lamp's flicker on one frame). Make it with NewLifecycle. It is not safe for concurrent use.
 type Lifecycle struct {
 	minFrames                         int
 	preRoll, gap, postRoll, maxLength time.Duration
@@ -68,8 +69,7 @@ type Lifecycle struct {
 	trigger    time.Time // the trigger frame's time
 	sum        Summary
 	lastMotion time.Time
-	bestArea   uint32
-	bestInside bool
+	bestScore  uint32 // see score
 
 	lastSeen  time.Time
 	seen      bool
@@ -135,7 +135,7 @@ func (l *Lifecycle) Observe(t time.Time, r Result) Decision {
 		if !l.better(r) {
 			return Decision{}
 		}
-		l.bestArea, l.bestInside = r.AreaPPM, !r.TouchesEdge
+		l.bestScore = score(r)
 		l.sum.Box = r.Box
 		return Decision{Best: true}
 	}
@@ -161,18 +161,24 @@ func (l *Lifecycle) Observe(t time.Time, r Result) Decision {
 	l.trigger = t
 	l.sum = Summary{Start: start, End: t, MotionFrames: l.run, PeakAreaPPM: l.runPeak, Box: r.Box, Zones: l.runZones}
 	l.lastMotion = t
-	l.bestArea, l.bestInside = r.AreaPPM, !r.TouchesEdge
+	l.bestScore = score(r)
 	l.run, l.runPeak, l.runZones = 0, 0, 0
 	return Decision{Start: true, Best: true, Summary: l.sum}
 }
 
-// better reports whether r beats the open event's best frame: a frame
-// inside the edges beats one touching them, then the larger area wins.
+// better reports whether r beats the open event's best frame: a higher
+// score; on a tie the earlier frame stays.
 func (l *Lifecycle) better(r Result) bool {
-	if inside := !r.TouchesEdge; inside != l.bestInside {
-		return inside
+	return score(r) > l.bestScore
+}
+
+// score is a frame's claim to be the event's picture: its motion area, half
+// of it when the box touches the frame's edge.
+func score(r Result) uint32 {
+	if r.TouchesEdge {
+		return r.AreaPPM / 2
 	}
-	return r.AreaPPM > l.bestArea
+	return r.AreaPPM
 }
 
 // Flush ends the open event at time t (shutdown, end of stream); t is

@@ -221,14 +221,16 @@ func TestLifecycleBest(t *testing.T) {
 		edge     bool
 		wantBest bool
 	}{
-		{500, true, true},   // the trigger is always best
-		{400, true, false},  // smaller, edge
-		{300, false, true},  // inside beats any edge frame
-		{200, false, false}, // smaller inside
-		{900, true, false},  // larger, but on the edge
-		{400, false, true},  // larger inside
-		{0, false, false},   // quiet frame
-		{400, false, false}, // equal: the first one stays
+		{500, true, true},    // the trigger is always best (score 250)
+		{400, true, false},   // smaller, edge
+		{300, false, true},   // inside: 300 beats the edge frame's 250
+		{200, false, false},  // smaller inside
+		{600, true, false},   // on the edge: 300 ties, the first one stays
+		{900, true, true},    // on the edge, 450: a large cut-off object beats a small whole one
+		{400, false, false},  // inside, 400 < 450
+		{0, false, false},    // quiet frame
+		{1000, false, true},  // larger inside
+		{1000, false, false}, // equal: the first one stays
 	}
 	for i, s := range steps {
 		r := moving(s.area, box(i), s.edge)
@@ -241,8 +243,8 @@ func TestLifecycleBest(t *testing.T) {
 		}
 	}
 	d := l.Flush(testTime.Add(ms(100 * len(steps))))
-	if d.Summary.Box != box(5) || d.Summary.PeakAreaPPM != 900 || d.Summary.MotionFrames != 7 {
-		t.Fatalf("summary %+v, want the box of step 5, peak 900, 7 frames", d.Summary)
+	if d.Summary.Box != box(8) || d.Summary.PeakAreaPPM != 1000 || d.Summary.MotionFrames != 9 {
+		t.Fatalf("summary %+v, want the box of step 8, peak 1000, 9 frames", d.Summary)
 	}
 }
 
