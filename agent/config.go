@@ -257,7 +257,7 @@ func Fields() []Field {
 		intField("motion.min_motion_frames", "consecutive motion frames before an event starts", 1, 100, func(c *Config) *int { return &c.Motion.MinMotionFrames }),
 		intField("motion.absorb_frames", "frames a pixel may stay changed while nothing in its blob moves before it becomes background (a parked car, a box put down)", 1, 65535, func(c *Config) *int { return &c.Motion.AbsorbFrames }),
 		intField("motion.hold_frames", "frames a pixel may stay changed at most while its blob still moves a little (a person sitting: a hand, the head) before it becomes background; at or below absorb_frames holds nothing", 1, 65535, func(c *Config) *int { return &c.Motion.HoldFrames }),
-		intField("motion.ghost_frames", "frames a still blob whose edge is in the background but not in the frame (the place a parked car left) is ignored before the background is re-seeded there; 0 = no ghost detection (try 5)", 0, 255, func(c *Config) *int { return &c.Motion.GhostFrames }),
+		intField("motion.ghost_frames", "frames a still blob showing the background from before an object was absorbed there (the place a parked car left) is ignored before the background is re-seeded there; 0 = no ghost detection", 0, 255, func(c *Config) *int { return &c.Motion.GhostFrames }),
 		{"motion.mask", "polygons never analysed (an on-screen clock): \"x,y x,y x,y; ...\" with x, y fractions of the frame; empty = none",
 			func(c *Config) string { return motion.FormatPolygons(c.Motion.Mask) },
 			func(c *Config, v string) error {

@@ -70,15 +70,15 @@ type Config struct {
 	// GhostFrames is how many consecutive frames a blob must look like a
 	// ghost before its pixels are re-seeded from the frame: the place an
 	// object that had become background left (a parked car drove off, a
-	// person who was there during warm-up walked away). A ghost blob is
-	// one that does not move, whose edge is in the background but not in
-	// the frame: the frame continues smoothly across its border while the
-	// background has a step there. It is never motion, from the first
-	// frame it looks like one. 0 turns ghost detection off. Default 0
-	// (off): on the labelled footage the still half of a person (legs
-	// standing while the arms move) can pass for a ghost and be re-seeded,
-	// which cost HumanBody2 frame precision (0.99 to 0.93); 5 is the value
-	// to try on scenes where objects stand still for minutes.
+	// box was taken away, a person who sat still got up). When a changed
+	// pixel is absorbed, the detector keeps the background level it
+	// replaces; a blob that does not move and of which at least half the
+	// pixels show that old level again is a ghost. It is never motion,
+	// from the first frame it looks like one, so an event ends when the
+	// object has gone, not AbsorbFrames later. A still object in front of
+	// the background is not a ghost (the frame shows the object, not the
+	// old level). 0 turns ghost detection off. Default 5 (half a second
+	// at 10 fps).
 	GhostFrames int
 	// Mask lists polygons whose pixels are never analysed (an on-screen
 	// clock, a neighbour's window). Coordinates are fractions of the frame's
@@ -122,7 +122,7 @@ func DefaultConfig() Config {
 		BackgroundRate:  0.05,
 		AbsorbFrames:    100,
 		HoldFrames:      3000,
-		GhostFrames:     0,
+		GhostFrames:     5,
 		MinMotionFrames: 3,
 		PreRoll:         0,
 		EventGap:        3 * time.Second,

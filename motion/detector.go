@@ -32,8 +32,9 @@
 //     [Config.Zones], with pixels in a zone).
 //  7. Blobs are classified: moved (some pixels changed by more than twice
 //     the threshold since the previous frame, or near a blob that did), a
-//     ghost (with [Config.GhostFrames]: still, its border an edge of the
-//     background but not of the frame; never motion), or still.
+//     ghost (with [Config.GhostFrames]: still, and at least half its pixels
+//     show again the background they had before an object was absorbed
+//     over them; never motion), or still.
 //  8. The background learns at [Config.BackgroundRate] where the pixel has
 //     not changed; a changed pixel whose blob has not moved for
 //     [Config.AbsorbFrames] frames (a parked car), or that has been changed
@@ -162,13 +163,11 @@ type blob struct {
 	// moving counts the pixels that changed by more than twice the
 	// threshold since the previous frame.
 	moving int32
-	// Along the blob's border with still pixels (border pairs of a blob
-	// pixel and a still 4-neighbour outside it): the sums of the level
-	// steps across the border in the frame and in the background, in whole
-	// levels.
-	border          int32
-	stepCur, stepBg int64 // 8.8 fixed point
-	kind            uint8 // blobMoved, blobGhost (set for every label of a blob)
+	// uncovered counts the pixels whose frame level is within the threshold
+	// of the background they had before they last absorbed a changed
+	// level (Detector.old): the object absorbed there has gone.
+	uncovered int32
+	kind      uint8 // blobMoved, blobGhost (set for every label of a blob)
 }
 
 // Values of blob.kind.
@@ -209,6 +208,7 @@ type Detector struct {
 	age    []uint16 // consecutive frames each pixel has been changed
 	still  []uint16 // of those, frames since its blob last moved
 	ghost  []uint8  // consecutive frames each pixel has been in a ghost blob
+	old    []uint16 // the background before the pixel last absorbed a changed level, 8.8 fixed point (noOld: none since the last seeding)
 	dev    []uint16 // per-pixel variability: mean absolute difference, 8.8 fixed point
 	over   []uint8  // overChanged where the pixel passed the global threshold (before the per-pixel one), overShadow where it was then found to be shadow
 	prev   []uint8  // 1 where the pixel was changed in the previous frame
@@ -332,7 +332,7 @@ func (d *Detector) step(p plane, w, h int) Result {
 		res = d.findBlobs(thr)
 		d.labelled = true
 	}
-	d.update(off, gain)
+	d.update(off, gain, thr)
 	return res
 }
 
@@ -382,6 +382,8 @@ func (d *Detector) resize(w, h int) {
 	d.age = make([]uint16, n)
 	d.still = make([]uint16, n)
 	d.ghost = make([]uint8, n)
+	d.old = make([]uint16, n)
+	fill16(d.old, noOld)
 	d.dev = make([]uint16, n)
 	d.over = make([]uint8, n)
 	d.prev = make([]uint8, n)
@@ -548,6 +550,7 @@ func (d *Detector) warmUp() {
 		clear(d.age)
 		clear(d.still)
 		clear(d.ghost)
+		fill16(d.old, noOld)
 		clear(d.dev)
 		clear(d.prev)
 	} else {
@@ -683,6 +686,7 @@ func (d *Detector) reseed() {
 	clear(d.age)
 	clear(d.still)
 	clear(d.ghost)
+	fill16(d.old, noOld)
 	clear(d.prev)
 	d.stats.Globals++
 }
@@ -838,7 +842,7 @@ func (d *Detector) despeckle() int {
 // (Detector.classify) and reports those of at least MinArea that are not
 // ghosts; thr is the global threshold.
 func (d *Detector) findBlobs(thr int32) Result {
-	pw, sw, sh := d.pw, d.sw, d.sh
+	pw, sw := d.pw, d.sw
 	move := 2 * thr
 	next := int32(1)
 	for y := 1; y <= d.sh; y++ {
@@ -881,18 +885,8 @@ func (d *Detector) findBlobs(thr int32) Result {
 			if abs32(int32(d.cur[i])-int32(d.before[i])) > move {
 				b.moving++
 			}
-			// The border with the pixels outside the mask, within the frame.
-			if x > 1 && d.mask[p-1] == 0 {
-				d.border(b, i, i-1)
-			}
-			if x < sw && d.mask[p+1] == 0 {
-				d.border(b, i, i+1)
-			}
-			if y > 1 && d.mask[p-pw] == 0 {
-				d.border(b, i, i-sw)
-			}
-			if y < sh && d.mask[p+pw] == 0 {
-				d.border(b, i, i+sw)
+			if o := d.old[i]; o != noOld && abs32(int32(d.cur[i])-int32(o)) <= thr {
+				b.uncovered++
 			}
 			// y0 needs no update: a label's first pixel is its topmost.
 			b.x0, b.x1 = min(b.x0, int32(x)), max(b.x1, int32(x))
@@ -913,14 +907,12 @@ func (d *Detector) findBlobs(thr int32) Result {
 			into.x1, into.y1 = max(into.x1, b.x1), max(into.y1, b.y1)
 			into.zones |= b.zones
 			into.moving += b.moving
-			into.border += b.border
-			into.stepCur += b.stepCur
-			into.stepBg += b.stepBg
+			into.uncovered += b.uncovered
 		}
 	}
 	for l := int32(1); l < next; l++ {
 		if d.parent[l] == l {
-			d.blobs[l].kind = d.classify(&d.blobs[l], thr)
+			d.blobs[l].kind = d.classify(&d.blobs[l])
 		}
 	}
 	d.nearMotion(next)
@@ -951,36 +943,26 @@ func (d *Detector) findBlobs(thr int32) Result {
 	return res
 }
 
-// border adds to b the pair of its pixel i and the pixel j outside its
-// mask, when j is still (unchanged: a sample of the background as it is).
-func (d *Detector) border(b *blob, i, j int) {
-	if d.over[j] != 0 {
-		return
-	}
-	b.border++
-	b.stepCur += int64(abs32(int32(d.cur[i]) - int32(d.cur[j])))
-	b.stepBg += int64(abs32(int32(d.bg[i]) - int32(d.bg[j])))
-}
-
 // classify returns the kind of a root blob:
 //
 //   - blobMoved when at least max(2, 1 %) of its pixels changed by more
 //     than twice the threshold thr since the previous frame: something in
 //     it moves (a walking person, or a sitting one moving a hand);
-//   - blobGhost when it did not move and its border is an edge of the
-//     background but not of the frame: across the border with the still
-//     pixels around it, the background steps by at least thr on average
-//     and by more than twice what the frame does. An object in front of
-//     the background is the other way round (the frame has the object's
-//     edge; the background continues under it). Ghosts are left where an
-//     object that had become background went away: the frame shows what
-//     surrounds the place, the background still holds the object;
+//   - blobGhost when it did not move and at least half its pixels are
+//     uncovered: the frame shows again, within thr, the level the
+//     background had before an object was absorbed there. Ghosts are left
+//     where an object that had become background (a parked car, a box put
+//     down, a person who sat still) went away: the background still holds
+//     the object, the frame shows what was there before it. A still
+//     object in front of the background is not uncovered (the frame shows
+//     the object, not what it hides), nor is anything over a background
+//     that was learnt without absorbing (no old level is known);
 //   - 0 otherwise (a still object).
-func (d *Detector) classify(b *blob, thr int32) uint8 {
+func (d *Detector) classify(b *blob) uint8 {
 	if b.moving >= max(2, b.area/100) {
 		return blobMoved
 	}
-	if d.ghostN > 0 && b.border > 0 && b.stepBg >= int64(b.border)*int64(thr) && b.stepBg > 2*b.stepCur {
+	if d.ghostN > 0 && 2*b.uncovered >= b.area {
 		return blobGhost
 	}
 	return 0
@@ -1063,13 +1045,16 @@ func (d *Detector) union(a, b int32) int32 {
 // BackgroundRate, changed ones are held out until they have been changed
 // for AbsorbFrames frames since their blob last moved, or for
 // max(HoldFrames, AbsorbFrames) frames in all; pixels of a ghost blob are
-// re-seeded from the frame after GhostFrames frames. Each pixel's variability learns from still frames
+// re-seeded from the frame after GhostFrames frames (with GhostFrames, an
+// absorbed pixel keeps the level it replaces in d.old, which is how a ghost
+// is recognised). Each pixel's variability learns from still frames
 // and from the frames where it turns changed (flicker turns on and off;
 // an object that stays changed teaches nothing). The noise estimate moves
 // toward the mean absolute difference of the pixels outside the despeckled
 // mask (noise speckles count, blobs do not).
-func (d *Detector) update(off, gain int32) {
+func (d *Detector) update(off, gain, thr int32) {
 	rate, absorb, hold, ghostN, sw := d.rateQ, d.absorb, d.hold, d.ghostN, d.sw
+	track := ghostN > 0 // keep the old levels ghosts are recognised by
 	labelled := d.labelled
 	var sum int64
 	var cnt int
@@ -1079,6 +1064,7 @@ func (d *Detector) update(off, gain int32) {
 		age := d.age[y*sw:][:sw]
 		calm := d.still[y*sw:][:sw]
 		ghost := d.ghost[y*sw:][:sw]
+		old := d.old[y*sw:][:sw]
 		dev := d.dev[y*sw:][:sw]
 		prev := d.prev[y*sw:][:sw]
 		over := d.over[y*sw:][:sw]
@@ -1102,11 +1088,24 @@ func (d *Detector) update(off, gain int32) {
 				bg[x] = uint16(int32(bg[x]) + ((int32(c)-int32(bg[x]))*rate+1<<15)>>16)
 				continue
 			}
+			// uncovered: the pixel shows again the level it had before
+			// an object was absorbed over it.
+			uncovered := track && old[x] != noOld && abs32(int32(c)-int32(old[x])) <= thr
 			if over[x] >= overShadow {
 				// Held out like a changed pixel (a lasting shadow is
-				// absorbed), teaching no variability.
-				prev[x], calm[x], ghost[x] = 0, 0, 0
+				// absorbed), teaching no variability. An uncovered one is
+				// part of a ghost whose darker half passes for a shadow.
+				prev[x], calm[x] = 0, 0
+				if !uncovered {
+					ghost[x] = 0
+				} else if ghost[x]++; ghost[x] >= ghostN {
+					bg[x], age[x], ghost[x], old[x] = c, 0, 0, noOld
+					continue
+				}
 				if age[x]++; age[x] >= absorb {
+					if track {
+						old[x] = bg[x]
+					}
 					bg[x], age[x] = c, 0
 				}
 				continue
@@ -1120,9 +1119,11 @@ func (d *Detector) update(off, gain int32) {
 				if labelled && mask[x] != 0 {
 					kind = d.blobs[labels[x]].kind
 				}
-				if kind == blobGhost {
+				// A ghost's pixels, and uncovered ones the despeckle
+				// filter left out of any blob, are re-seeded.
+				if kind == blobGhost || (uncovered && mask[x] == 0) {
 					if ghost[x]++; ghost[x] >= ghostN {
-						bg[x], age[x], calm[x], ghost[x] = c, 0, 0, 0
+						bg[x], age[x], calm[x], ghost[x], old[x] = c, 0, 0, 0, noOld
 					}
 					continue
 				}
@@ -1133,6 +1134,9 @@ func (d *Detector) update(off, gain int32) {
 					calm[x]++ // at most absorb: reset below
 				}
 				if age[x]++; calm[x] >= absorb || age[x] >= hold {
+					if track {
+						old[x] = bg[x]
+					}
 					bg[x], age[x], calm[x] = c, 0, 0
 				}
 				continue
@@ -1148,6 +1152,16 @@ func (d *Detector) update(off, gain int32) {
 	if cnt >= len(d.cur)/4 {
 		m := int32(sum / int64(cnt))
 		d.noise += (m - d.noise) / (1 << noiseShift)
+	}
+}
+
+// noOld marks a pixel of Detector.old with no old level: levels are 8.8
+// box averages of 8-bit samples, at most 255<<8.
+const noOld = 0xFFFF
+
+func fill16(s []uint16, v uint16) {
+	for i := range s {
+		s[i] = v
 	}
 }
 

@@ -111,10 +111,10 @@ func countQuiet(rs []Result) int {
 }
 
 // TestGhostSuppressed: an object that became background (a box put down,
-// a car parked) and then vanishes leaves a ghost; with GhostFrames set it
-// is never motion, and the background is re-seeded there within
-// about a second (10 frames), on a textured and on a flat region. Without ghost
-// detection the ghost stays motion until AbsorbFrames absorbs it.
+// absorbed) and then vanishes leaves a ghost; with GhostFrames set it is
+// never motion, and the background is re-seeded there within about a second
+// (10 frames), on a textured and on a flat region. Without ghost detection
+// the ghost stays motion until AbsorbFrames absorbs it.
 func TestGhostSuppressed(t *testing.T) {
 	s := newScene(160, 120, 33, 2.5)
 	// A flat region in the scene for the second case.
@@ -125,12 +125,11 @@ func TestGhostSuppressed(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct {
-		name    string
-		obj     image.Rectangle
-		reseeds bool // re-seeded within a second (on the flat region only part of it is: the ghost stays ignored)
+		name string
+		obj  image.Rectangle
 	}{
-		{"textured", image.Rect(20, 30, 44, 54), true},
-		{"flat", image.Rect(112, 78, 136, 100), false},
+		{"textured", image.Rect(20, 30, 44, 54)},
+		{"flat", image.Rect(112, 78, 136, 100)},
 	} {
 		for _, ghostFrames := range []int{5, 0} {
 			c := DefaultConfig()
@@ -162,18 +161,167 @@ func TestGhostSuppressed(t *testing.T) {
 				if motion > 1 {
 					t.Errorf("%s: the ghost was motion on %d frames, want at most the one the box vanished on", tc.name, motion)
 				}
-				left := 0
-				for _, st := range v.State {
-					if st == StateGhost || st == StateMotion {
-						left++
-					}
-				}
-				if area := tc.obj.Dx() * tc.obj.Dy(); tc.reseeds && left*10 > area {
-					t.Errorf("%s: 10 frames after: %d ghost pixels left of %d, want the place re-seeded", tc.name, left, area)
+				if left := changedPixels(&v); left*10 > tc.obj.Dx()*tc.obj.Dy() {
+					t.Errorf("%s: 10 frames after: %d ghost pixels left of %d, want the place re-seeded", tc.name, left, tc.obj.Dx()*tc.obj.Dy())
 				}
 			} else if motion < 10 {
 				t.Errorf("%s, no ghost detection: the ghost was motion on %d of 20 frames, want most (the test would not see a ghost)", tc.name, motion)
 			}
+		}
+	}
+}
+
+// changedPixels counts the pixels of v that are motion or ghost.
+func changedPixels(v *View) int {
+	n := 0
+	for _, st := range v.State {
+		if st == StateGhost || st == StateMotion || st == StateSmall {
+			n++
+		}
+	}
+	return n
+}
+
+// TestStoppedObjectNotGhost: a box put down (in front of a textured and of
+// a flat background) is a still object, not a ghost: it stays motion until
+// AbsorbFrames takes it into the background, with ghost detection on (the
+// default) as without it.
+func TestStoppedObjectNotGhost(t *testing.T) {
+	s := newScene(160, 120, 34, 2.5)
+	flat := image.Rect(100, 70, 150, 110)
+	for y := flat.Min.Y; y < flat.Max.Y; y++ {
+		for x := flat.Min.X; x < flat.Max.X; x++ {
+			s.bg[y*s.w+x] = 90
+		}
+	}
+	for _, obj := range []image.Rectangle{image.Rect(20, 30, 44, 54), image.Rect(112, 78, 136, 100)} {
+		c := DefaultConfig()
+		if c.GhostFrames == 0 {
+			t.Fatal("ghost detection is off by default")
+		}
+		c.AbsorbFrames = 40
+		d := newTestDetector(t, c)
+		buf := warm(t, d, s, nil)
+		// Carried in from the left edge, then put down.
+		for x := -24; x < obj.Min.X; x += 6 {
+			buf = s.frame(buf, 0, image.Rect(x, obj.Min.Y, x+obj.Dx(), obj.Max.Y))
+			d.Step(buf, s.w, s.h)
+		}
+		var v View
+		for i := range c.AbsorbFrames + 20 {
+			buf = s.frame(buf, 0, obj)
+			r := d.Step(buf, s.w, s.h)
+			d.View(&v)
+			if i < c.AbsorbFrames-5 {
+				if !r.Motion {
+					t.Fatalf("box at %v, frame %d after it stopped: no motion, want it foreground until AbsorbFrames (%d)", obj, i, c.AbsorbFrames)
+				}
+				for _, st := range v.State {
+					if st == StateGhost {
+						t.Fatalf("box at %v, frame %d after it stopped: pixels classified ghost", obj, i)
+					}
+				}
+			}
+			if i > c.AbsorbFrames+5 && r.Motion {
+				t.Fatalf("box at %v, frame %d after it stopped: still motion after AbsorbFrames", obj, i)
+			}
+		}
+	}
+}
+
+// TestCarParksAndLeaves: a car drives in, parks (and becomes background
+// after AbsorbFrames), and drives off a minute later: its departure is one
+// event that ends within EventGap + PostRoll + 1 s of the car leaving the
+// frame, with no ghost left where it stood; and the parked car raised no
+// event while it stood. Then a second car takes the same place and leaves:
+// the same again (the old level is tracked afresh).
+func TestCarParksAndLeaves(t *testing.T) {
+	c := DefaultConfig()
+	c.AbsorbFrames = 100
+	s := newScene(160, 120, 35, 2.5)
+	d := newTestDetector(t, c)
+	buf := warm(t, d, s, nil)
+	l := NewLifecycle(c)
+	frame := 0
+	at := func(i int) time.Time { return testTime.Add(time.Duration(i) * 100 * time.Millisecond) }
+	step := func(objs ...image.Rectangle) (Result, Decision) {
+		buf = s.frame(buf, 0, objs...)
+		r := d.Step(buf, s.w, s.h)
+		dec := l.Observe(at(frame), r)
+		frame++
+		return r, dec
+	}
+	spot := image.Rect(60, 70, 100, 90)
+	for round := range 2 {
+		starts, ends, ended := 0, 0, -1
+		count := func(dec Decision) {
+			if dec.Start {
+				starts++
+			}
+			if dec.End {
+				ends++
+				ended = frame - 1
+			}
+		}
+		for x := -40; x < spot.Min.X; x += 5 { // drives in
+			_, dec := step(image.Rect(x, spot.Min.Y, x+spot.Dx(), spot.Max.Y))
+			count(dec)
+		}
+		for range 600 { // parked for a minute
+			_, dec := step(spot)
+			count(dec)
+		}
+		if starts != 1 || ends != 1 {
+			t.Fatalf("round %d: arriving and parking made %d starts and %d ends, want one event", round, starts, ends)
+		}
+		starts, ends, ended = 0, 0, -1
+		for x := spot.Min.X; x < s.w; x += 5 { // drives off to the right
+			_, dec := step(image.Rect(x, spot.Min.Y, x+spot.Dx(), spot.Max.Y))
+			count(dec)
+		}
+		gone := frame
+		quietFrom := -1
+		for i := range 100 {
+			r, dec := step()
+			count(dec)
+			if r.Motion {
+				quietFrom = -1
+			} else if quietFrom < 0 {
+				quietFrom = i
+			}
+		}
+		if starts != 1 || ends != 1 {
+			t.Fatalf("round %d: leaving made %d starts and %d ends, want one event", round, starts, ends)
+		}
+		if quietFrom < 0 || quietFrom > 10 {
+			t.Errorf("round %d: motion on the empty spot until %d frames after the car left, want quiet within a second (a ghost)", round, quietFrom)
+		}
+		if bound := c.EventGap + c.PostRoll + time.Second; at(ended).Sub(at(gone)) > bound {
+			t.Errorf("round %d: event ended %v after the car left, want within %v", round, at(ended).Sub(at(gone)), bound)
+		}
+	}
+}
+
+// TestStillSitterLeaves: a person who sits without moving for 30 s is
+// absorbed like a parked car; when they get up and walk out, the seat they
+// leave is a ghost and is not motion for longer than a second (without
+// ghost detection it stays motion until AbsorbFrames).
+func TestStillSitterLeaves(t *testing.T) {
+	for _, ghostFrames := range []int{DefaultConfig().GhostFrames, 0} {
+		c := DefaultConfig()
+		c.GhostFrames = ghostFrames
+		res, gone := sitStill(t, c, 300, 0)
+		after := 0
+		for _, r := range res[gone:] {
+			if r.Motion {
+				after++
+			}
+		}
+		if ghostFrames > 0 && after > 10 {
+			t.Errorf("ghost detection on: motion on %d of the 50 frames after the sitter left, want at most a second's", after)
+		}
+		if ghostFrames == 0 && after < 40 {
+			t.Errorf("ghost detection off: motion on %d of the 50 frames after the sitter left, want most (the test would not see a ghost)", after)
 		}
 	}
 }
