@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/keyframe-cam/keyframe/capture"
 )
@@ -134,6 +135,37 @@ func BenchmarkStep(b *testing.B) {
 				copy(dst, frames[i%len(frames)])
 				i++
 			}
+		})
+		b.Run(fmt.Sprintf("%dx%d-ratio", w, h), func(b *testing.B) {
+			// The step and a memmove of the same frames interleaved, each
+			// timed: on a machine shared with other jobs both see the
+			// same load, so their ratio (x-memmove) holds where the two
+			// ns/op above, measured apart, may not.
+			d := newTestDetector(b, DefaultConfig())
+			step := func(data []byte) {
+				f := capture.Frame{Width: w, Height: h, Format: capture.FormatYUYV, Data: data, Stride: 2 * w}
+				pix, stride, step := f.LumaPlane()
+				d.StepPlane(pix, w, h, stride, step)
+			}
+			for range warmFrames {
+				step(quiet)
+			}
+			dst := make([]byte, 2*w*h)
+			var inStep, inCopy time.Duration
+			i := 0
+			for b.Loop() {
+				data := frames[i%len(frames)]
+				t0 := time.Now()
+				copy(dst, data)
+				t1 := time.Now()
+				step(data)
+				t2 := time.Now()
+				inCopy += t1.Sub(t0)
+				inStep += t2.Sub(t1)
+				i++
+			}
+			b.ReportMetric(float64(inStep)/float64(inCopy), "x-memmove")
+			b.ReportMetric(float64(inStep.Nanoseconds())/float64(i), "step-ns/frame")
 		})
 	}
 }
