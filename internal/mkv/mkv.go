@@ -121,7 +121,7 @@ func Write(w io.Writer, v Video, frames []Frame, data func(i int, w io.Writer) e
 	}
 	var info []byte
 	info = appendUint(info, idTimestampScale, uint64(time.Millisecond))
-	info = appendFloat(info, idDuration, float64((last+step).Milliseconds()))
+	info = appendFloat(info, idDuration, float64((last + step).Milliseconds()))
 	info = appendString(info, idMuxingApp, "keyframe")
 	info = appendString(info, idWritingApp, "keyframe")
 	if v.Title != "" {
