@@ -12,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"image/jpeg"
+	"log/slog"
 	"math/big"
 	"net/http/httptest"
 	"os"
@@ -58,6 +59,47 @@ func (w *lineWatcher) count(substr string) int {
 		}
 	}
 	return n
+}
+
+// pairDevice enrolls the device key pub at the receiver in rdir and pairs
+// its device to alice.
+func pairDevice(t *testing.T, rdir string, pub []byte, device string) {
+	t.Helper()
+	if _, err := receiver.Enroll(rdir, pub); err != nil {
+		t.Fatal(err)
+	}
+	if err := receiver.Pair(rdir, device, "alice"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openReceiver opens the receiver in rdir, its verified lines collected by
+// the lineWatcher returned; it is closed when the test ends.
+func openReceiver(t *testing.T, rdir string, log *slog.Logger) (*receiver.Server, *lineWatcher) {
+	t.Helper()
+	lines := &lineWatcher{ch: make(chan struct{}, 1)}
+	srv, err := receiver.Open(receiver.Options{Dir: rdir, Logger: log, Events: lines})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv, lines
+}
+
+// waitStartEnd waits until lines has a verified start and a verified end
+// record. It fails the test if the agent stops first (done) or ctx ends,
+// with the lines so far and what diag says (logs).
+func waitStartEnd(ctx context.Context, t *testing.T, lines *lineWatcher, done <-chan error, diag func() string) {
+	t.Helper()
+	for lines.count("kind=start") < 1 || lines.count("kind=end") < 1 {
+		select {
+		case <-lines.ch:
+		case err := <-done:
+			t.Fatalf("agent stopped before a start and an end were verified: %v\nlines: %q\n%s", err, lines.lines, diag())
+		case <-ctx.Done():
+			t.Fatalf("no verified start and end within the deadline; lines: %q\n%s", lines.lines, diag())
+		}
+	}
 }
 
 // TestEndToEndSynthetic runs the real agent on the synthetic scene against the
@@ -142,19 +184,9 @@ func endToEnd(t *testing.T, o e2eOptions) {
 		}
 	}
 	if !o.fleet {
-		if _, err := receiver.Enroll(rdir, pub); err != nil {
-			t.Fatal(err)
-		}
-		if err := receiver.Pair(rdir, device, "alice"); err != nil {
-			t.Fatal(err)
-		}
+		pairDevice(t, rdir, pub, device)
 	}
-	lines := &lineWatcher{ch: make(chan struct{}, 1)}
-	srv, err := receiver.Open(receiver.Options{Dir: rdir, Logger: quiet, Events: lines})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv, lines := openReceiver(t, rdir, quiet)
 	var hs *httptest.Server
 	switch {
 	case o.mtls:
@@ -192,15 +224,7 @@ func endToEnd(t *testing.T, o e2eOptions) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 
-	for lines.count("kind=start") < 1 || lines.count("kind=end") < 1 {
-		select {
-		case <-lines.ch:
-		case err := <-done:
-			t.Fatalf("agent stopped before a start and an end were verified: %v\nlines: %q", err, lines.lines)
-		case <-ctx.Done():
-			t.Fatalf("no verified start and end within the deadline; lines: %q", lines.lines)
-		}
-	}
+	waitStartEnd(ctx, t, lines, done, func() string { return "" })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("agent: %v", err)

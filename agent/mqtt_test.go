@@ -53,18 +53,8 @@ func mqttEndToEnd(t *testing.T, tpm string) {
 	closeKey(key) // a swtpm serves one connection: the agent opens its own
 
 	rdir := filepath.Join(dir, "receiver")
-	if _, err := receiver.Enroll(rdir, pub); err != nil {
-		t.Fatal(err)
-	}
-	if err := receiver.Pair(rdir, device, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	lines := &lineWatcher{ch: make(chan struct{}, 1)}
-	srv, err := receiver.Open(receiver.Options{Dir: rdir, Logger: quiet, Events: lines})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	pairDevice(t, rdir, pub, device)
+	srv, lines := openReceiver(t, rdir, quiet)
 	rtls := broker.ClientTLS(mosquittotest.Receiver)
 	ingest, err := receiver.NewMQTTIngest(receiver.MQTTConfig{Broker: broker.URL, Certificate: &rtls.Certificates[0], RootCAs: broker.RootCAs, Logger: quiet}, srv)
 	if err != nil {
@@ -96,15 +86,7 @@ func mqttEndToEnd(t *testing.T, tpm string) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 
-	for lines.count("kind=start") < 1 || lines.count("kind=end") < 1 {
-		select {
-		case <-lines.ch:
-		case err := <-done:
-			t.Fatalf("agent stopped before a start and an end were verified: %v\nbroker log:\n%s", err, broker.Log())
-		case <-ctx.Done():
-			t.Fatalf("no verified start and end over MQTT; lines %q\nbroker log:\n%s", lines.lines, broker.Log())
-		}
-	}
+	waitStartEnd(ctx, t, lines, done, func() string { return "broker log:\n" + broker.Log() })
 	for _, l := range lines.lines {
 		if !strings.Contains(l, "device="+device) || !strings.Contains(l, "keystore="+keystore) {
 			t.Errorf("receiver line %q is not from device %s with keystore %s", l, device, keystore)
@@ -149,10 +131,7 @@ func mqttEndToEnd(t *testing.T, tpm string) {
 // caller closes the key.
 func brokerIdentity(t *testing.T, broker *mosquittotest.Broker, cfg *Config, dir string) (board.Key, string) {
 	t.Helper()
-	cfg.UploadCAFile = filepath.Join(dir, "broker-ca.pem")
-	if err := os.WriteFile(cfg.UploadCAFile, broker.CAPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	trustBroker(t, broker, cfg, dir)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -168,4 +147,13 @@ func brokerIdentity(t *testing.T, broker *mosquittotest.Broker, cfg *Config, dir
 		t.Fatal(err)
 	}
 	return key, device
+}
+
+// trustBroker writes broker's CA to dir and makes it cfg.UploadCAFile.
+func trustBroker(t *testing.T, broker *mosquittotest.Broker, cfg *Config, dir string) {
+	t.Helper()
+	cfg.UploadCAFile = filepath.Join(dir, "broker-ca.pem")
+	if err := os.WriteFile(cfg.UploadCAFile, broker.CAPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -135,10 +135,7 @@ func passwordEndToEnd(t *testing.T, broker *mosquittotest.Broker, lan bool) {
 	cfg.MQTTPasswordFile = passwordFile(t, dir, "mqtt.pw", cameraPassword)
 	cfg.MQTTPlaintextLAN = lan
 	if !lan {
-		cfg.UploadCAFile = filepath.Join(dir, "broker-ca.pem")
-		if err := os.WriteFile(cfg.UploadCAFile, broker.CAPEM(), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		trustBroker(t, broker, &cfg, dir)
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -156,18 +153,8 @@ func passwordEndToEnd(t *testing.T, broker *mosquittotest.Broker, lan bool) {
 	}
 	closeKey(key)
 	rdir := filepath.Join(dir, "receiver")
-	if _, err := receiver.Enroll(rdir, pub); err != nil {
-		t.Fatal(err)
-	}
-	if err := receiver.Pair(rdir, device, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	lines := &lineWatcher{ch: make(chan struct{}, 1)}
-	srv, err := receiver.Open(receiver.Options{Dir: rdir, Logger: quiet, Events: lines})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	pairDevice(t, rdir, pub, device)
+	srv, lines := openReceiver(t, rdir, quiet)
 	mc := receiver.MQTTConfig{Broker: broker.URL, Username: "receiver", Password: receiverPassword, AllowPlaintextLAN: lan, Logger: quiet}
 	if !lan {
 		mc.RootCAs = broker.RootCAs
@@ -204,15 +191,7 @@ func passwordEndToEnd(t *testing.T, broker *mosquittotest.Broker, lan bool) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	for lines.count("kind=start") < 1 || lines.count("kind=end") < 1 {
-		select {
-		case <-lines.ch:
-		case err := <-done:
-			t.Fatalf("agent stopped before a start and an end were verified: %v\nagent log:\n%s\nbroker log:\n%s", err, logs, broker.Log())
-		case <-ctx.Done():
-			t.Fatalf("no verified start and end over MQTT; lines %q\nagent log:\n%s\nbroker log:\n%s", lines.lines, logs, broker.Log())
-		}
-	}
+	waitStartEnd(ctx, t, lines, done, func() string { return "agent log:\n" + logs.String() + "\nbroker log:\n" + broker.Log() })
 	var discovery, motionOn bool
 	deadline := time.After(20 * time.Second)
 	for !discovery || !motionOn {
@@ -250,10 +229,7 @@ func TestMQTTWrongPassword(t *testing.T) {
 	cfg.MQTTUsername = "camera"
 	const wrong = "not the pass-5Tq"
 	cfg.MQTTPasswordFile = passwordFile(t, dir, "mqtt.pw", wrong)
-	cfg.UploadCAFile = filepath.Join(dir, "broker-ca.pem")
-	if err := os.WriteFile(cfg.UploadCAFile, broker.CAPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	trustBroker(t, broker, &cfg, dir)
 	logs := &lockedBuffer{}
 	a, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {

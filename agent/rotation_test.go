@@ -41,18 +41,8 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	rdir := filepath.Join(dir, "receiver")
-	if _, err := receiver.Enroll(rdir, pub); err != nil {
-		t.Fatal(err)
-	}
-	if err := receiver.Pair(rdir, oldID, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	lines := &lineWatcher{ch: make(chan struct{}, 1)}
-	srv, err := receiver.Open(receiver.Options{Dir: rdir, Logger: quiet, Events: lines})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	pairDevice(t, rdir, pub, oldID)
+	srv, lines := openReceiver(t, rdir, quiet)
 	hs := httptest.NewServer(srv.Handler())
 	defer hs.Close()
 	cfg.UploadURL = hs.URL

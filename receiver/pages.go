@@ -193,21 +193,7 @@ func (s *Server) ownerPage(w http.ResponseWriter, r *http.Request, owner string)
 }
 
 // eventTemplates are the event and retention pages.
-const eventTemplates = `{{define "head"}}<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="/favicon.ico" type="image/svg+xml">
-<title>{{.Title}}</title>
-<style>
-` + pageStyle + `
-</style>
-</head>
-<body>
-<nav class="muted">Signed in as {{.Account}} · <a href="/">events</a> · <a href="/settings">retention</a> · <a href="/sessions">sessions</a> · <form method="post" action="/signout" style="display:inline"><button>Sign out</button></form></nav>
-<h1>{{.Title}}</h1>
-{{end}}
+const eventTemplates = pageHead + `
 
 {{define "event"}}{{template "head" .}}
 <dl class="facts" id="facts">

@@ -11,9 +11,10 @@ import (
 	"github.com/keyframe-cam/keyframe/provenance"
 )
 
-// pageTemplate is a signed-in owner's event list (the events of the devices
-// paired to that owner now).
-const pageTemplate = `<!doctype html>
+// pageHead defines "head": the start of every page of a signed-in owner
+// (the event list, an event, retention) up to its heading, with the
+// navigation between them. Its data has Title and Account.
+const pageHead = `{{define "head"}}<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -27,7 +28,11 @@ const pageTemplate = `<!doctype html>
 <body>
 <nav class="muted">Signed in as {{.Account}} · <a href="/">events</a> · <a href="/settings">retention</a> · <a href="/sessions">sessions</a> · <form method="post" action="/signout" style="display:inline"><button>Sign out</button></form></nav>
 <h1>{{.Title}}</h1>
-<p class="muted">{{.Note}}</p>
+{{end}}`
+
+// pageTemplate is a signed-in owner's event list (the events of the devices
+// paired to that owner now).
+const pageTemplate = pageHead + `{{template "head" .}}<p class="muted">{{.Note}}</p>
 <form method="post" action="/claims"><button>Add a camera</button> <span class="muted">a one-time code for <code>keyframe join</code> on the camera (docs/claim.md)</span></form>
 <h2>Cameras</h2>
 {{if .Cameras}}

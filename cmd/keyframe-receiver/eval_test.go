@@ -4,21 +4,20 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"image"
-	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/keyframe-cam/keyframe/motion/eval"
+	"github.com/keyframe-cam/keyframe/motion/motiontest"
 )
 
-// Frames of the sequence writeEvalSequence writes: writeSquareFrames' square
+// Frames of the sequence writeEvalSequence writes: motiontest's square
 // crosses from frame 10 and has left by frame 26.
 const (
 	evalFrames             = 36
-	evalFirstPos, evalLast = 10, 25 // frames with the square in view
+	evalFirstPos, evalLast = motiontest.SquareFirst, motiontest.SquareLast // frames with the square in view
 )
 
 // writeEvalSequence writes a labelled sequence in the data set's layout
@@ -27,7 +26,7 @@ const (
 // the others 0. label3, when not empty, is written as frame 3's label.
 func writeEvalSequence(t *testing.T, dir, label3 string) {
 	t.Helper()
-	writeSquareFrames(t, filepath.Join(dir, "input"), evalFrames)
+	motiontest.WriteSquareFrames(t, filepath.Join(dir, "input"), evalFrames)
 	var b strings.Builder
 	b.WriteString("pos,file,label\n")
 	for i := range evalFrames {
@@ -122,33 +121,4 @@ func deref(v *float64) any {
 		return "null"
 	}
 	return *v
-}
-
-// writeSquareFrames (the frames keyframe tune's tests use) writes n small grey PNG frames, a square moving over a
-// gradient, into dir.
-func writeSquareFrames(t *testing.T, dir string, n int) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for i := range n {
-		img := image.NewGray(image.Rect(0, 0, 64, 48))
-		for y := range 48 {
-			for x := range 64 {
-				img.Pix[y*img.Stride+x] = byte(60 + x + y)
-			}
-		}
-		for y := 18; y < 30 && i >= 10; y++ {
-			for x := 4 * (i - 10); x < 4*(i-10)+10 && x < 64; x++ {
-				img.Pix[y*img.Stride+x] = 250
-			}
-		}
-		var b bytes.Buffer
-		if err := png.Encode(&b, img); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%03d.png", i)), b.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 }

@@ -15,7 +15,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
+
+	"github.com/keyframe-cam/keyframe/internal/cli"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -56,58 +57,43 @@ func main() {
 // dispatch runs the command named by args[0]; without one, or when args
 // start with a flag, the receiver itself (serve).
 func dispatch(args []string, stdout, stderr io.Writer) int {
-	cmd := "serve"
-	if len(args) > 0 && (!strings.HasPrefix(args[0], "-") || isVersionFlag(args[0])) {
-		cmd, args = args[0], args[1:]
+	p := cli.Program{
+		Name:    "keyframe-receiver",
+		Version: version,
+		Usage:   receiverUsage,
+		Commands: []cli.Command{
+			{Name: "serve", Run: receiverServe},
+			{Name: "enroll", Run: receiverEnroll},
+			{Name: "pair", Run: receiverPair},
+			{Name: "unpair", Run: named("unpair", receiverUnpair)},
+			{Name: "revoke", Run: named("revoke", receiverUnpair)},
+			{Name: "trust-ca", Run: receiverTrustCA},
+			{Name: "untrust-ca", Run: receiverUntrustCA},
+			{Name: "cas", Run: receiverCAs},
+			{Name: "owner", Run: named("owner", cmdReceiverAccounts)},
+			{Name: "admin", Run: named("admin", cmdReceiverAccounts)},
+			{Name: "verify", Run: cmdVerify},
+			{Name: "eval", Run: cmdEval},
+			{Name: "storm", Run: cmdStorm},
+		},
+		Default:   "serve",
+		Help:      []string{"help"},
+		Elsewhere: deviceCommand,
 	}
-	switch cmd {
-	case "serve":
-		return receiverServe(args, stdout, stderr)
-	case "enroll":
-		return receiverEnroll(args, stdout, stderr)
-	case "pair":
-		return receiverPair(args, stdout, stderr)
-	case "unpair", "revoke":
-		return receiverUnpair(cmd, args, stdout, stderr)
-	case "trust-ca":
-		return receiverTrustCA(args, stdout, stderr)
-	case "untrust-ca":
-		return receiverUntrustCA(args, stdout, stderr)
-	case "cas":
-		return receiverCAs(args, stdout, stderr)
-	case "owner", "admin":
-		return cmdReceiverAccounts(cmd, args, stdout, stderr)
-	case "verify":
-		return cmdVerify(args, stdout, stderr)
-	case "eval":
-		return cmdEval(args, stdout, stderr)
-	case "storm":
-		return cmdStorm(args, stdout, stderr)
-	case "version", "-version", "--version":
-		fmt.Fprintf(stdout, "keyframe-receiver %s\n", version)
-		return 0
-	case "help":
-		fmt.Fprint(stdout, receiverUsage)
-		return 0
-	}
-	if deviceCommand(cmd) {
-		fmt.Fprintf(stderr, "keyframe-receiver: %q is a camera command: it is in the keyframe binary (keyframe %s)\n", cmd, cmd)
-		return 2
-	}
-	fmt.Fprintf(stderr, "keyframe-receiver: unknown command %q\n\n%s", cmd, receiverUsage)
-	return 2
+	return p.Dispatch(args, stdout, stderr)
 }
 
-// isVersionFlag: -version is the version command, not the receiver's flag.
-func isVersionFlag(a string) bool {
-	return a == "-version" || a == "--version"
+// named gives run, which serves several commands, the name it runs as.
+func named(name string, run func(name string, args []string, stdout, stderr io.Writer) int) func([]string, io.Writer, io.Writer) int {
+	return func(args []string, stdout, stderr io.Writer) int { return run(name, args, stdout, stderr) }
 }
 
-// deviceCommand reports whether cmd is one of the camera binary's commands.
-func deviceCommand(cmd string) bool {
-	switch cmd {
+// deviceCommand says where a camera command is (the keyframe binary); ""
+// for any other.
+func deviceCommand(name string, _ []string) string {
+	switch name {
 	case "run", "join", "identity", "probe", "config", "watchdog", "tune":
-		return true
+		return fmt.Sprintf("%q is a camera command: it is in the keyframe binary (keyframe %s)", name, name)
 	}
-	return false
+	return ""
 }

@@ -158,8 +158,7 @@ func receiverEnroll(args []string, stdout, stderr io.Writer) int {
 	if code, ok := cli.Parse(fs, args, receiverUsage, stdout, stderr); !ok {
 		return code
 	}
-	if *keyFile == "" || fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "keyframe-receiver enroll: -key is required\n%s", receiverUsage)
+	if !requireFlags(fs, stderr, "key") {
 		return 2
 	}
 	if *owner != "" && !receiver.ValidOwner(*owner) {
@@ -195,8 +194,7 @@ func receiverPair(args []string, stdout, stderr io.Writer) int {
 	if code, ok := cli.Parse(fs, args, receiverUsage, stdout, stderr); !ok {
 		return code
 	}
-	if *device == "" || *owner == "" || fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "keyframe-receiver pair: -device and -owner are required\n%s", receiverUsage)
+	if !requireFlags(fs, stderr, "device", "owner") {
 		return 2
 	}
 	if err := receiver.Pair(*data, *device, *owner); err != nil {
@@ -215,8 +213,7 @@ func receiverUnpair(sub string, args []string, stdout, stderr io.Writer) int {
 	if code, ok := cli.Parse(fs, args, receiverUsage, stdout, stderr); !ok {
 		return code
 	}
-	if *device == "" || fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "keyframe-receiver %s: -device is required\n%s", sub, receiverUsage)
+	if !requireFlags(fs, stderr, "device") {
 		return 2
 	}
 	do, done := receiver.Unpair, "unpaired"
@@ -229,6 +226,26 @@ func receiverUnpair(sub string, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s %s\n", done, *device)
 	return 0
+}
+
+// requireFlags reports whether each of the flags named (defined in fs, by
+// their names without "-") was given a value and no argument follows them;
+// if not, it says so on stderr, prefixed with the command (fs's name), with
+// the usage.
+func requireFlags(fs *flag.FlagSet, stderr io.Writer, names ...string) bool {
+	ok := fs.NArg() == 0
+	for _, n := range names {
+		ok = ok && fs.Lookup(n).Value.String() != ""
+	}
+	if ok {
+		return true
+	}
+	verb := "is"
+	if len(names) > 1 {
+		verb = "are"
+	}
+	fmt.Fprintf(stderr, "%s: -%s %s required\n%s", fs.Name(), strings.Join(names, " and -"), verb, receiverUsage)
+	return false
 }
 
 // dataFlag defines -data, and -dir as another name for it.

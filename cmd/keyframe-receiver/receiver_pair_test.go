@@ -82,7 +82,9 @@ func TestReceiverPairUnpair(t *testing.T) {
 		{[]string{"pair", "-data", dir, "-owner", "mallory"}, 2, "-device and -owner are required"},
 		{[]string{"pair", "-data", dir, "-device", id, "-owner", "mallory", "extra"}, 2, "-device and -owner are required"},
 		{[]string{"unpair", "-data", dir, "-device", stranger}, 0, stranger + ": device not enrolled"},
-		{[]string{"unpair", "-data", dir}, 2, "-device is required"},
+		{[]string{"unpair", "-data", dir}, 2, "keyframe-receiver unpair: -device is required"},
+		{[]string{"revoke", "-data", dir, id}, 2, "keyframe-receiver revoke: -device is required"},
+		{[]string{"enroll", "-data", dir}, 2, "keyframe-receiver enroll: -key is required"},
 	} {
 		code, out, errs := run(c.args...)
 		if code == 0 || (c.code != 0 && code != c.code) || !strings.Contains(errs, c.msg) {

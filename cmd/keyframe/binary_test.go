@@ -54,7 +54,7 @@ func TestCameraBinaryImports(t *testing.T) {
 		t.Fatalf("go list -deps listed %d packages: %q", len(deps), deps)
 	}
 	const mod = "github.com/keyframe-cam/keyframe/"
-	banned := []string{mod + "receiver", mod + "storm", mod + "motion/eval", mod + "internal/browsertest",
+	banned := []string{mod + "receiver", mod + "storm", mod + "motion/eval", mod + "motion/motiontest", mod + "internal/browsertest",
 		"github.com/chromedp/", "html/template", "golang.org/x/net/http2"}
 	for _, d := range deps {
 		for _, p := range banned {

@@ -19,6 +19,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/keyframe-cam/keyframe/internal/cli"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -45,46 +47,38 @@ func main() {
 }
 
 func dispatch(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
+	p := cli.Program{
+		Name:    "keyframe",
+		Version: version,
+		Usage:   usage,
+		Commands: []cli.Command{
+			{Name: "run", Run: cmdRun},
+			{Name: "identity", Run: cmdIdentity},
+			{Name: "join", Run: cmdJoin},
+			{Name: "probe", Run: cmdProbe},
+			{Name: "config", Run: cmdConfig},
+			{Name: "watchdog", Run: cmdWatchdog},
+			{Name: "tune", Run: cmdTune},
+		},
+		Help:      []string{"help", "-h", "-help", "--help"},
+		Elsewhere: receiverCommand,
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "run":
-		return cmdRun(rest, stdout, stderr)
-	case "identity":
-		return cmdIdentity(rest, stdout, stderr)
-	case "join":
-		return cmdJoin(rest, stdout, stderr)
-	case "probe":
-		return cmdProbe(rest, stdout, stderr)
-	case "config":
-		return cmdConfig(rest, stdout, stderr)
-	case "watchdog":
-		return cmdWatchdog(rest, stdout, stderr)
-	case "tune":
-		return cmdTune(rest, stdout, stderr)
-	case "version", "-version", "--version":
-		fmt.Fprintf(stdout, "keyframe %s\n", version)
-		return 0
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
-		return 0
-	}
-	switch cmd {
+	return p.Dispatch(args, stdout, stderr)
+}
+
+// receiverCommand says where a command moved to the receiver's binary is,
+// with the command to type; "" for any other.
+func receiverCommand(name string, rest []string) string {
+	switch name {
 	case "receiver", "verify", "eval", "storm":
-		// Moved to the receiver's binary: say where, with the command to type.
-		moved := args
-		if cmd == "receiver" {
+		moved := append([]string{name}, rest...)
+		if name == "receiver" {
 			moved = rest
 		}
-		fmt.Fprintf(stderr, "keyframe: %s is not on the camera's binary; it is in keyframe-receiver: %s\n",
-			cmd, strings.TrimSpace("keyframe-receiver "+strings.Join(moved, " ")))
-		return 2
+		return fmt.Sprintf("%s is not on the camera's binary; it is in keyframe-receiver: %s",
+			name, strings.TrimSpace("keyframe-receiver "+strings.Join(moved, " ")))
 	}
-	fmt.Fprintf(stderr, "keyframe: unknown command %q\n\n%s", cmd, usage)
-	return 2
+	return ""
 }
 
 // systemConfig is the packages' configuration file (packaging/keyframe.conf),

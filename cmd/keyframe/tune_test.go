@@ -2,43 +2,13 @@ package main
 
 import (
 	"bytes"
-	"fmt"
-	"image"
-	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// writeTuneFrames writes n small grey PNG frames, a square moving over a
-// gradient, into dir.
-func writeTuneFrames(t *testing.T, dir string, n int) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for i := range n {
-		img := image.NewGray(image.Rect(0, 0, 64, 48))
-		for y := range 48 {
-			for x := range 64 {
-				img.Pix[y*img.Stride+x] = byte(60 + x + y)
-			}
-		}
-		for y := 18; y < 30 && i >= 10; y++ {
-			for x := 4 * (i - 10); x < 4*(i-10)+10 && x < 64; x++ {
-				img.Pix[y*img.Stride+x] = 250
-			}
-		}
-		var b bytes.Buffer
-		if err := png.Encode(&b, img); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%03d.png", i)), b.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+	"github.com/keyframe-cam/keyframe/motion/motiontest"
+)
 
 func countPNG(t *testing.T, dir string) int {
 	t.Helper()
@@ -51,7 +21,7 @@ func countPNG(t *testing.T, dir string) int {
 
 func TestTune(t *testing.T) {
 	in := filepath.Join(t.TempDir(), "seq")
-	writeTuneFrames(t, filepath.Join(in, "input"), 20) // the data set's layout
+	motiontest.WriteSquareFrames(t, filepath.Join(in, "input"), 20) // the data set's layout
 	out := filepath.Join(t.TempDir(), "out")
 	var stdout, stderr bytes.Buffer
 	if code := dispatch([]string{"tune", "-out", out, "-from", "2", "-every", "3", "-sheet", in}, &stdout, &stderr); code != 0 {

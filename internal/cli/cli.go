@@ -1,8 +1,9 @@
 // Package cli holds what keyframe's two commands share: keyframe (the device
 // binary: run, join, identity, probe, config, watchdog, tune) and
-// keyframe-receiver (the receiver, verify, storm, eval). It parses flags with
-// -h as a request that succeeds and shows the command's synopsis, and loads
-// the agent's configuration reporting every mistake at once.
+// keyframe-receiver (the receiver, verify, storm, eval). It dispatches a
+// subcommand by name (Program), parses flags with -h as a request that
+// succeeds and shows the command's synopsis, and loads the agent's
+// configuration reporting every mistake at once.
 package cli
 
 import (
