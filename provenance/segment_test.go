@@ -160,7 +160,9 @@ func TestSegmentTamperEveryField(t *testing.T) {
 		{"segment.frames", func(p *provenance.Payload) {
 			p.Segment.Frames = slices.Repeat(p.Segment.Frames[:1], provenance.MaxSegmentFrames+1)
 		}, "malformed"},
-		{"segment.frames", func(p *provenance.Payload) { p.Segment.Frames[1], p.Segment.Frames[2] = p.Segment.Frames[2], p.Segment.Frames[1] }, "malformed"},
+		{"segment.frames", func(p *provenance.Payload) {
+			p.Segment.Frames[1], p.Segment.Frames[2] = p.Segment.Frames[2], p.Segment.Frames[1]
+		}, "malformed"},
 		{"segment.frames.size", func(p *provenance.Payload) { p.Segment.Frames[0].Size = 0 }, "malformed"},
 		{"segment.frames.size", func(p *provenance.Payload) { p.Segment.Frames[0].Size++ }, "malformed"},
 		{"segment.frames.size", func(p *provenance.Payload) { p.Segment.Frames[0].Size++; p.Segment.Frames[1].Size-- }, "media"},
@@ -313,7 +315,9 @@ func TestVerifyClipNamesTheFrame(t *testing.T) {
 				f[k][3] ^= 0x20
 				return f
 			}, provenance.ClipAltered, k},
-			edit{fmt.Sprintf("insert before %d", k), func(f [][]byte) [][]byte { return slices.Insert(f, k, []byte("\xff\xd8 a frame from elsewhere\xff\xd9")) }, provenance.ClipInserted, k},
+			edit{fmt.Sprintf("insert before %d", k), func(f [][]byte) [][]byte {
+				return slices.Insert(f, k, []byte("\xff\xd8 a frame from elsewhere\xff\xd9"))
+			}, provenance.ClipInserted, k},
 		)
 	}
 	for _, k := range []int{0, 3} {
