@@ -244,3 +244,55 @@ func clipFiles(c clipVector) []string {
 	}
 	return slices.DeleteFunc(out, func(s string) bool { return s == "" })
 }
+
+// FuzzVerifyClip: whatever frames are given for segment 0 of the ok-clip
+// vector (split at "|" bytes; seeds are the vector's edits), VerifyClip
+// does not panic, accepts exactly the segment's own frames, and otherwise
+// names a problem of segment 0 with a frame or -1.
+func FuzzVerifyClip(f *testing.F) {
+	m := readManifest(f)
+	var ok clipVector
+	for _, c := range m.Clips {
+		if c.Name == "ok-clip" {
+			ok = c
+		}
+	}
+	if ok.Name == "" {
+		f.Fatal("no ok-clip vector")
+	}
+	end := readVector(f, ok.End)
+	var segs []provenance.ClipSegment
+	for _, s := range ok.Segments {
+		seg := provenance.ClipSegment{Envelope: readVector(f, s.Envelope)}
+		for _, fr := range s.Frames {
+			seg.Frames = append(seg.Frames, readVector(f, fr))
+		}
+		segs = append(segs, seg)
+	}
+	own := segs[0].Frames
+	f.Add(bytes.Join(own, []byte("|")))
+	f.Add(bytes.Join([][]byte{own[1], own[0], own[2]}, []byte("|")))
+	f.Add(bytes.Join([][]byte{own[0], own[2]}, []byte("|")))
+	f.Add(bytes.Join([][]byte{own[0], own[1], own[1], own[2]}, []byte("|")))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		frames := bytes.Split(data, []byte("|"))
+		if len(frames) > 3*provenance.MaxSegmentFrames {
+			return
+		}
+		given := slices.Clone(segs)
+		given[0].Frames = frames
+		_, err := provenance.VerifyClip(end, given, nil)
+		same := slices.EqualFunc(frames, own, bytes.Equal)
+		if (err == nil) != same {
+			t.Fatalf("frames %q: err %v, the segment's own frames: %v", data, err, same)
+		}
+		if err == nil {
+			return
+		}
+		var ce *provenance.ClipError
+		if !errors.As(err, &ce) || ce.Segment != 0 || ce.Frame < -1 || ce.Frame > len(frames) {
+			t.Fatalf("frames %q: %v", data, err)
+		}
+	})
+}
