@@ -1,8 +1,9 @@
 // Package provenance defines keyframe's signed event record: the payload schema,
 // its COSE_Sign1 envelope, the device-ID derivation, and the upload bundle that
 // carries an envelope with its media. It also defines the device certificate
-// a record may carry (x5chain, cert.go) and the rotate record that hands a
-// device's identity to a new key (rotate.go). It makes no trust decisions:
+// a record may carry (x5chain, cert.go), the rotate record that hands a
+// device's identity to a new key (rotate.go), and the segment records of an
+// event's clip with their verifier (segment.go, clip.go). It makes no trust decisions:
 // which keys and certificate authorities to trust is the receiver's business.
 //
 // It is imported by clouds as well as by the device, so it depends only on the
@@ -404,7 +405,9 @@ type Verified struct {
 // well-formed deterministic CBOR of this version; and that media match the
 // payload's media list one to one, by size and SHA-256. For a rotate record
 // it also checks the new key's proof of possession (docs/envelope.md, "Key
-// rotation").
+// rotation"), and for a segment record each frame of its media object
+// against the frame's own SHA-256 (§8 step 15). VerifyClip checks a clip's
+// records together.
 //
 // Errors wrap ErrMalformed, ErrSignature, ErrDeviceID, ErrKey or ErrMedia.
 func Verify(envelope []byte, media [][]byte, want crypto.PublicKey) (*Verified, error) {
