@@ -1,8 +1,9 @@
 // Package provenance defines keyframe's signed event record: the payload schema,
 // its COSE_Sign1 envelope, the device-ID derivation, and the upload bundle that
 // carries an envelope with its media. It also defines the device certificate
-// a record may carry (x5chain, cert.go) and the rotate record that hands a
-// device's identity to a new key (rotate.go). It makes no trust decisions:
+// a record may carry (x5chain, cert.go), the rotate record that hands a
+// device's identity to a new key (rotate.go), and the segment records of an
+// event's clip with their verifier (segment.go, clip.go). It makes no trust decisions:
 // which keys and certificate authorities to trust is the receiver's business.
 //
 // It is imported by clouds as well as by the device, so it depends only on the
@@ -55,11 +56,16 @@ const (
 	KindStart  = "start"
 	KindEnd    = "end"
 	KindRotate = "rotate" // hands the device's identity to a new key (Rotate)
+	// KindSegment is a piece of an event's clip: a few seconds of frames,
+	// each bound by SHA-256 and capture time (Payload.Segment, clip.go).
+	KindSegment = "segment"
 )
 
-// ValidKind reports whether k is a record kind: KindStart, KindEnd or
-// KindRotate.
-func ValidKind(k string) bool { return k == KindStart || k == KindEnd || k == KindRotate }
+// ValidKind reports whether k is a record kind: KindStart, KindEnd,
+// KindRotate or KindSegment.
+func ValidKind(k string) bool {
+	return k == KindStart || k == KindEnd || k == KindRotate || k == KindSegment
+}
 
 // Clock qualities: whether the capture time comes from a clock known to be set.
 const (
@@ -77,6 +83,7 @@ const MaxMedia = 8
 const (
 	RoleThumbnail     = "thumbnail"
 	RoleRotationProof = "rotation-proof" // the new key's proof in a rotate record
+	RoleFrames        = "frames"         // a segment record's frames, concatenated in order
 )
 
 // Sentinel errors returned (wrapped) by Verify, so callers can map a failure to
@@ -109,6 +116,13 @@ type Payload struct {
 	// command, a synthetic scene, a directory of images); absent in rotate
 	// records and in records of agents that predate it.
 	Source *Source `cbor:"source,omitempty"`
+	// Segment lists the frames of a KindSegment record, and is absent
+	// (nil) in every other kind.
+	Segment *Segment `cbor:"segment,omitempty"`
+	// Segments holds, in a KindEnd record of an event with a clip, the
+	// SHA-256 of each of the clip's segment envelopes in index order; it is
+	// absent (empty) in other records and in end records without a clip.
+	Segments [][]byte `cbor:"segments,omitempty"`
 }
 
 // Frame source kinds (Source.Kind).
@@ -391,34 +405,21 @@ type Verified struct {
 // well-formed deterministic CBOR of this version; and that media match the
 // payload's media list one to one, by size and SHA-256. For a rotate record
 // it also checks the new key's proof of possession (docs/envelope.md, "Key
-// rotation").
+// rotation"), and for a segment record each frame of its media object
+// against the frame's own SHA-256 (§8 step 15). VerifyClip checks a clip's
+// records together.
 //
 // Errors wrap ErrMalformed, ErrSignature, ErrDeviceID, ErrKey or ErrMedia.
 func Verify(envelope []byte, media [][]byte, want crypto.PublicKey) (*Verified, error) {
-	var wantSPKI []byte
-	if want != nil {
-		var err error
-		if wantSPKI, err = x509.MarshalPKIXPublicKey(want); err != nil {
-			return nil, fmt.Errorf("provenance: expected key: %w", err)
-		}
-	}
-	o, err := openSign1(envelope, ContentType, true, wantSPKI, "")
+	wantSPKI, err := expectedSPKI(want)
 	if err != nil {
 		return nil, err
 	}
-	p, err := UnmarshalPayload(o.msg.Payload)
+	v, o, err := verifyRecord(envelope, wantSPKI)
 	if err != nil {
 		return nil, err
 	}
-	if p.Version != Version {
-		return nil, fmt.Errorf("provenance: %w: version %d, want %d", ErrMalformed, p.Version, Version)
-	}
-	if p.Device != o.id {
-		return nil, fmt.Errorf("provenance: %w: payload device %q, fingerprint %q", ErrDeviceID, p.Device, o.id)
-	}
-	if err := checkPayload(p, o.spki); err != nil {
-		return nil, err
-	}
+	p := v.Payload
 	if len(media) != len(p.Media) {
 		return nil, fmt.Errorf("provenance: %w: %d media objects, payload lists %d", ErrMedia, len(media), len(p.Media))
 	}
@@ -428,15 +429,56 @@ func Verify(envelope []byte, media [][]byte, want crypto.PublicKey) (*Verified, 
 			return nil, fmt.Errorf("provenance: %w: media %d (%s)", ErrMedia, i, m.Role)
 		}
 	}
-	v := &Verified{Payload: p, Device: o.id, Key: o.pub, SPKI: o.spki, Hash: HashEnvelope(envelope), Chain: o.chain}
-	if p.Kind == KindRotate {
+	switch p.Kind {
+	case KindRotate:
 		next, err := verifyProof(media[0], p, o.spki)
 		if err != nil {
 			return nil, err
 		}
 		v.NextKey, v.NextSPKI, v.NextDevice = next.pub, next.spki, next.id
+	case KindSegment:
+		// The media object matched its hash; now each frame in it its own.
+		if err := checkFrames(p.Segment, media[0]); err != nil {
+			return nil, err
+		}
 	}
 	return v, nil
+}
+
+// expectedSPKI returns want's SPKI DER, or nil if want is nil.
+func expectedSPKI(want crypto.PublicKey) ([]byte, error) {
+	if want == nil {
+		return nil, nil
+	}
+	spki, err := x509.MarshalPKIXPublicKey(want)
+	if err != nil {
+		return nil, fmt.Errorf("provenance: expected key: %w", err)
+	}
+	return spki, nil
+}
+
+// verifyRecord performs steps 1-12 of docs/envelope.md §8: everything but
+// the media objects.
+func verifyRecord(envelope, wantSPKI []byte) (*Verified, *opened, error) {
+	o, err := openSign1(envelope, ContentType, true, wantSPKI, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := UnmarshalPayload(o.msg.Payload)
+	if err != nil {
+		return nil, nil, err
+	}
+	if p.Version != Version {
+		return nil, nil, fmt.Errorf("provenance: %w: version %d, want %d", ErrMalformed, p.Version, Version)
+	}
+	if p.Device != o.id {
+		return nil, nil, fmt.Errorf("provenance: %w: payload device %q, fingerprint %q", ErrDeviceID, p.Device, o.id)
+	}
+	if err := checkPayload(p, o.spki); err != nil {
+		return nil, nil, err
+	}
+	v := &Verified{Payload: p, Device: o.id, Key: o.pub, SPKI: o.spki, Hash: HashEnvelope(envelope), Chain: o.chain}
+	return v, o, nil
 }
 
 // opened is a COSE_Sign1 whose headers and signature openSign1 checked.
@@ -578,7 +620,7 @@ func checkPayload(p *Payload, spki []byte) error {
 	}
 	switch {
 	case !ValidKind(p.Kind):
-		return bad("kind", fmt.Sprintf("%q is not start, end or rotate", p.Kind))
+		return bad("kind", fmt.Sprintf("%q is not start, end, rotate or segment", p.Kind))
 	case !validID(p.Event):
 		return bad("event", fmt.Sprintf("%q is not 1-64 characters of [A-Za-z0-9_-]", p.Event))
 	case len(p.Prev) != 0 && len(p.Prev) != sha256.Size:
@@ -605,6 +647,9 @@ func checkPayload(p *Payload, spki []byte) error {
 		case len(p.Source.Bus) > MaxSourceText:
 			return bad("source.bus", fmt.Sprintf("is %d bytes, at most %d", len(p.Source.Bus), MaxSourceText))
 		}
+	}
+	if err := checkClipFields(p); err != nil {
+		return err
 	}
 	if p.Kind != KindRotate {
 		if len(p.NextKey) != 0 {

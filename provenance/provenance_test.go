@@ -223,6 +223,12 @@ func mutations(otherDevice string, otherSPKI []byte) []mutation {
 		{"source", func(p *provenance.Payload) {
 			p.Source = &provenance.Source{Kind: provenance.SourceExec, Name: strings.Repeat("x", provenance.MaxSourceText+1)}
 		}, "malformed"},
+		// segment belongs to segment records, segments to end records
+		// (their fields are tampered with in segment_test.go).
+		{"segment", func(p *provenance.Payload) {
+			p.Segment = &provenance.Segment{Type: "image/jpeg", Frames: []provenance.ClipFrame{provenance.NewClipFrame(thumb, 0)}}
+		}, "malformed"},
+		{"segments", func(p *provenance.Payload) { p.Segments = [][]byte{make([]byte, 32)} }, "malformed"},
 	}
 }
 

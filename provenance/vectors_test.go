@@ -45,6 +45,31 @@ type manifest struct {
 	Keys    []keyRef  `json:"keys"`
 	Certs   []certRef `json:"certs"`
 	Vectors []vector  `json:"vectors"`
+	// Clips are whole clips (docs/envelope.md §8.1): an end record, segment
+	// records and their frames.
+	Clips []clipVector `json:"clips"`
+}
+
+// clipVector is a clip and what VerifyClip must say of it.
+type clipVector struct {
+	Name     string        `json:"name"`
+	Breaks   string        `json:"breaks"`        // what the vector changes, "" for a valid one
+	End      string        `json:"end,omitempty"` // the end record's envelope; absent: none (interrupted event)
+	Segments []clipSegment `json:"segments"`      // in index order
+	// Expect is "ok" or the problem (ClipError.Problem) a verifier must
+	// name, with Segment and Frame (-1: the segment or record as a whole).
+	Expect  string `json:"expect"`
+	Segment *int   `json:"segment,omitempty"`
+	Frame   *int   `json:"frame,omitempty"`
+	Frames  int    `json:"frames,omitempty"` // for a valid clip: how many frames
+}
+
+// clipSegment is a segment record and its frames: one file each (Frames) or
+// the record's media object (Media).
+type clipSegment struct {
+	Envelope string   `json:"envelope"`
+	Frames   []string `json:"frames,omitempty"`
+	Media    string   `json:"media,omitempty"`
 }
 
 // certRef is a certificate of the vectors' throwaway fleet.
@@ -572,7 +597,7 @@ func TestGenerateVectors(t *testing.T) {
 	synth.Motion = provenance.Motion{DurationMs: 6000, Frames: 60, PeakAreaPPM: 52000, Box: [4]int32{100, 60, 260, 220}, Width: 640, Height: 480}
 	synth.Media = []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", endJPG)}
 	synth.Source = &provenance.Source{Kind: provenance.SourceSynthetic}
-	ok("ok-source-synthetic", keyB, &synth, "end.jpg", endJPG, "ok-source-v4l2")
+	synthEnv := ok("ok-source-synthetic", keyB, &synth, "end.jpg", endJPG, "ok-source-v4l2")
 	hdrB := stdHeaders(cose.AlgorithmES256, idB, spkiOf(t, b))
 	camPayload, err := provenance.MarshalPayload(&cam)
 	if err != nil {
@@ -598,11 +623,21 @@ func TestGenerateVectors(t *testing.T) {
 	resignedB("bad-source-no-bus", "ok-source-v4l2 with the source's bus field left out (re-signed)",
 		editCam(func(m map[string]any) { delete(m["source"].(map[any]any), "bus") }))
 
+	// Clips (docs/envelope.md §4.4, §8.1): device-b's next event has a
+	// clip of two segments of three frames each, the first two frames
+	// before the trigger, and an end record that lists the segments.
+	clips := clipVectors(t, keyB, hdrB, &synth, synthEnv, ok, add)
+
 	// The generator checks its own output; TestVectors checks the files.
 	for _, v := range vectors {
 		got := verifyVector(t, v)
 		if got != v.Expect {
 			t.Errorf("%s: verifier says %s, vector expects %s", v.Name, got, v.Expect)
+		}
+	}
+	for _, c := range clips {
+		if err := checkClipVector(t, c); err != nil {
+			t.Errorf("%s: %v", c.Name, err)
 		}
 	}
 	m := manifest{
@@ -617,6 +652,7 @@ func TestGenerateVectors(t *testing.T) {
 		Keys:    []keyRef{keyA.ref, keyB.ref, keyE.ref, keyP.ref, keyN.ref, keyRoot.ref, keyInter.ref},
 		Certs:   certs,
 		Vectors: vectors,
+		Clips:   clips,
 	}
 	out, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
@@ -764,9 +800,30 @@ func TestVectors(t *testing.T) {
 		})
 	}
 
+	for _, c := range m.Clips {
+		for _, f := range clipFiles(c) {
+			referenced[f] = true
+		}
+		t.Run("clip/"+c.Name, func(t *testing.T) {
+			if err := checkClipVector(t, c); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if len(m.Clips) == 0 {
+		t.Error("no clip vectors")
+	}
+
 	entries, err := os.ReadDir(vectorDir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	clipDir, err := os.ReadDir(filepath.Join(vectorDir, "clip"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range clipDir {
+		entries = append(entries, prefixed{e, "clip/"})
 	}
 	keys, err := os.ReadDir(filepath.Join(vectorDir, "keys"))
 	if err != nil {

@@ -10,9 +10,17 @@ import (
 )
 
 const verifyUsage = `usage: keyframe-receiver verify [-data DIR]
+       keyframe-receiver verify -clip DIR [-key DEVICE.pub.pem]
 
 Re-verifies every record a receiver stored (signature, chain, media hashes)
 offline; names each bad one and exits 1 if any failed.
+
+With -clip, verifies one event's clip frame by frame instead: DIR holds
+end.cose (or end.bundle; absent for an interrupted event) and each segment
+as segment-NAME.cose with its frames, one file each, in the directory
+segment-NAME (in name order), or as segment-NAME.bundle (docs/envelope.md
+§8.2). It names a missing, altered, duplicated or reordered frame or
+segment and exits 1. -key requires every record to be signed by that key.
 `
 
 // cmdVerify re-verifies a receiver's stored records offline. It exits 0 if
@@ -22,11 +30,20 @@ func cmdVerify(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keyframe-receiver verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := fs.String("data", defaultReceiverData, "the receiver's data directory")
+	clip := fs.String("clip", "", "verify the clip in this directory (docs/envelope.md §8.2) instead of a receiver's store")
+	key := fs.String("key", "", "with -clip: the device's public key (PEM); every record must be signed by it")
 	if code, ok := cli.Parse(fs, args, verifyUsage, stdout, stderr); !ok {
 		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "keyframe-receiver verify: unexpected argument %q\n%s", fs.Arg(0), verifyUsage)
+		return 2
+	}
+	if *clip != "" {
+		return verifyClipDir(*clip, *key, stdout, stderr)
+	}
+	if *key != "" {
+		fmt.Fprintf(stderr, "keyframe-receiver verify: -key goes with -clip\n%s", verifyUsage)
 		return 2
 	}
 	rep, err := receiver.CheckStore(*data)
