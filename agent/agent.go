@@ -164,7 +164,8 @@ type Agent struct {
 	spool  *uploader.Spool
 	up     *uploader.Uploader
 	rec    *recorder.Recorder // signs, advances the chain, then spools
-	thumb  bytes.Buffer
+	recs   *recordQueue       // the frame loop's records (and snapshots), made off the frame path
+	thumb  bytes.Buffer       // the record worker's thumbnail buffer
 
 	health health
 	mqtt   *uploader.MQTT // nil unless upload.url is an MQTT broker
@@ -241,6 +242,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		deps.Board = fs
 	}
 	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger, start: deps.Clock.Now()}
+	a.recs = newRecordQueue(a.work)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("agent: data dir: %w", err)
 	}
@@ -383,7 +385,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	go a.recs.run()
 	err := a.capture(ctx)
+	// Every record the frame loop handed over is made and spooled before
+	// the agent stops or waits for the spool to drain.
+	a.recs.close()
 	if errors.Is(err, capture.ErrEndOfStream) {
 		a.log.Info("source ended; waiting for the spool to drain")
 		a.drain(ctx)
@@ -616,7 +622,8 @@ func (a *Agent) openV4L2() (capture.Source, error) {
 }
 
 // capture is the frame loop: one frame in, at most a detector step, a lifecycle
-// step and (rarely) a record out. The frame buffers are reused.
+// step and (rarely) a record handed to the record worker. The frame buffers
+// are reused.
 func (a *Agent) capture(ctx context.Context) error {
 	src := a.deps.Source
 	kind := "injected"
@@ -667,7 +674,7 @@ func (a *Agent) capture(ctx context.Context) error {
 			if event, err = newEventID(frame.Time, a.deps.Rand); err != nil {
 				return err
 			}
-			a.emit(event, provenance.KindStart, &frame, d.Summary, a.stamp.Now(), a.src)
+			a.hand(job{kind: provenance.KindStart, event: event, sum: d.Summary, stamp: a.stamp.Now(), src: a.src}, &frame)
 		}
 		if d.Best {
 			frame.CopyTo(&best)
@@ -683,11 +690,35 @@ func (a *Agent) finish(d motion.Decision, event string, best *capture.Frame, st 
 	if !d.End {
 		return
 	}
-	a.emit(event, provenance.KindEnd, best, d.Summary, st, src)
+	a.hand(job{kind: provenance.KindEnd, event: event, sum: d.Summary, stamp: st, src: src}, best)
+}
+
+// hand gives j and a copy of f to the record worker (recordQueue), and logs
+// what a full queue made it do.
+func (a *Agent) hand(j job, f *capture.Frame) {
+	dropped, waited := a.recs.hand(j, f)
+	if dropped.kind != "" {
+		a.log.Warn("record queue full: oldest droppable job dropped (records never are)",
+			"kind", dropped.kind, "event", dropped.event, "dropped", a.recs.dropped.Load())
+	}
+	if waited {
+		a.log.Warn("record queue full of records: the frame loop waited for the record worker (signing or spooling is slower than events come; frames may be lost)",
+			"kind", j.kind, "event", j.event, "slots", recordSlots, "waits", a.recs.waits.Load())
+	}
+}
+
+// work does one job of the record worker, on its goroutine.
+func (a *Agent) work(j job, f *capture.Frame) {
+	if j.kind == jobSnapshot {
+		a.publishSnapshot(f)
+		return
+	}
+	a.emit(j.event, j.kind, f, j.sum, j.stamp, j.src)
 }
 
 // emit makes one signed record of the event from frame and spools it. Errors
-// are logged: a record that cannot be made is lost, and says so.
+// are logged: a record that cannot be made is lost, and says so. It runs on
+// the record worker.
 func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary, st recorder.Stamp, src *provenance.Source) {
 	thumb, err := a.record(event, kind, f, s, st, src)
 	if err != nil {

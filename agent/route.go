@@ -263,6 +263,11 @@ type status struct {
 	PendingB    int64  `json:"spool_bytes"`
 	Quarantined int    `json:"spool_quarantined"`
 	Dropped     int64  `json:"notices_dropped"`
+	// QueueDropped counts jobs a full record queue dropped (snapshots;
+	// never records); QueueWaits the times the frame loop waited for the
+	// record worker because every slot held a record.
+	QueueDropped uint64 `json:"record_queue_dropped"`
+	QueueWaits   uint64 `json:"record_queue_waits"`
 }
 
 // command answers a command from the device's own MQTT command topic.
@@ -278,17 +283,24 @@ func (a *Agent) command(_ context.Context, name string, _ []byte) (any, error) {
 			UptimeS: int64(a.deps.Clock.Now().Sub(a.start) / time.Second),
 			Frames:  a.frames.Load(), Events: a.events.Load(),
 			Pending: st.Pending, PendingB: st.Bytes, Quarantined: st.Quarantined,
-			Dropped: a.pub.dropped.Load(),
+			Dropped:      a.pub.dropped.Load(),
+			QueueDropped: a.recs.dropped.Load(), QueueWaits: a.recs.waits.Load(),
 		}, nil
 	}
 	return nil, fmt.Errorf("unknown command %q (want %s or %s)", name, uploader.CommandSnapshot, uploader.CommandStatus)
 }
 
-// snapshot publishes f's thumbnail if a snapshot was asked for.
+// snapshot hands f to the record worker to publish its thumbnail, if a
+// snapshot was asked for.
 func (a *Agent) snapshot(f *capture.Frame) {
 	if a.mqtt == nil || !a.pub.snap.CompareAndSwap(snapshotPending, 0) {
 		return
 	}
+	a.hand(job{kind: jobSnapshot}, f)
+}
+
+// publishSnapshot publishes f's thumbnail, on the record worker.
+func (a *Agent) publishSnapshot(f *capture.Frame) {
 	var buf bytes.Buffer
 	if err := capture.EncodeThumbnail(&buf, f, a.cfg.ThumbMaxSide, a.cfg.ThumbQuality); err != nil {
 		a.log.Warn("snapshot not made", "err", err)
