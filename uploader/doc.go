@@ -1,9 +1,16 @@
 // Package uploader delivers signed records to a receiver exactly once: a
 // durable, checksummed, bounded Spool on disk is the source of truth, a
 // Transport sends one record at a time, and the Uploader loop drains the
-// spool in sequence order with full-jitter backoff (internal/backoff), a
-// quick retry of a blip, an outage window that spreads a fleet's return,
-// Retry-After and a rate limit.
+// spool with full-jitter backoff (internal/backoff), a quick retry of a
+// blip, an outage window that spreads a fleet's return, Retry-After, a rate
+// limit and a bandwidth cap (bytes/s, a token bucket on the injected clock,
+// for either transport). Start, end and rotate records go in sequence order
+// ahead of every clip segment; segments follow in sequence order.
+//
+// Clip segments (KindSegment) have their own budget in the spool: when a new
+// segment does not fit, the oldest pending segments are deleted (logged,
+// counted per event: Spool.DroppedSegments); no other record is ever evicted
+// for a segment, and segments never count against the records' bound.
 //
 // A record is on disk (temp file, fsync, rename, fsync dir) before Put returns
 // and is removed only after the receiver acknowledged it. A torn or

@@ -26,9 +26,14 @@ import (
 type Record struct {
 	Seq   uint64 // the payload's per-device sequence number
 	Event string // event ID (provenance.ValidID)
-	Kind  string // provenance.KindStart, KindEnd or KindRotate
+	Kind  string // provenance.KindStart, KindEnd, KindRotate, or KindSegment
 	Data  []byte // the encoded bundle, sent as the request body
 }
+
+// KindSegment is the kind of a clip segment record: a few seconds of an
+// event's clip. Segments have their own budget in the spool (see
+// SpoolConfig.SegmentMaxBytes) and go out after every other pending record.
+const KindSegment = "segment"
 
 // An Entry is a spooled record without its bytes.
 type Entry struct {
@@ -68,6 +73,17 @@ var (
 // DefaultMaxBytes is the spool bound when SpoolConfig.MaxBytes is zero.
 const DefaultMaxBytes = 64 << 20
 
+// DefaultSegmentMaxBytes is the clip segments' budget when
+// SpoolConfig.SegmentMaxBytes is zero: 256 MiB, a small part of the 8 GB or
+// larger SD card of a Raspberry Pi, and about half an hour of clips at
+// 150 kB/s.
+const DefaultSegmentMaxBytes = 256 << 20
+
+// maxDropEvents bounds the events whose dropped segments the spool counts
+// (Spool.DroppedSegments): beyond it the counts of the events dropped from
+// longest ago are forgotten.
+const maxDropEvents = 256
+
 // QuarantineDir is the name of the quarantine directory inside the spool
 // directory.
 const QuarantineDir = "quarantine"
@@ -75,9 +91,17 @@ const QuarantineDir = "quarantine"
 // SpoolConfig configures OpenSpool.
 type SpoolConfig struct {
 	Dir      string       // spool directory, created 0700 if missing
-	MaxBytes int64        // most bytes of pending records (Entry.Size summed); 0 = DefaultMaxBytes
+	MaxBytes int64        // most bytes of pending records other than segments (Entry.Size summed); 0 = DefaultMaxBytes
 	Policy   Policy       // when full; "" = RefuseNew
 	Logger   *slog.Logger // nil = discard
+
+	// SegmentMaxBytes is the budget of pending clip segments (KindSegment),
+	// apart from MaxBytes: a segment that does not fit evicts the oldest
+	// pending segments (deleted, logged and counted: SpoolStats.Evicted,
+	// DroppedSegments), never another kind of record, whatever the Policy;
+	// a segment larger than the whole budget is refused with ErrFull.
+	// 0 = DefaultSegmentMaxBytes.
+	SegmentMaxBytes int64
 
 	// QuarantineMaxBytes bounds quarantine/ (records and their .reason
 	// files): beyond it, the files quarantined longest ago are deleted, each
@@ -88,15 +112,18 @@ type SpoolConfig struct {
 
 // SpoolStats are the spool's counters. Counts are since OpenSpool.
 type SpoolStats struct {
-	Pending     int   // records waiting for upload
-	Bytes       int64 // their size on disk
-	Quarantined int   // records moved to quarantine/, for any reason
-	Corrupt     int   // of those: failed the framing or checksum check
-	Dropped     int   // of those: pending records moved out by drop-oldest
-	Refused     int   // Puts refused because the spool was full
-	Pruned      int   // quarantined files deleted to keep quarantine/ bounded
-	TempRemoved int   // leftover temporary files removed at open
-	Unknown     int   // entries in the spool directory found at open that are not records (left alone, never sent)
+	Pending      int   // records waiting for upload
+	Bytes        int64 // their size on disk
+	Segments     int   // of the pending records: clip segments
+	SegmentBytes int64 // their size on disk
+	Evicted      int   // clip segments deleted unsent to keep within the segment budget
+	Quarantined  int   // records moved to quarantine/, for any reason
+	Corrupt      int   // of those: failed the framing or checksum check
+	Dropped      int   // of those: pending records moved out by drop-oldest
+	Refused      int   // Puts refused because the spool (or the segment budget) was full
+	Pruned       int   // quarantined files deleted to keep quarantine/ bounded
+	TempRemoved  int   // leftover temporary files removed at open
+	Unknown      int   // entries in the spool directory found at open that are not records (left alone, never sent)
 }
 
 // A Spool is a directory of records waiting for upload, one file per record.
@@ -104,16 +131,31 @@ type SpoolStats struct {
 type Spool struct {
 	dir, qdir string
 	max, qmax int64
+	segMax    int64
 	policy    Policy
 	log       *slog.Logger
 	notify    chan struct{}
 	files     atomicfile.Writer // writes records; the zero Writer uses the operating system
 
-	mu      sync.Mutex
-	pending map[uint64]Entry
-	bytes   int64
-	qbytes  int64
-	stats   SpoolStats
+	mu       sync.Mutex
+	pending  map[uint64]Entry
+	bytes    int64 // all pending records
+	segBytes int64 // of those: segments
+	segs     int
+	qbytes   int64
+	stats    SpoolStats
+
+	// inflight is the record last loaded (the one the uploader is sending);
+	// segment eviction spares it while another segment can go instead.
+	inflight    Entry
+	hasInflight bool
+	// lostInflight is set when inflight was evicted while in flight: if it is
+	// acknowledged after all, it is no longer counted as dropped.
+	lostInflight bool
+	// drops counts the segments dropped (evicted or refused) per event, for
+	// the last maxDropEvents events that had any, in dropOrder.
+	drops     map[string]int
+	dropOrder []string
 }
 
 // File format: header, data, CRC-32C (Castagnoli) of header and data.
@@ -147,11 +189,14 @@ func OpenSpool(cfg SpoolConfig) (*Spool, error) {
 	default:
 		return nil, fmt.Errorf("uploader: spool: unknown policy %q (want %q or %q)", cfg.Policy, RefuseNew, DropOldest)
 	}
-	if cfg.MaxBytes < 0 || cfg.QuarantineMaxBytes < 0 {
-		return nil, fmt.Errorf("uploader: spool: negative bound (max %d, quarantine max %d)", cfg.MaxBytes, cfg.QuarantineMaxBytes)
+	if cfg.MaxBytes < 0 || cfg.QuarantineMaxBytes < 0 || cfg.SegmentMaxBytes < 0 {
+		return nil, fmt.Errorf("uploader: spool: negative bound (max %d, quarantine max %d, segment max %d)", cfg.MaxBytes, cfg.QuarantineMaxBytes, cfg.SegmentMaxBytes)
 	}
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = DefaultMaxBytes
+	}
+	if cfg.SegmentMaxBytes == 0 {
+		cfg.SegmentMaxBytes = DefaultSegmentMaxBytes
 	}
 	if cfg.QuarantineMaxBytes == 0 {
 		cfg.QuarantineMaxBytes = cfg.MaxBytes
@@ -163,11 +208,13 @@ func OpenSpool(cfg SpoolConfig) (*Spool, error) {
 		dir:     cfg.Dir,
 		qdir:    filepath.Join(cfg.Dir, QuarantineDir),
 		max:     cfg.MaxBytes,
+		segMax:  cfg.SegmentMaxBytes,
 		qmax:    cfg.QuarantineMaxBytes,
 		policy:  cfg.Policy,
 		log:     cfg.Logger,
 		notify:  make(chan struct{}, 1),
 		pending: make(map[uint64]Entry),
+		drops:   make(map[string]int),
 	}
 	if err := os.MkdirAll(s.qdir, 0o700); err != nil {
 		return nil, fmt.Errorf("uploader: spool: %w", err)
@@ -178,11 +225,16 @@ func OpenSpool(cfg SpoolConfig) (*Spool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.log.Info("uploader: spool opened", "dir", s.dir, "pending", len(s.pending), "bytes", s.bytes,
-		"max_bytes", s.max, "policy", string(s.policy), "temp_removed", s.stats.TempRemoved,
+		"max_bytes", s.max, "policy", string(s.policy), "segments", s.segs, "segment_bytes", s.segBytes,
+		"segment_max_bytes", s.segMax, "temp_removed", s.stats.TempRemoved,
 		"quarantined", s.stats.Quarantined, "quarantine_bytes", s.qbytes, "unknown_files", s.stats.Unknown)
-	if s.bytes > s.max {
+	if s.bytes-s.segBytes > s.max {
 		s.log.Warn("uploader: spool holds more than its bound; new records follow the policy until it drains",
-			"bytes", s.bytes, "max_bytes", s.max, "policy", string(s.policy))
+			"bytes", s.bytes-s.segBytes, "max_bytes", s.max, "policy", string(s.policy))
+	}
+	if s.segBytes > s.segMax {
+		s.log.Warn("uploader: spool holds more clip segments than their budget; the oldest are evicted as new ones come",
+			"segment_bytes", s.segBytes, "segment_max_bytes", s.segMax)
 	}
 	return s, nil
 }
@@ -231,8 +283,7 @@ func (s *Spool) scan() error {
 			}
 			continue
 		}
-		s.pending[e.Seq] = e
-		s.bytes += e.Size
+		s.addLocked(e)
 	}
 	if removed {
 		if err := atomicfile.SyncDir(s.dir); err != nil {
@@ -304,14 +355,14 @@ func fileName(e Entry) string {
 	return fmt.Sprintf("%020d-%s-%s%s", e.Seq, e.Event, e.Kind, fileExt)
 }
 
-func validKind(k string) bool { return provenance.ValidKind(k) }
+func validKind(k string) bool { return provenance.ValidKind(k) || k == KindSegment }
 
 func checkRecord(r *Record) error {
 	switch {
 	case !provenance.ValidID(r.Event):
 		return fmt.Errorf("uploader: spool: event ID %q is not 1-64 characters of [A-Za-z0-9_-]", r.Event)
 	case !validKind(r.Kind):
-		return fmt.Errorf("uploader: spool: kind %q is not a record kind (%q, %q or %q)", r.Kind, provenance.KindStart, provenance.KindEnd, provenance.KindRotate)
+		return fmt.Errorf("uploader: spool: kind %q is not a record kind (%q, %q, %q or %q)", r.Kind, provenance.KindStart, provenance.KindEnd, provenance.KindRotate, KindSegment)
 	case len(r.Data) == 0:
 		return fmt.Errorf("uploader: spool: record %d has no data", r.Seq)
 	case len(r.Data) > maxFileSize-128:
@@ -404,7 +455,11 @@ func (s *Spool) Put(r Record) error {
 		}
 		replaced = old.Size
 	}
-	if err := s.makeRoomLocked(e, replaced); err != nil {
+	room := s.makeRoomLocked
+	if e.Kind == KindSegment {
+		room = s.makeSegmentRoomLocked
+	}
+	if err := room(e, replaced); err != nil {
 		return err
 	}
 	if err := s.files.WriteFile(filepath.Join(s.dir, fileName(e)), b, 0o600); err != nil {
@@ -421,8 +476,10 @@ func (s *Spool) Put(r Record) error {
 		}
 		return fmt.Errorf("uploader: spool: put %d: %w", r.Seq, err)
 	}
-	s.pending[e.Seq] = e
-	s.bytes += e.Size - replaced
+	if old, ok := s.pending[e.Seq]; ok {
+		s.forgetLocked(old)
+	}
+	s.addLocked(e)
 	select {
 	case s.notify <- struct{}{}:
 	default:
@@ -430,9 +487,32 @@ func (s *Spool) Put(r Record) error {
 	return nil
 }
 
-// makeRoomLocked applies the policy so that e fits.
+// addLocked adds e to the pending records and their sums.
+func (s *Spool) addLocked(e Entry) {
+	s.pending[e.Seq] = e
+	s.bytes += e.Size
+	if e.Kind == KindSegment {
+		s.segBytes += e.Size
+		s.segs++
+	}
+}
+
+// forgetLocked removes the pending entry e from the pending records and
+// their sums.
+func (s *Spool) forgetLocked(e Entry) {
+	delete(s.pending, e.Seq)
+	s.bytes -= e.Size
+	if e.Kind == KindSegment {
+		s.segBytes -= e.Size
+		s.segs--
+	}
+}
+
+// makeRoomLocked applies the policy so that e, a record other than a
+// segment, fits. Segments are not counted and never dropped for it.
 func (s *Spool) makeRoomLocked(e Entry, replaced int64) error {
-	if s.bytes-replaced+e.Size <= s.max {
+	used := s.bytes - s.segBytes
+	if used-replaced+e.Size <= s.max {
 		return nil
 	}
 	refuse := func(why string) error {
@@ -446,10 +526,10 @@ func (s *Spool) makeRoomLocked(e Entry, replaced int64) error {
 		return refuse("the record alone is larger than the bound")
 	}
 	if s.policy != DropOldest {
-		return refuse(fmt.Sprintf("%d bytes pending, bound %d", s.bytes, s.max))
+		return refuse(fmt.Sprintf("%d bytes pending, bound %d", used, s.max))
 	}
-	for s.bytes-replaced+e.Size > s.max {
-		oldest, ok := s.oldestLocked(e.Seq, true)
+	for s.bytes-s.segBytes-replaced+e.Size > s.max {
+		oldest, ok := s.oldestLocked(e.Seq, true, false)
 		if !ok {
 			break // only e's own previous version is left; it is being replaced
 		}
@@ -464,13 +544,108 @@ func (s *Spool) makeRoomLocked(e Entry, replaced int64) error {
 	return nil
 }
 
+// makeSegmentRoomLocked makes room for the segment e within the segment
+// budget: the oldest pending segments are deleted (evicted) until it fits,
+// the one in flight last. Only a segment larger than the whole budget is
+// refused.
+func (s *Spool) makeSegmentRoomLocked(e Entry, replaced int64) error {
+	if s.segBytes-replaced+e.Size <= s.segMax {
+		return nil
+	}
+	if e.Size > s.segMax {
+		s.stats.Refused++
+		n := s.dropLocked(e.Event)
+		s.log.Error("uploader: clip segment refused: larger than the whole segment budget", "seq", e.Seq,
+			"event", e.Event, "size", e.Size, "segment_max_bytes", s.segMax, "event_segments_dropped", n,
+			"refused", s.stats.Refused)
+		return fmt.Errorf("uploader: spool: segment %d (%d bytes): %w: larger than the segment budget of %d bytes", e.Seq, e.Size, ErrFull, s.segMax)
+	}
+	evicted := false
+	for s.segBytes-replaced+e.Size > s.segMax {
+		oldest, ok := s.oldestLocked(e.Seq, true, true)
+		if !ok {
+			break // only e's own previous version is left; it is being replaced
+		}
+		if err := os.Remove(filepath.Join(s.dir, fileName(oldest))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("uploader: spool: evict segment %d: %w", oldest.Seq, err)
+		}
+		s.forgetLocked(oldest)
+		evicted = true
+		if s.hasInflight && s.inflight == oldest {
+			s.lostInflight = true
+		}
+		s.stats.Evicted++
+		n := s.dropLocked(oldest.Event)
+		s.log.Warn("uploader: segment budget full: oldest clip segment deleted, not delivered",
+			"seq", oldest.Seq, "event", oldest.Event, "size", oldest.Size, "event_segments_dropped", n,
+			"evicted", s.stats.Evicted, "segment_bytes", s.segBytes, "segment_max_bytes", s.segMax)
+	}
+	if evicted {
+		if err := atomicfile.SyncDir(s.dir); err != nil {
+			return fmt.Errorf("uploader: spool: evict segments: %w", err)
+		}
+	}
+	return nil
+}
+
+// dropLocked counts one dropped segment of event and returns its count.
+func (s *Spool) dropLocked(event string) int {
+	if _, ok := s.drops[event]; !ok {
+		if len(s.dropOrder) >= maxDropEvents {
+			delete(s.drops, s.dropOrder[0])
+			s.dropOrder = s.dropOrder[1:]
+		}
+		s.dropOrder = append(s.dropOrder, event)
+	}
+	s.drops[event]++
+	return s.drops[event]
+}
+
+// DroppedSegments returns how many clip segments of event the spool dropped
+// (evicted to stay within the segment budget, or refused as larger than
+// it) since OpenSpool: segments that will not be delivered. Counts are kept
+// for the last 256 events with drops.
+func (s *Spool) DroppedSegments(event string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.drops[event]
+}
+
 // oldestLocked returns the pending entry with the lowest sequence number,
-// other than skip (if hasSkip).
-func (s *Spool) oldestLocked(skip uint64, hasSkip bool) (Entry, bool) {
+// other than skip (if hasSkip). With segments it returns the oldest segment,
+// sparing the one in flight while another is pending.
+func (s *Spool) oldestLocked(skip uint64, hasSkip, segments bool) (Entry, bool) {
+	var best Entry
+	found, spared := false, false
+	for seq, e := range s.pending {
+		switch {
+		case hasSkip && seq == skip, segments && e.Kind != KindSegment:
+			continue
+		case segments && s.hasInflight && e == s.inflight:
+			spared = true
+			continue
+		}
+		if !found || seq < best.Seq {
+			best, found = e, true
+		}
+	}
+	if !found && spared {
+		return s.inflight, true
+	}
+	return best, found
+}
+
+// Next returns the pending record to send next: the oldest record other
+// than a segment (start, end and rotate records, with their thumbnails) or,
+// when none is pending, the oldest segment.
+func (s *Spool) Next() (Entry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var best Entry
 	found := false
 	for seq, e := range s.pending {
-		if (!hasSkip || seq != skip) && (!found || seq < best.Seq) {
+		if !found || (e.Kind == KindSegment) == (best.Kind == KindSegment) && seq < best.Seq ||
+			e.Kind != KindSegment && best.Kind == KindSegment {
 			best, found = e, true
 		}
 	}
@@ -501,7 +676,7 @@ func (s *Spool) Pending() []Entry {
 func (s *Spool) Oldest() (Entry, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.oldestLocked(0, false)
+	return s.oldestLocked(0, false, false)
 }
 
 // Load reads a pending record and checks it. A file that fails its framing or
@@ -525,8 +700,7 @@ func (s *Spool) Load(e Entry) (Record, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			err = fmt.Errorf("%w: file vanished", ErrCorrupt)
 			// Nothing to move: forget the entry, count it, say so.
-			delete(s.pending, cur.Seq)
-			s.bytes -= cur.Size
+			s.forgetLocked(cur)
 			s.stats.Quarantined++
 			s.stats.Corrupt++
 			s.log.Error("uploader: spooled record vanished", "seq", cur.Seq, "event", cur.Event, "kind", cur.Kind)
@@ -542,6 +716,7 @@ func (s *Spool) Load(e Entry) (Record, error) {
 		}
 		return Record{}, fmt.Errorf("uploader: spool: load %d: %w", e.Seq, err)
 	}
+	s.inflight, s.hasInflight, s.lostInflight = cur, true, false
 	return r, nil
 }
 
@@ -553,6 +728,17 @@ func (s *Spool) Ack(e Entry) error {
 	defer s.mu.Unlock()
 	cur, ok := s.pending[e.Seq]
 	if !ok || cur.Event != e.Event || cur.Kind != e.Kind {
+		if s.hasInflight && s.lostInflight && s.inflight.Seq == e.Seq && s.inflight.Event == e.Event && s.inflight.Kind == e.Kind {
+			// Evicted while it was being sent, and delivered all the same.
+			s.hasInflight, s.lostInflight = false, false
+			s.stats.Evicted--
+			if s.drops[e.Event] > 0 {
+				s.drops[e.Event]--
+			}
+			s.log.Info("uploader: clip segment evicted while in flight was delivered after all", "seq", e.Seq,
+				"event", e.Event, "event_segments_dropped", s.drops[e.Event])
+			return nil
+		}
 		name := fileName(e)
 		q := filepath.Join(s.qdir, name)
 		if _, err := os.Stat(q); err == nil {
@@ -567,8 +753,10 @@ func (s *Spool) Ack(e Entry) error {
 	if err := os.Remove(filepath.Join(s.dir, fileName(cur))); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("uploader: spool: ack %d: %w", e.Seq, err)
 	}
-	delete(s.pending, cur.Seq)
-	s.bytes -= cur.Size
+	s.forgetLocked(cur)
+	if s.hasInflight && s.inflight == cur {
+		s.hasInflight = false
+	}
 	if err := atomicfile.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("uploader: spool: ack %d: %w", e.Seq, err)
 	}
@@ -630,8 +818,7 @@ func (s *Spool) quarantineLocked(name string, pending *Entry, reason string, cor
 	}
 	if pending != nil {
 		if cur, ok := s.pending[pending.Seq]; ok {
-			delete(s.pending, cur.Seq)
-			s.bytes -= cur.Size
+			s.forgetLocked(cur)
 		}
 	}
 	s.qbytes += info.Size() + int64(len(reasonText))
@@ -756,6 +943,8 @@ func (s *Spool) Stats() SpoolStats {
 	st := s.stats
 	st.Pending = len(s.pending)
 	st.Bytes = s.bytes
+	st.Segments = s.segs
+	st.SegmentBytes = s.segBytes
 	return st
 }
 
