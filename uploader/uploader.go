@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -49,6 +50,12 @@ type Config struct {
 	// token, on the Clock), so a backlog after an outage drains gently.
 	// Default 5. Above 1e9 there is no limit.
 	Rate float64
+	// MaxRate caps the upload bandwidth in bytes per second of record data
+	// (a token bucket on the Clock holding one second's worth): a record
+	// of n bytes waits until the bucket has paid for it, so at most
+	// MaxRate·(t+1s) bytes go out in any t, whatever the transport. A record
+	// still leaves at the link's speed once paid for. 0 = no cap.
+	MaxRate int64
 	// Delivered, if not nil, is called (from Run's goroutine) after a
 	// record was acknowledged by the receiver and removed from the spool.
 	// It must not block.
@@ -92,6 +99,8 @@ type UploadStats struct {
 	Failures    int    // failed attempts (receiver unreachable, 5xx, 429, local I/O)
 	Backoff     int    // the backoff's current failure count
 	LastError   string // the last failure, "" if none yet
+	// Throttled is the time spent waiting for the bandwidth cap (MaxRate).
+	Throttled time.Duration
 }
 
 // Uploader drains a Spool through a Transport, one record at a time in
@@ -110,6 +119,8 @@ type Uploader struct {
 	lastErr        string    // last error logged, to log each distinct one once
 	streakStart    time.Time // first success after the last failure; zero if none
 	nextSend       time.Time // rate limit: earliest next attempt
+	bwTokens       float64   // bandwidth cap: bytes the bucket holds (negative: owed)
+	bwLast         time.Time // when bwTokens was last brought up to date; zero before the first record
 
 	mu    sync.Mutex
 	stats UploadStats
@@ -137,7 +148,8 @@ func (u *Uploader) Stats() UploadStats {
 }
 
 // Run uploads until ctx is done and then returns ctx's error. It sends the
-// oldest pending record: a corrupt one has been quarantined by the spool and
+// oldest pending record other than a clip segment, or when there is none
+// the oldest segment (Spool.Next), paced by Rate and MaxRate: a corrupt one has been quarantined by the spool and
 // is skipped; an acknowledged one is removed; a permanently rejected one is
 // quarantined with the receiver's reason and not retried; any other failure
 // backs off (one quick retry of an unanswered failure after a stable
@@ -150,7 +162,7 @@ func (u *Uploader) Run(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		e, ok := u.sp.Oldest()
+		e, ok := u.sp.Next()
 		if !ok {
 			select {
 			case <-ctx.Done():
@@ -176,6 +188,9 @@ func (u *Uploader) Run(ctx context.Context) error {
 				return err
 			}
 			continue
+		}
+		if err := u.throttle(ctx, len(r.Data)); err != nil {
+			return err
 		}
 		err = u.tr.Send(ctx, r)
 		switch {
@@ -230,6 +245,28 @@ func (u *Uploader) pace(ctx context.Context) error {
 	}
 	u.nextSend = u.nextSend.Add(interval)
 	return nil
+}
+
+// throttle waits until the bandwidth cap has paid for n bytes.
+func (u *Uploader) throttle(ctx context.Context, n int) error {
+	if u.cfg.MaxRate <= 0 {
+		return nil
+	}
+	rate := float64(u.cfg.MaxRate)
+	now := u.clk.Now()
+	if u.bwLast.IsZero() {
+		u.bwTokens = rate // starts full
+	} else if dt := now.Sub(u.bwLast); dt > 0 {
+		u.bwTokens = min(rate, u.bwTokens+dt.Seconds()*rate)
+	}
+	u.bwLast = now
+	u.bwTokens -= float64(n)
+	if u.bwTokens >= 0 {
+		return nil
+	}
+	d := time.Duration(math.Ceil(-u.bwTokens / rate * float64(time.Second)))
+	u.count(func(s *UploadStats) { s.Throttled += d })
+	return u.sleep(ctx, d)
 }
 
 // reached records an attempt that got an answer from the receiver.
