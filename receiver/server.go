@@ -876,9 +876,15 @@ func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admissio
 		return false, reject(http.StatusConflict, ReasonConflict, "event %s kind %s of device %s is already stored with other content (seq %d)", e.Event, e.Kind, e.Device, old.Seq)
 	}
 	if max, ok := s.maxSeq[e.Device]; ok && e.Seq <= max {
-		return false, reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, max)
-	}
-	if err := s.checkSeqJump(e); err != nil {
+		if e.Kind != kindSegment {
+			return false, reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, max)
+		}
+		if why := s.lateSegmentLocked(e); why != "" {
+			return false, reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d, and a segment arriving late must fall inside its event: %s", e.Seq, max, why)
+		}
+		s.log.Info("receiver: late clip segment accepted (the device sent its event's records first)",
+			"device", e.Device, "event", e.Event, "seq", e.Seq, "highest_seq", max)
+	} else if err := s.checkSeqJump(e); err != nil {
 		return false, err
 	}
 	// A new record within the device's quotas: checked before anything is
@@ -896,6 +902,42 @@ func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admissio
 	}
 	s.storing.Add(1)
 	return false, nil
+}
+
+// kindSegment is the kind of a clip segment record (docs/envelope.md §4.4).
+const kindSegment = "segment"
+
+// lateSegmentLocked says why the segment e, whose seq is at or below the
+// highest stored for its device, is not accepted, or "" if it is. A device
+// sends its start, end and rotate records ahead of clip segments waiting in
+// its spool (uploader.Spool.Next), so a segment may arrive after records
+// with higher seqs; it is accepted if its event's start record is stored
+// (and not deleted) with a lower seq and the event's end record, if
+// stored, has a higher one. Any other record below the highest stays a
+// replay. A segment the device evicted leaves a gap in seq, which, like any
+// gap, fails nothing. Callers hold mu.
+func (s *Server) lateSegmentLocked(e *indexEntry) string {
+	i, ok := s.byKey[recordKey(e.Device, e.Event, provenance.KindStart)]
+	if !ok {
+		return "its event's start record is not stored"
+	}
+	start := s.records[i]
+	switch {
+	case start.deleted:
+		return "its event was deleted"
+	case start.Seq >= e.Seq:
+		return fmt.Sprintf("its event's start record has seq %d", start.Seq)
+	}
+	if i, ok := s.byKey[recordKey(e.Device, e.Event, provenance.KindEnd)]; ok {
+		end := s.records[i]
+		switch {
+		case end.deleted:
+			return "its event was deleted"
+		case end.Seq <= e.Seq:
+			return fmt.Sprintf("its event's end record has seq %d", end.Seq)
+		}
+	}
+	return ""
 }
 
 // The sequence numbers a receiver accepts (docs/envelope.md §5.1).
