@@ -291,10 +291,11 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, err
 	}
 	a.spool, err = uploader.OpenSpool(uploader.SpoolConfig{
-		Dir:      layout.Spool,
-		MaxBytes: cfg.SpoolMaxBytes,
-		Policy:   uploader.Policy(cfg.SpoolPolicy),
-		Logger:   a.log,
+		Dir:             layout.Spool,
+		MaxBytes:        cfg.SpoolMaxBytes,
+		SegmentMaxBytes: cfg.SpoolSegBytes,
+		Policy:          uploader.Policy(cfg.SpoolPolicy),
+		Logger:          a.log,
 	})
 	if err != nil {
 		return nil, err
@@ -329,6 +330,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		RetryAfterCap: cfg.RetryAfterCap,
 		StableAfter:   cfg.StableAfter,
 		Rate:          cfg.UploadRate,
+		MaxRate:       cfg.UploadMaxRate,
 		Delivered:     a.delivered,
 	}, a.spool, tr, deps.Clock, rnd, a.log)
 	made = true

@@ -58,6 +58,7 @@ type Config struct {
 	SpoolDir      string // empty = DataDir/spool
 	SpoolMaxBytes int64
 	SpoolPolicy   string
+	SpoolSegBytes int64 // clip segments' budget, apart from SpoolMaxBytes
 
 	UploadURL      string
 	MQTTPrefix     string        // MQTT topic prefix
@@ -72,6 +73,7 @@ type Config struct {
 	RetryAfterCap  time.Duration
 	StableAfter    time.Duration
 	UploadRate     float64
+	UploadMaxRate  int64 // bandwidth cap, bytes/s; 0 = none
 	UploadTimeout  time.Duration
 
 	// A broker that authenticates by password (Home Assistant's Mosquitto
@@ -290,6 +292,7 @@ func Fields() []Field {
 		strField("spool.dir", "spool directory; empty = <data_dir>/spool", func(c *Config) *string { return &c.SpoolDir }),
 		intField("spool.max_bytes", "most bytes of unsent records kept on disk", int64(64<<10), int64(1<<40), func(c *Config) *int64 { return &c.SpoolMaxBytes }),
 		strField("spool.policy", "when the spool is full: refuse-new (new events are refused and counted) or drop-oldest (oldest unsent moved to quarantine, counted)", func(c *Config) *string { return &c.SpoolPolicy }, "refuse-new", "drop-oldest"),
+		intField("spool.segment_bytes", "most bytes of unsent clip segments kept on disk, apart from spool.max_bytes (the default, 256 MiB, is about half an hour of clips at 150 kB/s, a small part of an SD card); a new segment that does not fit deletes the oldest unsent segments (logged and counted per event), never a start or end record", int64(1<<20), int64(1<<40), func(c *Config) *int64 { return &c.SpoolSegBytes }),
 
 		strField("upload.url", "where records go: a receiver's base URL (https://, or http:// to a loopback address only) or an MQTT broker (mqtts://HOST:8883, or tcp:// to a loopback address only, or to a private-network one with upload.mqtt_allow_plaintext_lan; docs/mqtt.md)", func(c *Config) *string { return &c.UploadURL }),
 		strField("upload.mqtt_prefix", "MQTT topic prefix: records go to <prefix>/<device>/events/<event>/<kind>", func(c *Config) *string { return &c.MQTTPrefix }),
@@ -306,6 +309,7 @@ func Fields() []Field {
 		durField("upload.retry_after_cap", "longest Retry-After from the receiver that is honoured", time.Second, 24*time.Hour, func(c *Config) *time.Duration { return &c.RetryAfterCap }),
 		durField("upload.stable_after", "successes needed for this long before the failure count resets", 0, 24*time.Hour, func(c *Config) *time.Duration { return &c.StableAfter }),
 		floatField("upload.rate", "most records per second sent while draining a backlog", 0.01, 1000, func(c *Config) *float64 { return &c.UploadRate }),
+		intField("upload.max_rate", "upload bandwidth cap in bytes per second of records (HTTPS and MQTT alike; a record waits until the cap has paid for it, then goes at the link's speed); 0 = no cap, else at least 1024", int64(0), int64(1<<40), func(c *Config) *int64 { return &c.UploadMaxRate }),
 		durField("upload.timeout", "timeout of one upload request", time.Second, time.Hour, func(c *Config) *time.Duration { return &c.UploadTimeout }),
 
 		strField("watchdog.device", "hardware watchdog to pet while the pipeline is healthy, e.g. /dev/watchdog0; empty = none", func(c *Config) *string { return &c.WatchdogDevice }),
@@ -341,6 +345,7 @@ func DefaultConfig() Config {
 		ThumbQuality:    75,
 		SpoolMaxBytes:   64 << 20,
 		SpoolPolicy:     "refuse-new",
+		SpoolSegBytes:   uploader.DefaultSegmentMaxBytes,
 		UploadURL:       "http://127.0.0.1:8417",
 		MQTTPrefix:      uploader.DefaultTopicPrefix,
 		HADiscovery:     true,
@@ -465,6 +470,9 @@ func ApplyEnv(environ []string, c *Config) error {
 	return nil
 }
 
+// minUploadMaxRate is the smallest upload.max_rate other than 0 (no cap).
+const minUploadMaxRate = 1024
+
 // Validate checks values that depend on each other.
 func (c *Config) Validate() error {
 	var errs []error // every mistake, not only the first
@@ -486,6 +494,9 @@ func (c *Config) Validate() error {
 	}
 	if c.UploadURL == "" {
 		bad(fmt.Errorf("agent: config upload.url: must not be empty"))
+	}
+	if c.UploadMaxRate > 0 && c.UploadMaxRate < minUploadMaxRate {
+		bad(fmt.Errorf("agent: config upload.max_rate: %d bytes/s is below %d (a 1 MB clip segment would take over 15 minutes); 0 = no cap", c.UploadMaxRate, minUploadMaxRate))
 	}
 	if err := c.validateMQTTAuth(); err != nil {
 		bad(err)
