@@ -1,11 +1,8 @@
 package receiver
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
+	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -44,94 +41,95 @@ func TestSequenceHoleFailsNothing(t *testing.T) {
 	}
 }
 
+// segment is a signed clip segment record of d for event: one frame,
+// index 0.
+func (d *testDevice) segment(t testing.TB, event string, seq uint64) *record {
+	t.Helper()
+	frame := thumbFor(fmt.Sprintf("%s/segment/%d", event, seq))
+	m, obj := provenance.SegmentMedia(provenance.FramesMediaType, [][]byte{frame})
+	p := d.payload(event, provenance.KindSegment, seq, nil)
+	p.Media = []provenance.Media{m}
+	p.Segment = &provenance.Segment{Type: "image/jpeg", Frames: []provenance.ClipFrame{provenance.NewClipFrame(frame, 0)}}
+	env := d.sign(t, p)
+	return &record{event: event, kind: provenance.KindSegment, seq: seq, env: env, body: bundle(t, env, obj)}
+}
+
 // TestLateSegmentAdmission: a segment whose seq is at or below the highest
-// stored one (its device sent the event's end record, and the next event's
-// start, ahead of it) is admitted only inside its event: after its event's
+// stored one (its device sent the event's end record, and the next events'
+// starts, ahead of it) is stored only inside its event: after its event's
 // stored start record and before its end record, if stored; an identical
-// re-send is idempotent. A segment of an event whose start is not stored,
-// before the start, at or after the end, or of a deleted event, is refused
-// as a replay, and so is every other kind of record arriving late.
-//
-// The records around the segments are real uploads; the segments are
-// admitted by admitRecord directly, on entries as ingest makes them after
-// verification. Each event stores at most one segment here: the index keys
-// a record by device, event and kind.
+// re-send is idempotent, and CheckStore verifies what was stored. A segment
+// of an event whose start is not stored, before the start, at or after the
+// end, or of a deleted event, is refused as a replay, and so is every other
+// kind of record arriving late. (Each event here has one segment: the store
+// keys a record by device, event and kind.)
 func TestLateSegmentAdmission(t *testing.T) {
 	e := newEnv(t, Options{})
 	d := newDevice(t)
 	e.enroll(d, "alice")
-	e.mustUpload(d.record(t, "ev-a", provenance.KindStart, 10), http.StatusCreated)
-	e.mustUpload(d.record(t, "ev-a", provenance.KindEnd, 14), http.StatusCreated)
-	e.mustUpload(d.record(t, "ev-b", provenance.KindStart, 15), http.StatusCreated)
-	e.mustUpload(d.record(t, "ev-g", provenance.KindStart, 16), http.StatusCreated)
-	e.mustUpload(d.record(t, "ev-g", provenance.KindEnd, 18), http.StatusCreated)
-	e.mustUpload(d.record(t, "ev-x", provenance.KindStart, 19), http.StatusCreated)
-	e.mustUpload(d.record(t, "ev-d", provenance.KindStart, 20), http.StatusCreated)
-
-	seg := func(event string, seq uint64) *indexEntry {
-		h := sha256.Sum256([]byte(event + "/" + strconv.FormatUint(seq, 10)))
-		return &indexEntry{Device: d.id, Event: event, Kind: kindSegment, Seq: seq, Envelope: hex.EncodeToString(h[:]), ReceivedAt: testNow}
+	for _, r := range []*record{
+		d.record(t, "ev-a", provenance.KindStart, 10),
+		d.record(t, "ev-a", provenance.KindEnd, 14),
+		d.record(t, "ev-b", provenance.KindStart, 15),
+		d.record(t, "ev-g", provenance.KindStart, 16),
+		d.record(t, "ev-g", provenance.KindEnd, 18),
+		d.record(t, "ev-x", provenance.KindStart, 19),
+		d.record(t, "ev-d", provenance.KindStart, 21),
+	} {
+		e.mustUpload(r, http.StatusCreated)
 	}
-	v := &provenance.Verified{Payload: &provenance.Payload{Kind: kindSegment}, Device: d.id}
-	admit := func(en *indexEntry) (bool, error) {
+	replay := func(r *record, why string) {
 		t.Helper()
-		dup, err := e.srv.admitRecord(en, v, admission{}, 1000)
-		if err == nil && !dup {
-			// Stored, as ingest does once the files are written.
-			e.srv.mu.Lock()
-			e.srv.addRecord(en)
-			e.srv.mu.Unlock()
-			e.srv.storing.Done()
-		}
-		return dup, err
-	}
-	replay := func(en *indexEntry, why string) {
-		t.Helper()
-		_, err := admit(en)
-		var rej *rejection
-		if !errors.As(err, &rej) || rej.reason != ReasonReplay || !strings.Contains(rej.msg, why) {
-			t.Errorf("segment %s seq %d: %v, want a replay refusal saying %q", en.Event, en.Seq, err, why)
+		code, reply := e.upload(r)
+		if code != http.StatusConflict || !strings.Contains(reply, why) {
+			t.Errorf("segment %s seq %d: %d %q, want 409 replay saying %q", r.event, r.seq, code, reply, why)
 		}
 	}
 
-	late := seg("ev-a", 12)
-	if dup, err := admit(late); err != nil || dup {
-		t.Fatalf("late segment inside its event: dup %v, err %v; want admitted", dup, err)
-	}
+	late := d.segment(t, "ev-a", 12)
+	e.mustUpload(late, http.StatusCreated)
 	if !strings.Contains(strings.Join(e.logs.lines(), "\n"), "late clip segment accepted") {
 		t.Errorf("the late segment was not logged:\n%s", strings.Join(e.logs.lines(), "\n"))
 	}
-	if dup, err := admit(seg("ev-a", 12)); err != nil || !dup {
-		t.Errorf("identical re-send of the late segment: dup %v, err %v; want an idempotent success", dup, err)
+	e.mustUpload(late, http.StatusOK) // an identical re-send
+	e.srv.mu.Lock()
+	highest := e.srv.maxSeq[d.id]
+	e.srv.mu.Unlock()
+	if highest != 21 {
+		t.Errorf("highest seq %d after a late segment, want 21 still", highest)
 	}
-	if got := e.srv.maxSeq[d.id]; got != 20 {
-		t.Errorf("highest seq %d after a late segment, want 20 still", got)
-	}
-	replay(seg("ev-g", 13), "start record has seq 16")
-	replay(seg("ev-g", 18), "end record has seq 18")
-	replay(seg("ev-g", 19), "end record has seq 18")
-	replay(seg("ev-c", 17), "start record is not stored")
+	replay(d.segment(t, "ev-g", 13), "start record has seq 16")
+	replay(d.segment(t, "ev-g", 18), "end record has seq 18")
+	replay(d.segment(t, "ev-g", 19), "end record has seq 18")
+	replay(d.segment(t, "ev-c", 17), "start record is not stored")
 	// ev-b has no end record yet: its late segments are inside it.
-	if _, err := admit(seg("ev-b", 17)); err != nil {
-		t.Errorf("late segment of an event without its end yet: %v", err)
-	}
+	e.mustUpload(d.segment(t, "ev-b", 17), http.StatusCreated)
 	// A deleted event takes no late segment.
 	if n, err := e.srv.deleteEvent(e.registry(), "alice", d.id, "ev-x", "alice"); err != nil || n != 1 {
 		t.Fatalf("deleteEvent: %d, %v", n, err)
 	}
-	replay(seg("ev-x", 20), "its event was deleted")
+	replay(d.segment(t, "ev-x", 20), "its event was deleted")
 
 	// Other kinds stay replays, late segment rule or not.
 	code, reply := e.upload(d.record(t, "ev-e", provenance.KindStart, 11))
 	if code != http.StatusConflict || strings.Contains(reply, "segment") {
 		t.Errorf("late start record: %d %q, want 409 replay", code, reply)
 	}
-	code, _ = e.upload(d.record(t, "ev-b", provenance.KindEnd, 19))
-	if code != http.StatusConflict {
+	if code, _ := e.upload(d.record(t, "ev-b", provenance.KindEnd, 20)); code != http.StatusConflict {
 		t.Errorf("late end record: %d, want 409 replay", code)
 	}
-	// A segment above the highest seq is in order: admitted as before.
-	if _, err := admit(seg("ev-d", 21)); err != nil {
-		t.Errorf("segment in order: %v", err)
+	// A segment above the highest seq is in order: stored as before.
+	e.mustUpload(d.segment(t, "ev-d", 22), http.StatusCreated)
+
+	st := e.srv.Stats()
+	if st.Stored != 10 || st.Rejected[ReasonReplay] != 7 {
+		t.Errorf("stored %d, replays %d; want 10 and 7", st.Stored, st.Rejected[ReasonReplay])
+	}
+	rep, err := CheckStore(e.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() || rep.Verified != 9 || rep.Deleted != 1 {
+		t.Errorf("CheckStore: %d verified, %d deleted, problems %v; want 9, 1 and none", rep.Verified, rep.Deleted, rep.Problems)
 	}
 }

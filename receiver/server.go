@@ -876,7 +876,7 @@ func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admissio
 		return false, reject(http.StatusConflict, ReasonConflict, "event %s kind %s of device %s is already stored with other content (seq %d)", e.Event, e.Kind, e.Device, old.Seq)
 	}
 	if max, ok := s.maxSeq[e.Device]; ok && e.Seq <= max {
-		if e.Kind != kindSegment {
+		if e.Kind != provenance.KindSegment {
 			return false, reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, max)
 		}
 		if why := s.lateSegmentLocked(e); why != "" {
@@ -903,9 +903,6 @@ func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admissio
 	s.storing.Add(1)
 	return false, nil
 }
-
-// kindSegment is the kind of a clip segment record (docs/envelope.md §4.4).
-const kindSegment = "segment"
 
 // lateSegmentLocked says why the segment e, whose seq is at or below the
 // highest stored for its device, is not accepted, or "" if it is. A device

@@ -7,10 +7,11 @@
 // for either transport). Start, end and rotate records go in sequence order
 // ahead of every clip segment; segments follow in sequence order.
 //
-// Clip segments (KindSegment) have their own budget in the spool: when a new
-// segment does not fit, the oldest pending segments are deleted (logged,
-// counted per event: Spool.DroppedSegments); no other record is ever evicted
-// for a segment, and segments never count against the records' bound.
+// Clip segments (provenance.KindSegment) have their own budget in the spool:
+// when a new segment does not fit, the oldest pending segments are deleted
+// (logged, counted per event: Spool.DroppedSegments); no other record is
+// ever evicted for a segment, and segments never count against the records'
+// bound.
 //
 // A record is on disk (temp file, fsync, rename, fsync dir) before Put returns
 // and is removed only after the receiver acknowledged it. A torn or

@@ -13,6 +13,7 @@ import (
 
 	"github.com/keyframe-cam/keyframe/internal/backoff/backofftest"
 	"github.com/keyframe-cam/keyframe/internal/clock"
+	"github.com/keyframe-cam/keyframe/provenance"
 )
 
 // clipRecord is a record of kind of event "clip", with testRecord's data
@@ -36,10 +37,10 @@ func TestSpoolSegmentBudgetEvictsOldestSegments(t *testing.T) {
 	const n = 1000
 	dir := t.TempDir()
 	logs := &logBuffer{}
-	sp := openSpool(t, SpoolConfig{Dir: dir, SegmentMaxBytes: 3 * clipSize(2, KindSegment, n), Logger: newLogger(logs)})
+	sp := openSpool(t, SpoolConfig{Dir: dir, SegmentMaxBytes: 3 * clipSize(2, provenance.KindSegment, n), Logger: newLogger(logs)})
 	mustPut(t, sp, clipRecord(1, "start", n))
 	for seq := uint64(2); seq <= 7; seq++ {
-		mustPut(t, sp, clipRecord(seq, KindSegment, n))
+		mustPut(t, sp, clipRecord(seq, provenance.KindSegment, n))
 	}
 	mustPut(t, sp, clipRecord(8, "end", n))
 
@@ -47,7 +48,7 @@ func TestSpoolSegmentBudgetEvictsOldestSegments(t *testing.T) {
 		t.Fatalf("pending %v, want %v (start, the 3 newest segments, end)", got, want)
 	}
 	st := sp.Stats()
-	if st.Evicted != 3 || st.Segments != 3 || st.SegmentBytes != 3*clipSize(2, KindSegment, n) || st.Quarantined != 0 || st.Refused != 0 {
+	if st.Evicted != 3 || st.Segments != 3 || st.SegmentBytes != 3*clipSize(2, provenance.KindSegment, n) || st.Quarantined != 0 || st.Refused != 0 {
 		t.Errorf("stats %+v, want 3 evicted, 3 segments pending, nothing quarantined or refused", st)
 	}
 	if got := sp.DroppedSegments("clip"); got != 3 {
@@ -68,12 +69,12 @@ func TestSpoolSegmentBudgetEvictsOldestSegments(t *testing.T) {
 		t.Errorf("evicted segments quarantined: %v", q)
 	}
 	// The files went, and a reopened spool agrees.
-	sp2 := openSpool(t, SpoolConfig{Dir: dir, SegmentMaxBytes: 3 * clipSize(2, KindSegment, n)})
+	sp2 := openSpool(t, SpoolConfig{Dir: dir, SegmentMaxBytes: 3 * clipSize(2, provenance.KindSegment, n)})
 	if got, want := seqs(sp2.Pending()), []uint64{1, 5, 6, 7, 8}; !slices.Equal(got, want) {
 		t.Fatalf("reopened: pending %v, want %v", got, want)
 	}
-	if st := sp2.Stats(); st.Segments != 3 || st.SegmentBytes != 3*clipSize(2, KindSegment, n) {
-		t.Errorf("reopened: %d segments of %d bytes, want 3 of %d", st.Segments, st.SegmentBytes, 3*clipSize(2, KindSegment, n))
+	if st := sp2.Stats(); st.Segments != 3 || st.SegmentBytes != 3*clipSize(2, provenance.KindSegment, n) {
+		t.Errorf("reopened: %d segments of %d bytes, want 3 of %d", st.Segments, st.SegmentBytes, 3*clipSize(2, provenance.KindSegment, n))
 	}
 }
 
@@ -86,10 +87,10 @@ func TestSpoolBudgetsAreSeparate(t *testing.T) {
 	for _, policy := range []Policy{RefuseNew, DropOldest} {
 		t.Run(string(policy), func(t *testing.T) {
 			sp := openSpool(t, SpoolConfig{Dir: t.TempDir(), Policy: policy,
-				MaxBytes: 2 * clipSize(1, "start", n), SegmentMaxBytes: 2 * clipSize(2, KindSegment, n)})
+				MaxBytes: 2 * clipSize(1, "start", n), SegmentMaxBytes: 2 * clipSize(2, provenance.KindSegment, n)})
 			mustPut(t, sp, clipRecord(1, "start", n))
 			for seq := uint64(2); seq <= 10; seq++ { // 4.5 times MaxBytes of segments
-				mustPut(t, sp, clipRecord(seq, KindSegment, n))
+				mustPut(t, sp, clipRecord(seq, provenance.KindSegment, n))
 			}
 			mustPut(t, sp, clipRecord(11, "end", n))
 			if got, want := seqs(sp.Pending()), []uint64{1, 9, 10, 11}; !slices.Equal(got, want) {
@@ -127,8 +128,8 @@ func TestSpoolBudgetsAreSeparate(t *testing.T) {
 func TestSpoolRefusesSegmentOverBudget(t *testing.T) {
 	logs := &logBuffer{}
 	sp := openSpool(t, SpoolConfig{Dir: t.TempDir(), SegmentMaxBytes: 4000, Logger: newLogger(logs)})
-	mustPut(t, sp, clipRecord(1, KindSegment, 1000))
-	err := sp.Put(clipRecord(2, KindSegment, 4000))
+	mustPut(t, sp, clipRecord(1, provenance.KindSegment, 1000))
+	err := sp.Put(clipRecord(2, provenance.KindSegment, 4000))
 	if !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "segment budget") {
 		t.Fatalf("Put of a segment over the budget = %v, want ErrFull naming the segment budget", err)
 	}
@@ -149,7 +150,7 @@ func TestSpoolRefusesSegmentOverBudget(t *testing.T) {
 // in sequence order.
 func TestSpoolNextPutsRecordsBeforeSegments(t *testing.T) {
 	sp := openSpool(t, SpoolConfig{Dir: t.TempDir()})
-	kinds := map[uint64]string{1: "start", 2: KindSegment, 3: KindSegment, 4: "end", 5: "start", 6: KindSegment, 7: "rotate"}
+	kinds := map[uint64]string{1: "start", 2: provenance.KindSegment, 3: provenance.KindSegment, 4: "end", 5: "start", 6: provenance.KindSegment, 7: "rotate"}
 	for seq := uint64(1); seq <= 7; seq++ {
 		mustPut(t, sp, clipRecord(seq, kinds[seq], 100))
 	}
@@ -177,19 +178,19 @@ func TestSpoolNextPutsRecordsBeforeSegments(t *testing.T) {
 // and no longer counted as dropped.
 func TestSpoolEvictionSparesSegmentInFlight(t *testing.T) {
 	const n = 1000
-	s := clipSize(2, KindSegment, n)
+	s := clipSize(2, provenance.KindSegment, n)
 	sp := openSpool(t, SpoolConfig{Dir: t.TempDir(), SegmentMaxBytes: 2 * s})
-	mustPut(t, sp, clipRecord(2, KindSegment, n))
-	mustPut(t, sp, clipRecord(3, KindSegment, n))
+	mustPut(t, sp, clipRecord(2, provenance.KindSegment, n))
+	mustPut(t, sp, clipRecord(3, provenance.KindSegment, n))
 	e, _ := sp.Next()
 	if _, err := sp.Load(e); err != nil { // 2 is in flight
 		t.Fatal(err)
 	}
-	mustPut(t, sp, clipRecord(4, KindSegment, n))
+	mustPut(t, sp, clipRecord(4, provenance.KindSegment, n))
 	if got, want := seqs(sp.Pending()), []uint64{2, 4}; !slices.Equal(got, want) {
 		t.Fatalf("pending %v, want %v (3 evicted, not 2 in flight)", got, want)
 	}
-	mustPut(t, sp, clipRecord(5, KindSegment, 2*n)) // needs the whole budget
+	mustPut(t, sp, clipRecord(5, provenance.KindSegment, 2*n)) // needs the whole budget
 	if got, want := seqs(sp.Pending()), []uint64{5}; !slices.Equal(got, want) {
 		t.Fatalf("pending %v, want %v", got, want)
 	}
@@ -220,7 +221,7 @@ func TestSpoolPressureClipLosesOnlySegments(t *testing.T) {
 		)
 		logs := &logBuffer{}
 		sp := openSpool(t, SpoolConfig{Dir: t.TempDir(), Logger: newLogger(logs),
-			SegmentMaxBytes: 4 * clipSize(2, KindSegment, seg)})
+			SegmentMaxBytes: 4 * clipSize(2, provenance.KindSegment, seg)})
 		tr := &fakeTransport{script: func(uint64, int) error { return nil }}
 		cfg := testConfig()
 		cfg.MaxRate = 1000
@@ -232,7 +233,7 @@ func TestSpoolPressureClipLosesOnlySegments(t *testing.T) {
 		mustPut(t, sp, clipRecord(1, "start", 500))
 		for i := uint64(0); i < segments; i++ {
 			time.Sleep(time.Second)
-			mustPut(t, sp, clipRecord(2+i, KindSegment, seg))
+			mustPut(t, sp, clipRecord(2+i, provenance.KindSegment, seg))
 		}
 		end := uint64(2 + segments)
 		mustPut(t, sp, clipRecord(end, "end", 500))

@@ -26,14 +26,9 @@ import (
 type Record struct {
 	Seq   uint64 // the payload's per-device sequence number
 	Event string // event ID (provenance.ValidID)
-	Kind  string // provenance.KindStart, KindEnd, KindRotate, or KindSegment
+	Kind  string // provenance.KindStart, KindEnd, KindRotate or KindSegment
 	Data  []byte // the encoded bundle, sent as the request body
 }
-
-// KindSegment is the kind of a clip segment record: a few seconds of an
-// event's clip. Segments have their own budget in the spool (see
-// SpoolConfig.SegmentMaxBytes) and go out after every other pending record.
-const KindSegment = "segment"
 
 // An Entry is a spooled record without its bytes.
 type Entry struct {
@@ -95,12 +90,12 @@ type SpoolConfig struct {
 	Policy   Policy       // when full; "" = RefuseNew
 	Logger   *slog.Logger // nil = discard
 
-	// SegmentMaxBytes is the budget of pending clip segments (KindSegment),
-	// apart from MaxBytes: a segment that does not fit evicts the oldest
-	// pending segments (deleted, logged and counted: SpoolStats.Evicted,
-	// DroppedSegments), never another kind of record, whatever the Policy;
-	// a segment larger than the whole budget is refused with ErrFull.
-	// 0 = DefaultSegmentMaxBytes.
+	// SegmentMaxBytes is the budget of pending clip segments
+	// (provenance.KindSegment), apart from MaxBytes: a segment that does not
+	// fit evicts the oldest pending segments (deleted, logged and counted:
+	// SpoolStats.Evicted, DroppedSegments), never another kind of record,
+	// whatever the Policy; a segment larger than the whole budget is refused
+	// with ErrFull. 0 = DefaultSegmentMaxBytes.
 	SegmentMaxBytes int64
 
 	// QuarantineMaxBytes bounds quarantine/ (records and their .reason
@@ -355,14 +350,14 @@ func fileName(e Entry) string {
 	return fmt.Sprintf("%020d-%s-%s%s", e.Seq, e.Event, e.Kind, fileExt)
 }
 
-func validKind(k string) bool { return provenance.ValidKind(k) || k == KindSegment }
+func validKind(k string) bool { return provenance.ValidKind(k) }
 
 func checkRecord(r *Record) error {
 	switch {
 	case !provenance.ValidID(r.Event):
 		return fmt.Errorf("uploader: spool: event ID %q is not 1-64 characters of [A-Za-z0-9_-]", r.Event)
 	case !validKind(r.Kind):
-		return fmt.Errorf("uploader: spool: kind %q is not a record kind (%q, %q, %q or %q)", r.Kind, provenance.KindStart, provenance.KindEnd, provenance.KindRotate, KindSegment)
+		return fmt.Errorf("uploader: spool: kind %q is not a record kind (%q, %q, %q or %q)", r.Kind, provenance.KindStart, provenance.KindEnd, provenance.KindRotate, provenance.KindSegment)
 	case len(r.Data) == 0:
 		return fmt.Errorf("uploader: spool: record %d has no data", r.Seq)
 	case len(r.Data) > maxFileSize-128:
@@ -456,7 +451,7 @@ func (s *Spool) Put(r Record) error {
 		replaced = old.Size
 	}
 	room := s.makeRoomLocked
-	if e.Kind == KindSegment {
+	if e.Kind == provenance.KindSegment {
 		room = s.makeSegmentRoomLocked
 	}
 	if err := room(e, replaced); err != nil {
@@ -491,7 +486,7 @@ func (s *Spool) Put(r Record) error {
 func (s *Spool) addLocked(e Entry) {
 	s.pending[e.Seq] = e
 	s.bytes += e.Size
-	if e.Kind == KindSegment {
+	if e.Kind == provenance.KindSegment {
 		s.segBytes += e.Size
 		s.segs++
 	}
@@ -502,7 +497,7 @@ func (s *Spool) addLocked(e Entry) {
 func (s *Spool) forgetLocked(e Entry) {
 	delete(s.pending, e.Seq)
 	s.bytes -= e.Size
-	if e.Kind == KindSegment {
+	if e.Kind == provenance.KindSegment {
 		s.segBytes -= e.Size
 		s.segs--
 	}
@@ -619,7 +614,7 @@ func (s *Spool) oldestLocked(skip uint64, hasSkip, segments bool) (Entry, bool) 
 	found, spared := false, false
 	for seq, e := range s.pending {
 		switch {
-		case hasSkip && seq == skip, segments && e.Kind != KindSegment:
+		case hasSkip && seq == skip, segments && e.Kind != provenance.KindSegment:
 			continue
 		case segments && s.hasInflight && e == s.inflight:
 			spared = true
@@ -644,8 +639,8 @@ func (s *Spool) Next() (Entry, bool) {
 	var best Entry
 	found := false
 	for seq, e := range s.pending {
-		if !found || (e.Kind == KindSegment) == (best.Kind == KindSegment) && seq < best.Seq ||
-			e.Kind != KindSegment && best.Kind == KindSegment {
+		if !found || (e.Kind == provenance.KindSegment) == (best.Kind == provenance.KindSegment) && seq < best.Seq ||
+			e.Kind != provenance.KindSegment && best.Kind == provenance.KindSegment {
 			best, found = e, true
 		}
 	}
