@@ -21,8 +21,8 @@
 // nothing: it costs about one copy of the frame (a raw frame handed off),
 // less for an MJPEG frame (its JPEG's bytes into the ring) and nothing
 // measurable for a frame skipped by the rate or dropped. Encoding allocates
-// what image/jpeg does per image (5 small objects, about 3–16 KB in all at
-// 640x480); its image planes and output buffer are reused.
+// what image/jpeg does per image (5 objects for a colour frame, 1–20 KB
+// measured at 640x480); its image planes and output buffer are reused.
 //
 // The package is not wired into the agent yet; docs/clips.md has the
 // measured figures and the memory the defaults take.
