@@ -227,20 +227,20 @@ func BenchmarkFramePath(b *testing.B) {
 }
 
 // BenchmarkDetectorRate measures whether the detector keeps its frame rate
-// with clips on, on one core (GOMAXPROCS 1, as on a Pi Zero): a camera
-// paced in real time at 30 fps delivers 640x480 YUYV frames, and the frame
-// loop runs the detector's step and then (clips on) Offer, with the encoder
-// goroutine at rate 30 and the default EncodeShare (0.5); slow-encoder
-// encodes each frame four times, so that it wants more than the whole core
-// as a Pi Zero's would at 10 frames/s, with the default share and with
-// share 1 (no rest). An op is one frame. late-ms is how far behind its due
-// time the loop took up a frame, at worst; lost/frame is the share of frames
-// taken up more than two intervals late, which a V4L2 driver with three
-// buffers would have dropped. The figures are wall-clock: on a machine
-// shared with other work they include its scheduling. Run it for a few
-// seconds: -benchtime=300x.
+// with clips on, on one core (GOMAXPROCS 1, as on a Pi Zero), at the agent's
+// defaults: a camera paced in real time at 10 fps delivers 640x480 YUYV
+// frames, and the frame loop runs the detector's step and then (clips on)
+// Offer, with the encoder goroutine at rate 10 and the default EncodeShare
+// (0.5); slow-encoder encodes each frame eight times, so that it wants more
+// than the whole core as a Pi Zero's would, with the default share and
+// with share 1 (no rest). An op is one frame. late-ms is how far behind its
+// due time the loop took up a frame, at worst; lost/frame is the share of
+// frames taken up more than two intervals late, which a V4L2 driver with
+// three buffers would have dropped. The figures are wall-clock: on a
+// machine shared with other work they include its scheduling. Run it for
+// several seconds: -benchtime=100x.
 func BenchmarkDetectorRate(b *testing.B) {
-	const w, h, fps = 640, 480, 30
+	const w, h, fps = 640, 480, 10
 	src := syntheticFrames(b, w, h, 16)
 	for _, mode := range []struct {
 		name  string
@@ -265,7 +265,7 @@ func BenchmarkDetectorRate(b *testing.B) {
 			if mode.slow {
 				e := newEncoder(cfg.Quality)
 				f.encode = func(r *raw) (jpg []byte, err error) {
-					for range 4 {
+					for range 8 {
 						jpg, err = e.encode(r)
 					}
 					return jpg, err
