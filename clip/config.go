@@ -16,17 +16,18 @@ import (
 //     peers default to (Frigate's pre_capture 5 s); at most [MaxPreRoll].
 //   - Rate 10 frames/s: the agent's default capture rate (capture.fps), so
 //     a 10 fps camera's MJPEG frames all go into the ring.
-//   - EncodeShare 0.5: the encoder (a pure-Go JPEG encoder, tens of
-//     milliseconds a 640x480 frame on a small ARM core and more than a
-//     frame interval on a Pi Zero's) rests as long as it worked, so however
-//     slow it is, half of the core is left to the detector and the rest of
-//     the agent; the clip's rate drops instead.
+//   - EncodeShare 0.5: the encoder (image/jpeg, pure Go: 6–28 ms a
+//     640x480 frame on an amd64 server core, so likely more than a frame
+//     interval on a Pi Zero's ARM11, not measured there yet) rests as long
+//     as it worked, so however slow it is, half of the core is left to the
+//     detector and the rest of the agent; the clip's rate drops instead.
 //   - Quality 75: image/jpeg's default, about what UVC cameras use for
-//     MJPEG; a 640x480 frame of an indoor scene is 30–60 KB at it (measured
-//     figures in docs/clips.md).
+//     MJPEG, whose 640x480 frames are typically 30–60 KB; capture's
+//     synthetic scene encodes to 29 KB at it (docs/clips.md).
 //   - MaxFrames 320: [MaxPreRoll] at 30 frames/s (the highest Rate) is 301
 //     frames counting both ends, so the frame cap never cuts a pre-roll
-//     short; the index costs 56 bytes a frame on 64-bit (18 KB).
+//     short; the index costs 40 bytes a frame on 32-bit ARM (13 KB), 56
+//     on 64-bit (18 KB).
 //   - MaxBytes 16 MiB: the longest pre-roll (10 s) at 10 frames/s of
 //     1280x720 MJPEG (100–150 KB a frame), or of 640x480 at 30 frames/s
 //     (300 × 30–50 KB); about 3% of a Pi Zero's RAM, allocated once.
