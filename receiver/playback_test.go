@@ -98,6 +98,9 @@ func (d *testDevice) recordWith(t testing.TB, event, kind string, seq uint64, th
 	t.Helper()
 	p := d.payload(event, kind, seq, thumb)
 	p.Motion = provenance.Motion{Frames: 9, PeakAreaPPM: 40000, Box: [4]int32{100, 90, 200, 150}, Width: 320, Height: 240}
+	if kind == provenance.KindEnd {
+		p.Motion.DurationMs = uint64(len(segments)) * 1000
+	}
 	p.Segments = segments
 	env := d.sign(t, p)
 	return &record{event: event, kind: kind, seq: seq, thumb: thumb, env: env, body: bundle(t, env, thumb)}
