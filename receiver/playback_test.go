@@ -8,7 +8,9 @@ import (
 	"image"
 	"image/color"
 	"image/jpeg"
+	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,9 +60,15 @@ type testClip struct {
 // seq: start, segments, end.
 func (d *testDevice) newTestClip(t testing.TB, event string, seq uint64, nseg, perSeg, preRoll int) *testClip {
 	t.Helper()
+	return d.newTestClipOf(t, event, seq, nseg, perSeg, preRoll, func(k int) []byte { return clipFrameJPEG(t, k) })
+}
+
+// newTestClipOf is newTestClip with frame k made by frame.
+func (d *testDevice) newTestClipOf(t testing.TB, event string, seq uint64, nseg, perSeg, preRoll int, frame func(k int) []byte) *testClip {
+	t.Helper()
 	c := &testClip{event: event}
 	k := 0
-	trigger := clipFrameJPEG(t, preRoll)
+	trigger := frame(preRoll)
 	c.start = d.recordWith(t, event, provenance.KindStart, seq, trigger, nil)
 	var hashes [][]byte
 	for i := range nseg {
@@ -69,7 +77,7 @@ func (d *testDevice) newTestClip(t testing.TB, event string, seq uint64, nseg, p
 		var list []provenance.ClipFrame
 		var ts []int64
 		for range perSeg {
-			f := clipFrameJPEG(t, k)
+			f := frame(k)
 			tu := int64(k-preRoll) * 100_000
 			frames = append(frames, f)
 			list = append(list, provenance.NewClipFrame(f, tu))
@@ -88,7 +96,7 @@ func (d *testDevice) newTestClip(t testing.TB, event string, seq uint64, nseg, p
 		c.frames = append(c.frames, frames)
 		c.tUs = append(c.tUs, ts)
 	}
-	c.end = d.recordWith(t, event, provenance.KindEnd, seq+1, clipFrameJPEG(t, preRoll+2), hashes)
+	c.end = d.recordWith(t, event, provenance.KindEnd, seq+1, frame(preRoll+2), hashes)
 	return c
 }
 
@@ -201,6 +209,8 @@ func TestClipPage(t *testing.T) {
 	holed.upload(e, true, 1, 2)
 	open := d.newTestClip(t, "open", 20, 3, 3, 2)
 	open.upload(e, false)
+	evicted := d.newTestClip(t, "evicted", 30, 3, 2, 1)
+	evicted.upload(e, true, 0, 1, 2)
 
 	page := func(event string) string {
 		t.Helper()
@@ -208,7 +218,9 @@ func TestClipPage(t *testing.T) {
 		if code != http.StatusOK {
 			t.Fatalf("%s: %d %s", event, code, b)
 		}
-		if csp := h.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe-eval") {
+		// The player's script from this origin, only on a page that plays.
+		csp := h.Get("Content-Security-Policy")
+		if scripts := strings.Contains(csp, "script-src 'self'"); scripts != bytes.Contains(b, []byte(`id="player"`)) || strings.Contains(csp, "unsafe-eval") || strings.Contains(csp, "script-src 'unsafe-inline'") {
 			t.Errorf("%s: CSP %q", event, csp)
 		}
 		return string(b)
@@ -231,6 +243,9 @@ func TestClipPage(t *testing.T) {
 	}
 	if p = page("open"); !strings.Contains(p, "Still uploading, or interrupted: no end record yet") || strings.Contains(p, "incomplete") {
 		t.Error("a clip without its end record: page lacks the uploading note")
+	}
+	if p = page("evicted"); !strings.Contains(p, "clip incomplete: 3 segments not delivered") || strings.Contains(p, `id="player"`) || strings.Contains(p, "records.zip") {
+		t.Error("a clip none of whose segments arrived: page lacks the incomplete note, or offers a player or download")
 	}
 	_, list, _ := e.getAs("alice", "/")
 	if !bytes.Contains(list, []byte("start and end records, 3 clip segments")) {
@@ -462,4 +477,76 @@ func readClipDirForTest(t *testing.T, dir string) *testClipDir {
 		c.segments = append(c.segments, provenance.ClipSegment{Envelope: env, Frames: frames})
 	}
 	return c
+}
+
+// BenchmarkClip times the event page of a clip of 20 segments of 50
+// frames of about 50 KB (640×480; 50 MB: 100 s at 10 fps), which verifies
+// every frame of it, and its Matroska download; bytes/s are the clip's.
+func BenchmarkClip(b *testing.B) {
+	dir := b.TempDir()
+	srv, err := Open(Options{Dir: dir})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	d := newDevice(b)
+	if _, err := Enroll(dir, d.pem); err != nil {
+		b.Fatal(err)
+	}
+	if err := Pair(dir, d.id, "alice"); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := (Accounts{Dir: dir}).Add("alice", RoleOwner); err != nil {
+		b.Fatal(err)
+	}
+	cookie, err := srv.NewSession("alice")
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var frames [][]byte
+	for range 8 {
+		img := image.NewRGBA(image.Rect(0, 0, 640, 480))
+		for i := range img.Pix {
+			img.Pix[i] = uint8(rng.IntN(64)) + 96
+		}
+		var buf bytes.Buffer
+		if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 60}); err != nil {
+			b.Fatal(err)
+		}
+		frames = append(frames, buf.Bytes())
+	}
+	c := d.newTestClipOf(b, "big", 1, 20, 50, 30, func(k int) []byte { return frames[k%len(frames)] })
+	for _, r := range append(append([]*record{c.start}, c.segments...), c.end) {
+		if res := srv.Ingest(r.body, Claim{}); res.Status != http.StatusCreated {
+			b.Fatalf("ingest: %d %s", res.Status, res.Reason)
+		}
+	}
+	total := int64(len(bytes.Join(c.all, nil)))
+	h := srv.Handler()
+	get := func(b *testing.B, path string) int {
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		req.Host = "localhost"
+		req.AddCookie(cookie)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != http.StatusOK {
+			b.Fatalf("%s: %d %s", path, w.Code, w.Body.Bytes())
+		}
+		return w.Body.Len()
+	}
+	b.Run("page", func(b *testing.B) {
+		b.SetBytes(total)
+		for b.Loop() {
+			get(b, "/events/"+d.id+"/big")
+		}
+	})
+	b.Run("mkv", func(b *testing.B) {
+		b.SetBytes(total)
+		n := 0
+		for b.Loop() {
+			n = get(b, "/events/"+d.id+"/big/clip.mkv")
+		}
+		b.ReportMetric(float64(n-int(total))/float64(len(c.all)), "overhead-B/frame")
+	})
 }
