@@ -3,6 +3,7 @@ package receiver
 import (
 	"archive/zip"
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	_ "embed" // the player's script
 	"encoding/hex"
@@ -89,7 +90,7 @@ func (s *Server) eventClip(reg *registry, recs []*indexEntry) (*clipInfo, string
 	if len(segs) == 0 && ci.listed <= 0 {
 		return nil, ""
 	}
-	slices.SortFunc(segs, func(a, b *indexEntry) int { return int(int64(*a.Segment) - int64(*b.Segment)) })
+	slices.SortFunc(segs, func(a, b *indexEntry) int { return cmp.Compare(*a.Segment, *b.Segment) })
 	var prev *provenance.ClipSegment
 	for _, e := range segs {
 		env, media, v, reason := verifyStoredFull(s.dir, reg, e)
@@ -377,8 +378,11 @@ func (s *Server) handleClipMKV(w http.ResponseWriter, r *http.Request, u *user) 
 	case ci.problem != "":
 		writeLine(w, http.StatusConflict, "the clip does not verify: "+ci.problem)
 		return
-	case !ci.jpegOnly() || ci.width == 0:
+	case !ci.jpegOnly():
 		writeLine(w, http.StatusConflict, "the clip's frames are not JPEG: no Matroska file")
+		return
+	case ci.width == 0:
+		writeLine(w, http.StatusConflict, "the clip's first frame has no readable JPEG size: no Matroska file")
 		return
 	case ci.frames > mkv.MaxFrames:
 		writeLine(w, http.StatusConflict, fmt.Sprintf("the clip has %d frames, a download at most %d", ci.frames, mkv.MaxFrames))

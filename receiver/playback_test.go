@@ -550,3 +550,23 @@ func BenchmarkClip(b *testing.B) {
 		b.ReportMetric(float64(n-int(total))/float64(len(c.all)), "overhead-B/frame")
 	})
 }
+
+// TestIndexSegmentField: an index line's segment index goes with kind
+// segment only; a segment line without one (stored by a receiver that kept
+// one segment per event) is read, named by its kind as it was stored.
+func TestIndexSegmentField(t *testing.T) {
+	d := newDevice(t)
+	line := func(kind, seg string) []byte {
+		return fmt.Appendf(nil, `{"device":%q,"event":"ev","kind":%q,"seq":1,"time_unix_ms":0,"clock":"synced","boot":"b","keystore":"file","duration_ms":0,"peak_area_ppm":0,"media":[],"envelope_sha256":"%s","received_at":"2025-11-24T12:00:00Z"%s}`,
+			d.id, kind, strings.Repeat("ab", 32), seg)
+	}
+	if e, err := parseIndexLine(line("segment", `,"segment":7`)); err != nil || e.name() != "segment-7" || !strings.HasSuffix(envelopePath("/d", e), "ev-segment-7.cose") {
+		t.Errorf("a segment line: %v", err)
+	}
+	if e, err := parseIndexLine(line("segment", "")); err != nil || e.name() != "segment" {
+		t.Errorf("a segment line without its index: %v", err)
+	}
+	if _, err := parseIndexLine(line("start", `,"segment":0`)); err == nil || !strings.Contains(err.Error(), "segment index 0") {
+		t.Errorf("a start line with a segment index: %v", err)
+	}
+}

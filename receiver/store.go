@@ -124,8 +124,11 @@ func (e *indexEntry) check() error {
 		return fmt.Errorf("event %q is not a valid ID", e.Event)
 	case !provenance.ValidKind(e.Kind):
 		return fmt.Errorf("kind %q is not start, end, segment or rotate", e.Kind)
-	case (e.Kind == provenance.KindSegment) != (e.Segment != nil):
-		return fmt.Errorf("segment with kind %q (a segment record has its index, other kinds none)", e.Kind)
+	case e.Segment != nil && e.Kind != provenance.KindSegment:
+		// A segment line without its index was written by a receiver
+		// that stored one segment per event (its files are named by the
+		// kind alone); it is read as it was stored.
+		return fmt.Errorf("segment index %d with kind %q (only a segment record has one)", *e.Segment, e.Kind)
 	case (e.Kind == provenance.KindRotate) != (e.NextDevice != ""):
 		return fmt.Errorf("next_device %q with kind %q (a rotate record has one, other kinds none)", e.NextDevice, e.Kind)
 	case e.NextDevice != "" && !ValidDeviceID(e.NextDevice):
