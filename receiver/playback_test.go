@@ -570,3 +570,69 @@ func TestIndexSegmentField(t *testing.T) {
 		t.Errorf("a start line with a segment index: %v", err)
 	}
 }
+
+// tamperOnWrite is a ResponseWriter that runs tamper once, at the first
+// write of the body: the stored files change while a download streams.
+type tamperOnWrite struct {
+	*httptest.ResponseRecorder
+	tamper func()
+	done   bool
+}
+
+func (w *tamperOnWrite) Write(p []byte) (int, error) {
+	if !w.done {
+		w.done = true
+		w.tamper()
+	}
+	return w.ResponseRecorder.Write(p)
+}
+
+// TestClipDownloadCutOff: a segment's file changed on disk after the
+// download verified it is not sent: the download is cut off (the handler
+// aborts), counted as corrupt media.
+func TestClipDownloadCutOff(t *testing.T) {
+	e := newEnv(t, Options{})
+	d := newDevice(t)
+	e.enroll(d, "alice")
+	c := d.newTestClip(t, "cut", 1, 3, 6, 4) // 18 frames, each its own
+	c.upload(e, true)
+	cookie := e.cookieOf("alice")
+	for _, p := range []string{"clip.mkv", "records.zip"} {
+		path := filepath.Join(e.dir, eventsDir, d.id, "cut-segment-2.0.mjpeg")
+		orig, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := httptest.NewRequest(http.MethodGet, "/events/"+d.id+"/cut/"+p, nil)
+		req.Host = "localhost"
+		req.AddCookie(cookie)
+		w := &tamperOnWrite{ResponseRecorder: httptest.NewRecorder(), tamper: func() {
+			bad := bytes.Clone(orig)
+			bad[len(bad)/2] ^= 1
+			if err := os.WriteFile(path, bad, 0o600); err != nil {
+				t.Error(err)
+			}
+		}}
+		before := e.srv.Stats().CorruptMedia
+		got := func() (r any) {
+			defer func() { r = recover() }()
+			e.srv.Handler().ServeHTTP(w, req)
+			return nil
+		}()
+		if got != http.ErrAbortHandler {
+			t.Errorf("%s with segment 2 changed while streaming: %v, want the handler aborted", p, got)
+		}
+		if bytes.Contains(w.Body.Bytes(), c.frames[2][0]) {
+			t.Errorf("%s: segment 2's frames were sent after its file changed", p)
+		}
+		if !bytes.Contains(w.Body.Bytes(), c.frames[0][0]) {
+			t.Errorf("%s: the download did not begin before the change (the test proves nothing)", p)
+		}
+		if e.srv.Stats().CorruptMedia != before+1 {
+			t.Errorf("%s: corrupt media counted %d, want %d", p, e.srv.Stats().CorruptMedia, before+1)
+		}
+		if err := os.WriteFile(path, orig, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
