@@ -87,7 +87,7 @@ func CheckStore(dir string) (Report, error) {
 		}
 		if reason := checkRecord(dir, reg, l.entry); reason != "" {
 			e := l.entry
-			rep.Problems = append(rep.Problems, Problem{Line: l.n, Device: e.Device, Event: e.Event, Kind: e.Kind, Reason: reason})
+			rep.Problems = append(rep.Problems, Problem{Line: l.n, Device: e.Device, Event: e.Event, Kind: e.name(), Reason: reason})
 			continue
 		}
 		rep.Verified++
@@ -152,6 +152,8 @@ func checkVerified(reg *registry, e *indexEntry, v *provenance.Verified) string 
 		return fmt.Sprintf("signed seq %d, index says %d", p.Seq, e.Seq)
 	case v.NextDevice != e.NextDevice:
 		return fmt.Sprintf("signed rotation to device %q, index says %q", v.NextDevice, e.NextDevice)
+	case p.Kind == provenance.KindSegment && (p.Segment == nil || e.Segment == nil || p.Segment.Index != *e.Segment):
+		return "signed segment index does not match the index"
 	case hex.EncodeToString(v.Hash[:]) != e.Envelope:
 		return "envelope hash does not match the index"
 	case len(p.Media) != len(e.Media):

@@ -111,16 +111,33 @@ func newEventRow(g *eventGroup) eventRow {
 		r.Captured = time.UnixMilli(start.TimeUnixMs).UTC().Format("2006-01-02 15:04:05.000 UTC")
 	}
 	var kinds, seqs []string
+	segments := 0
 	for _, e := range g.records {
 		if e.Clock != provenance.ClockSynced {
 			r.Unsynced = true
 		}
+		if e.Kind == provenance.KindSegment {
+			segments++ // counted, not listed: a clip has many
+			continue
+		}
 		kinds = append(kinds, e.Kind)
 		seqs = append(seqs, strconv.FormatUint(e.Seq, 10))
 	}
-	r.Kinds = strings.Join(kinds, " and ") + " record"
-	if len(kinds) > 1 {
-		r.Kinds += "s"
+	if len(kinds) > 0 {
+		r.Kinds = strings.Join(kinds, " and ") + " record"
+		if len(kinds) > 1 {
+			r.Kinds += "s"
+		}
+	}
+	if segments > 0 {
+		if r.Kinds != "" {
+			r.Kinds += ", "
+		}
+		r.Kinds += strconv.Itoa(segments) + " clip segment"
+		if segments > 1 {
+			r.Kinds += "s"
+		}
+		seqs = append(seqs, "+"+strconv.Itoa(segments)+" segment(s)")
 	}
 	r.Seqs = strings.Join(seqs, ", ")
 	switch {
@@ -205,6 +222,7 @@ const eventTemplates = pageHead + `
 <dt>zones</dt><dd class="muted">The signed record does not name the camera's zones (they are in the camera's configuration), so none are drawn; the box is the motion the detector saw.</dd>
 </dl>
 {{if .OneImage}}<p class="muted" id="oneimage">{{.OneImage}}</p>{{end}}
+{{with .Clip}}` + clipTemplate + `{{end}}
 <div class="frames">
 {{range .Records}}
 <section class="frame" id="{{.Kind}}">
@@ -230,7 +248,7 @@ const eventTemplates = pageHead + `
 </div>
 <h2>Delete this event</h2>
 <form method="post" action="{{.DeleteURL}}" id="delete">
-<label><input type="checkbox" name="confirm" value="yes" required> delete its {{len .Records}} record(s), images and envelopes from this receiver</label>
+<label><input type="checkbox" name="confirm" value="yes" required> delete its {{.RecordCount}} record(s), images{{if .Clip}}, clip{{end}} and envelopes from this receiver</label>
 <button>Delete</button>
 <p class="muted small">The receiver keeps a line saying the event was deleted (so the camera cannot upload it again), nothing of its content. Copies you downloaded are yours.</p>
 </form>
@@ -271,6 +289,9 @@ func (s *Server) renderPage(w http.ResponseWriter, status int, name string, data
 		return
 	}
 	setPageHeaders(w)
+	if p, ok := data.(*eventPage); ok && p.Clip != nil && p.Clip.Playable {
+		w.Header().Set("Content-Security-Policy", passkeyPageCSP) // the player's script, from this origin, and its fetches
+	}
 	w.WriteHeader(status)
 	if _, err := w.Write(buf.Bytes()); err != nil {
 		s.log.Debug("receiver: write page", "err", err)
@@ -285,6 +306,8 @@ type eventPage struct {
 	Started, Duration, Motion     string
 	OneImage                      string // why only one image is shown, or ""
 	Records                       []recordPage
+	RecordCount                   int       // every record, the clip's segments too
+	Clip                          *clipPage // nil: the event has no clip
 	DeleteURL                     string
 }
 
@@ -368,7 +391,11 @@ func (s *Server) handleEventPage(w http.ResponseWriter, r *http.Request, u *user
 	}
 	images := 0
 	var start, end *indexEntry
+	p.RecordCount = len(recs)
 	for _, e := range recs {
+		if e.Kind == provenance.KindSegment {
+			continue // verified with its clip, below
+		}
 		env, media, v, reason := verifyStoredFull(s.dir, reg, e)
 		if reason != "" {
 			s.mu.Lock()
@@ -397,7 +424,22 @@ func (s *Server) handleEventPage(w http.ResponseWriter, r *http.Request, u *user
 		}
 		p.Records = append(p.Records, rp)
 	}
+	ci, reason := s.eventClip(reg, recs)
+	if reason != "" {
+		s.mu.Lock()
+		s.stats.CorruptMedia++
+		s.mu.Unlock()
+		s.log.Error("receiver: stored segment record no longer verifies; not serving it", "device", device, "event", event, "reason", reason)
+		writeLine(w, http.StatusInternalServerError, "stored record does not match its signature")
+		return
+	}
+	if ci != nil {
+		p.Clip = newClipPage(ci, device, event)
+	}
 	first := recs[0]
+	if start != nil {
+		first = start
+	}
 	p.Started = time.UnixMilli(first.TimeUnixMs).UTC().Format("2006-01-02 15:04:05.000 UTC")
 	if first.Kind == provenance.KindRotate {
 		p.Duration = "a key rotation, not motion"

@@ -43,7 +43,7 @@ const (
 type deletion struct {
 	Device string    `json:"device"`
 	Event  string    `json:"event"`
-	Kind   string    `json:"kind"`
+	Kind   string    `json:"kind"` // the record's name: its kind, or segment-<index> (indexEntry.name)
 	At     time.Time `json:"at"`
 	By     string    `json:"by"` // deletedByOwner or deletedByRetention
 	Owner  string    `json:"owner"`
@@ -149,7 +149,7 @@ func (s *Server) deleteRecords(es []*indexEntry, owner, by string) (int, error) 
 	var buf bytes.Buffer
 	now := s.clk.Now().UTC()
 	for _, e := range es {
-		b, err := json.Marshal(deletion{Device: e.Device, Event: e.Event, Kind: e.Kind, At: now, By: by, Owner: owner})
+		b, err := json.Marshal(deletion{Device: e.Device, Event: e.Event, Kind: e.name(), At: now, By: by, Owner: owner})
 		if err != nil {
 			return 0, fmt.Errorf("receiver: deletion: %w", err)
 		}

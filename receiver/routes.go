@@ -143,6 +143,11 @@ func (s *Server) routes() []route {
 		{pattern: "GET /settings", access: accessSignedIn, serve: s.handleSettings},
 		{pattern: "POST /settings", access: accessSignedIn, serve: s.handleSettings},
 		{pattern: "GET /static/events.js", access: accessAnonymous, serve: s.handleEventsJS},
+		// An event's clip (playback.go): the player's script; the clip as a
+		// Matroska file and its records as a zip, re-verified as they go.
+		{pattern: "GET /static/playback.js", access: accessAnonymous, serve: s.handlePlayerJS},
+		{pattern: "GET /events/{device}/{event}/clip.mkv", access: accessOwner, data: true, serve: s.handleClipMKV},
+		{pattern: "GET /events/{device}/{event}/records.zip", access: accessOwner, data: true, serve: s.handleClipRecords},
 
 		// For monitors and browsers: "ok" or not, and the icon.
 		{pattern: "GET /healthz", access: accessAnonymous, serve: s.handleHealth},

@@ -75,6 +75,8 @@ func TestRouteTable(t *testing.T) {
 	rb := b.record(t, "bob-ev", provenance.KindStart, 1)
 	e.mustUpload(ra, http.StatusCreated)
 	e.mustUpload(rb, http.StatusCreated)
+	// A segment of alice's event: its clip is served (clip.mkv, records.zip).
+	e.mustUpload(a.newTestClip(t, ra.event, 2, 1, 2, 1).segments[0], http.StatusCreated)
 	e.account("alice", RoleOwner)
 	e.account("bob", RoleOwner)
 	e.account("ops", RoleAdmin)

@@ -873,7 +873,7 @@ func (s *Server) admitRecord(e *indexEntry, v *provenance.Verified, adm admissio
 		if e.Seq <= s.maxSeq[e.Device] {
 			return false, reject(http.StatusConflict, ReasonReplay, "replay: seq %d ≤ %d", e.Seq, s.maxSeq[e.Device])
 		}
-		return false, reject(http.StatusConflict, ReasonConflict, "event %s kind %s of device %s is already stored with other content (seq %d)", e.Event, e.Kind, e.Device, old.Seq)
+		return false, reject(http.StatusConflict, ReasonConflict, "event %s record %s of device %s is already stored with other content (seq %d)", e.Event, e.name(), e.Device, old.Seq)
 	}
 	if max, ok := s.maxSeq[e.Device]; ok && e.Seq <= max {
 		if e.Kind != provenance.KindSegment {

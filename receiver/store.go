@@ -18,8 +18,10 @@ import (
 )
 
 // The store keeps every verified record as files under
-// Dir/events/<device>/: <event>-<kind>.cose (the envelope, byte for byte as
-// received) and <event>-<kind>.<i>.<ext> (media by index, e.g. .0.jpg). An
+// Dir/events/<device>/: <event>-<name>.cose (the envelope, byte for byte as
+// received) and <event>-<name>.<i>.<ext> (media by index, e.g. .0.jpg),
+// where the name is the kind ("start", "end", "rotate") or, for a segment
+// record, "segment-<index>" (its frames: <event>-segment-3.0.mjpeg). An
 // append-only index, Dir/index.jsonl, holds one JSON line per stored record;
 // a record counts as stored once its index line is on disk (files first, then
 // the line, each fsynced). The index is read back into memory by Open, and
@@ -49,6 +51,7 @@ type indexEntry struct {
 	ReceivedAt time.Time    `json:"received_at"`
 	NextDevice string       `json:"next_device,omitempty"` // a rotate record: the device ID of the new key
 	Source     *indexSource `json:"source,omitempty"`      // the frames' source the payload names; nil: none named
+	Segment    *uint32      `json:"segment,omitempty"`     // a segment record: its signed segment.index
 
 	deleted bool // named in deleted.jsonl (retention.go): shown to no one
 }
@@ -91,8 +94,24 @@ type indexMedia struct {
 	SHA256 string `json:"sha256"` // hex, from the verified payload
 }
 
-// key identifies a record: a device's event and kind.
-func (e *indexEntry) key() string { return recordKey(e.Device, e.Event, e.Kind) }
+// key identifies a record: a device's event and name.
+func (e *indexEntry) key() string { return recordKey(e.Device, e.Event, e.name()) }
+
+// name names a record among its event's: its kind, and for a segment
+// record "segment-" and its index ("segment-0", "segment-1", ...), since an
+// event has one start and one end but many segments. Files, URLs and
+// deletions name a record by it.
+func (e *indexEntry) name() string {
+	if e.Segment != nil {
+		return segmentName(*e.Segment)
+	}
+	return e.Kind
+}
+
+// segmentName is the name of segment index of an event.
+func segmentName(index uint32) string {
+	return provenance.KindSegment + "-" + strconv.FormatUint(uint64(index), 10)
+}
 
 func recordKey(device, event, kind string) string { return device + "/" + event + "/" + kind }
 
@@ -104,7 +123,12 @@ func (e *indexEntry) check() error {
 	case !provenance.ValidID(e.Event):
 		return fmt.Errorf("event %q is not a valid ID", e.Event)
 	case !provenance.ValidKind(e.Kind):
-		return fmt.Errorf("kind %q is not start, end or rotate", e.Kind)
+		return fmt.Errorf("kind %q is not start, end, segment or rotate", e.Kind)
+	case e.Segment != nil && e.Kind != provenance.KindSegment:
+		// A segment line without its index was written by a receiver
+		// that stored one segment per event (its files are named by the
+		// kind alone); it is read as it was stored.
+		return fmt.Errorf("segment index %d with kind %q (only a segment record has one)", *e.Segment, e.Kind)
 	case (e.Kind == provenance.KindRotate) != (e.NextDevice != ""):
 		return fmt.Errorf("next_device %q with kind %q (a rotate record has one, other kinds none)", e.NextDevice, e.Kind)
 	case e.NextDevice != "" && !ValidDeviceID(e.NextDevice):
@@ -143,6 +167,10 @@ func entryFromVerified(v *provenance.Verified, received time.Time) *indexEntry {
 	if s := p.Source; s != nil {
 		e.Source = &indexSource{Kind: s.Kind, Name: s.Name, Bus: s.Bus}
 	}
+	if p.Kind == provenance.KindSegment && p.Segment != nil {
+		idx := p.Segment.Index
+		e.Segment = &idx
+	}
 	for i, m := range p.Media {
 		e.Media[i] = indexMedia{Role: m.Role, Type: m.Type, Size: m.Size, SHA256: hex.EncodeToString(m.SHA256)}
 	}
@@ -158,18 +186,20 @@ func mediaExt(typ string) string {
 		return "png"
 	case provenance.ProofMediaType:
 		return "cose"
+	case provenance.FramesMediaType:
+		return "mjpeg"
 	}
 	return "bin"
 }
 
 // envelopePath is where a record's envelope is stored.
 func envelopePath(dir string, e *indexEntry) string {
-	return filepath.Join(dir, eventsDir, e.Device, e.Event+"-"+e.Kind+".cose")
+	return filepath.Join(dir, eventsDir, e.Device, e.Event+"-"+e.name()+".cose")
 }
 
 // mediaPath is where a record's i-th media object is stored.
 func mediaPath(dir string, e *indexEntry, i int) string {
-	return filepath.Join(dir, eventsDir, e.Device, e.Event+"-"+e.Kind+"."+strconv.Itoa(i)+"."+mediaExt(e.Media[i].Type))
+	return filepath.Join(dir, eventsDir, e.Device, e.Event+"-"+e.name()+"."+strconv.Itoa(i)+"."+mediaExt(e.Media[i].Type))
 }
 
 // indexHandle is the open index: an *os.File, or in a test one that records

@@ -398,7 +398,7 @@ func (s *Server) handleOwnerEnvelope(w http.ResponseWriter, r *http.Request, u *
 	h := w.Header()
 	h.Set("Content-Type", `application/cose; cose-type="cose-sign1"`)
 	// The name is made of IDs (letters, digits, '-', '_'): nothing to quote.
-	h.Set("Content-Disposition", `attachment; filename="`+e.Device+"-"+e.Event+"-"+e.Kind+`.cose"`)
+	h.Set("Content-Disposition", `attachment; filename="`+e.Device+"-"+e.Event+"-"+e.name()+`.cose"`)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
 	h.Set("Cache-Control", "no-store")

@@ -1,0 +1,130 @@
+"use strict";
+// The event page's clip player: it fetches each segment's frames (the
+// segment's media object, the JPEGs concatenated), cuts them by the sizes
+// the signed records list, and draws the frame of each moment on a canvas
+// at its signed time (t_us, relative to the trigger). The bar scrubs.
+(function () {
+  var box = document.getElementById("player");
+  if (!box || !box.dataset.clip) { return; }
+  var m = JSON.parse(box.dataset.clip);
+  var canvas = document.getElementById("clipcanvas");
+  var ctx = canvas.getContext("2d");
+  var scrub = document.getElementById("scrub");
+  var play = document.getElementById("play");
+  var label = document.getElementById("cliptime");
+  var load = document.getElementById("clipload");
+
+  // Every frame in clip order: its time, segment and place in its media.
+  var frames = [];
+  m.segments.forEach(function (s, si) {
+    var off = 0;
+    s.frames.forEach(function (f) {
+      frames.push({t: f[1], seg: si, off: off, size: f[0]});
+      off += f[0];
+    });
+  });
+  var blobs = new Array(m.segments.length);
+  var loaded = 0, failed = 0;
+
+  // The last frame at or before t (microseconds), by binary search.
+  function frameAt(t) {
+    var lo = 0, hi = frames.length - 1;
+    if (t <= frames[0].t) { return 0; }
+    while (lo < hi) {
+      var mid = (lo + hi + 1) >> 1;
+      if (frames[mid].t <= t) { lo = mid; } else { hi = mid - 1; }
+    }
+    return lo;
+  }
+
+  function fmt(us) {
+    var s = (Math.abs(us) / 1e6).toFixed(3);
+    return (us < 0 ? "\u2212" : "+") + s + " s";
+  }
+
+  var shown = -1, want = -1, busy = false;
+  function show(i) {
+    want = i;
+    var f = frames[i];
+    var what = f.t < 0 ? "pre-roll" : (f.t === m.trigger_us ? "trigger frame" : "after the trigger");
+    label.textContent = "frame " + (i + 1) + " of " + frames.length + ", " + fmt(f.t) + " (" + what + ")";
+    label.dataset.phase = f.t < 0 ? "preroll" : (f.t === m.trigger_us ? "trigger" : "after");
+    draw();
+  }
+  function draw() {
+    if (busy || want === shown || want < 0) { return; }
+    var i = want, f = frames[i], b = blobs[f.seg];
+    if (!b) { return; } // drawn when its segment arrives
+    busy = true;
+    createImageBitmap(b.slice(f.off, f.off + f.size, "image/jpeg")).then(function (bmp) {
+      ctx.drawImage(bmp, 0, 0, canvas.width, canvas.height);
+      bmp.close();
+      shown = i;
+      canvas.dataset.frame = String(i);
+    }).catch(function () {
+      shown = i;
+      canvas.dataset.frame = "error";
+    }).finally(function () {
+      busy = false;
+      draw();
+    });
+  }
+
+  // Playing: the wall clock since play, added to where it began.
+  var playing = false, t0 = 0, wall0 = 0;
+  function tick(now) {
+    if (!playing) { return; }
+    var t = t0 + (now - wall0) * 1000;
+    if (t >= m.last_us) {
+      t = m.last_us;
+      stop();
+    }
+    scrub.value = String(Math.round(t / 1000));
+    var i = frameAt(t);
+    if (i !== want) { show(i); }
+    if (playing) { requestAnimationFrame(tick); }
+  }
+  function start() {
+    var t = Number(scrub.value) * 1000;
+    if (t >= m.last_us) { t = m.first_us; }
+    t0 = t;
+    wall0 = performance.now();
+    playing = true;
+    play.textContent = "Pause";
+    requestAnimationFrame(tick);
+  }
+  function stop() {
+    playing = false;
+    play.textContent = "Play";
+  }
+  play.addEventListener("click", function () { if (playing) { stop(); } else { start(); } });
+  scrub.addEventListener("input", function () {
+    stop();
+    show(frameAt(Number(scrub.value) * 1000));
+  });
+
+  function progress() {
+    load.textContent = loaded + " of " + m.segments.length + " segment(s) loaded" + (failed ? ", " + failed + " failed" : "");
+    box.dataset.loaded = String(loaded);
+  }
+  progress();
+  show(0);
+  // One segment at a time, in order: the first frames can be drawn early.
+  m.segments.reduce(function (p, s, si) {
+    return p.then(function () {
+      return fetch(s.url, {credentials: "same-origin", cache: "no-store"}).then(function (r) {
+        if (!r.ok) { throw new Error(r.status); }
+        return r.blob();
+      }).then(function (b) {
+        blobs[si] = b;
+        loaded++;
+      }).catch(function () {
+        failed++;
+      }).finally(function () {
+        progress();
+        shown = -1;
+        draw();
+      });
+    });
+  }, Promise.resolve());
+})();
