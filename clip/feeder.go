@@ -159,6 +159,10 @@ func (f *Feeder) fail(err error) error {
 // ErrRunning is returned by a second concurrent [Feeder.Run].
 var ErrRunning = errors.New("clip: feeder encoder already running")
 
+// maxRest caps the encoder's rest after one frame: no encode takes seconds,
+// so a longer one was measured across a clock step.
+const maxRest = time.Second
+
 // Run is the encoder: it encodes the frames Offer hands it and pushes them
 // into the ring, resting after each for its EncodeShare, until ctx ends
 // (returning ctx.Err()). A frame that fails (its JPEG larger than the ring)
@@ -183,6 +187,10 @@ func (f *Feeder) Run(ctx context.Context) error {
 			if rest <= 0 {
 				continue
 			}
+			// A wall clock stepped during an encode (NTP on a board
+			// without RTC, a clock without a monotonic reading) must
+			// not put the encoder to sleep for years.
+			rest = min(rest, maxRest)
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
