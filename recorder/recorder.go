@@ -105,6 +105,17 @@ func (r *Recorder) Chain() board.Chain {
 // the chain state is saved leaves the chain where it was; a failure to spool
 // leaves a gap.
 func (r *Recorder) Record(p *provenance.Payload, media [][]byte) (uploader.Record, error) {
+	rec, _, err := r.RecordHashed(p, media)
+	return rec, err
+}
+
+// RecordHashed is Record that also returns the record's hash (the SHA-256
+// of its envelope, docs/envelope.md §5), which an end record lists for each
+// segment of its event's clip. When only the spooling failed, the hash is
+// returned with the error: the record was signed and the chain moved past
+// it, so a list that names it says truly that it was made and not
+// delivered.
+func (r *Recorder) RecordHashed(p *provenance.Payload, media [][]byte) (uploader.Record, [32]byte, error) {
 	return r.commit(p, func() (*provenance.Bundle, error) {
 		env, err := provenance.SignWithChain(r.cfg.Rand, r.cfg.Key, p, r.certChain())
 		if err != nil {
@@ -118,9 +129,10 @@ func (r *Recorder) Record(p *provenance.Payload, media [][]byte) (uploader.Recor
 // device's identity from the key to next (provenance.Rotate), as Record
 // does. p gives Device, Event, Boot, Time and KeyStore.
 func (r *Recorder) Rotate(next crypto.Signer, p *provenance.Payload) (uploader.Record, error) {
-	return r.commit(p, func() (*provenance.Bundle, error) {
+	rec, _, err := r.commit(p, func() (*provenance.Bundle, error) {
 		return provenance.Rotate(r.cfg.Rand, r.cfg.Key, next, p, r.certChain())
 	})
+	return rec, err
 }
 
 func (r *Recorder) certChain() [][]byte {
@@ -131,29 +143,31 @@ func (r *Recorder) certChain() [][]byte {
 }
 
 // commit is the rule: sign the next record, save the chain, then spool.
-func (r *Recorder) commit(p *provenance.Payload, sign func() (*provenance.Bundle, error)) (uploader.Record, error) {
+func (r *Recorder) commit(p *provenance.Payload, sign func() (*provenance.Bundle, error)) (uploader.Record, [32]byte, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p.Seq, p.Prev = r.chain.Next, r.chain.Prev
 	b, err := sign()
 	if err != nil {
-		return uploader.Record{}, err
+		return uploader.Record{}, [32]byte{}, err
 	}
 	data, err := b.Marshal()
 	if err != nil {
-		return uploader.Record{}, err
+		return uploader.Record{}, [32]byte{}, err
 	}
 	// The chain advances durably before the record is spooled: after a crash a
 	// sequence number may be skipped, never reused.
 	h := provenance.HashEnvelope(b.Envelope)
 	next := board.Chain{Next: p.Seq + 1, Prev: h[:]}
 	if err := r.cfg.Chain.Save(next); err != nil {
-		return uploader.Record{}, fmt.Errorf("recorder: %w", err)
+		return uploader.Record{}, [32]byte{}, fmt.Errorf("recorder: %w", err)
 	}
 	r.chain = next
 	rec := uploader.Record{Seq: p.Seq, Event: p.Event, Kind: p.Kind, Data: data}
 	if err := r.cfg.Spool.Put(rec); err != nil {
-		return uploader.Record{}, fmt.Errorf("recorder: %w", err)
+		// Signed and chained, not spooled: the hash names the record
+		// that will never arrive.
+		return uploader.Record{}, h, fmt.Errorf("recorder: %w", err)
 	}
-	return rec, nil
+	return rec, h, nil
 }
