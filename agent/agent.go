@@ -165,6 +165,7 @@ type Agent struct {
 	up     *uploader.Uploader
 	rec    *recorder.Recorder // signs, advances the chain, then spools
 	recs   *recordQueue       // the frame loop's records (and snapshots), made off the frame path
+	clips  *clipper           // events' clips; nil with clip.enabled = false
 	thumb  bytes.Buffer       // the record worker's thumbnail buffer
 
 	health health
@@ -243,6 +244,13 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger, start: deps.Clock.Now()}
 	a.recs = newRecordQueue(a.work)
+	if cfg.ClipEnabled {
+		c, err := newClipper(&cfg, deps.Clock)
+		if err != nil {
+			return nil, fmt.Errorf("agent: clips: %w", err)
+		}
+		a.clips = c
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("agent: data dir: %w", err)
 	}
@@ -384,6 +392,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer func() {
 			if err := a.deps.Service.Stopping(); err != nil {
 				a.log.Warn("cannot tell the service manager the agent is stopping", "err", err)
+			}
+		}()
+	}
+	if a.clips != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.clips.feeder.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				a.log.Error("clip encoder stopped", "err", err)
 			}
 		}()
 	}
@@ -649,7 +666,7 @@ func (a *Agent) capture(ctx context.Context) error {
 	var bestStamp recorder.Stamp
 	var bestSrc *provenance.Source
 	var event string
-	var last time.Time
+	var last, nextCut time.Time
 	for {
 		err := src.Next(ctx, &frame)
 		if err != nil {
@@ -665,6 +682,11 @@ func (a *Agent) capture(ctx context.Context) error {
 		a.health.frame(a.deps.Clock.Now())
 		a.frames.Add(1)
 		a.snapshot(&frame)
+		if a.clips != nil {
+			// Errors are counted by the feeder (bad frames); the
+			// detector goes on.
+			_ = a.clips.feeder.Offer(&frame)
+		}
 		pix, stride, step := frame.LumaPlane()
 		res := det.StepPlane(pix, frame.Width, frame.Height, stride, step)
 		d := life.Observe(frame.Time, res)
@@ -676,7 +698,17 @@ func (a *Agent) capture(ctx context.Context) error {
 			if event, err = newEventID(frame.Time, a.deps.Rand); err != nil {
 				return err
 			}
-			a.hand(job{kind: provenance.KindStart, event: event, sum: d.Summary, stamp: a.stamp.Now(), src: a.src}, &frame)
+			j := job{kind: provenance.KindStart, event: event, sum: d.Summary, stamp: a.stamp.Now(), src: a.src}
+			if a.clips != nil {
+				// The run-up is in the ring now: the worker may come to
+				// this job seconds later.
+				j.cursor = a.clips.ring.Cursor(d.Summary.Start)
+				nextCut = frame.Time.Add(a.clips.segment)
+			}
+			a.hand(j, &frame)
+		} else if event != "" && a.clips != nil && !frame.Time.Before(nextCut) {
+			a.recs.cut(job{kind: jobCut, event: event, until: frame.Time})
+			nextCut = frame.Time.Add(a.clips.segment)
 		}
 		if d.Best {
 			frame.CopyTo(&best)
@@ -711,18 +743,26 @@ func (a *Agent) hand(j job, f *capture.Frame) {
 
 // work does one job of the record worker, on its goroutine.
 func (a *Agent) work(j job, f *capture.Frame) {
-	if j.kind == jobSnapshot {
+	switch {
+	case j.kind == jobSnapshot:
 		a.publishSnapshot(f)
-		return
+	case j.kind == jobCut:
+		a.clipCut(j.event, j.until)
+	case j.kind == provenance.KindEnd && a.clips != nil:
+		a.emit(j.event, j.kind, f, j.sum, j.stamp, j.src, a.clipEnd(j.event, j.sum.End))
+	default:
+		a.emit(j.event, j.kind, f, j.sum, j.stamp, j.src, nil)
+		if j.cursor != nil {
+			a.clipBegin(j, f.Time, f.Width, f.Height)
+		}
 	}
-	a.emit(j.event, j.kind, f, j.sum, j.stamp, j.src)
 }
 
 // emit makes one signed record of the event from frame and spools it. Errors
 // are logged: a record that cannot be made is lost, and says so. It runs on
 // the record worker.
-func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary, st recorder.Stamp, src *provenance.Source) {
-	thumb, err := a.record(event, kind, f, s, st, src)
+func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary, st recorder.Stamp, src *provenance.Source, segments [][]byte) {
+	thumb, err := a.record(event, kind, f, s, st, src, segments)
 	if err != nil {
 		a.log.Error("event record lost", "event", event, "kind", kind, "err", err)
 		return
@@ -736,6 +776,9 @@ func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary, st 
 		a.pub.offer(notice{hasMotion: true, motion: kind == provenance.KindStart, thumb: thumb})
 	}
 	attrs := []any{"event", event, "seq", a.rec.Chain().Next - 1, "area_ppm", s.PeakAreaPPM, "frames", s.MotionFrames, "duration", s.End.Sub(s.Start).Round(time.Millisecond)}
+	if len(segments) > 0 {
+		attrs = append(attrs, "clip_segments", len(segments))
+	}
 	if zones := a.cfg.Motion.Zones; len(zones) > 0 {
 		attrs = append(attrs, "zones", strings.Join(motion.ZoneNames(zones, s.Zones), ","))
 	}
@@ -743,7 +786,7 @@ func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary, st 
 }
 
 // record signs and spools one record of frame f, captured at st from src.
-func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary, st recorder.Stamp, src *provenance.Source) ([]byte, error) {
+func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary, st recorder.Stamp, src *provenance.Source, segments [][]byte) ([]byte, error) {
 	a.thumb.Reset()
 	region := image.Rect(0, 0, f.Width, f.Height)
 	if a.cfg.ThumbCrop {
@@ -774,6 +817,7 @@ func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary, s
 		Media:    []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", thumb)},
 		KeyStore: a.key.Backend(),
 		Source:   src,
+		Segments: segments,
 	}
 	// Seq and Prev come from the chain, which advances durably before the
 	// record is spooled.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/capture"
+	"github.com/keyframe-cam/keyframe/clip"
 	"github.com/keyframe-cam/keyframe/internal/mqttlink"
 	"github.com/keyframe-cam/keyframe/motion"
 	"github.com/keyframe-cam/keyframe/uploader"
@@ -54,6 +55,15 @@ type Config struct {
 	ThumbMaxSide int
 	ThumbQuality int
 	ThumbCrop    bool
+
+	// Clips: every event gets a clip of signed segments from
+	// Motion.PreRoll before its trigger through its post-roll (agent/clips.go).
+	ClipEnabled  bool
+	ClipRate     float64
+	ClipQuality  int
+	ClipRing     int           // bytes of the pre-roll ring
+	ClipSegment  time.Duration // a segment's length
+	ClipMaxBytes int64         // one clip's bytes at most
 
 	SpoolDir      string // empty = DataDir/spool
 	SpoolMaxBytes int64
@@ -287,6 +297,12 @@ func Fields() []Field {
 
 		intField("thumbnail.max_side", "longest side of a thumbnail in pixels (never upscaled)", 32, 4096, func(c *Config) *int { return &c.ThumbMaxSide }),
 		intField("thumbnail.quality", "JPEG quality of thumbnails", 1, 100, func(c *Config) *int { return &c.ThumbQuality }),
+		boolField("clip.enabled", "record a clip of every event: the frames from motion.pre_roll before the trigger through the post-roll, signed in segments of clip.segment and uploaded as each is complete (docs/clips.md)", func(c *Config) *bool { return &c.ClipEnabled }),
+		floatField("clip.rate", "most frames per second in a clip (a camera's MJPEG frames are passed through untouched, raw frames JPEG-encoded)", 0.5, 30, func(c *Config) *float64 { return &c.ClipRate }),
+		intField("clip.quality", "JPEG quality of clip frames the agent encodes (a camera's own MJPEG frames are kept as they are)", 1, 100, func(c *Config) *int { return &c.ClipQuality }),
+		intField("clip.ring_bytes", "memory for the pre-roll ring of encoded frames, allocated once (16 MiB holds 10 s of 1280x720 MJPEG at 10 fps)", 64<<10, 1<<30, func(c *Config) *int { return &c.ClipRing }),
+		durField("clip.segment", "length of a clip segment: each is a signed record uploaded as soon as it is complete", time.Second, 8*time.Second, func(c *Config) *time.Duration { return &c.ClipSegment }),
+		intField("clip.max_bytes", "most bytes of frames in one clip; a longer event's clip stops there (logged), its records do not", int64(1<<20), int64(1<<32), func(c *Config) *int64 { return &c.ClipMaxBytes }),
 		boolField("thumbnail.crop", "crop thumbnails around the motion (its box grown by half its longer side, at least a quarter of the frame; docs/envelope.md)", func(c *Config) *bool { return &c.ThumbCrop }),
 
 		strField("spool.dir", "spool directory; empty = <data_dir>/spool", func(c *Config) *string { return &c.SpoolDir }),
@@ -322,6 +338,9 @@ func Fields() []Field {
 
 // DefaultConfig returns the configuration used when a key is not set.
 func DefaultConfig() Config {
+	m := motion.DefaultConfig()
+	// A clip's run-up: the 5 s peers default to (Frigate's pre_capture).
+	m.PreRoll = clip.DefaultConfig().PreRoll
 	return Config{
 		DataDir:         "/var/lib/keyframe",
 		KeyBackend:      board.BackendFile,
@@ -340,9 +359,15 @@ func DefaultConfig() Config {
 		RetryCap:        5 * time.Second,
 		Format:          "auto",
 		Stall:           5 * time.Second,
-		Motion:          motion.DefaultConfig(),
+		Motion:          m,
 		ThumbMaxSide:    320,
 		ThumbQuality:    75,
+		ClipEnabled:     true,
+		ClipRate:        clip.DefaultConfig().Rate,
+		ClipQuality:     clip.DefaultConfig().Quality,
+		ClipRing:        clip.DefaultConfig().MaxBytes,
+		ClipSegment:     2 * time.Second,
+		ClipMaxBytes:    64 << 20,
 		SpoolMaxBytes:   64 << 20,
 		SpoolPolicy:     "refuse-new",
 		SpoolSegBytes:   uploader.DefaultSegmentMaxBytes,
@@ -503,6 +528,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Motion.Validate(); err != nil {
 		bad(fmt.Errorf("agent: config: %w", err))
+	}
+	if c.ClipEnabled && c.Motion.PreRoll > clip.MaxPreRoll {
+		bad(fmt.Errorf("agent: config motion.pre_roll: %v is above %v, the longest pre-roll a clip keeps (clip.enabled = true)", c.Motion.PreRoll, clip.MaxPreRoll))
 	}
 	return errors.Join(errs...)
 }

@@ -129,12 +129,12 @@ func TestConfigRoundTripsEveryValue(t *testing.T) {
 				return
 			}
 			t.Fatalf("a capture.dir of %d bytes from the environment does not read back: error %v, capture.dir read back %q",
-				len(want.Dir), err, clip(got.Dir))
+				len(want.Dir), err, shorten(got.Dir))
 		})
 	}
 }
 
-func clip(s string) string {
+func shorten(s string) string {
 	if len(s) > 40 {
 		return s[:40] + "..."
 	}

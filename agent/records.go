@@ -4,8 +4,10 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/keyframe-cam/keyframe/capture"
+	"github.com/keyframe-cam/keyframe/clip"
 	"github.com/keyframe-cam/keyframe/motion"
 	"github.com/keyframe-cam/keyframe/provenance"
 	"github.com/keyframe-cam/keyframe/recorder"
@@ -15,19 +17,25 @@ import (
 // worker before it has finished one: two whole events' start and end.
 const recordSlots = 4
 
-// jobSnapshot is the kind of a job that publishes a frame's thumbnail for
-// the MQTT snapshot command. Any other kind is a record's
-// (provenance.KindStart, KindEnd).
-const jobSnapshot = "snapshot"
+// Kinds of jobs that are not a record's (provenance.KindStart, KindEnd):
+// jobSnapshot publishes a frame's thumbnail for the MQTT snapshot command;
+// jobCut signs an event's clip up to a frame time as segments (clipper),
+// and holds no frame.
+const (
+	jobSnapshot = "snapshot"
+	jobCut      = "cut"
+)
 
 // job is one piece of work for the record worker: a record of an event
 // from the frame in slot, captured at stamp from src; or a snapshot.
 type job struct {
 	kind, event string
-	slot        int
+	slot        int // the frame's slot; -1 for a cut, which has none
 	sum         motion.Summary
 	stamp       recorder.Stamp
 	src         *provenance.Source
+	cursor      *clip.Cursor // a start's: the clip's cursor on the ring (nil: no clip)
+	until       time.Time    // a cut's: the last frame time to sign
 }
 
 // droppable reports whether a full queue may drop the job. Records never
@@ -127,6 +135,25 @@ func (q *recordQueue) hand(j job, f *capture.Frame) (dropped job, waited bool) {
 	return dropped, waited
 }
 
+// cut queues j, a clip cut, without a frame. A cut of the same event still
+// queued is moved on to j's time instead (the worker reads the ring up to the
+// latest time asked), so at most one cut per event waits, and cut never
+// waits itself.
+func (q *recordQueue) cut(j job) {
+	q.mu.Lock()
+	for i := range q.queue {
+		if q.queue[i].kind == jobCut && q.queue[i].event == j.event {
+			q.queue[i].until = j.until
+			q.mu.Unlock()
+			return
+		}
+	}
+	j.slot = -1
+	q.queue = append(q.queue, j)
+	q.mu.Unlock()
+	signal(q.work)
+}
+
 // run does the queued jobs in order until the queue is closed and empty.
 func (q *recordQueue) run() {
 	defer close(q.done)
@@ -144,6 +171,10 @@ func (q *recordQueue) run() {
 		j := q.queue[0]
 		q.queue = q.queue[:copy(q.queue, q.queue[1:])]
 		q.mu.Unlock()
+		if j.slot < 0 {
+			q.do(j, nil)
+			continue
+		}
 		q.do(j, &q.frames[j.slot])
 		q.mu.Lock()
 		q.free = append(q.free, j.slot)

@@ -185,6 +185,12 @@ func (s *slowSpool) records() []uploader.Record {
 // taking 200 ms a signature and a spool taking 500 ms a write.
 func slowAgent(t *testing.T, src capture.Source) (*Agent, *slowSpool) {
 	t.Helper()
+	return delayedAgent(t, src, 200*time.Millisecond, 500*time.Millisecond)
+}
+
+// delayedAgent is slowAgent with the signer's and the spool's delays given.
+func delayedAgent(t *testing.T, src capture.Source, sign, spoolWrite time.Duration) (*Agent, *slowSpool) {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir = filepath.Join(t.TempDir(), "device")
 	cfg.Width, cfg.Height, cfg.FPS = 160, 120, 10
@@ -193,10 +199,10 @@ func slowAgent(t *testing.T, src capture.Source) (*Agent, *slowSpool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spool := &slowSpool{next: healthSpool{a}, delay: 500 * time.Millisecond}
+	spool := &slowSpool{next: healthSpool{a}, delay: spoolWrite}
 	a.rec, err = recorder.Open(recorder.Config{
 		Chain: recorder.ChainFile(Layout(&cfg).Chain), Spool: spool,
-		Key: slowSigner{Signer: a.key, delay: 200 * time.Millisecond}, Rand: rand.Reader,
+		Key: slowSigner{Signer: a.key, delay: sign}, Rand: rand.Reader,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -210,6 +216,9 @@ func slowAgent(t *testing.T, src capture.Source) (*Agent, *slowSpool) {
 func checkChain(t *testing.T, a *Agent, recs []uploader.Record) {
 	t.Helper()
 	var prev [32]byte
+	var open string
+	var segs []provenance.ClipSegment
+	clipped := 0
 	for i, r := range recs {
 		b, err := provenance.UnmarshalBundle(r.Data)
 		if err != nil {
@@ -227,16 +236,48 @@ func checkChain(t *testing.T, a *Agent, recs []uploader.Record) {
 			t.Fatalf("seq %d's prev is not seq %d's hash", p.Seq, p.Seq-1)
 		}
 		prev = v.Hash
-		want := provenance.KindStart
-		if i%2 == 1 {
-			want = provenance.KindEnd
-			if p.Event != recs[i-1].Event {
-				t.Fatalf("seq %d ends event %s, but seq %d started %s", p.Seq, p.Event, p.Seq-1, recs[i-1].Event)
+		// Per event: a start, its clip's segments, its end; events one
+		// after the other.
+		switch p.Kind {
+		case provenance.KindStart:
+			if open != "" {
+				t.Fatalf("seq %d starts %s while %s is open", p.Seq, p.Event, open)
 			}
+			open, segs = p.Event, nil
+		case provenance.KindSegment:
+			if p.Event != open {
+				t.Fatalf("seq %d is a segment of %s, the open event is %q", p.Seq, p.Event, open)
+			}
+			segs = append(segs, provenance.ClipSegment{Envelope: b.Envelope, Media: b.Media[0]})
+		case provenance.KindEnd:
+			if p.Event != open {
+				t.Fatalf("seq %d ends event %s, the open event is %q", p.Seq, p.Event, open)
+			}
+			// The end record lists the clip's segments; the clip
+			// verifies frame by frame.
+			if len(p.Segments) != len(segs) {
+				t.Fatalf("seq %d: the end record lists %d segments, %d were spooled", p.Seq, len(p.Segments), len(segs))
+			}
+			if len(segs) > 0 {
+				c, err := provenance.VerifyClip(b.Envelope, segs, nil)
+				if err != nil {
+					t.Fatalf("event %s: clip: %v", p.Event, err)
+				}
+				clipped++
+				if c.FirstUs >= 0 {
+					t.Errorf("event %s: the clip starts %d µs after the trigger, want a pre-roll", p.Event, c.FirstUs)
+				}
+			}
+			open = ""
+		default:
+			t.Fatalf("seq %d is a %s record", p.Seq, p.Kind)
 		}
-		if p.Kind != want {
-			t.Fatalf("seq %d is a %s record, want %s (starts and ends alternate)", p.Seq, p.Kind, want)
-		}
+	}
+	if open != "" {
+		t.Fatalf("event %s not ended", open)
+	}
+	if a.clips != nil && clipped == 0 {
+		t.Fatal("clips are on, and no event has one")
 	}
 	c, err := board.LoadChain(Layout(&a.cfg).Chain)
 	if err != nil {
@@ -256,6 +297,16 @@ func checkChain(t *testing.T, a *Agent, recs []uploader.Record) {
 	if !slices.Equal(pending, want) {
 		t.Fatalf("spool holds %v, want %v", pending, want)
 	}
+}
+
+func countKind(recs []uploader.Record, kind string) uint64 {
+	n := uint64(0)
+	for _, r := range recs {
+		if r.Kind == kind {
+			n++
+		}
+	}
+	return n
 }
 
 // TestSlowRecordsLoseNoFrames: with a signer taking 200 ms a signature and
@@ -292,8 +343,8 @@ func TestSlowRecordsLoseNoFrames(t *testing.T) {
 			t.Fatalf("%d records spooled for three crossings, want a start and an end each", len(recs))
 		}
 		checkChain(t, a, recs)
-		if n := a.events.Load(); n != uint64(len(recs)/2) {
-			t.Fatalf("events counter %d, %d events spooled", n, len(recs)/2)
+		if n, starts := a.events.Load(), countKind(recs, provenance.KindStart); n != starts {
+			t.Fatalf("events counter %d, %d events spooled", n, starts)
 		}
 	})
 }
@@ -327,12 +378,12 @@ func TestSlowRecordsSpooledAtStop(t *testing.T) {
 			t.Fatalf("%d records were spooled when the stop came: want the start record still being made", atStop)
 		}
 		recs := spool.records()
-		if len(recs) != 2 {
-			t.Fatalf("%d records spooled, want the start and the end of the event the stop cut", len(recs))
+		if countKind(recs, provenance.KindStart) != 1 || countKind(recs, provenance.KindEnd) != 1 {
+			t.Fatalf("%d records spooled, want the start and the end of the event the stop cut (and its clip)", len(recs))
 		}
 		checkChain(t, a, recs)
-		if recs[1].Kind != provenance.KindEnd {
-			t.Fatalf("last record is %s", recs[1].Kind)
+		if recs[len(recs)-1].Kind != provenance.KindEnd {
+			t.Fatalf("last record is %s", recs[len(recs)-1].Kind)
 		}
 	})
 }

@@ -268,6 +268,8 @@ type status struct {
 	// record worker because every slot held a record.
 	QueueDropped uint64 `json:"record_queue_dropped"`
 	QueueWaits   uint64 `json:"record_queue_waits"`
+	// Clips (absent with clip.enabled = false).
+	*clipStats
 }
 
 // command answers a command from the device's own MQTT command topic.
@@ -278,8 +280,14 @@ func (a *Agent) command(_ context.Context, name string, _ []byte) (any, error) {
 		return map[string]string{"snapshot": "the next frame's thumbnail will be published"}, nil
 	case uploader.CommandStatus:
 		st := a.spool.Stats()
+		var clips *clipStats
+		if a.clips != nil {
+			cs := a.clips.stats()
+			clips = &cs
+		}
 		return status{
-			Device: a.device, KeyStore: a.key.Backend(), Version: a.cfg.Version,
+			clipStats: clips,
+			Device:    a.device, KeyStore: a.key.Backend(), Version: a.cfg.Version,
 			UptimeS: int64(a.deps.Clock.Now().Sub(a.start) / time.Second),
 			Frames:  a.frames.Load(), Events: a.events.Load(),
 			Pending: st.Pending, PendingB: st.Bytes, Quarantined: st.Quarantined,

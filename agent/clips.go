@@ -1,0 +1,248 @@
+package agent
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/keyframe-cam/keyframe/clip"
+	"github.com/keyframe-cam/keyframe/internal/clock"
+	"github.com/keyframe-cam/keyframe/motion"
+	"github.com/keyframe-cam/keyframe/provenance"
+	"github.com/keyframe-cam/keyframe/recorder"
+)
+
+// maxSegmentBytes bounds one segment's frames, below the receiver's and the
+// MQTT link's 4 MiB upload limit with room for the envelope: a segment of
+// large frames is cut before clip.segment has passed.
+const maxSegmentBytes = 3 << 20
+
+// clipper makes an event's clip (docs/envelope.md §4.4): the frame loop
+// feeds every frame to the pre-roll ring (feeder, which never holds it up),
+// opens a cursor on the ring at the event's start (Motion.PreRoll before
+// the trigger) and, every ClipSegment of frame time, asks the record worker
+// for a cut; the worker reads the ring up to the cut and signs what it read
+// as a segment record, so nothing slow runs on the frame path. At the end
+// record the worker cuts the rest (through the post-roll) and lists every
+// segment's hash in the end record.
+//
+// A worker that falls behind the ring (a slow signer or spool with a small
+// ring) loses the oldest frames it had not read: counted in lost and
+// logged, the clip goes on from the oldest frame still held. The fields
+// below feeder are the worker's alone.
+type clipper struct {
+	ring    *clip.Ring
+	feeder  *clip.Feeder
+	segment time.Duration // frame time between cuts
+	budget  int64         // one clip's bytes at most
+
+	// The open clip.
+	cur      *clip.Cursor
+	event    string
+	trigger  time.Time // the trigger frame's capture time: t_us 0
+	from     time.Time // the event's start: the pre-roll's first moment
+	st       recorder.Stamp
+	src      *provenance.Source
+	sum      motion.Summary
+	w, h     int
+	index    uint32
+	hashes   [][]byte
+	bytes    int64
+	last     time.Time // the last frame taken
+	stopped  bool      // the clip reached its budget or MaxClipSegments
+	pending  clip.Frame
+	havePend bool
+
+	// The segment being cut (reused).
+	data   []byte
+	frames []provenance.ClipFrame
+	read   []byte // the cursor's copy buffer
+
+	segments, framesIn, lost, skipped, cutShort atomic.Uint64
+}
+
+// clipStats are the clipper's counters, for the MQTT status reply.
+type clipStats struct {
+	Segments uint64 `json:"clip_segments"`     // segment records signed
+	Frames   uint64 `json:"clip_frames"`       // frames in them
+	Lost     uint64 `json:"clip_frames_lost"`  // evicted from the ring before the worker read them
+	Skipped  uint64 `json:"clip_frames_stale"` // before the clip's start or not after the frame before (a clock step, a source restarted on a new timeline)
+	CutShort uint64 `json:"clips_cut_short"`   // clips stopped at clip.max_bytes or the segment limit
+	Dropped  uint64 `json:"clip_encoder_drops"`
+}
+
+func newClipper(c *Config, clk clock.Clock) (*clipper, error) {
+	cfg := clip.DefaultConfig()
+	cfg.PreRoll = c.Motion.PreRoll
+	cfg.Rate = c.ClipRate
+	cfg.Quality = c.ClipQuality
+	cfg.MaxBytes = c.ClipRing
+	ring, err := clip.NewRing(cfg)
+	if err != nil {
+		return nil, err
+	}
+	feeder, err := clip.NewFeeder(ring, cfg, clk)
+	if err != nil {
+		return nil, err
+	}
+	return &clipper{ring: ring, feeder: feeder, segment: c.ClipSegment, budget: c.ClipMaxBytes}, nil
+}
+
+func (c *clipper) stats() clipStats {
+	return clipStats{
+		Segments: c.segments.Load(), Frames: c.framesIn.Load(), Lost: c.lost.Load(),
+		Skipped: c.skipped.Load(), CutShort: c.cutShort.Load(), Dropped: c.feeder.Stats().Dropped,
+	}
+}
+
+// begin opens the clip of event on the worker: cur was opened by the frame
+// loop at the start decision, trigger is the start record's frame time.
+func (a *Agent) clipBegin(j job, trigger time.Time, w, h int) {
+	c := a.clips
+	if c.cur != nil {
+		c.cur.Close() // a clip left open (cannot happen: an end precedes every start)
+	}
+	c.cur, c.event, c.trigger, c.st, c.src, c.sum = j.cursor, j.event, trigger, j.stamp, j.src, j.sum
+	c.w, c.h, c.from = w, h, j.sum.Start
+	c.index, c.hashes, c.bytes, c.last, c.stopped, c.havePend = 0, c.hashes[:0], 0, time.Time{}, false, false
+	c.data, c.frames = c.data[:0], c.frames[:0]
+}
+
+// clipCut signs the frames of the open clip of event up to until as
+// segments.
+func (a *Agent) clipCut(event string, until time.Time) {
+	c := a.clips
+	if c.cur == nil || c.event != event {
+		return
+	}
+	for !c.stopped {
+		f, ok := c.next(until, a)
+		if !ok {
+			break
+		}
+		if f.Time.Before(c.from) || (!c.last.IsZero() && !f.Time.After(c.last)) {
+			c.skipped.Add(1)
+			continue
+		}
+		if c.bytes+int64(len(f.Data)) > c.budget {
+			a.log.Warn("clip stopped at its byte budget (clip.max_bytes); the event goes on", "event", event, "bytes", c.bytes, "budget", c.budget)
+			c.stop(a)
+			break
+		}
+		if n := len(c.frames); n == provenance.MaxSegmentFrames || (n > 0 && (len(c.data)+len(f.Data) > maxSegmentBytes ||
+			f.Time.Sub(c.trigger) >= time.Duration(c.frames[0].TUs)*time.Microsecond+c.segment)) {
+			// Full: frames, bytes, or clip.segment of frame time (the
+			// pre-roll is cut like the rest).
+			a.clipSign()
+			if c.stopped {
+				break
+			}
+		}
+		c.frames = append(c.frames, provenance.NewClipFrame(f.Data, f.Time.Sub(c.trigger).Microseconds()))
+		c.data = append(c.data, f.Data...)
+		c.bytes += int64(len(f.Data))
+		c.last = f.Time
+	}
+	if len(c.frames) > 0 {
+		a.clipSign()
+	}
+}
+
+// next returns the clip's next frame at or before until.
+func (c *clipper) next(until time.Time, a *Agent) (clip.Frame, bool) {
+	if !c.havePend {
+		f, lost, ok := c.cur.TryNext(c.read)
+		if lost > 0 {
+			c.lost.Add(lost)
+			a.log.Warn("clip frames lost: the record worker fell behind the pre-roll ring (clip.ring_bytes)", "event", c.event, "lost", lost)
+		}
+		if !ok {
+			return clip.Frame{}, false
+		}
+		c.read = f.Data[:0]
+		c.pending, c.havePend = f, true
+	}
+	if c.pending.Time.After(until) {
+		return clip.Frame{}, false
+	}
+	c.havePend = false
+	return c.pending, true
+}
+
+// stop ends the open clip early.
+func (c *clipper) stop(a *Agent) {
+	c.stopped = true
+	c.cutShort.Add(1)
+	if len(c.frames) > 0 {
+		a.clipSign()
+	}
+}
+
+// clipSign signs the segment cut so far.
+func (a *Agent) clipSign() {
+	c := a.clips
+	if len(c.hashes) == provenance.MaxClipSegments {
+		a.log.Warn("clip stopped at the most segments an end record lists", "event", c.event, "segments", len(c.hashes))
+		c.stopped = true
+		c.cutShort.Add(1)
+		c.data, c.frames = c.data[:0], c.frames[:0]
+		return
+	}
+	first := c.trigger.Add(time.Duration(c.frames[0].TUs) * time.Microsecond)
+	// The start's stamp, taken at the trigger, moved to the first frame:
+	// boot_ms is that frame's too.
+	st := c.st
+	st.SinceBoot = max(0, st.SinceBoot+first.Sub(c.trigger))
+	p := &provenance.Payload{
+		Device: a.device,
+		Event:  c.event,
+		Kind:   provenance.KindSegment,
+		Boot:   a.stamp.Boot(),
+		Time:   st.Time(first),
+		Motion: provenance.Motion{
+			Frames:      uint32(c.sum.MotionFrames),
+			PeakAreaPPM: c.sum.PeakAreaPPM,
+			Box:         [4]int32{int32(c.sum.Box.Min.X), int32(c.sum.Box.Min.Y), int32(c.sum.Box.Max.X), int32(c.sum.Box.Max.Y)},
+			Width:       uint32(c.w),
+			Height:      uint32(c.h),
+		},
+		Media:    []provenance.Media{provenance.NewMedia(provenance.RoleFrames, provenance.FramesMediaType, c.data)},
+		KeyStore: a.key.Backend(),
+		Source:   c.src,
+		Segment:  &provenance.Segment{Index: c.index, Type: clip.ContentType, Frames: c.frames},
+	}
+	n := len(c.frames)
+	_, h, err := a.rec.RecordHashed(p, [][]byte{c.data})
+	switch {
+	case err == nil:
+	case h != [32]byte{}:
+		a.log.Error("clip segment signed but not spooled: it will be missing from the clip", "event", c.event, "segment", c.index, "err", err)
+	default:
+		a.log.Error("clip segment lost: not signed", "event", c.event, "segment", c.index, "frames", n, "err", err)
+		c.data, c.frames = c.data[:0], c.frames[:0]
+		return
+	}
+	c.hashes = append(c.hashes, h[:])
+	c.index++
+	c.segments.Add(1)
+	c.framesIn.Add(uint64(n))
+	a.log.Debug("clip segment", "event", c.event, "segment", c.index-1, "frames", n, "bytes", len(c.data))
+	// The spool holds its own copy: the buffers are the next segment's.
+	c.data, c.frames = c.data[:0], c.frames[:0]
+}
+
+// clipEnd cuts the rest of the open clip of event (through end, the
+// post-roll's end) and returns the segments' hashes for the end record, or
+// nil when the event has no clip.
+func (a *Agent) clipEnd(event string, end time.Time) [][]byte {
+	c := a.clips
+	if c.cur == nil || c.event != event {
+		return nil
+	}
+	a.clipCut(event, end)
+	c.cur.Close()
+	c.cur = nil
+	if len(c.hashes) == 0 {
+		return nil
+	}
+	return c.hashes
+}
