@@ -775,7 +775,7 @@ func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary, st 
 		// the record's thumbnail as the camera picture.
 		a.pub.offer(notice{hasMotion: true, motion: kind == provenance.KindStart, thumb: thumb})
 	}
-	attrs := []any{"event", event, "seq", a.rec.Chain().Next - 1, "area_ppm", s.PeakAreaPPM, "frames", s.MotionFrames, "duration", s.End.Sub(s.Start).Round(time.Millisecond)}
+	attrs := []any{"event", event, "seq", a.rec.Chain().Next - 1, "area_ppm", s.PeakAreaPPM, "frames", s.MotionFrames, "duration", s.End.Sub(s.Trigger).Round(time.Millisecond)}
 	if len(segments) > 0 {
 		attrs = append(attrs, "clip_segments", len(segments))
 	}
@@ -798,7 +798,9 @@ func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary, s
 	thumb := bytes.Clone(a.thumb.Bytes())
 	dur := time.Duration(0)
 	if kind == provenance.KindEnd {
-		dur = s.End.Sub(s.Start)
+		// From the trigger: the pre-roll is the clip's run-up, not
+		// the event (docs/envelope.md, motion.duration_ms).
+		dur = s.End.Sub(s.Trigger)
 	}
 	p := &provenance.Payload{
 		Device: a.device,

@@ -35,6 +35,8 @@ type Summary struct {
 	// (or Flush) that decided the end; at Start it is the trigger frame's
 	// time.
 	Start, End time.Time
+	// Trigger is the trigger frame's time (Start plus the pre-roll it got).
+	Trigger time.Time
 	// MotionFrames counts the event's motion frames, including the
 	// MinMotionFrames-1 frames before the trigger.
 	MotionFrames int
@@ -159,7 +161,7 @@ func (l *Lifecycle) Observe(t time.Time, r Result) Decision {
 		start = l.lastEnd
 	}
 	l.trigger = t
-	l.sum = Summary{Start: start, End: t, MotionFrames: l.run, PeakAreaPPM: l.runPeak, Box: r.Box, Zones: l.runZones}
+	l.sum = Summary{Start: start, End: t, Trigger: t, MotionFrames: l.run, PeakAreaPPM: l.runPeak, Box: r.Box, Zones: l.runZones}
 	l.lastMotion = t
 	l.bestScore = score(r)
 	l.run, l.runPeak, l.runZones = 0, 0, 0

@@ -56,7 +56,7 @@ func TestLifecycleStart(t *testing.T) {
 				if !d.Start || !d.Best || d.End {
 					t.Fatalf("n=%d trigger frame: %+v, want Start and Best", n, d)
 				}
-				want := Summary{Start: at(i), End: at(i), MotionFrames: n, PeakAreaPPM: uint32(1000 + n - 1), Box: someBox}
+				want := Summary{Start: at(i), End: at(i), Trigger: at(i), MotionFrames: n, PeakAreaPPM: uint32(1000 + n - 1), Box: someBox}
 				if d.Summary != want {
 					t.Fatalf("n=%d start summary %+v, want %+v", n, d.Summary, want)
 				}
@@ -99,7 +99,7 @@ func TestLifecycleGapEnd(t *testing.T) {
 		if !d.End || d.Start || d.Best {
 			t.Fatalf("quiet %v after motion: %+v, want End", gap, d)
 		}
-		want := Summary{Start: at(2), End: lastMotion.Add(c.PostRoll), MotionFrames: 20, PeakAreaPPM: peak, Box: someBox, Reason: ReasonGap}
+		want := Summary{Start: at(2), End: lastMotion.Add(c.PostRoll), Trigger: at(2), MotionFrames: 20, PeakAreaPPM: peak, Box: someBox, Reason: ReasonGap}
 		if d.Summary != want {
 			t.Fatalf("summary %+v\nwant %+v", d.Summary, want)
 		}
@@ -194,7 +194,7 @@ func TestLifecycleFlush(t *testing.T) {
 	l.Observe(testTime.Add(ms(500)), Result{})
 	// Flush 2 s after the last motion frame (beyond the post-roll).
 	d := l.Flush(testTime.Add(ms(400 + 2000)))
-	want := Summary{Start: testTime.Add(ms(200)), End: testTime.Add(ms(400)).Add(c.PostRoll), MotionFrames: 5, PeakAreaPPM: 700, Box: someBox, Reason: ReasonFlush}
+	want := Summary{Start: testTime.Add(ms(200)), End: testTime.Add(ms(400)).Add(c.PostRoll), Trigger: testTime.Add(ms(200)), MotionFrames: 5, PeakAreaPPM: 700, Box: someBox, Reason: ReasonFlush}
 	if !d.End || d.Summary != want {
 		t.Fatalf("flush: %+v\nwant %+v", d.Summary, want)
 	}

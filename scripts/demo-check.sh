@@ -7,7 +7,8 @@
 # the demo owner in (a curl cookie jar), and the page then shows the event's
 # thumbnail; the same link opened in headless chromium (if installed; under CI
 # it must be) shows the demo owner's verified event with a thumbnail the browser
-# decoded, within 30 s (internal/browsertest/democheck); `keyframe-receiver verify` passes on the stored events and, after one byte
+# decoded, within 30 s, and then an event page whose clip verified, loaded and starts
+# in its pre-roll (internal/browsertest/democheck); `keyframe-receiver verify` passes on the stored events and, after one byte
 # of a stored thumbnail is flipped, fails naming the event.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,6 +81,7 @@ if DEMO_SIGNIN_URL=$signin "$work/democheck.test" -test.run '^TestDemoSignIn$' -
 		echo "demo-check: no chromium, the link was not opened in a browser: $(grep -m1 'not installed' "$work/browser" | sed 's/^ *//')"
 	else
 		echo "demo-check: in headless chromium: $(grep -m1 -o "demo owner's page after.*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-owner.png' "$work/browser")"
+		echo "demo-check: in headless chromium: $(grep -m1 -o "event page .*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-clip.png' "$work/browser")"
 		curl_link=$(bin/keyframe-receiver owner link -data "$DEMO_DIR/receiver" -url "$url" demo 2>/dev/null)
 	fi
 else

@@ -1,6 +1,7 @@
 package democheck
 
 import (
+	"context"
 	"os"
 	"strings"
 	"testing"
@@ -60,4 +61,53 @@ func TestDemoSignIn(t *testing.T) {
 		browsertest.Do(t, ctx, chromedp.Navigate(home), chromedp.WaitReady(chromedp.CSS("body")))
 	}
 	browsertest.Screenshot(t, ctx, "demo-owner")
+	checkClip(t, ctx, home, began.Add(clipWithin))
+}
+
+// clipWithin bounds the wait for an event with a whole clip: the synthetic
+// scene's first crossing ends about 10 s after the agent starts (the
+// object leaves at 7 s, then the event gap and post-roll).
+const clipWithin = 60 * time.Second
+
+// checkClip opens the newest event whose clip is complete and verified (its
+// end record arrived) and checks the player: every segment loaded, the
+// first frame drawn, the pre-roll marked on the bar, and frames of the
+// pre-roll that the scrub bar reaches before the trigger.
+func checkClip(t *testing.T, ctx context.Context, home string, deadline time.Time) {
+	t.Helper()
+	for {
+		links := browsertest.Run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#events td.thumb a")].map(a => a.href)`))
+		for _, l := range links {
+			browsertest.Do(t, ctx, chromedp.Navigate(l), chromedp.WaitReady(chromedp.CSS("body")))
+			ok := browsertest.Run(t, ctx, chromedp.Evaluate[bool](`(() => { const v = document.getElementById("clipverified"), p = document.getElementById("player"); return !!(v && v.classList.contains("ok") && p && !document.getElementById("uploading")) })()`))
+			if !ok {
+				continue
+			}
+			type state struct {
+				Loaded, Segments int
+				Frame, Phase     string
+				PreRoll          float64
+			}
+			st := browsertest.Run(t, ctx, chromedp.Poll[state](`(() => {
+				const p = document.getElementById("player"), c = document.getElementById("clipcanvas");
+				const m = JSON.parse(p.dataset.clip);
+				if (p.dataset.loaded !== String(m.segments.length) || c.dataset.frame !== "0") return false;
+				const pre = document.getElementById("preroll");
+				return {Loaded: Number(p.dataset.loaded), Segments: m.segments.length, Frame: c.dataset.frame,
+					Phase: document.getElementById("cliptime").dataset.phase || "",
+					PreRoll: pre ? pre.getBoundingClientRect().width : 0};
+			})()`, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second)))
+			if st.PreRoll <= 0 || st.Phase != "preroll" {
+				t.Fatalf("event page %s: pre-roll bar %.0f px wide, first frame's phase %q: want a clip that starts in its pre-roll", l, st.PreRoll, st.Phase)
+			}
+			t.Logf("event page %s: clip of %d segments loaded, first frame drawn in the pre-roll (bar %.0f px)", l, st.Segments, st.PreRoll)
+			browsertest.Screenshot(t, ctx, "demo-clip")
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no event with a complete, verified clip on the demo owner's page within %s", clipWithin)
+		}
+		time.Sleep(time.Second)
+		browsertest.Do(t, ctx, chromedp.Navigate(home), chromedp.WaitReady(chromedp.CSS("body")))
+	}
 }
