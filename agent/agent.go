@@ -181,6 +181,9 @@ type Agent struct {
 	src    *provenance.Source
 	frames atomic.Uint64 // frames analysed
 	events atomic.Uint64 // events started
+	// live hands frames to the live view (live.go); nil when it is off.
+	live    *liveFeed
+	liveURL string
 }
 
 // health is what the watchdog loop reads from the frame loop.
@@ -317,6 +320,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, err
 	}
 	a.mqtt, a.pub = m, newPublisher()
+	a.setupLive()
 	seed := make([]byte, 16)
 	if _, err := io.ReadFull(deps.Rand, seed); err != nil {
 		return nil, fmt.Errorf("agent: seed: %w", err)
@@ -372,6 +376,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.publish(ctx)
 		}()
 	}
+	a.startLive(ctx, &wg)
 	if err := a.startWatchdog(ctx, &wg); err != nil {
 		cancel()
 		wg.Wait()
@@ -665,6 +670,7 @@ func (a *Agent) capture(ctx context.Context) error {
 		a.health.frame(a.deps.Clock.Now())
 		a.frames.Add(1)
 		a.snapshot(&frame)
+		a.live.offer(&frame)
 		pix, stride, step := frame.LumaPlane()
 		res := det.StepPlane(pix, frame.Width, frame.Height, stride, step)
 		d := life.Observe(frame.Time, res)

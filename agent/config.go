@@ -55,6 +55,14 @@ type Config struct {
 	ThumbQuality int
 	ThumbCrop    bool
 
+	// The live view (live.go): the camera waits at its receiver to be
+	// asked, then streams JPEG frames while an owner watches.
+	LiveEnabled bool
+	LiveFPS     float64
+	LiveMaxSide int
+	LiveQuality int
+	LiveMaxTime time.Duration
+
 	SpoolDir      string // empty = DataDir/spool
 	SpoolMaxBytes int64
 	SpoolPolicy   string
@@ -289,6 +297,12 @@ func Fields() []Field {
 		intField("thumbnail.quality", "JPEG quality of thumbnails", 1, 100, func(c *Config) *int { return &c.ThumbQuality }),
 		boolField("thumbnail.crop", "crop thumbnails around the motion (its box grown by half its longer side, at least a quarter of the frame; docs/envelope.md)", func(c *Config) *bool { return &c.ThumbCrop }),
 
+		boolField("live.enabled", "with an https:// (or loopback http://) upload.url, wait at the receiver to be asked for a live view, and stream frames while its owner watches (docs/live.md)", func(c *Config) *bool { return &c.LiveEnabled }),
+		floatField("live.fps", "most frames a second sent to a live view", 0.2, 30, func(c *Config) *float64 { return &c.LiveFPS }),
+		intField("live.max_side", "longest side of a live frame in pixels (never upscaled)", 32, 4096, func(c *Config) *int { return &c.LiveMaxSide }),
+		intField("live.quality", "JPEG quality of live frames", 1, 100, func(c *Config) *int { return &c.LiveQuality }),
+		durField("live.max_time", "longest a live stream runs before the camera ends it (the viewer's page asks again)", time.Second, time.Hour, func(c *Config) *time.Duration { return &c.LiveMaxTime }),
+
 		strField("spool.dir", "spool directory; empty = <data_dir>/spool", func(c *Config) *string { return &c.SpoolDir }),
 		intField("spool.max_bytes", "most bytes of unsent records kept on disk", int64(64<<10), int64(1<<40), func(c *Config) *int64 { return &c.SpoolMaxBytes }),
 		strField("spool.policy", "when the spool is full: refuse-new (new events are refused and counted) or drop-oldest (oldest unsent moved to quarantine, counted)", func(c *Config) *string { return &c.SpoolPolicy }, "refuse-new", "drop-oldest"),
@@ -343,6 +357,10 @@ func DefaultConfig() Config {
 		Motion:          motion.DefaultConfig(),
 		ThumbMaxSide:    320,
 		ThumbQuality:    75,
+		LiveFPS:         5,
+		LiveMaxSide:     640,
+		LiveQuality:     70,
+		LiveMaxTime:     5 * time.Minute,
 		SpoolMaxBytes:   64 << 20,
 		SpoolPolicy:     "refuse-new",
 		SpoolSegBytes:   uploader.DefaultSegmentMaxBytes,
