@@ -142,6 +142,24 @@ type liveCam struct {
 // liveViewer holds at most one frame: a newer one replaces it.
 type liveViewer struct{ ch chan []byte }
 
+// give hands the viewer frame without waiting: a frame it has not taken
+// yet gives way (dropped is true). Only the relay, holding liveHub.mu,
+// gives.
+func (v *liveViewer) give(frame []byte) (dropped bool) {
+	select {
+	case v.ch <- frame:
+		return false
+	default:
+	}
+	select {
+	case <-v.ch:
+		dropped = true
+	default:
+	}
+	v.ch <- frame
+	return dropped
+}
+
 // liveStream is a camera's open stream; end asks it to stop (a newer
 // stream of the same camera replaces it).
 type liveStream struct{ end chan struct{} }
@@ -182,20 +200,27 @@ func (h *liveHub) gc(device string, c *liveCam) {
 	}
 }
 
-// nonce makes a nonce for device: its expiry (Unix ms, 8 bytes) and a MAC
-// of the device and the expiry (16 bytes).
+// nonce makes a nonce for device: its expiry (Unix ms, 8 bytes), 8 random
+// bytes (two nonces of one millisecond differ) and a MAC of the device and
+// both (16 bytes).
 func (h *liveHub) nonce(device string) string {
-	var b [24]byte
+	var b [liveNonceLen]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(h.clk.Now().Add(liveNonceTTL).UnixMilli()))
-	copy(b[8:], h.mac(device, b[:8]))
+	if _, err := io.ReadFull(rand.Reader, b[8:16]); err != nil {
+		panic(err) // crypto/rand does not fail on the platforms Go supports
+	}
+	copy(b[16:], h.mac(device, b[:16]))
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-func (h *liveHub) mac(device string, exp []byte) []byte {
+// liveNonceLen is a nonce's length in bytes.
+const liveNonceLen = 32
+
+func (h *liveHub) mac(device string, head []byte) []byte {
 	m := hmac.New(sha256.New, h.key[:])
 	m.Write([]byte(device))
 	m.Write([]byte{0})
-	m.Write(exp)
+	m.Write(head)
 	return m.Sum(nil)[:16]
 }
 
@@ -218,8 +243,8 @@ func (s *Server) liveDevice(w http.ResponseWriter, r *http.Request, purpose stri
 	nonce, err1 := base64.RawURLEncoding.DecodeString(r.Header.Get(livestream.NonceHeader))
 	sig, err2 := base64.RawURLEncoding.DecodeString(r.Header.Get(livestream.SignatureHeader))
 	now := s.clk.Now()
-	if err1 != nil || err2 != nil || len(nonce) != 24 || len(sig) == 0 ||
-		!hmac.Equal(nonce[8:], h.mac(device, nonce[:8])) || now.UnixMilli() > int64(binary.BigEndian.Uint64(nonce[:8])) {
+	if err1 != nil || err2 != nil || len(nonce) != liveNonceLen || len(sig) == 0 ||
+		!hmac.Equal(nonce[16:], h.mac(device, nonce[:16])) || now.UnixMilli() > int64(binary.BigEndian.Uint64(nonce[:8])) {
 		writeLine(w, http.StatusUnauthorized, errNoProof.Error())
 		return "", false
 	}
@@ -406,15 +431,8 @@ func (s *Server) handleLiveStream(w http.ResponseWriter, r *http.Request) {
 			// next one into a new buffer.
 			buf = nil
 			for v := range c.viewers {
-				select {
-				case v.ch <- frame:
-				default:
-					select { // slow viewer: its unsent frame gives way
-					case <-v.ch:
-						h.stats.ViewerDrops++
-					default:
-					}
-					v.ch <- frame
+				if v.give(frame) {
+					h.stats.ViewerDrops++
 				}
 			}
 		}
@@ -530,6 +548,9 @@ func (s *Server) handleLiveMJPEG(w http.ResponseWriter, r *http.Request, u *user
 	hd.Set("Content-Security-Policy", "default-src 'none'; sandbox")
 	w.WriteHeader(http.StatusOK)
 	_ = rc.SetWriteDeadline(time.Now().Add(liveIOTimeout))
+	if _, err := io.WriteString(w, "--"+liveBoundary+"\r\n"); err != nil {
+		return
+	}
 	if err := rc.Flush(); err != nil {
 		return
 	}
@@ -558,13 +579,15 @@ func (s *Server) handleLiveMJPEG(w http.ResponseWriter, r *http.Request, u *user
 				}
 			}
 			_ = rc.SetWriteDeadline(time.Now().Add(liveIOTimeout))
-			if _, err := io.WriteString(w, "--"+liveBoundary+"\r\nContent-Type: image/jpeg\r\nContent-Length: "+strconv.Itoa(len(frame))+"\r\n\r\n"); err != nil {
+			// Each part ends with the next boundary, so a reader shows
+			// the frame at once rather than when the next one comes.
+			if _, err := io.WriteString(w, "Content-Type: image/jpeg\r\nContent-Length: "+strconv.Itoa(len(frame))+"\r\n\r\n"); err != nil {
 				return
 			}
 			if _, err := w.Write(frame); err != nil {
 				return
 			}
-			if _, err := io.WriteString(w, "\r\n"); err != nil {
+			if _, err := io.WriteString(w, "\r\n--"+liveBoundary+"\r\n"); err != nil {
 				return
 			}
 			if err := rc.Flush(); err != nil {
