@@ -165,7 +165,9 @@ func (a *Agent) runLive(ctx context.Context, base string) {
 // liveProofError is a 401: the nonce was missing, expired or used.
 type liveProofError struct{ reason string }
 
-func (e *liveProofError) Error() string { return "agent: live view: receiver wants a proof: " + e.reason }
+func (e *liveProofError) Error() string {
+	return "agent: live view: receiver wants a proof: " + e.reason
+}
 
 // liveRequest makes a live request for purpose with the proof over nonce
 // (none if nonce is "").

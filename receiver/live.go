@@ -390,8 +390,10 @@ func (s *Server) handleLiveStream(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, livestream.Ended+why+"\n")
 		_ = rc.Flush()
 	}()
-	gap := time.Duration(float64(time.Second) / h.opt.MaxFPS)
-	var last time.Time
+	// The rate cap is a bucket of two frames, filled at MaxFPS: a camera
+	// within the cap whose frames come unevenly (encoding, the network)
+	// loses none.
+	tokens, last := 2.0, time.Time{}
 	var buf []byte
 	for {
 		_ = rc.SetReadDeadline(time.Now().Add(liveIOTimeout))
@@ -421,18 +423,25 @@ func (s *Server) handleLiveStream(w http.ResponseWriter, r *http.Request) {
 			why = "no viewer left"
 		case now.Sub(start) >= h.opt.MaxTime:
 			why = "its maximum time is up"
-		case !last.IsZero() && now.Sub(last) < gap:
-			h.stats.FramesRateDropped++
-			buf = frame // reuse: no viewer holds it
-		default:
+		}
+		if why == "" {
+			if !last.IsZero() {
+				tokens = min(2, tokens+now.Sub(last).Seconds()*h.opt.MaxFPS)
+			}
 			last = now
-			frames++
-			// The frame is handed to viewers, who keep it: read the
-			// next one into a new buffer.
-			buf = nil
-			for v := range c.viewers {
-				if v.give(frame) {
-					h.stats.ViewerDrops++
+			if tokens < 1 {
+				h.stats.FramesRateDropped++
+				buf = frame // reuse: no viewer holds it
+			} else {
+				tokens--
+				frames++
+				// The frame is handed to viewers, who keep it: read the
+				// next one into a new buffer.
+				buf = nil
+				for v := range c.viewers {
+					if v.give(frame) {
+						h.stats.ViewerDrops++
+					}
 				}
 			}
 		}

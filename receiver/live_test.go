@@ -309,3 +309,43 @@ func TestLiveSlowViewer(t *testing.T) {
 		t.Errorf("drops %d, want 99 with the newest frame kept", drops)
 	}
 }
+
+// TestLiveRateCap: frames faster than MaxFPS are dropped at the receiver
+// (counted), after a burst of two: on a clock that does not move, 50
+// frames relay 2.
+func TestLiveRateCap(t *testing.T) {
+	clk := &stepClock{t: testNow}
+	e := newEnv(t, Options{Clock: clk, Live: LiveOptions{MaxFPS: 10, FirstFrame: time.Minute}})
+	a := newDevice(t)
+	e.enroll(a, "alice")
+	e.account("alice", RoleOwner)
+	alice, err := e.srv.NewSession("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, parts := e.viewer(ctx, a.id, alice)
+	if parts == nil {
+		t.Fatalf("viewer: %d", resp.StatusCode)
+	}
+	defer resp.Body.Close()
+	cam := &fakeCamera{e: e, d: a}
+	if !cam.wait(ctx) {
+		t.Fatal("the camera was not asked to stream")
+	}
+	n := 0
+	last := cam.stream(ctx, func() []byte {
+		if n == 50 {
+			return nil
+		}
+		n++
+		return []byte("\xff\xd8frame")
+	})
+	if last != livestream.Ended+"the camera ended it" {
+		t.Errorf("last line %q", last)
+	}
+	if st := e.srv.LiveStats(); st.FramesIn != 50 || st.FramesRateDropped != 48 {
+		t.Errorf("%+v: want 50 in, 48 dropped over the rate", st)
+	}
+}
