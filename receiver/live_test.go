@@ -349,3 +349,69 @@ func TestLiveRateCap(t *testing.T) {
 		t.Errorf("%+v: want 50 in, 48 dropped over the rate", st)
 	}
 }
+
+// TestLiveEndsWhenUnpaired: alice watches her camera; once the camera is
+// unpaired (or transferred), her picture ends within a second of frames,
+// and the next stream of the camera is refused.
+func TestLiveEndsWhenUnpaired(t *testing.T) {
+	e := newEnv(t, Options{Clock: clock.System{}, Live: LiveOptions{MaxFPS: 1e9}})
+	a := newDevice(t)
+	e.enroll(a, "alice")
+	e.account("alice", RoleOwner)
+	alice, err := e.srv.NewSession("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, parts := e.viewer(ctx, a.id, alice)
+	if parts == nil {
+		t.Fatalf("viewer: %d", resp.StatusCode)
+	}
+	defer resp.Body.Close()
+	cam := &fakeCamera{e: e, d: a}
+	if !cam.wait(ctx) {
+		t.Fatal("the camera was not asked to stream")
+	}
+	ended := make(chan int, 1)
+	go func() {
+		n := 0
+		for {
+			if _, err := parts.NextPart(); err != nil {
+				ended <- n
+				return
+			}
+			n++
+		}
+	}()
+	unpaired := false
+	var got int
+	last := cam.stream(ctx, func() []byte {
+		select {
+		case got = <-ended:
+			return nil // alice's picture ended: stop
+		case <-ctx.Done():
+			return nil
+		case <-time.After(20 * time.Millisecond):
+		}
+		if !unpaired && e.srv.LiveStats().FramesSent >= 3 {
+			if err := Unpair(e.dir, a.id); err != nil {
+				t.Error(err)
+			}
+			unpaired = true
+		}
+		return []byte("\xff\xd8frame")
+	})
+	if !unpaired || ctx.Err() != nil {
+		t.Fatalf("alice's picture did not end after the camera was unpaired (last line %q)", last)
+	}
+	t.Logf("alice saw %d frames", got)
+	if cam.nonce == "" {
+		cam.nonce = e.freshNonce(a.id)
+	}
+	r, _ := e.liveReq(ctx, http.MethodPost, a.id, livestream.WaitSuffix, livestream.PurposeWait, a, cam.nonce, nil)
+	r.Body.Close()
+	if r.StatusCode != http.StatusForbidden {
+		t.Errorf("an unpaired camera's wait: %d, want 403", r.StatusCode)
+	}
+}
