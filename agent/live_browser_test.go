@@ -53,12 +53,15 @@ type liveRig struct {
 	link   string // alice's setup link
 }
 
-func newLiveRig(t *testing.T) *liveRig {
+func newLiveRig(t *testing.T, change ...func(*Config)) *liveRig {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := testConfig(dir, 640, 480)
 	cfg.FPS = 10
 	cfg.LiveEnabled = true
+	for _, c := range change {
+		c(&cfg)
+	}
 	key, device, _, err := Identity(&cfg, rand.Reader)
 	if err != nil {
 		t.Fatal(err)

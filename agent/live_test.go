@@ -196,3 +196,36 @@ func TestLiveMeasure(t *testing.T) {
 		secs, idleFPS, 100*idleCPU, liveFPS, 100*liveCPU, viewed, float64(viewed)/float64(secs))
 	fmt.Fprintf(os.Stderr, "idle_fps=%.2f idle_cpu=%.3f live_fps=%.2f live_cpu=%.3f live_frames=%d\n", idleFPS, idleCPU, liveFPS, liveCPU, viewed)
 }
+
+// TestLiveMaxTime: a camera whose viewer stays ends its stream at
+// live.max_time (and says so), then, asked again at once, streams anew.
+func TestLiveMaxTime(t *testing.T) {
+	r := newLiveRig(t, func(c *Config) { c.LiveMaxTime = time.Second })
+	alice, err := r.srv.NewSession("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.hs.URL+"/live/"+r.device+"/mjpeg", nil)
+	req.AddCookie(alice)
+	resp, err := r.hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	go io.Copy(io.Discard, resp.Body)
+	for r.a.LiveCounts().Started < 2 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no second stream: %+v\n%s", r.a.LiveCounts(), r.log.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if c := r.a.LiveCounts(); c.Stopped < 1 || c.Sent == 0 {
+		t.Errorf("counts %+v", c)
+	}
+	if !strings.Contains(r.log.String(), `why="live.max_time is up"`) {
+		t.Errorf("the log does not say the stream stopped at live.max_time:\n%s", r.log.String())
+	}
+}
