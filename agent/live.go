@@ -128,17 +128,19 @@ func (a *Agent) runLive(ctx context.Context, base string) {
 		return
 	}
 	bo := backoff.Backoff{Base: time.Second, Cap: time.Minute, Rand: backoff.OrRandom(nil)}
-	nonce, lastErr := "", ""
+	nonce, lastErr, fresh := "", "", false
 	for ctx.Err() == nil {
 		watch, next, err := a.liveWait(ctx, client, base, nonce)
-		hadNonce := nonce != ""
 		nonce = next
 		var pe *liveProofError
 		switch {
 		case ctx.Err() != nil:
 			return
-		case errors.As(err, &pe) && !hadNonce && next != "":
-			continue // the first request only fetches a nonce
+		case errors.As(err, &pe) && next != "" && !fresh:
+			// No nonce yet, or ours expired (a long stream): sign the
+			// fresh one given, once.
+			fresh = true
+			continue
 		case err != nil:
 			if msg := err.Error(); msg != lastErr {
 				a.log.Warn("live view: cannot wait at the receiver; retrying", "err", err)
@@ -156,6 +158,7 @@ func (a *Agent) runLive(ctx context.Context, base string) {
 			lastErr = ""
 		}
 		bo.Reset()
+		fresh = false
 		if watch {
 			nonce = a.liveStream(ctx, client, base, nonce)
 		}

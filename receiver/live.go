@@ -369,6 +369,10 @@ func (s *Server) handleLiveStream(w http.ResponseWriter, r *http.Request) {
 	// last line, written when the stream ends, tells the camera at once.
 	rc := http.NewResponseController(w)
 	_ = rc.EnableFullDuplex()
+	// The connection ends with the stream: its body may be cut short, and
+	// a connection reused after a full-duplex request whose body was not
+	// read to its end is not safe in net/http.
+	w.Header().Set("Connection", "close")
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
