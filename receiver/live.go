@@ -107,12 +107,13 @@ func (o LiveOptions) withDefaults() LiveOptions {
 
 // LiveStats counts the live view's work.
 type LiveStats struct {
-	StreamsStarted, StreamsEnded uint64
-	FramesIn                     uint64 // frames received from cameras
-	FramesRateDropped            uint64 // over MaxFPS
-	FramesSent                   uint64 // frame writes to viewers
-	ViewerDrops                  uint64 // frames a slow viewer never got (replaced by a newer one)
-	Viewers                      int    // watching now
+	StreamsStarted    uint64 `json:"streams_started"`
+	StreamsEnded      uint64 `json:"streams_ended"`
+	FramesIn          uint64 `json:"frames_in"`           // frames received from cameras
+	FramesRateDropped uint64 `json:"frames_rate_dropped"` // over MaxFPS
+	FramesSent        uint64 `json:"frames_sent"`         // frame writes to viewers
+	ViewerDrops       uint64 `json:"viewer_drops"`        // frames a slow viewer never got (replaced by a newer one)
+	Viewers           int    `json:"viewers"`             // watching now
 }
 
 // liveHub is the live view's state: the cameras being watched or waiting.

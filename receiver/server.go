@@ -209,6 +209,8 @@ type Stats struct {
 	MixupsCaught uint64 `json:"mixups_caught"`
 	Records      int    `json:"records"` // records in the store (not deleted)
 	Deleted      uint64 `json:"deleted"` // records deleted since Open, by their owner or by retention
+	// Live counts the live view's streams and frames (live.go).
+	Live LiveStats `json:"live"`
 }
 
 // Server is a verifying receiver over one data directory. Only one Server may
@@ -492,6 +494,7 @@ func (s *Server) Stats() Stats {
 		st.Rejected[k] = v
 	}
 	st.Records = len(s.records) - s.nDeleted
+	st.Live = s.LiveStats()
 	return st
 }
 
