@@ -182,6 +182,9 @@ type Agent struct {
 	src    *provenance.Source
 	frames atomic.Uint64 // frames analysed
 	events atomic.Uint64 // events started
+	// live hands frames to the live view (live.go); nil when it is off.
+	live    *liveFeed
+	liveURL string
 }
 
 // health is what the watchdog loop reads from the frame loop.
@@ -325,6 +328,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, err
 	}
 	a.mqtt, a.pub = m, newPublisher()
+	a.setupLive()
 	seed := make([]byte, 16)
 	if _, err := io.ReadFull(deps.Rand, seed); err != nil {
 		return nil, fmt.Errorf("agent: seed: %w", err)
@@ -380,6 +384,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.publish(ctx)
 		}()
 	}
+	a.startLive(ctx, &wg)
 	if err := a.startWatchdog(ctx, &wg); err != nil {
 		cancel()
 		wg.Wait()
@@ -687,6 +692,7 @@ func (a *Agent) capture(ctx context.Context) error {
 			// detector goes on.
 			_ = a.clips.feeder.Offer(&frame)
 		}
+		a.live.offer(&frame)
 		pix, stride, step := frame.LumaPlane()
 		res := det.StepPlane(pix, frame.Width, frame.Height, stride, step)
 		d := life.Observe(frame.Time, res)

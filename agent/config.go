@@ -64,6 +64,13 @@ type Config struct {
 	ClipRing     int           // bytes of the pre-roll ring
 	ClipSegment  time.Duration // a segment's length
 	ClipMaxBytes int64         // one clip's bytes at most
+	// The live view (live.go): the camera waits at its receiver to be
+	// asked, then streams JPEG frames while an owner watches.
+	LiveEnabled bool
+	LiveFPS     float64
+	LiveMaxSide int
+	LiveQuality int
+	LiveMaxTime time.Duration
 
 	SpoolDir      string // empty = DataDir/spool
 	SpoolMaxBytes int64
@@ -297,13 +304,20 @@ func Fields() []Field {
 
 		intField("thumbnail.max_side", "longest side of a thumbnail in pixels (never upscaled)", 32, 4096, func(c *Config) *int { return &c.ThumbMaxSide }),
 		intField("thumbnail.quality", "JPEG quality of thumbnails", 1, 100, func(c *Config) *int { return &c.ThumbQuality }),
+		boolField("thumbnail.crop", "crop thumbnails around the motion (its box grown by half its longer side, at least a quarter of the frame; docs/envelope.md)", func(c *Config) *bool { return &c.ThumbCrop }),
+
 		boolField("clip.enabled", "record a clip of every event: the frames from motion.pre_roll before the trigger through the post-roll, signed in segments of clip.segment and uploaded as each is complete (docs/clips.md)", func(c *Config) *bool { return &c.ClipEnabled }),
 		floatField("clip.rate", "most frames per second in a clip (a camera's MJPEG frames are passed through untouched, raw frames JPEG-encoded)", 0.5, 30, func(c *Config) *float64 { return &c.ClipRate }),
 		intField("clip.quality", "JPEG quality of clip frames the agent encodes (a camera's own MJPEG frames are kept as they are)", 1, 100, func(c *Config) *int { return &c.ClipQuality }),
 		intField("clip.ring_bytes", "memory for the pre-roll ring of encoded frames, allocated once (16 MiB holds 10 s of 1280x720 MJPEG at 10 fps)", 64<<10, 1<<30, func(c *Config) *int { return &c.ClipRing }),
 		durField("clip.segment", "length of a clip segment: each is a signed record uploaded as soon as it is complete", time.Second, 8*time.Second, func(c *Config) *time.Duration { return &c.ClipSegment }),
 		intField("clip.max_bytes", "most bytes of frames in one clip; a longer event's clip stops there (logged), its records do not", int64(1<<20), int64(1<<32), func(c *Config) *int64 { return &c.ClipMaxBytes }),
-		boolField("thumbnail.crop", "crop thumbnails around the motion (its box grown by half its longer side, at least a quarter of the frame; docs/envelope.md)", func(c *Config) *bool { return &c.ThumbCrop }),
+
+		boolField("live.enabled", "with an https:// (or loopback http://) upload.url, wait at the receiver to be asked for a live view, and stream frames while its owner watches (docs/live.md)", func(c *Config) *bool { return &c.LiveEnabled }),
+		floatField("live.fps", "most frames a second sent to a live view", 0.2, 30, func(c *Config) *float64 { return &c.LiveFPS }),
+		intField("live.max_side", "longest side of a live frame in pixels (never upscaled)", 32, 4096, func(c *Config) *int { return &c.LiveMaxSide }),
+		intField("live.quality", "JPEG quality of live frames", 1, 100, func(c *Config) *int { return &c.LiveQuality }),
+		durField("live.max_time", "longest a live stream runs before the camera ends it (the viewer's page asks again)", time.Second, time.Hour, func(c *Config) *time.Duration { return &c.LiveMaxTime }),
 
 		strField("spool.dir", "spool directory; empty = <data_dir>/spool", func(c *Config) *string { return &c.SpoolDir }),
 		intField("spool.max_bytes", "most bytes of unsent records kept on disk", int64(64<<10), int64(1<<40), func(c *Config) *int64 { return &c.SpoolMaxBytes }),
@@ -368,6 +382,10 @@ func DefaultConfig() Config {
 		ClipRing:        clip.DefaultConfig().MaxBytes,
 		ClipSegment:     2 * time.Second,
 		ClipMaxBytes:    64 << 20,
+		LiveFPS:         5,
+		LiveMaxSide:     640,
+		LiveQuality:     70,
+		LiveMaxTime:     5 * time.Minute,
 		SpoolMaxBytes:   64 << 20,
 		SpoolPolicy:     "refuse-new",
 		SpoolSegBytes:   uploader.DefaultSegmentMaxBytes,

@@ -33,7 +33,8 @@ const (
 	// link's token is the credential).
 	accessAnonymous access = iota
 	// accessDevice: devices; the record's signature is the credential (and,
-	// with ServeConfig.ClientCAs, a fleet client certificate: 401 without).
+	// with ServeConfig.ClientCAs, a fleet client certificate: 401 without);
+	// for the live view's requests, a signature over a nonce (live.go).
 	// Neither the Host check nor the cross-origin check applies.
 	accessDevice
 	// accessOwner: a signed-in owner, about their own devices only.
@@ -90,6 +91,11 @@ func (s *Server) routes() []route {
 	return []route{
 		// Devices.
 		{pattern: "PUT /v1/events/{event}/{kind}", access: accessDevice, serve: anon(s.handleUpload)},
+		// A camera's live view (live.go): it waits to be asked, then
+		// streams; each request carries its device key's signature over a
+		// nonce of the receiver.
+		{pattern: "POST /v1/live/{device}/wait", access: accessDevice, serve: anon(s.handleLiveWait)},
+		{pattern: "PUT /v1/live/{device}/stream", access: accessDevice, serve: anon(s.handleLiveStream)},
 
 		// Signing in.
 		{pattern: "GET /signin", access: accessAnonymous, serve: s.handleSignInPage},
@@ -148,6 +154,11 @@ func (s *Server) routes() []route {
 		{pattern: "GET /static/playback.js", access: accessAnonymous, serve: s.handlePlayerJS},
 		{pattern: "GET /events/{device}/{event}/clip.mkv", access: accessOwner, data: true, serve: s.handleClipMKV},
 		{pattern: "GET /events/{device}/{event}/records.zip", access: accessOwner, data: true, serve: s.handleClipRecords},
+
+		// A camera's live view (live.go), for its owner by the registry's
+		// open pairing now: the page, and the MJPEG stream it shows.
+		{pattern: "GET /live/{device}", access: accessOwner, data: true, serve: s.handleLivePage},
+		{pattern: "GET /live/{device}/mjpeg", access: accessOwner, data: true, stream: true, serve: s.handleLiveMJPEG},
 
 		// For monitors and browsers: "ok" or not, and the icon.
 		{pattern: "GET /healthz", access: accessAnonymous, serve: s.handleHealth},

@@ -253,6 +253,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	}
 
 	hs.RegisterOnShutdown(srv.hub.shutdown) // live streams end, so the shutdown need not wait for them
+	hs.RegisterOnShutdown(srv.live.shutdown)
 
 	mctx, stopMQTT := context.WithCancel(ctx)
 	var mqttDone sync.WaitGroup

@@ -129,6 +129,8 @@ type Options struct {
 	// reconnects by itself); it must stay below the HTTP server's write
 	// timeout. 0: DefaultStreamLifetime.
 	StreamLifetime time.Duration
+	// Live bounds the live view (live.go).
+	Live LiveOptions
 }
 
 // DefaultRotationsPerDay is the default of Options.RotationsPerDay.
@@ -207,6 +209,8 @@ type Stats struct {
 	MixupsCaught uint64 `json:"mixups_caught"`
 	Records      int    `json:"records"` // records in the store (not deleted)
 	Deleted      uint64 `json:"deleted"` // records deleted since Open, by their owner or by retention
+	// Live counts the live view's streams and frames (live.go).
+	Live LiveStats `json:"live"`
 }
 
 // Server is a verifying receiver over one data directory. Only one Server may
@@ -239,6 +243,7 @@ type Server struct {
 	files atomicfile.Writer // writes record files; the zero Writer uses the operating system
 
 	hub   *hub       // the owners' live streams (pages.go)
+	live  *liveHub   // the cameras' live view (live.go)
 	retMu sync.Mutex // serialises retention.json's read-modify-write
 
 	mu       sync.Mutex // guards everything below
@@ -344,6 +349,9 @@ func Open(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.hub = newHub(opts.MaxStreams, opts.MaxStreamsPerOwner, opts.StreamLifetime)
+	if s.live, err = newLiveHub(opts.Live, s.clk); err != nil {
+		return nil, err
+	}
 	if s.claims, err = newClaimState(opts); err != nil {
 		return nil, err
 	}
@@ -486,6 +494,7 @@ func (s *Server) Stats() Stats {
 		st.Rejected[k] = v
 	}
 	st.Records = len(s.records) - s.nDeleted
+	st.Live = s.LiveStats()
 	return st
 }
 

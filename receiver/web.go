@@ -41,7 +41,7 @@ const pageTemplate = pageHead + `{{template "head" .}}<p class="muted">{{.Note}}
 <tr><th>camera</th><th>paired to you</th><th>verification</th><th>last upload</th><th>last capture</th><th>records you see</th></tr>
 {{range .Cameras}}
 <tr>
-<td class="mono">{{.Device}}</td>
+<td class="mono">{{.Device}}{{if not .Past}}<br><a href="/live/{{.Device}}">live view</a>{{end}}</td>
 <td>{{if .Past}}<span class="muted">{{.Ended}}</span>{{else}}<span class="ok">now</span>{{end}}<br><span class="muted">{{.Interval}}</span></td>
 <td>{{if .Revoked}}<span class="warn">{{.Verification}}</span>{{else}}{{.Verification}}{{end}}</td>
 <td>{{.LastUpload}}</td>

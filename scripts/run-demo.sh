@@ -37,6 +37,9 @@ if ! grep -q '^capture.source' "$conf"; then
 	if [ -e /dev/video0 ]; then kind=v4l2; else kind=synthetic; fi
 	printf '# Chosen by the demo: v4l2 when /dev/video0 exists, else synthetic (records say "not from a camera").\ncapture.source = %s\n' "$kind" >>"$conf"
 fi
+if ! grep -q '^live.enabled' "$conf"; then
+	printf '# Chosen by the demo: the owner'"'"'s page offers a live view of the camera (docs/live.md).\nlive.enabled = true\n' >>"$conf"
+fi
 kind=$(sed -n 's/^capture.source *= *//p' "$conf" | tail -n 1)
 case $kind in
 synthetic) src="the built-in synthetic scene, NOT a camera (records and the page say so)" ;;

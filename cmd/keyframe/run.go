@@ -76,7 +76,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		log.Error("agent stopped", "err", err)
 		return 1
 	}
-	log.Info("agent stopped", "frames", a.Frames())
+	lc := a.LiveCounts()
+	log.Info("agent stopped", "frames", a.Frames(), "live_streams", lc.Started, "live_frames_sent", lc.Sent, "live_frames_dropped", lc.Dropped)
 	return 0
 }
 

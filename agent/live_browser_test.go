@@ -1,0 +1,238 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/keyframe-cam/keyframe/board"
+	"github.com/keyframe-cam/keyframe/internal/browsertest"
+	"github.com/keyframe-cam/keyframe/receiver"
+)
+
+// syncBuffer is a log sink the test reads while the agent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// liveRig is a real agent on the synthetic scene at 640x480 and 10 fps with
+// the live view on, and the real receiver it waits at; the camera is
+// paired to alice, and bob owns another.
+type liveRig struct {
+	a      *Agent
+	srv    *receiver.Server
+	hs     *httptest.Server
+	rdir   string
+	device string
+	log    *syncBuffer
+	link   string // alice's setup link
+}
+
+func newLiveRig(t *testing.T, change ...func(*Config)) *liveRig {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := testConfig(dir, 640, 480)
+	cfg.FPS = 10
+	cfg.LiveEnabled = true
+	for _, c := range change {
+		c(&cfg)
+	}
+	key, device, _, err := Identity(&cfg, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeKey(key)
+	pub, err := board.PublicKeyPEM(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdir := filepath.Join(dir, "receiver")
+	if _, err := receiver.Enroll(rdir, pub); err != nil {
+		t.Fatal(err)
+	}
+	if err := receiver.Pair(rdir, device, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	link, err := (receiver.Accounts{Dir: rdir}).Add("alice", receiver.RoleOwner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (receiver.Accounts{Dir: rdir}).Add("bob", receiver.RoleOwner); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := receiver.Open(receiver.Options{Dir: rdir, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	cfg.UploadURL = hs.URL
+	logs := &syncBuffer{}
+	a, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	})
+	return &liveRig{a: a, srv: srv, hs: hs, rdir: rdir, device: device, log: logs, link: link.Path}
+}
+
+// get fetches path with cookies and returns the status and up to 1 MiB of
+// the body, read for at most two seconds (a stream does not end by itself).
+func (r *liveRig) get(t *testing.T, path string, cookies ...*http.Cookie) (int, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.hs.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
+	resp, err := r.hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, b
+}
+
+// TestBrowserLiveView: in a real browser, alice, signed in, opens her
+// camera's live view and sees its picture, which changes between two
+// screenshots a second apart; bob (another owner), a signed-out browser and
+// a direct request to the stream URL get no picture; closing alice's page
+// stops the camera's stream (its log and counters say so).
+// Screenshots: live-1, live-2, signed-out.
+func TestBrowserLiveView(t *testing.T) {
+	r := newLiveRig(t)
+	jpegMagic := []byte{0xff, 0xd8, 0xff}
+	page, stream := "/live/"+r.device, "/live/"+r.device+"/mjpeg"
+
+	// Nobody: no cookie, bob's session, a forged one.
+	bob, err := r.srv.NewSession("bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range []struct {
+		name    string
+		cookies []*http.Cookie
+	}{{"direct request", nil}, {"another owner", []*http.Cookie{bob}}} {
+		for _, p := range []string{page, stream} {
+			code, body := r.get(t, p, tr.cookies...)
+			if code == http.StatusOK || bytes.Contains(body, jpegMagic) || bytes.Contains(body, []byte(r.device)) {
+				t.Errorf("%s: GET %s: %d with %d bytes, want a refusal without the camera's picture or ID", tr.name, p, code, len(body))
+			}
+		}
+	}
+	if n := r.srv.LiveStats().StreamsStarted; n != 0 {
+		t.Fatalf("refused requests started %d camera streams", n)
+	}
+
+	// A signed-out browser: the sign-in page, no picture.
+	ctx := browsertest.New(t)
+	out := browsertest.NewBrowserContext(t, ctx)
+	browsertest.Do(t, out, chromedp.Navigate(r.hs.URL+page))
+	if n := browsertest.Run(t, out, chromedp.Evaluate[int](`[...document.images].filter(i => i.naturalWidth > 0).length`)); n != 0 {
+		t.Errorf("signed out: %d images shown", n)
+	}
+	browsertest.Screenshot(t, out, "signed-out")
+
+	// Alice signs in with her setup link and opens the live view.
+	browsertest.Do(t, ctx, chromedp.Navigate(r.hs.URL+r.link), chromedp.WaitReady(chromedp.CSS(`input[name=confirm]`)))
+	const password = "a long pass phrase for alice"
+	browsertest.Do(t, ctx,
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), password),
+		chromedp.SendKeys(chromedp.CSS(`input[name=confirm]`), password),
+	)
+	if resp := browsertest.Response(t, ctx, chromedp.Submit(chromedp.CSS(`form`))); resp.Status != http.StatusOK {
+		t.Fatalf("after choosing a password: %d", resp.Status)
+	}
+	// The live view in a tab of its own (alice's cookies), closed below.
+	tab, closeTab := chromedp.NewContext(ctx)
+	defer closeTab()
+	if err := chromedp.Do(tab); err != nil { // makes the tab, which lives as long as tab
+		t.Fatal(err)
+	}
+	asked := time.Now()
+	browsertest.Do(t, tab, chromedp.Navigate(r.hs.URL+page), chromedp.WaitReady(chromedp.CSS(`#live`)))
+	browsertest.Run(t, tab, chromedp.Poll[bool](`document.querySelector("#live").naturalWidth > 0`,
+		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second)))
+	t.Logf("the first live picture after %s", time.Since(asked).Round(time.Millisecond))
+	shot := func(name string) []byte {
+		browsertest.Screenshot(t, tab, name)
+		return browsertest.Run(t, tab, chromedp.Screenshot(chromedp.CSS(`#live`)))
+	}
+	first := shot("live-1")
+	time.Sleep(time.Second)
+	second := shot("live-2")
+	if bytes.Equal(first, second) {
+		t.Errorf("the live picture did not change in a second")
+	}
+	if w := browsertest.Run(t, tab, chromedp.Evaluate[int](`document.querySelector("#live").naturalWidth`)); w != 640 {
+		t.Errorf("live picture %d px wide, want 640", w)
+	}
+	c := r.a.LiveCounts()
+	if c.Started != 1 || c.Sent == 0 {
+		t.Errorf("while watched: %+v, want one stream started and frames sent", c)
+	}
+
+	// Closing the tab stops the camera's stream.
+	closed := time.Now()
+	closeTab()
+	for i := 0; r.a.LiveCounts().Stopped == 0; i++ {
+		if i == 1000 && os.Getenv("KEYFRAME_LIVE_HANG") != "" {
+			select {}
+		}
+		if i == 1000 {
+			t.Fatalf("the camera's stream did not stop within 10 s of the page closing: %+v, receiver %+v\n%s", r.a.LiveCounts(), r.srv.LiveStats(), r.log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("the camera's stream stopped %s after the page closed", time.Since(closed).Round(time.Millisecond))
+	logs := r.log.String()
+	if !strings.Contains(logs, "live view: stream stopped") || !strings.Contains(logs, `reply="live stream ended: no viewer left"`) {
+		t.Errorf("the agent's log does not say the stream stopped for want of viewers:\n%s", logs)
+	}
+	if st := r.srv.LiveStats(); st.StreamsStarted != 1 || st.StreamsEnded != 1 || st.Viewers != 0 {
+		t.Errorf("receiver: %+v", st)
+	}
+	t.Logf("agent: %+v; receiver: %+v", r.a.LiveCounts(), r.srv.LiveStats())
+	if os.Getenv("KEYFRAME_LIVE_LOG") != "" {
+		t.Log(logs)
+	}
+}
