@@ -8,7 +8,8 @@
 # thumbnail; the same link opened in headless chromium (if installed; under CI
 # it must be) shows the demo owner's verified event with a thumbnail the browser
 # decoded, within 30 s, and then an event page whose clip verified, loaded and starts
-# in its pre-roll (internal/browsertest/democheck); `keyframe-receiver verify` passes on the stored events and, after one byte
+# in its pre-roll, and the camera's live view, whose picture changes
+# (internal/browsertest/democheck); `keyframe-receiver verify` passes on the stored events and, after one byte
 # of a stored thumbnail is flipped, fails naming the event.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,6 +83,7 @@ if DEMO_SIGNIN_URL=$signin "$work/democheck.test" -test.run '^TestDemoSignIn$' -
 	else
 		echo "demo-check: in headless chromium: $(grep -m1 -o "demo owner's page after.*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-owner.png' "$work/browser")"
 		echo "demo-check: in headless chromium: $(grep -m1 -o "event page .*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-clip.png' "$work/browser")"
+		echo "demo-check: in headless chromium: $(grep -m1 -o "live view .*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-live.png' "$work/browser")"
 		curl_link=$(bin/keyframe-receiver owner link -data "$DEMO_DIR/receiver" -url "$url" demo 2>/dev/null)
 	fi
 else

@@ -62,6 +62,38 @@ func TestDemoSignIn(t *testing.T) {
 	}
 	browsertest.Screenshot(t, ctx, "demo-owner")
 	checkClip(t, ctx, home, began.Add(clipWithin))
+	checkLive(t, ctx, home)
+}
+
+// checkLive opens the camera's live view from the owner's page and waits
+// for two different pictures from it.
+func checkLive(t *testing.T, ctx context.Context, home string) {
+	t.Helper()
+	browsertest.Do(t, ctx, chromedp.Navigate(home), chromedp.WaitReady(chromedp.CSS("body")))
+	link := browsertest.Run(t, ctx, chromedp.Evaluate[string](`(() => { const a = document.querySelector('a[href^="/live/"]'); return a ? a.href : "" })()`))
+	if link == "" {
+		t.Fatal("the demo owner's page has no live view link")
+	}
+	began := time.Now()
+	browsertest.Do(t, ctx, chromedp.Navigate(link), chromedp.WaitReady(chromedp.CSS("#live")))
+	// The picture is drawn into a canvas to compare two moments of it.
+	grab := `(() => { const i = document.getElementById("live"); if (!i.complete || i.naturalWidth === 0) return false;
+		const c = document.createElement("canvas"); c.width = i.naturalWidth; c.height = i.naturalHeight;
+		const g = c.getContext("2d"); g.drawImage(i, 0, 0); return c.toDataURL("image/png"); })()`
+	first := browsertest.Run(t, ctx, chromedp.Poll[string](grab, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second)))
+	shown := time.Since(began)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		time.Sleep(time.Second)
+		if browsertest.Run(t, ctx, chromedp.Evaluate[string](grab)) != first {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the live picture did not change in 10 s")
+		}
+	}
+	t.Logf("live view %s: first picture %s after opening, and it moves", link, shown.Round(time.Millisecond))
+	browsertest.Screenshot(t, ctx, "demo-live")
 }
 
 // clipWithin bounds the wait for an event with a whole clip: the synthetic
