@@ -461,11 +461,12 @@ negotiated() {
 # check_frames LOG: the agent processed at least MIN_FRAME_SHARE x FPS x its run
 # time frames: an agent that captures nothing, or stops capturing, fails. The
 # count is its "agent stopped frames=N" line at SIGTERM, the run time what the
-# guest measured from its start to the SIGTERM ("BOARD: agent ran Xs"). Appends
+# guest measured from its start to the SIGTERM ("BOARD: agent ran Xs"). The stop
+# line may go on with other counters (live_streams=...). Appends
 # to the caller's reasons; sets frame_note.
 check_frames() {
 	local glog=$1 frames ran min
-	frames=$(sed -n 's/^AGENT: time=[^ ]* level=INFO msg="agent stopped" frames=\([0-9]*\)$/\1/p' "$glog" | tail -1)
+	frames=$(sed -n 's/^AGENT: time=[^ ]* level=INFO msg="agent stopped" frames=\([0-9]*\)\( .*\)\{0,1\}$/\1/p' "$glog" | tail -1)
 	ran=$(guest_val "$glog" 'agent ran \([0-9.]*\)s')
 	if [ -z "$ran" ]; then
 		reasons+=("the guest did not say how long the agent ran")
