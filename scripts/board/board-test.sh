@@ -86,6 +86,7 @@ MIN_FRAME_SHARE=0.8                     # the agent must process this share of F
 RUN_SECONDS=${BOARD_RUN_SECONDS:-25}    # motion, still, overlay: how long the agent runs
 CANARY_SECONDS=${BOARD_CANARY_SECONDS:-10} # still, overlay: then the picture moves this long
 FORMAT_SECONDS=${BOARD_FORMAT_SECONDS:-15} # nv12, yu12, grey, rgb3: how long the agent runs
+PRE_ROLL=5                              # motion.pre_roll (seconds), the agent's default
 LOSS_AFTER=${BOARD_LOSS_AFTER:-12}      # camloss: agent runs this long, then the camera goes
 LOSS_SECONDS=5                          # camloss: the camera stays away at least this long
 RELEASE_SECONDS=10                      # camloss: then the agent has this long to release it
@@ -362,6 +363,9 @@ EOF
 			echo "# motion.mask = $CLOCK_MASK   (this keyframe has no motion.mask)"
 		fi
 	fi
+	# Every event has a clip (clip.enabled, on by default) from motion.pre_roll
+	# before its trigger.
+	! has_key motion.pre_roll || echo "motion.pre_roll = ${PRE_ROLL}s"
 	if [ "$s" = watchdog ]; then
 		if has_key watchdog.device; then
 			printf 'watchdog.device = /dev/watchdog0\nwatchdog.timeout = %ss\nwatchdog.stall = %ss\n' "$WDT_TIMEOUT" "$WDT_STALL"
@@ -482,10 +486,33 @@ check_frames() {
 	frame_note="${frames:-no} frames in ${ran}s (>= $min)"
 }
 
-# record_times DIR DEVICE: the capture time (Unix ms, the guest's clock) of each
-# record from DEVICE in the receiver's index under DIR, one a line.
-record_times() {
-	grep "\"device\":\"$2\"" "$1/data/index.jsonl" 2>/dev/null | sed -n 's/.*"time_unix_ms":\([0-9]*\).*/\1/p' || true
+# index_records DIR DEVICE: "EVENT KIND TIME" for each record from DEVICE in the
+# receiver's index under DIR, TIME its capture time (Unix ms, the guest's clock).
+index_records() {
+	grep "\"device\":\"$2\"" "$1/data/index.jsonl" 2>/dev/null |
+		sed -n 's/.*"event":"\([^"]*\)","kind":"\([a-z]*\)".*"time_unix_ms":\([0-9]*\).*/\1 \2 \3/p' || true
+}
+# records_after DIR DEVICE EPOCH: how many records from DEVICE were captured at or
+# after EPOCH (Unix s, the guest's clock).
+records_after() { index_records "$1" "$2" | awk -v e="$3" '$3 >= e * 1000' | wc -l; }
+# records_before DIR DEVICE EPOCH: how many records from DEVICE show the picture
+# before EPOCH: every record captured before it, except a segment of an event whose
+# start record (its trigger's capture time; sent ahead of its segments) is at or
+# after EPOCH and whose first frame is at most motion.pre_roll before that trigger:
+# that is the event's pre-roll, the run-up its clip shows by design (docs/clips.md;
+# a segment record's capture time is its first frame's).
+records_before() {
+	index_records "$1" "$2" | awk -v e="$3" -v pre="$PRE_ROLL" '
+		{ ev[NR] = $1; kind[NR] = $2; t[NR] = $3; if ($2 == "start") trig[$1] = $3 }
+		END {
+			n = 0
+			for (i = 1; i <= NR; i++) {
+				if (t[i] >= e * 1000) continue
+				if (kind[i] == "segment" && (ev[i] in trig) && trig[ev[i]] >= e * 1000 && t[i] >= trig[ev[i]] - pre * 1000) continue
+				n++
+			}
+			print n
+		}'
 }
 
 run_scenario() {
@@ -613,8 +640,8 @@ run_scenario() {
 		local canary before=0 after=0
 		canary=$(guest_val "$glog" 'canary epoch=\([0-9]*\)')
 		if [ -n "$canary" ]; then
-			before=$(record_times "$d" "$device" | awk -v c="$canary" '$1 < c * 1000' | wc -l)
-			after=$(record_times "$d" "$device" | awk -v c="$canary" '$1 >= c * 1000' | wc -l)
+			before=$(records_before "$d" "$device" "$canary")
+			after=$(records_after "$d" "$device" "$canary")
 		else
 			reasons+=("the guest printed no canary: vivid's picture never moved")
 		fi
