@@ -10,6 +10,9 @@
 #             by the guest's device key (its ID printed by the guest)
 #   still     vivid's picture does not move: no event; then it moves (the canary) and
 #             that event must be verified
+#   clip      vivid's picture is still, moves, and is still again: the event's clip,
+#             fetched from the receiver as its owner downloads it (records.zip), verifies
+#             frame by frame against its end record and starts in its pre-roll (t_us < 0)
 #   camloss   the camera is unplugged (vivid unbound, unloaded, loaded again) while the
 #             agent runs: the agent survives and a record captured after the reload is
 #             verified
@@ -32,12 +35,13 @@
 # a key file made on the host and baked into the initramfs (keystore=file).
 #
 # Durations: BOARD_RUN_SECONDS (25), BOARD_LOSS_AFTER (12), BOARD_AFTER_SECONDS (15),
-# BOARD_CANARY_SECONDS (10), BOARD_FORMAT_SECONDS (15).
+# BOARD_CANARY_SECONDS (10), BOARD_FORMAT_SECONDS (15), BOARD_CLIP_STILL_SECONDS (12),
+# BOARD_CLIP_MOVE_SECONDS (6), BOARD_CLIP_REST_SECONDS (20).
 # BOARD_ALLOW_MISSING_KEYS=1 runs a scenario whose configuration keys the binary lacks.
 #
 # Needs bin/keyframe and bin/keyframe-receiver (make build) and bin/keyframe-linux-arm64 or -armv7 (make cross),
 # and Go (scripts/ensure-go.sh) for the guest tools camctl and vtpmfwd; installs qemu-system-arm, kmod, cpio,
-# openssl and (for the TPM) swtpm with apt-get if they are missing.
+# openssl, (for the TPM) swtpm and (for clip) curl and unzip with apt-get if they are missing.
 # The kernel is cached in ~/.cache/keyframe/board/ARCH (BOARD_CACHE); each run's
 # files (logs, receiver data, initramfs) are in bin/board-test/ARCH (BOARD_WORK).
 # Exits non-zero if any scenario fails. Details: docs/board-test.md.
@@ -55,14 +59,14 @@ arm64)
 	guest_bin=$root/bin/keyframe-linux-arm64
 	qemu_pkg_bin="qemu-system-aarch64"
 	qemu=(qemu-system-aarch64 -M virt -cpu cortex-a53)
-	all=(motion still camloss watchdog overlay nv12 yu12 grey rgb3)
+	all=(motion still clip camloss watchdog overlay nv12 yu12 grey rgb3)
 	default=("${all[@]}")
 	;;
 armhf)
 	guest_bin=$root/bin/keyframe-linux-armv7
 	qemu_pkg_bin="qemu-system-arm"
 	qemu=(qemu-system-arm -M "virt,highmem=off" -cpu cortex-a15)
-	all=(motion still camloss overlay nv12 yu12 grey rgb3)
+	all=(motion still clip camloss overlay nv12 yu12 grey rgb3)
 	default=("${all[@]}")
 	;;
 *)
@@ -86,7 +90,14 @@ MIN_FRAME_SHARE=0.8                     # the agent must process this share of F
 RUN_SECONDS=${BOARD_RUN_SECONDS:-25}    # motion, still, overlay: how long the agent runs
 CANARY_SECONDS=${BOARD_CANARY_SECONDS:-10} # still, overlay: then the picture moves this long
 FORMAT_SECONDS=${BOARD_FORMAT_SECONDS:-15} # nv12, yu12, grey, rgb3: how long the agent runs
+CLIP_STILL_SECONDS=${BOARD_CLIP_STILL_SECONDS:-12} # clip: still picture (more than the pre-roll)
+CLIP_MOVE_SECONDS=${BOARD_CLIP_MOVE_SECONDS:-6}    # clip: then the picture moves this long
+CLIP_REST_SECONDS=${BOARD_CLIP_REST_SECONDS:-20}   # clip: then still again: the event ends, its clip is uploaded
 PRE_ROLL=5                              # motion.pre_roll (seconds), the agent's default
+# clip: motion.absorb_frames (default 100). vivid's picture stopped after moving is
+# shifted, so it differs from the background until the detector absorbs it, as a box
+# put down: at the default that is 20 s at 5 fps, and the event would only end then.
+CLIP_ABSORB_FRAMES=25
 LOSS_AFTER=${BOARD_LOSS_AFTER:-12}      # camloss: agent runs this long, then the camera goes
 LOSS_SECONDS=5                          # camloss: the camera stays away at least this long
 RELEASE_SECONDS=10                      # camloss: then the agent has this long to release it
@@ -105,7 +116,8 @@ STALL_WAIT_SECONDS=40                   # watchdog: longest wait for the reset a
 # exercised; "overlay" is "still" without the mask: the detector's per-pixel
 # variability threshold must keep the running clock from raising an event by itself.
 MOVE_CONTROLS="horizontal_movement=6, osd_text_mode=1"
-CANARY_CONTROLS="horizontal_movement=6" # still, overlay: set with camctl at the end
+CANARY_CONTROLS="horizontal_movement=6" # still, overlay: set with camctl at the end; clip: the movement
+STOP_CONTROLS="horizontal_movement=3"   # clip: set with camctl after the movement
 STILL_CONTROLS="horizontal_movement=3, osd_text_mode=1"
 OVERLAY_CONTROLS="horizontal_movement=3, osd_text_mode=1"
 CLOCK_MASK="0,0 0.32,0 0.32,0.08 0,0.08" # vivid's first text line at 640x480, as fractions
@@ -147,6 +159,10 @@ host_tools() {
 	command -v openssl >/dev/null || need+=(openssl)
 	command -v timeout >/dev/null || need+=(coreutils)
 	if any_tpm && ! command -v swtpm >/dev/null; then need+=(swtpm); fi
+	if [[ " ${scenarios[*]} " == *" clip "* ]]; then
+		command -v curl >/dev/null || need+=(curl)
+		command -v unzip >/dev/null || need+=(unzip)
+	fi
 	if [ ${#need[@]} -eq 0 ]; then
 		log "host tools present: $("$qemu_pkg_bin" --version | head -1)$(! any_tpm || echo ", $(swtpm --version 2>&1 | head -1)")"
 		return
@@ -169,6 +185,7 @@ missing_keys() {
 	local keys=() k out=()
 	case $1 in
 	motion | still | camloss) keys=(capture.controls motion.mask) ;;
+	clip) keys=(capture.controls motion.mask motion.pre_roll motion.absorb_frames clip.enabled) ;;
 	nv12 | yu12 | grey | rgb3) keys=(capture.format capture.controls motion.mask) ;;
 	overlay) keys=(capture.controls) ;;
 	watchdog) keys=(watchdog.device watchdog.timeout watchdog.stall motion.mask) ;;
@@ -339,7 +356,7 @@ EOF
 	local ctl=""
 	case $s in
 	motion | camloss | nv12 | yu12 | grey | rgb3) ctl=$MOVE_CONTROLS ;;
-	still) ctl=$STILL_CONTROLS ;;
+	still | clip) ctl=$STILL_CONTROLS ;;
 	overlay) ctl=$OVERLAY_CONTROLS ;;
 	esac
 	if [ -n "$ctl" ]; then
@@ -364,8 +381,16 @@ EOF
 		fi
 	fi
 	# Every event has a clip (clip.enabled, on by default) from motion.pre_roll
-	# before its trigger.
+	# before its trigger; clip asks for both, the others run with the defaults.
 	! has_key motion.pre_roll || echo "motion.pre_roll = ${PRE_ROLL}s"
+	if [ "$s" = clip ]; then
+		if has_key clip.enabled; then
+			echo "clip.enabled = true"
+		else
+			echo "# clip.enabled = true   (this keyframe has no clips)"
+		fi
+		echo "motion.absorb_frames = $CLIP_ABSORB_FRAMES"
+	fi
 	if [ "$s" = watchdog ]; then
 		if has_key watchdog.device; then
 			printf 'watchdog.device = /dev/watchdog0\nwatchdog.timeout = %ss\nwatchdog.stall = %ss\n' "$WDT_TIMEOUT" "$WDT_STALL"
@@ -390,6 +415,10 @@ RELEASE_SECONDS=$RELEASE_SECONDS
 AFTER_SECONDS=$AFTER_SECONDS
 CANARY_SECONDS=$CANARY_SECONDS
 CANARY_CONTROLS="$CANARY_CONTROLS"
+STOP_CONTROLS="$STOP_CONTROLS"
+CLIP_STILL_SECONDS=$CLIP_STILL_SECONDS
+CLIP_MOVE_SECONDS=$CLIP_MOVE_SECONDS
+CLIP_REST_SECONDS=$CLIP_REST_SECONDS
 FORMAT_SECONDS=$FORMAT_SECONDS
 HEALTHY_SECONDS=$HEALTHY_SECONDS
 STALL_WAIT_SECONDS=$STALL_WAIT_SECONDS
@@ -412,6 +441,9 @@ start_receiver() {
 	rm -rf "$d"
 	mkdir -p "$d"
 	"$kr" enroll -data "$d/data" -key "$pub" -owner board >/dev/null
+	# The owner's account (its setup link is not needed: clip_fetch signs in by a
+	# one-time sign-in link, as keyframe-receiver owner link gives an owner).
+	"$kr" owner add -data "$d/data" board >/dev/null 2>&1
 	for try in 1 2 3 4 5; do
 		port=$((20000 + RANDOM % 30000))
 		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then continue; fi
@@ -515,6 +547,42 @@ records_before() {
 		}'
 }
 
+# clip_fetch DIR DEVICE PUB: each event from DEVICE whose end record the receiver
+# verified, fetched as its owner downloads it from the event page (records.zip;
+# signed in by a one-time link from keyframe-receiver owner link), unpacked and
+# verified by keyframe-receiver verify -clip with the device's key PUB: every
+# segment record against the end record's list, every frame against its segment's
+# (docs/envelope.md §8.1-8.2). The receiver must be running. Sets clip_events and
+# clip_lines (verify's line per event); appends to the caller's reasons.
+clip_fetch() {
+	local d=$1 device=$2 pub=$3 url="https://127.0.0.1:$recv_port" ev link out rc
+	local c=$d/clip
+	local curl=(curl -fsS --max-time 120 --cacert "$work/pki/ca.pem" -b "$c/cookies" -c "$c/cookies")
+	mkdir -p "$c"
+	clip_events=$(grep '^verified .* kind=end ' "$d/stdout" | grep " device=$device " |
+		sed -n 's/^verified event=\([^ ]*\) .*/\1/p' | sort -u | tr '\n' ' ' | sed 's/ $//')
+	if [ -z "$clip_events" ]; then
+		reasons+=("the receiver verified no end record from the device: no complete clip")
+		return
+	fi
+	if ! link=$("$kr" owner link -data "$d/data" -url "$url" board 2>>"$c/log") ||
+		! "${curl[@]}" -d '' -o /dev/null "$link" 2>>"$c/log"; then
+		reasons+=("could not sign in at the receiver as the owner (see $c/log)")
+		return
+	fi
+	for ev in $clip_events; do
+		if ! "${curl[@]}" -o "$c/$ev.zip" "$url/events/$device/$ev/records.zip" 2>>"$c/log" ||
+			! unzip -q -o -d "$c" "$c/$ev.zip" >>"$c/log" 2>&1; then
+			reasons+=("could not download and unpack event $ev's records.zip (see $c/log)")
+			continue
+		fi
+		rc=0
+		out=$("$kr" verify -clip "$c/$ev" -key "$pub" 2>&1) || rc=$?
+		clip_lines+=("$out")
+		[ "$rc" = 0 ] || reasons+=("event $ev's clip does not verify: $out")
+	done
+}
+
 run_scenario() {
 	local s=$1
 	local d=$work/$s t0 missing limit extra=() reasons=() ok=PASS note="" tpm_arg=""
@@ -543,6 +611,7 @@ run_scenario() {
 	case $s in
 	motion) limit=$((RUN_SECONDS + 60)) ;;
 	still | overlay) limit=$((RUN_SECONDS + CANARY_SECONDS + 60)) ;;
+	clip) limit=$((CLIP_STILL_SECONDS + CLIP_MOVE_SECONDS + CLIP_REST_SECONDS + 60)) ;;
 	nv12 | yu12 | grey | rgb3) limit=$((FORMAT_SECONDS + 60)) ;;
 	camloss) limit=$((LOSS_AFTER + LOSS_SECONDS + RELEASE_SECONDS + AFTER_SECONDS + 60)) ;;
 	watchdog) limit=$((HEALTHY_SECONDS + STALL_WAIT_SECONDS + 60)) ;;
@@ -565,6 +634,8 @@ run_scenario() {
 	q1=$(date +%s)
 	tr -d '\r' <"$glog" >"$glog.tmp" && mv "$glog.tmp" "$glog"
 	kill -0 "$recv_pid" 2>/dev/null || reasons+=("the receiver died during the run (see $d/stderr)")
+	local clip_events="" clip_lines=()
+	[ "$s" != clip ] || clip_fetch "$d" "$device" "$(pub_of "$s")"
 	stop_receiver
 
 	# What the guest said and what the receiver verified.
@@ -654,6 +725,49 @@ run_scenario() {
 		note="$before records in ${RUN_SECONDS}s of a still picture"
 		[ "$s" != overlay ] || note+=" with its text overlay"
 		note+=", $after verified of the canary; $frame_note"
+		;;
+	clip)
+		# No record from the still picture (the pre-roll's segments aside); the
+		# event of the movement ended while the agent ran, and its clip verifies
+		# frame by frame from the owner's download and starts before the trigger.
+		local moved sigterm ended before=0 line ev segs frames first last n_clips=0 clip_note=""
+		moved=$(guest_val "$glog" 'clip move epoch=\([0-9]*\)')
+		sigterm=$(guest_val "$glog" 'agent sigterm epoch=\([0-9]*\)')
+		if [ -n "$moved" ]; then
+			before=$(records_before "$d" "$device" "$moved")
+		else
+			reasons+=("the guest printed no clip move: vivid's picture never moved")
+		fi
+		[ "$before" = 0 ] || reasons+=("$before records verified from the still picture before it moved")
+		grep -q '^BOARD: clip stop epoch=' "$glog" || reasons+=("vivid's picture was not stopped after the movement")
+		for line in "${clip_lines[@]}"; do
+			log "$s: $line"
+			case $line in "ok clip "*) ;; *) continue ;; esac
+			segs=$(sed -n 's/.*, \([0-9]*\) segments, .*/\1/p' <<<"$line")
+			frames=$(sed -n 's/.*, \([0-9]*\) frames, .*/\1/p' <<<"$line")
+			first=$(sed -n 's/.* frames, \([-+][0-9.]*\)s to .*/\1/p' <<<"$line")
+			last=$(sed -n 's/.* to \([-+][0-9.]*\)s from the trigger.*/\1/p' <<<"$line")
+			ev=$(sed -n 's/.* event \([^ ,]*\),.*/\1/p' <<<"$line")
+			case $first in
+			-*) ;;
+			*) reasons+=("event $ev's clip starts at ${first:-?}s from the trigger: no pre-roll") ;;
+			esac
+			# The event ended because the picture stopped, while the agent ran:
+			# the agent logged its end (guest clock, ms) before the guest read
+			# the clock (s) to send the SIGTERM (an end forced by the SIGTERM
+			# comes after it).
+			ended=$(sed -n 's/^AGENT: time=\([^ ]*\) level=INFO msg="event end" event='"$ev"' .*/\1/p' "$glog" | head -1)
+			ended=$(date -u -d "${ended:-none}" +%s%3N 2>/dev/null || true)
+			if [ -z "$ended" ] || [ -z "$sigterm" ] || [ "$ended" -ge $((sigterm * 1000)) ]; then
+				reasons+=("event $ev did not end while the agent ran (its end at ${ended:-?} ms, the SIGTERM at ${sigterm:-?} s): the picture stopped ${CLIP_REST_SECONDS}s before")
+			fi
+			n_clips=$((n_clips + 1))
+			clip_note+="event $ev: $segs segments, $frames frames verified, ${first}s to ${last}s from the trigger; "
+		done
+		[ "$n_clips" -ge 1 ] || [ -z "$clip_events" ] || reasons+=("no clip verified")
+		check_frames "$glog"
+		[ "${gres%% *}" = PASS ] || reasons+=("guest: ${gres:-no result line}")
+		note="$before records of the still picture; ${clip_note:-no clip verified; }$frame_note"
 		;;
 	nv12 | yu12 | grey | rgb3)
 		local fmt want

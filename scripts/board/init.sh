@@ -3,7 +3,7 @@
 # /init of keyframe's board-test initramfs (scripts/board/mkinitramfs.sh puts it there).
 #
 # Runs one scenario, chosen on the kernel command line, in an emulated ARM board:
-#   keyframe.scenario=motion|still|overlay|camloss|watchdog|nv12|yu12|grey|rgb3
+#   keyframe.scenario=motion|still|clip|overlay|camloss|watchdog|nv12|yu12|grey|rgb3
 #                                                      what to run (board-test.sh)
 #   keyframe.port=PORT                                 the host receiver's port; the guest
 #                                                      reaches the host as 10.0.2.2 only
@@ -157,6 +157,7 @@ agent_stop() {
 		say "agent cpu=$(agent_cpu) before stop"
 		# From its start to the SIGTERM: the host checks the frame count against it.
 		say "agent ran $(awk -v a="$AGENT_T0" -v b="$(uptime_s)" 'BEGIN { printf "%.1f", b - a }')s"
+		say "agent sigterm epoch=$(date +%s)"
 		kill -TERM "$AGENT"
 		i=0
 		while agent_alive && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
@@ -198,6 +199,24 @@ still | overlay)
 	out=$(camctl -device /dev/video0 $CANARY_CONTROLS 2>&1) || fail "camctl: $out"
 	say "$out"
 	run_for "$CANARY_SECONDS" && say "$SCENARIO canary ran ${CANARY_SECONDS}s"
+	;;
+clip)
+	# An event with its run-up: CLIP_STILL_SECONDS of still picture (longer than
+	# motion.pre_roll), then the picture moves, then it is still again, long
+	# enough for the event to end and its last segments and end record to be
+	# uploaded while the agent still runs.
+	agent_start
+	run_for "$CLIP_STILL_SECONDS" || finish
+	say "clip move epoch=$(date +%s) uptime=$(uptime_s)s: vivid's picture moves ($CANARY_CONTROLS)"
+	# shellcheck disable=SC2086 # one argument per control
+	out=$(camctl -device /dev/video0 $CANARY_CONTROLS 2>&1) || fail "camctl: $out"
+	say "$out"
+	run_for "$CLIP_MOVE_SECONDS" || finish
+	say "clip stop epoch=$(date +%s) uptime=$(uptime_s)s: vivid's picture stops ($STOP_CONTROLS)"
+	# shellcheck disable=SC2086 # one argument per control
+	out=$(camctl -device /dev/video0 $STOP_CONTROLS 2>&1) || fail "camctl: $out"
+	say "$out"
+	run_for "$CLIP_REST_SECONDS" && say "$SCENARIO ran ${CLIP_STILL_SECONDS}s still, ${CLIP_MOVE_SECONDS}s moving, ${CLIP_REST_SECONDS}s still"
 	;;
 nv12 | yu12 | grey | rgb3)
 	agent_start
