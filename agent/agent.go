@@ -672,11 +672,12 @@ func (a *Agent) capture(ctx context.Context) error {
 	var bestSrc *provenance.Source
 	var event string
 	var last, nextCut time.Time
+	var clk clipTime // the clock at the last frame, for clips
 	for {
 		err := src.Next(ctx, &frame)
 		if err != nil {
 			if event != "" {
-				a.finish(life.Flush(last), event, &best, bestStamp, bestSrc)
+				a.finish(life.Flush(last), event, &best, bestStamp, bestSrc, clk)
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -691,13 +692,14 @@ func (a *Agent) capture(ctx context.Context) error {
 			// Errors are counted by the feeder (bad frames); the
 			// detector goes on.
 			_ = a.clips.feeder.Offer(&frame)
+			clk.read(a.stamp.Now(), frame.Time)
 		}
 		a.live.offer(&frame)
 		pix, stride, step := frame.LumaPlane()
 		res := det.StepPlane(pix, frame.Width, frame.Height, stride, step)
 		d := life.Observe(frame.Time, res)
 		if d.End && event != "" {
-			a.finish(d, event, &best, bestStamp, bestSrc)
+			a.finish(d, event, &best, bestStamp, bestSrc, clk)
 			event = ""
 		}
 		if d.Start {
@@ -708,12 +710,12 @@ func (a *Agent) capture(ctx context.Context) error {
 			if a.clips != nil {
 				// The run-up is in the ring now: the worker may come to
 				// this job seconds later.
-				j.cursor = a.clips.ring.Cursor(d.Summary.Start)
+				j.cursor, j.clock = a.clips.ring.Cursor(d.Summary.Start), clk
 				nextCut = frame.Time.Add(a.clips.segment)
 			}
 			a.hand(j, &frame)
 		} else if event != "" && a.clips != nil && !frame.Time.Before(nextCut) {
-			a.recs.cut(job{kind: jobCut, event: event, until: frame.Time})
+			a.recs.cut(job{kind: jobCut, event: event, until: frame.Time, clock: clk})
 			nextCut = frame.Time.Add(a.clips.segment)
 		}
 		if d.Best {
@@ -726,11 +728,11 @@ func (a *Agent) capture(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) finish(d motion.Decision, event string, best *capture.Frame, st recorder.Stamp, src *provenance.Source) {
+func (a *Agent) finish(d motion.Decision, event string, best *capture.Frame, st recorder.Stamp, src *provenance.Source, clk clipTime) {
 	if !d.End {
 		return
 	}
-	a.hand(job{kind: provenance.KindEnd, event: event, sum: d.Summary, stamp: st, src: src}, best)
+	a.hand(job{kind: provenance.KindEnd, event: event, sum: d.Summary, stamp: st, src: src, clock: clk}, best)
 }
 
 // hand gives j and a copy of f to the record worker (recordQueue), and logs
@@ -753,9 +755,9 @@ func (a *Agent) work(j job, f *capture.Frame) {
 	case j.kind == jobSnapshot:
 		a.publishSnapshot(f)
 	case j.kind == jobCut:
-		a.clipCut(j.event, j.until)
+		a.clipCut(j.event, j.until, j.clock)
 	case j.kind == provenance.KindEnd && a.clips != nil:
-		a.emit(j.event, j.kind, f, j.sum, j.stamp, j.src, a.clipEnd(j.event, j.sum.End))
+		a.emit(j.event, j.kind, f, j.sum, j.stamp, j.src, a.clipEnd(j.event, j.sum.End, j.clock))
 	default:
 		a.emit(j.event, j.kind, f, j.sum, j.stamp, j.src, nil)
 		if j.cursor != nil {
