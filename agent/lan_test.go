@@ -474,7 +474,7 @@ func TestLANFFprobe(t *testing.T) {
 	ffprobe, err := exec.LookPath("ffprobe")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatal("ffprobe not found (CI installs ffmpeg)")
+			t.Fatal("ffprobe is not installed (scripts/ensure-test-deps.sh installs ffmpeg)")
 		}
 		t.Skip("ffprobe not found: install ffmpeg to run this test")
 	}
