@@ -310,6 +310,9 @@ func (a *Agent) lanServe(ctx context.Context, ln net.Listener, wg *sync.WaitGrou
 		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				c := a.LANCounts()
+				a.log.Info("LAN view: stopped", "streams", c.Streams, "snapshots", c.Snapshots, "frames_sent", c.Sent, "frames_dropped", c.Dropped,
+					"busy", c.Busy, "unauthorized", c.Unauthorized, "bad_requests", c.BadRequests, "refused", c.Refused)
 				return
 			}
 			// Out of file descriptors and the like: wait, then go on.

@@ -265,6 +265,9 @@ func newLANRig(t *testing.T, edit func(*Config)) *lanRig {
 		if err := <-done; err != nil {
 			t.Errorf("agent: %v", err)
 		}
+		if !strings.Contains(logs.String(), `msg="LAN view: stopped" streams=`) {
+			t.Errorf("the agent stopped without logging the LAN view's counts:\n%s", logs.String())
+		}
 	})
 	deadline := time.Now().Add(20 * time.Second)
 	for a.LANAddr() == nil {
