@@ -185,6 +185,7 @@ type Agent struct {
 	// live hands frames to the live view (live.go); nil when it is off.
 	live    *liveFeed
 	liveURL string
+	lan     *lanView // the LAN view (lan.go); nil when it is off
 }
 
 // health is what the watchdog loop reads from the frame loop.
@@ -329,6 +330,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	a.mqtt, a.pub = m, newPublisher()
 	a.setupLive()
+	if err := a.setupLAN(); err != nil {
+		return nil, err
+	}
 	seed := make([]byte, 16)
 	if _, err := io.ReadFull(deps.Rand, seed); err != nil {
 		return nil, fmt.Errorf("agent: seed: %w", err)
@@ -385,6 +389,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	a.startLive(ctx, &wg)
+	if err := a.startLAN(ctx, &wg); err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
 	if err := a.startWatchdog(ctx, &wg); err != nil {
 		cancel()
 		wg.Wait()
@@ -695,6 +704,7 @@ func (a *Agent) capture(ctx context.Context) error {
 			clk.read(a.stamp.Now(), frame.Time)
 		}
 		a.live.offer(&frame)
+		a.lan.offer(&frame)
 		pix, stride, step := frame.LumaPlane()
 		res := det.StepPlane(pix, frame.Width, frame.Height, stride, step)
 		d := life.Observe(frame.Time, res)
