@@ -182,6 +182,7 @@ type Agent struct {
 	src    *provenance.Source
 	frames atomic.Uint64 // frames analysed
 	events atomic.Uint64 // events started
+	seqs   frameSeqs     // gaps in the frames' sequence numbers, lateness
 	// live hands frames to the live view (live.go); nil when it is off.
 	live    *liveFeed
 	liveURL string
@@ -198,6 +199,37 @@ func (h *health) frame(t time.Time) {
 	h.mu.Lock()
 	h.lastFrame = t
 	h.mu.Unlock()
+}
+
+// frameSeqs is what the frame loop learns of frames lost before it: gaps
+// in Frame.Sequence (a V4L2 driver's frame counter, whose gaps are frames
+// it dropped, mostly because the loop had not given a buffer back in time)
+// and the most a frame was taken up after its capture time (the measure
+// for sources that deliver late frames late rather than drop them:
+// synthetic, dir; a V4L2 frame is stamped when dequeued, so its lateness
+// says nothing). last and seen are the frame loop's alone.
+type frameSeqs struct {
+	last    uint64
+	seen    bool
+	lost    atomic.Uint64
+	lateMax atomic.Int64 // nanoseconds
+}
+
+// observe notes frame seq taken up late after its capture time. The
+// first frame's number counts the frames before it as lost (a driver's
+// counter starts at 0), as does a number not after the last one's: a
+// source reopened (capture.Reopening restarts the sequence).
+func (s *frameSeqs) observe(seq uint64, late time.Duration) {
+	switch {
+	case !s.seen || seq <= s.last:
+		s.lost.Add(seq)
+	case seq > s.last+1:
+		s.lost.Add(seq - s.last - 1)
+	}
+	s.last, s.seen = seq, true
+	if int64(late) > s.lateMax.Load() {
+		s.lateMax.Store(int64(late))
+	}
 }
 
 func (h *health) lastFrameAt() time.Time {
@@ -354,6 +386,14 @@ func (a *Agent) DeviceID() string { return a.device }
 
 // Frames is the number of frames the frame loop has processed.
 func (a *Agent) Frames() uint64 { return a.frames.Load() }
+
+// FramesLost is the number of frames missing from the sequence numbers the
+// frame loop saw: for a V4L2 camera, the frames its driver dropped.
+func (a *Agent) FramesLost() uint64 { return a.seqs.lost.Load() }
+
+// FrameLateMax is the longest a frame waited after its capture time before
+// the frame loop took it up (see frameSeqs).
+func (a *Agent) FrameLateMax() time.Duration { return time.Duration(a.seqs.lateMax.Load()) }
 
 // Run captures, detects, signs, spools and uploads until ctx is cancelled or
 // the source ends (an image-sequence directory without loop). Pending records
@@ -684,8 +724,10 @@ func (a *Agent) capture(ctx context.Context) error {
 			return err
 		}
 		last = frame.Time
-		a.health.frame(a.deps.Clock.Now())
+		now := a.deps.Clock.Now()
+		a.health.frame(now)
 		a.frames.Add(1)
+		a.seqs.observe(frame.Sequence, now.Sub(frame.Time))
 		a.snapshot(&frame)
 		if a.clips != nil {
 			// Errors are counted by the feeder (bad frames); the
