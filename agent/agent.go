@@ -207,12 +207,16 @@ func (h *health) frame(t time.Time) {
 // and the most a frame was taken up after its capture time (the measure
 // for sources that deliver late frames late rather than drop them:
 // synthetic, dir; a V4L2 frame is stamped when dequeued, so its lateness
-// says nothing). last and seen are the frame loop's alone.
+// says nothing). A frame taken up more than two frame intervals (at
+// capture.fps) after its capture time is counted late: a driver with three
+// buffers would have dropped it. last and seen are the frame loop's alone.
 type frameSeqs struct {
-	last    uint64
-	seen    bool
-	lost    atomic.Uint64
-	lateMax atomic.Int64 // nanoseconds
+	last     uint64
+	seen     bool
+	lateOver time.Duration // 0: capture.fps 0, nothing counts as late
+	lost     atomic.Uint64
+	late     atomic.Uint64
+	lateMax  atomic.Int64 // nanoseconds
 }
 
 // observe notes frame seq taken up late after its capture time. The
@@ -227,6 +231,9 @@ func (s *frameSeqs) observe(seq uint64, late time.Duration) {
 		s.lost.Add(seq - s.last - 1)
 	}
 	s.last, s.seen = seq, true
+	if s.lateOver > 0 && late > s.lateOver {
+		s.late.Add(1)
+	}
 	if int64(late) > s.lateMax.Load() {
 		s.lateMax.Store(int64(late))
 	}
@@ -278,6 +285,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		deps.Board = fs
 	}
 	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger, start: deps.Clock.Now()}
+	if cfg.FPS > 0 {
+		a.seqs.lateOver = time.Duration(2 * float64(time.Second) / cfg.FPS)
+	}
 	a.recs = newRecordQueue(a.work)
 	if cfg.ClipEnabled {
 		c, err := newClipper(&cfg, deps.Clock)
@@ -394,6 +404,10 @@ func (a *Agent) FramesLost() uint64 { return a.seqs.lost.Load() }
 // FrameLateMax is the longest a frame waited after its capture time before
 // the frame loop took it up (see frameSeqs).
 func (a *Agent) FrameLateMax() time.Duration { return time.Duration(a.seqs.lateMax.Load()) }
+
+// FramesLate is the number of frames the frame loop took up more than two
+// frame intervals after their capture time (see frameSeqs).
+func (a *Agent) FramesLate() uint64 { return a.seqs.late.Load() }
 
 // Run captures, detects, signs, spools and uploads until ctx is cancelled or
 // the source ends (an image-sequence directory without loop). Pending records

@@ -38,6 +38,7 @@ type measured struct {
 	window       float64 // seconds from the frame loop's start to the SIGTERM
 	frames       uint64  // analysed
 	lost         uint64  // gaps in the sequence numbers
+	late         uint64  // frames taken up more than two intervals late
 	lateMax      string  // the longest a frame waited for the frame loop
 	cpu          float64 // share of one core over the window
 	rssMax       int64   // KiB, sampled VmRSS
@@ -50,6 +51,7 @@ type measured struct {
 	clipSecs     float64 // their clips' lengths (pre-roll included)
 	segments     int
 	segBytes     int64   // media bytes of those segments
+	segFrames    int     // frames in them
 	segSecs      float64 // frame time the segments cover
 	loadBefore   string
 	loadAfter    string
@@ -69,8 +71,9 @@ type measured struct {
 // on, one live viewer). It reports, per mode, the frames analysed a second,
 // the frames lost (gaps in the sequence numbers: the synthetic source
 // delivers a late frame late rather than dropping it, so its gaps are 0 by
-// construction and the longest wait of a frame for the frame loop is the
-// figure that says whether a driver would have dropped one), the agent's
+// construction; the frames taken up more than two frame intervals late,
+// which a driver with three buffers would have dropped, and the longest
+// wait of a frame for the frame loop are the figures that tell), the agent's
 // CPU (utime+stime from /proc over the window) and RSS (VmRSS sampled every
 // 250 ms, VmHWM), the events and their share of the time, and the clip
 // bytes a second of clip at the receiver. It is a measurement, not a test:
@@ -148,7 +151,7 @@ type measurer struct {
 }
 
 var (
-	measureStopped   = regexp.MustCompile(`msg="agent stopped" frames=(\d+) frames_lost=(\d+) frame_late_max=(\S+) live_streams=\d+ live_frames_sent=(\d+) live_frames_dropped=(\d+)`)
+	measureStopped   = regexp.MustCompile(`msg="agent stopped" frames=(\d+) frames_lost=(\d+) frames_late=(\d+) frame_late_max=(\S+) live_streams=\d+ live_frames_sent=(\d+) live_frames_dropped=(\d+)`)
 	measureCapturing = regexp.MustCompile(`msg=capturing `)
 	measureGC        = regexp.MustCompile(`(?m)^gc \d+ @.* (\d+)->(\d+)->(\d+) MB, (\d+) MB goal`)
 )
@@ -266,7 +269,8 @@ func (m *measurer) run(mode measureMode) measured {
 	r.stoppedLine = sm[0]
 	r.frames, _ = strconv.ParseUint(sm[1], 10, 64)
 	r.lost, _ = strconv.ParseUint(sm[2], 10, 64)
-	r.lateMax, r.liveSent, r.liveDropped = sm[3], sm[4], sm[5]
+	r.late, _ = strconv.ParseUint(sm[3], 10, 64)
+	r.lateMax, r.liveSent, r.liveDropped = sm[4], sm[5], sm[6]
 	r.began, r.ended = began, stop
 	for _, g := range measureGC.FindAllStringSubmatch(line, -1) {
 		live, _ := strconv.Atoi(g[3])
@@ -330,6 +334,7 @@ func (m *measurer) clips(r *measured) {
 			}
 			// A segment covers its frames' times and one frame interval.
 			r.segSecs += float64(us[len(us)-1]-us[0])/1e6 + 0.1
+			r.segFrames += len(us)
 			if f, ok := first[e.Event]; !ok || us[0] < f {
 				first[e.Event] = us[0]
 			}
@@ -372,7 +377,7 @@ func (m *measurer) segmentTimes(event string, index uint32) []int64 {
 func report(t *testing.T, secs int, modes []measureMode, res []measured) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "640x480 at 10 fps, synthetic scene, %d s a mode\n", secs)
-	fmt.Fprintln(&b, "| mode | frames analysed/s | frames lost (seq gaps) | longest frame wait | agent CPU (one core) | RSS mean / max / end (MiB) | VmHWM (MiB) | heap alive after GC, max; last goal (MB); GCs | events, share of time in events (in clips) | segments | clip KB/s of clip | live frames received/s (sent, dropped) | load before → after |")
+	fmt.Fprintln(&b, "| mode | frames analysed/s | frames lost (seq gaps) | frames late (> 2 intervals); longest wait | agent CPU (one core) | RSS mean / max / end (MiB) | VmHWM (MiB) | heap alive after GC, max; last goal (MB); GCs | events, share of time in events (in clips) | segments | clip KB/s of clip (frames/s, KB/frame) | live frames received/s (sent, dropped) | load before → after |")
 	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for i, mode := range modes {
 		r := res[i]
@@ -381,15 +386,16 @@ func report(t *testing.T, secs int, modes []measureMode, res []measured) {
 			events = fmt.Sprintf("%d, %.0f %% (%.0f %%)", r.events, 100*r.eventSecs/r.window, 100*r.clipSecs/r.window)
 			segs = strconv.Itoa(r.segments)
 			if r.segSecs > 0 {
-				rate = fmt.Sprintf("%.0f (%.1f MB in %.1f s)", float64(r.segBytes)/r.segSecs/1000, float64(r.segBytes)/1e6, r.segSecs)
+				rate = fmt.Sprintf("%.0f (%.1f MB in %.1f s: %.2f frames/s, %.1f KB/frame)", float64(r.segBytes)/r.segSecs/1000,
+					float64(r.segBytes)/1e6, r.segSecs, float64(r.segFrames)/r.segSecs, float64(r.segBytes)/float64(max(1, r.segFrames))/1000)
 			}
 		}
 		if mode.live {
 			live = fmt.Sprintf("%.2f (%s, %s)", float64(r.viewed)/r.window, r.liveSent, r.liveDropped)
 		}
 		// Frame 0 comes at once: frames-1 intervals in the window.
-		fmt.Fprintf(&b, "| %s | %.2f | %d | %s | %.1f %% | %.1f / %.1f / %.1f | %.1f | %d; %d; %d | %s | %s | %s | %s | %s → %s |\n",
-			mode.name, float64(r.frames-1)/r.window, r.lost, r.lateMax, 100*r.cpu,
+		fmt.Fprintf(&b, "| %s | %.2f | %d | %d; %s | %.1f %% | %.1f / %.1f / %.1f | %.1f | %d; %d; %d | %s | %s | %s | %s | %s → %s |\n",
+			mode.name, float64(r.frames-1)/r.window, r.lost, r.late, r.lateMax, 100*r.cpu,
 			float64(r.rssMean)/1024, float64(r.rssMax)/1024, float64(r.rssEnd)/1024, float64(r.hwm)/1024,
 			r.heapLive, r.heapGoal, r.gcs,
 			events, segs, rate, live, r.loadBefore, r.loadAfter)

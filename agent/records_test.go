@@ -329,7 +329,7 @@ func (s *stallSource) Next(ctx context.Context, f *capture.Frame) error {
 // TestFramesLostCountsDriverDrops: a frame loop held up for a second behind
 // a driver with 3 buffers at 10 fps loses frames; the agent counts exactly
 // the gaps in their sequence numbers (FramesLost), and the lateness of the
-// frames it took up after the stall (FrameLateMax).
+// frames it took up after the stall (FrameLateMax, FramesLate).
 func TestFramesLostCountsDriverDrops(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := &stallSource{driverSource: newDriverSource(t, 3, 60), at: 20, stall: time.Second}
@@ -353,6 +353,11 @@ func TestFramesLostCountsDriverDrops(t *testing.T) {
 		// waited the whole stall, less one frame interval at most.
 		if late := a.FrameLateMax(); late < 900*time.Millisecond || late > 1100*time.Millisecond {
 			t.Errorf("frame lateness %v, want about the 1 s stall", late)
+		}
+		// The 3 buffered frames waited 1 s, 0.9 s and 0.8 s: more than two
+		// intervals at capture.fps 10.
+		if n := a.FramesLate(); n != 3 {
+			t.Errorf("%d frames counted late, want the 3 the driver held through the stall", n)
 		}
 	})
 }
@@ -410,6 +415,9 @@ func TestSlowRecordsLoseNoFrames(t *testing.T) {
 		}
 		if n := a.FramesLost(); n != 0 {
 			t.Errorf("the agent counts %d frames lost, the driver dropped none", n)
+		}
+		if n := a.FramesLate(); n != 0 {
+			t.Errorf("the agent counts %d frames late, the frame loop kept up", n)
 		}
 		recs := spool.records()
 		if len(recs) < 6 {
