@@ -182,6 +182,7 @@ type Agent struct {
 	src    *provenance.Source
 	frames atomic.Uint64 // frames analysed
 	events atomic.Uint64 // events started
+	seqs   frameSeqs     // gaps in the frames' sequence numbers, lateness
 	// live hands frames to the live view (live.go); nil when it is off.
 	live    *liveFeed
 	liveURL string
@@ -199,6 +200,44 @@ func (h *health) frame(t time.Time) {
 	h.mu.Lock()
 	h.lastFrame = t
 	h.mu.Unlock()
+}
+
+// frameSeqs is what the frame loop learns of frames lost before it: gaps
+// in Frame.Sequence (a V4L2 driver's frame counter, whose gaps are frames
+// it dropped, mostly because the loop had not given a buffer back in time)
+// and the most a frame was taken up after its capture time (the measure
+// for sources that deliver late frames late rather than drop them:
+// synthetic, dir; a V4L2 frame is stamped when dequeued, so its lateness
+// says nothing). A frame taken up more than two frame intervals (at
+// capture.fps) after its capture time is counted late: a driver with three
+// buffers would have dropped it. last and seen are the frame loop's alone.
+type frameSeqs struct {
+	last     uint64
+	seen     bool
+	lateOver time.Duration // 0: capture.fps 0, nothing counts as late
+	lost     atomic.Uint64
+	late     atomic.Uint64
+	lateMax  atomic.Int64 // nanoseconds
+}
+
+// observe notes frame seq taken up late after its capture time. The
+// first frame's number counts the frames before it as lost (a driver's
+// counter starts at 0), as does a number not after the last one's: a
+// source reopened (capture.Reopening restarts the sequence).
+func (s *frameSeqs) observe(seq uint64, late time.Duration) {
+	switch {
+	case !s.seen || seq <= s.last:
+		s.lost.Add(seq)
+	case seq > s.last+1:
+		s.lost.Add(seq - s.last - 1)
+	}
+	s.last, s.seen = seq, true
+	if s.lateOver > 0 && late > s.lateOver {
+		s.late.Add(1)
+	}
+	if int64(late) > s.lateMax.Load() {
+		s.lateMax.Store(int64(late))
+	}
 }
 
 func (h *health) lastFrameAt() time.Time {
@@ -247,6 +286,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		deps.Board = fs
 	}
 	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger, start: deps.Clock.Now()}
+	if cfg.FPS > 0 {
+		a.seqs.lateOver = time.Duration(2 * float64(time.Second) / cfg.FPS)
+	}
 	a.recs = newRecordQueue(a.work)
 	if cfg.ClipEnabled {
 		c, err := newClipper(&cfg, deps.Clock)
@@ -358,6 +400,18 @@ func (a *Agent) DeviceID() string { return a.device }
 
 // Frames is the number of frames the frame loop has processed.
 func (a *Agent) Frames() uint64 { return a.frames.Load() }
+
+// FramesLost is the number of frames missing from the sequence numbers the
+// frame loop saw: for a V4L2 camera, the frames its driver dropped.
+func (a *Agent) FramesLost() uint64 { return a.seqs.lost.Load() }
+
+// FrameLateMax is the longest a frame waited after its capture time before
+// the frame loop took it up (see frameSeqs).
+func (a *Agent) FrameLateMax() time.Duration { return time.Duration(a.seqs.lateMax.Load()) }
+
+// FramesLate is the number of frames the frame loop took up more than two
+// frame intervals after their capture time (see frameSeqs).
+func (a *Agent) FramesLate() uint64 { return a.seqs.late.Load() }
 
 // Run captures, detects, signs, spools and uploads until ctx is cancelled or
 // the source ends (an image-sequence directory without loop). Pending records
@@ -694,8 +748,10 @@ func (a *Agent) capture(ctx context.Context) error {
 			return err
 		}
 		last = frame.Time
-		a.health.frame(a.deps.Clock.Now())
+		now := a.deps.Clock.Now()
+		a.health.frame(now)
 		a.frames.Add(1)
+		a.seqs.observe(frame.Sequence, now.Sub(frame.Time))
 		a.snapshot(&frame)
 		if a.clips != nil {
 			// Errors are counted by the feeder (bad frames); the

@@ -465,7 +465,7 @@ negotiated() {
 # to the caller's reasons; sets frame_note.
 check_frames() {
 	local glog=$1 frames ran min
-	frames=$(sed -n 's/^AGENT: time=[^ ]* level=INFO msg="agent stopped" frames=\([0-9]*\)$/\1/p' "$glog" | tail -1)
+	frames=$(sed -n 's/^AGENT: time=[^ ]* level=INFO msg="agent stopped" frames=\([0-9]*\)\( .*\)\{0,1\}$/\1/p' "$glog" | tail -1)
 	ran=$(guest_val "$glog" 'agent ran \([0-9.]*\)s')
 	if [ -z "$ran" ]; then
 		reasons+=("the guest did not say how long the agent ran")
