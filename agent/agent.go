@@ -182,9 +182,11 @@ type Agent struct {
 	src    *provenance.Source
 	frames atomic.Uint64 // frames analysed
 	events atomic.Uint64 // events started
+	seqs   frameSeqs     // gaps in the frames' sequence numbers, lateness
 	// live hands frames to the live view (live.go); nil when it is off.
 	live    *liveFeed
 	liveURL string
+	lan     *lanView // the LAN view (lan.go); nil when it is off
 }
 
 // health is what the watchdog loop reads from the frame loop.
@@ -198,6 +200,44 @@ func (h *health) frame(t time.Time) {
 	h.mu.Lock()
 	h.lastFrame = t
 	h.mu.Unlock()
+}
+
+// frameSeqs is what the frame loop learns of frames lost before it: gaps
+// in Frame.Sequence (a V4L2 driver's frame counter, whose gaps are frames
+// it dropped, mostly because the loop had not given a buffer back in time)
+// and the most a frame was taken up after its capture time (the measure
+// for sources that deliver late frames late rather than drop them:
+// synthetic, dir; a V4L2 frame is stamped when dequeued, so its lateness
+// says nothing). A frame taken up more than two frame intervals (at
+// capture.fps) after its capture time is counted late: a driver with three
+// buffers would have dropped it. last and seen are the frame loop's alone.
+type frameSeqs struct {
+	last     uint64
+	seen     bool
+	lateOver time.Duration // 0: capture.fps 0, nothing counts as late
+	lost     atomic.Uint64
+	late     atomic.Uint64
+	lateMax  atomic.Int64 // nanoseconds
+}
+
+// observe notes frame seq taken up late after its capture time. The
+// first frame's number counts the frames before it as lost (a driver's
+// counter starts at 0), as does a number not after the last one's: a
+// source reopened (capture.Reopening restarts the sequence).
+func (s *frameSeqs) observe(seq uint64, late time.Duration) {
+	switch {
+	case !s.seen || seq <= s.last:
+		s.lost.Add(seq)
+	case seq > s.last+1:
+		s.lost.Add(seq - s.last - 1)
+	}
+	s.last, s.seen = seq, true
+	if s.lateOver > 0 && late > s.lateOver {
+		s.late.Add(1)
+	}
+	if int64(late) > s.lateMax.Load() {
+		s.lateMax.Store(int64(late))
+	}
 }
 
 func (h *health) lastFrameAt() time.Time {
@@ -246,6 +286,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		deps.Board = fs
 	}
 	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger, start: deps.Clock.Now()}
+	if cfg.FPS > 0 {
+		a.seqs.lateOver = time.Duration(2 * float64(time.Second) / cfg.FPS)
+	}
 	a.recs = newRecordQueue(a.work)
 	if cfg.ClipEnabled {
 		c, err := newClipper(&cfg, deps.Clock)
@@ -329,6 +372,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	a.mqtt, a.pub = m, newPublisher()
 	a.setupLive()
+	if err := a.setupLAN(); err != nil {
+		return nil, err
+	}
 	seed := make([]byte, 16)
 	if _, err := io.ReadFull(deps.Rand, seed); err != nil {
 		return nil, fmt.Errorf("agent: seed: %w", err)
@@ -354,6 +400,18 @@ func (a *Agent) DeviceID() string { return a.device }
 
 // Frames is the number of frames the frame loop has processed.
 func (a *Agent) Frames() uint64 { return a.frames.Load() }
+
+// FramesLost is the number of frames missing from the sequence numbers the
+// frame loop saw: for a V4L2 camera, the frames its driver dropped.
+func (a *Agent) FramesLost() uint64 { return a.seqs.lost.Load() }
+
+// FrameLateMax is the longest a frame waited after its capture time before
+// the frame loop took it up (see frameSeqs).
+func (a *Agent) FrameLateMax() time.Duration { return time.Duration(a.seqs.lateMax.Load()) }
+
+// FramesLate is the number of frames the frame loop took up more than two
+// frame intervals after their capture time (see frameSeqs).
+func (a *Agent) FramesLate() uint64 { return a.seqs.late.Load() }
 
 // Run captures, detects, signs, spools and uploads until ctx is cancelled or
 // the source ends (an image-sequence directory without loop). Pending records
@@ -385,6 +443,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	a.startLive(ctx, &wg)
+	if err := a.startLAN(ctx, &wg); err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
 	if err := a.startWatchdog(ctx, &wg); err != nil {
 		cancel()
 		wg.Wait()
@@ -672,11 +735,12 @@ func (a *Agent) capture(ctx context.Context) error {
 	var bestSrc *provenance.Source
 	var event string
 	var last, nextCut time.Time
+	var clk clipTime // the clock at the last frame, for clips
 	for {
 		err := src.Next(ctx, &frame)
 		if err != nil {
 			if event != "" {
-				a.finish(life.Flush(last), event, &best, bestStamp, bestSrc)
+				a.finish(life.Flush(last), event, &best, bestStamp, bestSrc, clk)
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -684,20 +748,24 @@ func (a *Agent) capture(ctx context.Context) error {
 			return err
 		}
 		last = frame.Time
-		a.health.frame(a.deps.Clock.Now())
+		now := a.deps.Clock.Now()
+		a.health.frame(now)
 		a.frames.Add(1)
+		a.seqs.observe(frame.Sequence, now.Sub(frame.Time))
 		a.snapshot(&frame)
 		if a.clips != nil {
 			// Errors are counted by the feeder (bad frames); the
 			// detector goes on.
 			_ = a.clips.feeder.Offer(&frame)
+			clk.read(a.stamp.Now(), frame.Time)
 		}
 		a.live.offer(&frame)
+		a.lan.offer(&frame)
 		pix, stride, step := frame.LumaPlane()
 		res := det.StepPlane(pix, frame.Width, frame.Height, stride, step)
 		d := life.Observe(frame.Time, res)
 		if d.End && event != "" {
-			a.finish(d, event, &best, bestStamp, bestSrc)
+			a.finish(d, event, &best, bestStamp, bestSrc, clk)
 			event = ""
 		}
 		if d.Start {
@@ -708,12 +776,12 @@ func (a *Agent) capture(ctx context.Context) error {
 			if a.clips != nil {
 				// The run-up is in the ring now: the worker may come to
 				// this job seconds later.
-				j.cursor = a.clips.ring.Cursor(d.Summary.Start)
+				j.cursor, j.clock = a.clips.ring.Cursor(d.Summary.Start), clk
 				nextCut = frame.Time.Add(a.clips.segment)
 			}
 			a.hand(j, &frame)
 		} else if event != "" && a.clips != nil && !frame.Time.Before(nextCut) {
-			a.recs.cut(job{kind: jobCut, event: event, until: frame.Time})
+			a.recs.cut(job{kind: jobCut, event: event, until: frame.Time, clock: clk})
 			nextCut = frame.Time.Add(a.clips.segment)
 		}
 		if d.Best {
@@ -726,11 +794,11 @@ func (a *Agent) capture(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) finish(d motion.Decision, event string, best *capture.Frame, st recorder.Stamp, src *provenance.Source) {
+func (a *Agent) finish(d motion.Decision, event string, best *capture.Frame, st recorder.Stamp, src *provenance.Source, clk clipTime) {
 	if !d.End {
 		return
 	}
-	a.hand(job{kind: provenance.KindEnd, event: event, sum: d.Summary, stamp: st, src: src}, best)
+	a.hand(job{kind: provenance.KindEnd, event: event, sum: d.Summary, stamp: st, src: src, clock: clk}, best)
 }
 
 // hand gives j and a copy of f to the record worker (recordQueue), and logs
@@ -753,9 +821,9 @@ func (a *Agent) work(j job, f *capture.Frame) {
 	case j.kind == jobSnapshot:
 		a.publishSnapshot(f)
 	case j.kind == jobCut:
-		a.clipCut(j.event, j.until)
+		a.clipCut(j.event, j.until, j.clock)
 	case j.kind == provenance.KindEnd && a.clips != nil:
-		a.emit(j.event, j.kind, f, j.sum, j.stamp, j.src, a.clipEnd(j.event, j.sum.End))
+		a.emit(j.event, j.kind, f, j.sum, j.stamp, j.src, a.clipEnd(j.event, j.sum.End, j.clock))
 	default:
 		a.emit(j.event, j.kind, f, j.sum, j.stamp, j.src, nil)
 		if j.cursor != nil {

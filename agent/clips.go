@@ -40,7 +40,7 @@ type clipper struct {
 	event    string
 	trigger  time.Time // the trigger frame's capture time: t_us 0
 	from     time.Time // the event's start: the pre-roll's first moment
-	st       recorder.Stamp
+	clock    clipTime  // the latest reading of the clock the frame loop gave
 	src      *provenance.Source
 	sum      motion.Summary
 	w, h     int
@@ -58,6 +58,38 @@ type clipper struct {
 	read   []byte // the cursor's copy buffer
 
 	segments, framesIn, lost, skipped, cutShort atomic.Uint64
+}
+
+// clipTime is the frame loop's reading of the clock for a clip's frames,
+// which the record worker signs seconds later: a stamp taken at frame time
+// now, and the frame time since which the clock has been synchronised
+// (zero: it is not). A segment's record time is its first frame's, with
+// that frame's clock quality: a clock set by NTP in the middle of an event
+// makes the segments captured after it synced and those before not, as for
+// any record (docs/envelope.md §6).
+type clipTime struct {
+	st         recorder.Stamp
+	now        time.Time
+	syncedFrom time.Time
+}
+
+// read takes the stamp st of the frame captured at t.
+func (c *clipTime) read(st recorder.Stamp, t time.Time) {
+	switch {
+	case !st.Synced:
+		c.syncedFrom = time.Time{}
+	case c.syncedFrom.IsZero():
+		c.syncedFrom = t
+	}
+	c.st, c.now = st, t
+}
+
+// at is the stamp of a frame captured at t (at or before the reading).
+func (c clipTime) at(t time.Time) recorder.Stamp {
+	st := c.st
+	st.SinceBoot = max(0, st.SinceBoot+t.Sub(c.now))
+	st.Synced = !c.syncedFrom.IsZero() && !t.Before(c.syncedFrom)
+	return st
 }
 
 // clipStats are the clipper's counters, for the MQTT status reply.
@@ -101,19 +133,20 @@ func (a *Agent) clipBegin(j job, trigger time.Time, w, h int) {
 	if c.cur != nil {
 		c.cur.Close() // a clip left open (cannot happen: an end precedes every start)
 	}
-	c.cur, c.event, c.trigger, c.st, c.src, c.sum = j.cursor, j.event, trigger, j.stamp, j.src, j.sum
+	c.cur, c.event, c.trigger, c.clock, c.src, c.sum = j.cursor, j.event, trigger, j.clock, j.src, j.sum
 	c.w, c.h, c.from = w, h, j.sum.Start
 	c.index, c.hashes, c.bytes, c.last, c.stopped, c.havePend = 0, c.hashes[:0], 0, time.Time{}, false, false
 	c.data, c.frames = c.data[:0], c.frames[:0]
 }
 
 // clipCut signs the frames of the open clip of event up to until as
-// segments.
-func (a *Agent) clipCut(event string, until time.Time) {
+// segments; clock is the frame loop's at until.
+func (a *Agent) clipCut(event string, until time.Time, clock clipTime) {
 	c := a.clips
 	if c.cur == nil || c.event != event {
 		return
 	}
+	c.clock = clock
 	for !c.stopped {
 		f, ok := c.next(until, a)
 		if !ok {
@@ -188,10 +221,7 @@ func (a *Agent) clipSign() {
 		return
 	}
 	first := c.trigger.Add(time.Duration(c.frames[0].TUs) * time.Microsecond)
-	// The start's stamp, taken at the trigger, moved to the first frame:
-	// boot_ms is that frame's too.
-	st := c.st
-	st.SinceBoot = max(0, st.SinceBoot+first.Sub(c.trigger))
+	st := c.clock.at(first)
 	p := &provenance.Payload{
 		Device: a.device,
 		Event:  c.event,
@@ -233,12 +263,12 @@ func (a *Agent) clipSign() {
 // clipEnd cuts the rest of the open clip of event (through end, the
 // post-roll's end) and returns the segments' hashes for the end record, or
 // nil when the event has no clip.
-func (a *Agent) clipEnd(event string, end time.Time) [][]byte {
+func (a *Agent) clipEnd(event string, end time.Time, clock clipTime) [][]byte {
 	c := a.clips
 	if c.cur == nil || c.event != event {
 		return nil
 	}
-	a.clipCut(event, end)
+	a.clipCut(event, end, clock)
 	c.cur.Close()
 	c.cur = nil
 	if len(c.hashes) == 0 {

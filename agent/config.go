@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -71,6 +72,13 @@ type Config struct {
 	LiveMaxSide int
 	LiveQuality int
 	LiveMaxTime time.Duration
+	// The LAN view (lan.go): the agent's own MJPEG stream and snapshot,
+	// over TLS, for a client that shows the token; off with LANListen "".
+	LANListen     string
+	LANTokenFile  string
+	LANCertFile   string
+	LANKeyFile    string
+	LANMaxViewers int
 
 	SpoolDir      string // empty = DataDir/spool
 	SpoolMaxBytes int64
@@ -317,7 +325,13 @@ func Fields() []Field {
 		floatField("live.fps", "most frames a second sent to a live view", 0.2, 30, func(c *Config) *float64 { return &c.LiveFPS }),
 		intField("live.max_side", "longest side of a live frame in pixels (never upscaled)", 32, 4096, func(c *Config) *int { return &c.LiveMaxSide }),
 		intField("live.quality", "JPEG quality of live frames", 1, 100, func(c *Config) *int { return &c.LiveQuality }),
-		durField("live.max_time", "longest a live stream runs before the camera ends it (the viewer's page asks again)", time.Second, time.Hour, func(c *Config) *time.Duration { return &c.LiveMaxTime }),
+		durField("live.max_time", "longest a live stream runs before the camera ends it (the viewer's page asks again; also a LAN view stream's longest)", time.Second, time.Hour, func(c *Config) *time.Duration { return &c.LiveMaxTime }),
+
+		strField("lan.listen", "serve the agent's own MJPEG stream (/stream.mjpg) and snapshot (/snapshot.jpg) over HTTPS on this address, for Home Assistant on the LAN, e.g. :8443 (every interface: anyone who can reach the camera can connect, and gets nothing without the token) or 192.168.1.20:8443 (one interface); empty = off; frames follow live.fps, live.max_side, live.quality and live.max_time (docs/live.md)", func(c *Config) *string { return &c.LANListen }),
+		strField("lan.token_file", "with lan.listen, a file holding the token (one line, at least 16 characters; not readable by others, e.g. mode 0600), read at start: the password of HTTP Basic (any username) or a Bearer token; never logged nor printed by keyframe config", func(c *Config) *string { return &c.LANTokenFile }),
+		strField("lan.cert_file", "with lan.listen, the server certificate chain (PEM) of the LAN view; empty = a self-signed ECDSA P-256 certificate made once in <data_dir>/lan-cert.pem (its SHA-256 fingerprint logged at start, to pin)", func(c *Config) *string { return &c.LANCertFile }),
+		strField("lan.key_file", "with lan.cert_file, its private key (PEM, not readable by others); empty with lan.cert_file empty = <data_dir>/lan-key.pem (mode 0600)", func(c *Config) *string { return &c.LANKeyFile }),
+		intField("lan.max_viewers", "most LAN view streams at once (more get 503); frames are encoded once for all of them", 1, 16, func(c *Config) *int { return &c.LANMaxViewers }),
 
 		strField("spool.dir", "spool directory; empty = <data_dir>/spool", func(c *Config) *string { return &c.SpoolDir }),
 		intField("spool.max_bytes", "most bytes of unsent records kept on disk", int64(64<<10), int64(1<<40), func(c *Config) *int64 { return &c.SpoolMaxBytes }),
@@ -386,6 +400,7 @@ func DefaultConfig() Config {
 		LiveMaxSide:     640,
 		LiveQuality:     70,
 		LiveMaxTime:     5 * time.Minute,
+		LANMaxViewers:   2,
 		SpoolMaxBytes:   64 << 20,
 		SpoolPolicy:     "refuse-new",
 		SpoolSegBytes:   uploader.DefaultSegmentMaxBytes,
@@ -544,6 +559,9 @@ func (c *Config) Validate() error {
 	if err := c.validateMQTTAuth(); err != nil {
 		bad(err)
 	}
+	if err := c.validateLAN(); err != nil {
+		bad(err)
+	}
 	if err := c.Motion.Validate(); err != nil {
 		bad(fmt.Errorf("agent: config: %w", err))
 	}
@@ -589,6 +607,27 @@ func (c *Config) validateMQTTAuth() error {
 	}
 	if c.MQTTPasswordFile != "" && c.MQTTUsername == "" {
 		return fmt.Errorf("agent: config upload.mqtt_password_file: needs upload.mqtt_username")
+	}
+	return nil
+}
+
+// validateLAN checks the LAN view's settings; the token file and the
+// certificate are read at start, not here.
+func (c *Config) validateLAN() error {
+	if c.LANListen == "" {
+		if c.LANTokenFile != "" || c.LANCertFile != "" || c.LANKeyFile != "" {
+			return fmt.Errorf("agent: config lan.token_file, lan.cert_file, lan.key_file: for the LAN view, and lan.listen is empty (off)")
+		}
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(c.LANListen); err != nil || port == "" {
+		return fmt.Errorf("agent: config lan.listen: %q is not HOST:PORT or :PORT (e.g. :8443)", c.LANListen)
+	}
+	if c.LANTokenFile == "" {
+		return fmt.Errorf("agent: config lan.token_file: must be set when lan.listen is (a file holding the token, at least %d characters, mode 0600)", lanMinToken)
+	}
+	if (c.LANCertFile == "") != (c.LANKeyFile == "") {
+		return fmt.Errorf("agent: config lan.cert_file, lan.key_file: set both or neither (neither: a self-signed certificate)")
 	}
 	return nil
 }

@@ -1,26 +1,14 @@
 package agent
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
-	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/capture"
-	"github.com/keyframe-cam/keyframe/receiver"
 )
 
 // liveTestFrame is a 640x480 YUYV frame at t.
@@ -81,120 +69,6 @@ func TestLiveOfferAllocs(t *testing.T) {
 		t.Errorf("encoder busy: %d dropped, %d queued; want 10 dropped, none queued", got, len(l.slot))
 	}
 	l.free <- held
-}
-
-// TestLiveMeasure measures the frame rate of the detector and the agent's
-// CPU at 640x480 and 10 fps on the synthetic scene, idle and with a live
-// viewer: the real binary against a receiver in this process, each run for
-// KEYFRAME_LIVE_MEASURE seconds. It is a measurement, not a test: it runs
-// only when asked and reports figures.
-func TestLiveMeasure(t *testing.T) {
-	secs, _ := strconv.Atoi(os.Getenv("KEYFRAME_LIVE_MEASURE"))
-	if secs <= 0 {
-		t.Skip("a measurement: set KEYFRAME_LIVE_MEASURE=SECONDS to run it")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "keyframe")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/keyframe-cam/keyframe/cmd/keyframe").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	cfg := testConfig(dir, 640, 480)
-	key, device, _, err := Identity(&cfg, rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	closeKey(key)
-	pub, err := board.PublicKeyPEM(key.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdir := filepath.Join(dir, "receiver")
-	if _, err := receiver.Enroll(rdir, pub); err != nil {
-		t.Fatal(err)
-	}
-	if err := receiver.Pair(rdir, device, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := (receiver.Accounts{Dir: rdir}).Add("alice", receiver.RoleOwner); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := receiver.Open(receiver.Options{Dir: rdir, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	hs := httptest.NewServer(srv.Handler())
-	defer hs.Close()
-	alice, err := srv.NewSession("alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := regexp.MustCompile(`agent stopped"? frames=(\d+)`)
-	run := func(live bool) (fps, cpu float64, viewed int) {
-		cmd := exec.Command(bin, "run")
-		var env []string
-		for _, kv := range os.Environ() {
-			if !strings.HasPrefix(kv, "KEYFRAME_") { // the agent refuses settings it does not know
-				env = append(env, kv)
-			}
-		}
-		cmd.Env = append(env, "KEYFRAME_DEVICE_DATA_DIR="+cfg.DataDir, "KEYFRAME_CAPTURE_SOURCE=synthetic",
-			"KEYFRAME_CAPTURE_WIDTH=640", "KEYFRAME_CAPTURE_HEIGHT=480", "KEYFRAME_CAPTURE_FPS=10",
-			"KEYFRAME_UPLOAD_URL="+hs.URL, "KEYFRAME_LIVE_ENABLED="+strconv.FormatBool(live))
-		stderr, err := cmd.StderrPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lines := make(chan string, 1)
-		go func() {
-			sc := bufio.NewScanner(stderr)
-			var all []string
-			for sc.Scan() {
-				all = append(all, sc.Text())
-			}
-			lines <- strings.Join(all, "\n")
-		}()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs)*time.Second)
-		defer cancel()
-		began := time.Now()
-		if live {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, hs.URL+"/live/"+device+"/mjpeg", nil)
-			req.AddCookie(alice)
-			for ctx.Err() == nil {
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					break
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				viewed += strings.Count(string(b), "Content-Type: image/jpeg")
-			}
-		}
-		<-ctx.Done()
-		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		line := <-lines
-		if err := cmd.Wait(); err != nil {
-			t.Fatalf("agent: %v\n%s", err, line)
-		}
-		elapsed := time.Since(began).Seconds()
-		m := stopped.FindStringSubmatch(line)
-		if m == nil {
-			t.Fatalf("no frame count in the agent's log")
-		}
-		frames, _ := strconv.Atoi(m[1])
-		st := cmd.ProcessState
-		return float64(frames) / elapsed, (st.UserTime() + st.SystemTime()).Seconds() / elapsed, viewed
-	}
-	idleFPS, idleCPU, _ := run(false)
-	liveFPS, liveCPU, viewed := run(true)
-	t.Logf("640x480 at 10 fps, %d s each: idle %.2f frames/s analysed, CPU %.1f%% of a core; live viewer %.2f frames/s analysed, CPU %.1f%% of a core, %d live frames received (%.2f/s)",
-		secs, idleFPS, 100*idleCPU, liveFPS, 100*liveCPU, viewed, float64(viewed)/float64(secs))
-	fmt.Fprintf(os.Stderr, "idle_fps=%.2f idle_cpu=%.3f live_fps=%.2f live_cpu=%.3f live_frames=%d\n", idleFPS, idleCPU, liveFPS, liveCPU, viewed)
 }
 
 // TestLiveMaxTime: a camera whose viewer stays ends its stream at

@@ -36,6 +36,7 @@ type job struct {
 	src         *provenance.Source
 	cursor      *clip.Cursor // a start's: the clip's cursor on the ring (nil: no clip)
 	until       time.Time    // a cut's: the last frame time to sign
+	clock       clipTime     // a start's, cut's or end's: the clock for its clip's frames
 }
 
 // droppable reports whether a full queue may drop the job. Records never
@@ -143,7 +144,7 @@ func (q *recordQueue) cut(j job) {
 	q.mu.Lock()
 	for i := range q.queue {
 		if q.queue[i].kind == jobCut && q.queue[i].event == j.event {
-			q.queue[i].until = j.until
+			q.queue[i].until, q.queue[i].clock = j.until, j.clock
 			q.mu.Unlock()
 			return
 		}

@@ -309,6 +309,81 @@ func countKind(recs []uploader.Record, kind string) uint64 {
 	return n
 }
 
+// stallSource is a driver whose consumer stalls for stall before taking
+// up frame at: the driver drops the frames it has no buffer for.
+type stallSource struct {
+	*driverSource
+	at    uint64
+	stall time.Duration
+	n     uint64
+}
+
+func (s *stallSource) Next(ctx context.Context, f *capture.Frame) error {
+	if s.n == s.at {
+		time.Sleep(s.stall)
+	}
+	s.n++
+	return s.driverSource.Next(ctx, f)
+}
+
+// TestFramesLostCountsDriverDrops: a frame loop held up for a second behind
+// a driver with 3 buffers at 10 fps loses frames; the agent counts exactly
+// the gaps in their sequence numbers (FramesLost), and the lateness of the
+// frames it took up after the stall (FrameLateMax, FramesLate).
+func TestFramesLostCountsDriverDrops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := &stallSource{driverSource: newDriverSource(t, 3, 60), at: 20, stall: time.Second}
+		a, _ := delayedAgent(t, src, 0, 0)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := a.Run(ctx); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		lost := src.lost()
+		if len(lost) == 0 {
+			t.Fatal("the driver dropped no frame: the stall did not hold up the frame loop")
+		}
+		if got := a.FramesLost(); got != uint64(len(lost)) {
+			t.Errorf("the agent counts %d frames lost, the driver dropped %d: %v", got, len(lost), lost)
+		}
+		if got, want := a.Frames()+a.FramesLost(), uint64(60); got != want {
+			t.Errorf("%d frames analysed + %d lost, want %d", a.Frames(), a.FramesLost(), want)
+		}
+		// The oldest buffered frame was captured at the stall's start: it
+		// waited the whole stall, less one frame interval at most.
+		if late := a.FrameLateMax(); late < 900*time.Millisecond || late > 1100*time.Millisecond {
+			t.Errorf("frame lateness %v, want about the 1 s stall", late)
+		}
+		// The 3 buffered frames waited 1 s, 0.9 s and 0.8 s: more than two
+		// intervals at capture.fps 10.
+		if n := a.FramesLate(); n != 3 {
+			t.Errorf("%d frames counted late, want the 3 the driver held through the stall", n)
+		}
+	})
+}
+
+// TestFrameSeqs: gaps count the frames missing between sequence numbers;
+// the first frame's number counts those before it, and a number not after
+// the last (a source reopened) counts from 0.
+func TestFrameSeqs(t *testing.T) {
+	var s frameSeqs
+	for _, c := range []struct {
+		seq  uint64
+		want uint64
+	}{{0, 0}, {1, 0}, {2, 0}, {5, 2}, {6, 2}, {0, 2}, {1, 2}, {4, 4}, {2, 6}} {
+		s.observe(c.seq, 0)
+		if got := s.lost.Load(); got != c.want {
+			t.Fatalf("after sequence %d: %d lost, want %d", c.seq, got, c.want)
+		}
+	}
+	var first frameSeqs
+	first.observe(3, 50*time.Millisecond)
+	first.observe(4, 20*time.Millisecond)
+	if first.lost.Load() != 3 || first.lateMax.Load() != int64(50*time.Millisecond) {
+		t.Errorf("first frame numbered 3: %d lost, lateness %v; want 3, 50ms", first.lost.Load(), time.Duration(first.lateMax.Load()))
+	}
+}
+
 // TestSlowRecordsLoseNoFrames: with a signer taking 200 ms a signature and
 // a spool taking 500 ms a write, behind a driver with 3 buffers at 10 fps
 // (a consumer later than 300 ms loses frames), the frame loop dequeues
@@ -337,6 +412,12 @@ func TestSlowRecordsLoseNoFrames(t *testing.T) {
 		}
 		if uint64(len(got)) != 3*cycle || a.Frames() != 3*cycle {
 			t.Fatalf("%d frames dequeued, %d analysed, want %d", len(got), a.Frames(), 3*cycle)
+		}
+		if n := a.FramesLost(); n != 0 {
+			t.Errorf("the agent counts %d frames lost, the driver dropped none", n)
+		}
+		if n := a.FramesLate(); n != 0 {
+			t.Errorf("the agent counts %d frames late, the frame loop kept up", n)
 		}
 		recs := spool.records()
 		if len(recs) < 6 {

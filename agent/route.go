@@ -258,6 +258,9 @@ type status struct {
 	Version     string `json:"version,omitempty"`
 	UptimeS     int64  `json:"uptime_s"`
 	Frames      uint64 `json:"frames"`
+	FramesLost  uint64 `json:"frames_lost"`       // gaps in the frames' sequence numbers
+	FramesLate  uint64 `json:"frames_late"`       // taken up more than two frame intervals after capture
+	LateMaxMs   int64  `json:"frame_late_max_ms"` // the longest a frame waited for the frame loop
 	Events      uint64 `json:"events"`
 	Pending     int    `json:"spool_pending"`
 	PendingB    int64  `json:"spool_bytes"`
@@ -290,6 +293,7 @@ func (a *Agent) command(_ context.Context, name string, _ []byte) (any, error) {
 			Device:    a.device, KeyStore: a.key.Backend(), Version: a.cfg.Version,
 			UptimeS: int64(a.deps.Clock.Now().Sub(a.start) / time.Second),
 			Frames:  a.frames.Load(), Events: a.events.Load(),
+			FramesLost: a.FramesLost(), FramesLate: a.FramesLate(), LateMaxMs: a.FrameLateMax().Milliseconds(),
 			Pending: st.Pending, PendingB: st.Bytes, Quarantined: st.Quarantined,
 			Dropped:      a.pub.dropped.Load(),
 			QueueDropped: a.recs.dropped.Load(), QueueWaits: a.recs.waits.Load(),

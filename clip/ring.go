@@ -93,15 +93,15 @@ type Ring struct {
 	cursors []*Cursor
 }
 
-// NewRing allocates a ring of cfg.MaxBytes bytes and cfg.MaxFrames frames.
+// NewRing allocates a ring of cfg.MaxBytes bytes (on Linux mapped outside
+// the Go heap: see newArena) and cfg.MaxFrames frames.
 func NewRing(cfg Config) (*Ring, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Ring{
-		arena: make([]byte, cfg.MaxBytes),
-		slots: make([]slot, cfg.MaxFrames),
-	}, nil
+	r := &Ring{slots: make([]slot, cfg.MaxFrames)}
+	r.arena = newArena(r, cfg.MaxBytes)
+	return r, nil
 }
 
 // Push copies f into the ring as its newest frame (f.Index is ignored),

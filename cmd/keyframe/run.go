@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/keyframe-cam/keyframe/agent"
 	"github.com/keyframe-cam/keyframe/internal/cli"
@@ -77,7 +78,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	lc := a.LiveCounts()
-	log.Info("agent stopped", "frames", a.Frames(), "live_streams", lc.Started, "live_frames_sent", lc.Sent, "live_frames_dropped", lc.Dropped)
+	log.Info("agent stopped", "frames", a.Frames(), "frames_lost", a.FramesLost(), "frames_late", a.FramesLate(), "frame_late_max", a.FrameLateMax().Round(time.Millisecond), "live_streams", lc.Started, "live_frames_sent", lc.Sent, "live_frames_dropped", lc.Dropped)
 	return 0
 }
 
