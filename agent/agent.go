@@ -735,7 +735,7 @@ func (a *Agent) capture(ctx context.Context) error {
 	var bestSrc *provenance.Source
 	var event string
 	var last, nextCut time.Time
-	var clk clipTime // the clock at the last frame, for clips
+	var clk, prevClk clipTime // the clock at the last frame and the one before, for clips
 	for {
 		err := src.Next(ctx, &frame)
 		if err != nil {
@@ -757,6 +757,7 @@ func (a *Agent) capture(ctx context.Context) error {
 			// Errors are counted by the feeder (bad frames); the
 			// detector goes on.
 			_ = a.clips.feeder.Offer(&frame)
+			prevClk = clk
 			clk.read(a.stamp.Now(), frame.Time)
 		}
 		a.live.offer(&frame)
@@ -765,7 +766,11 @@ func (a *Agent) capture(ctx context.Context) error {
 		res := det.StepPlane(pix, frame.Width, frame.Height, stride, step)
 		d := life.Observe(frame.Time, res)
 		if d.End && event != "" {
-			a.finish(d, event, &best, bestStamp, bestSrc, clk)
+			// The clock as read at the event's last frame: the frame
+			// that ends it may come after a wall-clock step (frames
+			// stamped by the clock jump with it), and the clip's last
+			// frames are timed against this reading.
+			a.finish(d, event, &best, bestStamp, bestSrc, prevClk)
 			event = ""
 		}
 		if d.Start {
