@@ -674,8 +674,8 @@ func TestFaultAgentSIGKILL(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a child's stderr, written by exec's copying goroutine
-// and read by the test.
+// lockedBuffer is a log sink written by one goroutine (a child's stderr
+// copied by exec, the agent's logger) and read by the test.
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

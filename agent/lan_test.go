@@ -238,7 +238,7 @@ type lanRig struct {
 	addr   string
 	client *http.Client // pins the certificate's fingerprint from the log
 	tlsCfg *tls.Config
-	log    *syncBuffer
+	log    *lockedBuffer
 }
 
 func newLANRig(t *testing.T, edit func(*Config)) *lanRig {
@@ -252,7 +252,7 @@ func newLANRig(t *testing.T, edit func(*Config)) *lanRig {
 	if edit != nil {
 		edit(&cfg)
 	}
-	logs := &syncBuffer{}
+	logs := &lockedBuffer{}
 	a, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,24 +21,6 @@ import (
 	"github.com/keyframe-cam/keyframe/receiver"
 )
 
-// syncBuffer is a log sink the test reads while the agent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // liveRig is a real agent on the synthetic scene at 640x480 and 10 fps with
 // the live view on, and the real receiver it waits at; the camera is
 // paired to alice, and bob owns another.
@@ -49,7 +30,7 @@ type liveRig struct {
 	hs     *httptest.Server
 	rdir   string
 	device string
-	log    *syncBuffer
+	log    *lockedBuffer
 	link   string // alice's setup link
 }
 
@@ -93,7 +74,7 @@ func newLiveRig(t *testing.T, change ...func(*Config)) *liveRig {
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	cfg.UploadURL = hs.URL
-	logs := &syncBuffer{}
+	logs := &lockedBuffer{}
 	a, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
