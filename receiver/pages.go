@@ -87,6 +87,9 @@ func (g *eventGroup) kind(k string) *indexEntry {
 type eventRow struct {
 	Link, Event, Device, KeyStore string
 	Thumb, ThumbWhat              string // the end's best frame, else the start's trigger frame
+	Sealed                        bool   // Thumb is end-to-end encrypted: the page's script opens it
+	Envelope                      string // Sealed: the URL of the record's envelope, which the script checks first
+	MediaIndex                    int    // Sealed: the picture's place in the record's media
 	Captured, Received            string
 	Unsynced                      bool // a record's capture clock was not synchronised
 	Duration, Kinds, Seqs         string
@@ -163,6 +166,13 @@ func newEventRow(g *eventGroup) eventRow {
 			r.ThumbWhat = c.what
 			break
 		}
+		if i := sealedIndex(c.e); i >= 0 {
+			r.Thumb = "/media/" + c.e.Device + "/" + c.e.Event + "/" + c.e.Kind + "/" + strconv.Itoa(i)
+			r.ThumbWhat = c.what
+			r.Sealed, r.MediaIndex = true, i
+			r.Envelope = "/envelope/" + c.e.Device + "/" + c.e.Event + "/" + c.e.Kind
+			break
+		}
 	}
 	return r
 }
@@ -193,6 +203,7 @@ func (s *Server) ownerPage(w http.ResponseWriter, r *http.Request, owner string)
 		Cameras: ownerCameras(reg, owner, entries),
 		Live:    before == math.MaxInt,
 		Newer:   before != math.MaxInt,
+		Sealed:  before == math.MaxInt, // rows that arrive live may be sealed
 	}
 	lastPos := 0
 	for _, g := range s.groupEvents(entries) {
@@ -203,7 +214,9 @@ func (s *Server) ownerPage(w http.ResponseWriter, r *http.Request, owner string)
 			p.Older = "/?before=" + strconv.Itoa(lastPos)
 			break
 		}
-		p.Rows = append(p.Rows, newEventRow(g))
+		row := newEventRow(g)
+		p.Sealed = p.Sealed || row.Sealed
+		p.Rows = append(p.Rows, row)
 		lastPos = g.pos
 	}
 	s.render(w, p)
@@ -222,12 +235,17 @@ const eventTemplates = pageHead + `
 <dt>zones</dt><dd class="muted">The signed record does not name the camera's zones (they are in the camera's configuration), so none are drawn; the box is the motion the detector saw.</dd>
 </dl>
 {{if .OneImage}}<p class="muted" id="oneimage">{{.OneImage}}</p>{{end}}
+{{if .Sealed}}<script src="/static/e2ee.js"></script><script src="/static/sealed.js" defer></script>{{end}}
 {{with .Clip}}` + clipTemplate + `{{end}}
 <div class="frames">
 {{range .Records}}
 <section class="frame" id="{{.Kind}}">
 <h2>{{.Heading}}</h2>
-{{if .Image}}<figure>
+{{if .Sealed}}<figure>
+<img class="sealed" data-sealed="{{.Image}}" data-envelope="{{.EnvelopeURL}}" data-index="{{.MediaIndex}}" data-device="{{$.Device}}" alt="{{.Heading}} of event {{$.Event}}, end-to-end encrypted">
+</figure>
+<p class="small"><span class="sealedstate muted">end-to-end encrypted</span></p>
+<p class="muted small">{{.ImageNote}}</p>{{else if .Image}}<figure>
 <img src="{{.Image}}" alt="{{.Heading}} of event {{$.Event}}"{{if .ImgW}} width="{{.ImgW}}" height="{{.ImgH}}"{{end}}>
 {{if .Overlay}}<svg viewBox="0 0 {{.FrameW}} {{.FrameH}}" preserveAspectRatio="none" aria-label="motion box"><rect x="{{.BoxX}}" y="{{.BoxY}}" width="{{.BoxW}}" height="{{.BoxH}}" fill="none" stroke="#f30" stroke-width="{{.Stroke}}"/></svg>{{end}}
 </figure>
@@ -289,8 +307,8 @@ func (s *Server) renderPage(w http.ResponseWriter, status int, name string, data
 		return
 	}
 	setPageHeaders(w)
-	if p, ok := data.(*eventPage); ok && p.Clip != nil && p.Clip.Playable {
-		w.Header().Set("Content-Security-Policy", passkeyPageCSP) // the player's script, from this origin, and its fetches
+	if p, ok := data.(*eventPage); ok && (p.Sealed || p.Clip != nil && p.Clip.Playable) {
+		w.Header().Set("Content-Security-Policy", sealedPageCSP) // the player's and the e2ee scripts, from this origin, their fetches, the pictures they open
 	}
 	w.WriteHeader(status)
 	if _, err := w.Write(buf.Bytes()); err != nil {
@@ -309,12 +327,15 @@ type eventPage struct {
 	RecordCount                   int       // every record, the clip's segments too
 	Clip                          *clipPage // nil: the event has no clip
 	DeleteURL                     string
+	Sealed                        bool // a picture or the clip is end-to-end encrypted: the page loads the e2ee scripts
 }
 
 // recordPage is one record on the event page.
 type recordPage struct {
 	Kind, Heading            string
 	Image, ImageNote         string
+	Sealed                   bool // Image is end-to-end encrypted (docs/e2ee.md): the page's script opens it
+	MediaIndex               int
 	ImgW, ImgH               int
 	Overlay                  bool
 	FrameW, FrameH           uint32
@@ -409,6 +430,7 @@ func (s *Server) handleEventPage(w http.ResponseWriter, r *http.Request, u *user
 		if rp.Image != "" {
 			images++
 		}
+		p.Sealed = p.Sealed || rp.Sealed
 		if e.Clock != provenance.ClockSynced {
 			p.Unsynced = true
 		}
@@ -435,6 +457,7 @@ func (s *Server) handleEventPage(w http.ResponseWriter, r *http.Request, u *user
 	}
 	if ci != nil {
 		p.Clip = newClipPage(ci, device, event)
+		p.Sealed = p.Sealed || ci.sealed
 	}
 	first := recs[0]
 	if start != nil {
@@ -502,6 +525,11 @@ func (s *Server) recordPage(reg *registry, e *indexEntry, env []byte, media [][]
 			rp.ImgW, rp.ImgH = cfg.Width, cfg.Height
 			rp.ImageNote = fmt.Sprintf("The camera stored a crop around the motion (%d×%d), so the box is not drawn on it: %s.", cfg.Width, cfg.Height, boxText(m))
 		}
+	}
+	if i := sealedIndex(e); i >= 0 && rp.Image == "" {
+		rp.Image = "/media/" + e.Device + "/" + e.Event + "/" + e.Kind + "/" + strconv.Itoa(i)
+		rp.Sealed, rp.MediaIndex = true, i
+		rp.ImageNote = "End-to-end encrypted on the camera to your browsers' keys (docs/e2ee.md): this receiver stores only the ciphertext, checks its signature and hash, and cannot see the picture or make previews of it. This browser checks the signed record, then opens the picture with its own key. " + boxText(pl.Motion) + "."
 	}
 	rp.Checks = viewChecks(reg, e, v, len(media))
 	return rp

@@ -43,6 +43,7 @@ type clipSegment struct {
 	entry  *indexEntry
 	frames []provenance.ClipFrame // from the signed payload
 	typ    string                 // segment.type
+	sealed bool                   // its media is end-to-end encrypted (docs/e2ee.md §7)
 }
 
 // clipInfo is what eventClip established about an event's clip.
@@ -56,6 +57,7 @@ type clipInfo struct {
 	lastUs   int64
 	width    int // the first frame's size (0 if it cannot be read)
 	height   int
+	sealed   bool // a segment is end-to-end encrypted
 	// problem says why the clip does not verify ("" if it does, apart
 	// from missing segments).
 	problem string
@@ -108,12 +110,20 @@ func (s *Server) eventClip(reg *registry, recs []*indexEntry) (*clipInfo, string
 			}
 		}
 		seg := v.Payload.Segment
-		if len(ci.segments) == 0 && seg.Type == "image/jpeg" {
+		sealed := e.Media[0].Type == sealedType
+		ci.sealed = ci.sealed || sealed
+		switch {
+		case len(ci.segments) > 0:
+		case sealed:
+			// The frames are ciphertext here: the record's frame size, and
+			// the player takes the size of the first frame it opens.
+			ci.width, ci.height = int(v.Payload.Motion.Width), int(v.Payload.Motion.Height)
+		case seg.Type == "image/jpeg":
 			if cfg, _, err := image.DecodeConfig(bytes.NewReader(media[0][:seg.Frames[0].Size])); err == nil {
 				ci.width, ci.height = cfg.Width, cfg.Height
 			}
 		}
-		ci.segments = append(ci.segments, clipSegment{entry: e, frames: seg.Frames, typ: seg.Type})
+		ci.segments = append(ci.segments, clipSegment{entry: e, frames: seg.Frames, typ: seg.Type, sealed: sealed})
 		ci.frames += len(seg.Frames)
 		prev = &cur
 	}
@@ -164,6 +174,8 @@ type clipPage struct {
 	Uploading  string // no end record yet: what that means, or ""
 	Problem    string // why the clip does not verify, or ""
 	Playable   bool
+	Sealed     bool   // end-to-end encrypted: no download of a video, the player opens the frames
+	Device     string
 	Manifest   string // JSON for the player (playerManifest)
 	Width      int
 	Height     int
@@ -192,6 +204,11 @@ type playerSegment struct {
 	Index  uint32     `json:"index"`
 	URL    string     `json:"url"`
 	Frames [][2]int64 `json:"frames"` // size, t_us
+	// Sealed segments (docs/e2ee.md): the player checks the segment's
+	// envelope, opens its media with the browser's key and checks every
+	// frame against the signed record before drawing any.
+	Sealed   bool   `json:"sealed,omitempty"`
+	Envelope string `json:"envelope,omitempty"`
 }
 
 // barMark is a mark on the scrub bar: its left edge and width, in percent
@@ -215,6 +232,7 @@ func newClipPage(ci *clipInfo, device, event string) *clipPage {
 		Width:  ci.width,
 		Height: ci.height,
 		MKVURL: "/events/" + device + "/" + event + "/clip.mkv",
+		Device: device,
 		ZipURL: "/events/" + device + "/" + event + "/records.zip",
 	}
 	n := len(ci.segments)
@@ -252,6 +270,13 @@ func newClipPage(ci *clipInfo, device, event string) *clipPage {
 		cp.Status += " Its frames are not JPEG, so the page does not play them and there is no video to download."
 		return cp
 	}
+	if ci.sealed {
+		cp.Sealed = true
+		cp.Status = fmt.Sprintf("End-to-end encrypted: %d segment record(s) verified here (the signature and the SHA-256 of each segment's sealed frames). This receiver cannot see the frames; your browser opens each segment with its own key and checks every frame's SHA-256 and time against the signed record before drawing it.", n)
+		if ci.end != nil && len(ci.missing) == 0 {
+			cp.Status += " Each segment is the one the end record lists for its place."
+		}
+	}
 	cp.Playable = true
 	cp.FirstMs, cp.LastMs = floorMs(ci.firstUs), ceilMs(ci.lastUs)
 	span := max(ci.lastUs-ci.firstUs, 1)
@@ -274,6 +299,9 @@ func newClipPage(ci *clipInfo, device, event string) *clipPage {
 	for i := range ci.segments {
 		sg := &ci.segments[i]
 		ps := playerSegment{Index: *sg.entry.Segment, URL: "/media/" + device + "/" + event + "/" + sg.entry.name() + "/0"}
+		if sg.sealed {
+			ps.Sealed, ps.Envelope = true, "/envelope/"+device+"/"+event+"/"+sg.entry.name()
+		}
 		for _, f := range sg.frames {
 			ps.Frames = append(ps.Frames, [2]int64{int64(f.Size), f.TUs})
 		}
@@ -377,6 +405,9 @@ func (s *Server) handleClipMKV(w http.ResponseWriter, r *http.Request, u *user) 
 	switch {
 	case ci.problem != "":
 		writeLine(w, http.StatusConflict, "the clip does not verify: "+ci.problem)
+		return
+	case ci.sealed:
+		writeLine(w, http.StatusConflict, "the clip is end-to-end encrypted: this receiver cannot read its frames, so it cannot make a video file; the event page plays it in your browser")
 		return
 	case !ci.jpegOnly():
 		writeLine(w, http.StatusConflict, "the clip's frames are not JPEG: no Matroska file")
@@ -531,14 +562,14 @@ const clipTemplate = `<style>
 {{if .Uploading}}<p class="warn" id="uploading">{{.Uploading}}</p>{{end}}
 {{if .Problem}}<p class="warn" id="clipproblem">{{.Problem}}</p>{{end}}
 <p id="clipverified"{{if .Verified}} class="ok"{{end}}>{{.Status}}</p>
-{{if .Playable}}<div id="player" data-clip="{{.Manifest}}">
+{{if .Playable}}<div id="player" data-clip="{{.Manifest}}" data-device="{{.Device}}">
 <canvas id="clipcanvas" width="{{.Width}}" height="{{.Height}}" aria-label="the clip's frames"></canvas>
 <div id="timeline">{{with .PreRoll}}<div id="preroll" style="left: 0; width: {{.Width}}%" title="pre-roll: frames before the trigger"></div>{{end}}{{range .Gaps}}<div class="gap" style="left: {{.Left}}%; width: {{.Width}}%" title="segments not delivered"></div>{{end}}<div id="trigger" style="left: {{.Trigger.Left}}%" title="the trigger frame"></div></div>
 <input type="range" id="scrub" min="{{.FirstMs}}" max="{{.LastMs}}" value="{{.FirstMs}}" step="1" aria-label="position in the clip, milliseconds from the trigger">
 <p><button id="play" type="button">Play</button> <span id="cliptime" class="mono small"></span> <span id="clipload" class="muted small"></span></p>
 </div>
 <p class="muted small">{{.Frames}} frames, {{.Span}}, each drawn at the time the camera signed for it. On the bar: <span style="background:#fc6">&nbsp;pre-roll&nbsp;</span> (before the trigger), <span style="color:#d00">|</span> the trigger frame{{if .Gaps}}, hatched: segments not delivered{{end}}.</p>
-{{end}}{{if .Frames}}<p>{{if .Playable}}<a href="{{.MKVURL}}" download id="mkv">download the clip</a> <span class="muted small">(Matroska, Motion JPEG, each frame at its time: VLC, mpv, ffmpeg)</span><br>
+{{end}}{{if .Frames}}<p>{{if and .Playable (not .Sealed)}}<a href="{{.MKVURL}}" download id="mkv">download the clip</a> <span class="muted small">(Matroska, Motion JPEG, each frame at its time: VLC, mpv, ffmpeg)</span><br>
 {{end}}<a href="{{.ZipURL}}" download id="records">download its records</a> <span class="muted small">(zip: the signed envelopes and each segment's frames; unpack and run <code>keyframe-receiver verify -clip</code> on the folder)</span></p>{{end}}
 {{if .Playable}}<script src="/static/playback.js"></script>{{end}}
 </section>`

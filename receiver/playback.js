@@ -57,6 +57,10 @@
     if (!b) { return; } // drawn when its segment arrives
     busy = true;
     createImageBitmap(b.slice(f.off, f.off + f.size, "image/jpeg")).then(function (bmp) {
+      if (canvas.dataset.sized !== "1") { // the receiver could not read a sealed clip's size
+        canvas.dataset.sized = "1";
+        if (bmp.width && (canvas.width !== bmp.width || canvas.height !== bmp.height)) { canvas.width = bmp.width; canvas.height = bmp.height; }
+      }
       ctx.drawImage(bmp, 0, 0, canvas.width, canvas.height);
       bmp.close();
       shown = i;
@@ -103,6 +107,43 @@
     show(frameAt(Number(scrub.value) * 1000));
   });
 
+  // An end-to-end encrypted segment (docs/e2ee.md): its envelope's
+  // signature and the sealed bytes' hash are checked and the frames opened
+  // with this browser's key (KFE2EE); then every frame is checked against
+  // the signed record (size, SHA-256, time) before any is drawn.
+  function bytesOf(url) {
+    return fetch(url, {credentials: "same-origin", cache: "no-store"}).then(function (r) {
+      if (!r.ok) { throw new Error(url + ": the receiver answered " + r.status); }
+      return r.arrayBuffer();
+    }).then(function (b) { return new Uint8Array(b); });
+  }
+  function hex(buf) {
+    return Array.prototype.map.call(new Uint8Array(buf), function (x) { return (x < 16 ? "0" : "") + x.toString(16); }).join("");
+  }
+  function openSealed(s) {
+    if (!window.KFE2EE) { return Promise.reject(new Error("the e2ee script is not loaded")); }
+    return Promise.all([bytesOf(s.envelope), bytesOf(s.url)]).then(function (got) {
+      return KFE2EE.openRecordMedia(got[0], got[1], 0, {device: box.dataset.device});
+    }).then(function (res) {
+      var pt = res.plaintext, signed = res.payload.segment && res.payload.segment.frames;
+      if (!signed || signed.length !== s.frames.length) { throw new Error("segment " + s.index + ": the page's frame list does not match the signed record"); }
+      var off = 0, checks = [];
+      signed.forEach(function (f, k) {
+        if (f.size !== s.frames[k][0] || f.t_us !== s.frames[k][1]) { throw new Error("segment " + s.index + " frame " + k + ": size or time differs from the signed record"); }
+        var b = pt.subarray(off, off + f.size);
+        off += f.size;
+        checks.push(crypto.subtle.digest("SHA-256", b).then(function (d) {
+          if (hex(d) !== f.sha256) { throw new Error("segment " + s.index + " frame " + k + ": SHA-256 differs from the signed record"); }
+        }));
+      });
+      if (off !== pt.length) { throw new Error("segment " + s.index + ": the opened frames are " + pt.length + " bytes, the signed record lists " + off); }
+      return Promise.all(checks).then(function () {
+        box.dataset.opened = String(Number(box.dataset.opened || 0) + 1);
+        return new Blob([pt], {type: "application/octet-stream"});
+      });
+    });
+  }
+
   function progress() {
     load.textContent = loaded + " of " + m.segments.length + " segment(s) loaded" + (failed ? ", " + failed + " failed" : "");
     box.dataset.loaded = String(loaded);
@@ -112,14 +153,15 @@
   // One segment at a time, in order: the first frames can be drawn early.
   m.segments.reduce(function (p, s, si) {
     return p.then(function () {
-      return fetch(s.url, {credentials: "same-origin", cache: "no-store"}).then(function (r) {
+      return (s.sealed ? openSealed(s) : fetch(s.url, {credentials: "same-origin", cache: "no-store"}).then(function (r) {
         if (!r.ok) { throw new Error(r.status); }
         return r.blob();
-      }).then(function (b) {
+      })).then(function (b) {
         blobs[si] = b;
         loaded++;
-      }).catch(function () {
+      }).catch(function (err) {
         failed++;
+        box.dataset.error = String(err && err.message || err);
       }).finally(function () {
         progress();
         shown = -1;

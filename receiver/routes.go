@@ -152,6 +152,8 @@ func (s *Server) routes() []route {
 		// An event's clip (playback.go): the player's script; the clip as a
 		// Matroska file and its records as a zip, re-verified as they go.
 		{pattern: "GET /static/playback.js", access: accessAnonymous, serve: s.handlePlayerJS},
+		// The pages' opener of end-to-end encrypted pictures (docs/e2ee.md).
+		{pattern: "GET /static/sealed.js", access: accessAnonymous, serve: s.handleSealedJS},
 		{pattern: "GET /events/{device}/{event}/clip.mkv", access: accessOwner, data: true, serve: s.handleClipMKV},
 		{pattern: "GET /events/{device}/{event}/records.zip", access: accessOwner, data: true, serve: s.handleClipRecords},
 

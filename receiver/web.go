@@ -63,7 +63,7 @@ const pageTemplate = pageHead + `{{template "head" .}}<p class="muted">{{.Note}}
 <tbody>
 {{range .Rows}}
 <tr>
-<td class="thumb"><a href="{{.Link}}">{{if .Thumb}}<img src="{{.Thumb}}" alt="{{.ThumbWhat}} of event {{.Event}}">{{else}}<span class="muted">no image</span>{{end}}</a><span class="mono small"><a href="{{.Link}}">{{.Event}}</a></span></td>
+<td class="thumb"><a href="{{.Link}}">{{if .Sealed}}<img class="sealed" data-sealed="{{.Thumb}}" data-envelope="{{.Envelope}}" data-index="{{.MediaIndex}}" data-device="{{.Device}}" alt="{{.ThumbWhat}} of event {{.Event}}, end-to-end encrypted"><span class="sealedstate muted small">end-to-end encrypted</span>{{else if .Thumb}}<img src="{{.Thumb}}" alt="{{.ThumbWhat}} of event {{.Event}}">{{else}}<span class="muted">no image</span>{{end}}</a><span class="mono small"><a href="{{.Link}}">{{.Event}}</a></span></td>
 <td>{{.Captured}}{{if .Unsynced}}<br><a class="warn" href="#unsynced" title="` + unsyncedTitle + `">unsynced clock</a>{{end}}<br><span class="muted">received {{.Received}}</span></td>
 <td>{{if .Rotate}}key rotation{{else if .InProgress}}<span class="ok">in progress</span><br><span class="muted">no end record yet</span>{{else}}{{.Duration}}{{if .NoStart}}<br><span class="muted">start record not stored</span>{{end}}{{end}}<br><span class="muted">{{.Kinds}}</span></td>
 <td class="mono small">{{.Device}}<br>{{if .NotCamera}}<span class="notcam" title="the signed record names no camera as the source of its frames">not from a camera</span> <span class="muted">{{.Source}}</span>{{else}}<span class="muted">{{.Source}}</span>{{end}}<br><span class="muted">key: {{.KeyStore}}</span></td>
@@ -80,6 +80,7 @@ const pageTemplate = pageHead + `{{template "head" .}}<p class="muted">{{.Note}}
 <h2 id="unsynced">“Unsynced clock”</h2>
 <p class="muted">` + unsyncedText + `</p>
 {{if .Live}}<script src="/static/events.js"></script>{{end}}
+{{if .Sealed}}<script src="/static/e2ee.js"></script><script src="/static/sealed.js" defer></script>{{end}}
 </body>
 </html>
 `
@@ -133,6 +134,7 @@ type page struct {
 	Live    bool   // the first page: updated live
 	Newer   bool   // an older page: link to the newest
 	Older   string // the next page's URL, or ""
+	Sealed  bool   // the first page, or a row with a sealed picture: the e2ee scripts open them
 }
 
 // camera is one of the owner's cameras on the owner page: a device with a
@@ -169,6 +171,33 @@ func imageIndex(e *indexEntry) int {
 	return first
 }
 
+// sealedType is the media type of an end-to-end encrypted object
+// (docs/e2ee.md §7): ciphertext the receiver stores, verifies by hash and
+// serves to the owner's browser, which opens it.
+const sealedType = "application/vnd.keyframe.sealed"
+
+// sealedIndex returns the index of the record's sealed thumbnail (or first
+// sealed object), or -1.
+func sealedIndex(e *indexEntry) int {
+	first := -1
+	for i, m := range e.Media {
+		if m.Type != sealedType {
+			continue
+		}
+		if m.Role == provenance.RoleThumbnail {
+			return i
+		}
+		if first < 0 {
+			first = i
+		}
+	}
+	return first
+}
+
+// sealedPageCSP is passkeyPageCSP with blob: images: the pictures a page's
+// script opened (docs/e2ee.md) are shown from blob URLs it made.
+const sealedPageCSP = "default-src 'none'; img-src 'self' blob:; style-src 'unsafe-inline'; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
 // servableImage reports whether a media type is served inline. Anything else
 // is served as an opaque download, so a device can not make this origin serve
 // HTML or script.
@@ -192,8 +221,8 @@ func (s *Server) render(w http.ResponseWriter, p *page) {
 		return
 	}
 	setPageHeaders(w)
-	if p.Live {
-		w.Header().Set("Content-Security-Policy", passkeyPageCSP) // the live list's script, from this origin, and its stream
+	if p.Live || p.Sealed {
+		w.Header().Set("Content-Security-Policy", sealedPageCSP) // the live list's and the e2ee scripts, from this origin, their fetches, and the pictures they open
 	}
 	w.WriteHeader(http.StatusOK)
 	if _, err := w.Write(buf.Bytes()); err != nil {
