@@ -100,6 +100,12 @@ func joinInts(xs []int) string {
 // its frames, either one by one (Frames, as a player's container or a
 // directory holds them) or as the record's media object (Media, the frames
 // concatenated, as uploaded). Frames is used when it is not nil.
+//
+// A sealed segment (media type SealedMediaType, docs/e2ee.md §7): Media is
+// the sealed object as uploaded, checked by its size and hash; Frames, if
+// not nil, are the frames the owner opened from it (package e2ee, with the
+// binding the record's own fields give), checked against the frames the
+// record lists. Either or both may be given.
 type ClipSegment struct {
 	Envelope []byte
 	Frames   [][]byte
@@ -111,6 +117,10 @@ type Clip struct {
 	End      *Verified   // the end record; nil if VerifyClip was given none
 	Segments []*Verified // by index
 	Frames   int         // frames in all segments
+	// Unopened counts the sealed segments given without their opened
+	// frames: their sealed objects matched the records, their frames
+	// were not checked (only their owner can open them).
+	Unopened int
 	// FirstUs and LastUs are the first and last frames' times relative to
 	// the trigger (docs/envelope.md §4.4): FirstUs < 0 when the clip has a
 	// pre-roll.
@@ -219,27 +229,38 @@ func VerifyClip(end []byte, segments []ClipSegment, want crypto.PublicKey) (*Cli
 		seg := v.Payload.Segment
 		idx := int(seg.Index)
 		frames := segments[i].Frames
-		if frames == nil {
+		m := v.Payload.Media[0]
+		isSealed := sealed(v.Payload)
+		if frames == nil || (isSealed && segments[i].Media != nil) {
 			if segments[i].Media == nil {
 				return fail(ClipMissing, idx, i, -1, "no frames given for the segment", nil)
 			}
-			m := v.Payload.Media[0]
 			if uint64(len(segments[i].Media)) != m.Size {
 				return fail(ClipMedia, idx, i, -1, fmt.Sprintf("the media object is %d bytes, the record lists %d", len(segments[i].Media), m.Size), nil)
 			}
-			frames = splitFrames(seg, segments[i].Media)
+			if isSealed {
+				if sum := sha256.Sum256(segments[i].Media); !bytes.Equal(sum[:], m.SHA256) {
+					return fail(ClipMedia, idx, i, -1, "the sealed object is not the one the record lists", nil)
+				}
+			} else {
+				frames = splitFrames(seg, segments[i].Media)
+			}
 		}
-		if k, problem, detail := diagnoseFrames(seg.Frames, frames); problem != "" {
+		if isSealed && frames == nil {
+			clip.Unopened++
+		} else if k, problem, detail := diagnoseFrames(seg.Frames, frames); problem != "" {
 			return fail(problem, idx, i, k, detail, nil)
 		}
-		// Every frame is the one listed, so their concatenation is the
-		// media object; check the record says so of itself.
-		h := sha256.New()
-		for _, f := range frames {
-			h.Write(f)
-		}
-		if !bytes.Equal(h.Sum(nil), v.Payload.Media[0].SHA256) {
-			return fail(ClipMedia, idx, i, -1, "the frames do not make the media object the record lists", nil)
+		if !isSealed {
+			// Every frame is the one listed, so their concatenation is
+			// the media object; check the record says so of itself.
+			h := sha256.New()
+			for _, f := range frames {
+				h.Write(f)
+			}
+			if !bytes.Equal(h.Sum(nil), m.SHA256) {
+				return fail(ClipMedia, idx, i, -1, "the frames do not make the media object the record lists", nil)
+			}
 		}
 		if last != nil && int(last.Payload.Segment.Index) == idx-1 {
 			prev := last.Payload.Segment.Frames

@@ -22,6 +22,22 @@ const MaxFrameType = 128
 // JPEG stream (ffmpeg -f mjpeg).
 const FramesMediaType = "video/x-motion-jpeg"
 
+// SealedMediaType is the media type of an object sealed to its owner's
+// keys (docs/e2ee.md §4, §7; package e2ee's SealedType). A segment record
+// whose media object is sealed lists its frames by their plaintext: the
+// frames' sizes add up to the opened object, not to the sealed one, and a
+// verifier without the owner's keys checks the sealed object by its size
+// and hash only (Verify); the owner checks the frames after opening it
+// (VerifyClip with ClipSegment.Frames).
+const SealedMediaType = "application/vnd.keyframe.sealed"
+
+// sealedOverhead is the least a sealed object adds to its plaintext: the
+// header with one recipient (docs/e2ee.md §4) and the content's tag.
+const sealedOverhead = 4 + 2 + 2 + 2 + 32 + 1 + (16 + 2 + 2 + 32 + 2 + 32) + 12 + 16
+
+// sealed reports whether a segment record's media object is sealed.
+func sealed(p *Payload) bool { return len(p.Media) == 1 && p.Media[0].Type == SealedMediaType }
+
 // Segment is the part of a KindSegment payload that lists its frames
 // (docs/envelope.md §4.4). The frames themselves travel as the record's one
 // media object (role RoleFrames): their bytes concatenated in this order,
@@ -117,7 +133,12 @@ func checkClipFields(p *Payload) error {
 	if len(p.Media) != 1 || p.Media[0].Role != RoleFrames {
 		return bad("media", fmt.Sprintf("of a segment record must be exactly one object of role %q", RoleFrames))
 	}
-	if p.Media[0].Size != total {
+	switch {
+	case sealed(p):
+		if p.Media[0].Size < total+sealedOverhead {
+			return bad("media[0].size", fmt.Sprintf("is %d, too small for sealed frames whose sizes add up to %d", p.Media[0].Size, total))
+		}
+	case p.Media[0].Size != total:
 		return bad("media[0].size", fmt.Sprintf("is %d, the frames' sizes add up to %d", p.Media[0].Size, total))
 	}
 	return nil

@@ -116,12 +116,25 @@ func (r *Recorder) Record(p *provenance.Payload, media [][]byte) (uploader.Recor
 // it, so a list that names it says truly that it was made and not
 // delivered.
 func (r *Recorder) RecordHashed(p *provenance.Payload, media [][]byte) (uploader.Record, [32]byte, error) {
+	return r.RecordWith(p, func(*provenance.Payload) ([][]byte, error) { return media, nil })
+}
+
+// RecordWith is RecordHashed for media objects that depend on the record's
+// sequence number (an object sealed to a binding that names it,
+// docs/e2ee.md §4): media is called with p.Seq and p.Prev set, before p is
+// signed, and returns the media objects in payload order, having set
+// p.Media to list them. An error from it leaves the chain where it was.
+func (r *Recorder) RecordWith(p *provenance.Payload, media func(*provenance.Payload) ([][]byte, error)) (uploader.Record, [32]byte, error) {
 	return r.commit(p, func() (*provenance.Bundle, error) {
+		m, err := media(p)
+		if err != nil {
+			return nil, err
+		}
 		env, err := provenance.SignWithChain(r.cfg.Rand, r.cfg.Key, p, r.certChain())
 		if err != nil {
 			return nil, err
 		}
-		return &provenance.Bundle{Envelope: env, Media: media}, nil
+		return &provenance.Bundle{Envelope: env, Media: m}, nil
 	})
 }
 

@@ -385,3 +385,42 @@ func TestLayout(t *testing.T) {
 		t.Errorf("overrides %+v, want %+v", l, want)
 	}
 }
+
+// RecordWith makes the media once the record's sequence number is known
+// (what a sealed object binds), and a failure to make them leaves the
+// chain where it was.
+func TestRecordWith(t *testing.T) {
+	k := newKey(t)
+	sp := &memSpool{}
+	r, err := recorder.Open(recorder.Config{Chain: &failChain{c: board.Chain{Next: 5}}, Spool: sp, Key: k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := payload(t, k, "ev-1")
+	if _, _, err := r.RecordWith(p, func(*provenance.Payload) ([][]byte, error) { return nil, errors.New("no key") }); err == nil {
+		t.Fatal("RecordWith despite media that could not be made")
+	}
+	if r.Chain().Next != 5 || len(sp.seen) != 0 {
+		t.Fatalf("after a media failure: chain next %d, %d records offered", r.Chain().Next, len(sp.seen))
+	}
+	var sawSeq uint64
+	rec, h, err := r.RecordWith(p, func(p *provenance.Payload) ([][]byte, error) {
+		sawSeq = p.Seq
+		obj := []byte(fmt.Sprintf("object of record %d", p.Seq))
+		p.Media = []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", obj)}
+		return [][]byte{obj}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sawSeq != 5 {
+		t.Errorf("media made for seq %d, want 5", sawSeq)
+	}
+	if got := verify(t, rec, 5, nil); !bytes.Equal(got, h[:]) {
+		t.Errorf("hash %x, record's %x", h, got)
+	}
+	b, _ := provenance.UnmarshalBundle(rec.Data)
+	if string(b.Media[0]) != "object of record 5" {
+		t.Errorf("media %q", b.Media[0])
+	}
+}
