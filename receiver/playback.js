@@ -24,6 +24,11 @@
     });
   });
   var blobs = new Array(m.segments.length);
+  var offsets = {}; // segment index: each frame's offset in its media, as the player cuts it
+  m.segments.forEach(function (s) {
+    var off = 0;
+    offsets[s.index] = s.frames.map(function (f) { var o = off; off += f[0]; return o; });
+  });
   var loaded = 0, failed = 0;
 
   // The last frame at or before t (microseconds), by binary search.
@@ -117,27 +122,26 @@
       return r.arrayBuffer();
     }).then(function (b) { return new Uint8Array(b); });
   }
-  function hex(buf) {
-    return Array.prototype.map.call(new Uint8Array(buf), function (x) { return (x < 16 ? "0" : "") + x.toString(16); }).join("");
-  }
+  var acct = null; // the signed-in account's keys in this browser
   function openSealed(s) {
     if (!window.KFE2EE) { return Promise.reject(new Error("the e2ee script is not loaded")); }
-    return Promise.all([bytesOf(s.envelope), bytesOf(s.url)]).then(function (got) {
-      return KFE2EE.openRecordMedia(got[0], got[1], 0, {device: box.dataset.device});
-    }).then(function (res) {
-      var pt = res.plaintext, signed = res.payload.segment && res.payload.segment.frames;
-      if (!signed || signed.length !== s.frames.length) { throw new Error("segment " + s.index + ": the page's frame list does not match the signed record"); }
-      var off = 0, checks = [];
-      signed.forEach(function (f, k) {
-        if (f.size !== s.frames[k][0] || f.t_us !== s.frames[k][1]) { throw new Error("segment " + s.index + " frame " + k + ": size or time differs from the signed record"); }
-        var b = pt.subarray(off, off + f.size);
-        off += f.size;
-        checks.push(crypto.subtle.digest("SHA-256", b).then(function (d) {
-          if (hex(d) !== f.sha256) { throw new Error("segment " + s.index + " frame " + k + ": SHA-256 differs from the signed record"); }
-        }));
+    if (!acct) { acct = KFE2EE.account(document.body.dataset.account || ""); }
+    var rec;
+    return Promise.all([bytesOf(s.envelope), bytesOf(s.url), acct]).then(function (got) {
+      return KFE2EE.verifyRecord(got[0], null).then(function (r) {
+        rec = r;
+        if (r.device !== box.dataset.device) { throw new Error("segment " + s.index + " is signed by " + r.device + ", not by this page's camera"); }
+        return KFE2EE.openRecordMedia(got[0], null, got[1], 0, got[2]);
       });
-      if (off !== pt.length) { throw new Error("segment " + s.index + ": the opened frames are " + pt.length + " bytes, the signed record lists " + off); }
-      return Promise.all(checks).then(function () {
+    }).then(function (pt) {
+      return KFE2EE.checkFrames(rec, pt).then(function (signed) {
+        // The page's list (what the player cuts by) must be the signed one.
+        if (signed.length !== s.frames.length) { throw new Error("segment " + s.index + ": the page lists " + s.frames.length + " frames, the signed record " + signed.length); }
+        signed.forEach(function (f, k) {
+          if (f.offset !== offsets[s.index][k] || f.size !== s.frames[k][0] || Number(f.tUs) !== s.frames[k][1]) {
+            throw new Error("segment " + s.index + " frame " + k + ": the page's size or time differs from the signed record");
+          }
+        });
         box.dataset.opened = String(Number(box.dataset.opened || 0) + 1);
         return new Blob([pt], {type: "application/octet-stream"});
       });

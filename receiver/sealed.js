@@ -26,17 +26,30 @@
     if (img.dataset.state) { return; }
     img.dataset.state = "opening";
     state(img, "end-to-end encrypted: opening…", "muted");
-    Promise.all([bytes(img.dataset.envelope), bytes(img.dataset.sealed)]).then(function (got) {
-      return KFE2EE.openRecordMedia(got[0], got[1], Number(img.dataset.index), {device: img.dataset.device});
-    }).then(function (res) {
-      img.src = URL.createObjectURL(new Blob([res.plaintext], {type: "image/jpeg"}));
+    Promise.all([bytes(img.dataset.envelope), bytes(img.dataset.sealed), account()]).then(function (got) {
+      return KFE2EE.verifyRecord(got[0], null).then(function (rec) {
+        if (rec.device !== img.dataset.device) { throw new Error("the record is signed by " + rec.device + ", not by this page's camera " + img.dataset.device); }
+        return KFE2EE.openRecordMedia(got[0], null, got[1], Number(img.dataset.index), got[2]);
+      });
+    }).then(function (plaintext) {
+      img.src = URL.createObjectURL(new Blob([plaintext], {type: "image/jpeg"}));
       img.dataset.state = "open";
       state(img, "end-to-end encrypted; signature checked and opened in this browser", "ok");
     }).catch(function (err) {
       img.dataset.state = "failed";
       img.dataset.error = String(err && err.message || err);
-      state(img, "not shown: " + img.dataset.error, "warn");
+      state(img, "not shown: " + img.dataset.error + (/no key|no key set/.test(img.dataset.error) ? " (set up end-to-end encryption, or join with your recovery secret, on the account page: /sessions)" : ""), "warn");
     });
+  }
+
+  // The signed-in account's keys in this browser (KFE2EE.account), once.
+  var acct = null;
+  function account() {
+    if (!acct) {
+      var name = document.body.dataset.account;
+      acct = name ? KFE2EE.account(name) : Promise.reject(new Error("the page names no account"));
+    }
+    return acct;
   }
 
   function scan() {

@@ -298,7 +298,9 @@ func (s *Server) accountPage(w http.ResponseWriter, r *http.Request, u *user, st
 	if err != nil {
 		s.log.Error("receiver: accounts unreadable", "err", err)
 	}
-	s.renderAuth(w, status, "sessions", passkeyData(r, map[string]any{"Account": u.name, "Rows": rows, "Keys": keys, "Message": msg}))
+	// An owner's page holds the e2ee keys' piece (e2ee.js, docs/e2ee.md §6);
+	// an admin has no pictures to open.
+	s.renderAuth(w, status, "sessions", passkeyData(r, map[string]any{"Account": u.name, "Rows": rows, "Keys": keys, "Message": msg, "E2EE": u.role == RoleOwner}))
 }
 
 // handleRevoke ends one of the account's sessions.
@@ -450,7 +452,9 @@ func (s *Server) renderAuth(w http.ResponseWriter, status int, name string, data
 		return
 	}
 	setPageHeaders(w)
-	if m, ok := data.(map[string]any); ok && m["Passkeys"] == true {
+	if m, ok := data.(map[string]any); ok && m["E2EE"] == true {
+		w.Header().Set("Content-Security-Policy", sealedPageCSP) // the passkey and e2ee scripts, from this origin, and their fetches
+	} else if ok && m["Passkeys"] == true {
 		w.Header().Set("Content-Security-Policy", passkeyPageCSP) // the passkey script, from this origin
 	}
 	w.WriteHeader(status)
@@ -615,6 +619,10 @@ nav form { display: inline; }
 {{if .PasskeyWhy}}<p class="muted">{{.PasskeyWhy}}</p>{{else}}<p><button type="button" id="passkey-add" data-passkey="register" data-begin="/passkeys/register/begin" data-finish="/passkeys/register/finish" hidden>Add a passkey</button></p>
 <p id="passkey-status" class="warn" role="status"></p>
 <script src="/static/passkey.js"></script>{{end}}
+{{if .E2EE}}<h2 id="e2ee-heading">End-to-end encryption</h2>
+<p class="muted">Your cameras can seal their pictures to keys that only your browsers hold: this receiver then stores and relays ciphertext it cannot open (docs/e2ee.md).</p>
+<div id="e2ee" data-account="{{.Account}}"><p class="muted">This needs the page's script (e2ee.js) and a secure context (HTTPS, or this machine's loopback address).</p></div>
+<script src="/static/e2ee.js"></script>{{end}}
 <h2>Sessions</h2>
 <table>
 <tr><th>signed in</th><th>last used</th><th>browser</th><th>from</th><th></th></tr>

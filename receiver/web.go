@@ -25,7 +25,7 @@ const pageHead = `{{define "head"}}<!doctype html>
 ` + pageStyle + `
 </style>
 </head>
-<body>
+<body data-account="{{.Account}}">
 <nav class="muted">Signed in as {{.Account}} · <a href="/">events</a> · <a href="/settings">retention</a> · <a href="/sessions">sessions</a> · <form method="post" action="/signout" style="display:inline"><button>Sign out</button></form></nav>
 <h1>{{.Title}}</h1>
 {{end}}`
