@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/ecdh"
 	"crypto/hpke"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/sha3"
 	"encoding/base64"
 	"encoding/hex"
@@ -12,18 +14,24 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"image"
+	"image/color"
+	"image/jpeg"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/keyframe-cam/keyframe/e2ee"
 	"github.com/keyframe-cam/keyframe/internal/browsertest"
+	"github.com/keyframe-cam/keyframe/provenance"
 )
 
 // e2eeFake is the receiver's /v1/e2ee routes for one owner as
@@ -207,7 +215,7 @@ func TestBrowserE2EEHPKE(t *testing.T) {
 		Info, IkmE, IkmR, SkRm, PkRm, Enc string
 		AccEncryptions                    string `json:"encryptions_accumulated"`
 		Encryptions                       []struct {
-			Seq          int
+			Seq         int
 			Aad, Pt, Ct string
 		}
 	}
@@ -450,4 +458,271 @@ return bad.join(",") + "|" + env.length + "|" + one.toFixed(2);`)
 	}
 	t.Logf("every one of %s bytes of ok-start.cose flipped: refused; one check took %s ms", parts[1], parts[2])
 	browsertest.Screenshot(t, ctx, "records")
+}
+
+// e2eeThumb is a JPEG of about 30 KB: 320×240 of noisy gradients.
+func e2eeThumb(t *testing.T) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, 320, 240))
+	noise := make([]byte, 320*240)
+	if _, err := rand.Read(noise); err != nil {
+		t.Fatal(err)
+	}
+	for y := range 240 {
+		for x := range 320 {
+			n := noise[y*320+x] / 2
+			img.Set(x, y, color.RGBA{R: uint8(x*255/320) ^ n, G: uint8(y * 255 / 240), B: 140 + n, A: 255})
+		}
+	}
+	var b bytes.Buffer
+	if err := jpeg.Encode(&b, img, &jpeg.Options{Quality: 85}); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// sealedRecord seals plaintext to ks for d's record (event, seq) and signs
+// the record listing the sealed bytes as its thumbnail.
+func sealedRecord(t *testing.T, d *testDevice, ks *e2ee.KeySet, event string, seq uint64, plaintext []byte) (env, sealed []byte) {
+	t.Helper()
+	s, err := e2ee.NewSealer(ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err = s.Seal(e2ee.Binding{Device: d.id, Event: event, Seq: seq, Role: e2ee.RoleThumbnail}, plaintext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := d.payload(event, "start", seq, sealed)
+	p.Media = []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, e2ee.SealedType, sealed)}
+	return d.sign(t, p), sealed
+}
+
+// waitState waits until the account piece of ctx's page says state.
+func waitState(t *testing.T, ctx context.Context, state string) {
+	t.Helper()
+	browsertest.Run(t, ctx, chromedp.Poll[bool](`(() => { const e = document.getElementById("e2ee"); return !!e && e.dataset.state === "`+state+`" && !e.querySelector("button:disabled") })()`,
+		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second)))
+}
+
+// waitKeys waits until the account piece lists n keys.
+func waitKeys(t *testing.T, ctx context.Context, n int) {
+	t.Helper()
+	browsertest.Run(t, ctx, chromedp.Poll[bool](fmt.Sprintf(`document.querySelectorAll("#e2ee-keys li").length === %d && !document.querySelector("#e2ee button:disabled")`, n),
+		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second)))
+}
+
+// TestBrowserE2EEAccount drives the account page's piece in three
+// browsers (separate profiles: separate IndexedDB) against the receiver's
+// routes (e2eeFake, which checks every set with package e2ee), and opens
+// in each what Go's e2ee.Sealer sealed to the set of the moment:
+//
+//   - A sets up: identity and browser key non-extractable in IndexedDB, the
+//     recovery secret shown once with a download, set v1 = {A, recovery};
+//     A opens a signed record's sealed 30 KB thumbnail (signature, media
+//     hash, then the binding) and draws it; a flipped byte, the same sealed
+//     bytes in a record of another event, and another binding all fail; the
+//     recovery key derived from the secret opens it too; a live key frame
+//     and its frames open, a replayed or altered frame does not;
+//   - B asks to join, A approves (v2), B opens what is sealed then;
+//   - C joins with the recovery secret (v3) and holds the identity;
+//   - A removes B (v4): B cannot open what is sealed after, C can;
+//   - a mistyped secret is refused with a message.
+//
+// Screenshots: account-none, recovery-secret, opened-thumbnail, asked,
+// approve, joined-by-secret, removed, wrong-secret.
+func TestBrowserE2EEAccount(t *testing.T) {
+	f := &e2eeFake{}
+	hs := e2eeTestServer(t, f)
+	page := hs.URL + "/account"
+	d := newDevice(t)
+
+	a := browsertest.New(t)
+	browsertest.Do(t, a, chromedp.Navigate(page))
+	waitState(t, a, "none")
+	browsertest.Screenshot(t, a, "account-none")
+
+	// A sets up.
+	browsertest.Do(t, a, chromedp.Click(chromedp.ID("e2ee-setup")), chromedp.WaitVisible(chromedp.ID("e2ee-secret")))
+	waitState(t, a, "enrolled")
+	secret := browsertest.Run(t, a, chromedp.Text(chromedp.ID("e2ee-secret")))
+	if len(strings.ReplaceAll(secret, "-", "")) != 26 {
+		t.Fatalf("recovery secret %q: want 26 characters", secret)
+	}
+	if dl := browsertest.Run(t, a, chromedp.Evaluate[string](`(() => { const a = document.getElementById("e2ee-download"); return a.href.slice(0, 5) + " " + a.getAttribute("download") })()`)); dl != "blob: keyframe-recovery-secret-alice.txt" {
+		t.Errorf("the download link: %q", dl)
+	}
+	browsertest.Screenshot(t, a, "recovery-secret")
+	browsertest.Do(t, a, chromedp.Click(chromedp.ID("e2ee-secret-done")))
+	browsertest.Run(t, a, chromedp.Poll[bool](`!document.getElementById("e2ee-secret")`, chromedp.WithPollingTimeout(10*time.Second)))
+	ks := f.keySet(t)
+	if ks.Version != 1 || len(ks.Keys) != 2 || !ks.Keys[1].Recovery || ks.Keys[0].Recovery || f.backup == "" {
+		t.Fatalf("after set up the receiver holds version %d, keys %+v, backup %d chars", ks.Version, ks.Keys, len(f.backup))
+	}
+	aID := js[string](t, a, `const acc = await KFE2EE.account("alice");
+if (acc.rec.browser.privateKey.extractable || acc.rec.identity.privateKey.extractable) { throw new Error("an extractable private key in IndexedDB"); }
+return acc.rec.browser.id`)
+	if aID != ks.Keys[0].ID || !strings.HasPrefix(ks.Keys[0].Name, "Chromium on Linux, ") {
+		t.Errorf("A's key %s, the set's first %s %q", aID, ks.Keys[0].ID, ks.Keys[0].Name)
+	}
+	if rid := js[string](t, a, `const kp = await KFE2EE.recoveryKeyPair("`+secret+`"); return KFE2EE.keyID(32, kp.publicKey)`); rid != ks.Keys[1].ID {
+		t.Errorf("the recovery key derived from the secret has id %s, the set's recovery key %s", rid, ks.Keys[1].ID)
+	}
+
+	// A opens a sealed thumbnail of a signed record.
+	thumb := e2eeThumb(t)
+	env, sealed := sealedRecord(t, d, ks, "porch-1", 7, thumb)
+	p2 := d.payload("porch-2", "start", 7, sealed) // the same sealed bytes in a record of another event
+	p2.Media = []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, e2ee.SealedType, sealed)}
+	envMoved := d.sign(t, p2)
+	sum := sha256.Sum256(thumb)
+	var opened struct {
+		Sum, Tampered, TamperedSealed, Moved, OtherBinding, Recovery string
+		Ms                                                           []float64
+	}
+	res := js[string](t, a, `const acc = await KFE2EE.account("alice");
+const env = B("`+b64(env)+`"), spki = B("`+b64(d.spki)+`"), sealed = B("`+b64(sealed)+`");
+const ms = [];
+let pt;
+for (let i = 0; i < 20; i++) { const t0 = performance.now(); pt = await acc.openRecordMedia(env, spki, sealed, 0); ms.push(performance.now() - t0); }
+const err = async f => { try { await f(); return ""; } catch (e) { return e.message; } };
+const bad = sealed.slice(); bad[bad.length - 40] ^= 1;
+const owner = await KFE2EE.fingerprint(acc.set.identity);
+const kp = await KFE2EE.recoveryKeyPair("`+secret+`");
+const rpt = await KFE2EE.openSealed(sealed, {owner, device: "`+d.id+`", event: "porch-1", seq: 7, role: "thumbnail"}, [{id: await KFE2EE.keyID(32, kp.publicKey), privateKey: kp.privateKey, publicKey: kp.publicKey}]);
+const bmp = await createImageBitmap(new Blob([pt], {type: "image/jpeg"}));
+const c = document.createElement("canvas"); c.id = "opened"; c.width = bmp.width; c.height = bmp.height; c.getContext("2d").drawImage(bmp, 0, 0); document.body.append(c);
+return JSON.stringify({
+  sum: H(await KFE2EE.util.sha256(pt)), ms,
+  tampered: await err(() => acc.openRecordMedia(env, spki, bad, 0)),
+  tamperedSealed: await err(() => acc.open(bad, {device: "`+d.id+`", event: "porch-1", seq: 7, role: "thumbnail"})),
+  moved: await err(() => acc.openRecordMedia(B("`+b64(envMoved)+`"), spki, sealed, 0)),
+  otherBinding: await err(() => acc.open(sealed, {device: "`+d.id+`", event: "porch-1", seq: 7, role: "frames"})),
+  recovery: H(await KFE2EE.util.sha256(rpt)),
+});`)
+	if err := json.Unmarshal([]byte(res), &opened); err != nil {
+		t.Fatal(err)
+	}
+	if opened.Sum != hex.EncodeToString(sum[:]) || opened.Recovery != opened.Sum {
+		t.Errorf("A opened to %s, the recovery key to %s, want %x", opened.Sum, opened.Recovery, sum)
+	}
+	for what, got := range map[string][2]string{
+		"a flipped byte (record check)":      {opened.Tampered, "SHA-256 is not the one the record signs"},
+		"a flipped byte (sealed object)":     {opened.TamperedSealed, "the content does not open"},
+		"moved to another event's record":    {opened.Moved, "the content key does not open"},
+		"opened with another role (binding)": {opened.OtherBinding, "the content key does not open"},
+	} {
+		if !strings.Contains(got[0], got[1]) {
+			t.Errorf("%s: %q, want an error saying %q", what, got[0], got[1])
+		}
+	}
+	slices.Sort(opened.Ms)
+	t.Logf("browser open of a %d-byte thumbnail (%d sealed; record signature, media hash, HPKE unwrap, AES-GCM): median %.2f ms, min %.2f, max %.2f over %d",
+		len(thumb), len(sealed), opened.Ms[len(opened.Ms)/2], opened.Ms[0], opened.Ms[len(opened.Ms)-1], len(opened.Ms))
+	browsertest.Screenshot(t, a, "opened-thumbnail")
+
+	// A opens a live stream.
+	sealer, err := e2ee.NewSealer(ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, keyFrame, err := sealer.NewLive(d.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var frames []string
+	for i := range 3 {
+		frames = append(frames, b64(live.SealFrame(nil, thumbFor(fmt.Sprintf("live-%d", i)))))
+	}
+	liveOut := js[string](t, a, `const acc = await KFE2EE.account("alice");
+const f = [`+`"`+strings.Join(frames, `","`)+`"`+`].map(B);
+const lv = await acc.openLive(B("`+b64(keyFrame)+`"), "`+d.id+`");
+const out = [lv.streamID];
+const bad = f[2].slice(); bad[20] ^= 1;
+for (const x of [f[0], f[1]]) { out.push(S(await lv.openFrame(x))); }
+try { await lv.openFrame(bad); out.push("altered opened"); } catch (e) { out.push(e.message); }
+out.push(S(await lv.openFrame(f[2])));
+try { await lv.openFrame(f[1]); out.push("replay opened"); } catch (e) { out.push(e.message); }
+return out.join("|");`)
+	lo := strings.Split(liveOut, "|")
+	if len(lo) != 6 || lo[0] != live.StreamID() || lo[1] != b64(thumbFor("live-0")) || lo[2] != b64(thumbFor("live-1")) ||
+		!strings.Contains(lo[3], "does not open") || lo[4] != b64(thumbFor("live-2")) || !strings.Contains(lo[5], "does not increase") {
+		t.Errorf("live: %q", liveOut)
+	}
+
+	// B asks to join; A approves.
+	b := browsertest.NewBrowserContext(t, a)
+	browsertest.Do(t, b, chromedp.Navigate(page))
+	waitState(t, b, "other")
+	browsertest.Do(t, b, chromedp.Click(chromedp.ID("e2ee-ask")))
+	waitState(t, b, "pending")
+	browsertest.Screenshot(t, b, "asked")
+	bID := js[string](t, b, `return (await KFE2EE.account("alice")).rec.browser.id`)
+	browsertest.Do(t, a, chromedp.Navigate(page))
+	waitState(t, a, "enrolled")
+	browsertest.Do(t, a, chromedp.WaitVisible(chromedp.CSS(`#e2ee-requests li[data-key="`+bID+`"]`)))
+	browsertest.Screenshot(t, a, "approve")
+	browsertest.Do(t, a, chromedp.Click(chromedp.CSS(`#e2ee-requests button[data-approve]`)))
+	waitKeys(t, a, 3)
+	if ks = f.keySet(t); ks.Version != 2 || len(ks.Keys) != 3 || ks.Keys[2].ID != bID || len(f.requests) != 0 {
+		t.Fatalf("after approving: version %d, %d keys, %d requests", ks.Version, len(ks.Keys), len(f.requests))
+	}
+	browsertest.Do(t, b, chromedp.Navigate(page))
+	waitState(t, b, "enrolled")
+	openAs := func(ctx context.Context, ks *e2ee.KeySet, event string) string {
+		t.Helper()
+		env, sealed := sealedRecord(t, d, ks, event, 9, thumb)
+		return js[string](t, ctx, `try { const acc = await KFE2EE.account("alice");
+return H(await KFE2EE.util.sha256(await acc.openRecordMedia(B("`+b64(env)+`"), B("`+b64(d.spki)+`"), B("`+b64(sealed)+`"), 0)));
+} catch (e) { return e.message; }`)
+	}
+	if got := openAs(b, ks, "after-approve"); got != hex.EncodeToString(sum[:]) {
+		t.Errorf("B opens what is sealed to v2: %s", got)
+	}
+
+	// C joins with the recovery secret.
+	c := browsertest.NewBrowserContext(t, a)
+	browsertest.Do(t, c, chromedp.Navigate(page))
+	waitState(t, c, "other")
+	browsertest.Do(t, c, chromedp.SendKeys(chromedp.ID("e2ee-join-secret"), strings.ToLower(secret)), chromedp.Click(chromedp.ID("e2ee-join-button")))
+	waitState(t, c, "enrolled")
+	browsertest.Screenshot(t, c, "joined-by-secret")
+	if ks = f.keySet(t); ks.Version != 3 || len(ks.Keys) != 4 {
+		t.Fatalf("after C joined: version %d, %d keys", ks.Version, len(ks.Keys))
+	}
+	if held := js[string](t, c, `const acc = await KFE2EE.account("alice"); return acc.holdsIdentity() + " " + acc.rec.identity.privateKey.extractable`); held != "true false" {
+		t.Errorf("C's identity key: held, extractable = %s", held)
+	}
+
+	// A removes B.
+	browsertest.Do(t, a, chromedp.Navigate(page))
+	waitKeys(t, a, 4)
+	browsertest.Do(t, a, chromedp.Click(chromedp.CSS(`#e2ee-keys button[data-remove="`+bID+`"]`)))
+	waitKeys(t, a, 3)
+	browsertest.Screenshot(t, a, "removed")
+	if ks = f.keySet(t); ks.Version != 4 || len(ks.Keys) != 3 || slices.ContainsFunc(ks.Keys, func(k e2ee.Key) bool { return k.ID == bID }) {
+		t.Fatalf("after removing B: version %d, keys %+v", ks.Version, ks.Keys)
+	}
+	if got := openAs(b, ks, "after-remove"); !strings.Contains(got, "not sealed to this browser's key") {
+		t.Errorf("B opening what is sealed after its removal: %q", got)
+	}
+	if got := openAs(c, ks, "after-remove"); got != hex.EncodeToString(sum[:]) {
+		t.Errorf("C opens what is sealed to v4: %s", got)
+	}
+
+	// A mistyped secret.
+	w := browsertest.NewBrowserContext(t, a)
+	browsertest.Do(t, w, chromedp.Navigate(page))
+	waitState(t, w, "other")
+	wrong := []byte(strings.ReplaceAll(secret, "-", ""))
+	wrong[3] = map[bool]byte{true: 'B', false: 'A'}[wrong[3] == 'A']
+	browsertest.Do(t, w, chromedp.SendKeys(chromedp.ID("e2ee-join-secret"), string(wrong)), chromedp.Click(chromedp.ID("e2ee-join-button")))
+	browsertest.Run(t, w, chromedp.Poll[bool](`!!document.getElementById("e2ee").dataset.error`, chromedp.WithPollingTimeout(20*time.Second)))
+	if msg := browsertest.Run(t, w, chromedp.Text(chromedp.ID("e2ee-message"))); !strings.Contains(msg, "does not open the backup") {
+		t.Errorf("a mistyped secret: %q", msg)
+	}
+	browsertest.Screenshot(t, w, "wrong-secret")
+	if ks = f.keySet(t); ks.Version != 4 || len(f.refused) != 0 {
+		t.Errorf("the receiver holds version %d; refused puts: %v", ks.Version, f.refused)
+	}
 }
