@@ -838,7 +838,7 @@
       init.body = JSON.stringify(body);
     }
     const resp = await fetch(base + path, init);
-    if (method === "GET" && resp.status === 404) { return null; }
+    if ((method === "GET" || method === "DELETE") && resp.status === 404) { return null; } // none; already gone
     if (!resp.ok) {
       let msg = "";
       try { msg = (await resp.text()).trim().slice(0, 200); } catch (e) { msg = ""; }
@@ -888,7 +888,18 @@
     this.requests = [];
     if (!st) { return this; }
     const ident = this.rec && this.rec.identity ? this.rec.identity.pub : null;
-    if (st.signed) { this.set = await parseSigned(st.signed, ident); }
+    if (st.signed) {
+      const set = await parseSigned(st.signed, ident);
+      // A receiver must not roll this browser back to an older set (one
+      // with a removed key, to be signed again with a new version).
+      const seen = this.rec && this.rec.seenVersion || 0;
+      if (set.version < seen) { fail("the receiver gave key set version " + set.version + ", older than version " + seen + " this browser has seen"); }
+      if (this.rec && this.rec.browser && set.version > seen) {
+        this.rec.seenVersion = set.version;
+        await dbPut(this.rec);
+      }
+      this.set = set;
+    }
     this.backup = st.backup || "";
     const reqs = [];
     for (const r of st.requests || []) {
