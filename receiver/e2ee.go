@@ -316,7 +316,51 @@ func (s *Server) handleE2EEPut(w http.ResponseWriter, r *http.Request, u *user) 
 		writeLine(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	err = updateE2EE(s.dir, u.name, func(e *e2eeEntry) error {
+	err = putKeySet(s.dir, u.name, next, body.Backup)
+	var conflict *errE2EEConflict
+	switch {
+	case errors.As(err, &conflict):
+		s.log.Info("receiver: e2ee key set refused", "owner", u.name, "why", conflict.why)
+		writeLine(w, http.StatusConflict, conflict.why)
+		return
+	case err != nil:
+		s.log.Error("receiver: cannot store an e2ee key set", "owner", u.name, "err", err)
+		writeLine(w, http.StatusServiceUnavailable, "keys unavailable, retry later")
+		return
+	}
+	s.log.Info("receiver: e2ee key set stored", "owner", u.name, "version", next.Version, "keys", len(next.Keys), "fingerprint", fmt.Sprintf("%x", next.Owner()))
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ErrKeySetConflict reports a key set refused against the stored one: of
+// another identity, or of a version not greater (wrapped, with the reason).
+var ErrKeySetConflict = errors.New("key set refused")
+
+// errE2EEConflict is a refusal with its one-line reason.
+func (e *errE2EEConflict) Unwrap() error { return ErrKeySetConflict }
+
+// PutKeySet stores signed (a signed key set, docs/e2ee.md §3) as owner's in
+// the data directory dir, as PUT /v1/e2ee/keys does: checked against the
+// stored set by the cameras' rule (ErrKeySetConflict), the very same set
+// taken again. It is for a process beside the running receiver (an
+// operator's tool, a test).
+func PutKeySet(dir, owner string, signed []byte) error {
+	next, err := e2ee.ParseSigned(signed)
+	if err != nil {
+		return fmt.Errorf("receiver: e2ee: %w", err)
+	}
+	err = putKeySet(dir, owner, next, "")
+	if c := (*errE2EEConflict)(nil); errors.As(err, &c) {
+		return fmt.Errorf("receiver: e2ee: %w", err)
+	}
+	return err
+}
+
+// putKeySet stores next as owner's set, and backup unless it is "";
+// join requests whose key is in next are removed.
+func putKeySet(dir, owner string, next *e2ee.KeySet, backup string) error {
+	return updateE2EE(dir, owner, func(e *e2eeEntry) error {
 		cur, err := e.keySet()
 		if err != nil {
 			return err
@@ -333,28 +377,14 @@ func (s *Server) handleE2EEPut(w http.ResponseWriter, r *http.Request, u *user) 
 			}
 		}
 		e.Signed = next.Signed()
-		if body.Backup != "" {
-			e.Backup = body.Backup
+		if backup != "" {
+			e.Backup = backup
 		}
 		e.Requests = slices.DeleteFunc(e.Requests, func(jr *e2eeJoinRequest) bool {
 			return slices.ContainsFunc(next.Keys, func(k e2ee.Key) bool { return k.ID == jr.ID })
 		})
 		return nil
 	})
-	var conflict *errE2EEConflict
-	switch {
-	case errors.As(err, &conflict):
-		s.log.Info("receiver: e2ee key set refused", "owner", u.name, "why", conflict.why)
-		writeLine(w, http.StatusConflict, conflict.why)
-		return
-	case err != nil:
-		s.log.Error("receiver: cannot store an e2ee key set", "owner", u.name, "err", err)
-		writeLine(w, http.StatusServiceUnavailable, "keys unavailable, retry later")
-		return
-	}
-	s.log.Info("receiver: e2ee key set stored", "owner", u.name, "version", next.Version, "keys", len(next.Keys), "fingerprint", fmt.Sprintf("%x", next.Owner()))
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // handleE2EERequest answers POST /v1/e2ee/requests: a browser asks to join
