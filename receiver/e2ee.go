@@ -55,7 +55,7 @@ type e2eeEntry struct {
 	// null.
 	Signed json.RawMessage `json:"signed"`
 	// Backup is the recovery backup, base64url without padding, or "".
-	Backup   string         `json:"backup"`
+	Backup   string             `json:"backup"`
 	Requests []*e2eeJoinRequest `json:"requests"`
 }
 
