@@ -592,6 +592,20 @@ func TestClaimE2EE(t *testing.T) {
 		t.Errorf("join with a plain code: %d %q, want no key set", status, reply)
 	}
 
+	// The page of a committed code offers a plain one; a bad field is 400.
+	w = httptest.NewRecorder()
+	e.srv.handleNewClaim(w, httptest.NewRequest(http.MethodPost, "https://cams.example/claims", nil), "alice")
+	if page := w.Body.String(); w.Code != http.StatusOK || !strings.Contains(page, `name="e2ee" value="off"`) || !strings.Contains(page, hex.EncodeToString(fp[:])) {
+		t.Errorf("the page of a committed code: %d\n%s", w.Code, page)
+	}
+	r = httptest.NewRequest(http.MethodPost, "https://cams.example/claims", strings.NewReader("e2ee=maybe"))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w = httptest.NewRecorder()
+	e.srv.handleNewClaim(w, r, "alice")
+	if w.Code != http.StatusBadRequest {
+		t.Errorf("e2ee=maybe: %d, want 400", w.Code)
+	}
+
 	// The commitment altered (the check character made to match), or
 	// dropped: a wrong code, counted against it.
 	cc2, err := e.srv.NewClaim("alice")
