@@ -174,7 +174,7 @@ type clipPage struct {
 	Uploading  string // no end record yet: what that means, or ""
 	Problem    string // why the clip does not verify, or ""
 	Playable   bool
-	Sealed     bool   // end-to-end encrypted: no download of a video, the player opens the frames
+	Sealed     bool // end-to-end encrypted: no download of a video, the player opens the frames
 	Device     string
 	Manifest   string // JSON for the player (playerManifest)
 	Width      int
