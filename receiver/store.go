@@ -19,7 +19,7 @@ import (
 
 // The store keeps every verified record as files under
 // Dir/events/<device>/: <event>-<name>.cose (the envelope, byte for byte as
-// received) and <event>-<name>.<i>.<ext> (media by index, e.g. .0.jpg),
+// received) and <event>-<name>.<i>.<ext> (media by index, e.g. .0.jpg, .0.sealed),
 // where the name is the kind ("start", "end", "rotate") or, for a segment
 // record, "segment-<index>" (its frames: <event>-segment-3.0.mjpeg). An
 // append-only index, Dir/index.jsonl, holds one JSON line per stored record;
@@ -188,6 +188,8 @@ func mediaExt(typ string) string {
 		return "cose"
 	case provenance.FramesMediaType:
 		return "mjpeg"
+	case sealedType:
+		return "sealed" // ciphertext only the owner's browsers open (docs/e2ee.md)
 	}
 	return "bin"
 }

@@ -81,7 +81,8 @@ if DEMO_SIGNIN_URL=$signin "$work/democheck.test" -test.run '^TestDemoSignIn$' -
 	if grep -q -- '--- SKIP' "$work/browser"; then
 		echo "demo-check: no chromium, the link was not opened in a browser: $(grep -m1 'not installed' "$work/browser" | sed 's/^ *//')"
 	else
-		echo "demo-check: in headless chromium: $(grep -m1 -o "demo owner's page after.*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-owner.png' "$work/browser")"
+		echo "demo-check: in headless chromium: $(grep -m1 -o "e2ee set up on the account page.*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-e2ee.png' "$work/browser")"
+		echo "demo-check: in headless chromium: $(grep -m1 -o "demo owner's page .*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-owner.png' "$work/browser")"
 		echo "demo-check: in headless chromium: $(grep -m1 -o "event page .*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-clip.png' "$work/browser")"
 		echo "demo-check: in headless chromium: $(grep -m1 -o "live view .*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-live.png' "$work/browser")"
 		curl_link=$(bin/keyframe-receiver owner link -data "$DEMO_DIR/receiver" -url "$url" demo 2>/dev/null)
@@ -96,27 +97,47 @@ curl -fsS "$curl_link" | grep -q 'Sign in as demo' || { echo "demo-check: fetchi
 curl -fsS -c "$jar" -b "$jar" -d '' -o /dev/null "$curl_link"
 page=$(curl -fsS -b "$jar" "$url")
 grep -q "$event" <<<"$page" || { echo "demo-check: the signed-in page does not list event $event"; exit 1; }
-img=$(grep -o '<img[^>]*src="[^"]*"' <<<"$page" | grep "$event" | head -1 | sed 's/.*src="\([^"]*\)".*/\1/')
-[ -n "$img" ] || { echo "demo-check: no thumbnail for $event on the page"; exit 1; }
-curl -fsS -b "$jar" "${url%/}$img" -o "$work/thumb.jpg"
+# The demo camera seals its pictures (e2ee.owner = first): once the browser
+# above set up end-to-end encryption, the page names sealed objects that only
+# the page's script opens; the receiver serves them as ciphertext.
+sealed=""
+if [ "$curl_link" != "$signin" ]; then
+	sealed=$(grep -o 'data-sealed="[^"]*"' <<<"$page" | head -1 | sed 's/data-sealed="\([^"]*\)"/\1/')
+	[ -n "$sealed" ] || { echo "demo-check: no sealed thumbnail on the page after e2ee was set up"; exit 1; }
+	curl -fsS -b "$jar" "${url%/}$sealed" -o "$work/thumb.sealed"
+fi
 for l in "$signin" "$curl_link"; do
 	if curl -fsS -c "$jar" -b "$jar" -d '' -o /dev/null "$l" 2>/dev/null; then
 		echo "demo-check: a one-time sign-in link worked twice"; exit 1
 	fi
 done
-[ "$(head -c 2 "$work/thumb.jpg" | od -An -tx1 | tr -d ' ')" = "ffd8" ] || { echo "demo-check: thumbnail is not a JPEG"; exit 1; }
-echo "demo-check: signed in by the one-time link, the page lists $event with a JPEG thumbnail ($(stat -c %s "$work/thumb.jpg") bytes)"
+if [ -n "$sealed" ]; then
+	[ "$(head -c 4 "$work/thumb.sealed")" = "KFE1" ] || { echo "demo-check: the served thumbnail is not a sealed object"; exit 1; }
+	echo "demo-check: signed in by the one-time link, the page lists $event; a thumbnail is served as ciphertext only ($(stat -c %s "$work/thumb.sealed") bytes, KFE1)"
+else
+	echo "demo-check: signed in by the one-time link, the page lists $event (no browser: e2ee not set up, no pictures sealed yet)"
+fi
 kill -TERM $pid 2>/dev/null || true
 wait $pid 2>/dev/null || true
+# The receiver's data directory holds no JPEG: no file starts with FF D8 FF.
+jpegs=0 files=0
+while IFS= read -r -d '' f; do
+	files=$((files + 1))
+	[ "$(head -c 3 "$f" | od -An -tx1 | tr -d ' ')" = "ffd8ff" ] && { echo "demo-check: $f is a JPEG"; jpegs=$((jpegs + 1)); }
+done < <(find "$DEMO_DIR/receiver" -type f -print0)
+[ $jpegs = 0 ] || { echo "demo-check: the receiver stores $jpegs JPEG file(s) with e2ee on"; exit 1; }
+echo "demo-check: the receiver's data directory: $files files, none a JPEG"
 bin/keyframe-receiver verify -data "$DEMO_DIR/receiver"
-victim=$(find "$DEMO_DIR/receiver" -name "*$event*" -name '*.jpg' | head -1)
-[ -n "$victim" ] || { echo "demo-check: stored thumbnail of $event not found"; exit 1; }
+victim=$(find "$DEMO_DIR/receiver" -name '*.sealed' | head -1)
+[ -n "$victim" ] || victim=$(find "$DEMO_DIR/receiver" -name '*.cose' -path '*/events/*' | head -1)
+[ -n "$victim" ] || { echo "demo-check: no stored sealed object or envelope to tamper with"; exit 1; }
+vevent=$(basename "$victim"); vevent=${vevent%%-start*}; vevent=${vevent%%-end*}; vevent=${vevent%%-segment*}
 b=$(dd if="$victim" bs=1 skip=100 count=1 status=none | od -An -tu1 | tr -d ' ')
 printf "\\$(printf '%03o' $((255 - b)))" | dd of="$victim" bs=1 seek=100 count=1 conv=notrunc status=none
 if out=$(bin/keyframe-receiver verify -data "$DEMO_DIR/receiver" 2>&1); then
-	echo "$out"; echo "demo-check: verify passed after a thumbnail byte was flipped"; exit 1
+	echo "$out"; echo "demo-check: verify passed after a byte of $victim was flipped"; exit 1
 fi
-grep -q "$event" <<<"$out" || { echo "$out"; echo "demo-check: verify failed but did not name $event"; exit 1; }
-echo "demo-check: verify exits non-zero and names the event after a flipped byte:"
+grep -q "$vevent" <<<"$out" || { echo "$out"; echo "demo-check: verify failed but did not name $vevent"; exit 1; }
+echo "demo-check: verify exits non-zero and names the event after a flipped byte of $(basename "$victim"):"
 echo "$out" | head -3
 echo "demo-check: ok"

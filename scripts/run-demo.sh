@@ -40,6 +40,13 @@ fi
 if ! grep -q '^live.enabled' "$conf"; then
 	printf '# Chosen by the demo: the owner'"'"'s page offers a live view of the camera (docs/live.md).\nlive.enabled = true\n' >>"$conf"
 fi
+if ! grep -q '^e2ee.owner' "$conf"; then
+	printf '%s\n' "# Chosen by the demo: end-to-end encryption (docs/e2ee.md). The demo camera is paired by the" \
+		"# operator, not claimed with a code, so it trusts the first owner key set the receiver gives" \
+		"# (a claimed camera pins its owner's identity from the code). Until the owner sets it up on" \
+		"# the account page, events carry no pictures. e2ee.owner = (empty) turns it off." \
+		"e2ee.owner = first" "e2ee.keyset_poll = 5s" >>"$conf"
+fi
 kind=$(sed -n 's/^capture.source *= *//p' "$conf" | tail -n 1)
 case $kind in
 synthetic) src="the built-in synthetic scene, NOT a camera (records and the page say so)" ;;
@@ -66,6 +73,9 @@ pids+=($rpid)
 pids+=($!)
 echo "keyframe demo: events page http://$addr/ (sign in first)"
 echo "keyframe demo: sign in: $signin"
+if grep -q '^e2ee.owner *= *[^ ]' "$conf"; then
+	echo "keyframe demo: end-to-end encryption is on: set it up on http://$addr/sessions after signing in; until then events carry no pictures"
+fi
 # The demo ends when either ends; the receiver ending first (it could not
 # listen: the port is taken?) is a failure.
 wait -n "${pids[@]}" || true
