@@ -28,6 +28,7 @@ type liveRig struct {
 	a      *Agent
 	srv    *receiver.Server
 	hs     *httptest.Server
+	mux    *http.ServeMux
 	rdir   string
 	device string
 	log    *lockedBuffer
@@ -35,6 +36,13 @@ type liveRig struct {
 }
 
 func newLiveRig(t *testing.T, change ...func(*Config)) *liveRig {
+	t.Helper()
+	return newLiveRigHook(t, nil, change...)
+}
+
+// newLiveRigHook is newLiveRig with hook called on the agent before it
+// runs (nil: none).
+func newLiveRigHook(t *testing.T, hook func(*Agent), change ...func(*Config)) *liveRig {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := testConfig(dir, 640, 480)
@@ -71,13 +79,20 @@ func newLiveRig(t *testing.T, change ...func(*Config)) *liveRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	hs := httptest.NewServer(srv.Handler())
+	// The receiver's routes, under a mux tests may add routes to (the
+	// browser test answers the owner's key set with it).
+	mux := http.NewServeMux()
+	mux.Handle("/", srv.Handler())
+	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
 	cfg.UploadURL = hs.URL
 	logs := &lockedBuffer{}
 	a, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if hook != nil {
+		hook(a)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -88,7 +103,7 @@ func newLiveRig(t *testing.T, change ...func(*Config)) *liveRig {
 			t.Errorf("agent: %v", err)
 		}
 	})
-	return &liveRig{a: a, srv: srv, hs: hs, rdir: rdir, device: device, log: logs, link: link.Path}
+	return &liveRig{a: a, srv: srv, hs: hs, mux: mux, rdir: rdir, device: device, log: logs, link: link.Path}
 }
 
 // get fetches path with cookies and returns the status and up to 1 MiB of

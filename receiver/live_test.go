@@ -298,14 +298,14 @@ func TestLiveRelay(t *testing.T) {
 // TestLiveSlowViewer: a viewer that does not read holds one frame, never a
 // queue: the relay goes on and counts the frames it never got.
 func TestLiveSlowViewer(t *testing.T) {
-	v := &liveViewer{ch: make(chan []byte, 1)}
+	v := newLiveViewer()
 	drops := 0
 	for i := range 100 {
-		if v.give([]byte{byte(i)}) {
+		if v.give(liveFrame{b: []byte{byte(i)}}) {
 			drops++
 		}
 	}
-	if drops != 99 || len(v.ch) != 1 || (<-v.ch)[0] != 99 {
+	if drops != 99 || len(v.ch) != 1 || (<-v.ch).b[0] != 99 {
 		t.Errorf("drops %d, want 99 with the newest frame kept", drops)
 	}
 }
