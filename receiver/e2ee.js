@@ -33,6 +33,7 @@
     if (x instanceof ArrayBuffer) { return new Uint8Array(x); }
     if (ArrayBuffer.isView(x)) { return new Uint8Array(x.buffer, x.byteOffset, x.byteLength); }
     if (typeof x === "string") { return te.encode(x); }
+    if (Array.isArray(x)) { return Uint8Array.from(x); }
     return fail((what || "a value") + " is not bytes");
   }
   function concat() {
@@ -368,17 +369,32 @@
     return concat("keyframe e2ee live v1\0", lp(device), lp(stream), counter);
   }
 
-  // openLive opens a live stream's key frame: s = {owner, device, stream}.
-  // The returned opener's openFrame(frame) gives each frame's JPEG, and
-  // refuses a counter that does not increase.
+  // parseKeyFrame splits a live key frame (§8: "KFL1" ‖ uint32(32) ‖
+  // stream id ‖ sealed) into the stream id and the sealed stream key.
+  function parseKeyFrame(keyFrame) {
+    const f = bytes(keyFrame, "the live key frame");
+    if (f.length < 4 + 4 + 32) { fail("live: a key frame of " + f.length + " bytes is too short"); }
+    if (td.decode(f.subarray(0, 4)) !== "KFL1") { fail("live: the key frame has no KFL1 magic"); }
+    const n = ((f[4] << 24) | (f[5] << 16) | (f[6] << 8) | f[7]) >>> 0;
+    if (n !== 32) { fail("live: the key frame's stream id has length " + n + ", want 32"); }
+    const id = String.fromCharCode.apply(null, f.subarray(8, 40));
+    if (!/^[0-9a-f]{32}$/.test(id)) { fail("live: the key frame's stream id is not 32 lower-case hex characters"); }
+    return {stream: id, sealed: f.subarray(40)};
+  }
+
+  // openLive opens a live stream's key frame: s = {owner, device}. The
+  // returned opener has the stream id, and openFrame(frame) gives each
+  // frame's JPEG, refusing a counter that does not increase.
   async function openLive(keyFrame, s, keys) {
-    const b = {owner: s.owner, device: s.device, event: s.stream, seq: 0, role: "live"};
-    const key = await openSealed(keyFrame, b, keys);
+    const kf = parseKeyFrame(keyFrame);
+    const stream = kf.stream;
+    const key = await openSealed(kf.sealed, {owner: s.owner, device: s.device, event: stream, seq: 0, role: "live"}, keys);
     if (key.length !== 16) { fail("live: the stream key has " + key.length + " bytes, want 16"); }
     const k = await aesKey(key);
     key.fill(0);
     let last = 0n;
     return {
+      streamID: stream,
       openFrame: async function (frame) {
         const f = bytes(frame, "a live frame");
         if (f.length < 8 + 16) { fail("live: a frame of " + f.length + " bytes is too short"); }
@@ -388,7 +404,7 @@
         if (counter <= last) { fail("live: frame counter " + counter + " does not increase (last " + last + ")"); }
         let pt;
         try {
-          pt = await subtle.decrypt({name: "AES-GCM", iv: concat(new Uint8Array(4), c), additionalData: liveAAD(s.device, s.stream, c), tagLength: 128}, k, f.subarray(8));
+          pt = await subtle.decrypt({name: "AES-GCM", iv: concat(new Uint8Array(4), c), additionalData: liveAAD(s.device, stream, c), tagLength: 128}, k, f.subarray(8));
         } catch (e) {
           return fail("live: frame " + counter + " does not open (altered, or of another stream)");
         }
@@ -584,6 +600,30 @@
     if (BigInt(o.length) !== m.size) { fail("media[" + index + "]: " + o.length + " bytes, the record signs " + m.size); }
     if (!equal(await sha256(o), m.sha256)) { fail("media[" + index + "]: its SHA-256 is not the one the record signs"); }
     return m;
+  }
+
+  // checkFrames checks a segment record's frames (docs/envelope.md §4.4,
+  // docs/e2ee.md §7) against data, the frames concatenated (the opened
+  // plaintext of a sealed segment): every frame's size and SHA-256, the
+  // sizes adding up to data's length. Returns [{offset, size, tUs}].
+  async function checkFrames(rec, data) {
+    const seg = rec.payload.get("segment");
+    const frames = seg instanceof Map ? seg.get("frames") : null;
+    if (!Array.isArray(frames)) { fail("record: not a segment record (no segment.frames)"); }
+    const d = bytes(data, "the frames");
+    const out = [];
+    let off = 0;
+    for (let i = 0; i < frames.length; i++) {
+      const f = frames[i];
+      const size = f instanceof Map ? f.get("size") : null, sum = f instanceof Map ? f.get("sha256") : null;
+      if (typeof size !== "number" || size < 1 || !(sum instanceof Uint8Array) || sum.length !== 32) { fail("record: segment.frames[" + i + "] is malformed"); }
+      if (off + size > d.length) { fail("segment.frames[" + i + "]: the frames end before it (" + d.length + " bytes)"); }
+      if (!equal(await sha256(d.subarray(off, off + size)), sum)) { fail("segment.frames[" + i + "]: its SHA-256 is not the one the record signs"); }
+      out.push({offset: off, size: size, tUs: f.get("t_us")});
+      off += size;
+    }
+    if (off !== d.length) { fail("segment.frames: " + off + " bytes of frames, " + d.length + " given"); }
+    return out;
   }
 
   // openRecordMedia: the owner's check before showing a sealed picture
@@ -992,6 +1032,10 @@
     const o = await this.openingKeys();
     return openSealed(sealed, Object.assign({}, b, {owner: o.owner}), o.keys);
   };
+  Account.prototype.openLive = async function (keyFrame, device) {
+    const o = await this.openingKeys();
+    return openLive(keyFrame, {owner: o.owner, device: device}, o.keys);
+  };
   Account.prototype.openRecordMedia = function (envelope, spki, sealed, index) {
     return openRecordMedia(envelope, spki, sealed, index, this);
   };
@@ -1136,6 +1180,7 @@
     openLive: openLive,
     verifyRecord: verifyRecord,
     checkMedia: checkMedia,
+    checkFrames: checkFrames,
     openRecordMedia: openRecordMedia,
     formatRecoverySecret: function (b) { return formatRecoverySecret(bytes(b)); },
     parseRecoverySecret: parseRecoverySecret,
