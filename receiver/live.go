@@ -566,6 +566,7 @@ var liveTemplate = template.Must(template.New("live").Parse(`<!doctype html>
 <style>
 body{font-family:system-ui,sans-serif;margin:1rem;color:#222}
 img.live{display:block;max-width:100%;height:auto;background:#111;min-height:120px}
+img.live[hidden]{display:none}
 #livestatus.warn{color:#a00}
 nav{margin-bottom:1rem}
 </style></head><body>

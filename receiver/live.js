@@ -13,12 +13,12 @@
 //
 // For tests, #liveview carries data-state (waiting, playing, nokey, ended,
 // error), data-frames (pictures shown), data-refused (frames that did not
-// open) and data-sealed.
+// open or decode) and data-sealed.
 "use strict";
 (function () {
   const root = document.getElementById("liveview");
   if (!root) { return; }
-  const img = document.getElementById("live");
+  let img = document.getElementById("live");
   const status = document.getElementById("livestatus");
   const device = root.dataset.device, account = root.dataset.account;
   const ctl = new AbortController();
@@ -29,31 +29,42 @@
     status.textContent = text;
     status.className = warn ? "warn" : "";
   }
+  // show loads jpeg into a new <img> and puts it in place of the shown
+  // one once decoded, so the picture never blanks between frames; a frame
+  // that loads after a newer one is dropped.
+  let made = 0, showing = 0;
   function show(jpeg) {
-    const prev = url;
-    url = URL.createObjectURL(new Blob([jpeg], {type: "image/jpeg"}));
-    img.onload = function () { if (prev) { URL.revokeObjectURL(prev); } };
-    img.onerror = img.onload;
-    img.src = url;
-    img.hidden = false;
-    shown++;
-    root.dataset.frames = String(shown);
-    if (root.dataset.state !== "playing") {
-      state("playing", sealed ? "Live, end-to-end encrypted: opened in this browser with your key." : "Live.");
-    }
+    const n = ++made;
+    const u = URL.createObjectURL(new Blob([jpeg], {type: "image/jpeg"}));
+    const next = new Image();
+    next.className = "live";
+    next.alt = img.alt;
+    next.onload = function () {
+      if (n < showing || root.dataset.state === "nokey") { URL.revokeObjectURL(u); return; }
+      showing = n;
+      const prev = url;
+      url = u;
+      img.removeAttribute("id");
+      next.id = "live";
+      img.replaceWith(next);
+      img = next;
+      if (prev) { URL.revokeObjectURL(prev); }
+      shown++;
+      root.dataset.frames = String(shown);
+      if (root.dataset.state !== "playing") {
+        state("playing", sealed ? "Live, end-to-end encrypted: opened in this browser with your key." : "Live.");
+      }
+    };
+    next.onerror = function () {
+      URL.revokeObjectURL(u);
+      refused++;
+      root.dataset.refused = String(refused);
+    };
+    next.src = u;
   }
   function stop(s, text) {
     state(s, text, true);
     ctl.abort();
-  }
-
-  // keyFrame splits a key frame into the stream id and the sealed key.
-  function keyFrame(b) {
-    if (b.length < 40 || String.fromCharCode(b[0], b[1], b[2], b[3]) !== "KFL1") { throw new Error("not a live key frame"); }
-    const n = ((b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7]) >>> 0;
-    const id = String.fromCharCode.apply(null, b.subarray(8, 40));
-    if (n !== 32 || !/^[0-9a-f]{32}$/.test(id)) { throw new Error("a live key frame with a malformed stream id"); }
-    return {stream: id, sealed: b.subarray(40)};
   }
 
   async function openKey(b) {
@@ -70,9 +81,8 @@
           ((e && e.message) || e) + "). Add this browser to your keys on your account page, then reload."};
       }
     }
-    const kf = keyFrame(b);
     try {
-      opener = await window.KFE2EE.openLive(kf.sealed, {owner: keys.owner, device: device, stream: kf.stream}, keys.keys);
+      opener = await window.KFE2EE.openLive(b, {owner: keys.owner, device: device}, keys.keys);
     } catch (e) {
       throw {nokey: "This camera's live view is end-to-end encrypted, and not to this browser's key (" + ((e && e.message) || e) +
         "): the camera may not have this browser's key yet. Reload in a minute."};
