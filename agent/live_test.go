@@ -300,3 +300,80 @@ func TestLiveNoKeySet(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestLiveKeySetChange: when the owner's key set changes while a sealed
+// stream runs (a browser added), the camera ends the stream and starts a
+// new one, whose key frame the new browser's key opens; the viewer gets
+// the new key frame before the new stream's frames.
+func TestLiveKeySetChange(t *testing.T) {
+	owner, err := e2ee.NewOwner(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealerOf := func(version uint64) *e2ee.Sealer {
+		ks, err := owner.KeySet(version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := e2ee.NewSealer(ks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	var cur atomic.Pointer[e2ee.Sealer]
+	cur.Store(sealerOf(1))
+	r := newLiveRigHook(t, func(a *Agent) { a.live.sealer = cur.Load })
+	alice, err := r.srv.NewSession("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.hs.URL+"/live/"+r.device+"/frames", nil)
+	req.AddCookie(alice)
+	resp, err := r.hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	read := func() (byte, []byte) {
+		kind, b, err := livestream.ReadRecord(resp.Body, nil, 1<<20)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, r.log.String())
+		}
+		return kind, b
+	}
+	if kind, _ := read(); kind != livestream.KindKey {
+		t.Fatalf("first record %q", kind)
+	}
+	read()
+	// A new browser joins: version 2 holds its key too.
+	added, err := owner.AddKey(e2ee.KEMX25519, "new browser", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey := *added
+	cur.Store(sealerOf(2))
+	for {
+		kind, b := read()
+		if kind != livestream.KindKey {
+			continue
+		}
+		op, err := e2ee.OpenLive(b, owner.Fingerprint(), r.device, newKey.ID, newKey.Priv)
+		if err != nil {
+			t.Fatalf("the new browser's key does not open the new stream's key frame: %v", err)
+		}
+		kind, f := read()
+		if kind != livestream.KindSealed {
+			t.Fatalf("after the new key frame: %q", kind)
+		}
+		if _, err := op.OpenFrame(f); err != nil {
+			t.Fatal(err)
+		}
+		break
+	}
+	if !strings.Contains(r.log.String(), `why="the owner's key set changed"`) {
+		t.Errorf("the log does not say the stream ended for the new key set:\n%s", r.log.String())
+	}
+}
