@@ -267,6 +267,7 @@ func TestBrowserLiveSealed(t *testing.T) {
 	if err != nil || len(pub) != 32 {
 		t.Fatalf("the browser's public key %q: %v", pubB64, err)
 	}
+	browsertest.Do(t, ctx, chromedp.Navigate(r.hs.URL+"/")) // that page stops watching
 	// Alice's key set: her browser's key and a key of Go's (as a recovery
 	// key would be), signed by an identity made here; the receiver's
 	// /v1/e2ee/keys answers it to her browser.

@@ -62,9 +62,11 @@
     };
     next.src = u;
   }
+  let reader = null;
   function stop(s, text) {
     state(s, text, true);
     ctl.abort();
+    if (reader) { reader.cancel().catch(function () {}); }
   }
 
   async function openKey(b) {
@@ -119,7 +121,7 @@
       stop("error", "No live picture: the receiver answered " + resp.status + (msg ? ": " + msg : "") + ".");
       return;
     }
-    const reader = resp.body.getReader();
+    reader = resp.body.getReader();
     let buf = new Uint8Array(0);
     for (;;) {
       const r = await reader.read();
