@@ -18,7 +18,7 @@
 (function () {
   const root = document.getElementById("liveview");
   if (!root) { return; }
-  let img = document.getElementById("live");
+  const img = document.getElementById("live");
   const status = document.getElementById("livestatus");
   const device = root.dataset.device, account = root.dataset.account;
   const ctl = new AbortController();
@@ -29,25 +29,22 @@
     status.textContent = text;
     status.className = warn ? "warn" : "";
   }
-  // show loads jpeg into a new <img> and puts it in place of the shown
-  // one once decoded, so the picture never blanks between frames; a frame
+  // show loads jpeg into an Image first and gives its URL to the <img>
+  // once decoded: the <img> then updates at once, from the document's
+  // available images, so the picture never blanks between frames. A frame
   // that loads after a newer one is dropped.
   let made = 0, showing = 0;
   function show(jpeg) {
     const n = ++made;
     const u = URL.createObjectURL(new Blob([jpeg], {type: "image/jpeg"}));
-    const next = new Image();
-    next.className = "live";
-    next.alt = img.alt;
-    next.onload = function () {
+    const pre = new Image();
+    pre.onload = function () {
       if (n < showing || root.dataset.state === "nokey") { URL.revokeObjectURL(u); return; }
       showing = n;
       const prev = url;
       url = u;
-      img.removeAttribute("id");
-      next.id = "live";
-      img.replaceWith(next);
-      img = next;
+      img.src = u;
+      img.hidden = false;
       if (prev) { URL.revokeObjectURL(prev); }
       shown++;
       root.dataset.frames = String(shown);
@@ -55,13 +52,14 @@
         state("playing", sealed ? "Live, end-to-end encrypted: opened in this browser with your key." : "Live.");
       }
     };
-    next.onerror = function () {
+    pre.onerror = function () {
       URL.revokeObjectURL(u);
       refused++;
       root.dataset.refused = String(refused);
     };
-    next.src = u;
+    pre.src = u;
   }
+
   let reader = null;
   function stop(s, text) {
     state(s, text, true);
