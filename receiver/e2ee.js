@@ -829,7 +829,9 @@
   // and the day.
   function browserName(now) {
     const ua = navigator.userAgent || "";
-    const b = /Edg\//.test(ua) ? "Edge" : /Firefox\//.test(ua) ? "Firefox" : /Chromium\//.test(ua) ? "Chromium" :
+    const brands = (navigator.userAgentData && navigator.userAgentData.brands || []).map(function (x) { return x.brand; });
+    const brand = ["Google Chrome", "Microsoft Edge", "Opera", "Chromium"].find(function (x) { return brands.indexOf(x) >= 0; });
+    const b = brand ? brand.replace(/^(Google|Microsoft) /, "") : /Edg\//.test(ua) ? "Edge" : /Firefox\//.test(ua) ? "Firefox" : /Chromium\//.test(ua) ? "Chromium" :
       /Chrome\//.test(ua) ? (/HeadlessChrome/.test(ua) ? "Chromium" : "Chrome") : /Safari\//.test(ua) ? "Safari" : "A browser";
     const os = /Android/.test(ua) ? "Android" : /iPhone|iPad/.test(ua) ? "iOS" : /Windows/.test(ua) ? "Windows" :
       /Mac OS X/.test(ua) ? "macOS" : /CrOS/.test(ua) ? "ChromeOS" : /Linux/.test(ua) ? "Linux" : "";
