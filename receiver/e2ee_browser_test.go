@@ -3,8 +3,6 @@ package receiver
 import (
 	"bytes"
 	"context"
-	"crypto/ecdh"
-	"crypto/hpke"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha3"
@@ -45,7 +43,8 @@ type e2eeFake struct {
 	set      *e2ee.KeySet
 	backup   string
 	requests []e2eeFakeRequest
-	refused  []string // why each refused PUT was refused
+	refused  []string     // why each refused PUT was refused
+	stale    *e2ee.KeySet // when set, GET answers this set instead (a receiver rolling back)
 }
 
 type e2eeFakeRequest struct {
@@ -63,6 +62,9 @@ func (f *e2eeFake) routes(mux *http.ServeMux) {
 		var signed json.RawMessage = []byte("null")
 		if f.set != nil {
 			signed = f.set.Signed()
+		}
+		if f.stale != nil {
+			signed = f.stale.Signed()
 		}
 		reqs := f.requests
 		if reqs == nil {
@@ -184,10 +186,11 @@ func js[T any](t *testing.T, ctx context.Context, body string) T {
 	return browsertest.Run(t, ctx, chromedp.Evaluate[T]("(async () => {\n"+jsPrelude+body+"\n})()", chromedp.EvalAwaitPromise))
 }
 
-// jsErr runs body and returns the message of what it threw, "" if nothing.
-func jsErr(t *testing.T, ctx context.Context, body string) string {
+// showResult shows text on ctx's page, for its screenshot.
+func showResult(t *testing.T, ctx context.Context, text string) {
 	t.Helper()
-	return js[string](t, ctx, "try {\n"+body+"\n} catch (e) { return String(e && e.message || e) || \"(empty error)\" }\nreturn \"\"")
+	q, _ := json.Marshal(text)
+	browsertest.Do(t, ctx, chromedp.Evaluate[chromedp.Void](`(() => { const p = document.createElement("pre"); p.style.whiteSpace = "pre-wrap"; p.style.wordBreak = "break-all"; p.textContent = `+string(q)+`; document.body.replaceChildren(p) })()`))
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
@@ -203,10 +206,10 @@ func openLib(t *testing.T, ctx context.Context, url string) {
 }
 
 // TestBrowserE2EEHPKE: in chromium, KFE2EE's HPKE against RFC 9180 A.1
-// (DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM, base mode, Go's
-// own test vector with the RFC's first two encryptions): DeriveKeyPair(ikmR)
-// gives pkRm, a non-extractable key; the recipient opens the RFC's
-// ciphertexts; the sender with DeriveKeyPair(ikmE) gives the vector's enc,
+// (DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM, base mode;
+// e2ee/testdata/rfc9180-a1.json): DeriveKeyPair(ikmR) gives pkRm, a
+// non-extractable key; the recipient opens the RFC's ciphertexts (sequence
+// numbers 0 to 256); the sender with DeriveKeyPair(ikmE) gives the vector's enc,
 // and its 1000 seals of SHAKE128-drawn inputs (the vector's
 // encryptions_accumulated, as crypto/hpke's test draws them) hash to the
 // vector's value, each opened again by the recipient.
@@ -219,34 +222,12 @@ func TestBrowserE2EEHPKE(t *testing.T) {
 			Aad, Pt, Ct string
 		}
 	}
-	raw, err := os.ReadFile("testdata/rfc9180-a1.json")
+	raw, err := os.ReadFile(filepath.Join("..", "e2ee", "testdata", "rfc9180-a1.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := json.Unmarshal(raw, &v); err != nil {
 		t.Fatal(err)
-	}
-	dec := func(s string) []byte {
-		b, err := hex.DecodeString(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	// The fixture's ciphertexts open with Go's crypto/hpke first.
-	kem := hpke.DHKEM(ecdh.X25519())
-	sk, err := kem.NewPrivateKey(dec(v.SkRm))
-	if err != nil {
-		t.Fatal(err)
-	}
-	goR, err := hpke.NewRecipient(dec(v.Enc), sk, hpke.HKDFSHA256(), hpke.AES128GCM(), dec(v.Info))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range v.Encryptions {
-		if pt, err := goR.Open(dec(e.Aad), dec(e.Ct)); err != nil || !bytes.Equal(pt, dec(e.Pt)) {
-			t.Fatalf("fixture encryption %d does not open with crypto/hpke: %v", e.Seq, err)
-		}
 	}
 	// The inputs of the accumulated encryptions.
 	source := sha3.NewSHAKE128()
@@ -327,6 +308,7 @@ return JSON.stringify({pk: H(kp.publicKey), enc: H(s.enc), extractable: kp.priva
 	if !strings.Contains(out.WrongAADError, "does not open") {
 		t.Errorf("a ciphertext under another aad: %q, want it refused", out.WrongAADError)
 	}
+	showResult(t, ctx, fmt.Sprintf("RFC 9180 A.1 in chromium: pkRm %s, %d RFC encryptions opened, enc %s, 1000 seals accumulate to %x, each opened", out.Pk, len(out.Opened), out.Enc, acc))
 	browsertest.Screenshot(t, ctx, "hpke")
 }
 
@@ -417,7 +399,7 @@ return JSON.stringify(out);`)
 		"bad-indefinite-payload": true, "bad-duplicate-header": true, "bad-unknown-header": true,
 		"bad-untagged": true, "bad-truncated": true, "bad-no-spki": true, "bad-alg-mismatch": true, "bad-es384": true,
 		"bad-content-type": true, "bad-unprotected-header": true, "bad-nondeterministic-order": true,
-		"bad-nondeterministic-int": true, "bad-version": true,
+		"bad-nondeterministic-int": true, "bad-version": true, "bad-x5chain-too-many": true,
 	}
 	var unchecked []string
 	for _, v := range m.Vectors {
@@ -457,6 +439,11 @@ return bad.join(",") + "|" + env.length + "|" + one.toFixed(2);`)
 		t.Errorf("ok-start.cose with byte %s flipped still verifies", parts[0])
 	}
 	t.Logf("every one of %s bytes of ok-start.cose flipped: refused; one check took %s ms", parts[1], parts[2])
+	var lines []string
+	for _, v := range m.Vectors {
+		lines = append(lines, v.Name+" ("+v.Expect+"): "+got[v.Name])
+	}
+	showResult(t, ctx, strings.Join(lines, "\n"))
 	browsertest.Screenshot(t, ctx, "records")
 }
 
@@ -527,6 +514,7 @@ func waitKeys(t *testing.T, ctx context.Context, n int) {
 //   - B asks to join, A approves (v2), B opens what is sealed then;
 //   - C joins with the recovery secret (v3) and holds the identity;
 //   - A removes B (v4): B cannot open what is sealed after, C can;
+//   - a receiver serving an older set (v3, B still in it) is refused;
 //   - a mistyped secret is refused with a message.
 //
 // Screenshots: account-none, recovery-secret, opened-thumbnail, asked,
@@ -567,6 +555,10 @@ return acc.rec.browser.id`)
 	}
 	if rid := js[string](t, a, `const kp = await KFE2EE.recoveryKeyPair("`+secret+`"); return KFE2EE.keyID(32, kp.publicKey)`); rid != ks.Keys[1].ID {
 		t.Errorf("the recovery key derived from the secret has id %s, the set's recovery key %s", rid, ks.Keys[1].ID)
+	}
+	// The secret as shown is the 16 bytes Go's e2ee.RecoveryKey takes.
+	if rk, err := e2ee.RecoveryKey(crockford(t, secret)); err != nil || !bytes.Equal(rk.PublicKey().Bytes(), ks.Keys[1].Pub) {
+		t.Errorf("e2ee.RecoveryKey of the secret shown: %v, not the set's recovery key", err)
 	}
 
 	// A opens a sealed thumbnail of a signed record.
@@ -690,6 +682,7 @@ return H(await KFE2EE.util.sha256(await acc.openRecordMedia(B("`+b64(env)+`"), B
 	if ks = f.keySet(t); ks.Version != 3 || len(ks.Keys) != 4 {
 		t.Fatalf("after C joined: version %d, %d keys", ks.Version, len(ks.Keys))
 	}
+	v3 := ks
 	if held := js[string](t, c, `const acc = await KFE2EE.account("alice"); return acc.holdsIdentity() + " " + acc.rec.identity.privateKey.extractable`); held != "true false" {
 		t.Errorf("C's identity key: held, extractable = %s", held)
 	}
@@ -710,6 +703,19 @@ return H(await KFE2EE.util.sha256(await acc.openRecordMedia(B("`+b64(env)+`"), B
 		t.Errorf("C opens what is sealed to v4: %s", got)
 	}
 
+	// A receiver rolling A back to version 3 (B still in it) is refused.
+	f.mu.Lock()
+	f.stale = v3
+	f.mu.Unlock()
+	browsertest.Do(t, a, chromedp.Navigate(page))
+	waitState(t, a, "error")
+	if msg := browsertest.Run(t, a, chromedp.Text(chromedp.ID("e2ee-message"))); !strings.Contains(msg, "older than version 4") {
+		t.Errorf("a rolled back set: %q", msg)
+	}
+	f.mu.Lock()
+	f.stale = nil
+	f.mu.Unlock()
+
 	// A mistyped secret.
 	w := browsertest.NewBrowserContext(t, a)
 	browsertest.Do(t, w, chromedp.Navigate(page))
@@ -724,5 +730,141 @@ return H(await KFE2EE.util.sha256(await acc.openRecordMedia(B("`+b64(env)+`"), B
 	browsertest.Screenshot(t, w, "wrong-secret")
 	if ks = f.keySet(t); ks.Version != 4 || len(f.refused) != 0 {
 		t.Errorf("the receiver holds version %d; refused puts: %v", ks.Version, f.refused)
+	}
+}
+
+// TestBrowserE2EEVectors: KFE2EE against our format's test vectors
+// (e2ee/testdata/vectors.json, docs/e2ee.md §10): the signed key set
+// verifies (and not with a flipped signature), the fingerprint, key ids and
+// bindings are the vectors' bytes, both keys come out of DeriveKeyPair (the
+// recovery key from the recovery secret, as written for the owner) and each
+// opens the sealed thumbnail; a flipped byte and another sequence number do
+// not open; the live key frame and its two frames open.
+func TestBrowserE2EEVectors(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "e2ee", "testdata", "vectors.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Owner struct {
+			IdentityPublic string `json:"identity_public"`
+			Fingerprint    string
+		}
+		Recipients []struct {
+			ID, Ikm        string
+			PublicKey      string `json:"public_key"`
+			RecoverySecret string `json:"recovery_secret"`
+		}
+		Thumbnail struct {
+			PlaintextSHA256 string `json:"plaintext_sha256"`
+		}
+		Live struct {
+			StreamID string `json:"stream_id"`
+			Frames   []struct{ Plaintext string }
+		}
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatal(err)
+	}
+	hs := e2eeTestServer(t, &e2eeFake{})
+	ctx := browsertest.New(t)
+	openLib(t, ctx, hs.URL+"/lib")
+	res := js[string](t, ctx, `const v = `+string(raw)+`, out = {};
+const ks = await KFE2EE.parseSigned(v.keyset.signed);
+out.identity = H(ks.identity); out.version = ks.version; out.ids = ks.keys.map(k => k.id).join(",");
+const badSig = JSON.parse(v.keyset.signed); badSig.sig = (badSig.sig[0] === "A" ? "B" : "A") + badSig.sig.slice(1);
+try { await KFE2EE.parseSigned(badSig); out.badSig = "verified"; } catch (e) { out.badSig = e.message; }
+const owner = await KFE2EE.fingerprint(ks.identity);
+out.fingerprint = H(owner);
+out.keyIDs = (await Promise.all(v.recipients.map(r => KFE2EE.keyID(32, X(r.public_key))))).join(",");
+const tb = v.thumbnail.binding, lb = v.live.key_frame_binding;
+out.binding = H(KFE2EE.binding({owner, device: tb.device, event: tb.event, seq: tb.seq, role: tb.role})) === tb.bytes;
+out.liveBinding = H(KFE2EE.binding({owner, device: lb.device, event: lb.event, seq: lb.seq, role: lb.role})) === lb.bytes;
+const rk = await KFE2EE.recoveryKeyPair(KFE2EE.formatRecoverySecret(X(v.recipients[0].recovery_secret)));
+const bk = await KFE2EE.hpke.deriveKeyPair(X(v.recipients[1].ikm));
+out.pubs = H(rk.publicKey) + "," + H(bk.publicKey);
+const keys = [{id: v.recipients[0].id, privateKey: rk.privateKey, publicKey: rk.publicKey}, {id: v.recipients[1].id, privateKey: bk.privateKey, publicKey: bk.publicKey}];
+const sealed = X(v.thumbnail.sealed), b = {owner, device: tb.device, event: tb.event, seq: tb.seq, role: tb.role};
+out.opened = [];
+for (const k of keys) { out.opened.push(H(await KFE2EE.util.sha256(await KFE2EE.openSealed(sealed, b, [k])))); }
+const flipped = sealed.slice(); flipped[flipped.length - 1] ^= 0x80;
+try { await KFE2EE.openSealed(flipped, b, keys); out.flipped = "opened"; } catch (e) { out.flipped = e.message; }
+try { await KFE2EE.openSealed(sealed, Object.assign({}, b, {seq: 8}), keys); out.otherSeq = "opened"; } catch (e) { out.otherSeq = e.message; }
+const lv = await KFE2EE.openLive(X(v.live.key_frame), {owner, device: v.live.device}, [keys[1]]);
+out.stream = lv.streamID;
+out.frames = [];
+for (const f of v.live.frames) { out.frames.push(H(await lv.openFrame(X(f.frame)))); }
+return JSON.stringify(out);`)
+	var out struct {
+		Identity, IDs, BadSig, Fingerprint, KeyIDs, Pubs, Flipped, OtherSeq, Stream string
+		Version                                                                     int
+		Binding, LiveBinding                                                        bool
+		Opened, Frames                                                              []string
+	}
+	if err := json.Unmarshal([]byte(res), &out); err != nil {
+		t.Fatal(err)
+	}
+	ids := v.Recipients[0].ID + "," + v.Recipients[1].ID
+	if out.Identity != v.Owner.IdentityPublic || out.Version != 1 || out.IDs != ids {
+		t.Errorf("the signed set: identity %s, version %d, keys %s", out.Identity, out.Version, out.IDs)
+	}
+	if !strings.Contains(out.BadSig, "signature does not verify") {
+		t.Errorf("a flipped key set signature: %q", out.BadSig)
+	}
+	if out.Fingerprint != v.Owner.Fingerprint || out.KeyIDs != ids || !out.Binding || !out.LiveBinding {
+		t.Errorf("fingerprint %s, key ids %s, bindings equal: %v %v", out.Fingerprint, out.KeyIDs, out.Binding, out.LiveBinding)
+	}
+	if want := v.Recipients[0].PublicKey + "," + v.Recipients[1].PublicKey; out.Pubs != want {
+		t.Errorf("derived public keys %s, want %s", out.Pubs, want)
+	}
+	if len(out.Opened) != 2 || out.Opened[0] != v.Thumbnail.PlaintextSHA256 || out.Opened[1] != v.Thumbnail.PlaintextSHA256 {
+		t.Errorf("the thumbnail opened to %v, want %s", out.Opened, v.Thumbnail.PlaintextSHA256)
+	}
+	if !strings.Contains(out.Flipped, "does not open") || !strings.Contains(out.OtherSeq, "the content key does not open") {
+		t.Errorf("a flipped byte: %q; another sequence number: %q", out.Flipped, out.OtherSeq)
+	}
+	if out.Stream != v.Live.StreamID || len(out.Frames) != 2 || out.Frames[0] != v.Live.Frames[0].Plaintext || out.Frames[1] != v.Live.Frames[1].Plaintext {
+		t.Errorf("live: stream %s, frames %v", out.Stream, out.Frames)
+	}
+	showResult(t, ctx, res)
+	browsertest.Screenshot(t, ctx, "vectors")
+}
+
+// crockford decodes a recovery secret as shown (Crockford base32, groups
+// of five) into its 16 bytes.
+func crockford(t *testing.T, s string) []byte {
+	t.Helper()
+	const alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+	var out []byte
+	var acc, n uint
+	for _, c := range strings.ReplaceAll(s, "-", "") {
+		v := strings.IndexRune(alphabet, c)
+		if v < 0 {
+			t.Fatalf("recovery secret %q: %q is not Crockford base32", s, c)
+		}
+		acc = acc<<5 | uint(v)
+		n += 5
+		if n >= 8 {
+			out = append(out, byte(acc>>(n-8)))
+			n -= 8
+			acc &= 1<<n - 1
+		}
+	}
+	if len(out) != e2ee.RecoverySecretSize || acc != 0 {
+		t.Fatalf("recovery secret %q: %d bytes, %d bits left", s, len(out), n)
+	}
+	return out
+}
+
+// TestE2EEScriptServed: the receiver serves e2ee.js to anyone, as code
+// (text/javascript, nosniff), byte for byte the embedded file.
+func TestE2EEScriptServed(t *testing.T) {
+	e := newEnv(t, Options{})
+	code, body, h := e.get("/static/e2ee.js")
+	if code != http.StatusOK || !strings.HasPrefix(h.Get("Content-Type"), "text/javascript") || h.Get("X-Content-Type-Options") != "nosniff" {
+		t.Fatalf("/static/e2ee.js: %d %q %q", code, h.Get("Content-Type"), h.Get("X-Content-Type-Options"))
+	}
+	if !bytes.Equal(body, e2eeJS) || !bytes.Contains(body, []byte("window.KFE2EE")) {
+		t.Errorf("/static/e2ee.js: %d bytes, not the embedded script", len(body))
 	}
 }
