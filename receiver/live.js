@@ -137,7 +137,7 @@
       }
     }
     state("ended", shown ? "The live view ended (its time is up, or the camera stopped): reload the page to watch again." :
-      "The camera sent no picture: it may be off, or its live view is off. Reload the page to try again.", true);
+      "The camera sent no picture: it may be off, its live view off, or, encrypting end to end, still without your keys. Reload the page to try again.", true);
   }
 
   window.addEventListener("pagehide", function () { ctl.abort(); });
