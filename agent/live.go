@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyframe-cam/keyframe/capture"
+	"github.com/keyframe-cam/keyframe/e2ee"
 	"github.com/keyframe-cam/keyframe/internal/backoff"
 	"github.com/keyframe-cam/keyframe/internal/claimcode"
 	"github.com/keyframe-cam/keyframe/internal/livestream"
@@ -30,6 +31,13 @@ import (
 // load while nobody watches; while a stream is open it copies a frame, at
 // most live.fps a second, into the one buffer the encoder is not using, or
 // drops the frame (counted) when the encoder still holds it.
+//
+// With end-to-end encryption (docs/e2ee.md §8) the stream is sealed: it
+// starts with a key frame (a new stream key sealed to every key of the
+// owner's set: the receiver cannot prove which key is the viewer's, and
+// every key of the set is the owner's) and each JPEG goes out encrypted
+// under that key. With e2ee on and no key set yet there is no live view
+// at all: never a picture in the clear.
 
 // liveWaitTimeout bounds one wait request (the receiver answers within
 // its own wait, 25 s by default).
@@ -45,6 +53,11 @@ type liveFeed struct {
 	// slot while it waits for the encoder, with the encoder while it
 	// encodes.
 	slot, free chan *capture.Frame
+
+	// sealer is e2ee (nil: off, frames go in the clear): the sealer of the
+	// owner's current key set, nil while there is none.
+	sealer func() *e2ee.Sealer
+	noSet  atomic.Bool // "no live view without a key set" was logged
 
 	sent, dropped, started, stopped atomic.Uint64
 }
@@ -130,6 +143,16 @@ func (a *Agent) runLive(ctx context.Context, base string) {
 	bo := backoff.Backoff{Base: time.Second, Cap: time.Minute, Rand: backoff.OrRandom(nil)}
 	nonce, lastErr, fresh := "", "", false
 	for ctx.Err() == nil {
+		if !a.liveKeyed() {
+			// e2ee on, no key set: not even a wait (a viewer would ask
+			// for a stream the camera cannot send).
+			select {
+			case <-ctx.Done():
+				return
+			case <-a.deps.Clock.After(liveNoKeysetRetry):
+			}
+			continue
+		}
 		watch, next, err := a.liveWait(ctx, client, base, nonce)
 		nonce = next
 		var pe *liveProofError
@@ -163,6 +186,29 @@ func (a *Agent) runLive(ctx context.Context, base string) {
 			nonce = a.liveStream(ctx, client, base, nonce)
 		}
 	}
+}
+
+// liveNoKeysetRetry is how often the live view looks again for a key set
+// while e2ee is on without one.
+const liveNoKeysetRetry = 5 * time.Second
+
+// liveKeyed reports whether the live view may stream: e2ee off, or on with
+// a key set (logged once each way).
+func (a *Agent) liveKeyed() bool {
+	l := a.live
+	if l.sealer == nil {
+		return true
+	}
+	if l.sealer() != nil {
+		if l.noSet.Swap(false) {
+			a.log.Info("live view: the owner's key set is here: live streams are sealed to it")
+		}
+		return true
+	}
+	if !l.noSet.Swap(true) {
+		a.log.Warn("live view: e2ee is on and the camera has no key set of the owner yet: no live view until it has one (never a picture in the clear)")
+	}
+	return false
 }
 
 // liveProofError is a 401: the nonce was missing, expired or used.
@@ -236,6 +282,21 @@ func firstLine(r io.Reader) string {
 // request.
 func (a *Agent) liveStream(ctx context.Context, client *http.Client, base, nonce string) string {
 	l := a.live
+	// With e2ee, a new stream key for this stream, sealed to the key set
+	// held now: its key frame goes first.
+	var sealer *e2ee.Sealer
+	var live *e2ee.LiveSealer
+	var keyFrame []byte
+	if l.sealer != nil {
+		if sealer = l.sealer(); sealer == nil {
+			return nonce // the key set went: the loop says so, and waits
+		}
+		var err error
+		if live, keyFrame, err = sealer.NewLive(a.device); err != nil {
+			a.log.Error("live view: stream not sealed, not sent", "err", err)
+			return nonce
+		}
+	}
 	sctx, cancel := context.WithTimeout(ctx, a.cfg.LiveMaxTime+liveWaitTimeout)
 	defer cancel()
 	pr, pw := io.Pipe()
@@ -244,7 +305,10 @@ func (a *Agent) liveStream(ctx context.Context, client *http.Client, base, nonce
 		a.log.Warn("live view: stream not opened", "err", err)
 		return ""
 	}
-	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("Content-Type", livestream.ClearType)
+	if live != nil {
+		req.Header.Set("Content-Type", livestream.SealedType)
+	}
 	type result struct {
 		code         int
 		reason, next string
@@ -275,11 +339,18 @@ func (a *Agent) liveStream(ctx context.Context, client *http.Client, base, nonce
 	sent0, dropped0 := l.sent.Load(), l.dropped.Load()
 	l.started.Add(1)
 	l.on.Store(true)
-	a.log.Info("live view: stream started", "device", a.device, "fps", a.cfg.LiveFPS, "max_side", a.cfg.LiveMaxSide)
+	a.log.Info("live view: stream started", "device", a.device, "fps", a.cfg.LiveFPS, "max_side", a.cfg.LiveMaxSide, "sealed", live != nil)
 	maxTime := a.deps.Clock.After(a.cfg.LiveMaxTime)
 	var buf bytes.Buffer
+	var sealedBuf []byte
 	var res result
 	got, why := false, ""
+	if live != nil {
+		if err := livestream.WriteFrame(pw, keyFrame); err != nil {
+			why = "the receiver ended it"
+			goto stop
+		}
+	}
 loop:
 	for {
 		select {
@@ -300,13 +371,25 @@ loop:
 				a.log.Warn("live view: frame not encoded", "err", err)
 				continue
 			}
-			if err := livestream.WriteFrame(pw, buf.Bytes()); err != nil {
+			frame := buf.Bytes()
+			if live != nil {
+				if l.sealer() != sealer {
+					// A new key set (a browser added or removed): a new
+					// stream, sealed to it.
+					why = "the owner's key set changed"
+					break loop
+				}
+				sealedBuf = live.SealFrame(sealedBuf[:0], frame)
+				frame = sealedBuf
+			}
+			if err := livestream.WriteFrame(pw, frame); err != nil {
 				why = "the receiver ended it"
 				break loop
 			}
 			l.sent.Add(1)
 		}
 	}
+stop:
 	l.on.Store(false)
 	select { // a frame handed over too late goes back
 	case f := <-l.slot:

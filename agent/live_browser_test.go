@@ -4,19 +4,24 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/keyframe-cam/keyframe/board"
+	"github.com/keyframe-cam/keyframe/e2ee"
 	"github.com/keyframe-cam/keyframe/internal/browsertest"
 	"github.com/keyframe-cam/keyframe/receiver"
 )
@@ -28,6 +33,7 @@ type liveRig struct {
 	a      *Agent
 	srv    *receiver.Server
 	hs     *httptest.Server
+	mux    *http.ServeMux
 	rdir   string
 	device string
 	log    *lockedBuffer
@@ -35,6 +41,13 @@ type liveRig struct {
 }
 
 func newLiveRig(t *testing.T, change ...func(*Config)) *liveRig {
+	t.Helper()
+	return newLiveRigHook(t, nil, change...)
+}
+
+// newLiveRigHook is newLiveRig with hook called on the agent before it
+// runs (nil: none).
+func newLiveRigHook(t *testing.T, hook func(*Agent), change ...func(*Config)) *liveRig {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := testConfig(dir, 640, 480)
@@ -71,13 +84,20 @@ func newLiveRig(t *testing.T, change ...func(*Config)) *liveRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	hs := httptest.NewServer(srv.Handler())
+	// The receiver's routes, under a mux tests may add routes to (the
+	// browser test answers the owner's key set with it).
+	mux := http.NewServeMux()
+	mux.Handle("/", srv.Handler())
+	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
 	cfg.UploadURL = hs.URL
 	logs := &lockedBuffer{}
 	a, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if hook != nil {
+		hook(a)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -88,7 +108,7 @@ func newLiveRig(t *testing.T, change ...func(*Config)) *liveRig {
 			t.Errorf("agent: %v", err)
 		}
 	})
-	return &liveRig{a: a, srv: srv, hs: hs, rdir: rdir, device: device, log: logs, link: link.Path}
+	return &liveRig{a: a, srv: srv, hs: hs, mux: mux, rdir: rdir, device: device, log: logs, link: link.Path}
 }
 
 // get fetches path with cookies and returns the status and up to 1 MiB of
@@ -216,4 +236,135 @@ func TestBrowserLiveView(t *testing.T) {
 	if os.Getenv("KEYFRAME_LIVE_LOG") != "" {
 		t.Log(logs)
 	}
+}
+
+// TestBrowserLiveSealed: with e2ee, alice's browser, whose key (made in the
+// page by e2ee.js and kept in its IndexedDB) is in her key set, shows her
+// camera's live picture opened in the browser, and counts its frames, while
+// the receiver relays only sealed frames; a second browser of alice's
+// holding no key says so and shows no picture.
+// Screenshots: sealed-live, sealed-nokey.
+func TestBrowserLiveSealed(t *testing.T) {
+	var cur atomic.Pointer[e2ee.Sealer]
+	r := newLiveRigHook(t, func(a *Agent) { a.live.sealer = cur.Load })
+	page := r.hs.URL + "/live/" + r.device
+
+	ctx := browsertest.New(t)
+	browsertest.Do(t, ctx, chromedp.Navigate(r.hs.URL+r.link), chromedp.WaitReady(chromedp.CSS(`input[name=confirm]`)))
+	const password = "a long pass phrase for alice"
+	browsertest.Do(t, ctx,
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), password),
+		chromedp.SendKeys(chromedp.CSS(`input[name=confirm]`), password),
+	)
+	if resp := browsertest.Response(t, ctx, chromedp.Submit(chromedp.CSS(`form`))); resp.Status != http.StatusOK {
+		t.Fatalf("after choosing a password: %d", resp.Status)
+	}
+	// The browser makes its key (e2ee.js, on the live page that loads it;
+	// the camera has no key set yet, so nothing streams).
+	browsertest.Do(t, ctx, chromedp.Navigate(page), chromedp.WaitReady(chromedp.CSS(`#liveview`)))
+	pubB64 := browsertest.Run(t, ctx, chromedp.Evaluate[string](`KFE2EE.account("alice").then(a => a.browserKey()).then(b => KFE2EE.util.b64u(b.pub))`, chromedp.EvalAwaitPromise))
+	pub, err := base64.RawURLEncoding.DecodeString(pubB64)
+	if err != nil || len(pub) != 32 {
+		t.Fatalf("the browser's public key %q: %v", pubB64, err)
+	}
+	browsertest.Do(t, ctx, chromedp.Navigate(r.hs.URL+"/")) // that page stops watching
+	// Alice's key set: her browser's key and a key of Go's (as a recovery
+	// key would be), signed by an identity made here; the receiver's
+	// /v1/e2ee/keys answers it to her browser.
+	owner, err := e2ee.NewOwner(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner.Keys[0].Recovery = true
+	owner.Keys = append(owner.Keys, e2ee.OwnerKey{ID: e2ee.KeyID(e2ee.KEMX25519, pub), KEM: e2ee.KEMX25519, Pub: pub, Name: "Chromium (this test)"})
+	ks, err := owner.KeySet(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := e2ee.NewSealer(ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mux.HandleFunc("GET /v1/e2ee/keys", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"signed":%s,"backup":"","requests":[]}`, ks.Signed())
+	})
+	logged := strings.Count(r.log.String(), "the owner's key set is here")
+	cur.Store(sealer)
+	for i := 0; strings.Count(r.log.String(), "the owner's key set is here") == logged; i++ {
+		if i == 2000 {
+			t.Fatalf("the camera did not take the key set:\n%s", r.log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// Alice watches, in a tab of her own.
+	tab, closeTab := chromedp.NewContext(ctx)
+	defer closeTab()
+	if err := chromedp.Do(tab); err != nil {
+		t.Fatal(err)
+	}
+	asked := time.Now()
+	browsertest.Do(t, tab, chromedp.Navigate(page), chromedp.WaitReady(chromedp.CSS(`#liveview`)))
+	browsertest.Run(t, tab, chromedp.Poll[bool](`document.querySelector("#live").naturalWidth > 0`,
+		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second)))
+	firstPicture := time.Since(asked)
+	frames := func() (int, string) {
+		type pageState struct {
+			Frames, Refused, State, Sealed, Src string
+		}
+		st := browsertest.Run(t, tab, chromedp.Evaluate[pageState](`(() => { const d = document.querySelector("#liveview").dataset; return {Frames: d.frames || "0", Refused: d.refused || "0", State: d.state, Sealed: d.sealed || "", Src: document.querySelector("#live").src} })()`))
+		n, _ := strconv.Atoi(st.Frames)
+		if st.State != "playing" || st.Sealed != "true" || st.Refused != "0" || !strings.HasPrefix(st.Src, "blob:") {
+			t.Errorf("the page: %+v, want playing a sealed stream from blob: URLs, no frame refused", st)
+		}
+		return n, st.State
+	}
+	n1, _ := frames()
+	t0 := time.Now()
+	time.Sleep(3 * time.Second)
+	n2, _ := frames()
+	rate := float64(n2-n1) / time.Since(t0).Seconds()
+	t.Logf("sealed live view: first picture %s after the page was asked for; %.1f frames a second shown (live.fps %g)", firstPicture.Round(time.Millisecond), rate, r.a.cfg.LiveFPS)
+	if n2 <= n1 {
+		t.Errorf("frames shown: %d, then %d 3 s later: the picture does not move", n1, n2)
+	}
+	if w := browsertest.Run(t, tab, chromedp.Evaluate[int](`document.querySelector("#live").naturalWidth`)); w != 640 {
+		t.Errorf("live picture %d px wide, want 640", w)
+	}
+	browsertest.Screenshot(t, tab, "sealed-live")
+	if st := r.srv.LiveStats(); st.SealedStreams == 0 || st.SealedStreams != st.StreamsStarted {
+		t.Errorf("receiver: %+v, want every stream sealed", st)
+	}
+
+	// Another browser of alice's, holding no key: a clear message, no
+	// picture, and it stops watching.
+	other := browsertest.NewBrowserContext(t, ctx)
+	browsertest.Do(t, other, chromedp.Navigate(r.hs.URL+"/signin"), chromedp.WaitReady(chromedp.CSS(`form[action="/signin"]`)))
+	browsertest.Do(t, other,
+		chromedp.SendKeys(chromedp.CSS(`input[name=name]`), "alice"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), password),
+	)
+	if resp := browsertest.Response(t, other, chromedp.Submit(chromedp.CSS(`form[action="/signin"]`))); resp.Status != http.StatusOK {
+		t.Fatalf("the second browser's sign-in: %d", resp.Status)
+	}
+	browsertest.Do(t, other, chromedp.Navigate(page), chromedp.WaitReady(chromedp.CSS(`#liveview`)))
+	browsertest.Run(t, other, chromedp.Poll[bool](`document.querySelector("#liveview").dataset.state === "nokey"`,
+		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second)))
+	msg := browsertest.Run(t, other, chromedp.Evaluate[string](`document.querySelector("#livestatus").textContent`))
+	if !strings.Contains(msg, "end-to-end encrypted") || !strings.Contains(msg, "none of your keys") {
+		t.Errorf("the keyless browser says %q", msg)
+	}
+	if n := browsertest.Run(t, other, chromedp.Evaluate[int](`[...document.images].filter(i => i.naturalWidth > 0).length`)); n != 0 {
+		t.Errorf("the keyless browser shows %d pictures", n)
+	}
+	// It stopped watching: alice's first tab is the one viewer left.
+	for i := 0; r.srv.LiveStats().Viewers != 1; i++ {
+		if i == 1000 {
+			t.Fatalf("the keyless browser still watches: %+v", r.srv.LiveStats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	browsertest.Screenshot(t, other, "sealed-nokey")
+	t.Logf("the keyless browser says: %s", msg)
 }

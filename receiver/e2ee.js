@@ -542,6 +542,14 @@
     hdr.forEach(function (v, k) {
       if ([1, 3, 4, 33, -65537].indexOf(k) < 0) { fail("record: protected header label " + String(k) + " is not allowed"); }
     });
+    const x5 = hdr.get(33); // the chain is the receiver's trust decision: its shape only
+    if (x5 !== undefined) {
+      const certs = x5 instanceof Uint8Array ? [x5] : x5;
+      if (!Array.isArray(certs) || (Array.isArray(x5) && (x5.length < 2 || x5.length > 4)) ||
+          certs.some(function (c) { return !(c instanceof Uint8Array) || c.length > 8192; })) {
+        fail("record: x5chain is not one certificate or an array of 2 to 4, each at most 8192 bytes");
+      }
+    }
     const signer = hdr.get(-65537);
     if (!(signer instanceof Uint8Array)) { fail("record: no signer key in the protected header"); }
     const key = spki == null ? signer : bytes(spki, "the device key");
@@ -821,7 +829,9 @@
   // and the day.
   function browserName(now) {
     const ua = navigator.userAgent || "";
-    const b = /Edg\//.test(ua) ? "Edge" : /Firefox\//.test(ua) ? "Firefox" : /Chromium\//.test(ua) ? "Chromium" :
+    const brands = (navigator.userAgentData && navigator.userAgentData.brands || []).map(function (x) { return x.brand; });
+    const brand = ["Google Chrome", "Microsoft Edge", "Opera", "Chromium"].find(function (x) { return brands.indexOf(x) >= 0; });
+    const b = brand ? brand.replace(/^(Google|Microsoft) /, "") : /Edg\//.test(ua) ? "Edge" : /Firefox\//.test(ua) ? "Firefox" : /Chromium\//.test(ua) ? "Chromium" :
       /Chrome\//.test(ua) ? (/HeadlessChrome/.test(ua) ? "Chromium" : "Chrome") : /Safari\//.test(ua) ? "Safari" : "A browser";
     const os = /Android/.test(ua) ? "Android" : /iPhone|iPad/.test(ua) ? "iOS" : /Windows/.test(ua) ? "Windows" :
       /Mac OS X/.test(ua) ? "macOS" : /CrOS/.test(ua) ? "ChromeOS" : /Linux/.test(ua) ? "Linux" : "";
@@ -953,12 +963,14 @@
     const rk = await recoveryKeys(secret);
     const rkp = await deriveKeyPair(rk.kemIKM);
     const identity = {privateKey: priv, pub: pub};
+    // Kept before the upload: a set on the receiver whose identity this
+    // browser lost would need the recovery secret, not shown yet.
+    this.rec.identity = identity;
+    await dbPut(this.rec);
     await this.put(identity, 1, [
       {kem: KEM_X25519, pub: b.pub, name: b.name},
       {kem: KEM_X25519, pub: rkp.publicKey, name: "Recovery key", recovery: true},
     ], backup);
-    this.rec.identity = identity;
-    await dbPut(this.rec);
     const shown = formatRecoverySecret(secret);
     secret.fill(0);
     return shown;

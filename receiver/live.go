@@ -1,15 +1,18 @@
 package receiver
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	_ "embed" // live.js
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"html/template"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
 	"sync"
@@ -26,9 +29,13 @@ import (
 // PUT /v1/live/{device}/stream; each of its requests carries a proof signed
 // by its device key over a nonce of the receiver (internal/livestream), so
 // only the camera itself can stream as itself. The receiver relays the
-// frames as MJPEG (multipart/x-mixed-replace) to the viewers of that camera:
-// signed-in owners whose open pairing in the registry, read at each check,
-// is to that camera; an admin sees no media. Everything is bounded: viewers
+// frames to the viewers of that camera: signed-in owners whose open pairing
+// in the registry, read at each check, is to that camera; an admin sees no
+// media. A clear stream's JPEG frames go out as MJPEG
+// (multipart/x-mixed-replace) or as the live page script's records
+// (GET /live/{device}/frames); a stream sealed end to end (docs/e2ee.md §8)
+// only as records: the receiver keeps its key frame, gives it to each viewer
+// first, then relays frames it cannot read. Everything is bounded: viewers
 // per camera and in all, the frame size, the frame rate, a stream's time;
 // each viewer holds at most one frame, so a slow viewer loses frames
 // instead of queueing them, and the camera's stream ends when the last
@@ -113,6 +120,7 @@ type LiveStats struct {
 	FramesRateDropped uint64 `json:"frames_rate_dropped"` // over MaxFPS
 	FramesSent        uint64 `json:"frames_sent"`         // frame writes to viewers
 	ViewerDrops       uint64 `json:"viewer_drops"`        // frames a slow viewer never got (replaced by a newer one)
+	SealedStreams     uint64 `json:"sealed_streams"`      // streams sealed end to end (of StreamsStarted)
 	Viewers           int    `json:"viewers"`             // watching now
 }
 
@@ -141,12 +149,21 @@ type liveCam struct {
 }
 
 // liveViewer holds at most one frame: a newer one replaces it.
-type liveViewer struct{ ch chan []byte }
+type liveViewer struct{ ch chan liveFrame }
+
+func newLiveViewer() *liveViewer { return &liveViewer{ch: make(chan liveFrame, 1)} }
+
+// liveFrame is a frame relayed and the stream it belongs to (whose key
+// frame a viewer of a sealed stream needs first).
+type liveFrame struct {
+	b  []byte
+	st *liveStream
+}
 
 // give hands the viewer frame without waiting: a frame it has not taken
 // yet gives way (dropped is true). Only the relay, holding liveHub.mu,
 // gives.
-func (v *liveViewer) give(frame []byte) (dropped bool) {
+func (v *liveViewer) give(frame liveFrame) (dropped bool) {
 	select {
 	case v.ch <- frame:
 		return false
@@ -162,8 +179,14 @@ func (v *liveViewer) give(frame []byte) (dropped bool) {
 }
 
 // liveStream is a camera's open stream; end asks it to stop (a newer
-// stream of the same camera replaces it).
-type liveStream struct{ end chan struct{} }
+// stream of the same camera replaces it). A sealed stream's key frame is
+// set, under liveHub.mu, before any of its frames is given to a viewer, and
+// neither field changes afterwards.
+type liveStream struct {
+	end    chan struct{}
+	sealed bool
+	key    []byte
+}
 
 func newLiveHub(opt LiveOptions, clk clock.Clock) (*liveHub, error) {
 	h := &liveHub{opt: opt.withDefaults(), clk: clk, done: make(chan struct{}), cams: map[string]*liveCam{}, used: map[string]time.Time{}}
@@ -365,8 +388,13 @@ func (s *Server) handleLiveStream(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	sealed, err := liveStreamType(r.Header.Get("Content-Type"))
+	if err != nil {
+		writeLine(w, http.StatusUnsupportedMediaType, err.Error())
+		return
+	}
 	h := s.live
-	st := &liveStream{end: make(chan struct{})}
+	st := &liveStream{end: make(chan struct{}), sealed: sealed}
 	h.mu.Lock()
 	c := h.cam(device)
 	if len(c.viewers) == 0 {
@@ -380,8 +408,11 @@ func (s *Server) handleLiveStream(w http.ResponseWriter, r *http.Request) {
 	}
 	c.stream = st
 	h.stats.StreamsStarted++
+	if sealed {
+		h.stats.SealedStreams++
+	}
 	h.mu.Unlock()
-	s.log.Info("receiver: live stream started", "device", device, "remote", r.RemoteAddr)
+	s.log.Info("receiver: live stream started", "device", device, "sealed", sealed, "remote", r.RemoteAddr)
 
 	// The reply starts now, while the body streams in (full duplex): its
 	// last line, written when the stream ends, tells the camera at once.
@@ -428,6 +459,23 @@ func (s *Server) handleLiveStream(w http.ResponseWriter, r *http.Request) {
 			why = err.Error()
 			return
 		}
+		if sealed && st.key == nil {
+			// The key frame: kept for every viewer, who gets it first; not
+			// a picture, so neither counted nor rate-capped.
+			if !bytes.HasPrefix(frame, []byte(livestream.KeyFrameMagic)) {
+				why = "a sealed stream's first frame is not a key frame"
+				return
+			}
+			h.mu.Lock()
+			st.key = frame
+			h.mu.Unlock()
+			buf = nil
+			continue
+		}
+		if sealed && len(frame) < minSealedFrame {
+			why = fmt.Sprintf("a sealed frame of %d bytes, shorter than its counter and tag (%d)", len(frame), minSealedFrame)
+			return
+		}
 		now := s.clk.Now()
 		h.mu.Lock()
 		h.stats.FramesIn++
@@ -461,7 +509,7 @@ func (s *Server) handleLiveStream(w http.ResponseWriter, r *http.Request) {
 				// next one into a new buffer.
 				buf = nil
 				for v := range c.viewers {
-					if v.give(frame) {
+					if v.give(liveFrame{b: frame, st: st}) {
 						h.stats.ViewerDrops++
 					}
 				}
@@ -478,6 +526,26 @@ func (s *Server) handleLiveStream(w http.ResponseWriter, r *http.Request) {
 		default:
 		}
 	}
+}
+
+// minSealedFrame is the shortest sealed frame: a counter and a GCM tag.
+const minSealedFrame = 8 + 16
+
+// liveStreamType reads a stream request's Content-Type: sealed or clear
+// (livestream.ClearType, or none, as cameras before e2ee send).
+func liveStreamType(ct string) (sealed bool, err error) {
+	if ct == "" {
+		return false, nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	switch {
+	case err != nil:
+	case mt == livestream.SealedType:
+		return true, nil
+	case mt == livestream.ClearType:
+		return false, nil
+	}
+	return false, fmt.Errorf("Content-Type %q: want %s (JPEG frames) or %s (sealed, docs/e2ee.md §8)", clip(ct), livestream.ClearType, livestream.SealedType)
 }
 
 // liveOwner reports whether owner is the owner of device now, by the open
@@ -504,20 +572,37 @@ func (s *Server) liveOwner(w http.ResponseWriter, r *http.Request, owner string)
 // livePage is the data of the live page.
 type livePage struct{ Device, Account string }
 
+// The live page shows the picture with its script (live.js), which reads
+// GET /live/{device}/frames: a clear camera's JPEG frames, or a sealed
+// camera's key frame and frames, opened in the browser with the owner's
+// key (e2ee.js, docs/e2ee.md §8). Without scripts, the MJPEG <img> shows a
+// clear camera's picture.
 var liveTemplate = template.Must(template.New("live").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Live: {{.Device}}</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:1rem;color:#222}
-img#live{display:block;max-width:100%;height:auto;background:#111;min-height:120px}
+img.live{display:block;max-width:100%;height:auto;background:#111;min-height:120px}
+img.live[hidden]{display:none}
+#livestatus.warn{color:#a00}
 nav{margin-bottom:1rem}
 </style></head><body>
 <nav><a href="/">← your events</a> · signed in as {{.Account}}</nav>
 <h1>Live view</h1>
 <p>Camera <code>{{.Device}}</code>. The picture comes from the camera while this page is open, for a few minutes at most: reload the page to watch again.</p>
-<img id="live" src="/live/{{.Device}}/mjpeg" alt="live picture of camera {{.Device}}">
+<div id="liveview" data-device="{{.Device}}" data-account="{{.Account}}">
+<p id="livestatus">Asking the camera for its picture…</p>
+<img id="live" class="live" alt="live picture of camera {{.Device}}" hidden>
+</div>
+<noscript><img class="live" src="/live/{{.Device}}/mjpeg" alt="live picture of camera {{.Device}}"></noscript>
+<script src="/static/e2ee.js"></script>
+<script src="/static/live.js"></script>
 </body></html>
 `))
+
+// livePageCSP lets the live page's scripts (this origin's) fetch the
+// frames and show them as blob: URLs.
+const livePageCSP = "default-src 'none'; script-src 'self'; img-src 'self' blob:; connect-src 'self'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // handleLivePage shows a camera's live view to its owner.
 func (s *Server) handleLivePage(w http.ResponseWriter, r *http.Request, u *user) {
@@ -526,32 +611,60 @@ func (s *Server) handleLivePage(w http.ResponseWriter, r *http.Request, u *user)
 		return
 	}
 	setPageHeaders(w)
+	w.Header().Set("Content-Security-Policy", livePageCSP)
 	w.WriteHeader(http.StatusOK)
 	if err := liveTemplate.Execute(w, livePage{Device: device, Account: u.name}); err != nil {
 		s.log.Debug("receiver: write live page", "err", err)
 	}
 }
 
+// liveJS is the live page's script.
+//
+//go:embed live.js
+var liveJS []byte
+
+func (s *Server) handleLiveJS(w http.ResponseWriter, r *http.Request, _ *user) {
+	h := w.Header()
+	h.Set("Content-Type", "text/javascript; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-cache")
+	http.ServeContent(w, r, "live.js", time.Time{}, bytes.NewReader(liveJS))
+}
+
 // liveBoundary separates the MJPEG parts.
 const liveBoundary = "keyframe-live-frame"
 
-// handleLiveMJPEG relays a camera's frames to its owner as MJPEG, waking
-// the camera if it is not streaming yet.
-func (s *Server) handleLiveMJPEG(w http.ResponseWriter, r *http.Request, u *user) {
+// liveWatch is one viewer of a camera, joined by liveJoin.
+type liveWatch struct {
+	device string
+	v      *liveViewer
+	leave  func()
+}
+
+// liveJoin checks that u owns the camera now and adds a viewer to it,
+// waking the camera if it is not streaming; it answers a refusal itself.
+// With mjpeg, a camera whose stream is sealed is refused (409): MJPEG
+// cannot carry it.
+func (s *Server) liveJoin(w http.ResponseWriter, r *http.Request, u *user, mjpeg bool) (*liveWatch, bool) {
 	device, ok := s.liveOwner(w, r, u.name)
 	if !ok {
-		return
+		return nil, false
 	}
 	h := s.live
-	v := &liveViewer{ch: make(chan []byte, 1)}
+	v := newLiveViewer()
 	h.mu.Lock()
 	c := h.cam(device)
+	if mjpeg && c.stream != nil && c.stream.sealed {
+		h.mu.Unlock()
+		writeLine(w, http.StatusConflict, errLiveSealedMJPEG)
+		return nil, false
+	}
 	if len(c.viewers) >= h.opt.ViewersPerCamera || h.viewers >= h.opt.MaxViewers {
 		h.gc(device, c)
 		h.mu.Unlock()
 		w.Header().Set("Retry-After", "10")
 		writeLine(w, http.StatusTooManyRequests, "too many live viewers; close a tab or retry later")
-		return
+		return nil, false
 	}
 	c.viewers[v] = struct{}{}
 	h.viewers++
@@ -560,7 +673,7 @@ func (s *Server) handleLiveMJPEG(w http.ResponseWriter, r *http.Request, u *user
 		c.wake = make(chan struct{})
 	}
 	h.mu.Unlock()
-	defer func() {
+	return &liveWatch{device: device, v: v, leave: func() {
 		h.mu.Lock()
 		delete(c.viewers, v)
 		h.viewers--
@@ -569,8 +682,60 @@ func (s *Server) handleLiveMJPEG(w http.ResponseWriter, r *http.Request, u *user
 		}
 		h.gc(device, c)
 		h.mu.Unlock()
-	}()
+	}}, true
+}
 
+// errLiveSealedMJPEG: the MJPEG route and a sealed stream.
+const errLiveSealedMJPEG = "this camera's live view is end-to-end encrypted: only its page, in a browser holding the owner's key, shows it"
+
+// liveRelay gives a viewer's frames to write, one at a time, until the
+// viewer goes, the receiver stops, the viewer's MaxTime is up, no frame
+// came within FirstFrame, the session ends or the camera is no longer u's
+// (both checked again every second of frames), or write fails.
+func (s *Server) liveRelay(r *http.Request, u *user, lw *liveWatch, write func(liveFrame) error) {
+	h := s.live
+	end := s.clk.After(h.opt.MaxTime)
+	first := s.clk.After(h.opt.FirstFrame)
+	recheck := s.clk.Now().Add(liveRecheck)
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-h.done:
+			return
+		case <-end:
+			return
+		case <-first:
+			return // no frame came: the camera is off or does not stream
+		case fr := <-lw.v.ch:
+			first = nil
+			if now := s.clk.Now(); !now.Before(recheck) {
+				recheck = now.Add(liveRecheck)
+				if s.signedIn(r) == nil {
+					return // the session ended
+				}
+				if reg, err := s.regs.read(); err != nil || reg.owner(lw.device) != u.name {
+					return // the camera is no longer the owner's
+				}
+			}
+			if err := write(fr); err != nil {
+				return
+			}
+			h.mu.Lock()
+			h.stats.FramesSent++
+			h.mu.Unlock()
+		}
+	}
+}
+
+// handleLiveMJPEG relays a camera's clear frames to its owner as MJPEG,
+// waking the camera if it is not streaming yet. A sealed stream ends it.
+func (s *Server) handleLiveMJPEG(w http.ResponseWriter, r *http.Request, u *user) {
+	lw, ok := s.liveJoin(w, r, u, true)
+	if !ok {
+		return
+	}
+	defer lw.leave()
 	rc := http.NewResponseController(w)
 	hd := w.Header()
 	hd.Set("Content-Type", "multipart/x-mixed-replace; boundary="+liveBoundary)
@@ -585,48 +750,64 @@ func (s *Server) handleLiveMJPEG(w http.ResponseWriter, r *http.Request, u *user
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	end := s.clk.After(h.opt.MaxTime)
-	first := s.clk.After(h.opt.FirstFrame)
-	recheck := s.clk.Now().Add(liveRecheck)
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case <-h.done:
-			return
-		case <-end:
-			return
-		case <-first:
-			return // no frame came: the camera is off or does not stream
-		case frame := <-v.ch:
-			first = nil
-			if now := s.clk.Now(); !now.Before(recheck) {
-				recheck = now.Add(liveRecheck)
-				if s.signedIn(r) == nil {
-					return // the session ended
-				}
-				if reg, err := s.regs.read(); err != nil || reg.owner(device) != u.name {
-					return // the camera is no longer the owner's
-				}
-			}
-			_ = rc.SetWriteDeadline(time.Now().Add(liveIOTimeout))
-			// Each part ends with the next boundary, so a reader shows
-			// the frame at once rather than when the next one comes.
-			if _, err := io.WriteString(w, "Content-Type: image/jpeg\r\nContent-Length: "+strconv.Itoa(len(frame))+"\r\n\r\n"); err != nil {
-				return
-			}
-			if _, err := w.Write(frame); err != nil {
-				return
-			}
-			if _, err := io.WriteString(w, "\r\n--"+liveBoundary+"\r\n"); err != nil {
-				return
-			}
-			if err := rc.Flush(); err != nil {
-				return
-			}
-			h.mu.Lock()
-			h.stats.FramesSent++
-			h.mu.Unlock()
+	s.liveRelay(r, u, lw, func(fr liveFrame) error {
+		if fr.st.sealed {
+			s.log.Info("receiver: live MJPEG viewer ended: the camera's stream is sealed", "device", lw.device)
+			return errors.New(errLiveSealedMJPEG)
 		}
+		_ = rc.SetWriteDeadline(time.Now().Add(liveIOTimeout))
+		// Each part ends with the next boundary, so a reader shows the
+		// frame at once rather than when the next one comes.
+		if _, err := io.WriteString(w, "Content-Type: image/jpeg\r\nContent-Length: "+strconv.Itoa(len(fr.b))+"\r\n\r\n"); err != nil {
+			return err
+		}
+		if _, err := w.Write(fr.b); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(w, "\r\n--"+liveBoundary+"\r\n"); err != nil {
+			return err
+		}
+		return rc.Flush()
+	})
+}
+
+// handleLiveFrames relays a camera's frames to its owner's live page as
+// records (livestream.WriteRecord): a clear camera's JPEG frames, or a
+// sealed stream's key frame, first and again whenever a new stream of the
+// camera starts, then its sealed frames, as the camera sent them.
+func (s *Server) handleLiveFrames(w http.ResponseWriter, r *http.Request, u *user) {
+	lw, ok := s.liveJoin(w, r, u, false)
+	if !ok {
+		return
 	}
+	defer lw.leave()
+	rc := http.NewResponseController(w)
+	hd := w.Header()
+	hd.Set("Content-Type", livestream.FramesType)
+	hd.Set("Cache-Control", "no-store")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("Content-Security-Policy", "default-src 'none'; sandbox")
+	w.WriteHeader(http.StatusOK)
+	_ = rc.SetWriteDeadline(time.Now().Add(liveIOTimeout))
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	var keyed *liveStream // the stream whose key frame the viewer has
+	s.liveRelay(r, u, lw, func(fr liveFrame) error {
+		_ = rc.SetWriteDeadline(time.Now().Add(liveIOTimeout))
+		kind := livestream.KindJPEG
+		if fr.st.sealed {
+			kind = livestream.KindSealed
+			if keyed != fr.st {
+				if err := livestream.WriteRecord(w, livestream.KindKey, fr.st.key); err != nil {
+					return err
+				}
+				keyed = fr.st
+			}
+		}
+		if err := livestream.WriteRecord(w, kind, fr.b); err != nil {
+			return err
+		}
+		return rc.Flush()
+	})
 }

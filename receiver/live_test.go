@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -22,11 +23,14 @@ import (
 // liveReq sends a camera's live request for device, signed by d over nonce
 // for purpose (no proof if d is nil), and returns the reply and the nonce
 // it gives.
-func (e *testEnv) liveReq(ctx context.Context, method, device, suffix, purpose string, d *testDevice, nonce string, body io.Reader) (*http.Response, string) {
+func (e *testEnv) liveReq(ctx context.Context, method, device, suffix, purpose string, d *testDevice, nonce string, body io.Reader, contentType ...string) (*http.Response, string) {
 	e.t.Helper()
 	req, err := http.NewRequestWithContext(ctx, method, e.hs.URL+livestream.PathPrefix+device+suffix, body)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	for _, ct := range contentType {
+		req.Header.Set("Content-Type", ct)
 	}
 	if d != nil {
 		raw, _ := base64.RawURLEncoding.DecodeString(nonce)
@@ -141,6 +145,7 @@ type fakeCamera struct {
 	e     *testEnv
 	d     *testDevice
 	nonce string
+	typ   string // the stream's Content-Type ("": none)
 }
 
 // wait waits once and reports whether the receiver asked for a stream.
@@ -167,7 +172,11 @@ func (c *fakeCamera) stream(ctx context.Context, next func() []byte) string {
 		}
 		pw.Close()
 	}()
-	resp, nonce := c.e.liveReq(ctx, http.MethodPut, c.d.id, livestream.StreamSuffix, livestream.PurposeStream, c.d, c.nonce, pr)
+	var typ []string
+	if c.typ != "" {
+		typ = append(typ, c.typ)
+	}
+	resp, nonce := c.e.liveReq(ctx, http.MethodPut, c.d.id, livestream.StreamSuffix, livestream.PurposeStream, c.d, c.nonce, pr, typ...)
 	defer resp.Body.Close()
 	c.nonce = nonce
 	last := ""
@@ -298,14 +307,14 @@ func TestLiveRelay(t *testing.T) {
 // TestLiveSlowViewer: a viewer that does not read holds one frame, never a
 // queue: the relay goes on and counts the frames it never got.
 func TestLiveSlowViewer(t *testing.T) {
-	v := &liveViewer{ch: make(chan []byte, 1)}
+	v := newLiveViewer()
 	drops := 0
 	for i := range 100 {
-		if v.give([]byte{byte(i)}) {
+		if v.give(liveFrame{b: []byte{byte(i)}}) {
 			drops++
 		}
 	}
-	if drops != 99 || len(v.ch) != 1 || (<-v.ch)[0] != 99 {
+	if drops != 99 || len(v.ch) != 1 || (<-v.ch).b[0] != 99 {
 		t.Errorf("drops %d, want 99 with the newest frame kept", drops)
 	}
 }
@@ -413,5 +422,211 @@ func TestLiveEndsWhenUnpaired(t *testing.T) {
 	r.Body.Close()
 	if r.StatusCode != http.StatusForbidden {
 		t.Errorf("an unpaired camera's wait: %d, want 403", r.StatusCode)
+	}
+}
+
+// framesViewer opens GET /live/{device}/frames with cookie.
+func (e *testEnv) framesViewer(ctx context.Context, device string, cookie *http.Cookie) *http.Response {
+	e.t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.hs.URL+"/live/"+device+"/frames", nil)
+	req.AddCookie(cookie)
+	resp, err := e.hs.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != livestream.FramesType {
+		e.t.Fatalf("frames viewer: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return resp
+}
+
+// wantRecords reads len(want) records from r and compares them ("k:..."
+// for a key frame, "s:..." sealed, "j:..." clear).
+func wantRecords(t *testing.T, name string, r io.Reader, want ...string) {
+	t.Helper()
+	if err := readRecords(r, want...); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+}
+
+func readRecords(r io.Reader, want ...string) error {
+	for i, w := range want {
+		kind, b, err := livestream.ReadRecord(r, nil, 1<<20)
+		if err != nil {
+			return fmt.Errorf("record %d: %w", i, err)
+		}
+		if got := string(kind) + ":" + string(b); got != w {
+			return fmt.Errorf("record %d is %q, want %q", i, got, w)
+		}
+	}
+	return nil
+}
+
+// TestLiveSealedRelay: a sealed stream's key frame is kept and given to
+// each viewer first (one who joins mid-stream too), then the frames as the
+// camera sent them; a newer stream's key frame comes before its frames; the
+// MJPEG route refuses a sealed stream (409) and ends a viewer it had
+// started; a clear stream reaches the frames route as JPEG records.
+func TestLiveSealedRelay(t *testing.T) {
+	e := newEnv(t, Options{Clock: clock.System{}, Live: LiveOptions{Wait: 5 * time.Second, MaxFPS: 1e9}})
+	a := newDevice(t)
+	e.enroll(a, "alice")
+	e.account("alice", RoleOwner)
+	alice, err := e.srv.NewSession("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cam := &fakeCamera{e: e, d: a, typ: livestream.SealedType}
+	key1, key2 := livestream.KeyFrameMagic+strings.Repeat("1", 80), livestream.KeyFrameMagic+strings.Repeat("2", 80)
+	frame := func(n int) string {
+		return "\x00\x00\x00\x00\x00\x00\x00" + string(rune('0'+n)) + strings.Repeat("c", 30)
+	}
+
+	// An MJPEG viewer first: the stream turns out sealed, and it ends
+	// without a picture.
+	mresp, parts := e.viewer(ctx, a.id, alice)
+	if parts == nil {
+		t.Fatalf("MJPEG viewer: %d", mresp.StatusCode)
+	}
+	v1 := e.framesViewer(ctx, a.id, alice)
+	defer v1.Body.Close()
+	if !cam.wait(ctx) {
+		t.Fatal("the camera was not asked to stream")
+	}
+	step, second := 0, make(chan error, 1)
+	last := cam.stream(ctx, func() []byte {
+		step++
+		switch step {
+		case 1:
+			return []byte(key1)
+		case 2:
+			return []byte(frame(1))
+		case 3:
+			wantRecords(t, "viewer 1", v1.Body, "k:"+key1, "s:"+frame(1))
+			if p, err := parts.NextPart(); err == nil {
+				b, _ := io.ReadAll(p)
+				t.Errorf("the MJPEG viewer got a part of %d bytes from a sealed stream", len(b))
+			}
+			mresp.Body.Close()
+			// While the sealed stream runs, MJPEG is refused.
+			if r, _ := e.viewer(ctx, a.id, alice); r.StatusCode != http.StatusConflict {
+				t.Errorf("MJPEG of a sealed stream: %d, want 409", r.StatusCode)
+			}
+			return []byte(frame(2))
+		case 4:
+			wantRecords(t, "viewer 1", v1.Body, "s:"+frame(2))
+			// A viewer joining now gets the key frame first.
+			v2 := e.framesViewer(ctx, a.id, alice)
+			go func() {
+				second <- readRecords(v2.Body, "k:"+key1, "s:"+frame(3))
+				v2.Body.Close()
+			}()
+			for i := 0; e.srv.LiveStats().Viewers != 2; i++ {
+				if i == 1000 {
+					t.Fatal("the second viewer did not join")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			return []byte(frame(3))
+		case 5:
+			wantRecords(t, "viewer 1", v1.Body, "s:"+frame(3))
+			if err := <-second; err != nil {
+				t.Errorf("viewer 2, joining mid-stream: %v", err)
+			}
+		}
+		return nil
+	})
+	if last != livestream.Ended+"the camera ended it" {
+		t.Errorf("first stream's last line %q", last)
+	}
+	// A newer stream (a new key): its key frame comes before its frames.
+	if !cam.wait(ctx) {
+		t.Fatal("the camera was not asked to stream again")
+	}
+	step = 0
+	cam.stream(ctx, func() []byte {
+		step++
+		switch step {
+		case 1:
+			return []byte(key2)
+		case 2:
+			return []byte(frame(1))
+		case 3:
+			wantRecords(t, "viewer 1", v1.Body, "k:"+key2, "s:"+frame(1))
+		}
+		return nil
+	})
+	// A clear stream reaches the frames route as JPEG records.
+	cam.typ = livestream.ClearType
+	if !cam.wait(ctx) {
+		t.Fatal("the camera was not asked to stream a third time")
+	}
+	step = 0
+	cam.stream(ctx, func() []byte {
+		step++
+		switch step {
+		case 1:
+			return []byte("\xff\xd8clear")
+		case 2:
+			wantRecords(t, "viewer 1", v1.Body, "j:\xff\xd8clear")
+		}
+		return nil
+	})
+	if st := e.srv.LiveStats(); st.StreamsStarted != 3 || st.SealedStreams != 2 || st.FramesIn != 5 {
+		t.Errorf("stats %+v: want 3 streams (2 sealed) and 5 frames (key frames not counted)", st)
+	}
+}
+
+// TestLiveSealedStreamBounds: a stream type other than the two is 415; a
+// sealed stream whose first frame is not a key frame, or with a frame
+// shorter than a counter and a tag, is ended, saying why.
+func TestLiveSealedStreamBounds(t *testing.T) {
+	e := newEnv(t, Options{Clock: clock.System{}, Live: LiveOptions{Wait: 5 * time.Second, MaxFPS: 1e9}})
+	a := newDevice(t)
+	e.enroll(a, "alice")
+	e.account("alice", RoleOwner)
+	alice, err := e.srv.NewSession("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	v := e.framesViewer(ctx, a.id, alice)
+	defer v.Body.Close()
+	cam := &fakeCamera{e: e, d: a, typ: "image/jpeg"}
+	if !cam.wait(ctx) {
+		t.Fatal("the camera was not asked to stream")
+	}
+	if last := cam.stream(ctx, func() []byte { return nil }); !strings.Contains(last, "Content-Type") {
+		t.Errorf("a stream of type image/jpeg: %q, want a 415 naming the Content-Type", last)
+	}
+	cam.typ = livestream.SealedType
+	for _, tc := range []struct {
+		name   string
+		frames []string
+		why    string
+	}{
+		{"a JPEG first", []string{"\xff\xd8\xffpicture"}, "not a key frame"},
+		{"a short frame", []string{livestream.KeyFrameMagic + "key", "\x00\x00\x00\x00\x00\x00\x00\x01short"}, "shorter than its counter and tag"},
+	} {
+		if !cam.wait(ctx) {
+			t.Fatalf("%s: the camera was not asked to stream", tc.name)
+		}
+		i := 0
+		last := cam.stream(ctx, func() []byte {
+			if i == len(tc.frames) {
+				return nil
+			}
+			i++
+			return []byte(tc.frames[i-1])
+		})
+		if !strings.HasPrefix(last, livestream.Ended) || !strings.Contains(last, tc.why) {
+			t.Errorf("%s: last line %q, want it to say %q", tc.name, last, tc.why)
+		}
+	}
+	if st := e.srv.LiveStats(); st.FramesSent != 0 {
+		t.Errorf("%+v: frames were relayed from refused streams", st)
 	}
 }

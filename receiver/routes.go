@@ -171,8 +171,13 @@ func (s *Server) routes() []route {
 		{pattern: "GET /events/{device}/{event}/records.zip", access: accessOwner, data: true, serve: s.handleClipRecords},
 
 		// A camera's live view (live.go), for its owner by the registry's
-		// open pairing now: the page, and the MJPEG stream it shows.
+		// open pairing now: the page and its script; the frames the script
+		// shows (clear, or sealed end to end and opened in the browser);
+		// the MJPEG stream of a clear camera (the page without scripts,
+		// other clients).
 		{pattern: "GET /live/{device}", access: accessOwner, data: true, serve: s.handleLivePage},
+		{pattern: "GET /static/live.js", access: accessAnonymous, serve: s.handleLiveJS},
+		{pattern: "GET /live/{device}/frames", access: accessOwner, data: true, stream: true, serve: s.handleLiveFrames},
 		{pattern: "GET /live/{device}/mjpeg", access: accessOwner, data: true, stream: true, serve: s.handleLiveMJPEG},
 
 		// For monitors and browsers: "ok" or not, and the icon.

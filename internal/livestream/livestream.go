@@ -94,8 +94,70 @@ func Message(purpose, device string, nonce []byte) []byte {
 	return b.Bytes()
 }
 
+// The stream body's type, the stream request's Content-Type: ClearType for
+// JPEG frames, SealedType for a stream sealed end to end (docs/e2ee.md §8),
+// whose first frame is the key frame (its first 4 bytes KeyFrameMagic) and
+// every later one a sealed frame (a counter and AES-GCM ciphertext) that
+// only the owner's browsers can open.
+const (
+	ClearType     = "application/octet-stream"
+	SealedType    = "application/vnd.keyframe.sealed-live"
+	KeyFrameMagic = "KFL1"
+)
+
+// FramesType is the Content-Type of a viewer's frames.
+const FramesType = "application/vnd.keyframe.live-frames"
+
+// A viewer's frames (the receiver's GET /live/{device}/frames, read by the
+// live page's script): each record is a kind byte, then a frame as the
+// camera's framing has it (a 4-byte big-endian length and that many bytes).
+// A KindKey record starts a sealed stream: the KindSealed records after it,
+// up to the next KindKey, open under it. KindJPEG is a frame in the clear.
+const (
+	KindJPEG   byte = 'j'
+	KindKey    byte = 'k'
+	KindSealed byte = 's'
+)
+
+// WriteRecord writes one record of a viewer's frames.
+func WriteRecord(w io.Writer, kind byte, frame []byte) error {
+	var h [5]byte
+	h[0] = kind
+	binary.BigEndian.PutUint32(h[1:], uint32(len(frame)))
+	if _, err := w.Write(h[:]); err != nil {
+		return fmt.Errorf("livestream: write record: %w", err)
+	}
+	if _, err := w.Write(frame); err != nil {
+		return fmt.Errorf("livestream: write record: %w", err)
+	}
+	return nil
+}
+
+// ReadRecord reads one record of a viewer's frames (as ReadFrame, after
+// the kind byte, which must be one of the three).
+func ReadRecord(r io.Reader, buf []byte, max int) (byte, []byte, error) {
+	var k [1]byte
+	if _, err := io.ReadFull(r, k[:]); err != nil {
+		if errors.Is(err, io.EOF) {
+			return 0, buf[:0], io.EOF
+		}
+		return 0, buf[:0], fmt.Errorf("livestream: read record kind: %w", err)
+	}
+	switch k[0] {
+	case KindJPEG, KindKey, KindSealed:
+	default:
+		return 0, buf[:0], fmt.Errorf("livestream: record kind %q, want %q, %q or %q", k[0], KindJPEG, KindKey, KindSealed)
+	}
+	frame, err := ReadFrame(r, buf, max)
+	if errors.Is(err, io.EOF) {
+		err = fmt.Errorf("livestream: read record: %w", io.ErrUnexpectedEOF)
+	}
+	return k[0], frame, err
+}
+
 // Framing of the stream body: each frame is a 4-byte big-endian length then
-// that many bytes of JPEG.
+// that many bytes (a JPEG, or in a sealed stream the key frame or a sealed
+// frame).
 
 // ErrFrameSize is a frame that is empty or over the reader's limit.
 var ErrFrameSize = errors.New("livestream: frame size out of bounds")

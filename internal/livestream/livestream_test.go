@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -56,5 +57,38 @@ func TestMessageUnambiguous(t *testing.T) {
 		if bytes.Equal(a, m) {
 			t.Errorf("two different requests sign the same message %q", m)
 		}
+	}
+}
+
+// TestRecords: a viewer's records keep their kind and bytes; an unknown
+// kind, a record cut after its kind and an oversized one are errors.
+func TestRecords(t *testing.T) {
+	var b bytes.Buffer
+	for _, r := range []struct {
+		kind byte
+		b    string
+	}{{KindKey, KeyFrameMagic + "key"}, {KindSealed, "\x00\x00\x00\x00\x00\x00\x00\x01sealed"}, {KindJPEG, "\xff\xd8jpeg"}} {
+		if err := WriteRecord(&b, r.kind, []byte(r.b)); err != nil {
+			t.Fatal(err)
+		}
+		kind, got, err := ReadRecord(&b, nil, 64)
+		if err != nil || kind != r.kind || string(got) != r.b {
+			t.Errorf("record %q %q: read %q %q %v", r.kind, r.b, kind, got, err)
+		}
+	}
+	if _, _, err := ReadRecord(&b, nil, 64); !errors.Is(err, io.EOF) {
+		t.Errorf("at the end: %v, want io.EOF", err)
+	}
+	WriteRecord(&b, 'x', []byte("what"))
+	if _, _, err := ReadRecord(&b, nil, 64); err == nil || !strings.Contains(err.Error(), "kind") {
+		t.Errorf("an unknown kind: %v", err)
+	}
+	if _, _, err := ReadRecord(bytes.NewReader([]byte{KindJPEG}), nil, 64); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("a record cut after its kind: %v, want io.ErrUnexpectedEOF", err)
+	}
+	b.Reset()
+	WriteRecord(&b, KindSealed, make([]byte, 65))
+	if _, _, err := ReadRecord(&b, nil, 64); !errors.Is(err, ErrFrameSize) {
+		t.Errorf("over the limit: %v, want ErrFrameSize", err)
 	}
 }
