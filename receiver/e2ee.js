@@ -724,13 +724,17 @@
   // ---- key sets (§3) ----
 
   const MAX_KEYSET = 16 * 1024;
-  const KEYSET_FIELDS = ["v", "identity", "version", "time_ms", "keys"];
-  const KEY_FIELDS = ["id", "kem", "pub", "name", "recovery"];
+  // The members of §3: required, then those that may be absent.
+  const KEYSET_FIELDS = [["v", "identity", "version", "keys"], ["time_ms"]];
+  const KEY_FIELDS = [["id", "kem", "pub"], ["name", "recovery"]];
 
   function sameFields(o, want, what) {
     const got = Object.keys(o);
-    if (got.length !== want.length || want.some(function (f) { return !Object.prototype.hasOwnProperty.call(o, f); })) {
-      fail(what + " has fields " + got.join(",") + ", want " + want.join(","));
+    const req = want[0], opt = want[1] || [];
+    const missing = req.filter(function (f) { return !Object.prototype.hasOwnProperty.call(o, f); });
+    const unknown = got.filter(function (f) { return req.indexOf(f) < 0 && opt.indexOf(f) < 0; });
+    if (missing.length || unknown.length) {
+      fail(what + (missing.length ? " lacks " + missing.join(",") : "") + (unknown.length ? " has unknown " + unknown.join(",") : ""));
     }
   }
   function truncName(name) {
@@ -754,12 +758,16 @@
   }
 
   // parseSigned reads a signed key set ({"keyset","sig"}, an object or its
-  // JSON) and checks it: the fields of §3 and the self-signature. With
+  // JSON) and checks it: the members of §3 (time_ms, name and recovery may
+  // be absent), the key ids, the self-signature. JSON.parse keeps the last
+  // of duplicate members and reads 1.0 as 1: the cameras' parser
+  // (e2ee.ParseSigned) refuses those; a browser only reads sets its owner's
+  // identity signed. With
   // identity (32 bytes) it must be that identity's.
   async function parseSigned(signed, identity) {
     const s = typeof signed === "string" ? JSON.parse(signed) : signed;
     if (!s || typeof s !== "object") { fail("signed key set: not an object"); }
-    sameFields(s, ["keyset", "sig"], "signed key set");
+    sameFields(s, [["keyset", "sig"]], "signed key set");
     const raw = fromB64u(s.keyset, "keyset"), sig = fromB64u(s.sig, "sig");
     if (raw.length > MAX_KEYSET) { fail("key set: " + raw.length + " bytes, over " + MAX_KEYSET); }
     let ks;
@@ -770,7 +778,8 @@
     const id = fromB64u(ks.identity, "key set identity");
     if (id.length !== 32) { fail("key set: identity has " + id.length + " bytes"); }
     if (!Number.isSafeInteger(ks.version) || ks.version < 1) { fail("key set: version is not an integer 1 to 2^53-1"); }
-    if (!Number.isSafeInteger(ks.time_ms)) { fail("key set: time_ms is not an integer"); }
+    if (ks.time_ms === undefined) { ks.time_ms = 0; }
+    if (!Number.isSafeInteger(ks.time_ms) || ks.time_ms < 0) { fail("key set: time_ms is not an integer of 0 or more"); }
     if (!Array.isArray(ks.keys) || ks.keys.length < 1 || ks.keys.length > 16) { fail("key set: keys is not a list of 1 to 16"); }
     const keys = [];
     let recovery = 0;
@@ -778,15 +787,16 @@
       const k = ks.keys[i];
       if (!k || typeof k !== "object") { fail("key set: keys[" + i + "] is not an object"); }
       sameFields(k, KEY_FIELDS, "key set keys[" + i + "]");
+      const name = k.name === undefined ? "" : k.name, rec = k.recovery === undefined ? false : k.recovery;
       if (k.kem !== KEM_X25519 && k.kem !== KEM_MLKEM768_X25519) { fail("key set: keys[" + i + "].kem " + k.kem + " is not 32 or 25722"); }
       const pub = fromB64u(k.pub, "keys[" + i + "].pub");
       if (pub.length !== (k.kem === KEM_X25519 ? 32 : 1216)) { fail("key set: keys[" + i + "].pub has " + pub.length + " bytes"); }
       if (k.id !== await keyID(k.kem, pub)) { fail("key set: keys[" + i + "].id is not its key's id"); }
       if (keys.some(function (x) { return x.id === k.id; })) { fail("key set: keys[" + i + "].id appears twice"); }
-      if (typeof k.name !== "string" || te.encode(k.name).length > 64) { fail("key set: keys[" + i + "].name is not text of at most 64 bytes"); }
-      if (typeof k.recovery !== "boolean") { fail("key set: keys[" + i + "].recovery is not a boolean"); }
-      if (k.recovery) { recovery++; }
-      keys.push({id: k.id, kem: k.kem, pub: pub, name: k.name, recovery: k.recovery});
+      if (typeof name !== "string" || te.encode(name).length > 64) { fail("key set: keys[" + i + "].name is not text of at most 64 bytes"); }
+      if (typeof rec !== "boolean") { fail("key set: keys[" + i + "].recovery is not a boolean"); }
+      if (rec) { recovery++; }
+      keys.push({id: k.id, kem: k.kem, pub: pub, name: name, recovery: rec});
     }
     if (recovery > 1) { fail("key set: " + recovery + " recovery keys"); }
     if (identity && !equal(bytes(identity), id)) { fail("key set: signed by another identity than this browser's"); }

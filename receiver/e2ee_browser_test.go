@@ -735,7 +735,9 @@ return H(await KFE2EE.util.sha256(await acc.openRecordMedia(B("`+b64(env)+`"), B
 
 // TestBrowserE2EEVectors: KFE2EE against our format's test vectors
 // (e2ee/testdata/vectors.json, docs/e2ee.md §10): the signed key set
-// verifies (and not with a flipped signature), the fingerprint, key ids and
+// verifies (and not with a flipped signature); a set signed by the vectors'
+// identity without the members that may be absent reads in the browser and
+// in Go, one with an unknown member is refused; the fingerprint, key ids and
 // bindings are the vectors' bytes, both keys come out of DeriveKeyPair (the
 // recovery key from the recovery secret, as written for the owner) and each
 // opens the sealed thumbnail; a flipped byte and another sequence number do
@@ -774,6 +776,13 @@ const ks = await KFE2EE.parseSigned(v.keyset.signed);
 out.identity = H(ks.identity); out.version = ks.version; out.ids = ks.keys.map(k => k.id).join(",");
 const badSig = JSON.parse(v.keyset.signed); badSig.sig = (badSig.sig[0] === "A" ? "B" : "A") + badSig.sig.slice(1);
 try { await KFE2EE.parseSigned(badSig); out.badSig = "verified"; } catch (e) { out.badSig = e.message; }
+const idKey = await crypto.subtle.importKey("pkcs8", KFE2EE.util.concat(X("302e020100300506032b657004220420"), X(v.owner.identity_seed)), {name: "Ed25519"}, false, ["sign"]);
+const r1 = v.recipients[1];
+const minimal = await KFE2EE.signKeySet(idKey, new TextEncoder().encode('{"v":1,"identity":"' + KFE2EE.util.b64u(ks.identity) + '","version":2,"keys":[{"id":"' + r1.id + '","kem":32,"pub":"' + KFE2EE.util.b64u(X(r1.public_key)) + '"}]}'));
+const m = await KFE2EE.parseSigned(minimal);
+out.minimal = JSON.stringify(minimal); out.minimalRead = m.version + " " + m.timeMs + " " + JSON.stringify(m.keys[0].name) + " " + m.keys[0].recovery;
+const extra = await KFE2EE.signKeySet(idKey, new TextEncoder().encode('{"v":1,"identity":"' + KFE2EE.util.b64u(ks.identity) + '","version":2,"keys":[{"id":"' + r1.id + '","kem":32,"pub":"' + KFE2EE.util.b64u(X(r1.public_key)) + '","extra":1}]}'));
+try { await KFE2EE.parseSigned(extra); out.extra = "read"; } catch (e) { out.extra = e.message; }
 const owner = await KFE2EE.fingerprint(ks.identity);
 out.fingerprint = H(owner);
 out.keyIDs = (await Promise.all(v.recipients.map(r => KFE2EE.keyID(32, X(r.public_key))))).join(",");
@@ -797,6 +806,7 @@ for (const f of v.live.frames) { out.frames.push(H(await lv.openFrame(X(f.frame)
 return JSON.stringify(out);`)
 	var out struct {
 		Identity, IDs, BadSig, Fingerprint, KeyIDs, Pubs, Flipped, OtherSeq, Stream string
+		Minimal, MinimalRead, Extra                                                 string
 		Version                                                                     int
 		Binding, LiveBinding                                                        bool
 		Opened, Frames                                                              []string
@@ -807,6 +817,13 @@ return JSON.stringify(out);`)
 	ids := v.Recipients[0].ID + "," + v.Recipients[1].ID
 	if out.Identity != v.Owner.IdentityPublic || out.Version != 1 || out.IDs != ids {
 		t.Errorf("the signed set: identity %s, version %d, keys %s", out.Identity, out.Version, out.IDs)
+	}
+	// A set without the members that may be absent reads in both.
+	if mks, err := e2ee.ParseSigned([]byte(out.Minimal)); err != nil || mks.Version != 2 || out.MinimalRead != `2 0 "" false` {
+		t.Errorf("a set without time_ms, name, recovery: Go %v, the browser read %q", err, out.MinimalRead)
+	}
+	if !strings.Contains(out.Extra, "has unknown extra") {
+		t.Errorf("a set with an unknown member: %q", out.Extra)
 	}
 	if !strings.Contains(out.BadSig, "signature does not verify") {
 		t.Errorf("a flipped key set signature: %q", out.BadSig)

@@ -111,7 +111,7 @@ func (s *Server) routes() []route {
 		// passkey (the assertion is the credential); registering one with a
 		// setup link (the link's token is the credential).
 		{pattern: "GET /static/passkey.js", access: accessAnonymous, serve: s.handlePasskeyJS},
-		// The end-to-end encryption library (e2ee_js.go), for the owner's
+		// The end-to-end encryption library (e2eejs.go), for the owner's
 		// pages: code only, no data.
 		{pattern: "GET /static/e2ee.js", access: accessAnonymous, serve: s.handleE2EEJS},
 		{pattern: "POST /passkey/signin/begin", access: accessAnonymous, serve: s.handlePasskeySignInBegin},
