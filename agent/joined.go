@@ -16,12 +16,15 @@ import (
 // The receiver a camera was claimed at (`keyframe join`, docs/claim.md) is
 // kept in its data directory, in Layout(c).Joined: a configuration file of
 // two keys, upload.url and upload.ca_file (Layout(c).ReceiverCA, the
-// certificate the claim code pinned). LoadConfig reads it as defaults: the
+// certificate the claim code pinned), and e2ee.owner when the claim code
+// committed to the owner's identity (docs/e2ee.md §5). LoadConfig reads it as defaults: the
 // configuration file and KEYFRAME_* variables still win, so an operator's
 // explicit setting is never overridden by a join.
 
 // joinedKey reports whether a joined file may set key.
-func joinedKey(key string) bool { return key == "upload.url" || key == "upload.ca_file" }
+func joinedKey(key string) bool {
+	return key == "upload.url" || key == "upload.ca_file" || key == "e2ee.owner"
+}
 
 // maxJoined bounds the joined file.
 const maxJoined = 64 << 10
@@ -69,7 +72,7 @@ func applyJoined(path string, c *Config) error {
 		}
 		key, _, _ := strings.Cut(text, "=")
 		if key = strings.TrimSpace(key); !joinedKey(key) {
-			return fmt.Errorf("agent: config %s:%d: %q may not be set here (only upload.url and upload.ca_file, as keyframe join writes them)", path, line, key)
+			return fmt.Errorf("agent: config %s:%d: %q may not be set here (only upload.url, upload.ca_file and e2ee.owner, as keyframe join writes them)", path, line, key)
 		}
 	}
 	return ParseConfig(bytes.NewReader(data), path, c)
