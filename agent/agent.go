@@ -186,7 +186,7 @@ type Agent struct {
 	// live hands frames to the live view (live.go); nil when it is off.
 	live    *liveFeed
 	liveURL string
-	lan     *lanView // the LAN view (lan.go); nil when it is off
+	lan     *lanView  // the LAN view (lan.go); nil when it is off
 	e2ee    *e2eeKeys // the owner's key set pictures are sealed to (e2ee.go); nil when e2ee is off
 }
 
