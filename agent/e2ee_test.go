@@ -2,16 +2,22 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/keyframe-cam/keyframe/e2ee"
+	"github.com/keyframe-cam/keyframe/motion"
 	"github.com/keyframe-cam/keyframe/provenance"
+	"github.com/keyframe-cam/keyframe/uploader"
 )
 
 // The record's media type of a sealed object is e2ee's (provenance cannot
@@ -179,4 +185,87 @@ func TestE2EEKeysFirst(t *testing.T) {
 // testLogger writes text logs at debug level to w.
 func testLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// TestE2EEPicturesInTheClearOff: with e2ee on, the MQTT snapshot command is
+// refused, a record's thumbnail is not handed to MQTT (sealed in the
+// record only), the receiver's live view is off, and with an MQTT
+// upload.url the log says key set updates need an HTTPS receiver.
+func TestE2EEPicturesInTheClearOff(t *testing.T) {
+	owner := newTestOwner(t)
+	dir := t.TempDir()
+	cfg := testConfig(dir, 64, 48)
+	cfg.UploadURL = "tcp://127.0.0.1:1"
+	cfg.MQTTUsername, cfg.MQTTPasswordFile = "cam", filepath.Join(dir, "pw")
+	if err := os.WriteFile(cfg.MQTTPasswordFile, []byte("password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.E2EEOwner = ownerHex(owner)
+	var logs lockedBuffer
+	a, err := New(cfg, Deps{Logger: testLogger(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.command(context.Background(), uploader.CommandSnapshot, nil); err == nil || !strings.Contains(err.Error(), "e2ee") {
+		t.Errorf("snapshot command with e2ee on: %v", err)
+	}
+	if !strings.Contains(logs.String(), "MQTT thumbnails and snapshots are off") {
+		t.Errorf("the log does not say MQTT pictures are off:\n%s", logs.String())
+	}
+	var wg sync.WaitGroup
+	a.startKeyset(context.Background(), &wg)
+	wg.Wait()
+	if !strings.Contains(logs.String(), "key set updates need an https:// receiver") {
+		t.Errorf("the log does not say an MQTT upload.url gets no key set updates:\n%s", logs.String())
+	}
+
+	// A record: no thumbnail for MQTT with or without a key set; sealed
+	// in the record once there is one.
+	f := liveTestFrame(time.Unix(1_764_000_000, 0))
+	sum := motion.Summary{Start: f.Time, Trigger: f.Time, End: f.Time}
+	for _, set := range []bool{false, true} {
+		if set && !a.e2ee.offer(keySet(t, owner, 1).Signed()) {
+			t.Fatal("set not taken")
+		}
+		thumb, err := a.record("ev-"+strconv.FormatBool(set), provenance.KindStart, f, sum, a.stamp.Now(), nil, nil)
+		if err != nil || thumb != nil {
+			t.Fatalf("record with e2ee on (key set %v): thumbnail for MQTT %d bytes, %v", set, len(thumb), err)
+		}
+	}
+	recs := a.spool.Pending()
+	if len(recs) != 2 {
+		t.Fatalf("%d records spooled, want 2", len(recs))
+	}
+	for i, r := range recs {
+		rec, err := a.spool.Load(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := provenance.UnmarshalBundle(rec.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := provenance.Verify(b.Envelope, b.Media, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m := v.Payload.Media; {
+		case i == 0 && len(m) != 0:
+			t.Errorf("record without a key set carries %+v", m)
+		case i == 1 && (len(m) != 1 || m[0].Type != e2ee.SealedType):
+			t.Errorf("record with a key set carries %+v, want one sealed thumbnail", m)
+		}
+	}
+
+	// The receiver's live view would send frames in the clear.
+	cfg.UploadURL, cfg.LiveEnabled = "https://cams.example/", true
+	cfg.DataDir = filepath.Join(dir, "live")
+	var liveLogs lockedBuffer
+	b, err := New(cfg, Deps{Logger: testLogger(&liveLogs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.live != nil || !strings.Contains(liveLogs.String(), "live view off: e2ee.owner is set") {
+		t.Errorf("live view with e2ee on: %v\n%s", b.live != nil, liveLogs.String())
+	}
 }
