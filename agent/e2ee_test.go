@@ -112,8 +112,10 @@ func TestE2EEKeysAccept(t *testing.T) {
 		t.Error("the same set again counted as a change")
 	}
 	for _, bad := range [][]byte{keySet(t, other, 9).Signed(), keySet(t, owner, 1).Signed(), []byte(`{"keyset":"x","sig":"y"}`)} {
-		if k.offer(bad) || k.offer(bad) {
-			t.Error("a refused set was taken")
+		for range 2 {
+			if k.offer(bad) {
+				t.Error("a refused set was taken")
+			}
 		}
 	}
 	if got := k.current().KeySet(); !bytes.Equal(got.Raw, v2.Raw) {
