@@ -34,6 +34,13 @@ const maxJoined = 64 << 10
 // uploadURL. Both are written atomically; the certificate first, so the
 // joined file never names a missing one. It returns the joined file's path.
 func WriteJoined(c *Config, uploadURL string, certDER []byte) (string, error) {
+	return WriteJoinedOwner(c, uploadURL, certDER, "")
+}
+
+// WriteJoinedOwner is WriteJoined that also pins the owner's end-to-end
+// encryption identity: e2ee.owner = owner (the owner fingerprint, 64 hex),
+// unless owner is "".
+func WriteJoinedOwner(c *Config, uploadURL string, certDER []byte, owner string) (string, error) {
 	l := Layout(c)
 	if err := os.MkdirAll(l.DataDir, 0o700); err != nil {
 		return "", fmt.Errorf("agent: data directory: %w", err)
@@ -47,6 +54,9 @@ func WriteJoined(c *Config, uploadURL string, certDER []byte) (string, error) {
 	fmt.Fprintln(&b, "# keyframe run uses these unless its configuration file or KEYFRAME_* variables set them.")
 	fmt.Fprintf(&b, "upload.url = %s\n", strconv.Quote(uploadURL))
 	fmt.Fprintf(&b, "upload.ca_file = %s\n", strconv.Quote(l.ReceiverCA))
+	if owner != "" {
+		fmt.Fprintf(&b, "e2ee.owner = %s\n", strconv.Quote(owner))
+	}
 	if err := atomicfile.WriteFile(l.Joined, b.Bytes(), 0o644); err != nil {
 		return "", fmt.Errorf("agent: write %s: %w", l.Joined, err)
 	}

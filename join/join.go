@@ -5,9 +5,15 @@
 // of the device key by signing it, and learns where to upload. Writing what
 // `keyframe run` needs is the caller's (agent.WriteJoined).
 //
+// A code that commits to the owner's end-to-end encryption identity (50
+// characters, docs/e2ee.md §5) makes the join also pin that identity: the
+// receiver's answer must carry the owner's signed key set, signed by an
+// identity whose fingerprint begins with the code's 100 bits, or the join
+// fails. WriteKeySet keeps the set for the agent.
+//
 // It is device-side: the receiver never imports it. Of the module it
-// imports what both sides share: internal/claimcode and provenance (the
-// device ID).
+// imports what both sides share: internal/claimcode, e2ee (the key set) and
+// provenance (the device ID).
 package join
 
 import (
@@ -17,6 +23,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,10 +31,14 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/e2ee"
+	"github.com/keyframe-cam/keyframe/internal/atomicfile"
 	"github.com/keyframe-cam/keyframe/internal/claimcode"
 	"github.com/keyframe-cam/keyframe/internal/clock"
 	"github.com/keyframe-cam/keyframe/provenance"
@@ -36,8 +47,9 @@ import (
 // DefaultTimeout bounds a whole join when Request.Timeout is zero.
 const DefaultTimeout = 30 * time.Second
 
-// maxReply bounds what is read of a receiver's answer.
-const maxReply = 16 << 10
+// maxReply bounds what is read of a receiver's answer (a join answer carries
+// a key set).
+const maxReply = claimcode.MaxJoinResponse
 
 // Errors of Join, returned wrapped.
 var (
@@ -53,6 +65,11 @@ var (
 	ErrCertificate = errors.New("the receiver's certificate matches the claim code but cannot be used for this URL")
 	// ErrURL reports a receiver URL that is not https://HOST[:PORT][/PATH].
 	ErrURL = errors.New("the receiver URL must be https://HOST[:PORT]/ (the claim code pins its TLS certificate)")
+	// ErrKeySet reports a receiver whose answer to a code committing to the
+	// owner's identity has no key set, an invalid one, or one of another
+	// identity: the camera would seal its pictures to someone else's keys.
+	// The receiver paired the camera, but nothing is written.
+	ErrKeySet = errors.New("the receiver did not give the key set of the owner the claim code names: end-to-end encryption cannot be set up (someone may be substituting keys)")
 )
 
 // A RefusedError is a receiver's refusal of a step of the join.
@@ -89,6 +106,11 @@ type Result struct {
 	// certificate itself (docs/claim.md; its renewals keep verifying), or
 	// else the receiver's certificate.
 	Cert []byte
+	// KeySet is the owner's signed key set when the code commits to the
+	// owner's identity (checked: it verifies and its identity is the one
+	// committed to), else nil. Its Owner() is the fingerprint to pin
+	// (e2ee.owner).
+	KeySet *e2ee.KeySet
 }
 
 // Join claims the device for the owner of req.Code at the receiver at
@@ -168,7 +190,67 @@ func Join(ctx context.Context, req Request) (Result, error) {
 	if err != nil || up.Scheme != "https" || !strings.EqualFold(up.Host, base.Host) {
 		return Result{}, fmt.Errorf("join: the receiver names upload URL %q, not on the pinned receiver %s", jr.UploadURL, base.Host)
 	}
-	return Result{Device: device, Owner: jr.Owner, UploadURL: jr.UploadURL, Cert: p.leaf()}, nil
+	res := Result{Device: device, Owner: jr.Owner, UploadURL: jr.UploadURL, Cert: p.leaf()}
+	if code.HasCommit() {
+		if res.KeySet, err = checkKeySet(code, jr.KeySet); err != nil {
+			return Result{}, err
+		}
+	}
+	return res, nil
+}
+
+// checkKeySet checks the key set of a join answer against the code's owner
+// commitment.
+func checkKeySet(code claimcode.Code, signed []byte) (*e2ee.KeySet, error) {
+	if len(signed) == 0 || string(signed) == "null" {
+		return nil, fmt.Errorf("join: %w: the answer has none", ErrKeySet)
+	}
+	ks, err := e2ee.ParseSigned(signed)
+	if err != nil {
+		return nil, fmt.Errorf("join: %w: %w", ErrKeySet, err)
+	}
+	if fp := ks.Owner(); !code.MatchesCommit(e2ee.ClaimCommit(fp)) {
+		return nil, fmt.Errorf("join: %w: it is of owner fingerprint %x, the code names one beginning %x", ErrKeySet, fp[:13], code.Commit())
+	}
+	return ks, nil
+}
+
+// KeySetFile is the file in the camera's data directory that keeps the
+// key set pinned at claim (WriteKeySet): {"owner": fingerprint (64 hex),
+// "signed": the signed key set}.
+const KeySetFile = "e2ee-keyset.json"
+
+// PinnedKeySet is the content of KeySetFile.
+type PinnedKeySet struct {
+	Owner  string          `json:"owner"`  // the owner fingerprint, 64 hex
+	Signed json.RawMessage `json:"signed"` // the signed key set (docs/e2ee.md §3)
+}
+
+// WriteKeySet keeps the key set of a join in dataDir/KeySetFile
+// (atomically) and returns the file's path and the owner fingerprint (64
+// hex) to pin as e2ee.owner. A join without a key set removes a file left
+// by an earlier one and returns "".
+func WriteKeySet(dataDir string, res Result) (path, owner string, err error) {
+	path = filepath.Join(dataDir, KeySetFile)
+	if res.KeySet == nil {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return "", "", fmt.Errorf("join: remove the key set of an earlier join: %w", err)
+		}
+		return "", "", nil
+	}
+	fp := res.KeySet.Owner()
+	owner = hex.EncodeToString(fp[:])
+	b, err := json.Marshal(PinnedKeySet{Owner: owner, Signed: res.KeySet.Signed()})
+	if err != nil {
+		return "", "", fmt.Errorf("join: key set: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", "", fmt.Errorf("join: data directory: %w", err)
+	}
+	if err := atomicfile.WriteFile(path, append(b, '\n'), 0o600); err != nil {
+		return "", "", fmt.Errorf("join: write %s: %w", path, err)
+	}
+	return path, owner, nil
 }
 
 // parseURL checks a receiver's base URL.

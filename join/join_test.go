@@ -9,6 +9,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"math/big"
@@ -22,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/e2ee"
 	"github.com/keyframe-cam/keyframe/internal/claimcode"
 	"github.com/keyframe-cam/keyframe/join"
 	"github.com/keyframe-cam/keyframe/receiver"
@@ -296,5 +299,163 @@ func TestJoinSelfMadeCA(t *testing.T) {
 	}
 	if bytes.Equal(first, second) {
 		t.Error("new names: the receiver served the same certificate")
+	}
+}
+
+// newE2EEOwner is an owner identity with one browser key.
+func newE2EEOwner(t *testing.T) *e2ee.Owner {
+	t.Helper()
+	o, err := e2ee.NewOwner(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// putKeySet stores o's set of version as owner's key set at the receiver,
+// as the owner's first browser does (PUT /v1/e2ee/keys).
+func putKeySet(t *testing.T, dir string, srv *receiver.Server, hs *httptest.Server, owner string, o *e2ee.Owner, version uint64) []byte {
+	t.Helper()
+	ks, err := o.KeySet(version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (receiver.Accounts{Dir: dir}).Add(owner, receiver.RoleOwner); err != nil && !errors.Is(err, receiver.ErrAccountExists) {
+		t.Fatal(err)
+	}
+	cookie, err := srv.NewSession(owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string]any{"signed": json.RawMessage(ks.Signed())})
+	req, _ := http.NewRequest(http.MethodPut, hs.URL+"/v1/e2ee/keys", bytes.NewReader(body))
+	cookie.Name = "__Host-" + cookie.Name // the name of the cookie over TLS
+	req.AddCookie(cookie)
+	resp, err := hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("PUT /v1/e2ee/keys: %d", resp.StatusCode)
+	}
+	return ks.Signed()
+}
+
+// TestJoinE2EE: with a code that commits to the owner's identity, the join
+// returns the owner's key set, checked, and WriteKeySet keeps it with the
+// fingerprint to pin.
+func TestJoinE2EE(t *testing.T) {
+	cert := selfSigned(t)
+	rdir := t.TempDir()
+	srv, err := receiver.Open(receiver.Options{Dir: rdir, TLSCertificate: cert.Certificate[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	hs, _ := tlsServer(t, cert, srv.Handler())
+	owner := newE2EEOwner(t)
+	signed := putKeySet(t, rdir, srv, hs, "alice", owner, 2)
+	cc, err := srv.NewClaim("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cc.Code) != claimcode.LenE2EE {
+		t.Fatalf("code %q: want %d characters", cc.Code, claimcode.LenE2EE)
+	}
+	res, err := join.Join(context.Background(), join.Request{URL: hs.URL, Code: cc.Code, Key: deviceKey(t), Seq: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.KeySet == nil || res.KeySet.Owner() != owner.Fingerprint() || !bytes.Equal(res.KeySet.Signed(), signed) {
+		t.Fatalf("the join's key set: %+v", res.KeySet)
+	}
+	dir := t.TempDir()
+	path, fp, err := join.WriteKeySet(dir, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := owner.Fingerprint()
+	if fp != hex.EncodeToString(want[:]) || path != filepath.Join(dir, join.KeySetFile) {
+		t.Errorf("WriteKeySet: %s %s", path, fp)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept join.PinnedKeySet
+	if err := json.Unmarshal(b, &kept); err != nil || kept.Owner != fp || !bytes.Equal(kept.Signed, signed) {
+		t.Errorf("%s: %s (%v)", join.KeySetFile, b, err)
+	}
+	// A plain code of the same owner (e2ee off) joins without a set, and
+	// WriteKeySet then removes the file of the earlier join.
+	plain, err := srv.NewPlainClaim("alice")
+	if err != nil || len(plain.Code) != claimcode.Len {
+		t.Fatalf("plain code %q: %v", plain.Code, err)
+	}
+	res, err = join.Join(context.Background(), join.Request{URL: hs.URL, Code: plain.Code, Key: deviceKey(t), Seq: 1})
+	if err != nil || res.KeySet != nil {
+		t.Fatalf("join with a plain code: %v, key set %v", err, res.KeySet)
+	}
+	if _, fp, err := join.WriteKeySet(dir, res); err != nil || fp != "" {
+		t.Fatalf("WriteKeySet without a set: %q %v", fp, err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s after a join without e2ee: %v", join.KeySetFile, err)
+	}
+}
+
+// TestJoinE2EEOtherIdentity: a receiver that answers a code committing to
+// alice's identity with the set of another identity (or none, or a broken
+// one) fails the join with ErrKeySet.
+func TestJoinE2EEOtherIdentity(t *testing.T) {
+	cert := selfSigned(t)
+	rdir := t.TempDir()
+	srv, err := receiver.Open(receiver.Options{Dir: rdir, TLSCertificate: cert.Certificate[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	mallory := newE2EEOwner(t)
+	malloryKS, err := mallory.KeySet(9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var substitute atomic.Value // the keyset the receiver answers instead
+	h := srv.Handler()
+	hs, _ := tlsServer(t, cert, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != claimcode.JoinPath {
+			h.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		var jr claimcode.JoinResponse
+		if err := json.Unmarshal(rec.Body.Bytes(), &jr); err != nil || rec.Code != http.StatusOK {
+			w.WriteHeader(rec.Code)
+			w.Write(rec.Body.Bytes())
+			return
+		}
+		jr.KeySet = substitute.Load().(json.RawMessage)
+		json.NewEncoder(w).Encode(jr)
+	}))
+	putKeySet(t, rdir, srv, hs, "alice", newE2EEOwner(t), 1)
+	broken := bytes.Clone(malloryKS.Signed())
+	broken[len(broken)-4] ^= 1
+	for name, ks := range map[string]json.RawMessage{
+		"another identity": malloryKS.Signed(),
+		"no set":           nil,
+		"a broken set":     broken,
+	} {
+		cc, err := srv.NewClaim("alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		substitute.Store(ks)
+		_, err = join.Join(context.Background(), join.Request{URL: hs.URL, Code: cc.Code, Key: deviceKey(t), Seq: 1})
+		if !errors.Is(err, join.ErrKeySet) {
+			t.Errorf("%s: %v, want ErrKeySet", name, err)
+		}
+		t.Logf("%s: %v", name, err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/e2ee"
 	"github.com/keyframe-cam/keyframe/internal/atomicfile"
 	"github.com/keyframe-cam/keyframe/internal/claimcode"
 	"github.com/keyframe-cam/keyframe/provenance"
@@ -88,6 +89,11 @@ type ClaimCode struct {
 	// Pin is the hex SHA-256 of the receiver certificate's
 	// SubjectPublicKeyInfo; the code holds its first claimcode.PinBits bits.
 	Pin string `json:"pin_sha256"`
+	// E2EEOwner is the owner fingerprint (hex) the code commits to: its
+	// first claimcode.CommitBits bits are in the code, and the camera pins
+	// that identity (docs/e2ee.md §5). "" for a code without end-to-end
+	// encryption.
+	E2EEOwner string `json:"e2ee_owner,omitempty"`
 }
 
 // claimFileData is the on-disk form of claims.json.
@@ -107,6 +113,10 @@ type claimRecord struct {
 	Used     bool      `json:"used,omitempty"`
 	Device   string    `json:"device,omitempty"` // the device that used it
 	Seq      uint64    `json:"seq,omitempty"`    // the device's signed next sequence number when it joined
+	// Commit is the code's owner commitment (hex of
+	// claimcode.Code.Commit), "" for a code without one: a join must carry
+	// this one.
+	Commit string `json:"commit,omitempty"`
 }
 
 func (c *claimRecord) burned() bool { return c.Failures >= MaxClaimFailures }
@@ -190,10 +200,22 @@ func updateClaims(dir string, now time.Time, fn func(*claimFileData) error) erro
 
 // IssueClaim issues a claim code for owner in the data directory dir, for a
 // receiver serving the TLS certificate cert (DER): the code pins cert's
-// public key. It is NewClaim for a process beside the running receiver (an
-// operator's tool, a test), as Pair is. An owner holds at most
-// MaxOpenClaims open codes: a new one replaces the oldest.
+// public key and, when the owner has an end-to-end encryption key set,
+// commits to its identity (a 50-character code, docs/e2ee.md §5). It is
+// NewClaim for a process beside the running receiver (an operator's tool, a
+// test), as Pair is. An owner holds at most MaxOpenClaims open codes: a new
+// one replaces the oldest.
 func IssueClaim(dir string, cert []byte, owner string, now time.Time, rnd io.Reader) (ClaimCode, error) {
+	return issueClaim(dir, cert, owner, true, now, rnd)
+}
+
+// IssuePlainClaim is IssueClaim without end-to-end encryption: the code
+// commits to no identity (30 characters) even if the owner has a key set.
+func IssuePlainClaim(dir string, cert []byte, owner string, now time.Time, rnd io.Reader) (ClaimCode, error) {
+	return issueClaim(dir, cert, owner, false, now, rnd)
+}
+
+func issueClaim(dir string, cert []byte, owner string, withE2EE bool, now time.Time, rnd io.Reader) (ClaimCode, error) {
 	if !ValidOwner(owner) {
 		return ClaimCode{}, fmt.Errorf("receiver: claim: %q: %w", clip(owner), ErrOwner)
 	}
@@ -207,11 +229,22 @@ func IssueClaim(dir string, cert []byte, owner string, now time.Time, rnd io.Rea
 	if rnd == nil {
 		rnd = rand.Reader
 	}
-	code, err := claimcode.New(rnd, crt.RawSubjectPublicKeyInfo)
+	var ks *e2ee.KeySet
+	if withE2EE {
+		if ks, err = OwnerKeySet(dir, owner); err != nil {
+			return ClaimCode{}, fmt.Errorf("receiver: claim: %w", err)
+		}
+	}
+	var code claimcode.Code
+	if ks != nil {
+		code, err = claimcode.NewCommitted(rnd, crt.RawSubjectPublicKeyInfo, e2ee.ClaimCommit(ks.Owner()))
+	} else {
+		code, err = claimcode.New(rnd, crt.RawSubjectPublicKeyInfo)
+	}
 	if err != nil {
 		return ClaimCode{}, fmt.Errorf("receiver: claim: %w", err)
 	}
-	rec := &claimRecord{ID: code.ID(), Verifier: code.Verifier(), Owner: owner, Created: now.UTC(), Expires: now.Add(ClaimTTL).UTC()}
+	rec := &claimRecord{ID: code.ID(), Verifier: code.Verifier(), Owner: owner, Created: now.UTC(), Expires: now.Add(ClaimTTL).UTC(), Commit: hex.EncodeToString(code.Commit())}
 	err = updateClaims(dir, now, func(f *claimFileData) error {
 		var open []int
 		for i, c := range f.Claims {
@@ -233,7 +266,12 @@ func IssueClaim(dir string, cert []byte, owner string, now time.Time, rnd io.Rea
 		return ClaimCode{}, err
 	}
 	sum := sha256.Sum256(crt.RawSubjectPublicKeyInfo)
-	return ClaimCode{Code: code.String(), Owner: owner, Expires: rec.Expires, Pin: hex.EncodeToString(sum[:])}, nil
+	cc := ClaimCode{Code: code.String(), Owner: owner, Expires: rec.Expires, Pin: hex.EncodeToString(sum[:])}
+	if ks != nil {
+		fp := ks.Owner()
+		cc.E2EEOwner = hex.EncodeToString(fp[:])
+	}
+	return cc, nil
 }
 
 // claimState is a Server's claim machinery: its TLS certificate's pin, the
@@ -278,10 +316,18 @@ func newClaimState(opts Options) (*claimState, error) {
 }
 
 // NewClaim issues a one-time claim code for owner (the signed-in owner: never
-// a name from the request), valid for ClaimTTL. It fails with ErrNoTLS when
-// the receiver has no TLS certificate (Options.TLSCertificate).
+// a name from the request), valid for ClaimTTL, committing to the owner's
+// end-to-end encryption identity when the owner has a key set. It fails with
+// ErrNoTLS when the receiver has no TLS certificate
+// (Options.TLSCertificate).
 func (s *Server) NewClaim(owner string) (ClaimCode, error) {
 	return IssueClaim(s.dir, s.claims.cert, owner, s.clk.Now(), s.claims.rand)
+}
+
+// NewPlainClaim is NewClaim without end-to-end encryption (a 30-character
+// code).
+func (s *Server) NewPlainClaim(owner string) (ClaimCode, error) {
+	return IssuePlainClaim(s.dir, s.claims.cert, owner, s.clk.Now(), s.claims.rand)
 }
 
 // claimPageTemplate shows a new claim code to its owner.
@@ -296,6 +342,8 @@ const claimPageTemplate = `<!doctype html>
 <p class="code">keyframe join {{.URL}} {{.Code}}</p>
 <p>The code works once, until {{.Expires}}. It also tells the camera which receiver to trust, so no one in between can pose as this receiver.</p>
 <p class="muted">Receiver key fingerprint (SHA-256): {{.Pin}}</p>
+{{if .E2EE}}<p>End-to-end encryption: the code also names your identity key, so the camera will seal its pictures to your browsers' keys only (owner fingerprint <span class="muted">{{.E2EE}}</span>).</p>
+<form method="post" action="/claims"><input type="hidden" name="e2ee" value="off"><button>Get a code without end-to-end encryption</button> <span class="muted">(the receiver can then see the camera's pictures)</span></form>{{end}}
 </body>
 </html>
 `
@@ -303,8 +351,25 @@ const claimPageTemplate = `<!doctype html>
 // handleNewClaim issues a claim code for owner, the signed-in owner, and
 // shows it: JSON (a ClaimCode) when the request accepts application/json,
 // otherwise a page with the command to run on the camera.
+//
+// The form field e2ee=off asks for a code without end-to-end encryption
+// (30 characters) when the owner has a key set.
 func (s *Server) handleNewClaim(w http.ResponseWriter, r *http.Request, owner string) {
-	cc, err := s.NewClaim(owner)
+	r.Body = http.MaxBytesReader(w, r.Body, MaxE2EEBody)
+	if err := r.ParseForm(); err != nil {
+		writeLine(w, http.StatusBadRequest, "malformed request: "+clip(err.Error()))
+		return
+	}
+	issue := s.NewClaim
+	switch r.PostFormValue("e2ee") {
+	case "", "on":
+	case "off":
+		issue = s.NewPlainClaim
+	default:
+		writeLine(w, http.StatusBadRequest, "malformed request: e2ee: want on or off")
+		return
+	}
+	cc, err := issue(owner)
 	switch {
 	case errors.Is(err, ErrNoTLS), errors.Is(err, ErrOwner):
 		writeLine(w, http.StatusNotFound, "adding cameras is not available: "+err.Error())
@@ -314,7 +379,7 @@ func (s *Server) handleNewClaim(w http.ResponseWriter, r *http.Request, owner st
 		writeLine(w, http.StatusServiceUnavailable, "cannot issue a claim code now, try again later")
 		return
 	}
-	s.log.Info("receiver: claim code issued", "owner", owner, "expires", cc.Expires)
+	s.log.Info("receiver: claim code issued", "owner", owner, "expires", cc.Expires, "e2ee", cc.E2EEOwner != "")
 	w.Header().Set("Cache-Control", "no-store")
 	if strings.Contains(r.Header.Get("Accept"), "application/json") {
 		w.Header().Set("Content-Type", "application/json")
@@ -330,7 +395,7 @@ func (s *Server) handleNewClaim(w http.ResponseWriter, r *http.Request, owner st
 		return
 	}
 	setPageHeaders(w)
-	data := struct{ URL, Code, Expires, Pin string }{baseURL(r), cc.Code, cc.Expires.Format("15:04 MST, 2 Jan 2006"), cc.Pin}
+	data := struct{ URL, Code, Expires, Pin, E2EE string }{baseURL(r), cc.Code, cc.Expires.Format("15:04 MST, 2 Jan 2006"), cc.Pin, cc.E2EEOwner}
 	if err := tmpl.Execute(w, data); err != nil {
 		s.log.Warn("receiver: write claim page", "err", err)
 	}
@@ -513,6 +578,8 @@ func (s *Server) handleClaimJoin(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case subtle.ConstantTimeCompare(code.Verifier(), rec.Verifier) != 1:
 		why = "wrong claim code"
+	case hex.EncodeToString(code.Commit()) != rec.Commit:
+		why = "wrong claim code: its owner commitment is not the one issued"
 	case s.claims.pin == "" || subtle.ConstantTimeCompare([]byte(code.Pin()), []byte(s.claims.pin)) != 1:
 		why = "the claim code was made for another receiver certificate"
 	case !fresh:
@@ -562,6 +629,25 @@ func (s *Server) handleClaimJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// A code that commits to the owner's identity gets the owner's key set,
+	// which must be of that identity: otherwise the camera would refuse it
+	// after the pairing.
+	var signed []byte
+	if code.HasCommit() {
+		ks, err := OwnerKeySet(s.dir, rec.Owner)
+		if err != nil {
+			s.log.Error("receiver: e2ee keys unreadable", "owner", rec.Owner, "err", err)
+			writeLine(w, http.StatusServiceUnavailable, "the owner's keys are unavailable, retry later")
+			return
+		}
+		if ks == nil || !code.MatchesCommit(e2ee.ClaimCommit(ks.Owner())) {
+			s.log.Warn("receiver: claim refused: the owner's key set is not the identity the code commits to", "owner", rec.Owner, "device", req.Device)
+			writeLine(w, http.StatusConflict, "the owner's end-to-end encryption identity changed since this code was made: ask the owner's page for a new one")
+			return
+		}
+		signed = ks.Signed()
+	}
+
 	// Use the code (it cannot be used twice, even if what follows fails),
 	// then enroll and pair.
 	var gone bool
@@ -591,7 +677,7 @@ func (s *Server) handleClaimJoin(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("receiver: camera claimed", "device", req.Device, "owner", rec.Owner, "seq", req.Seq, "remote", r.RemoteAddr)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(claimcode.JoinResponse{Device: req.Device, Owner: rec.Owner, UploadURL: baseURL(r)})
+	json.NewEncoder(w).Encode(claimcode.JoinResponse{Device: req.Device, Owner: rec.Owner, UploadURL: baseURL(r), KeySet: signed})
 }
 
 // claimDevice enrolls pub (unless the registry holds it individually

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keyframe-cam/keyframe/e2ee"
 	"github.com/keyframe-cam/keyframe/internal/claimcode"
 	"github.com/keyframe-cam/keyframe/provenance"
 )
@@ -519,7 +521,8 @@ func TestHandleNewClaim(t *testing.T) {
 }
 
 // TestRequireClientCertLetsClaimsThrough: with mutual TLS, the two claim
-// endpoints need no client certificate; any other /v1/ path still does.
+// endpoints and the owner's e2ee routes need no client certificate; any
+// other /v1/ path still does.
 func TestRequireClientCertLetsClaimsThrough(t *testing.T) {
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })
 	h := RequireClientCert(ok)
@@ -529,6 +532,14 @@ func TestRequireClientCertLetsClaimsThrough(t *testing.T) {
 		"/v1/claim/../events/e/start": http.StatusUnauthorized,
 		"/v1/claim/join/x":            http.StatusUnauthorized,
 		"/v1/events/e/start":          http.StatusUnauthorized,
+		// The owner's e2ee routes are a browser's (a session); the
+		// camera's key set fetch is a device's.
+		"/v1/e2ee/keys":                              http.StatusTeapot,
+		"/v1/e2ee/requests":                          http.StatusTeapot,
+		"/v1/e2ee/requests/0123abcd":                 http.StatusTeapot,
+		"/v1/e2ee/requests/../../events/e/end":       http.StatusUnauthorized,
+		"/v1/e2ee/requests/a/b":                      http.StatusUnauthorized,
+		"/v1/e2ee/abcdefghijklmnopqrstuvwxyz/keyset": http.StatusUnauthorized,
 	} {
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, path, nil))
@@ -536,4 +547,133 @@ func TestRequireClientCertLetsClaimsThrough(t *testing.T) {
 			t.Errorf("%s: %d, want %d", path, w.Code, want)
 		}
 	}
+}
+
+// TestClaimE2EE: an owner with a key set gets a 50-character code that
+// commits to the identity, and the join answer carries the owner's signed
+// set; e2ee=off gives a plain code and no set; a code whose commitment was
+// altered is a wrong code; an owner whose identity changed since the code
+// was made gets 409, and the code stays unused.
+func TestClaimE2EE(t *testing.T) {
+	e := newClaimEnv(t)
+	owner := newE2EEOwner(t, 2)
+	e.putKeySet("alice", owner, 3)
+	cc, err := e.srv.NewClaim("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := owner.Fingerprint()
+	code, err := claimcode.Parse(cc.Code)
+	if err != nil || len(cc.Code) != claimcode.LenE2EE || !code.MatchesCommit(e2ee.ClaimCommit(fp)) || cc.E2EEOwner != hex.EncodeToString(fp[:]) {
+		t.Fatalf("code %q (%v), e2ee owner %q: want 50 characters committing to %x", cc.Code, err, cc.E2EEOwner, fp)
+	}
+	status, reply := e.join(newDevice(t), cc.Code, nil)
+	var jr claimcode.JoinResponse
+	if status != http.StatusOK || json.Unmarshal([]byte(reply), &jr) != nil {
+		t.Fatalf("join: %d %q", status, reply)
+	}
+	if !bytes.Equal(jr.KeySet, signedSet(t, owner, 3)) {
+		t.Errorf("the join answer's key set: %s", jr.KeySet)
+	}
+
+	// A plain code, asked for with the form field.
+	r := httptest.NewRequest(http.MethodPost, "https://cams.example/claims", strings.NewReader("e2ee=off"))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r.Header.Set("Accept", "application/json")
+	w := httptest.NewRecorder()
+	e.srv.handleNewClaim(w, r, "alice")
+	var plain ClaimCode
+	if err := json.Unmarshal(w.Body.Bytes(), &plain); err != nil || len(plain.Code) != claimcode.Len || plain.E2EEOwner != "" {
+		t.Fatalf("e2ee=off: %d %q", w.Code, w.Body)
+	}
+	status, reply = e.join(newDevice(t), plain.Code, nil)
+	jr = claimcode.JoinResponse{}
+	if status != http.StatusOK || json.Unmarshal([]byte(reply), &jr) != nil || jr.KeySet != nil {
+		t.Errorf("join with a plain code: %d %q, want no key set", status, reply)
+	}
+
+	// The page of a committed code offers a plain one; a bad field is 400.
+	w = httptest.NewRecorder()
+	e.srv.handleNewClaim(w, httptest.NewRequest(http.MethodPost, "https://cams.example/claims", nil), "alice")
+	if page := w.Body.String(); w.Code != http.StatusOK || !strings.Contains(page, `name="e2ee" value="off"`) || !strings.Contains(page, hex.EncodeToString(fp[:])) {
+		t.Errorf("the page of a committed code: %d\n%s", w.Code, page)
+	}
+	r = httptest.NewRequest(http.MethodPost, "https://cams.example/claims", strings.NewReader("e2ee=maybe"))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w = httptest.NewRecorder()
+	e.srv.handleNewClaim(w, r, "alice")
+	if w.Code != http.StatusBadRequest {
+		t.Errorf("e2ee=maybe: %d, want 400", w.Code)
+	}
+
+	// The commitment altered (the check character made to match), or
+	// dropped: a wrong code, counted against it.
+	cc2, err := e.srv.NewClaim("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, _ := claimcode.Parse(cc2.Code)
+	other := newE2EEOwner(t, 1)
+	forged, err := claimcode.NewCommitted(zeroReader{}, []byte("x"), e2ee.ClaimCommit(other.Fingerprint()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The secret and pin of c2 with other's commitment: splice the
+	// canonical characters and recompute the check character by parsing
+	// candidates.
+	forgedCode := spliceCommit(t, c2, forged)
+	for name, altered := range map[string]string{"another commitment": forgedCode, "no commitment": c2.WithoutCommit().String()} {
+		status, reply := e.join(newDevice(t), altered, nil)
+		if status != http.StatusForbidden || !strings.Contains(reply, "wrong claim code") {
+			t.Errorf("%s: %d %q, want 403 wrong claim code", name, status, reply)
+		}
+	}
+
+	// The owner's identity changed (the file replaced behind the
+	// receiver's back): 409, the code unused, the registry unchanged.
+	cc3, err := e.srv.NewClaim("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(e2eePath(e.dir, "alice")); err != nil {
+		t.Fatal(err)
+	}
+	e.putKeySet("alice", other, 1)
+	before := e.registryBytes()
+	status, reply = e.join(newDevice(t), cc3.Code, nil)
+	if status != http.StatusConflict || !strings.Contains(reply, "identity changed") {
+		t.Errorf("identity changed: %d %q, want 409", status, reply)
+	}
+	if !bytes.Equal(before, e.registryBytes()) {
+		t.Error("the refused join changed the registry")
+	}
+	f, err := loadClaims(e.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c3, _ := claimcode.Parse(cc3.Code)
+	if rec := f.find(c3.ID()); rec == nil || rec.Used {
+		t.Errorf("the code after a 409: %+v, want unused", rec)
+	}
+}
+
+// zeroReader reads zeros.
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// spliceCommit is code with the commitment of from: the characters are
+// spliced and the check character is the one Parse accepts.
+func spliceCommit(t *testing.T, code, from claimcode.Code) string {
+	t.Helper()
+	a := strings.ReplaceAll(code.String(), "-", "")
+	b := strings.ReplaceAll(from.String(), "-", "")
+	body := a[:claimcode.SecretChars+claimcode.PinChars] + b[claimcode.SecretChars+claimcode.PinChars:claimcode.CharsE2EE-1]
+	for _, c := range "0123456789ABCDEFGHJKMNPQRSTVWXYZ" {
+		if p, err := claimcode.Parse(body + string(c)); err == nil {
+			return p.String()
+		}
+	}
+	t.Fatal("no check character fits")
+	return ""
 }

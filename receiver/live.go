@@ -228,16 +228,35 @@ func (h *liveHub) mac(device string, head []byte) []byte {
 // errNoProof is a request without a usable nonce: 401, with a fresh one.
 var errNoProof = errors.New("no live proof, or its nonce is unknown, expired or used: sign the nonce given")
 
-// liveDevice checks a live request's proof for purpose: a nonce of this
-// receiver for the device, unexpired and unused, and a signature over it
-// by the key the registry holds for the device, which must be paired to
-// an owner (and neither revoked nor rotated away). It answers the refusal
-// itself and returns false; every reply carries a fresh nonce.
+// liveDevice checks a live request's proof for purpose (deviceProof) and
+// that the device is paired to an owner. It answers the refusal itself and
+// returns false; every reply carries a fresh nonce.
 func (s *Server) liveDevice(w http.ResponseWriter, r *http.Request, purpose string) (string, bool) {
-	device := r.PathValue("device")
+	device, owner, ok := s.deviceProof(w, r, purpose)
+	if !ok {
+		return "", false
+	}
+	if owner == "" {
+		s.log.Info("receiver: live request refused", "device", device, "purpose", purpose, "why", "the device is paired to no owner", "remote", r.RemoteAddr)
+		writeLine(w, http.StatusForbidden, "the device is paired to no owner")
+		return "", false
+	}
+	return device, true
+}
+
+// deviceProof checks the proof of a camera's request for purpose (the live
+// view's, the key set's: livestream): a nonce of this receiver for the
+// device, unexpired and unused, and a signature over it by the key the
+// registry holds for the device, which must be neither revoked nor rotated
+// away. It returns the device and the owner it is paired to now, by the
+// open pairing of the registry read at this request ("" if none). It
+// answers a refusal itself and returns false; every reply carries a fresh
+// nonce.
+func (s *Server) deviceProof(w http.ResponseWriter, r *http.Request, purpose string) (device, owner string, ok bool) {
+	device = r.PathValue("device")
 	if !ValidDeviceID(device) {
 		writeLine(w, http.StatusBadRequest, "malformed device ID")
-		return "", false
+		return "", "", false
 	}
 	h := s.live
 	w.Header().Set(livestream.NonceHeader, h.nonce(device))
@@ -247,14 +266,14 @@ func (s *Server) liveDevice(w http.ResponseWriter, r *http.Request, purpose stri
 	if err1 != nil || err2 != nil || len(nonce) != liveNonceLen || len(sig) == 0 ||
 		!hmac.Equal(nonce[16:], h.mac(device, nonce[:16])) || now.UnixMilli() > int64(binary.BigEndian.Uint64(nonce[:8])) {
 		writeLine(w, http.StatusUnauthorized, errNoProof.Error())
-		return "", false
+		return "", "", false
 	}
 	reg, err := s.regs.read()
 	if err != nil {
 		s.log.Error("receiver: registry unreadable", "err", err)
 		w.Header().Set("Retry-After", "5")
 		writeLine(w, http.StatusServiceUnavailable, "registry unavailable, retry later")
-		return "", false
+		return "", "", false
 	}
 	d := reg.Devices[device]
 	why := ""
@@ -265,8 +284,6 @@ func (s *Server) liveDevice(w http.ResponseWriter, r *http.Request, purpose stri
 		why = "the device is revoked"
 	case d.RotatedTo != "":
 		why = "the device's key was rotated to another"
-	case reg.owner(device) == "":
-		why = "the device is paired to no owner"
 	default:
 		if _, err := claimcode.Verify(d.SPKI, livestream.Message(purpose, device, nonce), sig); err != nil {
 			why = "the live proof does not verify"
@@ -275,7 +292,7 @@ func (s *Server) liveDevice(w http.ResponseWriter, r *http.Request, purpose stri
 	if why != "" {
 		s.log.Info("receiver: live request refused", "device", device, "purpose", purpose, "why", why, "remote", r.RemoteAddr)
 		writeLine(w, http.StatusForbidden, why)
-		return "", false
+		return "", "", false
 	}
 	// Spend the nonce.
 	h.mu.Lock()
@@ -283,7 +300,7 @@ func (s *Server) liveDevice(w http.ResponseWriter, r *http.Request, purpose stri
 	key := string(nonce)
 	if _, spent := h.used[key]; spent {
 		writeLine(w, http.StatusUnauthorized, errNoProof.Error())
-		return "", false
+		return "", "", false
 	}
 	if len(h.used) >= maxLiveUsed {
 		for k, exp := range h.used {
@@ -294,11 +311,11 @@ func (s *Server) liveDevice(w http.ResponseWriter, r *http.Request, purpose stri
 		if len(h.used) >= maxLiveUsed {
 			w.Header().Set("Retry-After", "30")
 			writeLine(w, http.StatusServiceUnavailable, "too many live requests, retry later")
-			return "", false
+			return "", "", false
 		}
 	}
 	h.used[key] = time.UnixMilli(int64(binary.BigEndian.Uint64(nonce[:8])))
-	return device, true
+	return device, reg.owner(device), true
 }
 
 // handleLiveWait answers a camera's POST /v1/live/{device}/wait: 200 with

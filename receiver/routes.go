@@ -16,7 +16,7 @@ import (
 //  1. the Host header must be one the receiver serves (Options.AllowedHosts):
 //     a page of another site that a browser reaches by DNS rebinding comes
 //     with its own host name and is refused (421);
-//  2. a state-changing request (POST) from another origin is refused (403,
+//  2. a state-changing request (POST, PUT, DELETE) from another origin is refused (403,
 //     net/http's CrossOriginProtection: Sec-Fetch-Site, else Origin);
 //  3. an owner, admin or signed-in route needs a live session (cookie) of
 //     the right role: none is 401 (the home page shows the sign-in form
@@ -96,6 +96,9 @@ func (s *Server) routes() []route {
 		// nonce of the receiver.
 		{pattern: "POST /v1/live/{device}/wait", access: accessDevice, serve: anon(s.handleLiveWait)},
 		{pattern: "PUT /v1/live/{device}/stream", access: accessDevice, serve: anon(s.handleLiveStream)},
+		// A camera's fetch of its owner's end-to-end encryption key set
+		// (e2ee.go), with the live view's proof.
+		{pattern: "GET /v1/e2ee/{device}/keyset", access: accessDevice, serve: anon(s.handleE2EEKeySet)},
 
 		// Signing in.
 		{pattern: "GET /signin", access: accessAnonymous, serve: s.handleSignInPage},
@@ -138,6 +141,13 @@ func (s *Server) routes() []route {
 		{pattern: "POST /claims", access: accessOwner, serve: func(w http.ResponseWriter, r *http.Request, u *user) { s.handleNewClaim(w, r, u.name) }},
 		{pattern: "POST /v1/claim/challenge", access: accessAnonymous, serve: anon(s.handleClaimChallenge)},
 		{pattern: "POST /v1/claim/join", access: accessAnonymous, serve: anon(s.handleClaimJoin)},
+
+		// End-to-end encryption (e2ee.go): the owner's key set, backup and
+		// browsers' join requests, for the owner's browsers.
+		{pattern: "GET /v1/e2ee/keys", access: accessOwner, data: true, serve: s.handleE2EEKeys},
+		{pattern: "PUT /v1/e2ee/keys", access: accessOwner, serve: s.handleE2EEPut},
+		{pattern: "POST /v1/e2ee/requests", access: accessOwner, serve: s.handleE2EERequest},
+		{pattern: "DELETE /v1/e2ee/requests/{id}", access: accessOwner, serve: s.handleE2EERequestDelete},
 
 		// An owner's events (pages.go): one event with its records, its
 		// deletion; the live stream of the owner's new events (a signed-in

@@ -80,6 +80,14 @@ func TestRouteTable(t *testing.T) {
 	e.account("alice", RoleOwner)
 	e.account("bob", RoleOwner)
 	e.account("ops", RoleAdmin)
+	// Alice's e2ee key set, and a join request of a browser named after
+	// her camera: GET /v1/e2ee/keys shows them to her only.
+	aliceKeys := newE2EEOwner(t, 1)
+	e.putKeySet("alice", aliceKeys, 1)
+	jr, _ := joinReq(t, a.id)
+	if code, body := e.e2eeDo(http.MethodPost, "/v1/e2ee/requests", jr, e.cookieOf("alice")); code != http.StatusNoContent {
+		t.Fatalf("alice's join request: %d %s", code, body)
+	}
 
 	// Alice's expired session: made, then left idle past the limit.
 	expired, err := e.srv.NewSession("alice")
@@ -140,6 +148,8 @@ func TestRouteTable(t *testing.T) {
 				return "0"
 			case "{token}":
 				return strings.Repeat("B", tokenChars)
+			case "{id}":
+				return aliceKeys.Keys[0].ID
 			}
 			unknown = w
 			return w
@@ -156,8 +166,9 @@ func TestRouteTable(t *testing.T) {
 			devices++
 			switch rt.pattern {
 			case "PUT /v1/events/{event}/{kind}":
-			case "POST /v1/live/{device}/wait", "PUT /v1/live/{device}/stream":
-				// Tried with every refused proof in TestLiveDeviceProof.
+			case "POST /v1/live/{device}/wait", "PUT /v1/live/{device}/stream", "GET /v1/e2ee/{device}/keyset":
+				// Tried with every refused proof in TestLiveDeviceProof
+				// and TestE2EEKeySetRoute.
 			default:
 				t.Errorf("route %s is a device route: only the upload and the live view authenticate by signature; give it an account access", rt.pattern)
 			}
@@ -190,7 +201,7 @@ func TestRouteTable(t *testing.T) {
 					try{"revoked session", []*http.Cookie{revoked}, nil, noSession},
 					try{"cookie of the other name", []*http.Cookie{{Name: sessionCookieTLS, Value: alice.Value}}, nil, noSession},
 				)
-				if method == http.MethodPost {
+				if method != http.MethodGet {
 					tries = append(tries, try{"cross-origin", []*http.Cookie{alice}, map[string]string{"Sec-Fetch-Site": "cross-site"}, func(c int) bool { return c == http.StatusForbidden }},
 						try{"cross-origin (Origin)", []*http.Cookie{alice}, map[string]string{"Origin": "http://attacker.example"}, func(c int) bool { return c == http.StatusForbidden }})
 				}
@@ -239,8 +250,8 @@ func TestRouteTable(t *testing.T) {
 			}
 		})
 	}
-	if devices != 3 {
-		t.Errorf("%d device routes, want the upload and the live view's two", devices)
+	if devices != 4 {
+		t.Errorf("%d device routes, want the upload, the live view's two and the key set", devices)
 	}
 	if t.Failed() {
 		return

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -332,10 +333,15 @@ func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 // retries (a 403 would make it quarantine the record). The pages need no
 // certificate (they need a signed-in session), nor do the two claim
 // endpoints: a camera being claimed has none yet, its claim code and key are
-// its credentials. /v1/stats, under /v1/, needs both.
+// its credentials; nor do the owner's end-to-end encryption routes
+// (/v1/e2ee/keys, /v1/e2ee/requests...), which a browser calls with its
+// session. /v1/stats, under /v1/, needs both.
 func RequireClientCert(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v1/") && r.URL.Path != claimcode.ChallengePath && r.URL.Path != claimcode.JoinPath && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+		p := r.URL.Path
+		browser := p == claimcode.ChallengePath || p == claimcode.JoinPath || p == "/v1/e2ee/keys" || p == "/v1/e2ee/requests" ||
+			strings.HasPrefix(p, "/v1/e2ee/requests/") && !strings.Contains(p[len("/v1/e2ee/requests/"):], "/") && path.Clean(p) == p
+		if strings.HasPrefix(p, "/v1/") && !browser && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
 			http.Error(w, "a client certificate from the fleet CA is required for uploads", http.StatusUnauthorized)
 			return
 		}

@@ -28,6 +28,11 @@ receiver's URL and certificate to <data_dir>/joined.conf and
 <data_dir>/receiver-ca.pem, which keyframe run uses unless its configuration
 sets upload.url or upload.ca_file. The device key is created on first use, as
 by keyframe identity. See docs/claim.md.
+
+A 50-character CODE also names the owner's end-to-end encryption identity: the
+join then requires the owner's key set from the receiver, of that identity,
+and pins it (e2ee.owner in joined.conf, the set in <data_dir>/e2ee-keyset.json).
+See docs/e2ee.md.
 `
 
 func cmdJoin(args []string, stdout, stderr io.Writer) int {
@@ -86,11 +91,18 @@ func runJoin(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 		}
 		return fail(err)
 	}
-	path, err := agent.WriteJoined(&c, res.UploadURL, res.Cert)
+	keyset, e2eeOwner, err := join.WriteKeySet(layout.DataDir, res)
+	if err != nil {
+		return fail(fmt.Errorf("device %s is claimed by %s, but: %w", id, res.Owner, err))
+	}
+	path, err := agent.WriteJoinedOwner(&c, res.UploadURL, res.Cert, e2eeOwner)
 	if err != nil {
 		return fail(fmt.Errorf("device %s is claimed by %s, but: %w", id, res.Owner, err))
 	}
 	fmt.Fprintf(stdout, "device %s is now %s's camera at %s\nwrote %s and %s\n", res.Device, res.Owner, res.UploadURL, path, layout.ReceiverCA)
+	if e2eeOwner != "" {
+		fmt.Fprintf(stdout, "end-to-end encryption: pinned the owner's identity %s (key set version %d, %d key(s)) in %s\n", e2eeOwner, res.KeySet.Version, len(res.KeySet.Keys), keyset)
+	}
 	// An explicit setting wins over the joined one: say so.
 	if after, err := agent.LoadConfig(*cfgPath, environ); err == nil && (after.UploadURL != res.UploadURL || after.UploadCAFile != layout.ReceiverCA) {
 		fmt.Fprintf(stdout, "note: the configuration sets upload.url = %q, upload.ca_file = %q, which keyframe run uses instead; remove them to upload to the joined receiver\n", after.UploadURL, after.UploadCAFile)

@@ -11,6 +11,11 @@
 // and one check character (Luhn mod 32), so a typing mistake is caught on
 // the camera before anything is sent.
 //
+// A code may also commit to its owner's end-to-end encryption identity
+// (docs/e2ee.md §5): 20 more characters (100 bits, the start of the owner
+// fingerprint) before the check character, 50 characters in ten groups. The
+// camera then accepts only a key set of that identity from the join answer.
+//
 // It imports nothing of the module: the receiver (cloud side) and the device
 // side both use it.
 package claimcode
@@ -25,6 +30,7 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -41,6 +47,14 @@ const (
 	groupLen    = 5                                  // characters between dashes
 	Len         = Chars + Chars/groupLen - 1         // length of a code as written, with dashes (35)
 	alphabet    = "0123456789ABCDEFGHJKMNPQRSTVWXYZ" // Crockford's base32: no I, L, O, U
+
+	// CommitChars is the length of the owner commitment of a code that has
+	// one: the first CommitBits bits of the owner fingerprint.
+	CommitChars = 20
+	CommitBits  = 5 * CommitChars                    // 100
+	CommitBytes = (CommitBits + 7) / 8               // 13: e2ee.ClaimCommit's length
+	CharsE2EE   = Chars + CommitChars                // 50
+	LenE2EE     = CharsE2EE + CharsE2EE/groupLen - 1 // 59
 )
 
 // The camera-facing endpoints of a receiver (relative to its base URL).
@@ -53,7 +67,7 @@ const (
 var (
 	// ErrFormat reports a code that is not 30 characters of Crockford's
 	// base32 (dashes and spaces aside).
-	ErrFormat = errors.New("not a claim code (want 30 characters like XXXXX-XXXXX-XXXXX-XXXXX-XXXXX-XXXXX)")
+	ErrFormat = errors.New("not a claim code (want 30 characters like XXXXX-XXXXX-XXXXX-XXXXX-XXXXX-XXXXX, or 50 in ten groups)")
 	// ErrCheck reports a code whose check character does not match: a
 	// character was mistyped.
 	ErrCheck = errors.New("the claim code's check character does not match: a character is mistyped")
@@ -63,6 +77,7 @@ var (
 type Code struct {
 	secret string // SecretChars canonical characters
 	pin    string // PinChars canonical characters
+	commit string // CommitChars canonical characters, or "" (no e2ee)
 }
 
 // New makes a code with a fresh secret from rnd for the receiver whose
@@ -73,6 +88,21 @@ func New(rnd io.Reader, spki []byte) (Code, error) {
 		return Code{}, fmt.Errorf("claimcode: random secret: %w", err)
 	}
 	return Code{secret: encodeBits(b[:], SecretChars), pin: Pin(spki)}, nil
+}
+
+// NewCommitted makes a code as New does that also commits to an owner's
+// identity: commit is what e2ee.ClaimCommit gives for the owner fingerprint
+// (its first CommitBits bits are kept).
+func NewCommitted(rnd io.Reader, spki, commit []byte) (Code, error) {
+	if len(commit) < CommitBytes {
+		return Code{}, fmt.Errorf("claimcode: owner commitment of %d bytes, want %d", len(commit), CommitBytes)
+	}
+	c, err := New(rnd, spki)
+	if err != nil {
+		return Code{}, err
+	}
+	c.commit = encodeBits(commit, CommitChars)
+	return c, nil
 }
 
 // Pin is the pin of a certificate's SubjectPublicKeyInfo as it is written in
@@ -100,7 +130,7 @@ func encodeBits(b []byte, n int) string {
 // and spaces are ignored, and I, L (read as 1) and O (read as 0) are
 // accepted as Crockford's base32 allows.
 func Parse(s string) (Code, error) {
-	if len(s) > 4*Len {
+	if len(s) > 4*LenE2EE {
 		return Code{}, fmt.Errorf("claimcode: %w", ErrFormat)
 	}
 	var b strings.Builder
@@ -119,13 +149,17 @@ func Parse(s string) (Code, error) {
 		b.WriteRune(c)
 	}
 	t := b.String()
-	if len(t) != Chars {
+	if len(t) != Chars && len(t) != CharsE2EE {
 		return Code{}, fmt.Errorf("claimcode: %d characters: %w", len(t), ErrFormat)
 	}
-	if checkChar(t[:Chars-1]) != t[Chars-1] {
+	if checkChar(t[:len(t)-1]) != t[len(t)-1] {
 		return Code{}, fmt.Errorf("claimcode: %w", ErrCheck)
 	}
-	return Code{secret: t[:SecretChars], pin: t[SecretChars : Chars-1]}, nil
+	c := Code{secret: t[:SecretChars], pin: t[SecretChars : SecretChars+PinChars]}
+	if len(t) == CharsE2EE {
+		c.commit = t[SecretChars+PinChars : CharsE2EE-1]
+	}
+	return c, nil
 }
 
 // checkChar is the Luhn mod 32 check character of data (canonical
@@ -143,7 +177,7 @@ func checkChar(data string) byte {
 
 // String writes the code in groups of five with dashes.
 func (c Code) String() string {
-	t := c.secret + c.pin
+	t := c.secret + c.pin + c.commit
 	t += string(checkChar(t))
 	var b strings.Builder
 	for i := 0; i < len(t); i += groupLen {
@@ -160,6 +194,39 @@ func (c Code) IsZero() bool { return c.secret == "" }
 
 // Pin returns the code's pin (PinChars characters).
 func (c Code) Pin() string { return c.pin }
+
+// HasCommit reports whether the code commits to an owner's identity (a
+// 50-character code): the camera must then get and check its key set.
+func (c Code) HasCommit() bool { return c.commit != "" }
+
+// Commit returns the code's owner commitment as CommitBytes bytes (the
+// first CommitBits bits, the rest zero, as e2ee.ClaimCommit gives them), or
+// nil for a code without one.
+func (c Code) Commit() []byte {
+	if c.commit == "" {
+		return nil
+	}
+	out := make([]byte, CommitBytes)
+	for i := range CommitChars {
+		v := strings.IndexByte(alphabet, c.commit[i])
+		for j := range 5 {
+			bit := i*5 + j
+			out[bit/8] |= byte(v>>(4-j)&1) << (7 - bit%8)
+		}
+	}
+	return out
+}
+
+// MatchesCommit reports whether the code commits to the owner whose
+// commitment (e2ee.ClaimCommit of the fingerprint) is commit: the first
+// CommitBits bits agree. A code without a commitment matches nothing.
+func (c Code) MatchesCommit(commit []byte) bool {
+	return c.commit != "" && len(commit) >= CommitBytes && encodeBits(commit, CommitChars) == c.commit
+}
+
+// WithoutCommit returns the code without its owner commitment: the same
+// secret and pin.
+func (c Code) WithoutCommit() Code { c.commit = ""; return c }
 
 // MatchesSPKI reports whether a certificate's SubjectPublicKeyInfo is the one
 // the code pins.
@@ -219,7 +286,15 @@ type JoinResponse struct {
 	Device    string `json:"device"`     // the enrolled device ID
 	Owner     string `json:"owner"`      // the owner it is paired to now
 	UploadURL string `json:"upload_url"` // where the camera uploads (the receiver's base URL)
+	// KeySet is the owner's signed key set (docs/e2ee.md §3: {"keyset",
+	// "sig"}), given when the code commits to the owner's identity; the
+	// camera checks it against the commitment and pins it.
+	KeySet json.RawMessage `json:"keyset,omitempty"`
 }
+
+// MaxJoinResponse bounds a join answer as the camera reads it: a signed key
+// set is at most about 22 KiB of JSON (a 16 KiB set in base64url).
+const MaxJoinResponse = 64 << 10
 
 // MaxBody bounds the request bodies of both endpoints (a join with a P-256
 // key is about 500 bytes).

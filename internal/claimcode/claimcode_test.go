@@ -150,3 +150,64 @@ func TestJoinMessageUnambiguous(t *testing.T) {
 		t.Fatal("field boundaries are not encoded")
 	}
 }
+
+// TestCommittedCode: a code with an owner commitment is 50 characters in ten
+// groups, parses back with the same secret, pin and commitment, matches the
+// committed owner's first 100 bits only, and a typo anywhere is caught.
+func TestCommittedCode(t *testing.T) {
+	spki := []byte("receiver spki")
+	commit := bytes.Repeat([]byte{0xa5}, CommitBytes)
+	commit[CommitBytes-1] &^= 0x0f // the low 4 bits are not committed
+	c, err := NewCommitted(rand.Reader, spki, commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.String()
+	if len(s) != LenE2EE || strings.Count(s, "-") != 9 {
+		t.Fatalf("code %q: want %d characters in ten dashed groups", s, LenE2EE)
+	}
+	p, err := Parse(strings.ToLower(strings.ReplaceAll(s, "-", " ")))
+	if err != nil || p != c {
+		t.Fatalf("Parse(%q) = %v, %v; want %v", s, p, err, c)
+	}
+	if !p.HasCommit() || !bytes.Equal(p.Commit(), commit) || !p.MatchesSPKI(spki) {
+		t.Errorf("commitment %x (has %v), want %x", p.Commit(), p.HasCommit(), commit)
+	}
+	if !p.MatchesCommit(commit) {
+		t.Error("the code does not match its own commitment")
+	}
+	// Any of the 100 bits differs: no match; bits past 100 do not count.
+	for bit := range CommitBits {
+		other := bytes.Clone(commit)
+		other[bit/8] ^= 0x80 >> (bit % 8)
+		if p.MatchesCommit(other) {
+			t.Fatalf("bit %d flipped: still matches", bit)
+		}
+	}
+	longer := append(bytes.Clone(commit), 0xff)
+	longer[CommitBytes-1] |= 0x0f
+	if !p.MatchesCommit(longer) {
+		t.Error("bits past the 100 committed ones changed the match")
+	}
+	// The same secret without the commitment is the 30-character code, with
+	// the same ID: the receiver tells them apart by the commitment it stored.
+	plain := p.WithoutCommit()
+	if plain.HasCommit() || plain.Commit() != nil || plain.ID() != p.ID() || len(plain.String()) != Len || plain.MatchesCommit(commit) {
+		t.Errorf("without the commitment: %q", plain.String())
+	}
+	canon := strings.ReplaceAll(s, "-", "")
+	for i := range canon {
+		r := alphabet[(strings.IndexByte(alphabet, canon[i])+1)%32]
+		if _, err := Parse(canon[:i] + string(r) + canon[i+1:]); !errors.Is(err, ErrCheck) {
+			t.Fatalf("typo at %d: %v, want ErrCheck", i, err)
+		}
+	}
+	for _, bad := range []string{canon[:CharsE2EE-1], canon + "0", canon[:40]} {
+		if _, err := Parse(bad); !errors.Is(err, ErrFormat) {
+			t.Errorf("Parse(%d characters): %v, want ErrFormat", len(bad), err)
+		}
+	}
+	if _, err := NewCommitted(rand.Reader, spki, commit[:12]); err == nil {
+		t.Error("a commitment of 12 bytes was taken")
+	}
+}

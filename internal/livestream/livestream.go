@@ -1,7 +1,9 @@
 // Package livestream is the wire format of a camera's live view, which both
 // the device and the receiver speak (docs/live.md): the paths, the proof
 // that a request comes from the device it names, and the framing of the
-// JPEG frames the device streams.
+// JPEG frames the device streams. The same proof, with its own purpose,
+// authenticates the camera's fetch of its owner's key set (docs/e2ee.md §5,
+// FetchKeySet).
 //
 // The camera sits behind NAT, so it asks: it long-polls
 // POST /v1/live/{device}/wait, which the receiver answers when an owner
@@ -46,7 +48,22 @@ const (
 const (
 	PurposeWait   = "wait"
 	PurposeStream = "stream"
+	// PurposeKeySet: the camera's fetch of its owner's end-to-end
+	// encryption key set (KeySetPath, docs/e2ee.md §5).
+	PurposeKeySet = "keyset"
 )
+
+// The key set route: GET KeySetPrefix + device + KeySetSuffix, below the
+// upload URL, answers the signed key set (docs/e2ee.md §3) of the owner the
+// device is paired to now, with the same proof as the live view's requests
+// (purpose PurposeKeySet).
+const (
+	KeySetPrefix = "/v1/e2ee/"
+	KeySetSuffix = "/keyset"
+)
+
+// KeySetPath is the key set route of device.
+func KeySetPath(device string) string { return KeySetPrefix + device + KeySetSuffix }
 
 // Watch is the body of a wait reply that asks for a stream.
 const Watch = "watch\n"
