@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -20,7 +19,9 @@ import (
 
 	"github.com/keyframe-cam/keyframe/e2ee"
 	"github.com/keyframe-cam/keyframe/internal/atomicfile"
+	"github.com/keyframe-cam/keyframe/internal/claimcode"
 	"github.com/keyframe-cam/keyframe/internal/livestream"
+	"github.com/keyframe-cam/keyframe/join"
 	"github.com/keyframe-cam/keyframe/provenance"
 )
 
@@ -35,12 +36,7 @@ import (
 const (
 	// e2eeFirst is e2ee.owner's trust on first use.
 	e2eeFirst = "first"
-	// keysetFile, in the data directory: {"owner": hex, "signed": set}.
-	keysetFile = "e2ee-keyset.json"
-	// The receiver's key set route and the proof's purpose (docs/e2ee.md §5).
-	keysetPrefix, keysetSuffix = "/v1/e2ee/", "/keyset"
-	purposeKeyset              = "keyset"
-	// maxKeysetFile bounds the stored file and the receiver's reply.
+	// maxKeysetFile bounds the stored file (join.KeySetFile).
 	maxKeysetFile = 64 << 10
 )
 
@@ -55,19 +51,14 @@ func checkE2EEOwner(v string) error {
 	return nil
 }
 
-// storedKeyset is DATA/e2ee-keyset.json.
-type storedKeyset struct {
-	Owner  string          `json:"owner"`
-	Signed json.RawMessage `json:"signed"`
-}
+// KeysetPath is where the camera keeps its owner's key set (written by
+// keyframe join too: join.KeySetFile).
+func KeysetPath(c *Config) string { return filepath.Join(c.DataDir, join.KeySetFile) }
 
-// KeysetPath is where the camera keeps its owner's key set.
-func KeysetPath(c *Config) string { return filepath.Join(c.DataDir, keysetFile) }
-
-// WriteKeyset stores the signed key set ks of the pinned owner (atomically).
-func WriteKeyset(path string, ks *e2ee.KeySet) error {
+// writeKeyset stores the signed key set ks of the pinned owner (atomically).
+func writeKeyset(path string, ks *e2ee.KeySet) error {
 	fp := ks.Owner()
-	b, err := json.Marshal(storedKeyset{Owner: hex.EncodeToString(fp[:]), Signed: ks.Signed()})
+	b, err := json.Marshal(join.PinnedKeySet{Owner: hex.EncodeToString(fp[:]), Signed: ks.Signed()})
 	if err != nil {
 		return fmt.Errorf("agent: e2ee: %w", err)
 	}
@@ -139,10 +130,8 @@ func loadKeyset(path string) (*e2ee.KeySet, [32]byte, error) {
 	if len(data) > maxKeysetFile {
 		return nil, owner, fmt.Errorf("over %d bytes", maxKeysetFile)
 	}
-	var s storedKeyset
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
+	var s join.PinnedKeySet
+	if err := json.Unmarshal(data, &s); err != nil {
 		return nil, owner, fmt.Errorf("not a stored key set: %w", err)
 	}
 	b, err := hex.DecodeString(s.Owner)
@@ -237,7 +226,7 @@ func (k *e2eeKeys) offer(signed []byte) bool {
 		return false
 	}
 	k.accepted.Add(1)
-	if err := WriteKeyset(k.path, ks); err != nil {
+	if err := writeKeyset(k.path, ks); err != nil {
 		k.log.Error("e2ee: key set accepted but not stored: it is asked for again at the next start", "err", err)
 	}
 	fp := ks.Owner()
@@ -294,25 +283,24 @@ func (a *Agent) pollKeyset(ctx context.Context) {
 		a.log.Error("e2ee: cannot ask the receiver for key sets", "err", err)
 		return
 	}
-	base := a.cfg.UploadURL
-	for len(base) > 0 && base[len(base)-1] == '/' {
-		base = base[:len(base)-1]
-	}
+	sign := func(msg []byte) ([]byte, error) { return claimcode.Sign(a.deps.Rand, a.key, msg) }
 	lastErr := ""
 	for {
-		signed, err := a.fetchKeyset(ctx, client, base)
+		rctx, cancel := context.WithTimeout(ctx, a.cfg.UploadTimeout)
+		signed, err := livestream.FetchKeySet(rctx, client, a.cfg.UploadURL, a.device, sign)
+		cancel()
 		switch {
 		case ctx.Err() != nil:
 			return
+		case errors.Is(err, livestream.ErrNoKeySet):
+			lastErr = ""
+			if a.e2ee.current() == nil {
+				a.e2ee.withoutPictures()
+			}
 		case err != nil:
 			if msg := err.Error(); msg != lastErr {
 				a.log.Warn("e2ee: cannot fetch the owner's key set; sealing to the set held", "err", err)
 				lastErr = msg
-			}
-		case signed == nil:
-			lastErr = ""
-			if a.e2ee.current() == nil {
-				a.e2ee.withoutPictures()
 			}
 		default:
 			lastErr = ""
@@ -321,47 +309,10 @@ func (a *Agent) pollKeyset(ctx context.Context) {
 		var r [8]byte
 		_, _ = io.ReadFull(a.deps.Rand, r[:])
 		f := float64(binary.LittleEndian.Uint64(r[:])>>11) / (1 << 53)
-		wait := time.Duration(float64(a.cfg.E2EEKeysetPoll) * (0.75 + f/2))
 		select {
 		case <-ctx.Done():
 			return
-		case <-a.deps.Clock.After(wait):
+		case <-a.deps.Clock.After(time.Duration(float64(a.cfg.E2EEKeysetPoll) * (0.75 + f/2))):
 		}
-	}
-}
-
-// fetchKeyset asks the receiver for the owner's signed key set with the
-// device's proof: nil without error when the receiver has none (404).
-func (a *Agent) fetchKeyset(ctx context.Context, client *http.Client, base string) ([]byte, error) {
-	rctx, cancel := context.WithTimeout(ctx, a.cfg.UploadTimeout)
-	defer cancel()
-	url := base + keysetPrefix + a.device + keysetSuffix
-	nonce := ""
-	for try := 0; ; try++ {
-		req, err := a.liveRequest(rctx, http.MethodGet, url, purposeKeyset, nonce, nil)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("agent: e2ee: key set: %w", err)
-		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, maxKeysetFile+1))
-		resp.Body.Close()
-		next := resp.Header.Get(livestream.NonceHeader)
-		switch {
-		case err != nil:
-			return nil, fmt.Errorf("agent: e2ee: key set: %w", err)
-		case resp.StatusCode == http.StatusUnauthorized && next != "" && try == 0:
-			nonce = next // sign the nonce given, once
-			continue
-		case resp.StatusCode == http.StatusNotFound:
-			return nil, nil
-		case resp.StatusCode != http.StatusOK:
-			return nil, fmt.Errorf("agent: e2ee: key set: receiver replied %d: %s", resp.StatusCode, firstLine(bytes.NewReader(body)))
-		case len(body) > maxKeysetFile:
-			return nil, fmt.Errorf("agent: e2ee: key set: reply over %d bytes", maxKeysetFile)
-		}
-		return body, nil
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyframe-cam/keyframe/e2ee"
+	"github.com/keyframe-cam/keyframe/join"
 	"github.com/keyframe-cam/keyframe/motion"
 	"github.com/keyframe-cam/keyframe/provenance"
 	"github.com/keyframe-cam/keyframe/uploader"
@@ -151,7 +152,7 @@ func TestE2EEKeysAccept(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs4 lockedBuffer
-	if k4 := newE2EEKeys(&cfg, testLogger(&logs4)); k4.current() != nil || !strings.Contains(logs4.String(), keysetFile) {
+	if k4 := newE2EEKeys(&cfg, testLogger(&logs4)); k4.current() != nil || !strings.Contains(logs4.String(), join.KeySetFile) {
 		t.Errorf("a damaged key set file: %s", logs4.String())
 	}
 }
