@@ -47,7 +47,7 @@ type keysetServer struct {
 }
 
 func (k *keysetServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != keysetPrefix+k.device+keysetSuffix {
+	if r.URL.Path != livestream.KeySetPath(k.device) {
 		if r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/v1/events/") {
 			body, err := io.ReadAll(r.Body)
 			if err != nil {
@@ -69,7 +69,7 @@ func (k *keysetServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fresh := k.nonces[nonce]
 	delete(k.nonces, nonce)
 	k.mu.Unlock()
-	if _, err := claimcode.Verify(k.spki, livestream.Message(purposeKeyset, k.device, raw), sig); !fresh || err != nil {
+	if _, err := claimcode.Verify(k.spki, livestream.Message(livestream.PurposeKeySet, k.device, raw), sig); !fresh || err != nil {
 		b := make([]byte, 16)
 		_, _ = rand.Read(b)
 		n := base64.RawURLEncoding.EncodeToString(b)
@@ -331,4 +331,65 @@ func noJPEGStored(t *testing.T, dir string) {
 	if media == 0 {
 		t.Fatalf("no media stored in %s", dir)
 	}
+}
+
+// TestE2EERealReceiverRoute: the camera (e2ee.owner = first) fetches its
+// owner's key set from the real receiver's route with its live proof, pins
+// the identity, stores the set and seals: the receiver stores no JPEG.
+func TestE2EERealReceiverRoute(t *testing.T) {
+	dir := t.TempDir()
+	owner := newTestOwner(t)
+	cfg := testConfig(dir, 320, 240)
+	cfg.E2EEOwner = e2eeFirst
+	key, device, _, err := Identity(&cfg, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeKey(key)
+	pub, err := board.PublicKeyPEM(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdir := filepath.Join(dir, "receiver")
+	pairDevice(t, rdir, pub, device)
+	if err := receiver.PutKeySet(rdir, "alice", keySet(t, owner, 1).Signed()); err != nil {
+		t.Fatal(err)
+	}
+	srv, lines := openReceiver(t, rdir, quietLogger())
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	cfg.UploadURL = hs.URL
+	var logs lockedBuffer
+	a, err := New(cfg, Deps{Logger: testLogger(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for !ok() {
+			select {
+			case err := <-done:
+				t.Fatalf("agent stopped waiting for %s: %v\n%s", what, err, logs.String())
+			case <-ctx.Done():
+				t.Fatalf("no %s within the deadline\n%s", what, logs.String())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	waitFor("key set accepted", func() bool { return strings.Contains(logs.String(), "key set accepted") })
+	n := lines.count("kind=end")
+	waitFor("an event after the key set", func() bool { return lines.count("kind=end") > n })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ks, fp, err := loadKeyset(KeysetPath(&cfg))
+	if err != nil || fp != owner.Fingerprint() || ks.Owner() != fp {
+		t.Fatalf("stored key set: %v (owner %x, want %x)", err, fp, owner.Fingerprint())
+	}
+	noJPEGStored(t, filepath.Join(rdir, "events", device))
 }
