@@ -184,15 +184,25 @@ type keyJSON struct {
 }
 
 // The members each object may have, by schema path ("" is the top level,
-// "keys[]" an entry of keys). encoding/json matches names without regard to
-// case; these are matched exactly.
-var (
-	signedMembers = map[string][]string{"": {"keyset", "sig"}}
-	keySetMembers = map[string][]string{
-		"":       {"v", "identity", "version", "time_ms", "keys"},
-		"keys[]": {"id", "kem", "pub", "name", "recovery"},
+// "keys[]" an entry of keys); false for a path without a schema.
+// encoding/json matches names without regard to case; these are matched
+// exactly.
+func signedMembers(schema string) ([]string, bool) {
+	if schema == "" {
+		return []string{"keyset", "sig"}, true
 	}
-)
+	return nil, false
+}
+
+func keySetMembers(schema string) ([]string, bool) {
+	switch schema {
+	case "":
+		return []string{"v", "identity", "version", "time_ms", "keys"}, true
+	case "keys[]":
+		return []string{"id", "kem", "pub", "name", "recovery"}, true
+	}
+	return nil, false
+}
 
 // ParseSigned parses and verifies a signed key set's wire form (docs/e2ee.md
 // §3): strict JSON, at most 16 KiB of set, the set's own signature verified.
@@ -348,7 +358,7 @@ func b64(what, field, s string) ([]byte, error) {
 
 // strictJSON decodes data into v, refusing duplicate members, members not
 // in members (matched exactly) and anything after the value.
-func strictJSON(what string, data []byte, members map[string][]string, v any) error {
+func strictJSON(what string, data []byte, members func(string) ([]string, bool), v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := walkJSON(what, dec, "", "", members, 0); err != nil {
 		return err
@@ -371,7 +381,7 @@ const maxDepth = 4
 
 // walkJSON reads one value from dec. path names it for errors ("keys[2].pub"),
 // schema for members ("keys[]").
-func walkJSON(what string, dec *json.Decoder, path, schema string, members map[string][]string, depth int) error {
+func walkJSON(what string, dec *json.Decoder, path, schema string, members func(string) ([]string, bool), depth int) error {
 	tok, err := dec.Token()
 	if err != nil {
 		return fieldErr(what, path, "not JSON: %v", err)
@@ -385,7 +395,7 @@ func walkJSON(what string, dec *json.Decoder, path, schema string, members map[s
 	}
 	switch d {
 	case '{':
-		allowed, known := members[schema]
+		allowed, known := members(schema)
 		var seen []string
 		for dec.More() {
 			tok, err := dec.Token()

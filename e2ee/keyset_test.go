@@ -196,6 +196,10 @@ func TestKeySetMalformed(t *testing.T) {
 		{"two recovery keys", rep(`"recovery":false`, `"recovery":true`), "keys[1].recovery"},
 		{"too big", rep(`"name":"key 1"`, `"name":"`+strings.Repeat(" ", 17000)+`"`), "more than 16384"},
 		{"not JSON", `{"v":1,`, "not JSON"},
+		{"no version", rep(`"version":3,`, ``), "version"},
+		{"no identity", rep(`"identity":"`+idB64+`",`, ``), "identity"},
+		{"keys null", rep(good[strings.Index(good, `"keys":`):len(good)-1], `"keys":null`), "keys"},
+		{"no pub", rep(`"pub":"`+pub0+`",`, ``), "keys[0].pub"},
 	}
 	// The case list must still hold a good set.
 	if _, err := ParseKeySet([]byte(good), signRaw(o, []byte(good))); err != nil {

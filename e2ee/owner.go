@@ -1,9 +1,12 @@
 package e2ee
 
 import (
+	"crypto/ecdh"
 	"crypto/ed25519"
+	"crypto/hkdf"
 	"crypto/hpke"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -130,4 +133,26 @@ func (o *Owner) Key(id string) *OwnerKey {
 		}
 	}
 	return nil
+}
+
+// RecoverySecretSize is the recovery secret's size: 128 bits (docs/e2ee.md §6).
+const RecoverySecretSize = 16
+
+// RecoveryKey derives the recovery key pair from the recovery secret
+// (docs/e2ee.md §6): DeriveKeyPair of DHKEM(X25519) with
+// ikm = HKDF-SHA256(secret, salt "", "keyframe e2ee recovery kem v1", 32).
+// With it, a tool opens everything sealed to a set holding the recovery key.
+func RecoveryKey(secret []byte) (hpke.PrivateKey, error) {
+	if len(secret) != RecoverySecretSize {
+		return nil, fmt.Errorf("e2ee: recovery secret of %d bytes, want %d", len(secret), RecoverySecretSize)
+	}
+	ikm, err := hkdf.Key(sha256.New, secret, nil, "keyframe e2ee recovery kem v1", 32)
+	if err != nil {
+		return nil, fmt.Errorf("e2ee: recovery key: %w", err)
+	}
+	k, err := hpke.DHKEM(ecdh.X25519()).DeriveKeyPair(ikm)
+	if err != nil {
+		return nil, fmt.Errorf("e2ee: recovery key: %w", err)
+	}
+	return k, nil
 }
