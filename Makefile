@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BUILD := $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test unit race lint cross e2e bench bench-mog2 clean config-doc board-test eval eval-peers storm
+.PHONY: all build run test unit race lint cross e2e bench bench-mog2 clean config-doc board-test eval eval-peers storm storm-e2ee
 
 all: build
 
@@ -103,6 +103,10 @@ eval-peers: build
 STORM_FLAGS ?= --devices 2000 --outage 5s
 storm: build
 	bin/keyframe-receiver storm $(STORM_FLAGS)
+
+## storm-e2ee: the same storm with every thumbnail sealed to its owner's key set (docs/e2ee.md).
+storm-e2ee: build
+	bin/keyframe-receiver storm --e2ee $(STORM_FLAGS)
 
 clean:
 	rm -rf bin

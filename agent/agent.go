@@ -186,7 +186,8 @@ type Agent struct {
 	// live hands frames to the live view (live.go); nil when it is off.
 	live    *liveFeed
 	liveURL string
-	lan     *lanView // the LAN view (lan.go); nil when it is off
+	lan     *lanView  // the LAN view (lan.go); nil when it is off
+	e2ee    *e2eeKeys // the owner's key set pictures are sealed to (e2ee.go); nil when e2ee is off
 }
 
 // health is what the watchdog loop reads from the frame loop.
@@ -371,6 +372,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, err
 	}
 	a.mqtt, a.pub = m, newPublisher()
+	a.setupE2EE()
 	a.setupLive()
 	if err := a.setupLAN(); err != nil {
 		return nil, err
@@ -443,6 +445,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	a.startLive(ctx, &wg)
+	a.startKeyset(ctx, &wg)
 	if err := a.startLAN(ctx, &wg); err != nil {
 		cancel()
 		wg.Wait()
@@ -865,16 +868,21 @@ func (a *Agent) emit(event, kind string, f *capture.Frame, s motion.Summary, st 
 }
 
 // record signs and spools one record of frame f, captured at st from src.
+// It returns the thumbnail to show in the clear (MQTT), nil with e2ee on.
 func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary, st recorder.Stamp, src *provenance.Source, segments [][]byte) ([]byte, error) {
-	a.thumb.Reset()
-	region := image.Rect(0, 0, f.Width, f.Height)
-	if a.cfg.ThumbCrop {
-		region = capture.ThumbnailCrop(s.Box, f.Width, f.Height)
+	var thumb []byte
+	sealer := a.e2ee.current()
+	if a.e2ee == nil || sealer != nil {
+		a.thumb.Reset()
+		region := image.Rect(0, 0, f.Width, f.Height)
+		if a.cfg.ThumbCrop {
+			region = capture.ThumbnailCrop(s.Box, f.Width, f.Height)
+		}
+		if err := capture.EncodeThumbnailRect(&a.thumb, f, region, a.cfg.ThumbMaxSide, a.cfg.ThumbQuality); err != nil {
+			return nil, err
+		}
+		thumb = bytes.Clone(a.thumb.Bytes())
 	}
-	if err := capture.EncodeThumbnailRect(&a.thumb, f, region, a.cfg.ThumbMaxSide, a.cfg.ThumbQuality); err != nil {
-		return nil, err
-	}
-	thumb := bytes.Clone(a.thumb.Bytes())
 	dur := time.Duration(0)
 	if kind == provenance.KindEnd {
 		// From the trigger: the pre-roll is the clip's run-up, not
@@ -895,14 +903,23 @@ func (a *Agent) record(event, kind string, f *capture.Frame, s motion.Summary, s
 			Width:       uint32(f.Width),
 			Height:      uint32(f.Height),
 		},
-		Media:    []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", thumb)},
 		KeyStore: a.key.Backend(),
 		Source:   src,
 		Segments: segments,
 	}
+	media := func(*provenance.Payload) ([][]byte, error) { return nil, nil }
+	switch {
+	case a.e2ee == nil:
+		p.Media = []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", thumb)}
+		media = func(*provenance.Payload) ([][]byte, error) { return [][]byte{thumb}, nil }
+	case sealer != nil:
+		media, thumb = sealed(sealer, provenance.RoleThumbnail, thumb), nil
+	default:
+		a.e2ee.withoutPictures()
+	}
 	// Seq and Prev come from the chain, which advances durably before the
-	// record is spooled.
-	if _, err := a.rec.Record(p, [][]byte{thumb}); err != nil {
+	// record is spooled (and before the thumbnail is sealed to its seq).
+	if _, _, err := a.rec.RecordWith(p, media); err != nil {
 		return nil, err
 	}
 	return thumb, nil

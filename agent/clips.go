@@ -235,13 +235,27 @@ func (a *Agent) clipSign() {
 			Width:       uint32(c.w),
 			Height:      uint32(c.h),
 		},
-		Media:    []provenance.Media{provenance.NewMedia(provenance.RoleFrames, provenance.FramesMediaType, c.data)},
 		KeyStore: a.key.Backend(),
 		Source:   c.src,
 		Segment:  &provenance.Segment{Index: c.index, Type: clip.ContentType, Frames: c.frames},
 	}
 	n := len(c.frames)
-	_, h, err := a.rec.RecordHashed(p, [][]byte{c.data})
+	media := func(p *provenance.Payload) ([][]byte, error) {
+		p.Media = []provenance.Media{provenance.NewMedia(provenance.RoleFrames, provenance.FramesMediaType, c.data)}
+		return [][]byte{c.data}, nil
+	}
+	if a.e2ee != nil {
+		// Sealed to the owner's keys, or not made without a key set
+		// (never in the clear).
+		s := a.e2ee.current()
+		if s == nil {
+			a.e2ee.withoutPictures()
+			c.data, c.frames = c.data[:0], c.frames[:0]
+			return
+		}
+		media = sealed(s, provenance.RoleFrames, c.data)
+	}
+	_, h, err := a.rec.RecordWith(p, media)
 	switch {
 	case err == nil:
 	case h != [32]byte{}:

@@ -79,6 +79,10 @@ type Config struct {
 	LANCertFile   string
 	LANKeyFile    string
 	LANMaxViewers int
+	// End-to-end encryption (e2ee.go, docs/e2ee.md): "" off, 64 hex the
+	// pinned owner fingerprint, "first" trust on first use.
+	E2EEOwner      string
+	E2EEKeysetPoll time.Duration
 
 	SpoolDir      string // empty = DataDir/spool
 	SpoolMaxBytes int64
@@ -333,6 +337,9 @@ func Fields() []Field {
 		strField("lan.key_file", "with lan.cert_file, its private key (PEM, not readable by others); empty with lan.cert_file empty = <data_dir>/lan-key.pem (mode 0600)", func(c *Config) *string { return &c.LANKeyFile }),
 		intField("lan.max_viewers", "most LAN view streams at once (more get 503); frames are encoded once for all of them", 1, 16, func(c *Config) *int { return &c.LANMaxViewers }),
 
+		parsedField("e2ee.owner", "end-to-end encryption of pictures to the owner's browsers (docs/e2ee.md): empty = off; 64 hex = the owner's pinned identity fingerprint (keyframe join writes it); first = pin the identity of the first key set the receiver gives (trust on first use, weaker). With it on, thumbnails and clips are sealed, records without a key set carry no pictures, and MQTT pictures and the receiver's live view are off (the LAN view stays)", func(c *Config) *string { return &c.E2EEOwner }, checkE2EEOwner),
+		durField("e2ee.keyset_poll", "with e2ee.owner, how often the owner's key set is asked of the receiver (and at start), with jitter", 5*time.Second, 24*time.Hour, func(c *Config) *time.Duration { return &c.E2EEKeysetPoll }),
+
 		strField("spool.dir", "spool directory; empty = <data_dir>/spool", func(c *Config) *string { return &c.SpoolDir }),
 		intField("spool.max_bytes", "most bytes of unsent records kept on disk", int64(64<<10), int64(1<<40), func(c *Config) *int64 { return &c.SpoolMaxBytes }),
 		strField("spool.policy", "when the spool is full: refuse-new (new events are refused and counted) or drop-oldest (oldest unsent moved to quarantine, counted)", func(c *Config) *string { return &c.SpoolPolicy }, "refuse-new", "drop-oldest"),
@@ -401,6 +408,7 @@ func DefaultConfig() Config {
 		LiveQuality:     70,
 		LiveMaxTime:     5 * time.Minute,
 		LANMaxViewers:   2,
+		E2EEKeysetPoll:  time.Minute,
 		SpoolMaxBytes:   64 << 20,
 		SpoolPolicy:     "refuse-new",
 		SpoolSegBytes:   uploader.DefaultSegmentMaxBytes,

@@ -279,6 +279,9 @@ type status struct {
 func (a *Agent) command(_ context.Context, name string, _ []byte) (any, error) {
 	switch name {
 	case uploader.CommandSnapshot:
+		if a.e2ee != nil {
+			return nil, fmt.Errorf("snapshots are off: e2ee.owner is set, and a snapshot would be a picture in the clear")
+		}
 		a.pub.snap.Store(snapshotPending)
 		return map[string]string{"snapshot": "the next frame's thumbnail will be published"}, nil
 	case uploader.CommandStatus:

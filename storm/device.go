@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyframe-cam/keyframe/board"
+	"github.com/keyframe-cam/keyframe/e2ee"
 	"github.com/keyframe-cam/keyframe/provenance"
 	"github.com/keyframe-cam/keyframe/recorder"
 	"github.com/keyframe-cam/keyframe/uploader"
@@ -20,6 +22,9 @@ type identity struct {
 	key   *ecdsa.PrivateKey
 	id    string // provenance.DeviceID of key
 	owner string // the owner it is paired to (ground truth)
+	// sealer seals the device's thumbnails to its owner's key set
+	// (Config.E2EE); nil: thumbnails in the clear.
+	sealer *e2ee.Sealer
 }
 
 // deviceKey derives device idx's P-256 key from seed: the scalar is the
@@ -82,6 +87,8 @@ type device struct {
 	rec   *recorder.Recorder // signs, advances the chain, then spools (records are made by one goroutine at a time, but phases hand over)
 	spool *uploader.Spool
 	up    *uploader.Uploader
+
+	seals, sealNs atomic.Int64 // thumbnails sealed, and the time it took
 }
 
 // newDevice is identity's device in a run that booted at start, spooling to
@@ -119,9 +126,25 @@ func (d *device) record(event, kind string, captured time.Time, dur time.Duratio
 		Media:    []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, "image/jpeg", thumb)},
 		KeyStore: "file",
 	}
+	media := func(*provenance.Payload) ([][]byte, error) { return [][]byte{thumb}, nil }
+	if d.sealer != nil {
+		// Sealed to the owner's set with the record's binding, once the
+		// record's seq is known, as the agent does (docs/e2ee.md §7).
+		media = func(p *provenance.Payload) ([][]byte, error) {
+			t0 := time.Now()
+			obj, err := d.sealer.Seal(e2ee.Binding{Device: p.Device, Event: p.Event, Seq: p.Seq, Role: provenance.RoleThumbnail}, thumb)
+			d.sealNs.Add(int64(time.Since(t0)))
+			d.seals.Add(1)
+			if err != nil {
+				return nil, err
+			}
+			p.Media = []provenance.Media{provenance.NewMedia(provenance.RoleThumbnail, e2ee.SealedType, obj)}
+			return [][]byte{obj}, nil
+		}
+	}
 	// Signed, the chain moved on, then spooled, as on a device (a failed
 	// write leaves a gap, never a reuse).
-	if _, err := d.rec.Record(p, [][]byte{thumb}); err != nil {
+	if _, _, err := d.rec.RecordWith(p, media); err != nil {
 		return "", fmt.Errorf("storm: device %d: %w", d.idx, err)
 	}
 	return recordKey(d.id, event, kind), nil

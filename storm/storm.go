@@ -56,6 +56,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/e2ee"
 	"github.com/keyframe-cam/keyframe/provenance"
 	"github.com/keyframe-cam/keyframe/receiver"
 	"github.com/keyframe-cam/keyframe/uploader"
@@ -109,6 +110,11 @@ type Config struct {
 	Ramp         float64       // devices brought online per second in phase 1; DefaultRamp
 	ViewRate     float64       // owner views per second during phase 3; DefaultViewRate
 	DrainTimeout time.Duration // give up waiting for a phase to drain; DefaultDrainTimeout
+
+	// E2EE seals every thumbnail to its device's owner's key set (an
+	// e2ee.Owner per owner, docs/e2ee.md), and the viewer opens what it
+	// is served with the owner's keys.
+	E2EE bool
 
 	Log         *slog.Logger // progress (phases, figures); nil: discard
 	ReceiverLog *slog.Logger // the receiver's log (mix-ups caught are warnings); nil: discard
@@ -222,6 +228,13 @@ type RunStats struct {
 	OSThreads      int    `json:"os_threads"`
 	RegistryReads  uint64 `json:"registry_reads"` // full registry parses by the receiver (all other requests reused one)
 	MaxConns       int    `json:"max_conns"`
+
+	// With Config.E2EE: thumbnails sealed, and the time sealing took per
+	// device and per thumbnail (process time, the devices sharing the
+	// machine with the receiver).
+	Seals           int64   `json:"seals,omitempty"`
+	SealMsPerDevice float64 `json:"seal_ms_per_device,omitempty"`
+	SealUsMean      float64 `json:"seal_us_mean,omitempty"`
 }
 
 // Result is a storm's outcome: the jittered run's figures, the control's peak
@@ -246,6 +259,8 @@ type Result struct {
 
 	Jittered RunStats  `json:"jittered"`
 	Control  *RunStats `json:"control,omitempty"`
+
+	E2EE bool `json:"e2ee,omitempty"` // thumbnails sealed (Config.E2EE); the jittered run's seal figures
 }
 
 // OK reports whether the storm lost, duplicated and misattributed nothing
@@ -260,8 +275,12 @@ func (r *Result) OK() bool {
 
 // Line is the one-line summary.
 func (r *Result) Line() string {
-	return fmt.Sprintf("storm: devices=%d events=%d lost=%d duplicates=%d misattributed=%d peak_rps=%d control_peak_rps=%d drain_s=%.1f mixups_caught=%d",
+	line := fmt.Sprintf("storm: devices=%d events=%d lost=%d duplicates=%d misattributed=%d peak_rps=%d control_peak_rps=%d drain_s=%.1f mixups_caught=%d",
 		r.Devices, r.Events, r.Lost, r.Duplicates, r.Misattributed, r.PeakRPS, r.ControlPeakRPS, r.DrainS, r.MixupsCaught)
+	if r.E2EE {
+		line += fmt.Sprintf(" e2ee=sealed seals=%d seal_ms_per_device=%.2f seal_us_mean=%.0f", r.Jittered.Seals, r.Jittered.SealMsPerDevice, r.Jittered.SealUsMean)
+	}
+	return line
 }
 
 // Run runs the storm (and its control, if cfg.Control) and returns the
@@ -292,8 +311,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Devices: cfg.Devices, Events: cfg.Events, Owners: cfg.Owners, MixupRate: cfg.MixupRate, Seed: cfg.Seed}
-	j, err := runOnce(ctx, cfg, ids, false)
+	keys, err := ownerKeys(cfg, ids)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Devices: cfg.Devices, Events: cfg.Events, Owners: cfg.Owners, MixupRate: cfg.MixupRate, Seed: cfg.Seed, E2EE: cfg.E2EE}
+	j, err := runOnce(ctx, cfg, ids, keys, false)
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +324,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.add(j)
 	res.PeakRPS, res.DrainS = j.PeakRPS, j.DrainS
 	if cfg.Control {
-		c, err := runOnce(ctx, cfg, ids, true)
+		c, err := runOnce(ctx, cfg, ids, keys, true)
 		if err != nil {
 			return nil, err
 		}
@@ -350,6 +373,34 @@ func identities(cfg Config) ([]*identity, error) {
 		return nil, err
 	}
 	return ids, nil
+}
+
+// ownerKeys makes an e2ee owner (one key) per owner with Config.E2EE, and
+// gives each device the sealer of its owner's key set; nil without.
+func ownerKeys(cfg Config, ids []*identity) (map[string]*e2ee.Owner, error) {
+	if !cfg.E2EE {
+		return nil, nil
+	}
+	keys := make(map[string]*e2ee.Owner, cfg.Owners)
+	sealers := make([]*e2ee.Sealer, cfg.Owners)
+	for i := range cfg.Owners {
+		o, err := e2ee.NewOwner(1)
+		if err != nil {
+			return nil, fmt.Errorf("storm: %w", err)
+		}
+		ks, err := o.KeySet(1)
+		if err != nil {
+			return nil, fmt.Errorf("storm: %w", err)
+		}
+		if sealers[i], err = e2ee.NewSealer(ks); err != nil {
+			return nil, fmt.Errorf("storm: %w", err)
+		}
+		keys[ownerName(i)] = o
+	}
+	for _, id := range ids {
+		id.sealer = sealers[id.idx%cfg.Owners]
+	}
+	return keys, nil
 }
 
 // sampler records the process's peak heap and goroutines.
@@ -451,7 +502,7 @@ func (st *storm) waitSettled(ctx context.Context, timeout time.Duration) bool {
 }
 
 // runOnce runs one storm over fresh directories.
-func runOnce(ctx context.Context, cfg Config, ids []*identity, naive bool) (_ *RunStats, err error) {
+func runOnce(ctx context.Context, cfg Config, ids []*identity, keys map[string]*e2ee.Owner, naive bool) (_ *RunStats, err error) {
 	mode := "jittered"
 	if naive {
 		mode = "naive"
@@ -615,7 +666,7 @@ func runOnce(ctx context.Context, cfg Config, ids []*identity, naive bool) (_ *R
 	viewTr := &http.Transport{MaxIdleConnsPerHost: 4}
 	defer viewTr.CloseIdleConnections()
 	vw := &viewer{
-		srv: srv, base: "http://" + addr, truth: newTruth(ids, cfg.Owners),
+		srv: srv, base: "http://" + addr, truth: newTruth(ids, cfg.Owners), keys: keys,
 		signIn:    ownerSignIn(rdir, "http://"+addr, viewTr),
 		rnd:       mrand.New(mrand.NewPCG(runSeed, 0x76696577)),
 		rate:      cfg.ViewRate,
@@ -648,6 +699,12 @@ func runOnce(ctx context.Context, cfg Config, ids []*identity, naive bool) (_ *R
 		rs.Quarantined += us.Quarantined + ss.Corrupt
 		rs.Failures += us.Failures
 		rs.Undelivered += ss.Pending
+		rs.Seals += d.seals.Load()
+		rs.SealMsPerDevice += float64(d.sealNs.Load()) / 1e6
+	}
+	if rs.Seals > 0 {
+		rs.SealUsMean = rs.SealMsPerDevice * 1e3 / float64(rs.Seals)
+		rs.SealMsPerDevice /= float64(len(st.devices))
 	}
 	if err := hs2.Close(); err != nil {
 		return nil, fmt.Errorf("storm: %w", err)

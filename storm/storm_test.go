@@ -250,9 +250,9 @@ func TestViewerCountsWhatItShouldNotSee(t *testing.T) {
 	defer leak.Close()
 	v := &viewer{base: leak.URL, client: leak.Client(), truth: newTruth(ids, 2), rnd: mrand.New(mrand.NewPCG(1, 2))}
 	ctx := context.Background()
-	v.media(ctx, "owner-0", ids[1].id, eventID(1, 0), provenance.KindStart, 0, true)  // a stranger's, served
-	v.media(ctx, "owner-0", ids[0].id, eventID(0, 0), provenance.KindStart, 0, false) // own, but the wrong bytes
-	v.overHTTP(ctx, "owner-0", nil)                                                   // the page lists a stranger; the probe is served
+	v.media(ctx, "owner-0", ids[1].id, eventID(1, 0), provenance.KindStart, 1, 0, true)  // a stranger's, served
+	v.media(ctx, "owner-0", ids[0].id, eventID(0, 0), provenance.KindStart, 1, 0, false) // own, but the wrong bytes
+	v.overHTTP(ctx, "owner-0", nil)                                                      // the page lists a stranger; the probe is served
 	st := v.Stats()
 	if st.Misattributed != 4 || st.FirstMistake == "" || st.Media != 0 {
 		t.Errorf("viewer against a leaking server: %+v, want 4 misattributed", st)
@@ -389,5 +389,39 @@ func TestDrainQuantile(t *testing.T) {
 		if got := drainQuantile(c.windows, c.q); got != c.want {
 			t.Errorf("drainQuantile(%v, %v) = %v, want %v", c.windows, c.q, got, c.want)
 		}
+	}
+}
+
+// TestSmallStormSealed: the storm with every thumbnail sealed to its
+// owner's key set (docs/e2ee.md): nothing lost, stored twice or shown to
+// the wrong owner, every thumbnail the viewer was served opened by its
+// owner's keys, and the seal cost counted.
+func TestSmallStormSealed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a real storm of a few seconds; skipped with -short")
+	}
+	cfg := Config{
+		Devices: 40, Events: 2, Owners: 4, Outage: time.Second, MixupRate: 0.2, E2EE: true,
+		Uploader: uploader.Config{RetryWindow: time.Second, QuickRetry: 200 * time.Millisecond, BackoffBase: 100 * time.Millisecond, BackoffCap: time.Second, Rate: 50},
+		Seed:     2, Dir: t.TempDir(), Ramp: 200, ViewRate: 100,
+	}
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(res.Line())
+	if !res.OK() || res.Lost != 0 || res.Duplicates != 0 || res.Misattributed != 0 {
+		t.Fatalf("sealed storm: %s", res.Line())
+	}
+	j := res.Jittered
+	const records = 40 * 2 * (2 + 1)
+	if j.Seals != records || j.SealMsPerDevice <= 0 || j.SealUsMean <= 0 {
+		t.Errorf("%d seals (want %d), %.3f ms a device, %.0f µs a seal", j.Seals, records, j.SealMsPerDevice, j.SealUsMean)
+	}
+	if j.View.Media == 0 || j.View.Envelopes == 0 {
+		t.Errorf("the viewer opened no sealed thumbnail: %+v", j.View)
+	}
+	if !strings.Contains(res.Line(), " e2ee=sealed seals=") {
+		t.Errorf("line %q does not give the seal figures", res.Line())
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/e2ee"
 	"github.com/keyframe-cam/keyframe/provenance"
 	"github.com/keyframe-cam/keyframe/receiver"
 )
@@ -105,6 +106,7 @@ type viewer struct {
 	// clients are the signed-in clients by owner (run's goroutine only).
 	clients   map[string]*http.Client
 	truth     *truth
+	keys      map[string]*e2ee.Owner // by owner name, with Config.E2EE: what is served is opened with them
 	rnd       *rand.Rand
 	rate      float64 // views per second
 	httpEvery int
@@ -274,8 +276,8 @@ func (v *viewer) overHTTP(ctx context.Context, owner string, evs []receiver.Even
 	}
 	if len(evs) > 0 {
 		ev := evs[v.rnd.IntN(len(evs))]
-		if i := ev.Thumbnail(); i >= 0 {
-			v.media(ctx, owner, ev.Device, ev.Event, ev.Kind, i, false)
+		if i := v.thumbIndex(ev); i >= 0 {
+			v.media(ctx, owner, ev.Device, ev.Event, ev.Kind, ev.Seq, i, false)
 		}
 		v.envelope(ctx, owner, ev)
 	}
@@ -284,16 +286,40 @@ func (v *viewer) overHTTP(ctx context.Context, owner string, evs []receiver.Even
 		for range 8 {
 			d := v.truth.ids[v.rnd.IntN(len(v.truth.ids))]
 			if v.truth.owner[d] != owner {
-				v.media(ctx, owner, d, eventID(v.truth.index[d], 0), provenance.KindStart, 0, true)
+				v.media(ctx, owner, d, eventID(v.truth.index[d], 0), provenance.KindStart, 0, 0, true)
 				break
 			}
 		}
 	}
 }
 
+// thumbIndex is the index of an event's thumbnail: the receiver's choice,
+// or with e2ee the sealed thumbnail (which it serves as a download).
+func (v *viewer) thumbIndex(ev receiver.EventView) int {
+	if v.keys != nil && len(ev.Media) > 0 && ev.Media[0].Role == provenance.RoleThumbnail {
+		return 0
+	}
+	return ev.Thumbnail()
+}
+
+// isThumbnail reports whether body is the thumbnail of the record: the
+// stand-in JPEG, or with e2ee one that owner's keys open to it.
+func (v *viewer) isThumbnail(owner, device, event, kind string, seq uint64, body []byte) bool {
+	want := thumbnail(device, event, kind)
+	if v.keys == nil {
+		return bytes.Equal(body, want)
+	}
+	o := v.keys[owner]
+	if o == nil {
+		return false
+	}
+	got, err := o.Open(body, e2ee.Binding{Owner: o.Fingerprint(), Device: device, Event: event, Seq: seq, Role: provenance.RoleThumbnail})
+	return err == nil && bytes.Equal(got, want)
+}
+
 // media fetches one media object signed in as owner and checks what came
 // back.
-func (v *viewer) media(ctx context.Context, owner, device, event, kind string, i int, probe bool) {
+func (v *viewer) media(ctx context.Context, owner, device, event, kind string, seq uint64, i int, probe bool) {
 	path := "/media/" + device + "/" + event + "/" + kind + "/" + strconv.Itoa(i)
 	code, body, err := v.get(ctx, owner, path)
 	switch {
@@ -302,7 +328,7 @@ func (v *viewer) media(ctx context.Context, owner, device, event, kind string, i
 	case code == http.StatusOK:
 		if why := v.truth.wrongEvent(owner, device, event); why != "" {
 			v.mistake(1, fmt.Sprintf("%s was served the thumbnail of %s/%s: %s", owner, event, kind, why))
-		} else if !bytes.Equal(body, thumbnail(device, event, kind)) {
+		} else if !v.isThumbnail(owner, device, event, kind, seq, body) {
 			v.mistake(1, fmt.Sprintf("%s was served other bytes as the thumbnail of %s/%s", owner, event, kind))
 		} else {
 			v.add(func(s *viewStats) { s.Media++ })
@@ -327,7 +353,23 @@ func (v *viewer) envelope(ctx context.Context, owner string, ev receiver.EventVi
 		v.add(func(s *viewStats) { s.Refused++ })
 		return
 	}
-	vf, err := provenance.Verify(body, [][]byte{thumbnail(ev.Device, ev.Event, ev.Kind)}, nil)
+	thumb := thumbnail(ev.Device, ev.Event, ev.Kind)
+	if v.keys != nil {
+		// Sealed: the envelope binds the sealed bytes served, which the
+		// owner opens to the thumbnail.
+		mpath := "/media/" + ev.Device + "/" + ev.Event + "/" + ev.Kind + "/0"
+		code, sealed, err := v.get(ctx, owner, mpath)
+		if err != nil || code != http.StatusOK {
+			v.failed(ctx, "GET "+mpath+" as "+owner, code, err)
+			return
+		}
+		if !v.isThumbnail(owner, ev.Device, ev.Event, ev.Kind, ev.Seq, sealed) {
+			v.mistake(1, fmt.Sprintf("%s was served a sealed thumbnail of %s/%s that its keys do not open to the thumbnail", owner, ev.Event, ev.Kind))
+			return
+		}
+		thumb = sealed
+	}
+	vf, err := provenance.Verify(body, [][]byte{thumb}, nil)
 	if err != nil {
 		v.mistake(1, fmt.Sprintf("%s was served an envelope for %s/%s that does not verify with its thumbnail: %v", owner, ev.Event, ev.Kind, err))
 		return

@@ -42,6 +42,7 @@ func cmdStorm(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Events, "events", storm.DefaultEvents, "events each device records during the outage (a start and an end record each)")
 	fs.DurationVar(&cfg.Outage, "outage", storm.DefaultOutage, "how long the receiver is away")
 	fs.Float64Var(&cfg.MixupRate, "mixup-rate", storm.DefaultMixupRate, "probability that the faulty owner cache answers with another device's owner while the storm runs (0 to 1)")
+	fs.BoolVar(&cfg.E2EE, "e2ee", false, "seal every device's thumbnails to its owner's key set (docs/e2ee.md); the viewer opens them with the owner's keys, and the figures give the seal cost per device")
 	fs.IntVar(&cfg.Owners, "owners", 0, fmt.Sprintf("owners (device i is paired to owner-(i mod M)); 0: one per %d devices", storm.DevicesPerOwner))
 	asJSON := fs.Bool("json", false, "print the full result as one JSON object on stdout (the summary line goes to stderr)")
 	fs.BoolVar(&cfg.Control, "control", true, "also run the naive control storm (fixed retry interval, no jitter) for control_peak_rps")
