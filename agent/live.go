@@ -423,15 +423,17 @@ stop:
 // setupLive prepares the live view when live.enabled says so (New).
 func (a *Agent) setupLive() {
 	base, why := liveBase(&a.cfg)
-	if base != "" && a.e2ee != nil {
-		// docs/e2ee.md §8 (sealed live frames) is not built yet.
-		base, why = "", "live view off: e2ee.owner is set, and the live view would send pictures in the clear to the receiver (the LAN view stays)"
-	}
 	if why != "" {
 		a.log.Warn(why)
 	}
 	if base != "" {
 		a.live, a.liveURL = newLiveFeed(a.cfg.LiveFPS), base
+		if a.e2ee != nil {
+			// Sealed to the owner's key set (docs/e2ee.md §8); only when
+			// e2ee is on: a sealer func that returns nil means "on, no set
+			// yet", which keeps the live view from streaming at all.
+			a.live.sealer = a.e2ee.current
+		}
 	}
 }
 
