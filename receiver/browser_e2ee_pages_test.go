@@ -127,11 +127,11 @@ func TestBrowserE2EEEventPages(t *testing.T) {
 	browsertest.Do(t, ctx, chromedp.Navigate(e.hs.URL+"/"))
 	opened := func(what string, n int) {
 		t.Helper()
-		got := browsertest.Run(t, ctx, chromedp.Poll[string](fmt.Sprintf(`(() => {
+		got := browsertest.Run(t, ctx, chromedp.Poll[string](`(() => {
 			const imgs = [...document.querySelectorAll("img.sealed")];
 			if (imgs.some(i => !i.dataset.state || i.dataset.state === "opening" || (i.dataset.state === "open" && !i.complete))) return false;
 			return imgs.filter(i => i.dataset.state === "open" && i.complete && i.naturalWidth > 0).length + "/" + imgs.length + " " + imgs.map(i => i.dataset.state + ":" + (i.dataset.error || "")).join(";");
-		})()`), chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second)))
+		})()`, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second)))
 		if !strings.HasPrefix(got, fmt.Sprintf("%d/%d ", n, n)) {
 			t.Fatalf("%s: sealed pictures opened/shown: %s, want %d of %d", what, got, n, n)
 		}

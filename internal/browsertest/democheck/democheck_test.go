@@ -34,7 +34,6 @@ func TestDemoSignIn(t *testing.T) {
 	}
 	home := link[:i+1]
 	ctx := browsertest.New(t)
-	began := time.Now()
 	browsertest.Do(t, ctx, chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS(`form[action="/claims"]`)))
 	if txt := browsertest.Run(t, ctx, chromedp.Text(chromedp.CSS("nav"))); !strings.Contains(txt, "Signed in as demo") {
 		t.Fatalf("the link's page says %q, want signed in as demo", txt)
@@ -44,7 +43,7 @@ func TestDemoSignIn(t *testing.T) {
 	// encryption on the account page, as a person following the demo's
 	// hint does; the camera fetches the new key set within seconds.
 	setUpE2EE(t, ctx, home)
-	began = time.Now()
+	began := time.Now()
 	deadline := began.Add(within)
 	for {
 		// DevTools runs these scripts, outside the page's CSP. The poll
