@@ -83,7 +83,7 @@ if DEMO_SIGNIN_URL=$signin "$work/democheck.test" -test.run '^TestDemoSignIn$' -
 	else
 		echo "demo-check: in headless chromium: $(grep -m1 -o "e2ee set up on the account page.*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-e2ee.png' "$work/browser")"
 		echo "demo-check: in headless chromium: $(grep -m1 -o "demo owner's page .*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-owner.png' "$work/browser")"
-		echo "demo-check: in headless chromium: $(grep -m1 -o "event page .*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-clip.png' "$work/browser")"
+		echo "demo-check: in headless chromium: $(grep -m1 -o "event page .*clip of.*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-clip.png' "$work/browser")"
 		echo "demo-check: in headless chromium: $(grep -m1 -o "live view .*" "$work/browser"); screenshot $(grep -m1 -o '/[^ ]*demo-live.png' "$work/browser")"
 		curl_link=$(bin/keyframe-receiver owner link -data "$DEMO_DIR/receiver" -url "$url" demo 2>/dev/null)
 	fi

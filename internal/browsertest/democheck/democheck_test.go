@@ -149,7 +149,11 @@ func checkClip(t *testing.T, ctx context.Context, home string, deadline time.Tim
 					PreRoll: pre ? pre.getBoundingClientRect().width : 0};
 			})()`, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second)))
 			if st.PreRoll <= 0 || st.Phase != "preroll" {
-				t.Fatalf("event page %s: pre-roll bar %.0f px wide, first frame's phase %q: want a clip that starts in its pre-roll", l, st.PreRoll, st.Phase)
+				// An event that began before the camera had the owner's key
+				// set has its clip from the first sealed segment on, after
+				// the trigger (docs/e2ee.md §5): wait for a later one.
+				t.Logf("event page %s: pre-roll bar %.0f px wide, first frame's phase %q: not a clip that starts in its pre-roll", l, st.PreRoll, st.Phase)
+				continue
 			}
 			t.Logf("event page %s: clip of %d segments loaded, first frame drawn in the pre-roll (bar %.0f px)", l, st.Segments, st.PreRoll)
 			browsertest.Screenshot(t, ctx, "demo-clip")
