@@ -143,7 +143,7 @@ func TestSealedRecordsStored(t *testing.T) {
 		t.Fatalf("%d media files stored, want 4 (two thumbnails, two segments)", media)
 	}
 	// What was stored is what the owner opens.
-	stored, err := os.ReadFile(filepath.Join(dir, event+"-end.0.bin"))
+	stored, err := os.ReadFile(filepath.Join(dir, event+"-end.0."+mediaExt(e2ee.SealedType)))
 	if err != nil {
 		t.Fatal(err)
 	}

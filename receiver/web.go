@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/e2ee"
 	"github.com/keyframe-cam/keyframe/provenance"
 )
 
@@ -174,7 +175,7 @@ func imageIndex(e *indexEntry) int {
 // sealedType is the media type of an end-to-end encrypted object
 // (docs/e2ee.md §7): ciphertext the receiver stores, verifies by hash and
 // serves to the owner's browser, which opens it.
-const sealedType = "application/vnd.keyframe.sealed"
+const sealedType = e2ee.SealedType
 
 // sealedIndex returns the index of the record's sealed thumbnail (or first
 // sealed object), or -1.
