@@ -171,7 +171,7 @@ func TestBrowserClaimFlow(t *testing.T) {
 
 	tab := browsertest.New(t, browsertest.TrustKey(cert.RawSubjectPublicKeyInfo))
 	signInByLink(t, tab, rdir, url, "alice")
-	if txt := browsertest.Run(t, tab, chromedp.Text(chromedp.CSS("body"))); !strings.Contains(txt, "No cameras yet") {
+	if txt := browsertest.Run(t, tab, chromedp.Evaluate[string](`document.body.innerText`)); !strings.Contains(txt, "No cameras yet") {
 		t.Errorf("alice's page before the claim:\n%s", txt)
 	}
 	if resp := browsertest.Response(t, tab, chromedp.Click(chromedp.CSS(`form[action="/claims"] button`))); resp.Status != http.StatusOK {
@@ -232,7 +232,7 @@ func TestBrowserClaimFlow(t *testing.T) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	txt := browsertest.Run(t, tab, chromedp.Text(chromedp.CSS("body")))
+	txt := browsertest.Run(t, tab, chromedp.Evaluate[string](`document.body.innerText`))
 	// Read in one evaluation: the live list swaps #cameras in as records arrive.
 	cameras := browsertest.Run(t, tab, chromedp.Evaluate[string](`document.getElementById("cameras").innerText`))
 	if !strings.Contains(cameras, device) || !strings.Contains(cameras, "enrolled key") || strings.Contains(cameras, "never") {
@@ -270,7 +270,7 @@ func TestBrowserClaimFlow(t *testing.T) {
 	// bob, in another browser context (his own cookies), sees none of it.
 	bobTab := browsertest.NewBrowserContext(t, tab)
 	signInByLink(t, bobTab, rdir, url, "bob")
-	bobTxt := browsertest.Run(t, bobTab, chromedp.Text(chromedp.CSS("body")))
+	bobTxt := browsertest.Run(t, bobTab, chromedp.Evaluate[string](`document.body.innerText`))
 	if !strings.Contains(bobTxt, "Signed in as bob") || strings.Contains(bobTxt, device) || !strings.Contains(bobTxt, "No cameras yet") || !strings.Contains(bobTxt, "No events") {
 		t.Errorf("bob's page:\n%s", bobTxt)
 	}

@@ -64,7 +64,10 @@ func uploadJPEGRecord(e *testEnv, d *testDevice, event string, seq uint64) {
 // bodyText returns the text of the tab's page.
 func bodyText(t testing.TB, ctx context.Context) string {
 	t.Helper()
-	return browsertest.Run(t, ctx, chromedp.Text(chromedp.CSS("body")))
+	// Evaluated, not chromedp.Text: a node ID of a page whose live list
+	// (events.js) or scripts just changed the document can be gone by the
+	// time its text is asked for ("No node with given id found").
+	return browsertest.Run(t, ctx, chromedp.Evaluate[string](`document.body.innerText`))
 }
 
 // thumbnailsLoaded returns how many <img> of the page have loaded and
