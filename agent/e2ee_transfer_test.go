@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"encoding/pem"
 	"os"
 	"path/filepath"
@@ -89,10 +90,26 @@ func TestE2EETransfer(t *testing.T) {
 		cfg.UploadURL, cfg.UploadCAFile, cfg.E2EEOwner = res.UploadURL, Layout(&cfg).ReceiverCA, fp
 		return chain.Next
 	}
-	// run runs the agent until the receiver verified n more end records.
-	run := func(n int) {
+	// ends counts the end records the receiver verified at seq from or later
+	// (a run first uploads what the previous one left in the spool).
+	ends := func(from uint64) int {
+		lines.mu.Lock()
+		defer lines.mu.Unlock()
+		n := 0
+		for _, l := range lines.lines {
+			var seq uint64
+			if i := strings.Index(l, " seq="); strings.Contains(l, "kind=end ") && i >= 0 {
+				if _, err := fmt.Sscanf(l[i:], " seq=%d", &seq); err == nil && seq >= from {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	// run runs the agent until the receiver verified an end record signed
+	// at seq from or later.
+	run := func(from uint64) {
 		t.Helper()
-		want := lines.count("kind=end") + n
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		a, err := New(cfg, Deps{Logger: quietLogger()})
@@ -101,13 +118,13 @@ func TestE2EETransfer(t *testing.T) {
 		}
 		done := make(chan error, 1)
 		go func() { done <- a.Run(ctx) }()
-		for lines.count("kind=end") < want {
+		for ends(from) < 1 {
 			select {
 			case <-lines.ch:
 			case err := <-done:
-				t.Fatalf("agent stopped before %d end records: %v", n, err)
+				t.Fatalf("agent stopped before an end record from seq %d: %v", from, err)
 			case <-ctx.Done():
-				t.Fatalf("no %d verified end records; lines %q", n, lines.lines)
+				t.Fatalf("no verified end record from seq %d; lines %q", from, lines.lines)
 			}
 		}
 		cancel()
@@ -116,14 +133,13 @@ func TestE2EETransfer(t *testing.T) {
 		}
 	}
 
-	claim("alice", alice)
-	run(1)
+	run(claim("alice", alice))
 	// Alice removes the camera; bob claims it.
 	if err := receiver.Unpair(rdir, device); err != nil {
 		t.Fatal(err)
 	}
 	bobFrom := claim("bob", bob)
-	run(1)
+	run(bobFrom)
 
 	// Every sealed picture stored: its record verified, opened by the
 	// owner of its time only.
