@@ -336,14 +336,17 @@ const claimPageTemplate = `<!doctype html>
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="/favicon.ico" type="image/svg+xml"><title>Add a camera</title>
 <style>body { font-family: sans-serif; margin: 1.5em; color: #222; } .code { font-family: monospace; font-size: 1.6em; letter-spacing: .05em; } .muted { color: #777; }</style>
 </head>
-<body>
+<body data-account="{{.Account}}">
 <h1>Add a camera</h1>
 <p>On the camera, run:</p>
 <p class="code">keyframe join {{.URL}} {{.Code}}</p>
+<p id="claimverdict" class="muted" role="status">This page's script checks the code against your keys…</p>
+<div id="claimcheck" data-code="{{.Code}}" data-plain="{{.Plain}}" hidden></div>
 <p>The code works once, until {{.Expires}}. It also tells the camera which receiver to trust, so no one in between can pose as this receiver.</p>
 <p class="muted">Receiver key fingerprint (SHA-256): {{.Pin}}</p>
 {{if .E2EE}}<p>End-to-end encryption: the code also names your identity key, so the camera will seal its pictures to your browsers' keys only (owner fingerprint <span class="muted">{{.E2EE}}</span>).</p>
 <form method="post" action="/claims"><input type="hidden" name="e2ee" value="off"><button>Get a code without end-to-end encryption</button> <span class="muted">(the receiver can then see the camera's pictures)</span></form>{{end}}
+<script src="/static/e2ee.js"></script><script src="/static/sealed.js" defer></script>
 </body>
 </html>
 `
@@ -395,7 +398,13 @@ func (s *Server) handleNewClaim(w http.ResponseWriter, r *http.Request, owner st
 		return
 	}
 	setPageHeaders(w)
-	data := struct{ URL, Code, Expires, Pin, E2EE string }{baseURL(r), cc.Code, cc.Expires.Format("15:04 MST, 2 Jan 2006"), cc.Pin, cc.E2EEOwner}
+	// The browser checks the code's owner commitment (sealed.js): the
+	// receiver's stored key set is data, not a trusted source.
+	w.Header().Set("Content-Security-Policy", sealedPageCSP)
+	data := struct {
+		URL, Code, Expires, Pin, E2EE, Account string
+		Plain                                  bool
+	}{baseURL(r), cc.Code, cc.Expires.Format("15:04 MST, 2 Jan 2006"), cc.Pin, cc.E2EEOwner, owner, r.PostFormValue("e2ee") == "off"}
 	if err := tmpl.Execute(w, data); err != nil {
 		s.log.Warn("receiver: write claim page", "err", err)
 	}

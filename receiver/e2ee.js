@@ -1079,6 +1079,9 @@
 
   // ---- the account page's piece ----
 
+  // groups writes a key ID in groups of four hex digits, to compare by eye.
+  function groups(id) { return String(id).match(/.{1,4}/g).join(" "); }
+
   function el(tag, attrs, text) {
     const e = document.createElement(tag);
     Object.keys(attrs || {}).forEach(function (k) { e.setAttribute(k, attrs[k]); });
@@ -1154,13 +1157,16 @@
           ask.addEventListener("click", function () { act(function () { return acc.requestJoin(); }); });
           parts.push(ask);
         }
-        if (b) { parts.push(el("p", {}, "This browser's key: " + b.id.slice(0, 8) + "…")); }
+        if (b) { parts.push(el("p", {id: "e2ee-own-key"}, "This browser's key: " + groups(b.id) + " (compare all of it with the request on the approving browser)")); }
       }
       if (acc.set && acc.holdsIdentity() && acc.requests.length) {
         parts.push(el("h3", {}, "Browsers asking to join"));
         const ul = el("ul", {id: "e2ee-requests"});
         acc.requests.forEach(function (r) {
-          const li = el("li", {"data-key": r.keyID}, r.name + " (key " + r.keyID.slice(0, 8) + "…) ");
+          // The whole key ID (128 bits): a shorter prefix could be ground
+          // by a receiver that swaps in a key of its own with a matching
+          // prefix (2^32 tries for 8 hex digits).
+          const li = el("li", {"data-key": r.keyID}, r.name + " (key " + groups(r.keyID) + ") ");
           const ap = el("button", {type: "button", "data-approve": r.id}, "Approve");
           ap.addEventListener("click", function () { act(function () { return acc.approve(r.id); }); });
           li.append(ap);
@@ -1173,7 +1179,7 @@
         const ul = el("ul", {id: "e2ee-keys"});
         acc.set.keys.forEach(function (k) {
           const mine = b && k.id === b.id;
-          const li = el("li", {"data-key": k.id}, (k.name || "(no name)") + " (key " + k.id.slice(0, 8) + "…)" + (mine ? ", this browser" : "") + " ");
+          const li = el("li", {"data-key": k.id}, (k.name || "(no name)") + " (key " + groups(k.id) + ")" + (mine ? ", this browser" : "") + " ");
           if (acc.holdsIdentity() && !mine && !k.recovery) {
             const rm = el("button", {type: "button", "data-remove": k.id}, "Remove");
             rm.addEventListener("click", function () { act(function () { return acc.removeKey(k.id); }); });

@@ -91,6 +91,9 @@
 
   async function record(kind, b) {
     if (kind === 106) { // "j"
+      // Once this view saw a sealed stream, a clear frame is not the
+      // camera's: it seals every frame of a stream (docs/e2ee.md §8).
+      if (sealed) { throw new Error("a clear frame after the sealed stream's key frame: refused"); }
       show(b);
     } else if (kind === 107) { // "k"
       await openKey(b);

@@ -90,6 +90,7 @@ type eventRow struct {
 	Sealed                        bool   // Thumb is end-to-end encrypted: the page's script opens it
 	Envelope                      string // Sealed: the URL of the record's envelope, which the script checks first
 	MediaIndex                    int    // Sealed: the picture's place in the record's media
+	ThumbKind                     string // Sealed: the record's kind, which the script checks
 	Captured, Received            string
 	Unsynced                      bool // a record's capture clock was not synchronised
 	Duration, Kinds, Seqs         string
@@ -169,7 +170,7 @@ func newEventRow(g *eventGroup) eventRow {
 		if i := sealedIndex(c.e); i >= 0 {
 			r.Thumb = "/media/" + c.e.Device + "/" + c.e.Event + "/" + c.e.Kind + "/" + strconv.Itoa(i)
 			r.ThumbWhat = c.what
-			r.Sealed, r.MediaIndex = true, i
+			r.Sealed, r.MediaIndex, r.ThumbKind = true, i, c.e.Kind
 			r.Envelope = "/envelope/" + c.e.Device + "/" + c.e.Event + "/" + c.e.Kind
 			break
 		}
@@ -242,7 +243,7 @@ const eventTemplates = pageHead + `
 <section class="frame" id="{{.Kind}}">
 <h2>{{.Heading}}</h2>
 {{if .Sealed}}<figure>
-<img class="sealed" data-sealed="{{.Image}}" data-envelope="{{.EnvelopeURL}}" data-index="{{.MediaIndex}}" data-device="{{$.Device}}" alt="{{.Heading}} of event {{$.Event}}, end-to-end encrypted">
+<img class="sealed" data-sealed="{{.Image}}" data-envelope="{{.EnvelopeURL}}" data-index="{{.MediaIndex}}" data-device="{{$.Device}}" data-event="{{$.Event}}" data-kind="{{.Kind}}" alt="{{.Heading}} of event {{$.Event}}, end-to-end encrypted">
 </figure>
 <p class="small"><span class="sealedstate muted">end-to-end encrypted</span></p>
 <p class="muted small">{{.ImageNote}}</p>{{else if .Image}}<figure>

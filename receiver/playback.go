@@ -176,6 +176,7 @@ type clipPage struct {
 	Playable   bool
 	Sealed     bool // end-to-end encrypted: no download of a video, the player opens the frames
 	Device     string
+	Event      string
 	Manifest   string // JSON for the player (playerManifest)
 	Width      int
 	Height     int
@@ -233,6 +234,7 @@ func newClipPage(ci *clipInfo, device, event string) *clipPage {
 		Height: ci.height,
 		MKVURL: "/events/" + device + "/" + event + "/clip.mkv",
 		Device: device,
+		Event:  event,
 		ZipURL: "/events/" + device + "/" + event + "/records.zip",
 	}
 	n := len(ci.segments)
@@ -562,7 +564,7 @@ const clipTemplate = `<style>
 {{if .Uploading}}<p class="warn" id="uploading">{{.Uploading}}</p>{{end}}
 {{if .Problem}}<p class="warn" id="clipproblem">{{.Problem}}</p>{{end}}
 <p id="clipverified"{{if .Verified}} class="ok"{{end}}>{{.Status}}</p>
-{{if .Playable}}<div id="player" data-clip="{{.Manifest}}" data-device="{{.Device}}">
+{{if .Playable}}<div id="player" data-clip="{{.Manifest}}" data-device="{{.Device}}" data-event="{{.Event}}">
 <canvas id="clipcanvas" width="{{.Width}}" height="{{.Height}}" aria-label="the clip's frames"></canvas>
 <div id="timeline">{{with .PreRoll}}<div id="preroll" style="left: 0; width: {{.Width}}%" title="pre-roll: frames before the trigger"></div>{{end}}{{range .Gaps}}<div class="gap" style="left: {{.Left}}%; width: {{.Width}}%" title="segments not delivered"></div>{{end}}<div id="trigger" style="left: {{.Trigger.Left}}%" title="the trigger frame"></div></div>
 <input type="range" id="scrub" min="{{.FirstMs}}" max="{{.LastMs}}" value="{{.FirstMs}}" step="1" aria-label="position in the clip, milliseconds from the trigger">

@@ -131,6 +131,10 @@
       return KFE2EE.verifyRecord(got[0], null).then(function (r) {
         rec = r;
         if (r.device !== box.dataset.device) { throw new Error("segment " + s.index + " is signed by " + r.device + ", not by this page's camera"); }
+        var sg = r.payload.get("segment");
+        if (r.event !== box.dataset.event || r.kind !== "segment" || !(sg instanceof Map) || Number(sg.get("index")) !== s.index) {
+          throw new Error("segment " + s.index + ": the record is " + r.kind + " " + (sg instanceof Map ? sg.get("index") : "") + " of event " + r.event + ", not this page's");
+        }
         return KFE2EE.openRecordMedia(got[0], null, got[1], 0, got[2]);
       });
     }).then(function (pt) {
