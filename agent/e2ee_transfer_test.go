@@ -3,8 +3,8 @@ package agent
 import (
 	"context"
 	"crypto/rand"
-	"fmt"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
