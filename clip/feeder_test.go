@@ -578,6 +578,11 @@ func TestFeederConcurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The offers can all finish before the encoder goroutine first runs
+	// (they return at once by design): let it take at least one frame.
+	for deadline := time.Now().Add(20 * time.Second); f.Stats().Encoded == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	cancel()
 	<-runDone
 	readers.Wait()
