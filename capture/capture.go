@@ -47,6 +47,11 @@ const (
 	// its Huffman tables, which this package inserts when the camera left
 	// them out) and Stride is 0.
 	FormatMJPEG PixelFormat = 0x47504a4d // 'MJPG'
+	// FormatH264 is H.264: each frame's Data is one access unit (one coded
+	// picture, with the parameter sets and SEI that precede it) as an
+	// Annex B byte stream (start codes), and Stride is 0. It carries an
+	// encoder's output (docs/clips.md); the detector cannot read it.
+	FormatH264 PixelFormat = 0x34363248 // 'H264'
 )
 
 // String returns the FourCC ("YUYV", "GREY", "RGB3", ...) when it is printable

@@ -22,6 +22,12 @@ const MaxFrameType = 128
 // JPEG stream (ffmpeg -f mjpeg).
 const FramesMediaType = "video/x-motion-jpeg"
 
+// H264MediaType is the media type of a segment's frames when they are
+// H.264 (segment.type), each an access unit as an Annex B byte stream, and
+// of its media object: the access units concatenated, which is a raw H.264
+// elementary stream (ffmpeg -f h264).
+const H264MediaType = "video/h264"
+
 // SealedMediaType is the media type of an object sealed to its owner's
 // keys (docs/e2ee.md §4, §7; package e2ee's SealedType). A segment record
 // whose media object is sealed lists its frames by their plaintext: the
