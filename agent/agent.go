@@ -57,6 +57,9 @@ type Deps struct {
 	// Service is the service manager the agent reports to (systemd's
 	// notification socket, internal/sdnotify); nil: none.
 	Service ServiceManager
+	// LiveH264, if not nil, feeds the WebRTC live view (livertc.go; only
+	// in a binary built with -tags webrtc).
+	LiveH264 H264Source
 }
 
 // ServiceManager is what the agent tells the service manager that started
@@ -186,6 +189,7 @@ type Agent struct {
 	// live hands frames to the live view (live.go); nil when it is off.
 	live    *liveFeed
 	liveURL string
+	liveRTC liveRTC   // answers WebRTC offers (livertc.go); nil without -tags webrtc or an H.264 source
 	lan     *lanView  // the LAN view (lan.go); nil when it is off
 	e2ee    *e2eeKeys // the owner's key set pictures are sealed to (e2ee.go); nil when e2ee is off
 }

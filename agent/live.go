@@ -140,6 +140,9 @@ func (a *Agent) runLive(ctx context.Context, base string) {
 		a.log.Error("live view off", "err", err)
 		return
 	}
+	if a.liveRTC != nil {
+		defer a.liveRTC.wait() // the WebRTC sessions end with ctx
+	}
 	bo := backoff.Backoff{Base: time.Second, Cap: time.Minute, Rand: backoff.OrRandom(nil)}
 	nonce, lastErr, fresh := "", "", false
 	for ctx.Err() == nil {
@@ -153,7 +156,7 @@ func (a *Agent) runLive(ctx context.Context, base string) {
 			}
 			continue
 		}
-		watch, next, err := a.liveWait(ctx, client, base, nonce)
+		watch, offer, next, err := a.liveWait(ctx, client, base, nonce)
 		nonce = next
 		var pe *liveProofError
 		switch {
@@ -182,7 +185,10 @@ func (a *Agent) runLive(ctx context.Context, base string) {
 		}
 		bo.Reset()
 		fresh = false
-		if watch {
+		switch {
+		case offer != nil:
+			nonce = a.liveAnswer(ctx, client, base, nonce, offer)
+		case watch:
 			nonce = a.liveStream(ctx, client, base, nonce)
 		}
 	}
@@ -241,31 +247,39 @@ func (a *Agent) liveRequest(ctx context.Context, method, url, purpose, nonce str
 	return req, nil
 }
 
-// liveWait asks the receiver whether anyone watches; it returns the nonce
-// for the next request.
-func (a *Agent) liveWait(ctx context.Context, client *http.Client, base, nonce string) (watch bool, next string, err error) {
+// liveWait asks the receiver whether anyone watches (watch), or offers a
+// WebRTC session (offer, when the camera answers WebRTC); it returns the
+// nonce for the next request.
+func (a *Agent) liveWait(ctx context.Context, client *http.Client, base, nonce string) (watch bool, offer *liveOffer, next string, err error) {
 	wctx, cancel := context.WithTimeout(ctx, liveWaitTimeout)
 	defer cancel()
 	req, err := a.liveRequest(wctx, http.MethodPost, base+livestream.PathPrefix+a.device+livestream.WaitSuffix, livestream.PurposeWait, nonce, nil)
 	if err != nil {
-		return false, "", err
+		return false, nil, "", err
+	}
+	if a.liveRTC != nil {
+		req.Header.Set(livestream.AcceptHeader, livestream.AcceptWebRTC)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return false, "", fmt.Errorf("agent: live view: %w", err)
+		return false, nil, "", fmt.Errorf("agent: live view: %w", err)
 	}
 	defer resp.Body.Close()
 	next = resp.Header.Get(livestream.NonceHeader)
+	if resp.StatusCode == http.StatusOK && a.liveRTC != nil {
+		watch, offer, err := liveWaitRTC(resp.Body) // webrtc.go
+		return watch, offer, next, err
+	}
 	line := firstLine(resp.Body)
 	switch resp.StatusCode {
 	case http.StatusOK:
-		return line+"\n" == livestream.Watch, next, nil
+		return line+"\n" == livestream.Watch, nil, next, nil
 	case http.StatusNoContent:
-		return false, next, nil
+		return false, nil, next, nil
 	case http.StatusUnauthorized:
-		return false, next, &liveProofError{line}
+		return false, nil, next, &liveProofError{line}
 	}
-	return false, next, fmt.Errorf("agent: live view: receiver replied %d: %s", resp.StatusCode, line)
+	return false, nil, next, fmt.Errorf("agent: live view: receiver replied %d: %s", resp.StatusCode, line)
 }
 
 // firstLine reads the first line of a short reply.
@@ -433,6 +447,10 @@ func (a *Agent) setupLive() {
 			// e2ee is on: a sealer func that returns nil means "on, no set
 			// yet", which keeps the live view from streaming at all.
 			a.live.sealer = a.e2ee.current
+		} else if a.deps.LiveH264 != nil {
+			// WebRTC (livertc.go): with -tags webrtc and an H.264 source,
+			// never with e2ee.
+			a.liveRTC = newLiveRTC(a, a.deps.LiveH264)
 		}
 	}
 }

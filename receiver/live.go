@@ -121,6 +121,7 @@ type LiveStats struct {
 	FramesSent        uint64 `json:"frames_sent"`         // frame writes to viewers
 	ViewerDrops       uint64 `json:"viewer_drops"`        // frames a slow viewer never got (replaced by a newer one)
 	SealedStreams     uint64 `json:"sealed_streams"`      // streams sealed end to end (of StreamsStarted)
+	RTCSessions       uint64 `json:"webrtc_sessions"`     // WebRTC offers answered by a camera
 	Viewers           int    `json:"viewers"`             // watching now
 }
 
@@ -137,6 +138,7 @@ type liveHub struct {
 	viewers int
 	used    map[string]time.Time // nonces spent, until their expiry
 	stats   LiveStats
+	rtc     rtcState // WebRTC signalling (livewebrtc.go)
 }
 
 // liveCam is one camera's viewers, waits and stream.
@@ -146,6 +148,7 @@ type liveCam struct {
 	wake     chan struct{} // closed when a viewer arrives for a camera not streaming
 	stream   *liveStream   // the open stream, or nil
 	lastLeft time.Time     // when the last viewer left
+	offers   []*rtcOffer   // WebRTC offers for the camera's next wait (livewebrtc.go)
 }
 
 // liveViewer holds at most one frame: a newer one replaces it.
@@ -189,7 +192,8 @@ type liveStream struct {
 }
 
 func newLiveHub(opt LiveOptions, clk clock.Clock) (*liveHub, error) {
-	h := &liveHub{opt: opt.withDefaults(), clk: clk, done: make(chan struct{}), cams: map[string]*liveCam{}, used: map[string]time.Time{}}
+	h := &liveHub{opt: opt.withDefaults(), clk: clk, done: make(chan struct{}), cams: map[string]*liveCam{}, used: map[string]time.Time{},
+		rtc: rtcState{pending: map[string]*rtcOffer{}, sessions: map[string]rtcSession{}}}
 	if _, err := io.ReadFull(rand.Reader, h.key[:]); err != nil {
 		return nil, fmt.Errorf("receiver: live view key: %w", err)
 	}
@@ -219,7 +223,7 @@ func (h *liveHub) cam(device string) *liveCam {
 
 // gc drops device's entry once nothing uses it; h.mu is held.
 func (h *liveHub) gc(device string, c *liveCam) {
-	if len(c.viewers) == 0 && c.waiting == 0 && c.stream == nil {
+	if len(c.viewers) == 0 && c.waiting == 0 && c.stream == nil && len(c.offers) == 0 {
 		delete(h.cams, device)
 	}
 }
@@ -349,9 +353,17 @@ func (s *Server) handleLiveWait(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// A camera that answers WebRTC offers says so on each wait; an offer
+	// for a camera that does not is answered "no WebRTC" at its wait.
+	accept := r.Header.Get(livestream.AcceptHeader) == livestream.AcceptWebRTC
 	h := s.live
 	h.mu.Lock()
 	c := h.cam(device)
+	if o := h.takeOffer(c, accept); o != nil {
+		h.mu.Unlock()
+		writeOffer(w, o)
+		return
+	}
 	if len(c.viewers) > 0 && c.stream == nil {
 		h.mu.Unlock()
 		writeLine(w, http.StatusOK, livestream.Watch)
@@ -368,8 +380,20 @@ func (s *Server) handleLiveWait(w http.ResponseWriter, r *http.Request) {
 	}()
 	select {
 	case <-wake:
-		w.Header().Set(livestream.NonceHeader, h.nonce(device)) // fresh for the stream
-		writeLine(w, http.StatusOK, livestream.Watch)
+		w.Header().Set(livestream.NonceHeader, h.nonce(device)) // fresh for the next request
+		h.mu.Lock()
+		o := h.takeOffer(c, accept)
+		watch := len(c.viewers) > 0 && c.stream == nil
+		h.mu.Unlock()
+		switch {
+		case o != nil:
+			writeOffer(w, o)
+		case watch:
+			writeLine(w, http.StatusOK, livestream.Watch)
+		default: // an offer withdrawn before the camera took it
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusNoContent)
+		}
 	case <-h.clk.After(h.opt.Wait):
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusNoContent)

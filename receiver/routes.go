@@ -96,6 +96,7 @@ func (s *Server) routes() []route {
 		// nonce of the receiver.
 		{pattern: "POST /v1/live/{device}/wait", access: accessDevice, serve: anon(s.handleLiveWait)},
 		{pattern: "PUT /v1/live/{device}/stream", access: accessDevice, serve: anon(s.handleLiveStream)},
+		{pattern: "POST /v1/live/{device}/answer", access: accessDevice, serve: anon(s.handleLiveAnswer)},
 		// A camera's fetch of its owner's end-to-end encryption key set
 		// (e2ee.go), with the live view's proof.
 		{pattern: "GET /v1/e2ee/{device}/keyset", access: accessDevice, serve: anon(s.handleE2EEKeySet)},
@@ -179,6 +180,10 @@ func (s *Server) routes() []route {
 		{pattern: "GET /static/live.js", access: accessAnonymous, serve: s.handleLiveJS},
 		{pattern: "GET /live/{device}/frames", access: accessOwner, data: true, stream: true, serve: s.handleLiveFrames},
 		{pattern: "GET /live/{device}/mjpeg", access: accessOwner, data: true, stream: true, serve: s.handleLiveMJPEG},
+		// WebRTC (livewebrtc.go): the page's offer, relayed to the camera,
+		// answered with the camera's signed answer; DELETE ends it (WHEP).
+		{pattern: "POST /live/{device}/whep", access: accessOwner, serve: s.handleLiveWHEP},
+		{pattern: "DELETE /live/{device}/whep/{id}", access: accessOwner, serve: s.handleLiveWHEPDelete},
 
 		// For monitors and browsers: "ok" or not, and the icon.
 		{pattern: "GET /healthz", access: accessAnonymous, serve: s.handleHealth},

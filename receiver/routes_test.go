@@ -167,7 +167,7 @@ func TestRouteTable(t *testing.T) {
 			devices++
 			switch rt.pattern {
 			case "PUT /v1/events/{event}/{kind}":
-			case "POST /v1/live/{device}/wait", "PUT /v1/live/{device}/stream", "GET /v1/e2ee/{device}/keyset":
+			case "POST /v1/live/{device}/wait", "PUT /v1/live/{device}/stream", "POST /v1/live/{device}/answer", "GET /v1/e2ee/{device}/keyset":
 				// Tried with every refused proof in TestLiveDeviceProof
 				// and TestE2EEKeySetRoute.
 			default:
@@ -257,8 +257,8 @@ func TestRouteTable(t *testing.T) {
 			}
 		})
 	}
-	if devices != 4 {
-		t.Errorf("%d device routes, want the upload, the live view's two and the key set", devices)
+	if devices != 5 {
+		t.Errorf("%d device routes, want the upload, the live view's three and the key set", devices)
 	}
 	if t.Failed() {
 		return

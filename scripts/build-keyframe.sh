@@ -8,7 +8,10 @@
 # per-frame bookkeeping at 10-30 calls a second) loses nothing measurable, and
 # the binary about 0.7 MB on linux/arm. The budget is 8 MiB for linux/arm
 # GOARM=6 (TestDeviceBinarySize).
-# usage: scripts/build-keyframe.sh OUT [VERSION]   (GOOS, GOARCH, GOARM from the environment)
+# With TAGS=webrtc (more build tags, comma-separated) the WebRTC live view
+# is built in (pion/webrtc, docs/live.md): at most 12 MiB for linux/arm
+# GOARM=6; without it the binary links no WebRTC code.
+# usage: scripts/build-keyframe.sh OUT [VERSION]   (GOOS, GOARCH, GOARM, TAGS from the environment)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: build-keyframe.sh OUT [VERSION]}
@@ -31,4 +34,5 @@ done
 for p in crypto/internal/fips140/bigmod crypto/internal/fips140/nistec 'crypto/internal/fips140/nistec/...'; do
 	gcflags+=("-gcflags=$p=-l")
 done
-CGO_ENABLED=0 "$go" build -tags nethttpomithttp2 -trimpath -ldflags "-s -w -X main.version=$version" "${gcflags[@]}" -o "$out" ./cmd/keyframe
+tags=nethttpomithttp2${TAGS:+,$TAGS}
+CGO_ENABLED=0 "$go" build -tags "$tags" -trimpath -ldflags "-s -w -X main.version=$version" "${gcflags[@]}" -o "$out" ./cmd/keyframe
