@@ -49,6 +49,13 @@ func newLiveRig(t *testing.T, change ...func(*Config)) *liveRig {
 // runs (nil: none).
 func newLiveRigHook(t *testing.T, hook func(*Agent), change ...func(*Config)) *liveRig {
 	t.Helper()
+	return newLiveRigDeps(t, nil, hook, change...)
+}
+
+// newLiveRigDeps is newLiveRigHook with deps changing the agent's
+// dependencies (nil: none).
+func newLiveRigDeps(t *testing.T, deps func(*Deps), hook func(*Agent), change ...func(*Config)) *liveRig {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := testConfig(dir, 640, 480)
 	cfg.FPS = 10
@@ -92,7 +99,11 @@ func newLiveRigHook(t *testing.T, hook func(*Agent), change ...func(*Config)) *l
 	t.Cleanup(hs.Close)
 	cfg.UploadURL = hs.URL
 	logs := &lockedBuffer{}
-	a, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	d := Deps{Logger: slog.New(slog.NewTextHandler(logs, nil))}
+	if deps != nil {
+		deps(&d)
+	}
+	a, err := New(cfg, d)
 	if err != nil {
 		t.Fatal(err)
 	}

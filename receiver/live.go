@@ -606,8 +606,8 @@ var liveTemplate = template.Must(template.New("live").Parse(`<!doctype html>
 <title>Live: {{.Device}}</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:1rem;color:#222}
-img.live{display:block;max-width:100%;height:auto;background:#111;min-height:120px}
-img.live[hidden]{display:none}
+.live{display:block;max-width:100%;height:auto;background:#111;min-height:120px}
+.live[hidden]{display:none}
 #livestatus.warn{color:#a00}
 nav{margin-bottom:1rem}
 </style></head><body>
@@ -616,6 +616,7 @@ nav{margin-bottom:1rem}
 <p>Camera <code>{{.Device}}</code>. The picture comes from the camera while this page is open, for a few minutes at most: reload the page to watch again.</p>
 <div id="liveview" data-device="{{.Device}}" data-account="{{.Account}}">
 <p id="livestatus">Asking the camera for its picture…</p>
+<video id="livevideo" class="live" autoplay muted playsinline hidden></video>
 <img id="live" class="live" alt="live picture of camera {{.Device}}" hidden>
 </div>
 <noscript><img class="live" src="/live/{{.Device}}/mjpeg" alt="live picture of camera {{.Device}}"></noscript>

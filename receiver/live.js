@@ -11,23 +11,39 @@
 // owner's keys says so, shows no picture and stops watching (so the camera
 // stops streaming).
 //
+// WebRTC first (docs/live.md, "WebRTC"): the page offers a session
+// (POST /live/{device}/whep, application/sdp, candidates gathered); the
+// receiver relays the offer to the camera and returns the camera's answer
+// with the camera's signature (Keyframe-Answer-Signature) and its public
+// key as the receiver's registry holds it (Keyframe-Device-Key). The
+// receiver is not trusted with either: the page checks that the key is
+// the device's (its device ID, SHA-256 of the key, docs/envelope.md §2, is
+// the one in the page's URL), that the signature over the answer's DTLS
+// fingerprints, the offer's hash and the device ID verifies with it, and
+// only then sets the answer. A refused answer, a camera without WebRTC, or
+// a connection that shows no picture in time: the page falls back to the
+// frames below, and says why.
+//
 // For tests, #liveview carries data-state (waiting, playing, nokey, ended,
 // error), data-frames (pictures shown), data-refused (frames that did not
-// open or decode) and data-sealed.
+// open or decode), data-sealed, data-transport (webrtc or frames) and
+// data-rtc (why WebRTC was not used, or "verified").
 "use strict";
 (function () {
   const root = document.getElementById("liveview");
   if (!root) { return; }
   const img = document.getElementById("live");
+  const video = document.getElementById("livevideo");
   const status = document.getElementById("livestatus");
   const device = root.dataset.device, account = root.dataset.account;
   const ctl = new AbortController();
   let shown = 0, refused = 0, url = null, sealed = false, opener = null, keys = null;
+  let note = ""; // why WebRTC is not used, shown before the frames' state
 
   function state(s, text, warn) {
     root.dataset.state = s;
-    status.textContent = text;
-    status.className = warn ? "warn" : "";
+    status.textContent = (note ? note + " " : "") + text;
+    status.className = warn || note ? "warn" : "";
   }
   // show loads jpeg into an Image first and gives its URL to the <img>
   // once decoded: the <img> then updates at once, from the document's
@@ -143,8 +159,168 @@
       "The camera sent no picture: it may be off, its live view off, or, encrypting end to end, still without your keys. Reload the page to try again.", true);
   }
 
-  window.addEventListener("pagehide", function () { ctl.abort(); });
-  run().catch(function (e) {
+  // --- WebRTC ---
+  const te = new TextEncoder();
+  function b64u(s) {
+    if (!/^[A-Za-z0-9_-]*$/.test(s || "")) { throw new Error("not base64url"); }
+    const bin = atob(s.replace(/-/g, "+").replace(/_/g, "/"));
+    return Uint8Array.from(bin, function (c) { return c.charCodeAt(0); });
+  }
+  function u32(n) { return new Uint8Array([(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]); }
+  function concat(parts) {
+    let n = 0;
+    parts.forEach(function (p) { n += p.length; });
+    const out = new Uint8Array(n);
+    let at = 0;
+    parts.forEach(function (p) { out.set(p, at); at += p.length; });
+    return out;
+  }
+  function lp(b) { return concat([u32(b.length), b]); }
+  // fingerprints: every a=fingerprint line of sdp, normalised as the camera
+  // signs them (internal/livestream.Fingerprints).
+  function fingerprints(sdp) {
+    const out = [];
+    sdp.split("\n").forEach(function (line) {
+      line = line.replace(/\r$/, "");
+      if (!line.startsWith("a=fingerprint:")) { return; }
+      const m = /^(\S{1,16}) ((?:[0-9A-Fa-f]{2}:){0,63}[0-9A-Fa-f]{2})$/.exec(line.slice(14).trim());
+      if (!m) { throw new Error("a malformed fingerprint line in the answer"); }
+      out.push(m[1].toLowerCase() + " " + m[2].toUpperCase());
+    });
+    if (out.length === 0 || out.length > 8) { throw new Error("the answer has " + out.length + " fingerprints"); }
+    return out;
+  }
+  // derToRaw turns an ASN.1 ECDSA signature into r || s (WebCrypto's form).
+  function derToRaw(der) {
+    function int(at) {
+      if (der[at] !== 2) { throw new Error("the signature is not DER"); }
+      const n = der[at + 1];
+      let v = der.subarray(at + 2, at + 2 + n);
+      while (v.length > 32 && v[0] === 0) { v = v.subarray(1); }
+      if (v.length > 32 || at + 2 + n > der.length) { throw new Error("the signature is not DER"); }
+      const out = new Uint8Array(32);
+      out.set(v, 32 - v.length);
+      return {v: out, next: at + 2 + n};
+    }
+    if (der[0] !== 0x30 || der[1] !== der.length - 2) { throw new Error("the signature is not DER"); }
+    const r = int(2), s = int(r.next);
+    if (s.next !== der.length) { throw new Error("the signature is not DER"); }
+    return concat([r.v, s.v]);
+  }
+  const P256 = "3059301306072a8648ce3d020106082a8648ce3d030107034200", ED25519 = "302a300506032b6570032100";
+  function hexPrefix(b, n) { return Array.from(b.subarray(0, n), function (x) { return x.toString(16).padStart(2, "0"); }).join(""); }
+  // verifyAnswer checks the camera's answer before it is used: the key is
+  // the device's (its ID is the page's), and the signature over the
+  // answer's fingerprints, the offer's hash and the device ID verifies.
+  async function verifyAnswer(offer, answer, sigB64, keyB64) {
+    if (!window.KFE2EE) { throw new Error("the page's verifier (e2ee.js) did not load"); }
+    const spki = b64u(keyB64), sig = b64u(sigB64);
+    if (await window.KFE2EE.deviceID(spki) !== device) { throw new Error("the key the receiver gave is not this camera's"); }
+    const offerHash = new Uint8Array(await crypto.subtle.digest("SHA-256", te.encode(offer)));
+    const msg = concat([te.encode("keyframe webrtc answer v1\0"), lp(te.encode(device)), lp(offerHash), lp(te.encode(fingerprints(answer).join("\n")))]);
+    let ok;
+    if (spki.length === 91 && hexPrefix(spki, 26) === P256 && spki[26] === 4) {
+      const k = await crypto.subtle.importKey("spki", spki, {name: "ECDSA", namedCurve: "P-256"}, false, ["verify"]);
+      ok = await crypto.subtle.verify({name: "ECDSA", hash: "SHA-256"}, k, derToRaw(sig), msg);
+    } else if (spki.length === 44 && hexPrefix(spki, 12) === ED25519) {
+      const k = await crypto.subtle.importKey("spki", spki, {name: "Ed25519"}, false, ["verify"]);
+      ok = await crypto.subtle.verify({name: "Ed25519"}, k, sig, msg);
+    } else {
+      throw new Error("the camera's key is neither P-256 nor Ed25519");
+    }
+    if (!ok) { throw new Error("the camera's signature over the answer does not verify"); }
+  }
+
+  let pc = null, session = null;
+  // rtc tries WebRTC: true when the picture plays, else it has set note
+  // and closed its connection.
+  async function rtc() {
+    if (!window.RTCPeerConnection || !video) { root.dataset.rtc = "no WebRTC in this browser"; return false; }
+    let why = null, quiet = false;
+    try {
+      pc = new RTCPeerConnection({bundlePolicy: "max-bundle"});
+      pc.addTransceiver("video", {direction: "recvonly"});
+      const gathered = new Promise(function (resolve) {
+        pc.addEventListener("icegatheringstatechange", function () { if (pc.iceGatheringState === "complete") { resolve(); } });
+        setTimeout(resolve, 2000);
+      });
+      await pc.setLocalDescription(await pc.createOffer());
+      await gathered;
+      const offer = pc.localDescription.sdp;
+      const resp = await fetch("/live/" + encodeURIComponent(device) + "/whep", {method: "POST", credentials: "same-origin", cache: "no-store",
+        headers: {"Content-Type": "application/sdp"}, body: offer, signal: ctl.signal});
+      if (resp.status !== 201) {
+        let msg = "";
+        try { msg = (await resp.text()).trim().slice(0, 200); } catch (e) { msg = ""; }
+        quiet = resp.status === 501; // a camera without WebRTC: the frames are the view
+        throw new Error("the receiver answered " + resp.status + (msg ? ": " + msg : ""));
+      }
+      session = resp.headers.get("Location");
+      const answer = await resp.text();
+      try {
+        await verifyAnswer(offer, answer, resp.headers.get("Keyframe-Answer-Signature"), resp.headers.get("Keyframe-Device-Key"));
+      } catch (e) {
+        root.dataset.rtc = "refused: " + ((e && e.message) || e);
+        note = "The camera's WebRTC answer was refused (" + ((e && e.message) || e) + "): it may not be the camera's. Showing the camera's frames through the receiver instead.";
+        throw null;
+      }
+      root.dataset.rtc = "verified";
+      const playing = new Promise(function (resolve, reject) {
+        pc.addEventListener("track", function (ev) {
+          video.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+          video.play().catch(function () {});
+        });
+        video.addEventListener("playing", resolve, {once: true});
+        pc.addEventListener("connectionstatechange", function () {
+          if (pc.connectionState === "failed") { reject(new Error("the connection to the camera failed")); }
+        });
+        setTimeout(function () { reject(new Error("no picture within 10 s")); }, 10000);
+      });
+      await pc.setRemoteDescription({type: "answer", sdp: answer});
+      await playing;
+      return true;
+    } catch (e) {
+      if (e) { why = (e && e.message) || String(e); }
+    }
+    if (pc) { pc.close(); pc = null; }
+    endSession();
+    video.hidden = true;
+    if (why) {
+      if (!root.dataset.rtc) { root.dataset.rtc = why; }
+      if (!quiet) { note = "WebRTC: " + why + "; showing the camera's frames instead."; }
+    }
+    return false;
+  }
+  function endSession() {
+    if (session) {
+      fetch(session, {method: "DELETE", credentials: "same-origin", keepalive: true}).catch(function () {});
+      session = null;
+    }
+  }
+  function watchRTC() {
+    root.dataset.transport = "webrtc";
+    video.hidden = false;
+    state("playing", "Live (WebRTC, straight from the camera; its answer signed by the camera's key).");
+    pc.addEventListener("connectionstatechange", function () {
+      if (pc && (pc.connectionState === "failed" || pc.connectionState === "closed")) {
+        state("ended", "The live view ended (its time is up, or the camera stopped): reload the page to watch again.", true);
+      }
+    });
+  }
+
+  window.addEventListener("pagehide", function () {
+    ctl.abort();
+    if (pc) { pc.close(); }
+    endSession();
+  });
+  async function start() {
+    state("waiting", "Asking the camera for its picture…");
+    if (await rtc()) { watchRTC(); return; }
+    if (ctl.signal.aborted) { return; }
+    root.dataset.transport = "frames";
+    await run();
+  }
+  start().catch(function (e) {
     if (e && e.nokey) {
       img.hidden = true;
       img.removeAttribute("src");
