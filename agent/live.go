@@ -267,7 +267,7 @@ func (a *Agent) liveWait(ctx context.Context, client *http.Client, base, nonce s
 	defer resp.Body.Close()
 	next = resp.Header.Get(livestream.NonceHeader)
 	if resp.StatusCode == http.StatusOK && a.liveRTC != nil {
-		watch, offer, err := liveWaitRTC(resp.Body) // webrtc.go
+		watch, offer, err := liveWaitRTC(resp) // webrtc.go
 		return watch, offer, next, err
 	}
 	line := firstLine(resp.Body)

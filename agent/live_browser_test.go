@@ -49,12 +49,20 @@ func newLiveRig(t *testing.T, change ...func(*Config)) *liveRig {
 // runs (nil: none).
 func newLiveRigHook(t *testing.T, hook func(*Agent), change ...func(*Config)) *liveRig {
 	t.Helper()
-	return newLiveRigDeps(t, nil, hook, change...)
+	return newLiveRigWith(t, rigOptions{hook: hook}, change...)
 }
 
-// newLiveRigDeps is newLiveRigHook with deps changing the agent's
-// dependencies (nil: none).
-func newLiveRigDeps(t *testing.T, deps func(*Deps), hook func(*Agent), change ...func(*Config)) *liveRig {
+// rigOptions change a live rig: the agent's dependencies, the agent before
+// it runs, the receiver's options (each nil: none).
+type rigOptions struct {
+	deps func(*Deps)
+	hook func(*Agent)
+	recv func(*receiver.Options)
+}
+
+// newLiveRigWith is newLiveRig changed by o.
+func newLiveRigWith(t *testing.T, o rigOptions, change ...func(*Config)) *liveRig {
+	hook := o.hook
 	t.Helper()
 	dir := t.TempDir()
 	cfg := testConfig(dir, 640, 480)
@@ -86,7 +94,11 @@ func newLiveRigDeps(t *testing.T, deps func(*Deps), hook func(*Agent), change ..
 	if _, err := (receiver.Accounts{Dir: rdir}).Add("bob", receiver.RoleOwner); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := receiver.Open(receiver.Options{Dir: rdir, Logger: quietLogger()})
+	ropts := receiver.Options{Dir: rdir, Logger: quietLogger()}
+	if o.recv != nil {
+		o.recv(&ropts)
+	}
+	srv, err := receiver.Open(ropts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,8 +112,8 @@ func newLiveRigDeps(t *testing.T, deps func(*Deps), hook func(*Agent), change ..
 	cfg.UploadURL = hs.URL
 	logs := &lockedBuffer{}
 	d := Deps{Logger: slog.New(slog.NewTextHandler(logs, nil))}
-	if deps != nil {
-		deps(&d)
+	if o.deps != nil {
+		o.deps(&d)
 	}
 	a, err := New(cfg, d)
 	if err != nil {

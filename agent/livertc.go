@@ -40,7 +40,7 @@ type liveRTC interface {
 	// answer makes a session for offer and returns its SDP answer (ICE
 	// candidates gathered). The session then runs by itself until the
 	// browser leaves, live.max_time is up or ctx ends.
-	answer(ctx context.Context, offer []byte) ([]byte, error)
+	answer(ctx context.Context, offer *liveOffer) ([]byte, error)
 	// sessions is the number of sessions running now.
 	sessions() int
 	// wait waits for the sessions to end, once ctx ended.
@@ -59,4 +59,5 @@ type RTCCounts struct {
 type liveOffer struct {
 	id  string
 	sdp []byte
+	ice string // the receiver's relay and credentials (livestream.ICEConfig, JSON); "" if none
 }

@@ -6,10 +6,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,7 +95,7 @@ func (r *rtcLive) sessions() int {
 	return r.n
 }
 
-func (r *rtcLive) answer(ctx context.Context, offer []byte) ([]byte, error) {
+func (r *rtcLive) answer(ctx context.Context, o *liveOffer) ([]byte, error) {
 	r.mu.Lock()
 	if r.n >= rtcMaxSessions {
 		r.mu.Unlock()
@@ -102,7 +104,7 @@ func (r *rtcLive) answer(ctx context.Context, offer []byte) ([]byte, error) {
 	}
 	r.n++
 	r.mu.Unlock()
-	pc, track, err := r.negotiate(offer)
+	pc, track, err := r.negotiate(o)
 	if err != nil {
 		r.mu.Lock()
 		r.n--
@@ -117,9 +119,14 @@ func (r *rtcLive) answer(ctx context.Context, offer []byte) ([]byte, error) {
 }
 
 // negotiate makes a connection with a video track for offer and returns
-// it with its answer set and candidates gathered.
-func (r *rtcLive) negotiate(offer []byte) (_ *webrtc.PeerConnection, _ *webrtc.TrackLocalStaticSample, err error) {
-	pc, err := r.api.NewPeerConnection(webrtc.Configuration{})
+// it with its answer set and candidates gathered (the receiver's relay's
+// too, when it gave one).
+func (r *rtcLive) negotiate(o *liveOffer) (_ *webrtc.PeerConnection, _ *webrtc.TrackLocalStaticSample, err error) {
+	cfg, err := iceConfiguration(o.ice)
+	if err != nil {
+		return nil, nil, err
+	}
+	pc, err := r.api.NewPeerConnection(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent: WebRTC: %w", err)
 	}
@@ -135,7 +142,7 @@ func (r *rtcLive) negotiate(offer []byte) (_ *webrtc.PeerConnection, _ *webrtc.T
 	if _, err := pc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
 		return nil, nil, fmt.Errorf("agent: WebRTC: %w", err)
 	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(offer)}); err != nil {
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(o.sdp)}); err != nil {
 		return nil, nil, fmt.Errorf("agent: WebRTC: the offer: %w", err)
 	}
 	ans, err := pc.CreateAnswer(nil)
@@ -152,6 +159,32 @@ func (r *rtcLive) negotiate(offer []byte) (_ *webrtc.PeerConnection, _ *webrtc.T
 		// The candidates gathered so far are in the answer.
 	}
 	return pc, track, nil
+}
+
+// iceConfiguration reads the receiver's ICE configuration (ICEHeader):
+// its TURN relay with the camera's credentials, and whether media must go
+// through it.
+func iceConfiguration(h string) (webrtc.Configuration, error) {
+	var cfg webrtc.Configuration
+	if h == "" {
+		return cfg, nil
+	}
+	var ic livestream.ICEConfig
+	if len(h) > 4096 || json.Unmarshal([]byte(h), &ic) != nil || len(ic.Servers) > 4 {
+		return cfg, fmt.Errorf("agent: WebRTC: a malformed %s from the receiver", livestream.ICEHeader)
+	}
+	for _, s := range ic.Servers {
+		for _, u := range s.URLs {
+			if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+				return cfg, fmt.Errorf("agent: WebRTC: %s: %q is not a turn: URL", livestream.ICEHeader, u)
+			}
+		}
+		cfg.ICEServers = append(cfg.ICEServers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	if ic.Policy == "relay" {
+		cfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+	}
+	return cfg, nil
 }
 
 // run feeds a session's track until the browser leaves, live.max_time is
@@ -310,8 +343,8 @@ func (f *rtcFanout) read(ctx context.Context, done chan struct{}) {
 }
 
 // liveWaitRTC reads a wait's 200 reply: watch, or an offer.
-func liveWaitRTC(body io.Reader) (bool, *liveOffer, error) {
-	b, err := io.ReadAll(io.LimitReader(body, livestream.MaxSDP+livestream.MaxOfferID+16))
+func liveWaitRTC(resp *http.Response) (bool, *liveOffer, error) {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, livestream.MaxSDP+livestream.MaxOfferID+16))
 	if err != nil {
 		return false, nil, fmt.Errorf("agent: live view: read the wait's reply: %w", err)
 	}
@@ -320,7 +353,7 @@ func liveWaitRTC(body io.Reader) (bool, *liveOffer, error) {
 		return false, nil, fmt.Errorf("agent: live view: %w", err)
 	}
 	if sdp != nil {
-		return false, &liveOffer{id: id, sdp: sdp}, nil
+		return false, &liveOffer{id: id, sdp: sdp, ice: resp.Header.Get(livestream.ICEHeader)}, nil
 	}
 	return string(b) == livestream.Watch, nil, nil
 }
@@ -332,7 +365,7 @@ func (a *Agent) liveAnswer(ctx context.Context, client *http.Client, base, nonce
 	body, ctype, sig := []byte(nil), livestream.SDPType, []byte(nil)
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	answer, err := a.liveRTC.answer(ctx, o.sdp)
+	answer, err := a.liveRTC.answer(ctx, o)
 	if err == nil {
 		var fps []string
 		if fps, err = livestream.Fingerprints(answer); err == nil {

@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -30,6 +31,7 @@ import (
 	"github.com/keyframe-cam/keyframe/internal/browsertest"
 	"github.com/keyframe-cam/keyframe/internal/claimcode"
 	"github.com/keyframe-cam/keyframe/internal/livestream"
+	"github.com/keyframe-cam/keyframe/receiver"
 )
 
 // The fixture's size, rate and length: 15 s at 30 frames a second.
@@ -195,7 +197,7 @@ const (
 func TestBrowserWebRTC(t *testing.T) {
 	fx := makeH264Fixture(t)
 	src := &fixtureSource{fx: fx, sent: map[int]time.Time{}}
-	r := newLiveRigDeps(t, func(d *Deps) { d.LiveH264 = src }, nil)
+	r := newLiveRigWith(t, rigOptions{deps: func(d *Deps) { d.LiveH264 = src }})
 	if r.a.liveRTC == nil {
 		t.Fatal("the agent built with -tags webrtc and an H.264 source answers no WebRTC")
 	}
@@ -423,6 +425,49 @@ func swapFingerprint(t *testing.T, sdp []byte) []byte {
 		out[j] = '0'
 	}
 	return out
+}
+
+// TestBrowserWebRTCRelay: with the receiver's TURN relay and the relay
+// only (as when the browser cannot reach the camera), alice's page plays
+// her camera's H.264 through the receiver: the page's selected path is the
+// relay, the relay holds allocations (the page's and the camera's), and
+// the answer is still the camera's, verified (DTLS end to end).
+// Screenshot: webrtc-relay.
+func TestBrowserWebRTCRelay(t *testing.T) {
+	fx := makeH264Fixture(t)
+	src := &fixtureSource{fx: fx, sent: map[int]time.Time{}}
+	r := newLiveRigWith(t, rigOptions{
+		deps: func(d *Deps) { d.LiveH264 = src },
+		recv: func(o *receiver.Options) {
+			o.Live.TURN = receiver.TURNOptions{Listen: "127.0.0.1:0", RelayIP: net.IPv4(127, 0, 0, 1), RelayOnly: true}
+		},
+	})
+	ctx := browsertest.New(t)
+	signInAlice(t, r, ctx)
+	asked := time.Now()
+	browsertest.Do(t, ctx, chromedp.Navigate(r.hs.URL+"/live/"+r.device), chromedp.WaitReady(chromedp.CSS(`#liveview`)))
+	if _, err := browsertest.RunErr(ctx, chromedp.Poll[bool](`(() => { const d = document.querySelector("#liveview").dataset; return d.transport === "webrtc" && d.path !== undefined && document.querySelector("#livevideo").videoWidth > 0 })()`,
+		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+		st := browsertest.Run(t, ctx, chromedp.Evaluate[string](`JSON.stringify(Object.assign({}, document.querySelector("#liveview").dataset, {status: document.querySelector("#livestatus").textContent}))`))
+		t.Fatalf("no WebRTC picture through the relay: %v; the page: %s; agent %+v; receiver %+v\n%s", err, st, r.a.RTCCounts(), r.srv.LiveStats(), r.log.String())
+	}
+	first := time.Since(asked)
+	frames := func() int {
+		return browsertest.Run(t, ctx, chromedp.Evaluate[int](`document.querySelector("#livevideo").getVideoPlaybackQuality().totalVideoFrames`))
+	}
+	f1 := frames()
+	time.Sleep(2 * time.Second)
+	f2 := frames()
+	type pageState struct{ Transport, RTC, Path, Status string }
+	st := browsertest.Run(t, ctx, chromedp.Evaluate[pageState](`(() => { const d = document.querySelector("#liveview").dataset; return {Transport: d.transport, RTC: d.rtc, Path: d.path, Status: document.querySelector("#livestatus").textContent} })()`))
+	if f2 <= f1 || st.Path != "relay" || st.RTC != "verified" || !strings.Contains(st.Status, "relay") {
+		t.Errorf("totalVideoFrames %d then %d; the page %+v: want the video playing through the relay, the answer verified", f1, f2, st)
+	}
+	if n := r.srv.LiveStats().TURNAllocations; n < 2 {
+		t.Errorf("the relay holds %d allocations, want the page's and the camera's", n)
+	}
+	browsertest.Screenshot(t, ctx, "webrtc-relay")
+	t.Logf("through the relay: first picture %s after asking; %.1f frames a second decoded; receiver %+v", first.Round(time.Millisecond), float64(f2-f1)/2, r.srv.LiveStats())
 }
 
 // signInAlice signs alice in with her setup link in ctx's browser.

@@ -4,7 +4,6 @@ package agent
 
 import (
 	"context"
-	"io"
 	"net/http"
 )
 
@@ -17,7 +16,7 @@ func (a *Agent) RTCCounts() RTCCounts { return RTCCounts{} }
 
 // liveWaitRTC and liveAnswer are never called without WebRTC (a.liveRTC is
 // nil).
-func liveWaitRTC(io.Reader) (bool, *liveOffer, error) { return false, nil, nil }
+func liveWaitRTC(*http.Response) (bool, *liveOffer, error) { return false, nil, nil }
 
 func (a *Agent) liveAnswer(_ context.Context, _ *http.Client, _, nonce string, _ *liveOffer) string {
 	return nonce

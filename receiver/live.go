@@ -8,6 +8,7 @@ import (
 	_ "embed" // live.js
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -85,6 +86,9 @@ type LiveOptions struct {
 	// ViewersPerCamera and MaxViewers bound the viewers of one camera and of
 	// all: more are answered 429.
 	ViewersPerCamera, MaxViewers int
+	// TURN runs a relay for the WebRTC live view (liveturn.go); off
+	// without TURN.Listen.
+	TURN TURNOptions
 }
 
 func (o LiveOptions) withDefaults() LiveOptions {
@@ -122,6 +126,7 @@ type LiveStats struct {
 	ViewerDrops       uint64 `json:"viewer_drops"`        // frames a slow viewer never got (replaced by a newer one)
 	SealedStreams     uint64 `json:"sealed_streams"`      // streams sealed end to end (of StreamsStarted)
 	RTCSessions       uint64 `json:"webrtc_sessions"`     // WebRTC offers answered by a camera
+	TURNAllocations   int    `json:"turn_allocations"`    // the WebRTC relay's allocations now
 	Viewers           int    `json:"viewers"`             // watching now
 }
 
@@ -138,7 +143,8 @@ type liveHub struct {
 	viewers int
 	used    map[string]time.Time // nonces spent, until their expiry
 	stats   LiveStats
-	rtc     rtcState // WebRTC signalling (livewebrtc.go)
+	rtc     rtcState  // WebRTC signalling (livewebrtc.go)
+	turn    *liveTURN // the WebRTC relay (liveturn.go); nil: none
 }
 
 // liveCam is one camera's viewers, waits and stream.
@@ -149,6 +155,7 @@ type liveCam struct {
 	stream   *liveStream   // the open stream, or nil
 	lastLeft time.Time     // when the last viewer left
 	offers   []*rtcOffer   // WebRTC offers for the camera's next wait (livewebrtc.go)
+	accept   bool          // the camera's last wait said it answers WebRTC
 }
 
 // liveViewer holds at most one frame: a newer one replaces it.
@@ -200,7 +207,7 @@ func newLiveHub(opt LiveOptions, clk clock.Clock) (*liveHub, error) {
 	return h, nil
 }
 
-func (h *liveHub) shutdown() { h.once.Do(func() { close(h.done) }) }
+func (h *liveHub) shutdown() { h.once.Do(func() { close(h.done); h.turn.close() }) }
 
 // Stats returns the live view's counters.
 func (s *Server) LiveStats() LiveStats {
@@ -208,6 +215,7 @@ func (s *Server) LiveStats() LiveStats {
 	defer s.live.mu.Unlock()
 	st := s.live.stats
 	st.Viewers = s.live.viewers
+	st.TURNAllocations = s.live.turnAllocations()
 	return st
 }
 
@@ -359,9 +367,10 @@ func (s *Server) handleLiveWait(w http.ResponseWriter, r *http.Request) {
 	h := s.live
 	h.mu.Lock()
 	c := h.cam(device)
+	c.accept = accept
 	if o := h.takeOffer(c, accept); o != nil {
 		h.mu.Unlock()
-		writeOffer(w, o)
+		s.writeOffer(w, r, device, o)
 		return
 	}
 	if len(c.viewers) > 0 && c.stream == nil {
@@ -387,7 +396,7 @@ func (s *Server) handleLiveWait(w http.ResponseWriter, r *http.Request) {
 		h.mu.Unlock()
 		switch {
 		case o != nil:
-			writeOffer(w, o)
+			s.writeOffer(w, r, device, o)
 		case watch:
 			writeLine(w, http.StatusOK, livestream.Watch)
 		default: // an offer withdrawn before the camera took it
@@ -594,7 +603,7 @@ func (s *Server) liveOwner(w http.ResponseWriter, r *http.Request, owner string)
 }
 
 // livePage is the data of the live page.
-type livePage struct{ Device, Account string }
+type livePage struct{ Device, Account, ICE string }
 
 // The live page shows the picture with its script (live.js), which reads
 // GET /live/{device}/frames: a clear camera's JPEG frames, or a sealed
@@ -614,7 +623,7 @@ nav{margin-bottom:1rem}
 <nav><a href="/">← your events</a> · signed in as {{.Account}}</nav>
 <h1>Live view</h1>
 <p>Camera <code>{{.Device}}</code>. The picture comes from the camera while this page is open, for a few minutes at most: reload the page to watch again.</p>
-<div id="liveview" data-device="{{.Device}}" data-account="{{.Account}}">
+<div id="liveview" data-device="{{.Device}}" data-account="{{.Account}}" data-ice="{{.ICE}}">
 <p id="livestatus">Asking the camera for its picture…</p>
 <video id="livevideo" class="live" autoplay muted playsinline hidden></video>
 <img id="live" class="live" alt="live picture of camera {{.Device}}" hidden>
@@ -638,7 +647,13 @@ func (s *Server) handleLivePage(w http.ResponseWriter, r *http.Request, u *user)
 	setPageHeaders(w)
 	w.Header().Set("Content-Security-Policy", livePageCSP)
 	w.WriteHeader(http.StatusOK)
-	if err := liveTemplate.Execute(w, livePage{Device: device, Account: u.name}); err != nil {
+	// The relay's credentials, for this owner only (WebRTC, liveturn.go).
+	ice := ""
+	if c := s.live.iceConfig("o-"+u.name, r.Host); c != nil {
+		b, _ := json.Marshal(c)
+		ice = string(b)
+	}
+	if err := liveTemplate.Execute(w, livePage{Device: device, Account: u.name, ICE: ice}); err != nil {
 		s.log.Debug("receiver: write live page", "err", err)
 	}
 }

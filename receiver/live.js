@@ -26,8 +26,9 @@
 //
 // For tests, #liveview carries data-state (waiting, playing, nokey, ended,
 // error), data-frames (pictures shown), data-refused (frames that did not
-// open or decode), data-sealed, data-transport (webrtc or frames) and
-// data-rtc (why WebRTC was not used, or "verified").
+// open or decode), data-sealed, data-transport (webrtc or frames),
+// data-rtc (why WebRTC was not used, or "verified") and data-path (with
+// WebRTC: the local candidate's type, "relay" through the receiver).
 "use strict";
 (function () {
   const root = document.getElementById("liveview");
@@ -238,7 +239,12 @@
     if (!window.RTCPeerConnection || !video) { root.dataset.rtc = "no WebRTC in this browser"; return false; }
     let why = null, quiet = false;
     try {
-      pc = new RTCPeerConnection({bundlePolicy: "max-bundle"});
+      // The receiver's TURN relay, when it runs one (its credentials are
+      // this owner's, short-lived): the path when the camera cannot be
+      // reached directly; DTLS stays the camera's and this page's.
+      let ice = {servers: [], policy: "all"};
+      if (root.dataset.ice) { ice = JSON.parse(root.dataset.ice); }
+      pc = new RTCPeerConnection({bundlePolicy: "max-bundle", iceServers: ice.servers || [], iceTransportPolicy: ice.policy === "relay" ? "relay" : "all"});
       pc.addTransceiver("video", {direction: "recvonly"});
       const gathered = new Promise(function (resolve) {
         pc.addEventListener("icegatheringstatechange", function () { if (pc.iceGatheringState === "complete") { resolve(); } });
@@ -297,10 +303,30 @@
       session = null;
     }
   }
-  function watchRTC() {
+  // path says how the media flows: "relay" through the receiver's TURN
+  // relay, else straight between the camera and this browser.
+  async function path() {
+    let pair = null;
+    const cands = {};
+    (await pc.getStats()).forEach(function (r) {
+      if (r.type === "transport" && r.selectedCandidatePairId) { pair = r.selectedCandidatePairId; }
+      if (r.type === "local-candidate") { cands[r.id] = r.candidateType; }
+    });
+    let local = null;
+    (await pc.getStats()).forEach(function (r) {
+      if (r.id === pair) { local = cands[r.localCandidateId]; }
+    });
+    return local || "unknown";
+  }
+  async function watchRTC() {
     root.dataset.transport = "webrtc";
     video.hidden = false;
-    state("playing", "Live (WebRTC, straight from the camera; its answer signed by the camera's key).");
+    let p = "unknown";
+    try { p = await path(); } catch (e) { p = "unknown"; }
+    root.dataset.path = p;
+    state("playing", p === "relay" ?
+      "Live (WebRTC through the receiver's relay, encrypted end to end with the camera; its answer signed by the camera's key)." :
+      "Live (WebRTC, straight from the camera; its answer signed by the camera's key).");
     pc.addEventListener("connectionstatechange", function () {
       if (pc && (pc.connectionState === "failed" || pc.connectionState === "closed")) {
         state("ended", "The live view ended (its time is up, or the camera stopped): reload the page to watch again.", true);
@@ -315,7 +341,7 @@
   });
   async function start() {
     state("waiting", "Asking the camera for its picture…");
-    if (await rtc()) { watchRTC(); return; }
+    if (await rtc()) { await watchRTC(); return; }
     if (ctl.signal.aborted) { return; }
     root.dataset.transport = "frames";
     await run();

@@ -3,6 +3,7 @@ package receiver
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"io"
 	"mime"
 	"net/http"
@@ -86,9 +87,14 @@ func (h *liveHub) takeOffer(c *liveCam, accept bool) *rtcOffer {
 	return o
 }
 
-// writeOffer answers a camera's wait with an offer.
-func writeOffer(w http.ResponseWriter, o *rtcOffer) {
+// writeOffer answers a camera's wait with an offer, and the relay's
+// credentials for the camera (ICEHeader) when the receiver runs one.
+func (s *Server) writeOffer(w http.ResponseWriter, r *http.Request, device string, o *rtcOffer) {
 	h := w.Header()
+	if c := s.live.iceConfig("d-"+device, r.Host); c != nil {
+		b, _ := json.Marshal(c)
+		h.Set(livestream.ICEHeader, string(b))
+	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -128,8 +134,9 @@ func mediaType(r *http.Request) string {
 // handleLiveWHEP takes an owner page's offer (POST /live/{device}/whep,
 // application/sdp) and answers the camera's answer: 201 with the answer's
 // SDP, Location (for DELETE), the camera's signature and its key as the
-// registry holds it. 501 when the camera does not answer WebRTC, 504 when
-// it does not answer in time, 502 when it refused or its answer does not
+// registry holds it. 501 when the camera does not answer WebRTC, 503
+// while it streams its frames to another viewer, 504 when it does not
+// answer in time, 502 when it refused or its answer does not
 // verify, 409 while another offer of this session is pending.
 func (s *Server) handleLiveWHEP(w http.ResponseWriter, r *http.Request, u *user) {
 	device, ok := s.liveOwner(w, r, u.name)
@@ -166,6 +173,18 @@ func (s *Server) handleLiveWHEP(w http.ResponseWriter, r *http.Request, u *user)
 			writeLine(w, http.StatusConflict, "an offer of this browser for this camera is already pending")
 			return
 		}
+	}
+	if c.stream != nil {
+		// The camera streams its frames (to another viewer) and does not
+		// wait meanwhile: the page joins that stream at once rather than
+		// after rtcAnswerTimeout.
+		status, why := http.StatusServiceUnavailable, "the camera is streaming its frames to another viewer: watch those"
+		if !c.accept {
+			status, why = http.StatusNotImplemented, errNoWebRTC
+		}
+		h.mu.Unlock()
+		writeLine(w, status, why)
+		return
 	}
 	if len(c.offers) >= h.opt.ViewersPerCamera {
 		h.gc(device, c)

@@ -352,6 +352,9 @@ func Open(opts Options) (*Server, error) {
 	if s.live, err = newLiveHub(opts.Live, s.clk); err != nil {
 		return nil, err
 	}
+	if s.live.turn, err = s.live.startTURN(opts.Live.TURN, s.log); err != nil {
+		return nil, err
+	}
 	if s.claims, err = newClaimState(opts); err != nil {
 		return nil, err
 	}
@@ -471,6 +474,7 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.live.shutdown() // the WebRTC relay too
 	// Uploads writing their files now find the server closed and append
 	// nothing; wait for them before letting the directory go.
 	s.storing.Wait()

@@ -179,3 +179,24 @@ func WaitOffer(body []byte) (id string, sdp []byte, err error) {
 	}
 	return id, rest, nil
 }
+
+// ICEHeader carries, on a wait reply with an offer, the ICE servers the
+// camera may use (ICEConfig as JSON): the receiver's TURN relay with
+// short-lived credentials, when it runs one.
+const ICEHeader = "Keyframe-Live-ICE"
+
+// ICEConfig is the ICE configuration the receiver hands to the page and
+// the camera.
+type ICEConfig struct {
+	Servers []ICEServer `json:"servers"`
+	// Policy is "relay" when media must go through the relay, else "all".
+	Policy string `json:"policy"`
+}
+
+// ICEServer is a TURN server and its credentials, as a browser's
+// RTCIceServer has them.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username"`
+	Credential string   `json:"credential"`
+}
