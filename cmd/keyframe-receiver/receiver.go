@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -55,6 +56,10 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 	mqttPlainLAN := fs.Bool("mqtt-allow-plaintext-lan", false, "allow -mqtt tcp:// to a private-network address (RFC 1918, fc00::/7, link-local): the password and the records (still signed) cross the LAN in the clear")
 	tlsMode := fs.String("tls", receiver.TLSAuto, "HTTPS: auto (-tls-cert and -tls-key if given; else, on a non-loopback -listen, self), self (the receiver's own CA and a certificate for -tls-names, made on first start under DATA/tls/; claim codes pin the CA), off")
 	tlsNames := fs.String("tls-names", "", "comma-separated host names and addresses of the self-made certificate; default: the host name, HOST.local, localhost and the machine's addresses")
+	turnListen := fs.String("turn-listen", "", "run a TURN relay for the WebRTC live view on this UDP address (e.g. :3478), for browsers that cannot reach the camera; media stays encrypted end to end (docs/live.md)")
+	turnIP := fs.String("turn-ip", "", "with -turn-listen: the receiver's address as browsers and cameras reach it (relayed media flows to it)")
+	turnHost := fs.String("turn-host", "", "with -turn-listen: the host name in the turn: URL handed out; default: the name each request used")
+	turnRelayOnly := fs.Bool("turn-relay-only", false, "with -turn-listen: media always through the relay (browsers and cameras never see each other's addresses)")
 	var limits receiverLimits
 	limits.addFlags(fs)
 	if code, ok := cli.Parse(fs, args, receiverUsage, stdout, stderr); !ok {
@@ -87,6 +92,17 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := limits.apply(&cfg); err != nil {
 		fmt.Fprintf(stderr, "keyframe-receiver: %v\n", err)
+		return 2
+	}
+	if *turnListen != "" {
+		ip := net.ParseIP(*turnIP)
+		if ip == nil {
+			fmt.Fprintf(stderr, "keyframe-receiver: -turn-listen needs -turn-ip, the receiver's address as browsers and cameras reach it (got %q)\n", *turnIP)
+			return 2
+		}
+		cfg.Options.Live.TURN = receiver.TURNOptions{Listen: *turnListen, RelayIP: ip, Host: *turnHost, RelayOnly: *turnRelayOnly}
+	} else if *turnIP != "" || *turnHost != "" || *turnRelayOnly {
+		fmt.Fprintf(stderr, "keyframe-receiver: -turn-ip, -turn-host and -turn-relay-only go with -turn-listen\n")
 		return 2
 	}
 	for _, h := range strings.Split(*allowHosts, ",") {
