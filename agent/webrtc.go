@@ -284,10 +284,18 @@ func (f *rtcFanout) subscribe(ctx context.Context) *rtcSub {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.subs[s] = struct{}{}
-	if f.cancel == nil {
-		if f.done != nil {
-			<-f.done // the last reader, cancelled, is returning
+	// A reader cancelled (its last session gone) returns first: one
+	// reader of the source at a time. It may need f.mu to return.
+	for f.cancel == nil && f.done != nil {
+		done := f.done
+		f.mu.Unlock()
+		<-done
+		f.mu.Lock()
+		if f.done == done {
+			f.done = nil
 		}
+	}
+	if f.cancel == nil {
 		rctx, cancel := context.WithCancel(ctx)
 		f.cancel, f.done = cancel, make(chan struct{})
 		go f.read(rctx, f.done)

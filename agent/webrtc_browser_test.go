@@ -301,9 +301,92 @@ func TestBrowserWebRTC(t *testing.T) {
 		t.Fatalf("no WebRTC picture: %v; the page: %s; agent %+v\n%s", err, st, r.a.RTCCounts(), r.log.String())
 	}
 	firstPicture := time.Since(asked)
-	// The latency probe: each decoded frame's index, read from its blocks,
-	// and when it was handed for composition (requestVideoFrameCallback's
-	// presentationTime, on the wall clock).
+	startProbe(t, tab)
+	frames := func() int {
+		return browsertest.Run(t, tab, chromedp.Evaluate[int](`document.querySelector("#livevideo").getVideoPlaybackQuality().totalVideoFrames`))
+	}
+	f1 := frames()
+	time.Sleep(3 * time.Second)
+	f2 := frames()
+	if f2 <= f1 {
+		t.Errorf("totalVideoFrames %d, then %d 3 s later: the video does not play", f1, f2)
+	}
+	type pageState struct{ Transport, RTC, State, Status string }
+	st := browsertest.Run(t, tab, chromedp.Evaluate[pageState](`(() => { const d = document.querySelector("#liveview").dataset; return {Transport: d.transport, RTC: d.rtc, State: d.state, Status: document.querySelector("#livestatus").textContent} })()`))
+	if st.Transport != "webrtc" || st.RTC != "verified" || st.State != "playing" {
+		t.Errorf("the page: %+v, want playing WebRTC with the answer verified", st)
+	}
+	if w := browsertest.Run(t, tab, chromedp.Evaluate[int](`document.querySelector("#livevideo").videoWidth`)); w != fxWidth {
+		t.Errorf("the video is %d px wide, want %d", w, fxWidth)
+	}
+	browsertest.Screenshot(t, tab, "webrtc-live")
+	lat := readProbe(t, tab, src)
+	pct := func(p int) time.Duration { return lat[(len(lat)-1)*p/100] }
+	t.Logf("WebRTC: first picture %s after the page was asked for; %.1f frames a second decoded; latency from capture to decode over %d frames: min %s, median %s, p90 %s, max %s; agent %+v",
+		firstPicture.Round(time.Millisecond), float64(f2-f1)/3, len(lat), pct(0).Round(100*time.Microsecond), pct(50).Round(100*time.Microsecond),
+		pct(90).Round(100*time.Microsecond), pct(100).Round(100*time.Microsecond), r.a.RTCCounts())
+	closeTab()
+
+	// The hostile receiver: the page refuses its answer, and shows the
+	// frames through the receiver instead, saying why.
+	for _, tc := range []struct {
+		name   string
+		tamper whepTamper
+		why    string
+	}{
+		{"fingerprint", tamperFingerprint, "does not verify"},
+		{"signature", tamperSignature, "does not verify"},
+		{"key", tamperKey, "not this camera's"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tamper.Store(int32(tc.tamper))
+			defer tamper.Store(int32(tamperNone))
+			// The last case's fallback stream ends first (LiveOptions.Idle
+			// after its page closed): an offer meanwhile is answered 503,
+			// the camera streaming its frames to another viewer.
+			for i := 0; ; i++ {
+				if st := r.srv.LiveStats(); st.StreamsStarted == st.StreamsEnded {
+					break
+				}
+				if i == 1000 {
+					t.Fatalf("the frames' stream of the last case did not end: %+v", r.srv.LiveStats())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			answered := r.a.RTCCounts().Answered
+			tab, closeTab := chromedp.NewContext(ctx)
+			defer closeTab()
+			if err := chromedp.Do(tab); err != nil {
+				t.Fatal(err)
+			}
+			browsertest.Do(t, tab, chromedp.Navigate(r.hs.URL+"/live/"+r.device), chromedp.WaitReady(chromedp.CSS(`#liveview`)))
+			if _, err := browsertest.RunErr(tab, chromedp.Poll[bool](`document.querySelector("#liveview").dataset.transport === "frames" && document.querySelector("#live").naturalWidth > 0`,
+				chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+				st := browsertest.Run(t, tab, chromedp.Evaluate[string](`JSON.stringify(Object.assign({}, document.querySelector("#liveview").dataset, {status: document.querySelector("#livestatus").textContent}))`))
+				t.Fatalf("no fallback picture: %v; the page: %s; agent %+v %+v; receiver %+v\n%s", err, st, r.a.RTCCounts(), r.a.LiveCounts(), r.srv.LiveStats(), r.log.String())
+			}
+			st := browsertest.Run(t, tab, chromedp.Evaluate[pageState](`(() => { const d = document.querySelector("#liveview").dataset; return {Transport: d.transport, RTC: d.rtc, State: d.state, Status: document.querySelector("#livestatus").textContent} })()`))
+			if !strings.HasPrefix(st.RTC, "refused: ") || !strings.Contains(st.RTC, tc.why) || !strings.Contains(st.Status, "refused") {
+				t.Errorf("the page: %+v, want the answer refused (%q) and said so", st, tc.why)
+			}
+			if v := browsertest.Run(t, tab, chromedp.Evaluate[bool](`(() => { const v = document.querySelector("#livevideo"); return v.hidden && !v.srcObject && v.videoWidth === 0 })()`)); !v {
+				t.Errorf("the refused session's video is shown")
+			}
+			if c := r.a.RTCCounts(); c.Answered != answered+1 {
+				t.Errorf("the camera answered %d offers, want %d (the page refused the answer, not the camera the offer)", c.Answered, answered+1)
+			}
+			browsertest.Screenshot(t, tab, "webrtc-refused-"+tc.name)
+			t.Logf("the page says: %s", st.Status)
+		})
+	}
+}
+
+// startProbe starts the latency probe in tab's live page: each decoded
+// frame's index, read from its blocks, and when it was handed for
+// composition (requestVideoFrameCallback's presentationTime, on the wall
+// clock).
+func startProbe(t *testing.T, tab context.Context) {
+	t.Helper()
 	browsertest.Run(t, tab, chromedp.Evaluate[bool](`(() => {
   const v = document.querySelector("#livevideo");
   const c = document.createElement("canvas");
@@ -325,24 +408,13 @@ func TestBrowserWebRTC(t *testing.T) {
   v.requestVideoFrameCallback(cb);
   return true;
 })()`))
-	frames := func() int {
-		return browsertest.Run(t, tab, chromedp.Evaluate[int](`document.querySelector("#livevideo").getVideoPlaybackQuality().totalVideoFrames`))
-	}
-	f1 := frames()
-	time.Sleep(3 * time.Second)
-	f2 := frames()
-	if f2 <= f1 {
-		t.Errorf("totalVideoFrames %d, then %d 3 s later: the video does not play", f1, f2)
-	}
-	type pageState struct{ Transport, RTC, State, Status string }
-	st := browsertest.Run(t, tab, chromedp.Evaluate[pageState](`(() => { const d = document.querySelector("#liveview").dataset; return {Transport: d.transport, RTC: d.rtc, State: d.state, Status: document.querySelector("#livestatus").textContent} })()`))
-	if st.Transport != "webrtc" || st.RTC != "verified" || st.State != "playing" {
-		t.Errorf("the page: %+v, want playing WebRTC with the answer verified", st)
-	}
-	if w := browsertest.Run(t, tab, chromedp.Evaluate[int](`document.querySelector("#livevideo").videoWidth`)); w != fxWidth {
-		t.Errorf("the video is %d px wide, want %d", w, fxWidth)
-	}
-	browsertest.Screenshot(t, tab, "webrtc-live")
+}
+
+// readProbe returns the latencies the probe saw, sorted: from each frame's
+// capture (its hand-over by the source) to its decode. It fails t when
+// the decoded pictures do not carry the fixture's indices in order.
+func readProbe(t *testing.T, tab context.Context, src *fixtureSource) []time.Duration {
+	t.Helper()
 	probe := browsertest.Run(t, tab, chromedp.Evaluate[[][2]float64](`window.kfProbe`))
 	var lat []time.Duration
 	prev, ordered := -1, 0
@@ -362,51 +434,7 @@ func TestBrowserWebRTC(t *testing.T) {
 		t.Fatalf("of %d decoded frames probed, %d carry the index of a frame sent, %d in increasing order: the decoded pictures are not the fixture's", len(probe), len(lat), ordered)
 	}
 	slices.Sort(lat)
-	pct := func(p int) time.Duration { return lat[(len(lat)-1)*p/100] }
-	t.Logf("WebRTC: first picture %s after the page was asked for; %.1f frames a second decoded; latency from capture to decode over %d frames: min %s, median %s, p90 %s, max %s; agent %+v",
-		firstPicture.Round(time.Millisecond), float64(f2-f1)/3, len(lat), pct(0).Round(100*time.Microsecond), pct(50).Round(100*time.Microsecond),
-		pct(90).Round(100*time.Microsecond), pct(100).Round(100*time.Microsecond), r.a.RTCCounts())
-	closeTab()
-
-	// The hostile receiver: the page refuses its answer, and shows the
-	// frames through the receiver instead, saying why.
-	for _, tc := range []struct {
-		name   string
-		tamper whepTamper
-		why    string
-	}{
-		{"fingerprint", tamperFingerprint, "does not verify"},
-		{"signature", tamperSignature, "does not verify"},
-		{"key", tamperKey, "not this camera's"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			tamper.Store(int32(tc.tamper))
-			defer tamper.Store(int32(tamperNone))
-			answered := r.a.RTCCounts().Answered
-			tab, closeTab := chromedp.NewContext(ctx)
-			defer closeTab()
-			if err := chromedp.Do(tab); err != nil {
-				t.Fatal(err)
-			}
-			browsertest.Do(t, tab, chromedp.Navigate(r.hs.URL+"/live/"+r.device), chromedp.WaitReady(chromedp.CSS(`#liveview`)))
-			if _, err := browsertest.RunErr(tab, chromedp.Poll[bool](`document.querySelector("#liveview").dataset.transport === "frames" && document.querySelector("#live").naturalWidth > 0`,
-				chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second))); err != nil {
-				t.Fatalf("no fallback picture: %v", err)
-			}
-			st := browsertest.Run(t, tab, chromedp.Evaluate[pageState](`(() => { const d = document.querySelector("#liveview").dataset; return {Transport: d.transport, RTC: d.rtc, State: d.state, Status: document.querySelector("#livestatus").textContent} })()`))
-			if !strings.HasPrefix(st.RTC, "refused: ") || !strings.Contains(st.RTC, tc.why) || !strings.Contains(st.Status, "refused") {
-				t.Errorf("the page: %+v, want the answer refused (%q) and said so", st, tc.why)
-			}
-			if v := browsertest.Run(t, tab, chromedp.Evaluate[bool](`(() => { const v = document.querySelector("#livevideo"); return v.hidden && !v.srcObject && v.videoWidth === 0 })()`)); !v {
-				t.Errorf("the refused session's video is shown")
-			}
-			if c := r.a.RTCCounts(); c.Answered != answered+1 {
-				t.Errorf("the camera answered %d offers, want %d (the page refused the answer, not the camera the offer)", c.Answered, answered+1)
-			}
-			browsertest.Screenshot(t, tab, "webrtc-refused-"+tc.name)
-			t.Logf("the page says: %s", st.Status)
-		})
-	}
+	return lat
 }
 
 // swapFingerprint changes the first byte of the answer's first
@@ -452,6 +480,7 @@ func TestBrowserWebRTCRelay(t *testing.T) {
 		t.Fatalf("no WebRTC picture through the relay: %v; the page: %s; agent %+v; receiver %+v\n%s", err, st, r.a.RTCCounts(), r.srv.LiveStats(), r.log.String())
 	}
 	first := time.Since(asked)
+	startProbe(t, ctx)
 	frames := func() int {
 		return browsertest.Run(t, ctx, chromedp.Evaluate[int](`document.querySelector("#livevideo").getVideoPlaybackQuality().totalVideoFrames`))
 	}
@@ -467,7 +496,11 @@ func TestBrowserWebRTCRelay(t *testing.T) {
 		t.Errorf("the relay holds %d allocations, want the page's and the camera's", n)
 	}
 	browsertest.Screenshot(t, ctx, "webrtc-relay")
-	t.Logf("through the relay: first picture %s after asking; %.1f frames a second decoded; receiver %+v", first.Round(time.Millisecond), float64(f2-f1)/2, r.srv.LiveStats())
+	lat := readProbe(t, ctx, src)
+	pct := func(p int) time.Duration { return lat[(len(lat)-1)*p/100] }
+	t.Logf("through the relay: first picture %s after asking; %.1f frames a second decoded; latency from capture to decode over %d frames: min %s, median %s, p90 %s, max %s; receiver %+v",
+		first.Round(time.Millisecond), float64(f2-f1)/2, len(lat), pct(0).Round(100*time.Microsecond), pct(50).Round(100*time.Microsecond),
+		pct(90).Round(100*time.Microsecond), pct(100).Round(100*time.Microsecond), r.srv.LiveStats())
 }
 
 // signInAlice signs alice in with her setup link in ctx's browser.
