@@ -54,10 +54,3 @@ type RTCCounts struct {
 	Frames   uint64 `json:"webrtc_frames"`   // access units written to tracks
 	Running  int    `json:"webrtc_sessions"` // sessions now
 }
-
-// liveOffer is an offer taken at the wait.
-type liveOffer struct {
-	id  string
-	sdp []byte
-	ice string // the receiver's relay and credentials (livestream.ICEConfig, JSON); "" if none
-}

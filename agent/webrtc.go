@@ -350,6 +350,13 @@ func (f *rtcFanout) read(ctx context.Context, done chan struct{}) {
 	}
 }
 
+// liveOffer is an offer taken at the wait.
+type liveOffer struct {
+	id  string
+	sdp []byte
+	ice string // the receiver's relay and credentials (livestream.ICEConfig, JSON); "" if none
+}
+
 // liveWaitRTC reads a wait's 200 reply: watch, or an offer.
 func liveWaitRTC(resp *http.Response) (bool, *liveOffer, error) {
 	b, err := io.ReadAll(io.LimitReader(resp.Body, livestream.MaxSDP+livestream.MaxOfferID+16))

@@ -109,9 +109,9 @@ func (c *rtcCam) answer(id, offer, answer, fpSDP string, signer *testDevice) (in
 
 // pageOffer is a page's POST of an offer.
 type pageReply struct {
-	code                  int
-	body, loc, sig, spki  string
-	contentType, deviceID string
+	code                 int
+	body, loc, sig, spki string
+	contentType          string
 }
 
 func (e *testEnv) offer(device, ctype, body string, cookies ...*http.Cookie) pageReply {
