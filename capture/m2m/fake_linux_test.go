@@ -64,6 +64,7 @@ type fakeEncoder struct {
 	raw            [][]byte // payloads of the OUTPUT buffers (keepRaw)
 	encoderCmds    int
 	rateSet        [2]uint32
+	crop           [2]uint32
 	queuedCaptures int
 }
 
@@ -354,6 +355,12 @@ func (f *fakeEncoder) ioctl(req uintptr, arg unsafe.Pointer) error {
 		if req == vidiocStreamon {
 			f.run()
 		}
+	case vidiocSSelection:
+		sel := (*v4l2Selection)(arg)
+		if sel.Type != bufTypeOutput || sel.Target != selTgtCrop {
+			return unix.EINVAL
+		}
+		f.crop = [2]uint32{sel.Width, sel.Height}
 	case vidiocEncoderCmd:
 		c := (*v4l2EncoderCmd)(arg)
 		if c.Cmd != encCmdStop {

@@ -43,6 +43,7 @@ func TestKernelABI(t *testing.T) {
 		{"v4l2_queryctrl", unsafe.Sizeof(v4l2QueryCtrl{}), 68},
 		{"v4l2_control", unsafe.Sizeof(v4l2Control{}), 8},
 		{"v4l2_encoder_cmd", unsafe.Sizeof(v4l2EncoderCmd{}), 40},
+		{"v4l2_selection", unsafe.Sizeof(v4l2Selection{}), 64},
 	}
 	for _, s := range sizes {
 		if s.got != s.want {
@@ -61,6 +62,7 @@ func TestKernelABI(t *testing.T) {
 		{"VIDIOC_S_PARM", vidiocSParm, 0xc0cc5616},
 		{"VIDIOC_S_CTRL", vidiocSCtrl, 0xc008561c},
 		{"VIDIOC_ENCODER_CMD", vidiocEncoderCmd, 0xc028564d},
+		{"VIDIOC_S_SELECTION", vidiocSSelection, 0xc040565f},
 	}
 	for _, c := range codes {
 		if c.got != c.want {
@@ -211,6 +213,9 @@ func TestStrideConversion(t *testing.T) {
 			}
 			if info.Height != 64 || len(got) != info.SizeImage {
 				t.Fatalf("driver height %d, payload %d bytes, sizeimage %d", info.Height, len(got), info.SizeImage)
+			}
+			if f.crop != [2]uint32{64, 48} {
+				t.Errorf("crop rectangle %v, want the visible 64x48", f.crop)
 			}
 			for i := range dst.n {
 				d, s := dst.planes[i], src.planes[i]
