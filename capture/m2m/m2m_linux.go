@@ -154,7 +154,7 @@ const (
 	iocR  = 2
 	iocRW = iocR | iocW
 
-	vidiocQuerycap   = iocR<<30 | unsafe.Sizeof(v4l2Capability{})<<16 | 'V'<<8 | 0
+	vidiocQuerycap   = iocR<<30 | unsafe.Sizeof(v4l2Capability{})<<16 | 'V'<<8 // nr 0
 	vidiocEnumFmt    = iocRW<<30 | unsafe.Sizeof(v4l2FmtDesc{})<<16 | 'V'<<8 | 2
 	vidiocGFmt       = iocRW<<30 | unsafe.Sizeof(v4l2Format{})<<16 | 'V'<<8 | 4
 	vidiocSFmt       = iocRW<<30 | unsafe.Sizeof(v4l2Format{})<<16 | 'V'<<8 | 5
