@@ -39,6 +39,7 @@ type fakeEncoder struct {
 	notM2M      bool            // a capture device, not an M2M one
 	rateRefused bool            // VIDIOC_S_PARM fails
 	noSum       bool            // skip the checksum (benchmarks: the encoder's cost alone)
+	badStamp    bool            // return a timestamp no frame had
 
 	// State.
 	codec, rawFmt  uint32
@@ -457,6 +458,9 @@ func (f *fakeEncoder) encode(i int) {
 		f.raw = append(f.raw, slices.Clone(payload))
 	}
 	ts := f.outTS[i]
+	if f.badStamp {
+		ts = unix.NsecToTimeval(987654321000)
+	}
 	var flags uint32
 	if key && f.keyFlag {
 		flags |= bufFlagKeyframe

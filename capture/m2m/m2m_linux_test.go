@@ -412,6 +412,21 @@ func TestLostDeviceWhileWaiting(t *testing.T) {
 	}
 }
 
+// A driver that does not copy the timestamp: the packet says it is not
+// mapped to a frame, and the count says so too.
+func TestUnmappedTimestamp(t *testing.T) {
+	f := newFake(false)
+	f.badStamp = true
+	e := openFake(t, f, testConfig(capture.FormatNV12))
+	encode(t, e, testFrame(capture.FormatNV12, 64, 48, 0, 0), false)
+	if p := receive(t, e); p.Mapped || !p.Time.IsZero() || p.Sequence != 0 {
+		t.Errorf("packet mapped %v time %v seq %d, want unmapped", p.Mapped, p.Time, p.Sequence)
+	}
+	if s := e.Stats(); s.Unmapped != 1 {
+		t.Errorf("stats = %+v", s)
+	}
+}
+
 func TestOpenErrors(t *testing.T) {
 	cases := []struct {
 		name  string
