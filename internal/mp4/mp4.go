@@ -71,6 +71,10 @@ func NewWriter(w io.Writer, t Track) (*Writer, error) {
 	return &Writer{w: w}, nil
 }
 
+// NewFragmentWriter writes fragments to w after an initialization segment
+// written already (Init).
+func NewFragmentWriter(w io.Writer) *Writer { return &Writer{w: w} }
+
 // Init returns the initialization segment (ftyp and moov) for t.
 func Init(t Track) ([]byte, error) {
 	if h264.Type(t.SPS) != h264.NALSPS || h264.Type(t.PPS) != h264.NALPPS {
