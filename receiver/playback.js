@@ -213,7 +213,13 @@
     }
     video.addEventListener("timeupdate", update);
     video.addEventListener("seeked", update);
-    video.addEventListener("play", function () { play.textContent = "Pause"; });
+    // While playing, the label and the bar follow every painted frame
+    // (timeupdate alone comes four times a second).
+    function follow() {
+      update();
+      if (!video.paused && !video.ended) { requestAnimationFrame(follow); }
+    }
+    video.addEventListener("play", function () { play.textContent = "Pause"; requestAnimationFrame(follow); });
     video.addEventListener("pause", function () { play.textContent = "Play"; });
     video.addEventListener("loadeddata", function () { load.textContent = "loaded"; box.dataset.loaded = "video"; });
     video.addEventListener("error", function () {

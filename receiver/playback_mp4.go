@@ -2,8 +2,11 @@ package receiver
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"time"
 
 	"github.com/keyframe-cam/keyframe/internal/h264"
 	"github.com/keyframe-cam/keyframe/internal/mkv"
@@ -62,12 +65,20 @@ type mp4Fragment struct {
 	data  []byte
 }
 
-// handleClipMP4 streams an H.264 clip as fragmented MP4. Frames a decoder
-// cannot use are left out, and logged: before the clip's first key frame
-// (its first segment stored is not segment 0, or does not begin with one),
-// and after a segment that is not stored, until the next key frame. A key
-// frame whose parameter sets differ from the first's ends the file there
-// (the track has one avcC).
+// errNoKeyFrame is writeClipMP4's answer for a clip without a key frame
+// that carries its parameter sets.
+var errNoKeyFrame = errors.New("the clip has no H.264 key frame with its parameter sets (SPS and PPS): no MP4")
+
+// errClipChanged wraps a stored file that changed after eventClip verified it.
+type errClipChanged struct{ err error }
+
+func (e errClipChanged) Error() string { return e.err.Error() }
+
+// handleClipMP4 serves an H.264 clip as fragmented MP4. The file is made
+// twice, the same each time: once counted (its size, and any reason not to
+// serve it, before a byte is sent), then written, from the byte a range
+// request asks for (a video element seeks with them), through
+// http.ServeContent.
 func (s *Server) handleClipMP4(w http.ResponseWriter, r *http.Request, u *user) {
 	_, ci, ok := s.clipFor(w, r, u)
 	if !ok {
@@ -88,6 +99,127 @@ func (s *Server) handleClipMP4(w http.ResponseWriter, r *http.Request, u *user) 
 		return
 	}
 	device, event := r.PathValue("device"), r.PathValue("event")
+	var n countWriter
+	err := s.writeClipMP4(&n, ci, device, event, true)
+	var changed errClipChanged
+	switch {
+	case errors.As(err, &changed):
+		s.mu.Lock()
+		s.stats.CorruptMedia++
+		s.mu.Unlock()
+		s.log.Error("receiver: stored file changed; not serving it", "download", "clip.mp4", "err", err)
+		writeLine(w, http.StatusInternalServerError, "stored record does not match its signature")
+		return
+	case errors.Is(err, errNoKeyFrame):
+		writeLine(w, http.StatusConflict, err.Error())
+		return
+	case err != nil:
+		s.log.Error("receiver: clip.mp4", "device", device, "event", event, "err", err)
+		writeLine(w, http.StatusInternalServerError, "cannot make the MP4 file")
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "video/mp4")
+	h.Set("Content-Disposition", `attachment; filename="`+device+"-"+event+`.mp4"`)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
+	h.Set("Cache-Control", "no-store")
+	gr := &genReader{size: int64(n), gen: func(w io.Writer) error { return s.writeClipMP4(w, ci, device, event, false) }}
+	http.ServeContent(w, r, "", time.Time{}, gr)
+	gr.Close()
+	if errors.As(gr.err, &changed) {
+		s.abortDownload("clip.mp4", gr.err)
+	}
+}
+
+// countWriter counts what is written to it.
+type countWriter int64
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	*c += countWriter(len(p))
+	return len(p), nil
+}
+
+// genReader reads a file that gen writes, of a known size: seeking starts
+// gen again, skipping to the place (in a goroutine, through a pipe).
+type genReader struct {
+	size int64
+	gen  func(io.Writer) error
+	pos  int64
+	pr   *io.PipeReader // gen writing from pos; nil before the first read after a seek
+	err  error          // what gen returned, once the pipe ends with an error
+}
+
+func (g *genReader) Seek(off int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekCurrent:
+		off += g.pos
+	case io.SeekEnd:
+		off += g.size
+	}
+	if off < 0 {
+		return 0, errors.New("receiver: seek before the file's start")
+	}
+	if off != g.pos {
+		g.Close()
+		g.pos = off
+	}
+	return off, nil
+}
+
+func (g *genReader) Read(p []byte) (int, error) {
+	if g.pos >= g.size {
+		return 0, io.EOF
+	}
+	if g.pr == nil {
+		pr, pw := io.Pipe()
+		g.pr = pr
+		skip := g.pos
+		go func() { pw.CloseWithError(g.gen(&skipWriter{w: pw, skip: skip})) }()
+	}
+	n, err := g.pr.Read(p)
+	g.pos += int64(n)
+	if err != nil && !errors.Is(err, io.EOF) {
+		g.err = err
+	}
+	return n, err
+}
+
+// Close stops gen (its next write fails).
+func (g *genReader) Close() {
+	if g.pr != nil {
+		g.pr.Close()
+		g.pr = nil
+	}
+}
+
+// skipWriter passes on what is written to it after its first skip bytes.
+type skipWriter struct {
+	w    io.Writer
+	skip int64
+}
+
+func (s *skipWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if s.skip >= int64(n) {
+		s.skip -= int64(n)
+		return n, nil
+	}
+	if _, err := s.w.Write(p[s.skip:]); err != nil {
+		return 0, err
+	}
+	s.skip = 0
+	return n, nil
+}
+
+// writeClipMP4 writes an H.264 clip as fragmented MP4 to w. Frames a
+// decoder cannot use are left out (and logged, if logSkips): before the
+// clip's first key frame (its first segment stored is not segment 0, or
+// does not begin with one), and after a segment that is not stored, until
+// the next key frame. A key frame whose parameter sets differ from the
+// first's ends the file there (the track has one avcC). The same clip
+// makes the same bytes every time.
+func (s *Server) writeClipMP4(w io.Writer, ci *clipInfo, device, event string, logSkips bool) error {
 	first := ci.segments[0].frames[0].TUs
 	last := ci.segments[len(ci.segments)-1].frames
 	// The last frame shows as long as the interval before it.
@@ -109,6 +241,11 @@ func (s *Server) handleClipMP4(w http.ResponseWriter, r *http.Request, u *user) 
 		cut       = false
 		prevIndex = int64(-1)
 	)
+	warn := func(msg string, args ...any) {
+		if logSkips {
+			s.log.Warn(msg, append([]any{"device", device, "event", event}, args...)...)
+		}
+	}
 	// flush writes the pending fragment, its last sample lasting until next
 	// (the next sample's time), or prevDur at the end (next 0).
 	flush := func(next uint64) error {
@@ -132,7 +269,6 @@ func (s *Server) handleClipMP4(w http.ResponseWriter, r *http.Request, u *user) 
 		}
 		return mw.WriteFragment(f.times[0], samples)
 	}
-	var werr error
 	for _, sg := range ci.segments {
 		e := sg.entry
 		if prevIndex >= 0 && int64(*e.Segment) != prevIndex+1 {
@@ -141,15 +277,7 @@ func (s *Server) handleClipMP4(w http.ResponseWriter, r *http.Request, u *user) 
 		prevIndex = int64(*e.Segment)
 		media, err := readChecked(mediaPath(s.dir, e, 0), e.Media[0].SHA256)
 		if err != nil {
-			if mw == nil {
-				s.mu.Lock()
-				s.stats.CorruptMedia++
-				s.mu.Unlock()
-				s.log.Error("receiver: stored file changed; not serving it", "download", "clip.mp4", "err", err)
-				writeLine(w, http.StatusInternalServerError, "stored record does not match its signature")
-				return
-			}
-			s.abortDownload("clip.mp4", err)
+			return errClipChanged{err}
 		}
 		f := &mp4Fragment{seg: *e.Segment}
 		off := 0
@@ -162,7 +290,7 @@ func (s *Server) handleClipMP4(w http.ResponseWriter, r *http.Request, u *user) 
 			}
 			data, key, auSPS, auPPS, err := mp4.AppendSample(f.data, au)
 			if err != nil {
-				s.log.Warn("receiver: clip.mp4: a frame is not an H.264 access unit; left out, with the frames up to the next key frame", "device", device, "event", event, "segment", *e.Segment, "frame", k, "err", err)
+				warn("receiver: clip.mp4: a frame is not an H.264 access unit; left out, with the frames up to the next key frame", "segment", *e.Segment, "frame", k, "err", err)
 				wantKey = true
 				skipped++
 				continue
@@ -172,29 +300,20 @@ func (s *Server) handleClipMP4(w http.ResponseWriter, r *http.Request, u *user) 
 					skipped++
 					continue
 				}
-				tr := mp4.Track{SPS: auSPS, PPS: auPPS, Duration: total}
-				init, err := mp4.Init(tr)
+				init, err := mp4.Init(mp4.Track{SPS: auSPS, PPS: auPPS, Duration: total})
 				if err != nil {
-					s.log.Warn("receiver: clip.mp4: a key frame's parameter sets do not make a track; looking further", "device", device, "event", event, "segment", *e.Segment, "frame", k, "err", err)
+					warn("receiver: clip.mp4: a key frame's parameter sets do not make a track; looking further", "segment", *e.Segment, "frame", k, "err", err)
 					skipped++
 					continue
 				}
 				sps, pps = bytes.Clone(auSPS), bytes.Clone(auPPS)
-				h := w.Header()
-				h.Set("Content-Type", "video/mp4")
-				h.Set("Content-Disposition", `attachment; filename="`+device+"-"+event+`.mp4"`)
-				h.Set("X-Content-Type-Options", "nosniff")
-				h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
-				h.Set("Cache-Control", "no-store")
-				w.WriteHeader(http.StatusOK)
 				if _, err := w.Write(init); err != nil {
-					s.log.Debug("receiver: write clip.mp4", "err", err)
-					return
+					return err
 				}
 				mw = mp4.NewFragmentWriter(w)
 			}
 			if key && (auSPS != nil && !bytes.Equal(auSPS, sps) || auPPS != nil && !bytes.Equal(auPPS, pps)) {
-				s.log.Warn("receiver: clip.mp4 ends before a key frame whose parameter sets differ from the clip's first (one track, one avcC)", "device", device, "event", event, "segment", *e.Segment, "frame", k)
+				warn("receiver: clip.mp4 ends before a key frame whose parameter sets differ from the clip's first (one track, one avcC)", "segment", *e.Segment, "frame", k)
 				cut = true
 				break
 			}
@@ -210,8 +329,8 @@ func (s *Server) handleClipMP4(w http.ResponseWriter, r *http.Request, u *user) 
 			f.ends = append(f.ends, len(data))
 		}
 		if len(f.times) > 0 {
-			if werr = flush(f.times[0]); werr != nil {
-				break
+			if err := flush(f.times[0]); err != nil {
+				return err
 			}
 			pending = f
 		}
@@ -220,16 +339,13 @@ func (s *Server) handleClipMP4(w http.ResponseWriter, r *http.Request, u *user) 
 		}
 	}
 	if mw == nil {
-		writeLine(w, http.StatusConflict, "the clip has no H.264 key frame with its parameter sets (SPS and PPS): no MP4")
-		return
+		return errNoKeyFrame
 	}
-	if werr == nil {
-		werr = flush(0)
-	}
-	if werr != nil {
-		s.log.Debug("receiver: write clip.mp4", "err", werr)
+	if err := flush(0); err != nil {
+		return err
 	}
 	if skipped > 0 {
-		s.log.Warn("receiver: clip.mp4 leaves out frames a decoder cannot use (before the first key frame, or after a segment not stored until the next key frame)", "device", device, "event", event, "frames", skipped)
+		warn("receiver: clip.mp4 leaves out frames a decoder cannot use (before the first key frame, or after a segment not stored until the next key frame)", "frames", skipped)
 	}
+	return nil
 }

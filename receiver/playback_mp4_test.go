@@ -3,7 +3,9 @@ package receiver
 import (
 	"bytes"
 	"crypto/sha256"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -157,6 +159,28 @@ func TestClipMP4(t *testing.T) {
 		}
 	}
 	t.Logf("clip.mp4: %d bytes for %d frames of %d bytes", len(b), len(c.all), len(bytes.Join(c.all, nil)))
+
+	// Range requests (a video element seeks with them) get the same bytes.
+	for rng, want := range map[string][]byte{"bytes=1000-1999": b[1000:2000], "bytes=-500": b[len(b)-500:], "bytes=50000-": b[50000:]} {
+		req, err := http.NewRequest(http.MethodGet, e.hs.URL+base+"clip.mp4", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.AddCookie(e.cookieOf("alice"))
+		req.Header.Set("Range", rng)
+		resp, err := e.hs.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusPartialContent || !bytes.Equal(got, want) {
+			t.Errorf("Range %s: %d, %d bytes (%v), want 206 and %d bytes of the file", rng, resp.StatusCode, len(got), err, len(want))
+		}
+	}
+	if h.Get("Accept-Ranges") != "bytes" || h.Get("Content-Length") != strconv.Itoa(len(b)) {
+		t.Errorf("clip.mp4: Accept-Ranges %q, Content-Length %q (of %d bytes)", h.Get("Accept-Ranges"), h.Get("Content-Length"), len(b))
+	}
 
 	code, body, _ := e.getAs("alice", base+"clip.mkv")
 	if code != http.StatusConflict || !strings.Contains(string(body), "clip.mp4") {
@@ -329,5 +353,61 @@ func TestClipMP4FileChanged(t *testing.T) {
 	}
 	if code, body, _ := e.getAs("alice", "/events/"+d.id+"/changed/clip.mp4"); code != http.StatusInternalServerError || bytes.Contains(body, []byte("ftyp")) {
 		t.Errorf("clip.mp4 with a frame altered on disk: %d, want 500 and no file", code)
+	}
+}
+
+// TestClipMP4CutOff: segment 2's file changed on disk while clip.mp4
+// streams (after it was counted and its first bytes sent): the download is
+// cut off (the handler aborts), nothing of segment 2 is sent, and it is
+// counted as corrupt media, as for clip.mkv.
+func TestClipMP4CutOff(t *testing.T) {
+	aus := x264AccessUnits(t, 30, 10)
+	e := newEnv(t, Options{})
+	d := newDevice(t)
+	e.enroll(d, "alice")
+	c := d.newH264Clip(t, "cut", 1, aus, 3, 10, 5, nil)
+	c.upload(e, true)
+	path := filepath.Join(e.dir, eventsDir, d.id, "cut-segment-2.0.h264")
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodGet, "/events/"+d.id+"/cut/clip.mp4", nil)
+	req.Host = "localhost"
+	req.AddCookie(e.cookieOf("alice"))
+	w := &tamperOnWrite{ResponseRecorder: httptest.NewRecorder(), tamper: func() {
+		bad := bytes.Clone(orig)
+		bad[len(bad)/2] ^= 1
+		if err := os.WriteFile(path, bad, 0o600); err != nil {
+			t.Error(err)
+		}
+	}}
+	before := e.srv.Stats().CorruptMedia
+	got := func() (r any) {
+		defer func() { r = recover() }()
+		e.srv.Handler().ServeHTTP(w, req)
+		return nil
+	}()
+	if got != http.ErrAbortHandler {
+		t.Errorf("clip.mp4 with segment 2 changed while streaming: %v, want the handler aborted", got)
+	}
+	// Segment 2's key frame's slice (AVCC keeps the NAL units' bytes).
+	var slice []byte
+	if err := h264.NALs(c.frames[2][0], func(nal []byte) error {
+		if h264.Type(nal) == h264.NALIDR && slice == nil {
+			slice = nal[:64]
+		}
+		return nil
+	}); err != nil || slice == nil {
+		t.Fatalf("segment 2's first frame has no IDR slice: %v", err)
+	}
+	if bytes.Contains(w.Body.Bytes(), slice) {
+		t.Error("segment 2's frames were sent after its file changed")
+	}
+	if !bytes.Contains(w.Body.Bytes(), []byte("ftyp")) {
+		t.Error("the download did not begin before the change (the test proves nothing)")
+	}
+	if e.srv.Stats().CorruptMedia != before+1 {
+		t.Errorf("corrupt media counted %d, want %d", e.srv.Stats().CorruptMedia, before+1)
 	}
 }
