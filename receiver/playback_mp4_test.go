@@ -50,6 +50,22 @@ func x264AccessUnits(t testing.TB, n, gop int) [][]byte {
 	return aus
 }
 
+// syntheticH264 is n access units shaped as an encoder's (the first a key
+// frame with an SPS of 168×140 and a PPS, then P frames), each distinct; no
+// decoder could show them, the receiver's checks and muxing take them.
+func syntheticH264(n int) [][]byte {
+	var aus [][]byte
+	for k := range n {
+		if k == 0 {
+			aus = append(aus, []byte{0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1e, 0xda, 0x0b, 0x13, 0xe5, 0xb4, 0, 0, 0, 1, 0x68, 0xce, 0x38, 0x80,
+				0, 0, 0, 1, 0x65, 0x88, 0x84, 0x21, 0x7a, 0x5c, 0x11, 0x93, 0x0e, 0xd2, 0x44, 0x6b, 0x39, 0xc7, 0x58, 0xa1, 0x2f, 0x66, 0xb0})
+			continue
+		}
+		aus = append(aus, []byte{0, 0, 0, 1, 0x41, 0x9a, byte(k), 0x5e, 0x71})
+	}
+	return aus
+}
+
 // newH264Clip signs a clip of H.264 access units as the camera does
 // (docs/clips.md): nseg segments of perSeg frames at 10 frames a second,
 // preRoll of them before the trigger, each segment's media the access
