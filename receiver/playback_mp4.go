@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -175,7 +176,15 @@ func (g *genReader) Read(p []byte) (int, error) {
 		pr, pw := io.Pipe()
 		g.pr = pr
 		skip := g.pos
-		go func() { pw.CloseWithError(g.gen(&skipWriter{w: pw, skip: skip})) }()
+		go func() {
+			// Buffered: each write through the pipe waits for its reader.
+			bw := bufio.NewWriterSize(&skipWriter{w: pw, skip: skip}, 64<<10)
+			err := g.gen(bw)
+			if err == nil {
+				err = bw.Flush()
+			}
+			pw.CloseWithError(err)
+		}()
 	}
 	n, err := g.pr.Read(p)
 	g.pos += int64(n)
@@ -279,7 +288,9 @@ func (s *Server) writeClipMP4(w io.Writer, ci *clipInfo, device, event string, l
 		if err != nil {
 			return errClipChanged{err}
 		}
-		f := &mp4Fragment{seg: *e.Segment}
+		// AVCC is at most a byte a NAL unit longer than Annex B (3-byte
+		// start codes); most encoders write 4-byte ones.
+		f := &mp4Fragment{seg: *e.Segment, data: make([]byte, 0, len(media)+len(media)/64+64)}
 		off := 0
 		for k, fr := range sg.frames {
 			au := media[off : off+int(fr.Size)]

@@ -372,18 +372,23 @@ func TestClipMP4FileChanged(t *testing.T) {
 	}
 }
 
-// TestClipMP4CutOff: segment 2's file changed on disk while clip.mp4
+// TestClipMP4CutOff: segment 5's file changed on disk while clip.mp4
 // streams (after it was counted and its first bytes sent): the download is
-// cut off (the handler aborts), nothing of segment 2 is sent, and it is
+// cut off (the handler aborts), nothing of segment 5 is sent, and it is
 // counted as corrupt media, as for clip.mkv.
 func TestClipMP4CutOff(t *testing.T) {
-	aus := x264AccessUnits(t, 30, 10)
+	// Six segments of about 30 KB: segment 5 is read after the first
+	// 64 KB the handler buffers have gone out.
+	aus := x264AccessUnits(t, 60, 10)
 	e := newEnv(t, Options{})
 	d := newDevice(t)
 	e.enroll(d, "alice")
-	c := d.newH264Clip(t, "cut", 1, aus, 3, 10, 5, nil)
+	c := d.newH264Clip(t, "cut", 1, aus, 6, 10, 5, nil)
 	c.upload(e, true)
-	path := filepath.Join(e.dir, eventsDir, d.id, "cut-segment-2.0.h264")
+	if n := len(bytes.Join(c.all[:50], nil)); n < 100<<10 {
+		t.Fatalf("segments 0 to 4 are %d bytes: the test needs more than the handler's 64 KB buffer before segment 5", n)
+	}
+	path := filepath.Join(e.dir, eventsDir, d.id, "cut-segment-5.0.h264")
 	orig, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -405,20 +410,19 @@ func TestClipMP4CutOff(t *testing.T) {
 		return nil
 	}()
 	if got != http.ErrAbortHandler {
-		t.Errorf("clip.mp4 with segment 2 changed while streaming: %v, want the handler aborted", got)
+		t.Errorf("clip.mp4 with segment 5 changed while streaming: %v, want the handler aborted", got)
 	}
-	// Segment 2's key frame's slice (AVCC keeps the NAL units' bytes).
-	var slice []byte
-	if err := h264.NALs(c.frames[2][0], func(nal []byte) error {
-		if h264.Type(nal) == h264.NALIDR && slice == nil {
-			slice = nal[:64]
+	// Each frame of segment 5 by its last 32 bytes (AVCC keeps the NAL
+	// units' bytes), where no frame before it has them.
+	earlier := bytes.Join(c.all[:50], nil)
+	for k, f := range c.frames[5] {
+		tail := f[len(f)-32:]
+		if bytes.Contains(earlier, tail) {
+			t.Fatalf("segment 5 frame %d's last bytes are in an earlier frame: the test cannot tell them apart", k)
 		}
-		return nil
-	}); err != nil || slice == nil {
-		t.Fatalf("segment 2's first frame has no IDR slice: %v", err)
-	}
-	if bytes.Contains(w.Body.Bytes(), slice) {
-		t.Error("segment 2's frames were sent after its file changed")
+		if bytes.Contains(w.Body.Bytes(), tail) {
+			t.Errorf("segment 5 frame %d was sent after its file changed", k)
+		}
 	}
 	if !bytes.Contains(w.Body.Bytes(), []byte("ftyp")) {
 		t.Error("the download did not begin before the change (the test proves nothing)")
@@ -426,4 +430,72 @@ func TestClipMP4CutOff(t *testing.T) {
 	if e.srv.Stats().CorruptMedia != before+1 {
 		t.Errorf("corrupt media counted %d, want %d", e.srv.Stats().CorruptMedia, before+1)
 	}
+}
+
+// BenchmarkClipMP4 serves a 100 s H.264 clip (1,000 frames of libx264's
+// testsrc2 at 640×480, 10 fps, a key frame every 50, in 20 segments) as
+// clip.mp4: its verification (every record), the count and the writing,
+// as a whole download and as a range request from the middle (a seek).
+func BenchmarkClipMP4(b *testing.B) {
+	dir := b.TempDir()
+	srv, err := Open(Options{Dir: dir})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	d := newDevice(b)
+	if _, err := Enroll(dir, d.pem); err != nil {
+		b.Fatal(err)
+	}
+	if err := Pair(dir, d.id, "alice"); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := (Accounts{Dir: dir}).Add("alice", RoleOwner); err != nil {
+		b.Fatal(err)
+	}
+	cookie, err := srv.NewSession("alice")
+	if err != nil {
+		b.Fatal(err)
+	}
+	stream := h264test.Encode(b, 640, 480, 10, 1000, 50, "-preset", "veryfast", "-tune", "zerolatency", "-x264-params", "repeat-headers=1")
+	aus, err := h264.SplitAccessUnits(stream)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := d.newH264Clip(b, "big", 1, aus, 20, 50, 30, nil)
+	for _, r := range append(append([]*record{c.start}, c.segments...), c.end) {
+		if res := srv.Ingest(r.body, Claim{}); res.Status != http.StatusCreated {
+			b.Fatalf("ingest: %d %s", res.Status, res.Reason)
+		}
+	}
+	total := int64(len(stream))
+	h := srv.Handler()
+	get := func(b *testing.B, rng string, want int) int {
+		req := httptest.NewRequest(http.MethodGet, "/events/"+d.id+"/big/clip.mp4", nil)
+		req.Host = "localhost"
+		req.AddCookie(cookie)
+		if rng != "" {
+			req.Header.Set("Range", rng)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != want {
+			b.Fatalf("clip.mp4 %s: %d %s", rng, w.Code, w.Body.Bytes())
+		}
+		return w.Body.Len()
+	}
+	size := 0
+	b.Run("whole", func(b *testing.B) {
+		b.SetBytes(total)
+		for b.Loop() {
+			size = get(b, "", http.StatusOK)
+		}
+	})
+	b.Run("seek", func(b *testing.B) {
+		b.SetBytes(total)
+		for b.Loop() {
+			get(b, "bytes="+strconv.Itoa(size/2)+"-", http.StatusPartialContent)
+		}
+	})
+	b.Logf("a %d-frame clip of %d bytes of access units: clip.mp4 %d bytes", len(aus), total, size)
 }
