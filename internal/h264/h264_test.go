@@ -217,3 +217,23 @@ func FuzzSplit(f *testing.F) {
 		}
 	})
 }
+
+// TestParseSPSAllocates: reading an SPS (libx264's 4:4:4 with scaling
+// matrices), scaling lists and all, allocates nothing (the bit reader skips emulation prevention bytes in place).
+func TestParseSPSAllocates(t *testing.T) {
+	stream := h264test.Encode(t, 322, 238, 15, 1, 15, "-pix_fmt", "yuv444p", "-x264-params", "cqm=jvt")
+	sps, _, err := ParamSets(stream)
+	if err != nil || sps == nil {
+		t.Fatalf("no SPS: %v", err)
+	}
+	if s, err := ParseSPS(sps); err != nil || s.Width != 322 {
+		t.Fatalf("ParseSPS: %+v %v", s, err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = ParseSPS(sps) }); n != 0 {
+		t.Errorf("ParseSPS allocates %.0f times", n)
+	}
+	au := append(append([]byte{0, 0, 0, 1}, sps...), 0, 0, 1, 0x65, 0x88)
+	if n := testing.AllocsPerRun(100, func() { IsKey(au) }); n != 0 {
+		t.Errorf("IsKey allocates %.0f times", n)
+	}
+}

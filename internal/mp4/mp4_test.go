@@ -278,3 +278,32 @@ func TestFFprobeReads(t *testing.T) {
 		}
 	}
 }
+
+// FuzzInitSample: any parameter sets and access unit: an error or a track
+// and a sample, never a panic; a sample holds no parameter set.
+func FuzzInitSample(f *testing.F) {
+	f.Add(tinySPS, tinyPPS, []byte{0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x65, 0x88, 0x80})
+	f.Add([]byte{0x67, 0x64, 0, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x6a}, tinyPPS, []byte{0, 0, 1, 0x41, 0x9a})
+	f.Fuzz(func(t *testing.T, sps, pps, au []byte) {
+		if b, err := Init(Track{SPS: sps, PPS: pps, Duration: 90000}); err == nil && !bytes.Contains(b, sps) {
+			t.Error("the init segment lacks the SPS")
+		}
+		out, _, _, _, err := AppendSample(nil, au)
+		if err != nil {
+			return
+		}
+		for len(out) > 0 {
+			if len(out) < 5 {
+				t.Fatalf("sample ends in %d stray bytes", len(out))
+			}
+			n := int(binary.BigEndian.Uint32(out))
+			if n < 1 || n > len(out)-4 {
+				t.Fatalf("NAL length %d of %d bytes left", n, len(out)-4)
+			}
+			if typ := h264.Type(out[4:]); typ == h264.NALSPS || typ == h264.NALPPS || typ == h264.NALAUD {
+				t.Errorf("a sample holds a NAL unit of type %d", typ)
+			}
+			out = out[4+n:]
+		}
+	})
+}
