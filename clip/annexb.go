@@ -110,7 +110,7 @@ func (s *auSplitter) next() (au []byte, junk int, ok bool) {
 	if !s.began {
 		i := startCode(s.buf, s.start)
 		if i < 0 {
-			keep := min(2, len(s.buf)-s.start) // a start code may straddle reads
+			keep := min(3, len(s.buf)-s.start) // a start code may straddle reads
 			junk = len(s.buf) - s.start - keep
 			s.start = len(s.buf) - keep
 			return nil, junk, false

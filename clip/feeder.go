@@ -66,7 +66,7 @@ type Feeder struct {
 	flightAt  int // index of the oldest
 	flightN   int
 
-	lostUnits, misaligned, encErrors, keyRequests atomic.Uint64
+	lostUnits, misaligned, encErrors, keyRequests, orphaned atomic.Uint64
 
 	slot  chan *raw // the frame waiting for the encoder: at most one
 	spare chan *raw // buffers free for Offer
@@ -320,15 +320,18 @@ type FeederStats struct {
 	Bytes uint64
 
 	// H.264 only. Dropped also counts frames the encoder refused (busy,
-	// restarting) and Encoded access units pushed. InFlight is frames
-	// given to the encoder whose access units have not come back; Lost,
-	// frames it gave no unit for (its command died with them);
-	// Misaligned, units that matched no frame given to it (refused);
-	// EncoderErrors, the encoder's errors (a run ended, a write failed);
-	// KeyRequests, calls of RequestKey. Frames the ring refused for want of
-	// their group's key frame are its RingStats.Orphaned.
-	InFlight                                     int
-	Lost, Misaligned, EncoderErrors, KeyRequests uint64
+	// restarting), Encoded access units pushed, and Failed frames the
+	// encoder failed on. InFlight is frames given to the encoder whose
+	// access units have not come back; Lost, frames it gave no unit for
+	// (its command died with them); Orphaned, units the ring refused for
+	// want of the rest of their group ([ErrNoKeyFrame]: after a loss, until
+	// the next key frame); Misaligned, units that matched no frame given
+	// to it (refused); EncoderErrors, the encoder's errors (a run ended, a
+	// write failed; LastError has the latest); KeyRequests, calls of
+	// RequestKey. Every frame handed to the encoder ends in one of
+	// Dropped, Failed, Encoded, Orphaned or Lost.
+	InFlight                                               int
+	Lost, Orphaned, Misaligned, EncoderErrors, KeyRequests uint64
 }
 
 // Stats returns the feeder's counters. A frame handed to the encoder and not
@@ -349,6 +352,7 @@ func (f *Feeder) Stats() FeederStats {
 
 		InFlight:      f.inFlight(),
 		Lost:          f.lostUnits.Load(),
+		Orphaned:      f.orphaned.Load(),
 		Misaligned:    f.misaligned.Load(),
 		EncoderErrors: f.encErrors.Load(),
 		KeyRequests:   f.keyRequests.Load(),

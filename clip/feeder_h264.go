@@ -122,7 +122,7 @@ func (f *Feeder) collect(ctx context.Context) {
 			// in flight will not come back, and its group is broken.
 			f.encErrors.Add(1)
 			f.ring.Break()
-			_ = f.fail(err)
+			f.note(err)
 			continue
 		}
 		f.pushUnit(au)
@@ -136,7 +136,7 @@ func (f *Feeder) pushUnit(au AccessUnit) {
 	if !ok {
 		f.misaligned.Add(1)
 		f.ring.Break()
-		_ = f.fail(fmt.Errorf("%w: an access unit for frame %d (%v) matches no frame given to the encoder",
+		f.note(fmt.Errorf("%w: an access unit for frame %d (%v) matches no frame given to the encoder",
 			ErrEncoderMisaligned, au.Sequence, au.Time))
 		return
 	}
@@ -145,14 +145,23 @@ func (f *Feeder) pushUnit(au AccessUnit) {
 	}
 	key := au.Key && isKeyAU(au.Data)
 	err := f.ring.Push(Frame{Time: au.Time, Sequence: au.Sequence, Origin: Encoded, Key: key, Data: au.Data})
+	if errors.Is(err, ErrNoKeyFrame) {
+		f.orphaned.Add(1) // the rest of a broken group: expected, not a failure
+		return
+	}
 	if err != nil {
-		if !errors.Is(err, ErrNoKeyFrame) { // those are counted by the ring
-			_ = f.fail(fmt.Errorf("clip: access unit of frame %d: %w", au.Sequence, err))
-		}
+		_ = f.fail(fmt.Errorf("clip: access unit of frame %d: %w", au.Sequence, err))
 		return
 	}
 	f.encoded.Add(1)
 	f.bytes.Add(uint64(len(au.Data)))
+}
+
+// note remembers an error that is not a frame's (the encoder's) for Stats.
+func (f *Feeder) note(err error) {
+	f.mu.Lock()
+	f.lastErr = err
+	f.mu.Unlock()
 }
 
 // addFlight records a frame given to the encoder; false when maxFlight
