@@ -410,6 +410,7 @@ func (e *ExecEncoder) stopLocked(r *encRun) {
 // the output ends; then it reports the end of the run.
 func (e *ExecEncoder) read(r *encRun) {
 	defer close(r.done)
+	defer r.out.Close()
 	var sp auSplitter
 	var err error
 	for err == nil {
@@ -655,12 +656,11 @@ func (e *ExecEncoder) Close() error {
 	e.mu.Unlock()
 	if r != nil {
 		select {
-		case <-r.done:
+		case <-r.done: // the reader closed the output
 		case <-e.clk.After(2 * encStopGrace):
 			_ = r.out.SetReadDeadline(time.Now())
 			<-r.done
 		}
-		_ = r.out.Close()
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -314,6 +315,29 @@ func TestExecEncoderFailures(t *testing.T) {
 	_, errs := c.snapshot()
 	if msg := errs[0].Error(); !errors.Is(errs[0], ErrEncoderExited) || !strings.Contains(msg, "exit status 3") || !strings.Contains(msg, "no such codec") {
 		t.Fatalf("exit: %v", errs[0])
+	}
+
+	// Runs that end leave no pipe open behind them (with the collector
+	// off, so that no finalizer closes a forgotten one).
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skip("no /proc/self/fd")
+		}
+		return len(ents)
+	}
+	before := fds()
+	for run := 2; run <= 6; run++ {
+		waitFor(t, "the backoff", func() bool {
+			err := x.Encode(context.Background(), &pic, false)
+			return !errors.Is(err, ErrEncoderRestarting)
+		})
+		waitFor(t, "the run's end", func() bool { _, n := c.counts(); return n >= run })
+	}
+	waitFor(t, "the pipes closed", func() bool { return fds() <= before })
+	if st := x.Stats(); st.Starts != 6 {
+		t.Fatalf("%d starts, want 6", st.Starts)
 	}
 
 	bad := Picture{Width: 31, Height: 24, Data: make([]byte, 31*24*3/2)}
