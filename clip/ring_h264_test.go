@@ -2,6 +2,7 @@ package clip
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -239,5 +240,37 @@ func TestRingGOPAllocs(t *testing.T) {
 	}
 	if st := r.Stats(); st.Evicted == 0 || st.Evicted%7 != 0 {
 		t.Errorf("%d frames evicted, want whole groups of 7", st.Evicted)
+	}
+}
+
+// TestConfigH264: an H.264 config names KeyInterval and Codec when they are
+// out of bounds, and needs room for the pre-roll plus one group of
+// pictures (MinFrames) in MaxFrames.
+func TestConfigH264(t *testing.T) {
+	c := DefaultConfig()
+	c.Codec = CodecH264
+	if err := c.Validate(); err != nil {
+		t.Fatalf("the defaults with H.264: %v", err)
+	}
+	if got, want := c.MinFrames(), 50+1+20; got != want || c.GOP() != 20 {
+		t.Fatalf("MinFrames %d, GOP %d: want %d and 20", got, c.GOP(), want)
+	}
+	for name, tc := range map[string]struct {
+		set  func(*Config)
+		want string
+	}{
+		"key interval": {func(c *Config) { c.KeyInterval = 0 }, "KeyInterval"},
+		"codec":        {func(c *Config) { c.Codec = 7 }, "Codec"},
+		"frames":       {func(c *Config) { c.Rate, c.MaxFrames = 30, 200 }, "MaxFrames 200, want 211"},
+	} {
+		c := DefaultConfig()
+		c.Codec = CodecH264
+		tc.set(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error naming %q", name, err, tc.want)
+		}
+	}
+	if _, err := ParseCodec("h265"); err == nil {
+		t.Error("ParseCodec h265")
 	}
 }
