@@ -31,4 +31,14 @@ done
 for p in crypto/internal/fips140/bigmod crypto/internal/fips140/nistec 'crypto/internal/fips140/nistec/...'; do
 	gcflags+=("-gcflags=$p=-l")
 done
-CGO_ENABLED=0 "$go" build -tags nethttpomithttp2 -trimpath -ldflags "-s -w -X main.version=$version" "${gcflags[@]}" -o "$out" ./cmd/keyframe
+# On 32-bit ARM the linker aligns each segment (code, read-only data, data)
+# to 64 KiB by default, so the file grows in 64 KiB steps and wastes up to
+# that much per segment; a 32-bit ARM kernel's pages are always 4 KiB, so
+# 4 KiB alignment (-R 4096, what C toolchains use there) loads the same and
+# saves about 90 KB (8 388 770 against 8 298 658 bytes when H.264 clips came
+# in). Not on arm64, whose kernels may use 16 KiB pages (a Raspberry Pi 5).
+round=()
+if [ "${GOARCH:-$("$go" env GOARCH)}" = arm ]; then
+	round=(-R 4096)
+fi
+CGO_ENABLED=0 "$go" build -tags nethttpomithttp2 -trimpath -ldflags "-s -w ${round[*]} -X main.version=$version" "${gcflags[@]}" -o "$out" ./cmd/keyframe
