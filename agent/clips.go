@@ -142,14 +142,7 @@ func newClipper(c *Config, clk clock.Clock, log *slog.Logger) (*clipper, error) 
 	if err := c.validateClipEncoder(); err != nil {
 		return nil, err
 	}
-	argv, err := capture.ParseCommand(c.ClipEncoderExec)
-	if err != nil {
-		return nil, fmt.Errorf("agent: config clip.encoder_exec: %w", err)
-	}
-	if _, err := exec.LookPath(argv[0]); err != nil {
-		return nil, fmt.Errorf("agent: config clip.encoder_exec: %s: %w (clip.encoder = exec runs it for H.264 clips: install it, e.g. Debian's ffmpeg, or set clip.codec = mjpeg)", argv[0], err)
-	}
-	enc, err := clip.NewExecEncoder(clip.ExecEncoderConfig{Argv: argv, FPS: cfg.Rate, GOP: cfg.GOP(), Logger: log}, clk)
+	enc, err := c.clipEncoder(cfg, clk, log)
 	if err != nil {
 		return nil, err
 	}
@@ -345,4 +338,28 @@ func (a *Agent) clipEnd(event string, end time.Time, clock clipTime) [][]byte {
 		return nil
 	}
 	return c.hashes
+}
+
+// clipEncoder makes the H.264 clips' encoder clip.encoder names: the
+// board's hardware encoder (auto: the first V4L2 memory-to-memory node that
+// encodes H.264, which must exist at start; or a node's path, opened with
+// the first frame and again after a failure) or the command
+// clip.encoder_exec (exec).
+func (c *Config) clipEncoder(cfg clip.Config, clk clock.Clock, log *slog.Logger) (clip.Encoder, error) {
+	if c.ClipEncoder != "exec" {
+		if c.ClipEncoder == "auto" {
+			if _, err := clip.FindM2M(""); err != nil {
+				return nil, fmt.Errorf("agent: config clip.encoder: auto: %w (no V4L2 memory-to-memory node under /dev encodes H.264 from YU12: name the encoder's node, set clip.encoder = exec to encode with clip.encoder_exec (ffmpeg with libx264), or clip.codec = mjpeg)", err)
+			}
+		}
+		return clip.NewM2MEncoder(clip.M2MEncoderConfig{Device: c.ClipEncoder, FPS: cfg.Rate, GOP: cfg.GOP(), Logger: log}, clk)
+	}
+	argv, err := capture.ParseCommand(c.ClipEncoderExec)
+	if err != nil {
+		return nil, fmt.Errorf("agent: config clip.encoder_exec: %w", err)
+	}
+	if _, err := exec.LookPath(argv[0]); err != nil {
+		return nil, fmt.Errorf("agent: config clip.encoder_exec: %s: %w (clip.encoder = exec runs it for H.264 clips: install it, e.g. Debian's ffmpeg, or set clip.codec = mjpeg)", argv[0], err)
+	}
+	return clip.NewExecEncoder(clip.ExecEncoderConfig{Argv: argv, FPS: cfg.Rate, GOP: cfg.GOP(), Logger: log}, clk)
 }

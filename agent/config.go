@@ -332,7 +332,7 @@ func Fields() []Field {
 		durField("clip.segment", "length of a clip segment: each is a signed record uploaded as soon as it is complete", time.Second, 8*time.Second, func(c *Config) *time.Duration { return &c.ClipSegment }),
 		intField("clip.max_bytes", "most bytes of frames in one clip; a longer event's clip stops there (logged), its records do not", int64(1<<20), int64(1<<32), func(c *Config) *int64 { return &c.ClipMaxBytes }),
 		strField("clip.codec", "what a clip's frames are: mjpeg (JPEG frames, every camera) or h264 (H.264 access units from clip.encoder: fewer bytes than JPEG for a camera's picture; its run-up starts at a key frame, up to clip.key_interval before motion.pre_roll)", func(c *Config) *string { return &c.ClipCodec }, "mjpeg", "h264"),
-		parsedField("clip.encoder", "the H.264 encoder of clip.codec h264: auto (the board's hardware encoder: not wired in yet, so an error for now), a hardware encoder's device path (/dev/videoN: likewise), or exec (the command clip.encoder_exec, e.g. ffmpeg with libx264, on a board without one such as a Raspberry Pi 5)", func(c *Config) *string { return &c.ClipEncoder }, checkClipEncoder),
+		parsedField("clip.encoder", "the H.264 encoder of clip.codec h264: auto (the board's hardware encoder: the first V4L2 memory-to-memory node that encodes H.264, e.g. a Raspberry Pi's /dev/video11; the agent does not start without one), a hardware encoder's node (/dev/videoN: opened with the first frame, again after a failure), or exec (the command clip.encoder_exec, e.g. ffmpeg with libx264, on a board without one such as a Raspberry Pi 5)", func(c *Config) *string { return &c.ClipEncoder }, checkClipEncoder),
 		parsedField("clip.encoder_exec", "with clip.encoder exec, the encoder command, run without a shell: raw YU12 frames on its stdin, H.264 (Annex B, no B-frames, one access unit per frame) on its stdout; {width}, {height}, {fps} (clip.rate) and {gop} (frames in clip.key_interval) are replaced; restarted with backoff if it dies", func(c *Config) *string { return &c.ClipEncoderExec }, checkCommand),
 		durField("clip.key_interval", "with clip.codec h264, time from one key frame to the next asked of the encoder: the ring keeps whole groups of pictures, so a clip may start up to this long before motion.pre_roll", 500*time.Millisecond, 10*time.Second, func(c *Config) *time.Duration { return &c.ClipKeyInterval }),
 
@@ -611,21 +611,14 @@ func checkCommand(v string) error {
 	return err
 }
 
-// validateClipEncoder checks that H.264 clips have an encoder. The
-// board's hardware encoder (V4L2 memory-to-memory) is not wired in yet:
-// only exec has one.
+// validateClipEncoder checks that H.264 clips name an encoder: the
+// hardware one (auto or a node's path; auto is looked for when the agent
+// starts) or exec.
 func (c *Config) validateClipEncoder() error {
 	if !c.ClipEnabled || c.ClipCodec != "h264" {
 		return nil
 	}
-	switch {
-	case c.ClipEncoder == "exec":
-		return nil
-	case c.ClipEncoder == "auto":
-		return fmt.Errorf("agent: config clip.encoder: auto finds no H.264 encoder: this keyframe has no hardware (V4L2 memory-to-memory) encoder support yet; set clip.encoder = exec to encode with clip.encoder_exec (ffmpeg with libx264), or clip.codec = mjpeg")
-	default:
-		return fmt.Errorf("agent: config clip.encoder: %s: this keyframe has no hardware (V4L2 memory-to-memory) encoder support yet; set clip.encoder = exec to encode with clip.encoder_exec (ffmpeg with libx264), or clip.codec = mjpeg", c.ClipEncoder)
-	}
+	return checkClipEncoder(c.ClipEncoder)
 }
 
 // validateSource checks the settings of the exec and camera sources.

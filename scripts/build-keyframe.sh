@@ -16,10 +16,18 @@ version=${2:-dev}
 go=$(scripts/ensure-go.sh)
 mod=github.com/keyframe-cam/keyframe
 # The last pattern a package matches wins: no inlining anywhere, then the
-# per-pixel packages get the compiler's defaults back.
+# per-pixel packages get the compiler's defaults back. Of the standard
+# library's cryptography only what runs per byte keeps it: SHA-256, AES and
+# GCM (clip frames' hashes, sealing, TLS records) and X25519's field
+# arithmetic (a seal's key agreement); HPKE's and HKDF's glue, Ed25519,
+# ML-KEM and HMAC run a few times per object and lose it (16 KB on linux/arm,
+# room the hardware encoder's code needed: 8 376 482 bytes with it).
 gcflags=(-gcflags=all=-l)
 for p in $mod/motion $mod/capture $mod/clip image image/color image/jpeg \
-	crypto/sha256 crypto/internal/... runtime internal/bytealg bytes; do
+	crypto/sha256 crypto/internal/fips140/sha256 crypto/internal/fips140/aes crypto/internal/fips140/aes/gcm \
+	crypto/internal/fips140/subtle crypto/internal/fips140deps/byteorder internal/byteorder \
+	crypto/internal/fips140/edwards25519/field \
+	runtime internal/bytealg bytes; do
 	gcflags+=("-gcflags=$p=")
 done
 # Except bigmod and nistec (P-256 and RSA arithmetic: a record's ECDSA
