@@ -3,14 +3,21 @@ package agent
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/board"
 	"github.com/keyframe-cam/keyframe/clip"
+	"github.com/keyframe-cam/keyframe/receiver"
+	"github.com/keyframe-cam/keyframe/uploader"
 
 	"github.com/keyframe-cam/keyframe/capture"
 	"github.com/keyframe-cam/keyframe/provenance"
@@ -83,7 +90,9 @@ func nalTypes(au []byte) []byte {
 // access unit with SPS and PPS, captured at least motion.pre_roll and at
 // most pre_roll + clip.key_interval (one group of pictures) before the
 // trigger; it holds the trigger frame; and its frames, concatenated across
-// segments, decode with ffmpeg to as many pictures, without error.
+// segments, decode with ffmpeg to as many pictures, without error; and a
+// real receiver given the records serves the clip to its owner as
+// clip.mp4, which ffprobe reads without error, frame for frame.
 func TestClipPreRollH264(t *testing.T) {
 	ffmpegH264OrSkip(t)
 	syn, err := capture.NewSynthetic(capture.SyntheticConfig{Width: 160, Height: 120, Seed: 7}, nil)
@@ -184,6 +193,10 @@ func TestClipPreRollH264(t *testing.T) {
 	if decoded != len(frames) {
 		t.Errorf("the clip's %d frames decode to %d pictures", len(frames), decoded)
 	}
+	served := serveClipMP4(t, a, recs, second)
+	if served != c.Frames {
+		t.Errorf("the receiver's clip.mp4 has %d frames, the clip's segments list %d", served, c.Frames)
+	}
 	st := a.clips.stats()
 	if st.Orphaned != 0 || st.EncoderErrors != 0 || st.Dropped != 0 {
 		t.Errorf("clip stats %+v: want no frame dropped, orphaned or lost to the encoder", st)
@@ -195,6 +208,75 @@ func TestClipPreRollH264(t *testing.T) {
 	t.Logf("second event: %d frames in %d segments, from %v to %v, %d bytes of H.264 (%.0f B/s of clip); %d key frames requested",
 		c.Frames, len(segs), time.Duration(c.FirstUs)*time.Microsecond, time.Duration(c.LastUs)*time.Microsecond, len(stream), rate,
 		a.clips.feeder.Stats().KeyRequests)
+}
+
+// serveClipMP4 hands the agent's records to a real receiver (as the
+// uploader would, in sequence order), where the device is paired to alice,
+// fetches the event's clip.mp4 as alice, and checks it with ffprobe: read
+// without a word on stderr, one H.264 stream at the agent's frame size. It
+// returns the frames ffprobe counted.
+func serveClipMP4(t *testing.T, a *Agent, recs []uploader.Record, event string) int {
+	t.Helper()
+	if _, err := exec.LookPath("ffprobe"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("ffprobe not found (Debian's ffmpeg has it)")
+		}
+		t.Skip("ffprobe not found (Debian: apt-get install ffmpeg); skipping the receiver's clip.mp4")
+	}
+	rdir := filepath.Join(t.TempDir(), "receiver")
+	pub, err := board.PublicKeyPEM(a.key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairDevice(t, rdir, pub, a.DeviceID())
+	if _, err := (receiver.Accounts{Dir: rdir}).Add("alice", receiver.RoleOwner); err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := openReceiver(t, rdir, quietLogger())
+	for _, r := range recs {
+		if res := srv.Ingest(r.Data, receiver.Claim{Device: a.DeviceID(), Event: r.Event, Kind: r.Kind}); !res.Stored() {
+			t.Fatalf("record %d (%s): %d %s", r.Seq, r.Kind, res.Status, res.Message)
+		}
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	alice, err := srv.NewSession("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, hs.URL+"/events/"+a.DeviceID()+"/"+event+"/clip.mp4", nil)
+	req.AddCookie(alice)
+	resp, err := hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "video/mp4" {
+		t.Fatalf("clip.mp4: %d %s (%v): %.200s", resp.StatusCode, resp.Header.Get("Content-Type"), err, body)
+	}
+	path := filepath.Join(t.TempDir(), "clip.mp4")
+	if err := os.WriteFile(path, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command("ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+		"-show_entries", "stream=codec_name,width,height,nb_read_frames", "-of", "csv=p=0", path)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || stderr.Len() > 0 {
+		t.Fatalf("ffprobe on the receiver's clip.mp4: %v; %s", err, stderr.String())
+	}
+	f := strings.Split(strings.TrimSpace(string(out)), ",")
+	if len(f) != 4 || f[0] != "h264" || f[1] != strconv.Itoa(a.cfg.Width) || f[2] != strconv.Itoa(a.cfg.Height) {
+		t.Fatalf("ffprobe says %q, want h264,%d,%d,frames", out, a.cfg.Width, a.cfg.Height)
+	}
+	n, err := strconv.Atoi(f[3])
+	if err != nil {
+		t.Fatalf("ffprobe frames %q: %v", f[3], err)
+	}
+	t.Logf("the receiver's clip.mp4: %d bytes, %d frames of H.264 %sx%s (ffprobe: no error)", len(body), n, f[1], f[2])
+	return n
 }
 
 // TestClipH264Config: the H.264 clip settings' mistakes are named by key:
