@@ -78,7 +78,7 @@ race:
 ## bench: the detector, capture, M2M encoder (fake driver), clip and e2ee sealing benchmarks (BENCHTIME=1x: each once, as CI runs them)
 BENCHTIME ?=
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(if $(BENCHTIME),-benchtime=$(BENCHTIME)) ./motion/ ./capture/ ./capture/m2m/ ./clip/ ./e2ee/
+	$(GO) test -run '^$$' -bench . -benchmem $(if $(BENCHTIME),-benchtime=$(BENCHTIME)) ./motion/ ./capture/ ./capture/m2m/ ./clip/ ./e2ee/ ./internal/mp4/
 
 ## bench-mog2: keyframe's step and OpenCV MOG2 on the same 640x480 frames of vtest.avi
 bench-mog2:
