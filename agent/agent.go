@@ -296,7 +296,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	a.recs = newRecordQueue(a.work)
 	if cfg.ClipEnabled {
-		c, err := newClipper(&cfg, deps.Clock)
+		c, err := newClipper(&cfg, deps.Clock, deps.Logger)
 		if err != nil {
 			return nil, fmt.Errorf("agent: clips: %w", err)
 		}
@@ -476,6 +476,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			defer wg.Done()
 			if err := a.clips.feeder.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 				a.log.Error("clip encoder stopped", "err", err)
+			}
+			if a.clips.enc != nil {
+				_ = a.clips.enc.Close() // stops the encoder's command
 			}
 		}()
 	}
@@ -790,6 +793,9 @@ func (a *Agent) capture(ctx context.Context) error {
 				// this job seconds later.
 				j.cursor, j.clock = a.clips.ring.Cursor(d.Summary.Start), clk
 				nextCut = frame.Time.Add(a.clips.segment)
+				// H.264: a key frame now, from an encoder that can
+				// force one (the ring keeps the run-up's group anyway).
+				a.clips.feeder.RequestKey()
 			}
 			a.hand(j, &frame)
 		} else if event != "" && a.clips != nil && !frame.Time.Before(nextCut) {

@@ -1,9 +1,13 @@
 package agent
 
 import (
+	"fmt"
+	"log/slog"
+	"os/exec"
 	"sync/atomic"
 	"time"
 
+	"github.com/keyframe-cam/keyframe/capture"
 	"github.com/keyframe-cam/keyframe/clip"
 	"github.com/keyframe-cam/keyframe/internal/clock"
 	"github.com/keyframe-cam/keyframe/motion"
@@ -32,8 +36,12 @@ const maxSegmentBytes = 3 << 20
 type clipper struct {
 	ring    *clip.Ring
 	feeder  *clip.Feeder
+	enc     clip.Encoder  // H.264: closed when the feeder stops; nil for MJPEG
+	h264    bool          // clip.codec h264
 	segment time.Duration // frame time between cuts
 	budget  int64         // one clip's bytes at most
+	// segment.type and the media object's type of its segments.
+	frameType, mediaType string
 
 	// The open clip.
 	cur      *clip.Cursor
@@ -51,6 +59,7 @@ type clipper struct {
 	stopped  bool      // the clip reached its budget or MaxClipSegments
 	pending  clip.Frame
 	havePend bool
+	needKey  bool // H.264: a frame was left out, the clip goes on at the next key frame
 
 	// The segment being cut (reused).
 	data   []byte
@@ -100,29 +109,57 @@ type clipStats struct {
 	Skipped  uint64 `json:"clip_frames_stale"` // before the clip's start or not after the frame before (a clock step, a source restarted on a new timeline)
 	CutShort uint64 `json:"clips_cut_short"`   // clips stopped at clip.max_bytes or the segment limit
 	Dropped  uint64 `json:"clip_encoder_drops"`
+	// H.264 only: the encoder's errors (its command died, a unit matched
+	// no frame) and the units the ring refused after a loss until the
+	// next key frame.
+	EncoderErrors uint64 `json:"clip_encoder_errors,omitempty"`
+	Orphaned      uint64 `json:"clip_frames_orphaned,omitempty"`
 }
 
-func newClipper(c *Config, clk clock.Clock) (*clipper, error) {
+func newClipper(c *Config, clk clock.Clock, log *slog.Logger) (*clipper, error) {
 	cfg := clip.DefaultConfig()
 	cfg.PreRoll = c.Motion.PreRoll
 	cfg.Rate = c.ClipRate
 	cfg.Quality = c.ClipQuality
 	cfg.MaxBytes = c.ClipRing
+	cl := &clipper{segment: c.ClipSegment, budget: c.ClipMaxBytes, frameType: clip.ContentType, mediaType: provenance.FramesMediaType}
+	if c.ClipCodec == "h264" {
+		cfg.Codec, cfg.KeyInterval = clip.CodecH264, c.ClipKeyInterval
+		cfg.MaxFrames = max(cfg.MaxFrames, cfg.MinFrames())
+		cl.h264, cl.frameType, cl.mediaType = true, clip.H264ContentType, provenance.H264MediaType
+	}
 	ring, err := clip.NewRing(cfg)
 	if err != nil {
 		return nil, err
 	}
-	feeder, err := clip.NewFeeder(ring, cfg, clk)
+	cl.ring = ring
+	if !cl.h264 {
+		if cl.feeder, err = clip.NewFeeder(ring, cfg, clk); err != nil {
+			return nil, err
+		}
+		return cl, nil
+	}
+	if err := c.validateClipEncoder(); err != nil {
+		return nil, err
+	}
+	enc, err := c.clipEncoder(cfg, clk, log)
 	if err != nil {
 		return nil, err
 	}
-	return &clipper{ring: ring, feeder: feeder, segment: c.ClipSegment, budget: c.ClipMaxBytes}, nil
+	if cl.feeder, err = clip.NewH264Feeder(ring, cfg, enc, clk); err != nil {
+		_ = enc.Close()
+		return nil, err
+	}
+	cl.enc = enc
+	return cl, nil
 }
 
 func (c *clipper) stats() clipStats {
+	fs := c.feeder.Stats()
 	return clipStats{
 		Segments: c.segments.Load(), Frames: c.framesIn.Load(), Lost: c.lost.Load(),
-		Skipped: c.skipped.Load(), CutShort: c.cutShort.Load(), Dropped: c.feeder.Stats().Dropped,
+		Skipped: c.skipped.Load(), CutShort: c.cutShort.Load(), Dropped: fs.Dropped,
+		EncoderErrors: fs.EncoderErrors + fs.Misaligned, Orphaned: fs.Orphaned,
 	}
 }
 
@@ -135,7 +172,12 @@ func (a *Agent) clipBegin(j job, trigger time.Time, w, h int) {
 	}
 	c.cur, c.event, c.trigger, c.clock, c.src, c.sum = j.cursor, j.event, trigger, j.clock, j.src, j.sum
 	c.w, c.h, c.from = w, h, j.sum.Start
-	c.index, c.hashes, c.bytes, c.last, c.stopped, c.havePend = 0, c.hashes[:0], 0, time.Time{}, false, false
+	c.index, c.hashes, c.bytes, c.last, c.stopped, c.havePend, c.needKey = 0, c.hashes[:0], 0, time.Time{}, false, false, false
+	if c.h264 {
+		// The cursor starts at the last key frame at or before the
+		// event's start: the run-up before it is part of the clip.
+		c.from = time.Time{}
+	}
 	c.data, c.frames = c.data[:0], c.frames[:0]
 }
 
@@ -154,8 +196,14 @@ func (a *Agent) clipCut(event string, until time.Time, clock clipTime) {
 		}
 		if f.Time.Before(c.from) || (!c.last.IsZero() && !f.Time.After(c.last)) {
 			c.skipped.Add(1)
+			c.needKey = c.h264 // the frames after it refer to it
 			continue
 		}
+		if c.needKey && !f.Key {
+			c.skipped.Add(1)
+			continue
+		}
+		c.needKey = false
 		if c.bytes+int64(len(f.Data)) > c.budget {
 			a.log.Warn("clip stopped at its byte budget (clip.max_bytes); the event goes on", "event", event, "bytes", c.bytes, "budget", c.budget)
 			c.stop(a)
@@ -186,6 +234,7 @@ func (c *clipper) next(until time.Time, a *Agent) (clip.Frame, bool) {
 		f, lost, ok := c.cur.TryNext(c.read)
 		if lost > 0 {
 			c.lost.Add(lost)
+			c.needKey = c.h264
 			a.log.Warn("clip frames lost: the record worker fell behind the pre-roll ring (clip.ring_bytes)", "event", c.event, "lost", lost)
 		}
 		if !ok {
@@ -237,11 +286,11 @@ func (a *Agent) clipSign() {
 		},
 		KeyStore: a.key.Backend(),
 		Source:   c.src,
-		Segment:  &provenance.Segment{Index: c.index, Type: clip.ContentType, Frames: c.frames},
+		Segment:  &provenance.Segment{Index: c.index, Type: c.frameType, Frames: c.frames},
 	}
 	n := len(c.frames)
 	media := func(p *provenance.Payload) ([][]byte, error) {
-		p.Media = []provenance.Media{provenance.NewMedia(provenance.RoleFrames, provenance.FramesMediaType, c.data)}
+		p.Media = []provenance.Media{provenance.NewMedia(provenance.RoleFrames, c.mediaType, c.data)}
 		return [][]byte{c.data}, nil
 	}
 	if a.e2ee != nil {
@@ -289,4 +338,28 @@ func (a *Agent) clipEnd(event string, end time.Time, clock clipTime) [][]byte {
 		return nil
 	}
 	return c.hashes
+}
+
+// clipEncoder makes the H.264 clips' encoder clip.encoder names: the
+// board's hardware encoder (auto: the first V4L2 memory-to-memory node that
+// encodes H.264, which must exist at start; or a node's path, opened with
+// the first frame and again after a failure) or the command
+// clip.encoder_exec (exec).
+func (c *Config) clipEncoder(cfg clip.Config, clk clock.Clock, log *slog.Logger) (clip.Encoder, error) {
+	if c.ClipEncoder != "exec" {
+		if c.ClipEncoder == "auto" {
+			if _, err := clip.FindM2M(""); err != nil {
+				return nil, fmt.Errorf("agent: config clip.encoder: auto: %w (no V4L2 memory-to-memory node under /dev encodes H.264 from YU12: name the encoder's node, set clip.encoder = exec to encode with clip.encoder_exec (ffmpeg with libx264), or clip.codec = mjpeg)", err)
+			}
+		}
+		return clip.NewM2MEncoder(clip.M2MEncoderConfig{Device: c.ClipEncoder, FPS: cfg.Rate, GOP: cfg.GOP(), Logger: log}, clk)
+	}
+	argv, err := capture.ParseCommand(c.ClipEncoderExec)
+	if err != nil {
+		return nil, fmt.Errorf("agent: config clip.encoder_exec: %w", err)
+	}
+	if _, err := exec.LookPath(argv[0]); err != nil {
+		return nil, fmt.Errorf("agent: config clip.encoder_exec: %s: %w (clip.encoder = exec runs it for H.264 clips: install it, e.g. Debian's ffmpeg, or set clip.codec = mjpeg)", argv[0], err)
+	}
+	return clip.NewExecEncoder(clip.ExecEncoderConfig{Argv: argv, FPS: cfg.Rate, GOP: cfg.GOP(), Logger: log}, clk)
 }

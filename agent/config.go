@@ -65,6 +65,13 @@ type Config struct {
 	ClipRing     int           // bytes of the pre-roll ring
 	ClipSegment  time.Duration // a segment's length
 	ClipMaxBytes int64         // one clip's bytes at most
+	// H.264 clips (docs/clips.md): the codec, the encoder (auto: the
+	// board's hardware encoder; exec: ClipEncoderExec, e.g. ffmpeg), and
+	// the key frame interval asked of it.
+	ClipCodec       string
+	ClipEncoder     string
+	ClipEncoderExec string
+	ClipKeyInterval time.Duration
 	// The live view (live.go): the camera waits at its receiver to be
 	// asked, then streams JPEG frames while an owner watches.
 	LiveEnabled bool
@@ -319,11 +326,15 @@ func Fields() []Field {
 		boolField("thumbnail.crop", "crop thumbnails around the motion (its box grown by half its longer side, at least a quarter of the frame; docs/envelope.md)", func(c *Config) *bool { return &c.ThumbCrop }),
 
 		boolField("clip.enabled", "record a clip of every event: the frames from motion.pre_roll before the trigger through the post-roll, signed in segments of clip.segment and uploaded as each is complete (docs/clips.md)", func(c *Config) *bool { return &c.ClipEnabled }),
-		floatField("clip.rate", "most frames per second in a clip (a camera's MJPEG frames are passed through untouched, raw frames JPEG-encoded)", 0.5, 30, func(c *Config) *float64 { return &c.ClipRate }),
+		floatField("clip.rate", "most frames per second in a clip (with clip.codec mjpeg a camera's MJPEG frames are passed through untouched, raw frames JPEG-encoded; with h264 every frame is encoded)", 0.5, 30, func(c *Config) *float64 { return &c.ClipRate }),
 		intField("clip.quality", "JPEG quality of clip frames the agent encodes (a camera's own MJPEG frames are kept as they are)", 1, 100, func(c *Config) *int { return &c.ClipQuality }),
 		intField("clip.ring_bytes", "memory for the pre-roll ring of encoded frames, allocated once (16 MiB holds 10 s of 1280x720 MJPEG at 10 fps)", 64<<10, 1<<30, func(c *Config) *int { return &c.ClipRing }),
 		durField("clip.segment", "length of a clip segment: each is a signed record uploaded as soon as it is complete", time.Second, 8*time.Second, func(c *Config) *time.Duration { return &c.ClipSegment }),
 		intField("clip.max_bytes", "most bytes of frames in one clip; a longer event's clip stops there (logged), its records do not", int64(1<<20), int64(1<<32), func(c *Config) *int64 { return &c.ClipMaxBytes }),
+		strField("clip.codec", "what a clip's frames are: mjpeg (JPEG frames, every camera) or h264 (H.264 access units from clip.encoder: fewer bytes than JPEG for a camera's picture; its run-up starts at a key frame, up to clip.key_interval before motion.pre_roll)", func(c *Config) *string { return &c.ClipCodec }, "mjpeg", "h264"),
+		parsedField("clip.encoder", "the H.264 encoder of clip.codec h264: auto (the board's hardware encoder: the first V4L2 memory-to-memory node that encodes H.264, e.g. a Raspberry Pi's /dev/video11; the agent does not start without one), a hardware encoder's node (/dev/videoN: opened with the first frame, again after a failure), or exec (the command clip.encoder_exec, e.g. ffmpeg with libx264, on a board without one such as a Raspberry Pi 5)", func(c *Config) *string { return &c.ClipEncoder }, checkClipEncoder),
+		parsedField("clip.encoder_exec", "with clip.encoder exec, the encoder command, run without a shell: raw YU12 frames on its stdin, H.264 (Annex B, no B-frames, one access unit per frame) on its stdout; {width}, {height}, {fps} (clip.rate) and {gop} (frames in clip.key_interval) are replaced; restarted with backoff if it dies", func(c *Config) *string { return &c.ClipEncoderExec }, checkCommand),
+		durField("clip.key_interval", "with clip.codec h264, time from one key frame to the next asked of the encoder: the ring keeps whole groups of pictures, so a clip may start up to this long before motion.pre_roll", 500*time.Millisecond, 10*time.Second, func(c *Config) *time.Duration { return &c.ClipKeyInterval }),
 
 		boolField("live.enabled", "with an https:// (or loopback http://) upload.url, wait at the receiver to be asked for a live view, and stream frames while its owner watches (docs/live.md)", func(c *Config) *bool { return &c.LiveEnabled }),
 		floatField("live.fps", "most frames a second sent to a live view", 0.2, 30, func(c *Config) *float64 { return &c.LiveFPS }),
@@ -403,6 +414,10 @@ func DefaultConfig() Config {
 		ClipRing:        clip.DefaultConfig().MaxBytes,
 		ClipSegment:     2 * time.Second,
 		ClipMaxBytes:    64 << 20,
+		ClipCodec:       "mjpeg",
+		ClipEncoder:     "auto",
+		ClipEncoderExec: clip.DefaultEncoderCommand,
+		ClipKeyInterval: clip.DefaultConfig().KeyInterval,
 		LiveFPS:         5,
 		LiveMaxSide:     640,
 		LiveQuality:     70,
@@ -576,7 +591,34 @@ func (c *Config) Validate() error {
 	if c.ClipEnabled && c.Motion.PreRoll > clip.MaxPreRoll {
 		bad(fmt.Errorf("agent: config motion.pre_roll: %v is above %v, the longest pre-roll a clip keeps (clip.enabled = true)", c.Motion.PreRoll, clip.MaxPreRoll))
 	}
+	if err := c.validateClipEncoder(); err != nil {
+		bad(err)
+	}
 	return errors.Join(errs...)
+}
+
+// checkClipEncoder checks clip.encoder: auto, exec or a device path.
+func checkClipEncoder(v string) error {
+	if v == "auto" || v == "exec" || strings.HasPrefix(v, "/dev/") {
+		return nil
+	}
+	return fmt.Errorf("%q is not auto, exec or a device path (/dev/videoN)", v)
+}
+
+// checkCommand checks a command line split without a shell.
+func checkCommand(v string) error {
+	_, err := capture.ParseCommand(v)
+	return err
+}
+
+// validateClipEncoder checks that H.264 clips name an encoder: the
+// hardware one (auto or a node's path; auto is looked for when the agent
+// starts) or exec.
+func (c *Config) validateClipEncoder() error {
+	if !c.ClipEnabled || c.ClipCodec != "h264" {
+		return nil
+	}
+	return checkClipEncoder(c.ClipEncoder)
 }
 
 // validateSource checks the settings of the exec and camera sources.

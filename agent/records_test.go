@@ -191,10 +191,19 @@ func slowAgent(t *testing.T, src capture.Source) (*Agent, *slowSpool) {
 // delayedAgent is slowAgent with the signer's and the spool's delays given.
 func delayedAgent(t *testing.T, src capture.Source, sign, spoolWrite time.Duration) (*Agent, *slowSpool) {
 	t.Helper()
+	return delayedAgentWith(t, src, sign, spoolWrite, nil)
+}
+
+// delayedAgentWith is delayedAgent with its config changed by set.
+func delayedAgentWith(t *testing.T, src capture.Source, sign, spoolWrite time.Duration, set func(*Config)) (*Agent, *slowSpool) {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir = filepath.Join(t.TempDir(), "device")
 	cfg.Width, cfg.Height, cfg.FPS = 160, 120, 10
 	cfg.UploadURL = "http://127.0.0.1:1" // nothing listens: records stay spooled
+	if set != nil {
+		set(&cfg)
+	}
 	a, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Source: src})
 	if err != nil {
 		t.Fatal(err)

@@ -61,6 +61,51 @@ type Config struct {
 	// MaxBytes caps the bytes of encoded frames the ring holds: its arena,
 	// allocated once. 64 KiB..1 GiB. Default 16 MiB.
 	MaxBytes int
+	// Codec is what the ring holds: CodecMJPEG (JPEG frames, the
+	// default) or CodecH264 (H.264 access units from an [Encoder], kept in
+	// whole groups of pictures: see [Ring]).
+	Codec Codec
+	// KeyInterval is the time from one H.264 key frame to the next that
+	// the encoder is asked for (its GOP: KeyInterval × Rate pictures,
+	// [Config.GOP]); a clip's run-up starts at a key frame, so it may
+	// start up to KeyInterval before the pre-roll. CodecH264 only.
+	// 0.5 s..10 s. Default 2 s.
+	KeyInterval time.Duration
+}
+
+// Codec is the coding of a clip's frames.
+type Codec uint8
+
+// Codecs of a clip.
+const (
+	// CodecMJPEG: every frame a JPEG (the camera's own, or encoded by the
+	// feeder).
+	CodecMJPEG Codec = iota
+	// CodecH264: every frame an H.264 access unit (capture.FormatH264)
+	// from an [Encoder].
+	CodecH264
+)
+
+// String returns "mjpeg" or "h264".
+func (c Codec) String() string {
+	switch c {
+	case CodecMJPEG:
+		return "mjpeg"
+	case CodecH264:
+		return "h264"
+	}
+	return fmt.Sprintf("codec(%d)", uint8(c))
+}
+
+// ParseCodec parses clip.codec: mjpeg or h264.
+func ParseCodec(s string) (Codec, error) {
+	switch s {
+	case "mjpeg":
+		return CodecMJPEG, nil
+	case "h264":
+		return CodecH264, nil
+	}
+	return 0, fmt.Errorf("clip: codec %q: want mjpeg or h264", s)
 }
 
 // Bounds of the configuration.
@@ -73,6 +118,7 @@ const (
 	minShare, maxShare     = 0.05, 1
 	maxFrames              = 100000
 	minBytes, maxBytes     = 64 << 10, 1 << 30
+	minKey, maxKey         = 500 * time.Millisecond, 10 * time.Second
 )
 
 // DefaultConfig returns the defaults documented on [Config].
@@ -84,6 +130,7 @@ func DefaultConfig() Config {
 		EncodeShare: 0.5,
 		MaxFrames:   320,
 		MaxBytes:    16 << 20,
+		KeyInterval: 2 * time.Second,
 	}
 }
 
@@ -101,14 +148,42 @@ func (c Config) Validate() error {
 	if math.IsNaN(c.EncodeShare) || c.EncodeShare < minShare || c.EncodeShare > maxShare {
 		return fmt.Errorf("clip: config EncodeShare %v, want %v..%v", c.EncodeShare, minShare, maxShare)
 	}
-	if need := c.preRollFrames() + 1; c.MaxFrames < need || c.MaxFrames > maxFrames {
-		return fmt.Errorf("clip: config MaxFrames %d, want %d..%d (PreRoll %v at Rate %v needs %d frames, plus one)",
-			c.MaxFrames, need, maxFrames, c.PreRoll, c.Rate, need-1)
+	switch c.Codec {
+	case CodecMJPEG:
+	case CodecH264:
+		if c.KeyInterval < minKey || c.KeyInterval > maxKey {
+			return fmt.Errorf("clip: config KeyInterval %v, want %v..%v", c.KeyInterval, minKey, maxKey)
+		}
+	default:
+		return fmt.Errorf("clip: config Codec %v, want mjpeg or h264", c.Codec)
+	}
+	if need := c.MinFrames(); c.MaxFrames < need || c.MaxFrames > maxFrames {
+		what := fmt.Sprintf("PreRoll %v at Rate %v needs %d frames, plus one", c.PreRoll, c.Rate, need-1)
+		if c.Codec == CodecH264 {
+			what = fmt.Sprintf("PreRoll %v and a KeyInterval %v at Rate %v need %d frames, plus one", c.PreRoll, c.KeyInterval, c.Rate, need-1)
+		}
+		return fmt.Errorf("clip: config MaxFrames %d, want %d..%d (%s)", c.MaxFrames, need, maxFrames, what)
 	}
 	if c.MaxBytes < minBytes || c.MaxBytes > maxBytes {
 		return fmt.Errorf("clip: config MaxBytes %d, want %d..%d", c.MaxBytes, minBytes, maxBytes)
 	}
 	return nil
+}
+
+// MinFrames is the least MaxFrames may be: a full pre-roll plus one frame,
+// and for H.264 the group of pictures the pre-roll may start in.
+func (c Config) MinFrames() int {
+	n := c.preRollFrames() + 1
+	if c.Codec == CodecH264 {
+		n += c.GOP()
+	}
+	return n
+}
+
+// GOP is how many pictures KeyInterval spans at Rate (at least 1): what an
+// encoder is asked for as its key frame interval.
+func (c Config) GOP() int {
+	return max(1, int(math.Round(c.KeyInterval.Seconds()*c.Rate)))
 }
 
 // preRollFrames is how many frames PreRoll spans at Rate, rounded up.

@@ -24,6 +24,12 @@
 // what image/jpeg does per image (5 objects for a colour frame, 1–20 KB
 // measured at 640x480); its image planes and output buffer are reused.
 //
-// The package is not wired into the agent yet; docs/clips.md has the
-// measured figures and the memory the defaults take.
+// H.264 clips ([CodecH264]): the feeder gives raw frames to an [Encoder]
+// (an [ExecEncoder] runs a command such as ffmpeg with libx264) and pushes
+// its access units, matched in order to the frames they encode; the ring
+// then holds whole groups of pictures (see [Ring.Push] and [Ring.Cursor]),
+// so a clip starts at a key frame at or before its pre-roll.
+//
+// The agent (agent/clips.go) reads the ring into signed segment records;
+// docs/clips.md has the measured figures and the memory the defaults take.
 package clip

@@ -31,6 +31,20 @@ import (
 // schedule: the next frame the camera delivers is taken instead, so an
 // encoder slower than Rate gives as many frames as it can encode.
 //
+// With an H.264 [Encoder] ([NewH264Feeder], [CodecH264]) the handoff is
+// the same; the encoder goroutine converts the frame to YU12 (an MJPEG
+// frame is decoded first) and gives it to the encoder, and a second
+// goroutine of Run takes the encoder's access units, matches each to the
+// frame it encodes (in order: see [Encoder]) and pushes it into the ring
+// with its key flag, where groups of pictures are kept whole. A frame the
+// encoder refuses (busy, restarting) is dropped and counted like a frame
+// dropped at the handoff; an access unit that matches no frame given to the
+// encoder is refused and counted (Misaligned), and the ring is told its
+// group is broken ([Ring.Break]). [Feeder.RequestKey] asks the encoder for
+// a key frame with the next frame (an event's start), when it can force
+// one. EncodeShare does not apply: the encoder's work is in its own
+// process or in hardware.
+//
 // Offer is called from one goroutine (the frame loop), Run from another;
 // Stats from any.
 type Feeder struct {
@@ -40,6 +54,19 @@ type Feeder struct {
 	share    float64
 	clk      clock.Clock
 	encode   func(*raw) ([]byte, error)
+
+	// H.264: the encoder, the picture the Run goroutine converts frames
+	// into, and the frames given to the encoder whose access units have
+	// not come back, oldest first (a fixed ring: no allocation).
+	enc       Encoder
+	pic       Picture
+	keyWanted atomic.Bool
+	flightMu  sync.Mutex
+	flight    [maxFlight]stamp
+	flightAt  int // index of the oldest
+	flightN   int
+
+	lostUnits, misaligned, encErrors, keyRequests, orphaned atomic.Uint64
 
 	slot  chan *raw // the frame waiting for the encoder: at most one
 	spare chan *raw // buffers free for Offer
@@ -80,6 +107,44 @@ func NewFeeder(ring *Ring, cfg Config, clk clock.Clock) (*Feeder, error) {
 	return f, nil
 }
 
+// maxFlight bounds the frames the feeder waits for an H.264 encoder to
+// give back; one more is dropped.
+const maxFlight = 64
+
+// NewH264Feeder returns a feeder into ring, a ring of [CodecH264], whose
+// frames enc encodes; cfg's Codec must be CodecH264. Run starts the
+// encoder's two goroutines; the caller closes enc after Run returns.
+func NewH264Feeder(ring *Ring, cfg Config, enc Encoder, clk clock.Clock) (*Feeder, error) {
+	if cfg.Codec != CodecH264 {
+		return nil, fmt.Errorf("clip: H.264 feeder with codec %v", cfg.Codec)
+	}
+	if enc == nil {
+		return nil, errors.New("clip: H.264 feeder without an encoder")
+	}
+	if ring == nil || !ring.gop {
+		return nil, errors.New("clip: H.264 feeder without a ring of H.264")
+	}
+	cfg.Codec = CodecMJPEG // the JPEG feeder's checks, then the encoder
+	f, err := NewFeeder(ring, cfg, clk)
+	if err != nil {
+		return nil, err
+	}
+	f.enc = enc
+	return f, nil
+}
+
+// RequestKey asks the encoder to code the next frame it is given as a key
+// frame (an event starts). An encoder that cannot force one ignores it
+// ([Encoder.ForcesKey]); the ring's groups of pictures keep the run-up
+// either way. It does nothing without an H.264 encoder.
+func (f *Feeder) RequestKey() {
+	if f.enc == nil {
+		return
+	}
+	f.keyRequests.Add(1)
+	f.keyWanted.Store(true)
+}
+
 // Offer gives the feeder the caller's frame, which it does not keep: it
 // skips it (rate), pushes it (MJPEG), copies it for the encoder, or drops it
 // (encoder busy), and returns at once. It allocates nothing once its two
@@ -100,6 +165,10 @@ func (f *Feeder) Offer(fr *capture.Frame) error {
 		if len(fr.Data) < 2 || fr.Data[0] != 0xff || fr.Data[1] != 0xd8 {
 			return f.fail(fmt.Errorf("clip: MJPEG frame %d does not start with a JPEG SOI marker", fr.Sequence))
 		}
+		if f.enc != nil {
+			// Decoded and re-encoded off the frame loop.
+			return f.handOff(fr, len(fr.Data))
+		}
 		if err := f.ring.Push(Frame{Time: fr.Time, Sequence: fr.Sequence, Origin: Camera, Data: fr.Data}); err != nil {
 			return f.fail(fmt.Errorf("clip: MJPEG frame %d: %w", fr.Sequence, err))
 		}
@@ -116,6 +185,15 @@ func (f *Feeder) Offer(fr *capture.Frame) error {
 		return f.fail(fmt.Errorf("clip: %v frame %d (%dx%d, stride %d) has %d bytes, want %d",
 			fr.Format, fr.Sequence, fr.Width, fr.Height, fr.Stride, len(fr.Data), n))
 	}
+	if f.enc != nil && (fr.Width%2 != 0 || fr.Height%2 != 0) {
+		return f.fail(fmt.Errorf("clip: frame %d is %dx%d: H.264 (4:2:0) needs an even width and height", fr.Sequence, fr.Width, fr.Height))
+	}
+	return f.handOff(fr, n)
+}
+
+// handOff copies the first n bytes of fr's data for the encoder goroutine,
+// or drops the frame when one is already waiting there.
+func (f *Feeder) handOff(fr *capture.Frame, n int) error {
 	if len(f.slot) > 0 { // only Offer fills the slot: it stays empty until our send
 		f.dropped.Add(1)
 		return nil
@@ -173,6 +251,9 @@ func (f *Feeder) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	defer f.run.Store(false)
+	if f.enc != nil {
+		return f.runH264(ctx)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -235,8 +316,22 @@ type FeederStats struct {
 	Failed    uint64
 	LastError error
 	// Bytes is the JPEG bytes pushed (passed and encoded): over a span of
-	// time, the clip's bytes per second.
+	// time, the clip's bytes per second. With H.264, the access units'.
 	Bytes uint64
+
+	// H.264 only. Dropped also counts frames the encoder refused (busy,
+	// restarting), Encoded access units pushed, and Failed frames the
+	// encoder failed on. InFlight is frames given to the encoder whose
+	// access units have not come back; Lost, frames it gave no unit for
+	// (its command died with them); Orphaned, units the ring refused for
+	// want of the rest of their group ([ErrNoKeyFrame]: after a loss, until
+	// the next key frame); Misaligned, units that matched no frame given
+	// to it (refused); EncoderErrors, the encoder's errors (a run ended, a
+	// write failed; LastError has the latest); KeyRequests, calls of
+	// RequestKey. Every frame handed to the encoder ends in one of
+	// Dropped, Failed, Encoded, Orphaned or Lost.
+	InFlight                                               int
+	Lost, Orphaned, Misaligned, EncoderErrors, KeyRequests uint64
 }
 
 // Stats returns the feeder's counters. A frame handed to the encoder and not
@@ -254,5 +349,12 @@ func (f *Feeder) Stats() FeederStats {
 		Failed:    f.failed.Load(),
 		LastError: err,
 		Bytes:     f.bytes.Load(),
+
+		InFlight:      f.inFlight(),
+		Lost:          f.lostUnits.Load(),
+		Orphaned:      f.orphaned.Load(),
+		Misaligned:    f.misaligned.Load(),
+		EncoderErrors: f.encErrors.Load(),
+		KeyRequests:   f.keyRequests.Load(),
 	}
 }

@@ -22,9 +22,14 @@ const (
 	Encoded
 )
 
-// ContentType is the MIME type of every frame in a ring: each is one JPEG
-// image, whatever its [Origin].
+// ContentType is the MIME type of every frame in a ring of [CodecMJPEG]:
+// each is one JPEG image, whatever its [Origin].
 const ContentType = "image/jpeg"
+
+// H264ContentType is the media type of every frame in a ring of
+// [CodecH264]: each is one H.264 access unit in Annex B form
+// (provenance.H264MediaType).
+const H264ContentType = "video/h264"
 
 // String returns "camera" or "encoded".
 func (o Origin) String() string {
@@ -50,9 +55,12 @@ type Frame struct {
 	// ring did not take (rate, busy encoder).
 	Sequence uint64
 	// Origin says whether Data is the camera's MJPEG frame or keyframe's
-	// encoding of a raw frame; both are [ContentType].
+	// encoding of a raw frame.
 	Origin Origin
-	// Data is the JPEG.
+	// Key is true for a frame a decoder can start at: every JPEG, and an
+	// H.264 IDR access unit with its SPS and PPS.
+	Key bool
+	// Data is the JPEG, or the H.264 access unit.
 	Data []byte
 }
 
@@ -62,6 +70,11 @@ var (
 	ErrTooLarge = errors.New("clip: frame larger than the ring")
 	// ErrEmpty means a frame without data.
 	ErrEmpty = errors.New("clip: frame has no data")
+	// ErrNoKeyFrame means an H.264 frame that is not a key frame, while
+	// the ring does not hold the frame before it: its group of pictures
+	// started before the ring (or was evicted, or lost a frame), so it
+	// could not be decoded. Frames are refused until the next key frame.
+	ErrNoKeyFrame = errors.New("clip: H.264 frame without the rest of its group of pictures")
 )
 
 // slot is the index entry of one frame held in the arena.
@@ -70,6 +83,7 @@ type slot struct {
 	time     time.Time
 	sequence uint64
 	origin   Origin
+	key      bool
 }
 
 // Ring is a bounded memory ring of encoded frames: a byte arena and a frame
@@ -82,6 +96,7 @@ type slot struct {
 // ring's lock while it copies the frame in, and a cursor holds it while it
 // copies one frame out, so each waits for at most one frame's copy.
 type Ring struct {
+	gop     bool // CodecH264: whole groups of pictures
 	mu      sync.Mutex
 	arena   []byte
 	slots   []slot // slots[i % len(slots)] is frame i
@@ -91,6 +106,10 @@ type Ring struct {
 	evicted uint64
 	bytes   int // bytes of the frames held
 	cursors []*Cursor
+	// H.264: the newest frame pushed continues a group the ring holds
+	// from its key frame, so the next non-key frame may follow it.
+	chain               bool
+	orphaned, truncated uint64
 }
 
 // NewRing allocates a ring of cfg.MaxBytes bytes (on Linux mapped outside
@@ -99,7 +118,7 @@ func NewRing(cfg Config) (*Ring, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	r := &Ring{slots: make([]slot, cfg.MaxFrames)}
+	r := &Ring{slots: make([]slot, cfg.MaxFrames), gop: cfg.Codec == CodecH264}
 	r.arena = newArena(r, cfg.MaxBytes)
 	return r, nil
 }
@@ -107,18 +126,49 @@ func NewRing(cfg Config) (*Ring, error) {
 // Push copies f into the ring as its newest frame (f.Index is ignored),
 // evicting the oldest frames until it fits, and wakes the cursors. A frame
 // larger than the arena is refused with [ErrTooLarge] and changes nothing.
+//
+// In a ring of [CodecH264] frames are held in whole groups of pictures: a
+// key frame (f.Key) starts a group, eviction drops the oldest group whole
+// (from its key frame to the next), so the ring always starts at a key
+// frame; a non-key frame is taken only right after the frame before it in
+// its group, and is otherwise refused with [ErrNoKeyFrame] (counted in
+// RingStats.Orphaned), as is every later one until the next key frame. A
+// group too large for the ring (more bytes than its arena or more frames
+// than its index) evicts itself: counted in RingStats.Truncated, its
+// remaining frames are refused until the next key frame.
 func (r *Ring) Push(f Frame) error {
 	n := len(f.Data)
-	if n == 0 {
-		return ErrEmpty
-	}
-	if n > len(r.arena) {
+	if n == 0 || n > len(r.arena) {
+		if r.gop {
+			r.mu.Lock()
+			r.chain = false
+			r.mu.Unlock()
+		}
+		if n == 0 {
+			return ErrEmpty
+		}
 		return fmt.Errorf("%w: %d bytes, the ring holds %d", ErrTooLarge, n, len(r.arena))
 	}
 	r.mu.Lock()
+	key := f.Key || !r.gop
+	if !key && !r.chain {
+		r.orphaned++
+		r.mu.Unlock()
+		return ErrNoKeyFrame
+	}
 	off := r.place(n)
+	if !key && r.next == r.first {
+		// Its group was evicted to make room for it: the group is
+		// larger than the ring.
+		r.truncated++
+		r.orphaned++
+		r.chain = false
+		r.mu.Unlock()
+		return fmt.Errorf("%w: its group of pictures does not fit in the ring", ErrNoKeyFrame)
+	}
+	r.chain = true
 	copy(r.arena[off:off+n], f.Data)
-	r.slots[r.next%uint64(len(r.slots))] = slot{off: off, n: n, time: f.Time, sequence: f.Sequence, origin: f.Origin}
+	r.slots[r.next%uint64(len(r.slots))] = slot{off: off, n: n, time: f.Time, sequence: f.Sequence, origin: f.Origin, key: key}
 	r.next++
 	r.head = off + n
 	r.bytes += n
@@ -164,13 +214,29 @@ func (r *Ring) place(n int) int {
 	}
 }
 
-// evictOldest drops the oldest frame. The ring must hold one.
+// evictOldest drops the oldest frame, and in a ring of H.264 the rest of
+// its group of pictures. The ring must hold a frame.
 func (r *Ring) evictOldest() {
-	s := &r.slots[r.first%uint64(len(r.slots))]
-	r.bytes -= s.n
-	*s = slot{}
-	r.first++
-	r.evicted++
+	for {
+		s := &r.slots[r.first%uint64(len(r.slots))]
+		r.bytes -= s.n
+		*s = slot{}
+		r.first++
+		r.evicted++
+		if !r.gop || r.first == r.next || r.slot(r.first).key {
+			return
+		}
+	}
+}
+
+// Break tells a ring of H.264 that the frame after the newest one it holds
+// was lost before it (an encoder's unit refused): the frames of its group
+// that follow are refused until the next key frame, as they could not be
+// decoded. It does nothing in a ring of JPEG frames.
+func (r *Ring) Break() {
+	r.mu.Lock()
+	r.chain = false
+	r.mu.Unlock()
 }
 
 // RingStats is a snapshot of a ring's state.
@@ -185,6 +251,12 @@ type RingStats struct {
 	Pushed, Evicted uint64
 	// MaxFrames and MaxBytes are the ring's caps.
 	MaxFrames, MaxBytes int
+	// H.264 only: Orphaned counts frames refused because the ring did not
+	// hold the frame before them in their group of pictures
+	// ([ErrNoKeyFrame]), and Truncated groups that evicted themselves,
+	// being larger than the ring (each also orphans the frame that did
+	// not fit, and the rest of its group).
+	Orphaned, Truncated uint64
 }
 
 // Stats returns a snapshot of the ring's state.
@@ -198,6 +270,8 @@ func (r *Ring) Stats() RingStats {
 		Evicted:   r.evicted,
 		MaxFrames: len(r.slots),
 		MaxBytes:  len(r.arena),
+		Orphaned:  r.orphaned,
+		Truncated: r.truncated,
 	}
 	if s.Frames > 0 {
 		s.Oldest = r.slot(r.first).time
@@ -214,12 +288,28 @@ func (r *Ring) slot(i uint64) *slot { return &r.slots[i%uint64(len(r.slots))] }
 // pushed; when the oldest frame held is already later than from (the ring
 // started recently, or its caps hold less than the pre-roll), it starts
 // there, and the first frame's Time says how much run-up the clip has.
+// In a ring of H.264 the cursor starts at the last key frame at or before
+// from instead (the oldest frame held if none is), so that the clip
+// decodes from its first frame and holds at least the run-up from from;
+// when none is held it waits for the next frame pushed, a key frame.
 // Close the cursor when done: the ring wakes every open one on each Push.
 func (r *Ring) Cursor(from time.Time) *Cursor {
 	c := &Cursor{r: r, wake: make(chan struct{}, 1)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c.next = r.next
+	if r.gop {
+		if r.first < r.next {
+			c.next = r.first // a key frame
+		}
+		for i := r.first; i < r.next && !r.slot(i).time.After(from); i++ {
+			if r.slot(i).key {
+				c.next = i
+			}
+		}
+		r.cursors = append(r.cursors, c)
+		return c
+	}
 	for i := r.first; i < r.next; i++ {
 		if !r.slot(i).time.Before(from) {
 			c.next = i
@@ -263,8 +353,8 @@ func (c *Cursor) TryNext(buf []byte) (f Frame, lost uint64, ok bool) {
 		c.next = r.first
 	}
 	if c.next >= r.next {
-		// Eviction happens only in Push, which leaves a frame held: a
-		// cursor that lost frames always has one to read.
+		// Nothing new yet (a cursor that lost frames to a group of
+		// H.264 too large for the ring may find the ring empty).
 		return Frame{}, lost, false
 	}
 	s := r.slot(c.next)
@@ -273,6 +363,7 @@ func (c *Cursor) TryNext(buf []byte) (f Frame, lost uint64, ok bool) {
 		Time:     s.time,
 		Sequence: s.sequence,
 		Origin:   s.origin,
+		Key:      s.key,
 		Data:     append(buf[:0], r.arena[s.off:s.off+s.n]...),
 	}
 	c.next++

@@ -309,7 +309,11 @@ func (s *Server) renderPage(w http.ResponseWriter, status int, name string, data
 	}
 	setPageHeaders(w)
 	if p, ok := data.(*eventPage); ok && (p.Sealed || p.Clip != nil && p.Clip.Playable) {
-		w.Header().Set("Content-Security-Policy", sealedPageCSP) // the player's and the e2ee scripts, from this origin, their fetches, the pictures they open
+		csp := sealedPageCSP // the player's and the e2ee scripts, from this origin, their fetches, the pictures they open
+		if p.Clip != nil && p.Clip.Playable && p.Clip.H264 {
+			csp = videoPageCSP // and the clip's MP4 in a video element
+		}
+		w.Header().Set("Content-Security-Policy", csp)
 	}
 	w.WriteHeader(status)
 	if _, err := w.Write(buf.Bytes()); err != nil {

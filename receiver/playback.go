@@ -122,6 +122,8 @@ func (s *Server) eventClip(reg *registry, recs []*indexEntry) (*clipInfo, string
 			if cfg, _, err := image.DecodeConfig(bytes.NewReader(media[0][:seg.Frames[0].Size])); err == nil {
 				ci.width, ci.height = cfg.Width, cfg.Height
 			}
+		case seg.Type == provenance.H264MediaType:
+			ci.width, ci.height = h264Size(media[0][:seg.Frames[0].Size])
 		}
 		ci.segments = append(ci.segments, clipSegment{entry: e, frames: seg.Frames, typ: seg.Type, sealed: sealed})
 		ci.frames += len(seg.Frames)
@@ -175,6 +177,7 @@ type clipPage struct {
 	Problem    string // why the clip does not verify, or ""
 	Playable   bool
 	Sealed     bool // end-to-end encrypted: no download of a video, the player opens the frames
+	H264       bool // H.264: a video element plays MP4URL
 	Device     string
 	Event      string
 	Manifest   string // JSON for the player (playerManifest)
@@ -183,6 +186,7 @@ type clipPage struct {
 	Frames     int
 	Span       string // "-2.000 s to +5.300 s from the trigger"
 	MKVURL     string
+	MP4URL     string
 	ZipURL     string
 	// The scrub bar: its range in milliseconds from the trigger, the
 	// pre-roll's part of it, the trigger frame's place, where segments are
@@ -195,10 +199,13 @@ type clipPage struct {
 
 // playerManifest is what the player script reads from the page.
 type playerManifest struct {
-	FirstUs   int64           `json:"first_us"`
-	LastUs    int64           `json:"last_us"`
-	TriggerUs int64           `json:"trigger_us"` // the trigger frame's time: 0, or the first frame after 0
-	Segments  []playerSegment `json:"segments"`
+	FirstUs   int64 `json:"first_us"`
+	LastUs    int64 `json:"last_us"`
+	TriggerUs int64 `json:"trigger_us"` // the trigger frame's time: 0, or the first frame after 0
+	// Video is set for an H.264 clip: the page's video element plays
+	// clip.mp4, whose time 0 is first_us; the player fetches no segment.
+	Video    bool            `json:"video,omitempty"`
+	Segments []playerSegment `json:"segments"`
 }
 
 type playerSegment struct {
@@ -233,6 +240,7 @@ func newClipPage(ci *clipInfo, device, event string) *clipPage {
 		Width:  ci.width,
 		Height: ci.height,
 		MKVURL: "/events/" + device + "/" + event + "/clip.mkv",
+		MP4URL: "/events/" + device + "/" + event + "/clip.mp4",
 		Device: device,
 		Event:  event,
 		ZipURL: "/events/" + device + "/" + event + "/records.zip",
@@ -268,8 +276,14 @@ func newClipPage(ci *clipInfo, device, event string) *clipPage {
 		return cp
 	}
 	cp.Span = fmt.Sprintf("%s to %s from the trigger", fmtSeconds(ci.firstUs), fmtSeconds(ci.lastUs))
-	if !ci.jpegOnly() {
-		cp.Status += " Its frames are not JPEG, so the page does not play them and there is no video to download."
+	switch {
+	case ci.h264Only() && ci.sealed:
+		cp.Status = fmt.Sprintf("End-to-end encrypted H.264: %d segment record(s) verified here (the signature and the SHA-256 of each segment's sealed frames). This receiver cannot see the frames, and this page does not yet play a sealed H.264 clip; download its records and open them with your keys.", n)
+		return cp
+	case ci.h264Only():
+		cp.H264 = true
+	case !ci.jpegOnly():
+		cp.Status += " Its frames are neither JPEG nor H.264, so the page does not play them and there is no video to download."
 		return cp
 	}
 	if ci.sealed {
@@ -296,7 +310,7 @@ func newClipPage(ci *clipInfo, device, event string) *clipPage {
 	if ci.firstUs < 0 {
 		cp.PreRoll = &barMark{Left: "0", Width: pct(min(0, ci.lastUs))}
 	}
-	m := playerManifest{FirstUs: ci.firstUs, LastUs: ci.lastUs, TriggerUs: trigger, Segments: []playerSegment{}}
+	m := playerManifest{FirstUs: ci.firstUs, LastUs: ci.lastUs, TriggerUs: trigger, Video: cp.H264, Segments: []playerSegment{}}
 	var prev *clipSegment
 	for i := range ci.segments {
 		sg := &ci.segments[i]
@@ -410,6 +424,9 @@ func (s *Server) handleClipMKV(w http.ResponseWriter, r *http.Request, u *user) 
 		return
 	case ci.sealed:
 		writeLine(w, http.StatusConflict, "the clip is end-to-end encrypted: this receiver cannot read its frames, so it cannot make a video file; the event page plays it in your browser")
+		return
+	case ci.h264Only():
+		writeLine(w, http.StatusConflict, "the clip's frames are H.264: it downloads as MP4 (clip.mp4), not as Matroska")
 		return
 	case !ci.jpegOnly():
 		writeLine(w, http.StatusConflict, "the clip's frames are not JPEG: no Matroska file")
@@ -550,7 +567,7 @@ func (s *Server) handlePlayerJS(w http.ResponseWriter, r *http.Request, _ *user)
 // clipPage). The script draws the frames; without it the page still says
 // what was verified and offers the downloads.
 const clipTemplate = `<style>
-#clip canvas { width: 100%; max-width: 960px; height: auto; display: block; background: #111; }
+#clip canvas, #clip video { width: 100%; max-width: 960px; height: auto; display: block; background: #111; }
 #timeline { position: relative; height: 12px; background: #dde; max-width: 960px; margin-top: .3em; }
 #timeline div { position: absolute; top: 0; height: 100%; }
 #preroll { background: #fc6; }
@@ -565,13 +582,15 @@ const clipTemplate = `<style>
 {{if .Problem}}<p class="warn" id="clipproblem">{{.Problem}}</p>{{end}}
 <p id="clipverified"{{if .Verified}} class="ok"{{end}}>{{.Status}}</p>
 {{if .Playable}}<div id="player" data-clip="{{.Manifest}}" data-device="{{.Device}}" data-event="{{.Event}}">
-<canvas id="clipcanvas" width="{{.Width}}" height="{{.Height}}" aria-label="the clip's frames"></canvas>
-<div id="timeline">{{with .PreRoll}}<div id="preroll" style="left: 0; width: {{.Width}}%" title="pre-roll: frames before the trigger"></div>{{end}}{{range .Gaps}}<div class="gap" style="left: {{.Left}}%; width: {{.Width}}%" title="segments not delivered"></div>{{end}}<div id="trigger" style="left: {{.Trigger.Left}}%" title="the trigger frame"></div></div>
+{{if .H264}}<video id="clipvideo" src="{{.MP4URL}}" width="{{.Width}}" height="{{.Height}}" controls muted playsinline preload="auto" aria-label="the clip"></video>
+{{else}}<canvas id="clipcanvas" width="{{.Width}}" height="{{.Height}}" aria-label="the clip's frames"></canvas>
+{{end}}<div id="timeline">{{with .PreRoll}}<div id="preroll" style="left: 0; width: {{.Width}}%" title="pre-roll: frames before the trigger"></div>{{end}}{{range .Gaps}}<div class="gap" style="left: {{.Left}}%; width: {{.Width}}%" title="segments not delivered"></div>{{end}}<div id="trigger" style="left: {{.Trigger.Left}}%" title="the trigger frame"></div></div>
 <input type="range" id="scrub" min="{{.FirstMs}}" max="{{.LastMs}}" value="{{.FirstMs}}" step="1" aria-label="position in the clip, milliseconds from the trigger">
 <p><button id="play" type="button">Play</button> <span id="cliptime" class="mono small"></span> <span id="clipload" class="muted small"></span></p>
 </div>
-<p class="muted small">{{.Frames}} frames, {{.Span}}, each drawn at the time the camera signed for it. On the bar: <span style="background:#fc6">&nbsp;pre-roll&nbsp;</span> (before the trigger), <span style="color:#d00">|</span> the trigger frame{{if .Gaps}}, hatched: segments not delivered{{end}}.</p>
-{{end}}{{if .Frames}}<p>{{if and .Playable (not .Sealed)}}<a href="{{.MKVURL}}" download id="mkv">download the clip</a> <span class="muted small">(Matroska, Motion JPEG, each frame at its time: VLC, mpv, ffmpeg)</span><br>
+<p class="muted small">{{.Frames}} frames, {{.Span}}, each {{if .H264}}shown{{else}}drawn{{end}} at the time the camera signed for it. On the bar: <span style="background:#fc6">&nbsp;pre-roll&nbsp;</span> (before the trigger), <span style="color:#d00">|</span> the trigger frame{{if .Gaps}}, hatched: segments not delivered{{end}}.</p>
+{{end}}{{if .Frames}}<p>{{if and .Playable .H264}}<a href="{{.MP4URL}}" download id="mp4">download the clip</a> <span class="muted small">(MP4, H.264, each frame at its time: browsers, VLC, mpv, ffmpeg)</span><br>
+{{else if and .Playable (not .Sealed)}}<a href="{{.MKVURL}}" download id="mkv">download the clip</a> <span class="muted small">(Matroska, Motion JPEG, each frame at its time: VLC, mpv, ffmpeg)</span><br>
 {{end}}<a href="{{.ZipURL}}" download id="records">download its records</a> <span class="muted small">(zip: the signed envelopes and each segment's frames; unpack and run <code>keyframe-receiver verify -clip</code> on the folder)</span></p>{{end}}
 {{if .Playable}}<script src="/static/playback.js"></script>{{end}}
 </section>`

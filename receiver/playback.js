@@ -3,10 +3,14 @@
 // segment's media object, the JPEGs concatenated), cuts them by the sizes
 // the signed records list, and draws the frame of each moment on a canvas
 // at its signed time (t_us, relative to the trigger). The bar scrubs.
+// An H.264 clip plays in the page's video element instead (clip.mp4, made
+// by the receiver, whose time 0 is the clip's first frame): the bar and
+// the label follow it, and scrubbing seeks it.
 (function () {
   var box = document.getElementById("player");
   if (!box || !box.dataset.clip) { return; }
   var m = JSON.parse(box.dataset.clip);
+  if (m.video) { videoPlayer(); return; }
   var canvas = document.getElementById("clipcanvas");
   var ctx = canvas.getContext("2d");
   var scrub = document.getElementById("scrub");
@@ -177,4 +181,59 @@
       });
     });
   }, Promise.resolve());
+
+  function videoPlayer() {
+    var video = document.getElementById("clipvideo");
+    var scrub = document.getElementById("scrub");
+    var play = document.getElementById("play");
+    var label = document.getElementById("cliptime");
+    var load = document.getElementById("clipload");
+    var times = [];
+    m.segments.forEach(function (s) { s.frames.forEach(function (f) { times.push(f[1]); }); });
+    function frameAt(t) {
+      var lo = 0, hi = times.length - 1;
+      if (t <= times[0]) { return 0; }
+      while (lo < hi) {
+        var mid = (lo + hi + 1) >> 1;
+        if (times[mid] <= t) { lo = mid; } else { hi = mid - 1; }
+      }
+      return lo;
+    }
+    function fmt(us) {
+      return (us < 0 ? "\u2212" : "+") + (Math.abs(us) / 1e6).toFixed(3) + " s";
+    }
+    // The signed time (microseconds from the trigger) of the video's now.
+    function now() { return m.first_us + Math.round(video.currentTime * 1e6); }
+    function update() {
+      var t = now(), i = frameAt(t), ft = times[i];
+      var what = ft < 0 ? "pre-roll" : (ft === m.trigger_us ? "trigger frame" : "after the trigger");
+      label.textContent = "frame " + (i + 1) + " of " + times.length + ", " + fmt(ft) + " (" + what + ")";
+      label.dataset.phase = ft < 0 ? "preroll" : (ft === m.trigger_us ? "trigger" : "after");
+      scrub.value = String(Math.round(t / 1000));
+    }
+    video.addEventListener("timeupdate", update);
+    video.addEventListener("seeked", update);
+    // While playing, the label and the bar follow every painted frame
+    // (timeupdate alone comes four times a second).
+    function follow() {
+      update();
+      if (!video.paused && !video.ended) { requestAnimationFrame(follow); }
+    }
+    video.addEventListener("play", function () { play.textContent = "Pause"; requestAnimationFrame(follow); });
+    video.addEventListener("pause", function () { play.textContent = "Play"; });
+    video.addEventListener("loadeddata", function () { load.textContent = "loaded"; box.dataset.loaded = "video"; });
+    video.addEventListener("error", function () {
+      var e = video.error;
+      load.textContent = "the clip does not play" + (e ? ": " + (e.message || "error " + e.code) : "");
+      box.dataset.error = load.textContent;
+    });
+    play.addEventListener("click", function () {
+      if (video.paused) { video.play().catch(function (err) { box.dataset.error = String(err && err.message || err); }); } else { video.pause(); }
+    });
+    scrub.addEventListener("input", function () {
+      video.pause();
+      video.currentTime = Math.max(0, (Number(scrub.value) * 1000 - m.first_us) / 1e6);
+    });
+    update();
+  }
 })();

@@ -164,11 +164,13 @@ func (s *Server) routes() []route {
 		{pattern: "POST /settings", access: accessSignedIn, serve: s.handleSettings},
 		{pattern: "GET /static/events.js", access: accessAnonymous, serve: s.handleEventsJS},
 		// An event's clip (playback.go): the player's script; the clip as a
-		// Matroska file and its records as a zip, re-verified as they go.
+		// Matroska file (JPEG frames) or an MP4 file (H.264), and its records
+		// as a zip, re-verified as they go.
 		{pattern: "GET /static/playback.js", access: accessAnonymous, serve: s.handlePlayerJS},
 		// The pages' opener of end-to-end encrypted pictures (docs/e2ee.md).
 		{pattern: "GET /static/sealed.js", access: accessAnonymous, serve: s.handleSealedJS},
 		{pattern: "GET /events/{device}/{event}/clip.mkv", access: accessOwner, data: true, serve: s.handleClipMKV},
+		{pattern: "GET /events/{device}/{event}/clip.mp4", access: accessOwner, data: true, serve: s.handleClipMP4},
 		{pattern: "GET /events/{device}/{event}/records.zip", access: accessOwner, data: true, serve: s.handleClipRecords},
 
 		// A camera's live view (live.go), for its owner by the registry's

@@ -78,6 +78,9 @@ func TestRouteTable(t *testing.T) {
 	e.mustUpload(rb, http.StatusCreated)
 	// A segment of alice's event: its clip is served (clip.mkv, records.zip).
 	e.mustUpload(a.newTestClip(t, ra.event, 2, 1, 2, 1).segments[0], http.StatusCreated)
+	// An H.264 clip of alice's (clip.mp4 is tried on it).
+	hc := a.newH264Clip(t, "alice-h264", 10, syntheticH264(4), 1, 4, 1, nil)
+	hc.upload(e, true)
 	e.account("alice", RoleOwner)
 	e.account("bob", RoleOwner)
 	e.account("ops", RoleAdmin)
@@ -123,7 +126,8 @@ func TestRouteTable(t *testing.T) {
 			what string
 			b    []byte
 		}{{"alice's event ID", []byte(ra.event)}, {"alice's device ID", []byte(a.id)}, {"alice's thumbnail", ra.thumb[4:64]},
-			{"alice's envelope", ra.env[8:64]}, {"a JPEG", []byte{0xff, 0xd8, 0xff}}, {"an image tag", []byte("<img")}} {
+			{"alice's envelope", ra.env[8:64]}, {"a JPEG", []byte{0xff, 0xd8, 0xff}}, {"an image tag", []byte("<img")},
+			{"alice's H.264 event ID", []byte(hc.event)}, {"alice's H.264 key frame", hc.all[0][len(hc.all[0])-16:]}} {
 			if bytes.Contains(body, l.b) {
 				return l.what
 			}
@@ -142,6 +146,9 @@ func TestRouteTable(t *testing.T) {
 			case "{device}":
 				return a.id
 			case "{event}":
+				if strings.HasSuffix(pattern, "/clip.mp4") {
+					return hc.event
+				}
 				return ra.event
 			case "{kind}":
 				return ra.kind

@@ -188,6 +188,8 @@ func mediaExt(typ string) string {
 		return "cose"
 	case provenance.FramesMediaType:
 		return "mjpeg"
+	case provenance.H264MediaType:
+		return "h264" // an H.264 segment's frames, and each of them in records.zip
 	case sealedType:
 		return "sealed" // ciphertext only the owner's browsers open (docs/e2ee.md)
 	}

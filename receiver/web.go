@@ -199,6 +199,10 @@ func sealedIndex(e *indexEntry) int {
 // script opened (docs/e2ee.md) are shown from blob URLs it made.
 const sealedPageCSP = "default-src 'none'; img-src 'self' blob:; style-src 'unsafe-inline'; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
+// videoPageCSP is sealedPageCSP with media from this origin: an event page
+// whose H.264 clip plays in a video element (clip.mp4).
+const videoPageCSP = sealedPageCSP + "; media-src 'self'"
+
 // servableImage reports whether a media type is served inline. Anything else
 // is served as an opaque download, so a device can not make this origin serve
 // HTML or script.

@@ -4,7 +4,9 @@
 # (an MQTT broker, for the MQTT transport), chromium (a real browser,
 # driven headless for the web pages' tests; internal/browsertest) and ffmpeg
 # (a frame command writing MJPEG and raw YUV to stdout, for the exec source's
-# tests, as rpicam-vid does on a Raspberry Pi). Debian
+# tests, as rpicam-vid does on a Raspberry Pi; with libx264 the H.264
+# clips' exec encoder, clip.encoder = exec; ffprobe for the H.264 and MP4
+# tests, internal/h264/h264test). Debian
 # packages only, with apt (apt-get update first; chromium is about 124 MB to
 # download, 412 MB installed). Without root or sudo it says what to install
 # and goes on: those tests then skip with that message, except in CI (CI
