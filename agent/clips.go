@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os/exec"
@@ -362,4 +363,74 @@ func (c *Config) clipEncoder(cfg clip.Config, clk clock.Clock, log *slog.Logger)
 		return nil, fmt.Errorf("agent: config clip.encoder_exec: %s: %w (clip.encoder = exec runs it for H.264 clips: install it, e.g. Debian's ffmpeg, or set clip.codec = mjpeg)", argv[0], err)
 	}
 	return clip.NewExecEncoder(clip.ExecEncoderConfig{Argv: argv, FPS: cfg.Rate, GOP: cfg.GOP(), Logger: log}, clk)
+}
+
+// ringH264 is the WebRTC live view's H.264 (H264Source) when clips are
+// H.264: the clip encoder's access units as the ring takes them, so one
+// encoder serves clips and live view. The live view reads it only while a
+// session runs; a read after a pause (or after frames were lost) starts
+// again at the newest frames, asking the encoder for a key frame (the
+// hardware encoder makes one at once; the exec encoder's next comes within
+// clip.key_interval), and skips what is older than that start.
+type ringH264 struct {
+	c     *clipper
+	clk   clock.Clock
+	cur   *clip.Cursor
+	buf   []byte
+	start time.Time // frames before it are not sent
+	last  time.Time // the last read
+}
+
+// ringPause is how long the live view may leave the source unread before
+// the next read starts afresh.
+const ringPause = time.Second
+
+// liveSource returns the clips' ring as an H264Source, or nil when clips
+// are not H.264.
+func (c *clipper) liveSource(clk clock.Clock) H264Source {
+	if c == nil || !c.h264 {
+		return nil
+	}
+	return &ringH264{c: c, clk: clock.Or(clk)}
+}
+
+// NextAccessUnit returns the next access unit the encoder gave the ring.
+func (s *ringH264) NextAccessUnit(ctx context.Context) (AccessUnit, error) {
+	now := s.clk.Now()
+	if s.cur == nil || now.Sub(s.last) > ringPause {
+		s.restart(now)
+	}
+	for {
+		f, lost, err := s.cur.Next(ctx, s.buf)
+		if err != nil {
+			s.cur.Close()
+			s.cur = nil
+			return AccessUnit{}, err
+		}
+		s.buf = f.Data
+		if lost > 0 {
+			// A reader too slow for the ring: what follows does not decode
+			// without its references; start again from a new key frame.
+			s.restart(s.clk.Now())
+			continue
+		}
+		if f.Time.Before(s.start) {
+			continue
+		}
+		s.last = s.clk.Now()
+		return AccessUnit{Data: f.Data, Time: f.Time, Key: f.Key}, nil
+	}
+}
+
+// RequestKey asks the clip encoder for a key frame (the live view's
+// browsers report a lost picture); safe from any goroutine.
+func (s *ringH264) RequestKey() { s.c.feeder.RequestKey() }
+
+// restart opens a cursor at now and asks the encoder for a key frame.
+func (s *ringH264) restart(now time.Time) {
+	if s.cur != nil {
+		s.cur.Close()
+	}
+	s.cur, s.start, s.last = s.c.ring.Cursor(now), now, now
+	s.c.feeder.RequestKey()
 }

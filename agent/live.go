@@ -447,10 +447,10 @@ func (a *Agent) setupLive() {
 			// e2ee is on: a sealer func that returns nil means "on, no set
 			// yet", which keeps the live view from streaming at all.
 			a.live.sealer = a.e2ee.current
-		} else if a.deps.LiveH264 != nil {
+		} else if src := a.liveH264(); src != nil {
 			// WebRTC (livertc.go): with -tags webrtc and an H.264 source,
 			// never with e2ee.
-			a.liveRTC = newLiveRTC(a, a.deps.LiveH264)
+			a.liveRTC = newLiveRTC(a, src)
 		}
 	}
 }
@@ -461,4 +461,16 @@ func (a *Agent) startLive(ctx context.Context, wg *sync.WaitGroup) {
 		return
 	}
 	wg.Go(func() { a.runLive(ctx, a.liveURL) })
+}
+
+// liveH264 is the WebRTC live view's H.264: Deps.LiveH264 if set, else
+// the H.264 clips' encoder (clip.codec h264), else none.
+func (a *Agent) liveH264() H264Source {
+	if a.deps.LiveH264 != nil {
+		return a.deps.LiveH264
+	}
+	if a.clips == nil {
+		return nil
+	}
+	return a.clips.liveSource(a.deps.Clock)
 }

@@ -53,4 +53,7 @@ type RTCCounts struct {
 	Refused  uint64 `json:"webrtc_refused"`  // offers refused (over the limit, malformed)
 	Frames   uint64 `json:"webrtc_frames"`   // access units written to tracks
 	Running  int    `json:"webrtc_sessions"` // sessions now
+	// KeyRequests is key frames asked of the encoder for the browsers'
+	// picture-loss reports (PLI, FIR), at most one a second.
+	KeyRequests uint64 `json:"webrtc_key_requests"`
 }

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
 
@@ -56,6 +57,8 @@ type rtcLive struct {
 	wg sync.WaitGroup
 
 	answered, refused, frames atomic.Uint64
+	keyRequests               atomic.Uint64 // key frames asked of the encoder for browsers' PLI/FIR
+	lastKey                   time.Time     // the last such request (mu)
 }
 
 func newLiveRTC(a *Agent, src H264Source) liveRTC {
@@ -86,7 +89,7 @@ func (a *Agent) RTCCounts() RTCCounts {
 	if !ok {
 		return RTCCounts{}
 	}
-	return RTCCounts{Answered: r.answered.Load(), Refused: r.refused.Load(), Frames: r.frames.Load(), Running: r.sessions()}
+	return RTCCounts{Answered: r.answered.Load(), Refused: r.refused.Load(), Frames: r.frames.Load(), Running: r.sessions(), KeyRequests: r.keyRequests.Load()}
 }
 
 func (r *rtcLive) sessions() int {
@@ -139,9 +142,11 @@ func (r *rtcLive) negotiate(o *liveOffer) (_ *webrtc.PeerConnection, _ *webrtc.T
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent: WebRTC: %w", err)
 	}
-	if _, err := pc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+	tr, err := pc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	if err != nil {
 		return nil, nil, fmt.Errorf("agent: WebRTC: %w", err)
 	}
+	go r.readRTCP(tr.Sender())
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(o.sdp)}); err != nil {
 		return nil, nil, fmt.Errorf("agent: WebRTC: the offer: %w", err)
 	}
@@ -159,6 +164,43 @@ func (r *rtcLive) negotiate(o *liveOffer) (_ *webrtc.PeerConnection, _ *webrtc.T
 		// The candidates gathered so far are in the answer.
 	}
 	return pc, track, nil
+}
+
+// keyRequester is an H264Source that can ask its encoder for a key frame
+// (the H.264 clips' encoder: ringH264).
+type keyRequester interface{ RequestKey() }
+
+// rtcKeyEvery is the least time between two key-frame requests made for
+// the browsers' picture-loss reports.
+const rtcKeyEvery = time.Second
+
+// readRTCP reads a session's RTCP until the connection closes, and asks the
+// encoder for a key frame when the browser reports a lost picture (PLI,
+// FIR), at most once every rtcKeyEvery across sessions.
+func (r *rtcLive) readRTCP(s *webrtc.RTPSender) {
+	kr, ok := r.fan.src.(keyRequester)
+	for {
+		pkts, _, err := s.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, p := range pkts {
+			switch p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				now := r.a.deps.Clock.Now()
+				r.mu.Lock()
+				due := now.Sub(r.lastKey) >= rtcKeyEvery
+				if due {
+					r.lastKey = now
+				}
+				r.mu.Unlock()
+				if due && ok {
+					r.keyRequests.Add(1)
+					kr.RequestKey()
+				}
+			}
+		}
+	}
 }
 
 // iceConfiguration reads the receiver's ICE configuration (ICEHeader):

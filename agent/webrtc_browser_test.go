@@ -516,3 +516,44 @@ func signInAlice(t *testing.T, r *liveRig, ctx context.Context) {
 		t.Fatalf("after choosing a password: %d", resp.Status)
 	}
 }
+
+// TestBrowserWebRTCFromClips: with H.264 clips (clip.codec h264, the exec
+// encoder: Debian's ffmpeg with libx264) and no other H.264 source, the
+// camera answers WebRTC from the clip encoder's access units, and the
+// owner's page plays them: the answer verified, videoWidth the camera's,
+// totalVideoFrames increasing.
+func TestBrowserWebRTCFromClips(t *testing.T) {
+	ffmpegH264OrSkip(t)
+	r := newLiveRigWith(t, rigOptions{}, func(c *Config) {
+		c.ClipCodec, c.ClipEncoder = "h264", "exec"
+	})
+	if r.a.liveRTC == nil {
+		t.Fatal("an agent built with -tags webrtc and H.264 clips answers no WebRTC")
+	}
+	ctx := browsertest.New(t)
+	signInAlice(t, r, ctx)
+	asked := time.Now()
+	browsertest.Do(t, ctx, chromedp.Navigate(r.hs.URL+"/live/"+r.device), chromedp.WaitReady(chromedp.CSS(`#liveview`)))
+	if _, err := browsertest.RunErr(ctx, chromedp.Poll[bool](`(() => { const v = document.querySelector("#livevideo"); return document.querySelector("#liveview").dataset.transport === "webrtc" && v.videoWidth > 0 })()`,
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		st := browsertest.Run(t, ctx, chromedp.Evaluate[string](`JSON.stringify(Object.assign({}, document.querySelector("#liveview").dataset, {status: document.querySelector("#livestatus").textContent}))`))
+		t.Fatalf("no WebRTC picture from the clip encoder: %v; the page: %s; agent %+v; clips %+v\n%s", err, st, r.a.RTCCounts(), r.a.clips.stats(), r.log.String())
+	}
+	first := time.Since(asked)
+	type video struct {
+		Width, Height, Frames int
+		RTC                   string
+	}
+	read := func() video {
+		return browsertest.Run(t, ctx, chromedp.Evaluate[video](`(() => { const v = document.querySelector("#livevideo"); return {Width: v.videoWidth, Height: v.videoHeight, Frames: v.getVideoPlaybackQuality().totalVideoFrames, RTC: document.querySelector("#liveview").dataset.rtc} })()`))
+	}
+	v1 := read()
+	time.Sleep(2 * time.Second)
+	v2 := read()
+	if v2.Width != r.a.cfg.Width || v2.Height != r.a.cfg.Height || v2.Frames <= v1.Frames || v2.RTC != "verified" {
+		t.Errorf("the page's video: %+v then %+v; want %dx%d, frames increasing, the answer verified", v1, v2, r.a.cfg.Width, r.a.cfg.Height)
+	}
+	browsertest.Screenshot(t, ctx, "webrtc-from-clips")
+	t.Logf("WebRTC from the clip encoder: first picture %s after asking; %.1f frames a second decoded; agent %+v",
+		first.Round(time.Millisecond), float64(v2.Frames-v1.Frames)/2, r.a.RTCCounts())
+}
