@@ -49,6 +49,8 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt -s would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	$(GO) vet -tags webrtc ./agent/ ./cmd/keyframe/
+	$(GO) run $(STATICCHECK) -tags webrtc ./agent/ ./cmd/keyframe/
 	@cp go.mod /tmp/keyframe-go.mod.bak; cp go.sum /tmp/keyframe-go.sum.bak; $(GO) mod tidy; \
 	  if ! cmp -s go.mod /tmp/keyframe-go.mod.bak || ! cmp -s go.sum /tmp/keyframe-go.sum.bak; then \
 	    echo "go mod tidy changes go.mod/go.sum: commit the tidy result"; cp /tmp/keyframe-go.mod.bak go.mod; cp /tmp/keyframe-go.sum.bak go.sum; exit 1; fi
