@@ -24,7 +24,7 @@
 #   nv12 yu12 grey rgb3
 #             motion, shorter, with capture.format set to that V4L2 format: the agent
 #             negotiates it with vivid and an event is verified
-#   m2m       (arm64) the stateful V4L2 memory-to-memory encoder: the kernel's vicodec
+#   m2m       the stateful V4L2 memory-to-memory encoder: the kernel's vicodec
 #             (built out of tree for the board's kernel by fetch-vicodec.sh) encodes
 #             vivid's YU12 frames through board/m2mprobe, single- and multi-planar;
 #             no agent runs. Its "M2M:" lines (frames/s, CPU) go into the summary
@@ -45,8 +45,8 @@
 #
 # Needs bin/keyframe and bin/keyframe-receiver (make build) and bin/keyframe-linux-arm64 or -armv7 (make cross),
 # and Go (scripts/ensure-go.sh) for the guest tools camctl, vtpmfwd and m2mprobe; installs qemu-system-arm, kmod,
-# cpio, openssl, (for the TPM) swtpm, (for clip) curl and unzip and (for m2m) gcc-aarch64-linux-gnu, make and
-# xz-utils with apt-get if they are missing.
+# cpio, openssl, (for the TPM) swtpm, (for clip) curl and unzip and (for m2m) gcc-aarch64-linux-gnu or
+# gcc-arm-linux-gnueabihf, make and xz-utils with apt-get if they are missing.
 # The kernel is cached in ~/.cache/keyframe/board/ARCH (BOARD_CACHE); each run's
 # files (logs, receiver data, initramfs) are in bin/board-test/ARCH (BOARD_WORK).
 # Exits non-zero if any scenario fails. Details: docs/board-test.md.
@@ -66,13 +66,15 @@ arm64)
 	qemu=(qemu-system-aarch64 -M virt -cpu cortex-a53)
 	all=(motion still clip camloss watchdog overlay nv12 yu12 grey rgb3 m2m)
 	default=("${all[@]}")
+	cross_gcc=(aarch64-linux-gnu-gcc-12 gcc-aarch64-linux-gnu) # m2m: fetch-vicodec.sh's compiler and its package
 	;;
 armhf)
 	guest_bin=$root/bin/keyframe-linux-armv7
 	qemu_pkg_bin="qemu-system-arm"
 	qemu=(qemu-system-arm -M "virt,highmem=off" -cpu cortex-a15)
-	all=(motion still clip camloss overlay nv12 yu12 grey rgb3)
+	all=(motion still clip camloss overlay nv12 yu12 grey rgb3 m2m)
 	default=("${all[@]}")
+	cross_gcc=(arm-linux-gnueabihf-gcc-12 gcc-arm-linux-gnueabihf)
 	;;
 *)
 	echo "board-test: unknown ARCH '$arch' (arm64 or armhf)" >&2
@@ -174,7 +176,7 @@ host_tools() {
 	fi
 	if runs m2m; then
 		# fetch-vicodec.sh: the compiler the kernel was built with, for the guest
-		command -v aarch64-linux-gnu-gcc-12 >/dev/null || need+=(gcc-aarch64-linux-gnu)
+		command -v "${cross_gcc[0]}" >/dev/null || need+=("${cross_gcc[1]}")
 		command -v make >/dev/null || need+=(make)
 		command -v xz >/dev/null || need+=(xz-utils)
 	fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# usage: fetch-vicodec.sh ARCH FETCHDIR        (ARCH = arm64)
+# usage: fetch-vicodec.sh ARCH FETCHDIR        (ARCH = arm64 | armhf)
 #
 # Builds the kernel's vicodec driver (the virtual FWHT codec: the reference
 # stateful V4L2 memory-to-memory encoder and decoder) as an out-of-tree module
@@ -7,18 +7,20 @@
 # into that kernel's module tree (lib/modules/VERSION/extra/vicodec.ko, depmod),
 # where mkinitramfs.sh's module closure finds it with its dependencies
 # (v4l2-mem2mem, videobuf2-vmalloc, ...). Debian's arm64 kernel builds vivid but
-# not vicodec (CONFIG_VIDEO_VICODEC is not set).
+# not vicodec (CONFIG_VIDEO_VICODEC is not set), nor does its armmp kernel.
 #
 # What it takes, all of the kernel's own version (the kernel package's, read from
 # FETCHDIR/ok), through the same private apt state as the kernel (FETCHDIR/lists):
 #   linux-source-6.1                 only drivers/media/test-drivers/vicodec is unpacked
 #   linux-headers-VERSION-arm64      the kernel's configuration and Module.symvers
+#                                    (armhf: linux-headers-VERSION-armmp)
 #   linux-headers-VERSION-common     (its dependency: the headers themselves)
 #   linux-kbuild-6.1                 for the host's architecture (fixdep, modpost): from
 #                                    a private apt state for it, its lists thrown away after
 # and the cross compiler the headers' Makefile names (.kernelvariables: CC =
 # $(CROSS_COMPILE)gcc-12, the compiler the kernel was built with): from
-# gcc-aarch64-linux-gnu, installed on the host by board-test.sh.
+# gcc-aarch64-linux-gnu (armhf: gcc-arm-linux-gnueabihf), installed on the host by
+# board-test.sh.
 #
 # The module is cached in FETCHDIR/vicodec/KERNELVERSION_PACKAGEVERSION: a kernel
 # that fetch-kernel.sh refreshed gets a new build, a cached one is only installed
@@ -27,13 +29,13 @@
 set -euo pipefail
 
 die() { echo "fetch-vicodec: $*" >&2; exit 1; }
-[ $# -eq 2 ] || die "usage: fetch-vicodec.sh arm64 FETCHDIR"
+[ $# -eq 2 ] || die "usage: fetch-vicodec.sh arm64|armhf FETCHDIR"
 arch=$1
 out=$(realpath -m "$2")
 case $arch in
 arm64) cross=aarch64-linux-gnu- kernel_arch=arm64 gcc_pkg=gcc-aarch64-linux-gnu ;;
-armhf) die "armhf: not supported (the m2m scenario runs on arm64 only: docs/board-test.md)" ;;
-*) die "unknown ARCH $arch (want arm64)" ;;
+armhf) cross=arm-linux-gnueabihf- kernel_arch=arm gcc_pkg=gcc-arm-linux-gnueabihf ;;
+*) die "unknown ARCH $arch (want arm64 or armhf)" ;;
 esac
 k=$out/kernel
 if [ ! -s "$out/ok" ] || [ ! -d "$k/lib/modules" ]; then
