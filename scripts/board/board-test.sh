@@ -854,7 +854,7 @@ run_scenario() {
 		# vicodec's three nodes appeared, and each run of m2mprobe (single-planar,
 		# then multi-planar) exited 0 having printed "M2M: PASS". Its other "M2M:"
 		# lines (frames/s, CPU) and the guest's CPU use during the run make the note.
-		local nodes mp runs=0 run_log done_line figures
+		local nodes n mp runs=0 run_log done_line figures
 		nodes=$(guest_val "$glog" 'm2m nodes multiplanar=0: *\(.*\)')
 		for n in stateful-encoder stateful-decoder stateless-decoder; do
 			[[ " $nodes " == *"=$n "* ]] || reasons+=("vicodec's $n node did not appear (nodes: ${nodes:-none})")
@@ -867,7 +867,7 @@ run_scenario() {
 			done_line=$(sed -n "s/^BOARD: m2m done multiplanar=$mp //p" <<<"$run_log" | head -1)
 			grep -q '^M2M: PASS' <<<"$run_log" || reasons+=("m2mprobe multiplanar=$mp printed no M2M: PASS")
 			[[ "$done_line" == "rc=0 "* ]] || reasons+=("m2mprobe multiplanar=$mp: ${done_line:-did not finish}")
-			figures=$(grep '^M2M: ' <<<"$run_log" | grep -v '^M2M: PASS' | sed 's/^M2M: //' | paste -sd ';' | sed 's/;/; /g')
+			figures=$(grep '^M2M: ' <<<"$run_log" | grep -v '^M2M: PASS' | sed 's/^M2M: //' | paste -sd ';' | sed 's/;/; /g' || true)
 			note+="multiplanar=$mp: ${figures:-no figures}; ${done_line:-not run}. "
 		done
 		[ "$runs" -ge 1 ] || reasons+=("no m2m run in the guest")
