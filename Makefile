@@ -75,10 +75,10 @@ race:
 	CGO_ENABLED=1 $(GO) test -race -count=1 $(OTHER_PKGS)
 	CGO_ENABLED=1 KEYFRAME_MOTION_DATA=$(abspath $(MOTION_DATA)) $(GO) test -race -count=1 -skip '^TestRealData$$' $(EVAL_PKG)
 
-## bench: the detector, capture, clip and e2ee sealing benchmarks (BENCHTIME=1x: each once, as CI runs them)
+## bench: the detector, capture, M2M encoder (fake driver), clip and e2ee sealing benchmarks (BENCHTIME=1x: each once, as CI runs them)
 BENCHTIME ?=
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(if $(BENCHTIME),-benchtime=$(BENCHTIME)) ./motion/ ./capture/ ./clip/ ./e2ee/
+	$(GO) test -run '^$$' -bench . -benchmem $(if $(BENCHTIME),-benchtime=$(BENCHTIME)) ./motion/ ./capture/ ./capture/m2m/ ./clip/ ./e2ee/
 
 ## bench-mog2: keyframe's step and OpenCV MOG2 on the same 640x480 frames of vtest.avi
 bench-mog2:
