@@ -102,7 +102,11 @@ CLIP_MOVE_SECONDS=${BOARD_CLIP_MOVE_SECONDS:-6}    # clip: then the picture move
 CLIP_REST_SECONDS=${BOARD_CLIP_REST_SECONDS:-20}   # clip: then still again: the event ends, its clip is uploaded
 PRE_ROLL=5                              # motion.pre_roll (seconds), the agent's default
 M2M_FRAMES=150                          # m2m: frames m2mprobe encodes per run
-M2M_TIMEOUT=120                         # m2m: the guest stops a run of m2mprobe after this long
+# m2m: m2mprobe's own limit for a run (-timeout; its default, 60 s, is too short: it
+# captures the frames at vivid's 5 fps first, 30 s, then encodes them at 4-7 frames/s
+# under TCG), and the guest kills it M2M_TIMEOUT s after its start.
+M2M_PROBE_TIMEOUT=150
+M2M_TIMEOUT=180
 # clip: motion.absorb_frames (default 100). vivid's picture stopped after moving is
 # shifted, so it differs from the background until the detector absorbs it, as a box
 # put down: at the default that is 20 s at 5 fps, and the event would only end then.
@@ -438,6 +442,7 @@ CLIP_MOVE_SECONDS=$CLIP_MOVE_SECONDS
 CLIP_REST_SECONDS=$CLIP_REST_SECONDS
 FORMAT_SECONDS=$FORMAT_SECONDS
 M2M_FRAMES=$M2M_FRAMES
+M2M_PROBE_TIMEOUT=$M2M_PROBE_TIMEOUT
 M2M_TIMEOUT=$M2M_TIMEOUT
 HEALTHY_SECONDS=$HEALTHY_SECONDS
 STALL_WAIT_SECONDS=$STALL_WAIT_SECONDS

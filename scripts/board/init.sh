@@ -186,6 +186,11 @@ run_for() {
 # cpu_busy: "BUSY TOTAL NCPUS", the guest's CPU time in jiffies (all CPUs) from /proc/stat:
 # busy is all but idle and iowait.
 cpu_busy() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; b = t - $5 - $6 } $1 ~ /^cpu[0-9]/ { n++ } END { print b, t, n }' /proc/stat; }
+# cpu_share "BUSY TOTAL NCPUS UPTIME" "BUSY TOTAL NCPUS UPTIME": between the two readings,
+# "Ws guest_cpu=P% of N cpus (Bs busy)".
+cpu_share() {
+	echo "$1 $2" | awk '{ b = $5 - $1; t = $6 - $2; if (t > 0) printf "%.1fs guest_cpu=%.0f%% of %d cpus (%.1fs busy)", $8 - $4, 100 * b / t, $7, b / 100 }'
+}
 # m2m_run MULTIPLANAR: load vicodec (multiplanar=0|1), find its stateful encoder among
 # its three nodes by name (/sys/class/video4linux/*/name) and encode vivid's frames
 # with /bin/m2mprobe. Its lines ("M2M: ...") go to the console as they are; the run
@@ -223,13 +228,20 @@ m2m_run() {
 		fail "no /bin/m2mprobe in the initramfs"
 		return 1
 	fi
-	set -- /bin/m2mprobe -in /dev/video0 -frames "$M2M_FRAMES" -encoder "$enc" -format YU12 -width 640 -height 480
+	set -- /bin/m2mprobe -in /dev/video0 -frames "$M2M_FRAMES" -encoder "$enc" -format YU12 -width 640 -height 480 -timeout "${M2M_PROBE_TIMEOUT}s"
 	say "m2m running $* (multiplanar=$mp) uptime=$(uptime_s)s"
 	c0=$(cpu_busy)
 	t0=$(uptime_s)
+	rm -f /run/m2m-"$mp".enc
 	mkfifo /run/m2m-"$mp".fifo
+	# m2mprobe captures all its frames first, then prints its "M2M: encoder=" line and
+	# encodes: the guest's CPU is also read at that line, for the encoding alone.
 	(while IFS= read -r l; do
 		case $l in
+		"M2M: encoder="*)
+			echo "$(cpu_busy) $(uptime_s)" >/run/m2m-"$mp".enc
+			echo "$l"
+			;;
 		M2M:*) echo "$l" ;;
 		*) echo "BOARD: m2mprobe| $l" ;;
 		esac
@@ -239,9 +251,10 @@ m2m_run() {
 	timeout "$M2M_TIMEOUT" "$@" >/run/m2m-"$mp".fifo 2>&1
 	rc=$?
 	wait $reader
-	c1=$(cpu_busy)
-	t1=$(uptime_s)
-	say "m2m done multiplanar=$mp rc=$rc in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')s guest_cpu=$(echo "$c0 $c1" | awk '{ b = $4 - $1; t = $5 - $2; if (t > 0) printf "%.0f%% of %d cpus (%.1fs busy)", 100 * b / t, $6, b / 100 }')"
+	c1="$(cpu_busy) $(uptime_s)"
+	enc_cpu=""
+	[ ! -s /run/m2m-"$mp".enc ] || enc_cpu=" encoding: $(cpu_share "$(cat /run/m2m-"$mp".enc)" "$c1")"
+	say "m2m done multiplanar=$mp rc=$rc whole run: $(cpu_share "$c0 $t0" "$c1")$enc_cpu"
 	[ "$rc" = 0 ] || fail "m2mprobe multiplanar=$mp exited with $rc (killed if it ran ${M2M_TIMEOUT}s)"
 	grep -q '^M2M: PASS' /run/m2m-"$mp".log || fail "m2mprobe multiplanar=$mp did not print M2M: PASS"
 }
