@@ -39,6 +39,7 @@ type fakeEncoder struct {
 	notM2M      bool            // a capture device, not an M2M one
 	rateRefused bool            // VIDIOC_S_PARM fails
 	noSum       bool            // skip the checksum (benchmarks: the encoder's cost alone)
+	badStamp    bool            // return a timestamp no frame had
 
 	// State.
 	codec, rawFmt  uint32
@@ -64,6 +65,7 @@ type fakeEncoder struct {
 	raw            [][]byte // payloads of the OUTPUT buffers (keepRaw)
 	encoderCmds    int
 	rateSet        [2]uint32
+	crop           [2]uint32
 	queuedCaptures int
 }
 
@@ -354,6 +356,12 @@ func (f *fakeEncoder) ioctl(req uintptr, arg unsafe.Pointer) error {
 		if req == vidiocStreamon {
 			f.run()
 		}
+	case vidiocSSelection:
+		sel := (*v4l2Selection)(arg)
+		if sel.Type != bufTypeOutput || sel.Target != selTgtCrop {
+			return unix.EINVAL
+		}
+		f.crop = [2]uint32{sel.Width, sel.Height}
 	case vidiocEncoderCmd:
 		c := (*v4l2EncoderCmd)(arg)
 		if c.Cmd != encCmdStop {
@@ -450,6 +458,9 @@ func (f *fakeEncoder) encode(i int) {
 		f.raw = append(f.raw, slices.Clone(payload))
 	}
 	ts := f.outTS[i]
+	if f.badStamp {
+		ts = unix.NsecToTimeval(987654321000)
+	}
 	var flags uint32
 	if key && f.keyFlag {
 		flags |= bufFlagKeyframe

@@ -292,8 +292,9 @@ func fwhtKey(b []byte) bool {
 
 // stampRing maps the frame ids the encoder writes as OUTPUT timestamps back
 // to the frames' capture time and sequence. It holds more entries than
-// buffers can be in flight.
-const stampRing = 64
+// buffers can be in flight (2*maxBuffers) with room for frames a driver
+// holds inside.
+const stampRing = 128
 
 type stamp struct {
 	id   uint64

@@ -138,6 +138,15 @@ type v4l2EncoderCmd struct {
 	Data  [8]uint32
 }
 
+// v4l2Selection is struct v4l2_selection (64 bytes): type, target, flags,
+// the rectangle (left, top, width, height), reserved words.
+type v4l2Selection struct {
+	Type, Target, Flags uint32
+	Left, Top           int32
+	Width, Height       uint32
+	Reserved            [9]uint32
+}
+
 // ioctl request codes, _IOC(dir, 'V', nr, size) in the generic layout of
 // arm, arm64, 386 and amd64.
 const (
@@ -145,7 +154,7 @@ const (
 	iocR  = 2
 	iocRW = iocR | iocW
 
-	vidiocQuerycap   = iocR<<30 | unsafe.Sizeof(v4l2Capability{})<<16 | 'V'<<8 | 0
+	vidiocQuerycap   = iocR<<30 | unsafe.Sizeof(v4l2Capability{})<<16 | 'V'<<8 // nr 0
 	vidiocEnumFmt    = iocRW<<30 | unsafe.Sizeof(v4l2FmtDesc{})<<16 | 'V'<<8 | 2
 	vidiocGFmt       = iocRW<<30 | unsafe.Sizeof(v4l2Format{})<<16 | 'V'<<8 | 4
 	vidiocSFmt       = iocRW<<30 | unsafe.Sizeof(v4l2Format{})<<16 | 'V'<<8 | 5
@@ -160,6 +169,7 @@ const (
 	vidiocSCtrl      = iocRW<<30 | unsafe.Sizeof(v4l2Control{})<<16 | 'V'<<8 | 28
 	vidiocQueryctrl  = iocRW<<30 | unsafe.Sizeof(v4l2QueryCtrl{})<<16 | 'V'<<8 | 36
 	vidiocEncoderCmd = iocRW<<30 | unsafe.Sizeof(v4l2EncoderCmd{})<<16 | 'V'<<8 | 77
+	vidiocSSelection = iocRW<<30 | unsafe.Sizeof(v4l2Selection{})<<16 | 'V'<<8 | 95
 )
 
 // Constants of videodev2.h and v4l2-controls.h.
@@ -184,6 +194,7 @@ const (
 	capTimePerFrame   = 0x1000
 
 	encCmdStop = 1
+	selTgtCrop = 0
 
 	ctrlFlagDisabled = 0x0001
 
@@ -528,6 +539,16 @@ func (e *Encoder) setFormats(cfg Config) error {
 	}
 	e.need = max(e.raw.end(), int(rf.size))
 	e.info.Width, e.info.Height, e.info.Stride, e.info.SizeImage = int(rf.width), int(rf.height), int(rf.stride), int(rf.size)
+	if int(rf.width) > cfg.Width || int(rf.height) > cfg.Height {
+		// The driver padded the frame (H.264 codes 16x16 macroblocks: 1080
+		// lines become 1088): the visible size goes in the stream's
+		// metadata through the OUTPUT crop rectangle (dev-encoder.rst). The
+		// selection API takes the single-planar type on both APIs.
+		sel := v4l2Selection{Type: bufTypeOutput, Target: selTgtCrop, Width: uint32(cfg.Width), Height: uint32(cfg.Height)}
+		if err := e.dev.ioctl(vidiocSSelection, unsafe.Pointer(&sel)); err != nil {
+			e.info.Unsupported = append(e.info.Unsupported, fmt.Sprintf("crop to %dx%d of %dx%d (VIDIOC_S_SELECTION): %v", cfg.Width, cfg.Height, rf.width, rf.height, err))
+		}
+	}
 	cf, err = e.setFmt(e.out.typ, false, 0, 0, 0)
 	if err != nil {
 		return devErr(e.path, "read back CAPTURE format", err)

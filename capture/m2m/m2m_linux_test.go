@@ -43,6 +43,7 @@ func TestKernelABI(t *testing.T) {
 		{"v4l2_queryctrl", unsafe.Sizeof(v4l2QueryCtrl{}), 68},
 		{"v4l2_control", unsafe.Sizeof(v4l2Control{}), 8},
 		{"v4l2_encoder_cmd", unsafe.Sizeof(v4l2EncoderCmd{}), 40},
+		{"v4l2_selection", unsafe.Sizeof(v4l2Selection{}), 64},
 	}
 	for _, s := range sizes {
 		if s.got != s.want {
@@ -61,6 +62,7 @@ func TestKernelABI(t *testing.T) {
 		{"VIDIOC_S_PARM", vidiocSParm, 0xc0cc5616},
 		{"VIDIOC_S_CTRL", vidiocSCtrl, 0xc008561c},
 		{"VIDIOC_ENCODER_CMD", vidiocEncoderCmd, 0xc028564d},
+		{"VIDIOC_S_SELECTION", vidiocSSelection, 0xc040565f},
 	}
 	for _, c := range codes {
 		if c.got != c.want {
@@ -211,6 +213,9 @@ func TestStrideConversion(t *testing.T) {
 			}
 			if info.Height != 64 || len(got) != info.SizeImage {
 				t.Fatalf("driver height %d, payload %d bytes, sizeimage %d", info.Height, len(got), info.SizeImage)
+			}
+			if f.crop != [2]uint32{64, 48} {
+				t.Errorf("crop rectangle %v, want the visible 64x48", f.crop)
 			}
 			for i := range dst.n {
 				d, s := dst.planes[i], src.planes[i]
@@ -404,6 +409,21 @@ func TestLostDeviceWhileWaiting(t *testing.T) {
 	f.unplug()
 	if err := <-done; !errors.Is(err, ErrNoDevice) {
 		t.Errorf("Encode = %v, want ErrNoDevice", err)
+	}
+}
+
+// A driver that does not copy the timestamp: the packet says it is not
+// mapped to a frame, and the count says so too.
+func TestUnmappedTimestamp(t *testing.T) {
+	f := newFake(false)
+	f.badStamp = true
+	e := openFake(t, f, testConfig(capture.FormatNV12))
+	encode(t, e, testFrame(capture.FormatNV12, 64, 48, 0, 0), false)
+	if p := receive(t, e); p.Mapped || !p.Time.IsZero() || p.Sequence != 0 {
+		t.Errorf("packet mapped %v time %v seq %d, want unmapped", p.Mapped, p.Time, p.Sequence)
+	}
+	if s := e.Stats(); s.Unmapped != 1 {
+		t.Errorf("stats = %+v", s)
 	}
 }
 
