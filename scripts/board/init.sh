@@ -195,7 +195,8 @@ cpu_share() {
 # its three nodes by name (/sys/class/video4linux/*/name) and encode vivid's frames
 # with /bin/m2mprobe. Its lines ("M2M: ...") go to the console as they are; the run
 # passes if it exits 0 having printed "M2M: PASS". The guest's whole CPU use during
-# the run is printed too (vicodec encodes in a kernel worker, not in m2mprobe).
+# the run is printed too (vicodec encodes in the kernel, partly in the mem2mem
+# framework's worker, which m2mprobe's own CPU figures miss).
 m2m_run() {
 	mp=$1
 	say "m2m run multiplanar=$mp"
