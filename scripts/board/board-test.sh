@@ -24,6 +24,10 @@
 #   nv12 yu12 grey rgb3
 #             motion, shorter, with capture.format set to that V4L2 format: the agent
 #             negotiates it with vivid and an event is verified
+#   m2m       the stateful V4L2 memory-to-memory encoder: the kernel's vicodec
+#             (built out of tree for the board's kernel by fetch-vicodec.sh) encodes
+#             vivid's YU12 frames through board/m2mprobe, single- and multi-planar;
+#             no agent runs. Its "M2M:" lines (frames/s, CPU) go into the summary
 # Every scenario but camloss and watchdog also requires the agent to have processed
 # at least 80 % of the frames its run time allows (the "agent stopped frames=N" line).
 #
@@ -40,8 +44,9 @@
 # BOARD_ALLOW_MISSING_KEYS=1 runs a scenario whose configuration keys the binary lacks.
 #
 # Needs bin/keyframe and bin/keyframe-receiver (make build) and bin/keyframe-linux-arm64 or -armv7 (make cross),
-# and Go (scripts/ensure-go.sh) for the guest tools camctl and vtpmfwd; installs qemu-system-arm, kmod, cpio,
-# openssl, (for the TPM) swtpm and (for clip) curl and unzip with apt-get if they are missing.
+# and Go (scripts/ensure-go.sh) for the guest tools camctl, vtpmfwd and m2mprobe; installs qemu-system-arm, kmod,
+# cpio, openssl, (for the TPM) swtpm, (for clip) curl and unzip and (for m2m) gcc-aarch64-linux-gnu or
+# gcc-arm-linux-gnueabihf, make and xz-utils with apt-get if they are missing.
 # The kernel is cached in ~/.cache/keyframe/board/ARCH (BOARD_CACHE); each run's
 # files (logs, receiver data, initramfs) are in bin/board-test/ARCH (BOARD_WORK).
 # Exits non-zero if any scenario fails. Details: docs/board-test.md.
@@ -59,15 +64,17 @@ arm64)
 	guest_bin=$root/bin/keyframe-linux-arm64
 	qemu_pkg_bin="qemu-system-aarch64"
 	qemu=(qemu-system-aarch64 -M virt -cpu cortex-a53)
-	all=(motion still clip camloss watchdog overlay nv12 yu12 grey rgb3)
+	all=(motion still clip camloss watchdog overlay nv12 yu12 grey rgb3 m2m)
 	default=("${all[@]}")
+	cross_gcc=(aarch64-linux-gnu-gcc-12 gcc-aarch64-linux-gnu) # m2m: fetch-vicodec.sh's compiler and its package
 	;;
 armhf)
 	guest_bin=$root/bin/keyframe-linux-armv7
 	qemu_pkg_bin="qemu-system-arm"
 	qemu=(qemu-system-arm -M "virt,highmem=off" -cpu cortex-a15)
-	all=(motion still clip camloss overlay nv12 yu12 grey rgb3)
+	all=(motion still clip camloss overlay nv12 yu12 grey rgb3 m2m)
 	default=("${all[@]}")
+	cross_gcc=(arm-linux-gnueabihf-gcc-12 gcc-arm-linux-gnueabihf)
 	;;
 *)
 	echo "board-test: unknown ARCH '$arch' (arm64 or armhf)" >&2
@@ -94,6 +101,12 @@ CLIP_STILL_SECONDS=${BOARD_CLIP_STILL_SECONDS:-12} # clip: still picture (more t
 CLIP_MOVE_SECONDS=${BOARD_CLIP_MOVE_SECONDS:-6}    # clip: then the picture moves this long
 CLIP_REST_SECONDS=${BOARD_CLIP_REST_SECONDS:-20}   # clip: then still again: the event ends, its clip is uploaded
 PRE_ROLL=5                              # motion.pre_roll (seconds), the agent's default
+M2M_FRAMES=150                          # m2m: frames m2mprobe encodes per run
+# m2m: m2mprobe's own limit for a run (-timeout; its default, 60 s, is too short: it
+# captures the frames at vivid's 5 fps first, 30 s, then encodes them at 4-7 frames/s
+# under TCG), and the guest kills it M2M_TIMEOUT s after its start.
+M2M_PROBE_TIMEOUT=150
+M2M_TIMEOUT=180
 # clip: motion.absorb_frames (default 100). vivid's picture stopped after moving is
 # shifted, so it differs from the background until the detector absorbs it, as a box
 # put down: at the default that is 20 s at 5 fps, and the event would only end then.
@@ -143,6 +156,8 @@ uses_tpm() {
 	case " ${tpm_scenarios[*]} " in *" $1 "*) return 0 ;; esac
 	return 1
 }
+# runs SCENARIO: SCENARIO is one of this run's.
+runs() { [[ " ${scenarios[*]} " == *" $1 "* ]]; }
 # any_tpm: a scenario of this run uses the TPM.
 any_tpm() {
 	local s
@@ -162,6 +177,12 @@ host_tools() {
 	if [[ " ${scenarios[*]} " == *" clip "* ]]; then
 		command -v curl >/dev/null || need+=(curl)
 		command -v unzip >/dev/null || need+=(unzip)
+	fi
+	if runs m2m; then
+		# fetch-vicodec.sh: the compiler the kernel was built with, for the guest
+		command -v "${cross_gcc[0]}" >/dev/null || need+=("${cross_gcc[1]}")
+		command -v make >/dev/null || need+=(make)
+		command -v xz >/dev/null || need+=(xz-utils)
 	fi
 	if [ ${#need[@]} -eq 0 ]; then
 		log "host tools present: $("$qemu_pkg_bin" --version | head -1)$(! any_tpm || echo ", $(swtpm --version 2>&1 | head -1)")"
@@ -420,11 +441,15 @@ CLIP_STILL_SECONDS=$CLIP_STILL_SECONDS
 CLIP_MOVE_SECONDS=$CLIP_MOVE_SECONDS
 CLIP_REST_SECONDS=$CLIP_REST_SECONDS
 FORMAT_SECONDS=$FORMAT_SECONDS
+M2M_FRAMES=$M2M_FRAMES
+M2M_PROBE_TIMEOUT=$M2M_PROBE_TIMEOUT
+M2M_TIMEOUT=$M2M_TIMEOUT
 HEALTHY_SECONDS=$HEALTHY_SECONDS
 STALL_WAIT_SECONDS=$STALL_WAIT_SECONDS
 EOF
 	local progs=("$work/bin/camctl")
 	! any_tpm || progs+=("$work/bin/vtpmfwd")
+	[ ! -x "$work/bin/m2mprobe" ] || progs+=("$work/bin/m2mprobe")
 	"$here/mkinitramfs.sh" "$cache" "$guest_bin" "$etc" "$work/initrd.cpio.gz" "${progs[@]}"
 }
 
@@ -615,6 +640,7 @@ run_scenario() {
 	nv12 | yu12 | grey | rgb3) limit=$((FORMAT_SECONDS + 60)) ;;
 	camloss) limit=$((LOSS_AFTER + LOSS_SECONDS + RELEASE_SECONDS + AFTER_SECONDS + 60)) ;;
 	watchdog) limit=$((HEALTHY_SECONDS + STALL_WAIT_SECONDS + 60)) ;;
+	m2m) limit=$((2 * M2M_TIMEOUT + 60)) ;;
 	esac
 	if [ "$s" = watchdog ]; then
 		# -no-reboot would end QEMU at the watchdog's reset; -action reboot=reset after
@@ -639,7 +665,7 @@ run_scenario() {
 	stop_receiver
 
 	# What the guest said and what the receiver verified.
-	grep -E '^(BOARD|AGENT|VTPM): |^PROBE: .*(card|usable|movement|osd)|^\[ *[0-9.]*\] tpm' "$glog" | sed "s/^/  $s| /" || true
+	grep -E '^(BOARD|AGENT|VTPM|M2M): |^PROBE: .*(card|usable|movement|osd)|^\[ *[0-9.]*\] (tpm|vicodec)' "$glog" | sed "s/^/  $s| /" || true
 	local verified
 	verified=$(grep '^verified ' "$d/stdout" || true)
 	# shellcheck disable=SC2001 # one prefix per line
@@ -689,7 +715,8 @@ run_scenario() {
 	fi
 
 	local gres frame_note=""
-	gres=$(grep '^BOARD: result ' "$glog" | tail -1 | sed 's/^BOARD: result //')
+	# (A guest that never finished printed no result line: grep fails, the reasons say so.)
+	gres=$(grep '^BOARD: result ' "$glog" | tail -1 | sed 's/^BOARD: result //' || true)
 	case $s in
 	motion)
 		local fmt vdev
@@ -829,6 +856,31 @@ run_scenario() {
 			note+=", stall to rebooted clock $((reset_epoch - stall_at))s"
 		fi
 		;;
+	m2m)
+		# vicodec's three nodes appeared, and each run of m2mprobe (single-planar,
+		# then multi-planar) exited 0 having printed "M2M: PASS". Its other "M2M:"
+		# lines (frames/s, CPU) and the guest's CPU use during the run make the note.
+		local nodes n mp runs=0 run_log done_line figures
+		nodes=$(guest_val "$glog" 'm2m nodes multiplanar=0: *\(.*\)')
+		for n in stateful-encoder stateful-decoder stateless-decoder; do
+			[[ " $nodes " == *"=$n "* ]] || reasons+=("vicodec's $n node did not appear (nodes: ${nodes:-none})")
+		done
+		for mp in 0 1; do
+			grep -q "^BOARD: m2m run multiplanar=$mp\$" "$glog" || continue
+			runs=$((runs + 1))
+			# This run's lines: from its "m2m run" line to the next one.
+			run_log=$(awk -v m="BOARD: m2m run multiplanar=$mp" '$0 == m { on = 1; next } /^BOARD: m2m run / { on = 0 } on' "$glog")
+			done_line=$(sed -n "s/^BOARD: m2m done multiplanar=$mp //p" <<<"$run_log" | head -1)
+			grep -q '^M2M: PASS' <<<"$run_log" || reasons+=("m2mprobe multiplanar=$mp printed no M2M: PASS")
+			[[ "$done_line" == "rc=0 "* ]] || reasons+=("m2mprobe multiplanar=$mp: ${done_line:-did not finish}")
+			figures=$(grep '^M2M: ' <<<"$run_log" | grep -v '^M2M: PASS' | sed 's/^M2M: //' | paste -sd ';' | sed 's/;/; /g' || true)
+			note+="multiplanar=$mp: ${figures:-no figures}; ${done_line:-not run}. "
+		done
+		[ "$runs" -ge 1 ] || reasons+=("no m2m run in the guest")
+		[ "${gres%% *}" = PASS ] || reasons+=("guest: ${gres:-no result line}")
+		note="vicodec nodes ${nodes:-none}; $note"
+		note=${note%. }
+		;;
 	esac
 	note+=$tpm_note
 	[ ${#reasons[@]} -eq 0 ] || ok=FAIL
@@ -886,6 +938,14 @@ if any_tpm; then
 	step "vtpmfwd" build_guest_tool vtpmfwd
 fi
 step "camctl" build_guest_tool camctl
+if runs m2m; then
+	step "fetch vicodec" "$here/fetch-vicodec.sh" "$arch" "$cache"
+	if [ -d "$root/board/m2mprobe" ]; then
+		step "m2mprobe" build_guest_tool m2mprobe
+	else
+		log "no board/m2mprobe in this tree: the m2m scenario can only load vicodec and list its nodes, and fails"
+	fi
+fi
 step "CA and certificate" make_pki
 ! any_tpm || step "swtpm" start_swtpm
 step "provision device" provision

@@ -3,7 +3,7 @@
 # /init of keyframe's board-test initramfs (scripts/board/mkinitramfs.sh puts it there).
 #
 # Runs one scenario, chosen on the kernel command line, in an emulated ARM board:
-#   keyframe.scenario=motion|still|clip|overlay|camloss|watchdog|nv12|yu12|grey|rgb3
+#   keyframe.scenario=motion|still|clip|overlay|camloss|watchdog|nv12|yu12|grey|rgb3|m2m
 #                                                      what to run (board-test.sh)
 #   keyframe.port=PORT                                 the host receiver's port; the guest
 #                                                      reaches the host as 10.0.2.2 only
@@ -13,7 +13,7 @@
 # /etc/keyframe holds the agent's configuration per scenario (<scenario>.conf), the
 # device key, the receiver's CA and board.env (the scenario's durations).
 # Every line meant for the host starts with "BOARD: "; the agent's log lines with
-# "AGENT: ", the TPM forwarder's with "VTPM: ". The last line is
+# "AGENT: ", the TPM forwarder's with "VTPM: ", m2mprobe's (m2m) with "M2M: ". The last line is
 # "BOARD: result PASS|FAIL ..." and the board powers off.
 
 /bin/busybox mkdir -p /proc /sys /dev /run /tmp /sbin /usr/bin /usr/sbin
@@ -183,6 +183,83 @@ run_for() {
 	done
 }
 
+# cpu_busy: "BUSY TOTAL NCPUS", the guest's CPU time in jiffies (all CPUs) from /proc/stat:
+# busy is all but idle and iowait.
+cpu_busy() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; b = t - $5 - $6 } $1 ~ /^cpu[0-9]/ { n++ } END { print b, t, n }' /proc/stat; }
+# cpu_share "BUSY TOTAL NCPUS UPTIME" "BUSY TOTAL NCPUS UPTIME": between the two readings,
+# "Ws guest_cpu=P% of N cpus (Bs busy)".
+cpu_share() {
+	echo "$1 $2" | awk '{ b = $5 - $1; t = $6 - $2; if (t > 0) printf "%.1fs guest_cpu=%.0f%% of %d cpus (%.1fs busy)", $8 - $4, 100 * b / t, $7, b / 100 }'
+}
+# m2m_run MULTIPLANAR: load vicodec (multiplanar=0|1), find its stateful encoder among
+# its three nodes by name (/sys/class/video4linux/*/name) and encode vivid's frames
+# with /bin/m2mprobe. Its lines ("M2M: ...") go to the console as they are; the run
+# passes if it exits 0 having printed "M2M: PASS". The guest's whole CPU use during
+# the run is printed too (vicodec encodes in the kernel, partly in the mem2mem
+# framework's worker, which m2mprobe's own CPU figures miss).
+m2m_run() {
+	mp=$1
+	say "m2m run multiplanar=$mp"
+	modprobe vicodec multiplanar="$mp" || { fail "modprobe vicodec multiplanar=$mp"; return 1; }
+	i=0
+	while :; do
+		nodes="" enc="" n=0
+		for f in /sys/class/video4linux/video*/name; do
+			[ -r "$f" ] || continue
+			name=$(cat "$f")
+			d=${f%/name}
+			d=/dev/${d##*/}
+			case $name in
+			stateful-encoder | stateful-decoder | stateless-decoder)
+				[ -e "$d" ] || continue
+				nodes="$nodes $d=$name"
+				n=$((n + 1))
+				;;
+			esac
+			[ "$name" != stateful-encoder ] || [ ! -e "$d" ] || enc=$d
+		done
+		if [ "$n" -ge 3 ] || [ $i -ge 50 ]; then break; fi
+		sleep 0.1
+		i=$((i + 1))
+	done
+	say "m2m nodes multiplanar=$mp:$nodes"
+	[ "$n" = 3 ] || fail "vicodec multiplanar=$mp: $n of its 3 nodes appeared"
+	[ -n "$enc" ] || { fail "no stateful-encoder node from vicodec multiplanar=$mp"; return 1; }
+	if [ ! -x /bin/m2mprobe ]; then
+		fail "no /bin/m2mprobe in the initramfs"
+		return 1
+	fi
+	set -- /bin/m2mprobe -in /dev/video0 -frames "$M2M_FRAMES" -encoder "$enc" -format YU12 -width 640 -height 480 -timeout "${M2M_PROBE_TIMEOUT}s"
+	say "m2m running $* (multiplanar=$mp) uptime=$(uptime_s)s"
+	c0=$(cpu_busy)
+	t0=$(uptime_s)
+	rm -f /run/m2m-"$mp".enc
+	mkfifo /run/m2m-"$mp".fifo
+	# m2mprobe captures all its frames first, then prints its "M2M: encoder=" line and
+	# encodes: the guest's CPU is also read at that line, for the encoding alone.
+	(while IFS= read -r l; do
+		case $l in
+		"M2M: encoder="*)
+			echo "$(cpu_busy) $(uptime_s)" >/run/m2m-"$mp".enc
+			echo "$l"
+			;;
+		M2M:*) echo "$l" ;;
+		*) echo "BOARD: m2mprobe| $l" ;;
+		esac
+		echo "$l" >>/run/m2m-"$mp".log
+	done </run/m2m-"$mp".fifo) &
+	reader=$!
+	timeout "$M2M_TIMEOUT" "$@" >/run/m2m-"$mp".fifo 2>&1
+	rc=$?
+	wait $reader
+	c1="$(cpu_busy) $(uptime_s)"
+	enc_cpu=""
+	[ ! -s /run/m2m-"$mp".enc ] || enc_cpu=" encoding: $(cpu_share "$(cat /run/m2m-"$mp".enc)" "$c1")"
+	say "m2m done multiplanar=$mp rc=$rc whole run: $(cpu_share "$c0 $t0" "$c1")$enc_cpu"
+	[ "$rc" = 0 ] || fail "m2mprobe multiplanar=$mp exited with $rc (killed if it ran ${M2M_TIMEOUT}s)"
+	grep -q '^M2M: PASS' /run/m2m-"$mp".log || fail "m2mprobe multiplanar=$mp did not print M2M: PASS"
+}
+
 case $SCENARIO in
 motion)
 	agent_start
@@ -281,6 +358,18 @@ watchdog)
 		fi
 	done
 	fail "no watchdog reset ${STALL_WAIT_SECONDS}s after the stall"
+	;;
+m2m)
+	# The stateful memory-to-memory encoder: vicodec (built out of tree by
+	# fetch-vicodec.sh) encodes vivid's frames through /bin/m2mprobe, once with
+	# the single-planar API and once with the multi-planar one. No agent runs.
+	m2m_run 0
+	if [ -e /sys/module/vicodec/parameters/multiplanar ]; then
+		rmmod vicodec || fail "rmmod vicodec after the single-planar run"
+		m2m_run 1
+	else
+		say "m2m vicodec has no multiplanar parameter: single-planar only"
+	fi
 	;;
 *)
 	fail "unknown scenario '$SCENARIO'"

@@ -6,8 +6,8 @@
 # PROGRAM as /bin/NAME (camctl; the TPM forwarder vtpmfwd), init.sh as /init, ETCDIR's
 # files as /etc/keyframe (configuration, device key, CA; modes kept), and the
 # kernel modules the scenarios load with their dependency closures: vivid,
-# virtio_mmio, virtio_net, and i6300esb and tpm_vtpm_proxy where the kernel has
-# them.
+# virtio_mmio, virtio_net, and i6300esb, tpm_vtpm_proxy and vicodec where the
+# kernel has them (vicodec: built by fetch-vicodec.sh into the kernel's extra/).
 # Needs kmod (modprobe, depmod) and cpio on the host.
 set -euo pipefail
 
@@ -49,6 +49,8 @@ done
 mods+=$(closure i6300esb 2>/dev/null) || true # arm64 only: armmp has no i6300esb
 mods+=$'\n'
 mods+=$(closure tpm_vtpm_proxy 2>/dev/null) || true # the TPM scenarios check for it
+mods+=$'\n'
+mods+=$(closure vicodec 2>/dev/null) || true # m2m: only when fetch-vicodec.sh built it
 for f in $(echo "$mods" | sort -u); do
 	rel=${f#"$k"/}
 	mkdir -p "$st/$(dirname "$rel")"
@@ -61,4 +63,4 @@ depmod -b "$st" "$kver"
 mv "$out.tmp" "$out"
 n=$(find "$st/lib/modules" -name '*.ko*' | wc -l)
 has() { find "$st/lib/modules" -name "$1.ko*" | grep -q . && echo with || echo without; }
-echo "mkinitramfs: $n modules ($(has i6300esb) i6300esb, $(has tpm_vtpm_proxy) tpm_vtpm_proxy)${progs[*]:+, programs: ${progs[*]##*/}}, $(du -sh "$st" | cut -f1) unpacked, $(du -h "$out" | cut -f1) $out"
+echo "mkinitramfs: $n modules ($(has i6300esb) i6300esb, $(has tpm_vtpm_proxy) tpm_vtpm_proxy, $(has vicodec) vicodec)${progs[*]:+, programs: ${progs[*]##*/}}, $(du -sh "$st" | cut -f1) unpacked, $(du -h "$out" | cut -f1) $out"
