@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -125,7 +127,7 @@ func (r *rtcLive) answer(ctx context.Context, o *liveOffer) ([]byte, error) {
 // it with its answer set and candidates gathered (the receiver's relay's
 // too, when it gave one).
 func (r *rtcLive) negotiate(o *liveOffer) (_ *webrtc.PeerConnection, _ *webrtc.TrackLocalStaticSample, err error) {
-	cfg, err := iceConfiguration(o.ice)
+	cfg, err := iceConfiguration(o.ice, r.a.liveURL)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -203,10 +205,14 @@ func (r *rtcLive) readRTCP(s *webrtc.RTPSender) {
 	}
 }
 
-// iceConfiguration reads the receiver's ICE configuration (ICEHeader):
+// iceConfiguration reads the receiver's ICE configuration (ICEHeader) for
+// the receiver at base (its URL). A relay named by an address on a
+// private, loopback or link-local network is taken only when it is the
+// receiver's own host, so a receiver cannot aim the camera's TURN traffic
+// at a machine on the camera's network.
 // its TURN relay with the camera's credentials, and whether media must go
 // through it.
-func iceConfiguration(h string) (webrtc.Configuration, error) {
+func iceConfiguration(h, base string) (webrtc.Configuration, error) {
 	var cfg webrtc.Configuration
 	if h == "" {
 		return cfg, nil
@@ -219,6 +225,14 @@ func iceConfiguration(h string) (webrtc.Configuration, error) {
 		for _, u := range s.URLs {
 			if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
 				return cfg, fmt.Errorf("agent: WebRTC: %s: %q is not a turn: URL", livestream.ICEHeader, u)
+			}
+			host := turnHost(u)
+			if host == "" {
+				return cfg, fmt.Errorf("agent: WebRTC: %s: %q has no host", livestream.ICEHeader, u)
+			}
+			if ip := net.ParseIP(host); ip != nil && (ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsUnspecified()) &&
+				!strings.EqualFold(host, receiverHost(base)) {
+				return cfg, fmt.Errorf("agent: WebRTC: %s: the relay %q is on a local network and not the receiver's host", livestream.ICEHeader, u)
 			}
 		}
 		cfg.ICEServers = append(cfg.ICEServers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
@@ -424,9 +438,8 @@ func (a *Agent) liveAnswer(ctx context.Context, client *http.Client, base, nonce
 	defer cancel()
 	answer, err := a.liveRTC.answer(ctx, o)
 	if err == nil {
-		var fps []string
-		if fps, err = livestream.Fingerprints(answer); err == nil {
-			sig, err = claimcode.Sign(a.deps.Rand, a.key, livestream.AnswerMessage(a.device, o.sdp, fps))
+		if _, err = livestream.Fingerprints(answer); err == nil {
+			sig, err = claimcode.Sign(a.deps.Rand, a.key, livestream.AnswerMessage(a.device, o.sdp, answer))
 		}
 	}
 	if err != nil {
@@ -458,4 +471,24 @@ func (a *Agent) liveAnswer(ctx context.Context, client *http.Client, base, nonce
 		a.log.Info("live view: WebRTC offer answered", "sessions", a.liveRTC.sessions())
 	}
 	return resp.Header.Get(livestream.NonceHeader)
+}
+
+// turnHost is the host of a turn: or turns: URL (RFC 7065:
+// turn:host[:port][?transport=...]), without brackets; "" if malformed.
+func turnHost(u string) string {
+	_, rest, _ := strings.Cut(u, ":")
+	rest, _, _ = strings.Cut(rest, "?")
+	if h, _, err := net.SplitHostPort(rest); err == nil {
+		return h
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(rest, "["), "]")
+}
+
+// receiverHost is the host of the receiver's URL.
+func receiverHost(base string) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
 }

@@ -182,6 +182,7 @@ const (
 	tamperFingerprint            // a fingerprint of the answer changed (the receiver's own DTLS key)
 	tamperSignature              // a byte of the camera's signature changed
 	tamperKey                    // the answer's fingerprint changed, signed by the receiver's own key, which it gives as the camera's
+	tamperLine                   // a second fingerprint line the page's fingerprint parser skips (upper case), added after the signature
 )
 
 // TestBrowserWebRTC: alice's live page plays her camera's H.264 over
@@ -227,13 +228,11 @@ func TestBrowserWebRTC(t *testing.T) {
 				sig, _ := base64.RawURLEncoding.DecodeString(hd.Get(livestream.AnswerSignatureHeader))
 				sig[len(sig)-3] ^= 0x40
 				hd.Set(livestream.AnswerSignatureHeader, base64.RawURLEncoding.EncodeToString(sig))
+			case tamperLine:
+				body = append(body, []byte("A=FINGERPRINT:sha-256 01:02:03:04:05:06:07:08:09:0A:0B:0C:0D:0E:0F:10:11:12:13:14:15:16:17:18:19:1A:1B:1C:1D:1E:1F:20\r\n")...)
 			case tamperKey:
 				body = swapFingerprint(t, body)
-				fps, err := livestream.Fingerprints(body)
-				if err != nil {
-					t.Error(err)
-				}
-				sig, err := claimcode.Sign(rand.Reader, attacker, livestream.AnswerMessage(r.device, offer, fps))
+				sig, err := claimcode.Sign(rand.Reader, attacker, livestream.AnswerMessage(r.device, offer, body))
 				if err != nil {
 					t.Error(err)
 				}
@@ -337,6 +336,7 @@ func TestBrowserWebRTC(t *testing.T) {
 		{"fingerprint", tamperFingerprint, "does not verify"},
 		{"signature", tamperSignature, "does not verify"},
 		{"key", tamperKey, "not this camera's"},
+		{"line", tamperLine, "does not verify"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tamper.Store(int32(tc.tamper))

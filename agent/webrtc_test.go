@@ -79,3 +79,31 @@ func TestRTCFanout(t *testing.T) {
 		t.Errorf("two readers were inside the source at once")
 	}
 }
+
+// TestICEConfigurationHosts: a relay the receiver names on a local network
+// is taken only when it is the receiver's own host.
+func TestICEConfigurationHosts(t *testing.T) {
+	cfg := func(url string) string {
+		return `{"servers":[{"urls":["` + url + `"],"username":"u","credential":"c"}]}`
+	}
+	for _, tc := range []struct {
+		url, base string
+		ok        bool
+	}{
+		{"turn:127.0.0.1:3478?transport=udp", "http://127.0.0.1:8080", true},
+		{"turn:192.168.1.10:3478", "https://192.168.1.10", true},
+		{"turn:relay.example.com:3478?transport=udp", "https://cams.example.com", true},
+		{"turn:[fd00::1]:3478", "https://[fd00::1]:8443", true},
+		{"turn:192.168.1.1:3478", "https://cams.example.com", false},
+		{"turn:10.0.0.7:22?transport=udp", "https://10.0.0.8", false},
+		{"turn:127.0.0.1:3478", "https://cams.example.com", false},
+		{"turn:[fe80::1]:3478", "https://cams.example.com", false},
+		{"stun:cams.example.com:3478", "https://cams.example.com", false},
+		{"turn:", "https://cams.example.com", false},
+	} {
+		_, err := iceConfiguration(cfg(tc.url), tc.base)
+		if (err == nil) != tc.ok {
+			t.Errorf("relay %s for a receiver at %s: %v, want ok %v", tc.url, tc.base, err, tc.ok)
+		}
+	}
+}

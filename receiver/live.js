@@ -211,14 +211,19 @@
   const P256 = "3059301306072a8648ce3d020106082a8648ce3d030107034200", ED25519 = "302a300506032b6570032100";
   function hexPrefix(b, n) { return Array.from(b.subarray(0, n), function (x) { return x.toString(16).padStart(2, "0"); }).join(""); }
   // verifyAnswer checks the camera's answer before it is used: the key is
-  // the device's (its ID is the page's), and the signature over the
-  // answer's fingerprints, the offer's hash and the device ID verifies.
+  // the device's (its ID is the page's), and the signature over the device
+  // ID, the offer's hash and the hash of the answer, byte for byte as it
+  // is then applied, verifies. The answer must be printable ASCII (as the
+  // receiver requires), so its text and its bytes are one.
   async function verifyAnswer(offer, answer, sigB64, keyB64) {
     if (!window.KFE2EE) { throw new Error("the page's verifier (e2ee.js) did not load"); }
+    if (!/^v=0\r?\n[\x20-\x7e\r\n]*$/.test(answer) || answer.length > 16384) { throw new Error("the answer is not an SDP of printable ASCII"); }
+    fingerprints(answer); // one to eight well-formed fingerprints
     const spki = b64u(keyB64), sig = b64u(sigB64);
     if (await window.KFE2EE.deviceID(spki) !== device) { throw new Error("the key the receiver gave is not this camera's"); }
     const offerHash = new Uint8Array(await crypto.subtle.digest("SHA-256", te.encode(offer)));
-    const msg = concat([te.encode("keyframe webrtc answer v1\0"), lp(te.encode(device)), lp(offerHash), lp(te.encode(fingerprints(answer).join("\n")))]);
+    const answerHash = new Uint8Array(await crypto.subtle.digest("SHA-256", te.encode(answer)));
+    const msg = concat([te.encode("keyframe webrtc answer v2\0"), lp(te.encode(device)), lp(offerHash), lp(answerHash)]);
     let ok;
     if (spki.length === 91 && hexPrefix(spki, 26) === P256 && spki[26] === 4) {
       const k = await crypto.subtle.importKey("spki", spki, {name: "ECDSA", namedCurve: "P-256"}, false, ["verify"]);

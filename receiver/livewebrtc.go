@@ -328,8 +328,7 @@ func (s *Server) handleLiveAnswer(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "the answer: "+err.Error())
 		return
 	}
-	fps, err := livestream.Fingerprints(b)
-	if err != nil {
+	if _, err := livestream.Fingerprints(b); err != nil {
 		fail(http.StatusBadRequest, "the answer: "+err.Error())
 		return
 	}
@@ -348,7 +347,7 @@ func (s *Server) handleLiveAnswer(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusForbidden, "unknown device")
 		return
 	}
-	if _, err := claimcode.Verify(d.SPKI, livestream.AnswerMessage(device, o.sdp, fps), sig); err != nil {
+	if _, err := claimcode.Verify(d.SPKI, livestream.AnswerMessage(device, o.sdp, b), sig); err != nil {
 		fail(http.StatusForbidden, "the answer's signature does not verify with the device's key")
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/keyframe-cam/keyframe/internal/h264"
@@ -125,6 +126,12 @@ func (s *Server) handleClipMP4(w http.ResponseWriter, r *http.Request, u *user) 
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
 	h.Set("Cache-Control", "no-store")
+	// One range at most: each range of a multi-range request would make
+	// the file again from its start (a few thousand in one Range header
+	// keep a core busy); a video element asks for one.
+	if strings.Contains(r.Header.Get("Range"), ",") {
+		r.Header.Del("Range")
+	}
 	gr := &genReader{size: int64(n), gen: func(w io.Writer) error { return s.writeClipMP4(w, ci, device, event, false) }}
 	http.ServeContent(w, r, "", time.Time{}, gr)
 	gr.Close()

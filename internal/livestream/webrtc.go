@@ -148,13 +148,16 @@ func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'A' && c <= 'F' }
 
 // AnswerMessage is what the device key signs for an answer: a domain
 // separation string, then the device ID, the SHA-256 of the offer's SDP
-// (as the camera received it) and the answer's fingerprints (Fingerprints,
-// joined by "\n"), each length-prefixed (uint32, big-endian).
-func AnswerMessage(device string, offer []byte, fingerprints []string) []byte {
-	sum := sha256.Sum256(offer)
+// (as the camera received it) and the SHA-256 of the answer's SDP, the
+// exact bytes the browser is to apply, each length-prefixed (uint32,
+// big-endian). The whole answer is signed, not only its fingerprints: a
+// line a verifier's parser skips but a browser's accepts (another
+// fingerprint, a candidate) cannot be added.
+func AnswerMessage(device string, offer, answer []byte) []byte {
+	sum, asum := sha256.Sum256(offer), sha256.Sum256(answer)
 	var b bytes.Buffer
-	b.WriteString("keyframe webrtc answer v1\x00")
-	for _, f := range [][]byte{[]byte(device), sum[:], []byte(strings.Join(fingerprints, "\n"))} {
+	b.WriteString("keyframe webrtc answer v2\x00")
+	for _, f := range [][]byte{[]byte(device), sum[:], asum[:]} {
 		var n [4]byte
 		binary.BigEndian.PutUint32(n[:], uint32(len(f)))
 		b.Write(n[:])
