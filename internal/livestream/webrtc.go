@@ -13,7 +13,7 @@ import (
 // WebRTC session (WHEP-style: an SDP offer, POSTed to the receiver), the
 // receiver hands the offer to the camera through its wait, and the camera
 // answers with its SDP answer and a signature by its device key over
-// AnswerMessage, which binds the DTLS fingerprints of the answer to the
+// AnswerMessage, which binds the whole answer (and so its DTLS fingerprints) to the
 // offer and to the device: the receiver, which relays both, cannot put
 // itself in the middle of the DTLS session without the page noticing.
 //
