@@ -60,6 +60,7 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 	turnIP := fs.String("turn-ip", "", "with -turn-listen: the receiver's address as browsers and cameras reach it (relayed media flows to it)")
 	turnHost := fs.String("turn-host", "", "with -turn-listen: the host name in the turn: URL handed out; default: the name each request used")
 	turnRelayOnly := fs.Bool("turn-relay-only", false, "with -turn-listen: media always through the relay (browsers and cameras never see each other's addresses)")
+	turnAllowPrivate := fs.Bool("turn-allow-private", false, "with -turn-listen: let the relay reach private, loopback and shared (100.64/10) addresses (a receiver on the cameras' own network); off, it relays to public addresses only")
 	var limits receiverLimits
 	limits.addFlags(fs)
 	if code, ok := cli.Parse(fs, args, receiverUsage, stdout, stderr); !ok {
@@ -100,9 +101,9 @@ func receiverServe(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "keyframe-receiver: -turn-listen needs -turn-ip, the receiver's address as browsers and cameras reach it (got %q)\n", *turnIP)
 			return 2
 		}
-		cfg.Options.Live.TURN = receiver.TURNOptions{Listen: *turnListen, RelayIP: ip, Host: *turnHost, RelayOnly: *turnRelayOnly}
-	} else if *turnIP != "" || *turnHost != "" || *turnRelayOnly {
-		fmt.Fprintf(stderr, "keyframe-receiver: -turn-ip, -turn-host and -turn-relay-only go with -turn-listen\n")
+		cfg.Options.Live.TURN = receiver.TURNOptions{Listen: *turnListen, RelayIP: ip, Host: *turnHost, RelayOnly: *turnRelayOnly, AllowPrivatePeers: *turnAllowPrivate}
+	} else if *turnIP != "" || *turnHost != "" || *turnRelayOnly || *turnAllowPrivate {
+		fmt.Fprintf(stderr, "keyframe-receiver: -turn-ip, -turn-host, -turn-relay-only and -turn-allow-private go with -turn-listen\n")
 		return 2
 	}
 	for _, h := range strings.Split(*allowHosts, ",") {
