@@ -229,9 +229,12 @@ func (h *liveHub) cam(device string) *liveCam {
 	return c
 }
 
-// gc drops device's entry once nothing uses it; h.mu is held.
+// gc drops device's entry c once nothing uses it; h.mu is held. A handler
+// may hold an entry already dropped (an offer's page, whose offer the
+// camera took): its gc leaves alone the entry made since, which a camera
+// may be waiting on.
 func (h *liveHub) gc(device string, c *liveCam) {
-	if len(c.viewers) == 0 && c.waiting == 0 && c.stream == nil && len(c.offers) == 0 {
+	if h.cams[device] == c && len(c.viewers) == 0 && c.waiting == 0 && c.stream == nil && len(c.offers) == 0 {
 		delete(h.cams, device)
 	}
 }

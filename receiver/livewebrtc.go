@@ -162,6 +162,7 @@ func (s *Server) handleLiveWHEP(w http.ResponseWriter, r *http.Request, u *user)
 	c := h.cam(device)
 	for _, p := range c.offers {
 		if p.sess == u.hash {
+			h.gc(device, c)
 			h.mu.Unlock()
 			writeLine(w, http.StatusConflict, "an offer of this browser for this camera is already pending")
 			return
@@ -169,6 +170,7 @@ func (s *Server) handleLiveWHEP(w http.ResponseWriter, r *http.Request, u *user)
 	}
 	for _, p := range h.rtc.pending {
 		if p.sess == u.hash && p.device == device {
+			h.gc(device, c)
 			h.mu.Unlock()
 			writeLine(w, http.StatusConflict, "an offer of this browser for this camera is already pending")
 			return

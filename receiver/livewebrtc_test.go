@@ -347,3 +347,75 @@ func TestLiveWHEP(t *testing.T) {
 		}
 	})
 }
+
+// TestLiveWaitAfterOffer: the page's offer handler, ending after the
+// camera took its offer and waits again, leaves the camera's new wait in
+// place: a viewer who comes next wakes it at once ("watch"), rather than a
+// camera entry made anew that nobody waits on (the camera then deaf to
+// viewers and offers until its wait times out).
+func TestLiveWaitAfterOffer(t *testing.T) {
+	e := newEnv(t, Options{Live: LiveOptions{Wait: 20 * time.Second}})
+	a := newDevice(t)
+	e.enroll(a, "alice")
+	e.account("alice", RoleOwner)
+	alice, err := e.srv.NewSession("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// wait sends a camera's wait in the background, once it is in the
+	// receiver's hands, each with a nonce of its own.
+	type reply struct {
+		code int
+		body string
+	}
+	wait := func() <-chan reply {
+		ch := make(chan reply, 1)
+		cam := &rtcCam{e: e, d: a, nonce: e.freshNonce(a.id)}
+		go func() {
+			code, body := cam.wait(true)
+			ch <- reply{code, body}
+		}()
+		for i := 0; ; i++ {
+			h := e.srv.live
+			h.mu.Lock()
+			c := h.cams[a.id]
+			waiting := c != nil && c.waiting > 0
+			h.mu.Unlock()
+			if waiting {
+				return ch
+			}
+			if i == 2000 {
+				t.Fatal("the camera's wait never reached the receiver")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	// The camera waits; the page's offer wakes it.
+	first := wait()
+	page := e.offerAsync(a.id, testOffer, alice)
+	r := <-first
+	id, offer, err := livestream.WaitOffer([]byte(r.body))
+	if r.code != http.StatusOK || err != nil || offer == nil {
+		t.Fatalf("the camera's wait: %d %q (%v), want the offer", r.code, r.body, err)
+	}
+	// It waits again before its answer is in (two requests: either may
+	// come first).
+	second := wait()
+	cam := &rtcCam{e: e, d: a, nonce: e.freshNonce(a.id)}
+	if code, body := cam.answer(id, string(offer), testAnswer, "", a); code != http.StatusNoContent {
+		t.Fatalf("the camera's answer: %d %s", code, body)
+	}
+	if got := <-page; got.code != http.StatusCreated {
+		t.Fatalf("the page got %d %q, want 201", got.code, got.body)
+	}
+
+	// The offer's handler has returned (its reply is out): a viewer now.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp := e.framesViewer(ctx, a.id, alice)
+	defer resp.Body.Close()
+	if r := <-second; r.code != http.StatusOK || r.body != livestream.Watch {
+		t.Errorf("the camera's wait when a viewer came: %d %q, want 200 %q", r.code, r.body, livestream.Watch)
+	}
+}
