@@ -84,7 +84,8 @@ type LiveOptions struct {
 	// dropped (counted).
 	MaxFPS float64
 	// ViewersPerCamera and MaxViewers bound the viewers of one camera and of
-	// all: more are answered 429.
+	// all, and the WebRTC offers waiting for a camera's answer likewise:
+	// more are answered 429.
 	ViewersPerCamera, MaxViewers int
 	// TURN runs a relay for the WebRTC live view (liveturn.go); off
 	// without TURN.Listen.
@@ -141,6 +142,7 @@ type liveHub struct {
 	mu      sync.Mutex
 	cams    map[string]*liveCam
 	viewers int
+	offers  int // WebRTC offers being answered (livewebrtc.go), bounded by MaxViewers too
 	used    map[string]time.Time // nonces spent, until their expiry
 	stats   LiveStats
 	rtc     rtcState  // WebRTC signalling (livewebrtc.go)

@@ -188,14 +188,15 @@ func (s *Server) handleLiveWHEP(w http.ResponseWriter, r *http.Request, u *user)
 		writeLine(w, status, why)
 		return
 	}
-	if len(c.offers) >= h.opt.ViewersPerCamera {
+	if len(c.offers) >= h.opt.ViewersPerCamera || h.offers >= h.opt.MaxViewers {
 		h.gc(device, c)
 		h.mu.Unlock()
 		w.Header().Set("Retry-After", "10")
-		writeLine(w, http.StatusTooManyRequests, "too many offers for this camera; retry later")
+		writeLine(w, http.StatusTooManyRequests, "too many live offers for this camera or this receiver; retry later")
 		return
 	}
 	c.offers = append(c.offers, o)
+	h.offers++
 	close(c.wake) // a waiting camera takes it at once
 	c.wake = make(chan struct{})
 	h.mu.Unlock()
@@ -210,6 +211,7 @@ func (s *Server) handleLiveWHEP(w http.ResponseWriter, r *http.Request, u *user)
 			}
 		}
 		delete(h.rtc.pending, o.id)
+		h.offers--
 		h.gc(device, c)
 		h.mu.Unlock()
 	}()

@@ -419,3 +419,79 @@ func TestLiveWaitAfterOffer(t *testing.T) {
 		t.Errorf("the camera's wait when a viewer came: %d %q, want 200 %q", r.code, r.body, livestream.Watch)
 	}
 }
+
+// TestLiveWHEPBounds: offers waiting for a camera's answer are bounded per
+// camera (ViewersPerCamera) and in all (MaxViewers), as viewers are: one
+// more is answered 429 at once; an offer that ends (its page gone) frees
+// its place.
+func TestLiveWHEPBounds(t *testing.T) {
+	e := newEnv(t, Options{Live: LiveOptions{ViewersPerCamera: 2, MaxViewers: 3}})
+	e.account("alice", RoleOwner)
+	var devs []*testDevice
+	for range 3 {
+		d := newDevice(t)
+		e.enroll(d, "alice")
+		devs = append(devs, d)
+	}
+	session := func() *http.Cookie {
+		c, err := e.srv.NewSession("alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	inFlight := func() int {
+		e.srv.live.mu.Lock()
+		defer e.srv.live.mu.Unlock()
+		return e.srv.live.offers
+	}
+	// offer posts an offer that stays pending (no camera waits) until its
+	// context ends, once the receiver holds it.
+	offer := func(ctx context.Context, d *testDevice, c *http.Cookie) {
+		n := inFlight()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.hs.URL+"/live/"+d.id+"/whep", strings.NewReader(testOffer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", livestream.SDPType)
+		req.AddCookie(c)
+		go func() {
+			if resp, err := e.hs.Client().Do(req); err == nil {
+				resp.Body.Close()
+				t.Errorf("an offer for %s ended with %d before its page left", d.id, resp.StatusCode)
+			}
+		}()
+		for i := 0; inFlight() == n; i++ {
+			if i == 2000 {
+				t.Fatal("the receiver never took the offer")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Two offers for the first camera (two browsers): the third is over
+	// ViewersPerCamera.
+	offer(ctx, devs[0], session())
+	offer(ctx, devs[0], session())
+	if got := e.offer(devs[0].id, livestream.SDPType, testOffer, session()); got.code != http.StatusTooManyRequests {
+		t.Errorf("a third offer for one camera: %d %q, want 429", got.code, got.body)
+	}
+	// One for the second camera: the receiver's three; a fourth, for the
+	// third camera, is over MaxViewers.
+	offer(ctx, devs[1], session())
+	if got := e.offer(devs[2].id, livestream.SDPType, testOffer, session()); got.code != http.StatusTooManyRequests {
+		t.Errorf("a fourth offer to the receiver: %d %q, want 429", got.code, got.body)
+	}
+	// The pages leave: their places are free again.
+	cancel()
+	for i := 0; inFlight() != 0; i++ {
+		if i == 2000 {
+			t.Fatalf("%d offers still held after their pages left", inFlight())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	offer(ctx2, devs[2], session())
+}
