@@ -142,7 +142,7 @@ type liveHub struct {
 	mu      sync.Mutex
 	cams    map[string]*liveCam
 	viewers int
-	offers  int // WebRTC offers being answered (livewebrtc.go), bounded by MaxViewers too
+	offers  int                  // WebRTC offers being answered (livewebrtc.go), bounded by MaxViewers too
 	used    map[string]time.Time // nonces spent, until their expiry
 	stats   LiveStats
 	rtc     rtcState  // WebRTC signalling (livewebrtc.go)

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/turn/v5"
@@ -74,8 +75,10 @@ const turnRealm = "keyframe"
 
 // liveTURN is the running relay.
 type liveTURN struct {
-	opt   TURNOptions
-	srv   *turn.Server
+	opt TURNOptions
+	// srv is set once turn.NewServer returned; its read loop runs (and
+	// may call the quota handler) before that.
+	srv   atomic.Pointer[turn.Server]
 	port  int
 	key   [32]byte
 	relay netip.Addr // RelayIP, unmapped
@@ -125,8 +128,7 @@ func (h *liveHub) startTURN(opt TURNOptions, log *slog.Logger) (*liveTURN, error
 		ports: map[int]bool{},
 	}
 	copy(t.key[:], h.key[:]) // the nonces' key serves: the MAC input differs
-	var srv *turn.Server
-	srv, err = turn.NewServer(turn.ServerConfig{
+	srv, err := turn.NewServer(turn.ServerConfig{
 		Realm: turnRealm,
 		AuthHandler: func(ra *turn.RequestAttributes) (string, []byte, bool) {
 			if !t.valid(ra.Username, h.clk.Now()) {
@@ -136,6 +138,10 @@ func (h *liveHub) startTURN(opt TURNOptions, log *slog.Logger) (*liveTURN, error
 			return ra.Username, turn.GenerateAuthKey(ra.Username, ra.Realm, t.password(ra.Username)), true
 		},
 		QuotaHandler: func(username, _ string, src net.Addr) bool {
+			srv := t.srv.Load()
+			if srv == nil {
+				return false // still starting: the client asks again
+			}
 			if n := srv.AllocationCount(); n >= opt.MaxAllocations {
 				log.Warn("receiver: TURN allocation refused: the relay is full", "allocations", n, "remote", src)
 				return false
@@ -180,7 +186,7 @@ func (h *liveHub) startTURN(opt TURNOptions, log *slog.Logger) (*liveTURN, error
 		pc.Close()
 		return nil, fmt.Errorf("receiver: TURN relay: %w", err)
 	}
-	t.srv = srv
+	t.srv.Store(srv)
 	log.Info("receiver: TURN relay for the WebRTC live view", "listen", pc.LocalAddr().String(), "relay_ip", opt.RelayIP.String(), "relay_only", opt.RelayOnly)
 	return t, nil
 }
@@ -307,7 +313,7 @@ func (c *turnRelayConn) Close() error {
 
 func (t *liveTURN) close() {
 	if t != nil {
-		_ = t.srv.Close()
+		_ = t.srv.Load().Close()
 	}
 }
 
@@ -357,5 +363,5 @@ func (h *liveHub) turnAllocations() int {
 	if h.turn == nil {
 		return 0
 	}
-	return h.turn.srv.AllocationCount()
+	return h.turn.srv.Load().AllocationCount()
 }
