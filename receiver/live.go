@@ -654,7 +654,7 @@ func (s *Server) handleLivePage(w http.ResponseWriter, r *http.Request, u *user)
 	w.WriteHeader(http.StatusOK)
 	// The relay's credentials, for this owner only (WebRTC, liveturn.go).
 	ice := ""
-	if c := s.live.iceConfig("o-"+u.name, r.Host); c != nil {
+	if c := s.live.iceConfig(s.live.turnOwner(u.name), r.Host); c != nil {
 		b, _ := json.Marshal(c)
 		ice = string(b)
 	}

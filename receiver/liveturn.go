@@ -325,6 +325,17 @@ func (t *liveTURN) password(username string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:18])
 }
 
+// turnOwner is the relay's holder name for an owner's pages: "o-" and 16
+// characters of a MAC of the account name, not the name, which would
+// travel in the clear in every TURN request (STUN's USERNAME) and sit in
+// the relay's logs. One owner's pages share it (MaxUserAllocations).
+func (h *liveHub) turnOwner(account string) string {
+	m := hmac.New(sha256.New, h.key[:])
+	m.Write([]byte("keyframe turn owner v1\x00"))
+	m.Write([]byte(account))
+	return "o-" + base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:12])
+}
+
 // valid reports whether username is one of the relay's, unexpired.
 func (t *liveTURN) valid(username string, now time.Time) bool {
 	exp, who, ok := strings.Cut(username, ":")

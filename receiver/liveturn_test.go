@@ -48,8 +48,11 @@ func TestLiveTURN(t *testing.T) {
 		t.Fatalf("the page's ICE configuration %q: %+v %v", raw, ic, err)
 	}
 	srv := ic.Servers[0]
-	if !strings.HasPrefix(srv.URLs[0], "turn:127.0.0.1:") || !strings.Contains(srv.Username, ":o-alice") {
+	if !strings.HasPrefix(srv.URLs[0], "turn:127.0.0.1:") || !strings.HasSuffix(srv.Username, ":"+e.srv.live.turnOwner("alice")) {
 		t.Errorf("the page's TURN server %+v", srv)
+	}
+	if strings.Contains(srv.Username, "alice") || e.srv.live.turnOwner("alice") == e.srv.live.turnOwner("bob") {
+		t.Errorf("the TURN username %q names the account (it travels in the clear), or two owners share a holder", srv.Username)
 	}
 	if resp, body := e.rawReq(http.MethodGet, "/live/"+a.id, "", nil, bob); resp.StatusCode != http.StatusNotFound || strings.Contains(string(body), "turn:") {
 		t.Errorf("bob's view of alice's live page: %d, with TURN credentials: %v", resp.StatusCode, strings.Contains(string(body), "turn:"))
