@@ -52,7 +52,11 @@ func emit(args []string) int {
 		if mode == "hang" && n == 1 {
 			ignoreTerm()
 		}
-		for i := 0; n == 0 || i < n || mode == "hang" && i < 1; i++ {
+		frames := n // 0: forever
+		if mode == "hang" {
+			frames = 1 // N is the SIGTERM flag, not a count
+		}
+		for i := 0; frames == 0 || i < frames; i++ {
 			out.Write(rawTestFrame(mode == "yuyv", w, h, i))
 		}
 		if mode == "hang" {
