@@ -455,15 +455,21 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Wait()
 		return err
 	}
-	if err := a.startWatchdog(ctx, &wg); err != nil {
+	startDog, werr := a.startWatchdog(ctx, &wg)
+	if werr != nil {
 		cancel()
 		wg.Wait()
-		return err
+		return werr
 	}
 	if a.deps.Service != nil {
 		if err := a.deps.Service.Ready("device " + a.device); err != nil {
 			a.log.Warn("cannot tell the service manager the agent is ready", "err", err)
 		}
+	}
+	// The keepalives begin once the service manager was told the agent is
+	// ready: READY first, then WATCHDOG.
+	startDog()
+	if a.deps.Service != nil {
 		defer func() {
 			if err := a.deps.Service.Stopping(); err != nil {
 				a.log.Warn("cannot tell the service manager the agent is stopping", "err", err)
@@ -504,25 +510,28 @@ func (a *Agent) Run(ctx context.Context) error {
 // own goroutine only while frames arrive and the spool can be written, so a
 // stalled pipeline resets the board. An orderly stop disarms it (magic close).
 // The service manager's watchdog (systemd's WatchdogSec=) is fed on the same
-// ticks under the same checks, with or without a hardware watchdog.
-func (a *Agent) startWatchdog(ctx context.Context, wg *sync.WaitGroup) error {
+// ticks under the same checks, with or without a hardware watchdog. It
+// arms the watchdog and returns start, which starts the loop (Run calls it
+// after READY).
+func (a *Agent) startWatchdog(ctx context.Context, wg *sync.WaitGroup) (start func(), err error) {
+	none := func() {}
 	dog, err := a.openWatchdog()
 	if err != nil {
-		return err
+		return none, err
 	}
 	var service time.Duration
 	if a.deps.Service != nil {
 		service = a.deps.Service.WatchdogTimeout()
 	}
 	if dog == nil && service == 0 {
-		return nil
+		return none, nil
 	}
 	var interval time.Duration
 	if dog != nil {
 		timeout, err := dog.SetTimeout(a.cfg.WatchdogTimeout)
 		if err != nil {
 			dog.Close()
-			return fmt.Errorf("agent: watchdog: %w", err)
+			return none, fmt.Errorf("agent: watchdog: %w", err)
 		}
 		boot, _ := dog.BootStatus()
 		a.log.Info("watchdog armed", "device", a.cfg.WatchdogDevice, "identity", dog.Identity(), "timeout", timeout, "bootstatus", boot.String())
@@ -548,14 +557,15 @@ func (a *Agent) startWatchdog(ctx context.Context, wg *sync.WaitGroup) error {
 		Clock:  a.deps.Clock,
 		Logger: a.log,
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := loop.Run(ctx); err != nil {
-			a.log.Error("watchdog loop stopped", "err", err)
-		}
-	}()
-	return nil
+	return func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := loop.Run(ctx); err != nil {
+				a.log.Error("watchdog loop stopped", "err", err)
+			}
+		}()
+	}, nil
 }
 
 // openWatchdog opens the hardware watchdog (Deps.Watchdog, else
