@@ -465,17 +465,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err := a.deps.Service.Ready("device " + a.device); err != nil {
 			a.log.Warn("cannot tell the service manager the agent is ready", "err", err)
 		}
-	}
-	// The keepalives begin once the service manager was told the agent is
-	// ready: READY first, then WATCHDOG.
-	startDog()
-	if a.deps.Service != nil {
 		defer func() {
 			if err := a.deps.Service.Stopping(); err != nil {
 				a.log.Warn("cannot tell the service manager the agent is stopping", "err", err)
 			}
 		}()
 	}
+	// The keepalives begin once the service manager was told the agent is
+	// ready: READY first, then WATCHDOG.
+	startDog()
 	if a.clips != nil {
 		wg.Add(1)
 		go func() {
